@@ -1,1 +1,132 @@
-fn main() {}
+//! Project automation for the amino-dht workspace: `cargo xtask <command>`.
+//!
+//! Commands:
+//! - `setup`: detect and install what a fresh machine lacks (libclang for RocksDB's bindings).
+//! - `ci`: setup, fmt check, clippy, tests, docs and tidy; ends with a one-line summary.
+//! - `tidy`: the architecture invariants of `docs/architecture.md`, checked.
+//! - `fuzz <target> [--seconds N]`: run a cargo-fuzz target, installing cargo-fuzz if missing.
+//! - `devnet [args…]`: the main job of the README.
+
+// A command-line tool: its output is its interface.
+#![allow(clippy::print_stdout)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+mod ci;
+mod fuzz;
+mod setup;
+mod tidy;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                      install what a fresh machine lacks (libclang, a C++ compiler)
+  ci [--no-install]          fmt, clippy, tests, docs and tidy, as CI runs them
+  tidy                       check the architecture invariants of docs/architecture.md
+  fuzz <target> [--seconds N]
+                             run a fuzz target of crates/*/fuzz (default 60 s)
+  devnet [args...]           the README's main job: a local network that provides and finds content
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        bail!("no command given");
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match cmd.as_str() {
+        "setup" => setup::ensure(true),
+        "ci" => ci::run_all(!rest.contains(&"--no-install")),
+        "tidy" => {
+            let problems = tidy::check(&workspace_root())?;
+            if problems.is_empty() {
+                eprintln!("tidy: all invariants hold");
+                Ok(())
+            } else {
+                for p in &problems {
+                    eprintln!("tidy: {p}");
+                }
+                bail!("tidy found {} problem(s)", problems.len())
+            }
+        }
+        "fuzz" => fuzz::run_target(&rest),
+        "devnet" => devnet(&rest),
+        "help" | "--help" | "-h" => {
+            eprint!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+/// The main job. Until the `dht-node` binary exists this runs the dht-proto example.
+fn devnet(args: &[&str]) -> Result<()> {
+    setup::ensure(true)?;
+    let root = workspace_root();
+    if root.join("crates/dht-node").exists() {
+        let mut all = vec![
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "dht-node",
+            "--",
+            "devnet",
+        ];
+        all.extend_from_slice(args);
+        cargo(&all)
+    } else {
+        let mut all = vec![
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "dht-proto",
+            "--example",
+            "keyspace",
+            "--",
+        ];
+        all.extend_from_slice(args);
+        cargo(&all)
+    }
+}
+
+/// The workspace root (the parent of this crate's manifest directory).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cargo that runs this xtask.
+pub(crate) fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+/// Runs cargo with `args` in the workspace root; fails on a non-zero exit.
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(cargo_bin()).args(args))
+}
+
+/// Runs a command with inherited output; fails on a non-zero exit.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    cmd.current_dir(workspace_root());
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn order_is_keyspace_order() {
-        let mut v = vec![p("1"), p("01"), p("0"), p(""), p("011"), p("00")];
+        let mut v = [p("1"), p("01"), p("0"), p(""), p("011"), p("00")];
         v.sort();
         let s: Vec<String> = v.iter().map(ToString::to_string).collect();
         assert_eq!(s, ["", "0", "00", "01", "011", "1"]);
@@ -266,7 +266,10 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        assert_eq!("012".parse::<Prefix>(), Err(ParsePrefixError::InvalidChar('2')));
+        assert_eq!(
+            "012".parse::<Prefix>(),
+            Err(ParsePrefixError::InvalidChar('2'))
+        );
         assert_eq!(
             "0".repeat(257).parse::<Prefix>(),
             Err(ParsePrefixError::TooLong(257))

@@ -1,0 +1,139 @@
+//! `cargo xtask ci`: every check CI runs, in order, with a one-line summary at the end.
+
+use std::{process::Command, time::Instant};
+
+use anyhow::{Result, bail};
+
+use crate::{cargo_bin, run, setup, tidy, workspace_root};
+
+/// One named check.
+type Step = Box<dyn Fn() -> Result<()>>;
+
+/// Runs every step even when an earlier one fails, so one run shows every problem.
+pub(crate) fn run_all(install: bool) -> Result<()> {
+    setup::ensure(install)?;
+    let nextest = Command::new(cargo_bin())
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+
+    let mut steps: Vec<(&str, Step)> = vec![
+        (
+            "fmt",
+            Box::new(|| cargo(&["fmt", "--all", "--", "--check"], &[])),
+        ),
+        (
+            "clippy",
+            Box::new(|| {
+                cargo(
+                    &[
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--all-features",
+                        "--locked",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                    &[],
+                )
+            }),
+        ),
+    ];
+    if nextest {
+        steps.push((
+            "test",
+            Box::new(|| {
+                cargo(
+                    &[
+                        "nextest",
+                        "run",
+                        "--workspace",
+                        "--all-features",
+                        "--locked",
+                    ],
+                    &[],
+                )?;
+                // nextest does not run doctests.
+                cargo(
+                    &["test", "--workspace", "--all-features", "--locked", "--doc"],
+                    &[],
+                )
+            }),
+        ));
+    } else {
+        steps.push((
+            "test",
+            Box::new(|| cargo(&["test", "--workspace", "--all-features", "--locked"], &[])),
+        ));
+    }
+    steps.push((
+        "doc",
+        Box::new(|| {
+            cargo(
+                &[
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--all-features",
+                    "--locked",
+                ],
+                &[("RUSTDOCFLAGS", "-Dwarnings")],
+            )
+        }),
+    ));
+    steps.push((
+        "tidy",
+        Box::new(|| {
+            let problems = tidy::check(&workspace_root())?;
+            for p in &problems {
+                eprintln!("tidy: {p}");
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                bail!("{} problem(s)", problems.len())
+            }
+        }),
+    ));
+
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for (name, step) in &steps {
+        eprintln!("==> ci: {name}");
+        let start = Instant::now();
+        match step() {
+            Ok(()) => {
+                eprintln!("==> ci: {name} passed in {:.0?}", start.elapsed());
+                passed.push(*name);
+            }
+            Err(e) => {
+                eprintln!("==> ci: {name} FAILED in {:.0?}: {e:#}", start.elapsed());
+                failed.push(*name);
+            }
+        }
+    }
+    eprintln!(
+        "ci steps passed: [{}]; failed: [{}]",
+        passed.join(" "),
+        failed.join(" ")
+    );
+    // The plain closing line CI reads.
+    println!("ci: {} passed, {} failed", passed.len(), failed.len());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("ci failed: {}", failed.join(", "))
+    }
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}

@@ -1,0 +1,253 @@
+//! `cargo xtask tidy`: the architecture invariants of `docs/architecture.md`, checked.
+//!
+//! Package facts come from `cargo metadata`. Transitive dependencies come from `cargo tree -p`,
+//! which resolves features for that one crate as a user depending on it alone would get them
+//! (`cargo metadata` unifies features across the whole workspace, which would hide a crate
+//! that pulls in rocksdb only because a sibling enables it).
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::cargo_bin;
+
+/// Crates that must never depend, even transitively, on the listed packages.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    (
+        "dht-proto",
+        &["tokio", "rocksdb", "librocksdb-sys", "libp2p-swarm"],
+    ),
+    (
+        "dht-routing-table",
+        &["tokio", "rocksdb", "librocksdb-sys", "libp2p-swarm"],
+    ),
+    ("dht-provider-store", &["libp2p-swarm"]),
+    (
+        "dht-handler",
+        &["rocksdb", "librocksdb-sys", "libp2p-swarm"],
+    ),
+    (
+        "dht-routing",
+        &["rocksdb", "librocksdb-sys", "libp2p-swarm"],
+    ),
+    (
+        "dht-provider",
+        &["rocksdb", "librocksdb-sys", "libp2p-swarm"],
+    ),
+    ("dht-sim", &["rocksdb", "librocksdb-sys", "libp2p-swarm"]),
+];
+
+/// Packages only one crate may name as a direct dependency.
+const SOLE_USER: &[(&str, &str)] = &[("rocksdb", "dht-provider-store")];
+
+/// Every problem found; empty when all invariants hold.
+pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
+    let meta = metadata(root)?;
+    let packages = meta["packages"]
+        .as_array()
+        .context("metadata without packages")?;
+    let mut problems = Vec::new();
+    let names: BTreeSet<String> = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    let unpublished: BTreeSet<String> = packages
+        .iter()
+        .filter(|p| is_unpublished(p))
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+
+    for p in packages {
+        let name = p["name"].as_str().unwrap_or("?");
+        let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap_or_default());
+        let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+        problems.extend(manifest_problems(name, p, &dir, &names, &unpublished));
+        for dep in p["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap_or("?");
+            let kind = dep["kind"].as_str();
+            for (pkg, sole) in SOLE_USER {
+                if dep_name == *pkg && name != *sole && kind.is_none() {
+                    problems.push(format!(
+                        "{name} depends on {pkg} directly; only {sole} may (docs/architecture.md)"
+                    ));
+                }
+            }
+        }
+    }
+
+    for (krate, _) in FORBIDDEN {
+        if names.contains(*krate) {
+            let deps = tree(root, krate)?;
+            problems.extend(forbidden_violations(krate, &deps));
+        }
+    }
+
+    let arch = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap_or_default();
+    for name in &names {
+        if !arch.contains(&format!("`{name}`")) {
+            problems.push(format!(
+                "docs/architecture.md does not describe the crate `{name}`"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The forbidden packages among `deps` (the transitive normal dependencies of `krate`).
+fn forbidden_violations(krate: &str, deps: &BTreeSet<String>) -> Vec<String> {
+    FORBIDDEN
+        .iter()
+        .filter(|(k, _)| *k == krate)
+        .flat_map(|(_, banned)| banned.iter())
+        .filter(|b| deps.contains(**b))
+        .map(|b| format!("{krate} depends on {b}, which docs/architecture.md forbids"))
+        .collect()
+}
+
+fn is_unpublished(p: &Value) -> bool {
+    p["publish"].as_array().is_some_and(Vec::is_empty)
+}
+
+fn manifest_problems(
+    name: &str,
+    p: &Value,
+    dir: &Path,
+    workspace: &BTreeSet<String>,
+    unpublished: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+    if !toml.contains("[lints]") || !toml.contains("workspace = true") {
+        out.push(format!(
+            "{name}: Cargo.toml lacks `[lints] workspace = true`"
+        ));
+    }
+    if is_unpublished(p) {
+        return out;
+    }
+    if !dir.join("README.md").is_file() {
+        out.push(format!("{name}: no README.md"));
+    }
+    for field in ["description", "license", "repository"] {
+        if p[field].as_str().is_none_or(str::is_empty) {
+            out.push(format!("{name}: Cargo.toml lacks `{field}`"));
+        }
+    }
+    let lib = dir.join("src/lib.rs");
+    if lib.is_file() {
+        let src = std::fs::read_to_string(&lib).unwrap_or_default();
+        if !src.contains("#![deny(missing_docs)]") {
+            out.push(format!("{name}: src/lib.rs lacks #![deny(missing_docs)]"));
+        }
+    }
+    for dep in p["dependencies"].as_array().into_iter().flatten() {
+        let dep_name = dep["name"].as_str().unwrap_or("?");
+        let dev = dep["kind"].as_str() == Some("dev");
+        if !workspace.contains(dep_name) || dev {
+            continue;
+        }
+        if unpublished.contains(dep_name) {
+            out.push(format!(
+                "{name} (published) depends on {dep_name}, which is not published"
+            ));
+        } else if dep["req"].as_str() == Some("*") {
+            out.push(format!(
+                "{name} depends on {dep_name} without a version; it could not be published"
+            ));
+        }
+    }
+    out
+}
+
+fn metadata(root: &Path) -> Result<Value> {
+    let out = Command::new(cargo_bin())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .output()
+        .context("could not run cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The names of every package `krate` depends on at run time, with its default features only.
+fn tree(root: &Path, krate: &str) -> Result<BTreeSet<String>> {
+    let out = Command::new(cargo_bin())
+        .args([
+            "tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}",
+        ])
+        .current_dir(root)
+        .output()
+        .context("could not run cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree -p {krate} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace_root;
+
+    /// The invariants hold for the workspace as it is.
+    #[test]
+    fn workspace_is_tidy() {
+        let problems = check(&workspace_root()).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// The check fails when a forbidden dependency appears in a crate's tree.
+    #[test]
+    fn forbidden_dependency_is_caught() {
+        let root = workspace_root();
+        let mut deps = tree(&root, "dht-proto").unwrap();
+        assert!(deps.contains("dht-proto") && deps.contains("multihash"));
+        assert!(forbidden_violations("dht-proto", &deps).is_empty());
+        deps.insert("rocksdb".to_owned());
+        deps.insert("libp2p-swarm".to_owned());
+        let found = forbidden_violations("dht-proto", &deps);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("dht-proto depends on rocksdb"),
+            "{found:?}"
+        );
+    }
+
+    /// A published crate naming an internal dependency without a version is reported.
+    #[test]
+    fn unversioned_internal_dependency_is_caught() {
+        let p: Value = serde_json::json!({
+            "name": "dht-x", "description": "d", "license": "MIT", "repository": "r",
+            "publish": null,
+            "dependencies": [
+                {"name": "dht-proto", "kind": null, "req": "*"},
+                {"name": "dht-sim", "kind": null, "req": "*"},
+                {"name": "dht-sim", "kind": "dev", "req": "*"}
+            ]
+        });
+        let ws: BTreeSet<String> = ["dht-proto", "dht-sim"].map(String::from).into();
+        let unpublished: BTreeSet<String> = ["dht-sim".to_owned()].into();
+        let dir = workspace_root().join("crates/dht-proto");
+        let found = manifest_problems("dht-x", &p, &dir, &ws, &unpublished);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("without a version"));
+        assert!(found[1].contains("not published"));
+    }
+}
