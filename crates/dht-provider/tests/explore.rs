@@ -1,0 +1,261 @@
+//! The region explorer against a synthetic network of servers with real k-bucket tables.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap};
+
+use dht_proto::{Key, PeerId, PeerInfo, Prefix};
+use dht_provider::explore::{
+    Exploration, ExploreAction, ExploreConfig, RegionExplorer, closest_of,
+};
+use dht_routing_table::{
+    Direction, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
+};
+use rand::{
+    Rng, SeedableRng,
+    rngs::StdRng,
+    seq::{IndexedRandom, SliceRandom},
+};
+
+struct Net {
+    servers: Vec<PeerInfo>,
+    tables: HashMap<PeerId, KBucketTable>,
+    dead: BTreeSet<PeerId>,
+    liars: BTreeSet<PeerId>,
+}
+
+impl Net {
+    /// `n` servers, each of whose tables learned every other server in random order.
+    fn new(n: usize, seed: u64) -> Net {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let servers: Vec<PeerInfo> = (0..n)
+            .map(|_| {
+                let kp = dht_proto::libp2p_identity::Keypair::ed25519_from_bytes(
+                    rng.random::<[u8; 32]>(),
+                )
+                .unwrap();
+                PeerInfo::new(kp.public().to_peer_id(), vec![])
+            })
+            .collect();
+        let mut tables = HashMap::new();
+        for s in &servers {
+            let t = KBucketTable::new(
+                s.key(),
+                KBucketConfig::default().with_diversity(None),
+                ManualClock::new(0),
+            );
+            let mut order: Vec<&PeerInfo> = servers.iter().collect();
+            order.shuffle(&mut rng);
+            for p in order {
+                t.update(p, PeerEvent::Seen(Direction::Outbound));
+            }
+            tables.insert(s.peer_id, t);
+        }
+        Net {
+            servers,
+            tables,
+            dead: BTreeSet::new(),
+            liars: BTreeSet::new(),
+        }
+    }
+
+    fn live(&self) -> Vec<PeerInfo> {
+        self.servers
+            .iter()
+            .filter(|s| !self.dead.contains(&s.peer_id))
+            .cloned()
+            .collect()
+    }
+
+    fn answer(&self, to: &PeerInfo, target: &Key, rng: &mut StdRng) -> Option<Vec<PeerInfo>> {
+        if self.dead.contains(&to.peer_id) {
+            return None;
+        }
+        if self.liars.contains(&to.peer_id) {
+            return Some(
+                (0..20)
+                    .map(|_| self.servers[rng.random_range(0..self.servers.len())].clone())
+                    .collect(),
+            );
+        }
+        Some(self.tables[&to.peer_id].closest_peers(target, 20))
+    }
+
+    fn explore(&self, region: Prefix, seeds: Vec<PeerInfo>, rng: &mut StdRng) -> Exploration {
+        self.explore_excluding(region, seeds, Vec::new(), rng)
+    }
+
+    fn explore_excluding(
+        &self,
+        region: Prefix,
+        seeds: Vec<PeerInfo>,
+        excluded: Vec<PeerId>,
+        rng: &mut StdRng,
+    ) -> Exploration {
+        let mut ex = RegionExplorer::new(region, None, seeds, ExploreConfig::default());
+        ex.exclude(excluded);
+        // Answers are delivered one at a time, in the order asked: enough for a sans-IO test.
+        let mut queue = Vec::new();
+        loop {
+            match ex.next_action() {
+                ExploreAction::Ask { peer, target } => queue.push((peer, target)),
+                ExploreAction::Wait => {
+                    let (peer, target) = queue.remove(0);
+                    match self.answer(&peer, &target, rng) {
+                        Some(closer) => ex.on_response(&peer.peer_id, closer),
+                        None => ex.on_failure(&peer.peer_id),
+                    }
+                }
+                ExploreAction::Done => return ex.finish(),
+            }
+        }
+    }
+}
+
+/// Every key of the region gets the true k closest live servers, for `samples` random keys.
+fn check_placement(net: &Net, ex: &Exploration, samples: usize, rng: &mut StdRng) {
+    let live = net.live();
+    for _ in 0..samples {
+        let key = ex.region.key_with_suffix(&Key::from_bytes(rng.random()));
+        let want: Vec<PeerId> = closest_of(&live, &key, 20)
+            .iter()
+            .map(|p| p.peer_id)
+            .collect();
+        let got: Vec<PeerId> = ex.closest(&key, 20).iter().map(|p| p.peer_id).collect();
+        assert_eq!(got, want, "region {} scope {}", ex.region, ex.scope);
+    }
+}
+
+fn true_servers(net: &Net, scope: &Prefix) -> BTreeSet<PeerId> {
+    net.live()
+        .iter()
+        .filter(|s| scope.contains(&s.key()))
+        .map(|s| s.peer_id)
+        .collect()
+}
+
+#[test]
+fn one_region_from_far_seeds_is_exact() {
+    let net = Net::new(600, 1);
+    let mut rng = StdRng::seed_from_u64(2);
+    for region in ["0", "101", "1101", "01101", "111111"] {
+        let region: Prefix = region.parse().unwrap();
+        // Seeds: a few random servers, as a fresh node's routing table would give.
+        let seeds: Vec<PeerInfo> = net.servers.choose_multiple(&mut rng, 5).cloned().collect();
+        let ex = net.explore(region, seeds, &mut rng);
+        assert!(ex.complete, "{region}");
+        assert!(ex.scope.contains_prefix(&region));
+        let found: BTreeSet<PeerId> = ex.servers.iter().map(|p| p.peer_id).collect();
+        assert_eq!(found, true_servers(&net, &ex.scope), "{region}");
+        assert!(found.len() >= 20);
+        check_placement(&net, &ex, 50, &mut rng);
+    }
+}
+
+/// The sweep: every region of a prefix length in keyspace order, each seeded with the
+/// servers of the one before. Exact everywhere, and a handful of requests per region.
+#[test]
+fn sweep_of_all_regions_is_exact_and_cheap() {
+    let n = 1000;
+    let net = Net::new(n, 3);
+    let mut rng = StdRng::seed_from_u64(4);
+    let len = 5; // 32 regions of about 31 servers.
+    let mut seeds: Vec<PeerInfo> = net.servers.choose_multiple(&mut rng, 5).cloned().collect();
+    let mut total = 0;
+    for i in 0..(1u32 << len) {
+        let mut bytes = [0u8; 32];
+        bytes[0] = (i << (8 - len)) as u8;
+        let region = Prefix::new(&Key::from_bytes(bytes), len);
+        let ex = net.explore(region, seeds.clone(), &mut rng);
+        assert!(ex.complete, "{region}");
+        check_placement(&net, &ex, 20, &mut rng);
+        total += ex.requests;
+        seeds = ex.servers.clone();
+    }
+    let per_region = total as f64 / f64::from(1u32 << len);
+    eprintln!(
+        "{n} servers, {} regions: {total} FIND_NODE, {per_region:.1} per region",
+        1 << len
+    );
+    // Servers / k = 50; the walk must stay within a small multiple of it.
+    assert!(total <= 4 * n / 20, "{total} requests");
+}
+
+/// Dead servers in routing tables: the first pass may count some as servers of the scope; the
+/// sends to them fail, and a second pass that excludes them widens the scope where needed.
+/// Then every key gets its true k closest live servers.
+#[test]
+fn dead_servers_are_excluded_and_placement_stays_exact() {
+    let mut net = Net::new(500, 5);
+    let mut rng = StdRng::seed_from_u64(6);
+    let dead: Vec<PeerId> = net
+        .servers
+        .choose_multiple(&mut rng, 50)
+        .map(|p| p.peer_id)
+        .collect();
+    net.dead.extend(dead);
+    for region in ["00", "0110", "11100", "1010", "0111"] {
+        let region: Prefix = region.parse().unwrap();
+        let seeds: Vec<PeerInfo> = net.live().choose_multiple(&mut rng, 5).cloned().collect();
+        let mut excluded = Vec::new();
+        let mut ex = net.explore(region, seeds, &mut rng);
+        for _pass in 0..4 {
+            // The sends: the ones to dead servers fail, and the next pass excludes them.
+            let failed: Vec<PeerId> = ex
+                .servers
+                .iter()
+                .filter(|p| net.dead.contains(&p.peer_id))
+                .map(|p| p.peer_id)
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            excluded.extend(failed);
+            ex = net.explore_excluding(region, ex.servers.clone(), excluded.clone(), &mut rng);
+        }
+        assert!(ex.complete, "{region}");
+        assert!(ex.servers.iter().all(|p| !net.dead.contains(&p.peer_id)));
+        check_placement(&net, &ex, 30, &mut rng);
+    }
+}
+
+#[test]
+fn liars_do_not_fool_completeness() {
+    let mut net = Net::new(500, 7);
+    let mut rng = StdRng::seed_from_u64(8);
+    let liars: Vec<PeerId> = net
+        .servers
+        .choose_multiple(&mut rng, 50)
+        .map(|p| p.peer_id)
+        .collect();
+    net.liars.extend(liars);
+    let mut exact = 0;
+    let regions = ["00", "0110", "11100", "1011", "010", "11111"];
+    for region in regions {
+        let region: Prefix = region.parse().unwrap();
+        let seeds: Vec<PeerInfo> = net.servers.choose_multiple(&mut rng, 5).cloned().collect();
+        let ex = net.explore(region, seeds, &mut rng);
+        let found: BTreeSet<PeerId> = ex.servers.iter().map(|p| p.peer_id).collect();
+        if found == true_servers(&net, &ex.scope) {
+            exact += 1;
+        }
+    }
+    assert!(
+        exact >= regions.len() - 1,
+        "{exact} of {} exact",
+        regions.len()
+    );
+}
+
+#[test]
+fn tiny_network_grows_to_the_root() {
+    let net = Net::new(12, 9);
+    let mut rng = StdRng::seed_from_u64(10);
+    let ex = net.explore(
+        "0101".parse().unwrap(),
+        vec![net.servers[0].clone()],
+        &mut rng,
+    );
+    assert_eq!(ex.scope, Prefix::ROOT);
+    assert_eq!(ex.servers.len(), 12);
+    assert!(ex.complete);
+}
