@@ -1,0 +1,352 @@
+//! The [`NetworkBehaviour`] of `/ipfs/kad/1.0.0`: routes requests to connections, dials peers.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+};
+
+use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response};
+use libp2p::{
+    core::{Endpoint, transport::PortUse},
+    swarm::{
+        ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm,
+        NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        behaviour::ConnectionEstablished,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use tokio::sync::oneshot;
+
+use super::{
+    config::{KadConfig, Mode},
+    error::TransportError,
+    handler::{HandlerConfig, HandlerIn, HandlerInKind, KadHandler, OutboundJob, Reply},
+    protocol::InboundHandler,
+    stats::{Stats, TransportStats, bump},
+};
+
+/// The `/ipfs/kad/1.0.0` protocol as a [`NetworkBehaviour`], to compose into a swarm.
+///
+/// Outbound: [`KadBehaviour::send_request`] sends a request to a peer over an existing
+/// connection, or dials the peer at the given addresses first; streams are reused (see the
+/// [crate documentation](crate)). Inbound (in [`Mode::Server`]): requests go to the
+/// [`InboundHandler`] given at construction, on the connection's task.
+///
+/// Its connection handlers use tokio's timers: run the swarm on a tokio runtime with time
+/// enabled (`SwarmBuilder::with_tokio`).
+///
+/// It emits no events. Which peers are DHT servers is learnt from identify, which lists the
+/// remote's protocols; [`spawn`](crate::transport::spawn) composes this behaviour with identify
+/// and ping and reports it.
+pub struct KadBehaviour {
+    cfg: HandlerConfig,
+    mode: Mode,
+    inbound_handler: Arc<dyn InboundHandler>,
+    stats: Arc<Stats>,
+    /// Established connections per peer, oldest first.
+    connections: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Listen addresses of connected peers, from identify.
+    peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Requests waiting for a connection to their peer.
+    pending: HashMap<PeerId, Vec<OutboundJob>>,
+    actions: VecDeque<ToSwarm<Infallible, HandlerIn>>,
+    waker: Option<Waker>,
+}
+
+impl KadBehaviour {
+    /// A behaviour with these settings whose inbound requests go to `inbound_handler`.
+    pub fn new(config: &KadConfig, inbound_handler: Arc<dyn InboundHandler>) -> Self {
+        KadBehaviour {
+            cfg: HandlerConfig::from(config),
+            mode: config.mode,
+            inbound_handler,
+            stats: Arc::default(),
+            connections: HashMap::new(),
+            peer_addrs: HashMap::new(),
+            pending: HashMap::new(),
+            actions: VecDeque::new(),
+            waker: None,
+        }
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Switches between server and client on every connection. Identify tells connected
+    /// peers (a push), since the advertised protocols change.
+    pub fn set_mode(&mut self, mode: Mode) {
+        if mode == self.mode {
+            return;
+        }
+        self.mode = mode;
+        for (peer, conns) in &self.connections {
+            for conn in conns {
+                self.actions.push_back(ToSwarm::NotifyHandler {
+                    peer_id: *peer,
+                    handler: NotifyHandler::One(*conn),
+                    event: HandlerIn(HandlerInKind::SetMode(mode)),
+                });
+            }
+        }
+        self.wake();
+    }
+
+    /// Records the listen addresses a connected peer announced (identify's `listen_addrs`),
+    /// which the [`InboundHandler`] then sees in [`RemotePeer::peer`](crate::transport::RemotePeer::peer). Forgotten when the
+    /// last connection to the peer closes; ignored for peers not connected. At most 32 are kept.
+    ///
+    /// [`spawn`](crate::transport::spawn) calls it on every identify exchange; a swarm composed
+    /// by hand should too.
+    pub fn set_peer_addrs(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
+        let Some(conns) = self.connections.get(&peer) else {
+            return;
+        };
+        addrs.truncate(MAX_PEER_ADDRS);
+        for conn in conns {
+            self.actions.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(*conn),
+                event: HandlerIn(HandlerInKind::RemoteAddrs(addrs.clone())),
+            });
+        }
+        self.peer_addrs.insert(peer, addrs);
+        self.wake();
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TransportStats {
+        self.stats.snapshot()
+    }
+
+    pub(crate) fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Sends `request` to `peer`: over a connection if there is one, else after dialling
+    /// `peer.addrs`. The returned future gives the response (`None` for ADD_PROVIDER, which has
+    /// none) or the error; dropping it abandons the request.
+    pub fn send_request(&mut self, peer: &PeerInfo, request: Request) -> ResponseFuture {
+        let (tx, rx) = oneshot::channel();
+        self.send_request_with(peer, &request, tx);
+        ResponseFuture(rx)
+    }
+
+    pub(crate) fn send_request_with(&mut self, peer: &PeerInfo, request: &Request, reply: Reply) {
+        let mut frame = Vec::new();
+        if let Err(e) = self.cfg.codec.encode_request(request, &mut frame) {
+            bump(&self.stats.outbound_requests_failed);
+            let _ = reply.send(Err(TransportError::Codec(e)));
+            return;
+        }
+        let job = OutboundJob {
+            ty: request.message_type(),
+            frame,
+            reply,
+            deadline: None,
+            retried: false,
+        };
+        let peer_id = peer.peer_id;
+        match self.connections.get(&peer_id).and_then(|c| c.first()) {
+            Some(conn) => self.actions.push_back(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(*conn),
+                event: HandlerIn(HandlerInKind::Request(job)),
+            }),
+            None => {
+                self.pending.entry(peer_id).or_default().push(job);
+                self.actions.push_back(ToSwarm::Dial {
+                    opts: dial_opts(peer_id, &peer.addrs),
+                });
+            }
+        }
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn new_handler(&self, peer: PeerId) -> KadHandler {
+        KadHandler::new(
+            peer,
+            self.peer_addrs.get(&peer).cloned().unwrap_or_default(),
+            self.cfg,
+            self.mode,
+            self.inbound_handler.clone(),
+            self.stats.clone(),
+        )
+    }
+
+    fn on_dial_failure(&mut self, peer: PeerId, error: &DialError) {
+        if matches!(error, DialError::DialPeerConditionFalse(_)) {
+            // Already connected or dialling: the other attempt decides.
+            return;
+        }
+        if self.connections.contains_key(&peer) {
+            return;
+        }
+        let Some(jobs) = self.pending.remove(&peer) else {
+            return;
+        };
+        let reason = error.to_string();
+        tracing::debug!(%peer, error = %reason, "dial failed");
+        for job in jobs {
+            bump(&self.stats.outbound_requests_failed);
+            let _ = job.reply.send(Err(TransportError::Dial(reason.clone())));
+        }
+    }
+}
+
+/// The most listen addresses kept per peer.
+const MAX_PEER_ADDRS: usize = 32;
+
+/// Dial `peer` at `addrs` unless it is already connected or being dialled.
+pub(crate) fn dial_opts(peer: PeerId, addrs: &[Multiaddr]) -> DialOpts {
+    DialOpts::peer_id(peer)
+        .addresses(addrs.to_vec())
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .build()
+}
+
+/// The outcome of [`KadBehaviour::send_request`]: the response (`None` for ADD_PROVIDER) or
+/// the error.
+#[derive(Debug)]
+pub struct ResponseFuture(oneshot::Receiver<Result<Option<Response>, TransportError>>);
+
+impl Future for ResponseFuture {
+    type Output = Result<Option<Response>, TransportError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(TransportError::ConnectionClosed)))
+    }
+}
+
+impl NetworkBehaviour for KadBehaviour {
+    type ConnectionHandler = KadHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.new_handler(peer))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.new_handler(peer))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match event {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push(connection_id);
+                for job in self.pending.remove(&peer_id).unwrap_or_default() {
+                    self.actions.push_back(ToSwarm::NotifyHandler {
+                        peer_id,
+                        handler: NotifyHandler::One(connection_id),
+                        event: HandlerIn(HandlerInKind::Request(job)),
+                    });
+                }
+                self.wake();
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
+                if let Some(conns) = self.connections.get_mut(&peer_id) {
+                    conns.retain(|c| *c != connection_id);
+                    if conns.is_empty() {
+                        self.connections.remove(&peer_id);
+                        self.peer_addrs.remove(&peer_id);
+                    }
+                }
+            }
+            FromSwarm::DialFailure(DialFailure {
+                peer_id: Some(peer),
+                error,
+                ..
+            }) => self.on_dial_failure(peer, error),
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        if let Some(action) = self.actions.pop_front() {
+            return Poll::Ready(action);
+        }
+        self.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dht_proto::Codec;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_oversized_request_fails_before_any_dial() {
+        let handler = super::super::protocol::handler_fn(|_, _| Ok(None));
+        let mut kad = KadBehaviour::new(&KadConfig::default().max_message_size(16), handler);
+        let peer = PeerInfo::new(PeerId::random(), vec![]);
+        let out = kad
+            .send_request(&peer, Request::FindNode { key: vec![0; 64] })
+            .await;
+        assert!(matches!(
+            out,
+            Err(TransportError::Codec(
+                dht_proto::CodecError::Oversized { .. }
+            ))
+        ));
+        assert!(
+            kad.actions.is_empty(),
+            "no dial for a request that cannot be sent"
+        );
+        assert_eq!(kad.stats().outbound_requests_failed, 1);
+    }
+
+    #[test]
+    fn codec_limit_follows_the_config() {
+        let handler = super::super::protocol::handler_fn(|_, _| Ok(None));
+        let kad = KadBehaviour::new(&KadConfig::default(), handler);
+        assert_eq!(kad.cfg.codec, Codec::default());
+    }
+}

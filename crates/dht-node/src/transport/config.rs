@@ -1,0 +1,224 @@
+//! Settings of the kad protocol and of the transport.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use dht_proto::{DEFAULT_MAX_MESSAGE_SIZE, Multiaddr};
+use libp2p::multiaddr::Protocol;
+
+/// Whether this node serves the DHT to others.
+///
+/// A server advertises `/ipfs/kad/1.0.0` (identify lists it, so other nodes add it to their
+/// routing tables) and answers inbound kad streams. A client does neither: it only sends
+/// requests, the remote's protocol negotiation for an inbound kad stream fails, and other
+/// nodes never add it to their routing tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Send requests only; refuse inbound kad streams and do not advertise the protocol.
+    Client,
+    /// Send requests and answer inbound ones (the default).
+    #[default]
+    Server,
+}
+
+/// Settings of the `/ipfs/kad/1.0.0` protocol on each connection ([`KadBehaviour`]).
+///
+/// `Default` is a server with go-libp2p-kad-dht's limits; the setters chain:
+///
+/// ```
+/// use std::time::Duration;
+/// use dht_node::transport::{KadConfig, Mode};
+/// let config = KadConfig::default()
+///     .mode(Mode::Client)
+///     .request_timeout(Duration::from_secs(5))
+///     .max_outbound_streams(8);
+/// assert_eq!(config.mode, Mode::Client);
+/// ```
+///
+/// [`KadBehaviour`]: crate::transport::KadBehaviour
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KadConfig {
+    /// Server or client (default [`Mode::Server`]).
+    pub mode: Mode,
+    /// The largest message body read or written, in bytes (default 4 MiB, as Go). A larger
+    /// inbound message closes the stream; a larger outbound one is refused before it is sent.
+    pub max_message_size: usize,
+    /// Time allowed for one outbound request once it reaches its connection: opening (or
+    /// reusing) a stream, writing the request and reading the response. Default 10 s
+    /// (Go's read timeout and libp2p-kad's substream timeout).
+    pub request_timeout: Duration,
+    /// How long a stream may wait for its next message before it is closed: an inbound stream
+    /// waiting for the next request, and an idle outbound stream kept for reuse. Default 60 s
+    /// (Go's `dhtStreamIdleTimeout`).
+    pub stream_idle_timeout: Duration,
+    /// Most inbound kad streams open at once on one connection (default 32, as libp2p-kad);
+    /// further streams are reset.
+    pub max_inbound_streams: usize,
+    /// Most outbound kad streams (busy or idle) on one connection (default 32); further
+    /// requests wait for a stream to become free.
+    pub max_outbound_streams: usize,
+}
+
+impl Default for KadConfig {
+    fn default() -> Self {
+        KadConfig {
+            mode: Mode::Server,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            request_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(60),
+            max_inbound_streams: 32,
+            max_outbound_streams: 32,
+        }
+    }
+}
+
+impl KadConfig {
+    /// Sets [`KadConfig::mode`].
+    #[must_use]
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`KadConfig::max_message_size`].
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`KadConfig::request_timeout`].
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`KadConfig::stream_idle_timeout`].
+    #[must_use]
+    pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`KadConfig::max_inbound_streams`].
+    #[must_use]
+    pub fn max_inbound_streams(mut self, n: usize) -> Self {
+        self.max_inbound_streams = n;
+        self
+    }
+
+    /// Sets [`KadConfig::max_outbound_streams`].
+    #[must_use]
+    pub fn max_outbound_streams(mut self, n: usize) -> Self {
+        self.max_outbound_streams = n;
+        self
+    }
+}
+
+/// Settings of the whole transport ([`spawn`](crate::transport::spawn)).
+///
+/// ```
+/// use dht_node::transport::{KadConfig, Mode, TransportConfig};
+/// let config = TransportConfig::default()
+///     .listen_addrs(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
+///     .kad(KadConfig::default().mode(Mode::Client));
+/// assert_eq!(config.kad.mode, Mode::Client);
+/// # Ok::<(), libp2p::multiaddr::Error>(())
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// The kad protocol's settings.
+    pub kad: KadConfig,
+    /// TCP addresses to listen on (default `/ip4/0.0.0.0/tcp/4001`, the IPFS port). Use port 0
+    /// for an ephemeral port; [`TransportHandle::listen_addrs`] tells which one was bound.
+    ///
+    /// [`TransportHandle::listen_addrs`]: crate::transport::TransportHandle::listen_addrs
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Addresses others can reach this node at, advertised by identify besides the listen
+    /// addresses (default none).
+    pub external_addrs: Vec<Multiaddr>,
+    /// How long a connection with no active stream and no request in flight stays open, so the
+    /// next request to the same peer reuses it (default 60 s).
+    pub idle_connection_timeout: Duration,
+    /// Time allowed to dial a peer: TCP connect, noise and yamux handshakes (default 10 s).
+    pub dial_timeout: Duration,
+    /// The agent version identify announces (default `dht-node/<crate version>`).
+    pub agent_version: String,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            kad: KadConfig::default(),
+            listen_addrs: vec![default_listen_addr()],
+            external_addrs: Vec::new(),
+            idle_connection_timeout: Duration::from_secs(60),
+            dial_timeout: Duration::from_secs(10),
+            agent_version: concat!("dht-node/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// `/ip4/0.0.0.0/tcp/4001`, built without a fallible parse.
+fn default_listen_addr() -> Multiaddr {
+    Multiaddr::empty()
+        .with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED))
+        .with(Protocol::Tcp(4001))
+}
+
+impl TransportConfig {
+    /// Sets [`TransportConfig::kad`].
+    #[must_use]
+    pub fn kad(mut self, kad: KadConfig) -> Self {
+        self.kad = kad;
+        self
+    }
+
+    /// Sets [`TransportConfig::listen_addrs`].
+    #[must_use]
+    pub fn listen_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.listen_addrs = addrs;
+        self
+    }
+
+    /// Sets [`TransportConfig::external_addrs`].
+    #[must_use]
+    pub fn external_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.external_addrs = addrs;
+        self
+    }
+
+    /// Sets [`TransportConfig::idle_connection_timeout`].
+    #[must_use]
+    pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_connection_timeout = timeout;
+        self
+    }
+
+    /// Sets [`TransportConfig::dial_timeout`].
+    #[must_use]
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+
+    /// Sets [`TransportConfig::agent_version`].
+    #[must_use]
+    pub fn agent_version(mut self, agent: impl Into<String>) -> Self {
+        self.agent_version = agent.into();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_listen_addr_is_the_ipfs_port() {
+        let want: Multiaddr = "/ip4/0.0.0.0/tcp/4001".parse().expect("valid");
+        assert_eq!(TransportConfig::default().listen_addrs, vec![want]);
+    }
+}

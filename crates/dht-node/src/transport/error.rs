@@ -1,0 +1,50 @@
+//! The transport's error type.
+
+use dht_proto::{CodecError, MessageType, Multiaddr};
+
+/// What can go wrong starting the transport or sending a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The swarm could not be built (noise key, transport setup).
+    #[error("building the swarm: {0}")]
+    Setup(String),
+    /// Listening on a configured address failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// No connection to the peer could be established.
+    #[error("dial failed: {0}")]
+    Dial(String),
+    /// The peer does not accept `/ipfs/kad/1.0.0` streams (it is a client, or no DHT node).
+    #[error("peer does not support /ipfs/kad/1.0.0")]
+    UnsupportedProtocol,
+    /// The request did not complete in time (no stream, or no response).
+    #[error("request timed out")]
+    Timeout,
+    /// The connection closed before the request completed.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// Opening a stream failed.
+    #[error("opening a stream: {0}")]
+    Stream(#[source] std::io::Error),
+    /// Writing the request or reading the response failed: an I/O error, a stream the peer
+    /// closed or reset, an oversized or malformed message. The stream is closed.
+    #[error("protocol error: {0}")]
+    Codec(#[from] CodecError),
+    /// The peer answered with a response of another type than the request's.
+    #[error("{got} response to a {sent} request")]
+    UnexpectedResponse {
+        /// The request type.
+        sent: MessageType,
+        /// The response type.
+        got: MessageType,
+    },
+    /// The transport task has stopped.
+    #[error("transport stopped")]
+    Shutdown,
+}

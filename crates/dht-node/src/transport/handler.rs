@@ -1,0 +1,611 @@
+//! The per-connection handler of `/ipfs/kad/1.0.0`: stream reuse, limits, timeouts.
+//!
+//! Outbound, requests queue on the connection and run on a kad stream each: an idle stream left
+//! by an earlier request when there is one (as go-libp2p-kad-dht reuses its stream to a peer),
+//! else a new one, up to [`KadConfig::max_outbound_streams`]. A stream goes back to the idle
+//! pool after a complete exchange and is dropped after any error or timeout, since its framing
+//! state is then unknown. Idle streams are watched: one the peer closes or resets, or one that
+//! stays idle for [`KadConfig::stream_idle_timeout`], is dropped. A request whose stream fails
+//! with an I/O error or ends early (the peer closed a reused stream while it was idle, or reset
+//! a stream beyond its limit) is retried once on another stream, within its deadline, as Go
+//! does.
+//!
+//! Inbound, every accepted stream runs a loop: read a request, hand it to the
+//! [`InboundHandler`], write the response, read the next one. The stream is reset on any
+//! protocol error (undecodable or oversized message, handler error, write failure) and closed
+//! when the peer closes it or it stays idle too long.
+//!
+//! [`KadConfig::max_outbound_streams`]: crate::transport::KadConfig::max_outbound_streams
+//! [`KadConfig::stream_idle_timeout`]: crate::transport::KadConfig::stream_idle_timeout
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use dht_proto::{Codec, CodecError, MessageType, Multiaddr, PeerId, PeerInfo, Response};
+use futures::{
+    AsyncRead, AsyncWriteExt, FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered,
+};
+use libp2p::{
+    Stream,
+    swarm::{
+        ConnectionHandler, ConnectionHandlerEvent, StreamUpgradeError, SubstreamProtocol,
+        SupportedProtocols,
+        handler::{
+            ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+            ProtocolsChange,
+        },
+    },
+};
+use parking_lot::RwLock;
+use tokio::{
+    sync::oneshot,
+    time::{Instant, Sleep},
+};
+
+use super::{
+    config::{KadConfig, Mode},
+    error::TransportError,
+    protocol::{InboundHandler, KAD_PROTOCOL, KadUpgrade, RemotePeer},
+    stats::{Stats, bump},
+};
+
+/// Where the outcome of one outbound request goes.
+pub(crate) type Reply = oneshot::Sender<Result<Option<Response>, TransportError>>;
+
+/// One outbound request, already encoded, on its way to a stream.
+#[derive(Debug)]
+pub(crate) struct OutboundJob {
+    pub(crate) ty: MessageType,
+    /// The length-prefixed request.
+    pub(crate) frame: Vec<u8>,
+    pub(crate) reply: Reply,
+    /// Set when the job reaches its connection.
+    pub(crate) deadline: Option<Instant>,
+    /// Whether the job already failed once on a stream and was retried.
+    pub(crate) retried: bool,
+}
+
+/// A message from [`KadBehaviour`](crate::transport::KadBehaviour) to the handler of one
+/// connection (opaque).
+#[derive(Debug)]
+pub struct HandlerIn(pub(crate) HandlerInKind);
+
+#[derive(Debug)]
+pub(crate) enum HandlerInKind {
+    Request(OutboundJob),
+    SetMode(Mode),
+    /// The remote's listen addresses, from identify.
+    RemoteAddrs(Vec<Multiaddr>),
+}
+
+/// What the handler knows of the remote, shared with its inbound streams.
+#[derive(Debug)]
+struct Remote {
+    peer: PeerId,
+    addrs: RwLock<Vec<Multiaddr>>,
+    is_server: AtomicBool,
+}
+
+impl Remote {
+    fn snapshot(&self) -> RemotePeer {
+        RemotePeer {
+            peer: PeerInfo::new(self.peer, self.addrs.read().clone()),
+            is_server: self.is_server.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The settings a handler needs, copied from [`KadConfig`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandlerConfig {
+    pub(crate) codec: Codec,
+    pub(crate) request_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_inbound: usize,
+    pub(crate) max_outbound: usize,
+}
+
+impl From<&KadConfig> for HandlerConfig {
+    fn from(c: &KadConfig) -> Self {
+        HandlerConfig {
+            codec: Codec::new(c.max_message_size),
+            request_timeout: c.request_timeout,
+            idle_timeout: c.stream_idle_timeout,
+            max_inbound: c.max_inbound_streams,
+            max_outbound: c.max_outbound_streams,
+        }
+    }
+}
+
+struct IdleStream {
+    stream: Stream,
+    since: Instant,
+    /// Whether the stream already carried a request.
+    used: bool,
+}
+
+enum OutboundOutcome {
+    /// The exchange completed; the stream can carry the next request.
+    Reusable(Stream),
+    /// The stream was dropped (error or timeout); the reply has been sent.
+    Dropped,
+    /// The stream failed before an answer: run the job again on another stream.
+    Retry(OutboundJob),
+}
+
+/// The [`ConnectionHandler`] of `/ipfs/kad/1.0.0` for one connection (opaque).
+pub struct KadHandler {
+    peer: PeerId,
+    remote: Arc<Remote>,
+    /// The remote's protocols, as identify reports them.
+    remote_protocols: SupportedProtocols,
+    cfg: HandlerConfig,
+    mode: Mode,
+    inbound_handler: Arc<dyn InboundHandler>,
+    stats: Arc<Stats>,
+    /// Requests waiting for a stream.
+    queue: VecDeque<OutboundJob>,
+    /// Outbound streams waiting for the next request, most recently used last.
+    idle: Vec<IdleStream>,
+    /// Outbound streams requested from the connection and not yet negotiated.
+    requested: usize,
+    outbound: FuturesUnordered<BoxFuture<'static, OutboundOutcome>>,
+    inbound: FuturesUnordered<BoxFuture<'static, ()>>,
+    /// Wakes the handler at the next idle-stream expiry or queued-request deadline.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl KadHandler {
+    pub(crate) fn new(
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        cfg: HandlerConfig,
+        mode: Mode,
+        inbound_handler: Arc<dyn InboundHandler>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        KadHandler {
+            peer,
+            remote: Arc::new(Remote {
+                peer,
+                addrs: RwLock::new(addrs),
+                is_server: AtomicBool::new(false),
+            }),
+            remote_protocols: SupportedProtocols::default(),
+            cfg,
+            mode,
+            inbound_handler,
+            stats,
+            queue: VecDeque::new(),
+            idle: Vec::new(),
+            requested: 0,
+            outbound: FuturesUnordered::new(),
+            inbound: FuturesUnordered::new(),
+            timer: None,
+        }
+    }
+
+    /// Runs `job` on `stream`.
+    fn start(&mut self, job: OutboundJob, stream: Stream, used: bool) {
+        if used {
+            bump(&self.stats.outbound_streams_reused);
+        }
+        self.outbound
+            .push(exchange(stream, job, self.cfg.codec, self.stats.clone(), self.peer).boxed());
+    }
+
+    /// The next queued job that still has a requester and time left; expired ones are failed.
+    fn next_job(&mut self, now: Instant) -> Option<OutboundJob> {
+        while let Some(job) = self.queue.pop_front() {
+            if job.reply.is_closed() {
+                continue;
+            }
+            if job.deadline.is_some_and(|d| d <= now) {
+                self.fail(job, TransportError::Timeout);
+                continue;
+            }
+            return Some(job);
+        }
+        None
+    }
+
+    fn fail(&self, job: OutboundJob, error: TransportError) {
+        bump(&self.stats.outbound_requests_failed);
+        let _ = job.reply.send(Err(error));
+    }
+
+    /// A stream is free: give it to the next queued request, or keep it idle.
+    fn stream_free(&mut self, stream: Stream, used: bool) {
+        match self.next_job(Instant::now()) {
+            Some(job) => self.start(job, stream, used),
+            None => self.idle.push(IdleStream {
+                stream,
+                since: Instant::now(),
+                used,
+            }),
+        }
+    }
+
+    /// Drops idle streams that expired or that the peer closed, reset or wrote to, and fails
+    /// queued requests whose deadline passed.
+    fn prune(&mut self, cx: &mut Context<'_>, now: Instant) {
+        let idle_timeout = self.cfg.idle_timeout;
+        let peer = self.peer;
+        self.idle.retain_mut(|s| {
+            if later(s.since, idle_timeout) <= now {
+                tracing::trace!(%peer, "idle outbound kad stream expired");
+                return false;
+            }
+            let mut byte = [0u8; 1];
+            match Pin::new(&mut s.stream).poll_read(cx, &mut byte) {
+                Poll::Pending => true,
+                Poll::Ready(Ok(0)) => {
+                    tracing::trace!(%peer, "peer closed an idle outbound kad stream");
+                    false
+                }
+                Poll::Ready(Ok(_)) => {
+                    tracing::debug!(%peer, "unsolicited data on an idle outbound kad stream");
+                    false
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::trace!(%peer, error = %e, "idle outbound kad stream failed");
+                    false
+                }
+            }
+        });
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        while let Some(job) = self.queue.pop_front() {
+            if job.reply.is_closed() {
+                continue;
+            }
+            if job.deadline.is_some_and(|d| d <= now) {
+                self.fail(job, TransportError::Timeout);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.queue = kept;
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let idle = self
+            .idle
+            .iter()
+            .map(|s| later(s.since, self.cfg.idle_timeout));
+        let queued = self.queue.iter().filter_map(|j| j.deadline);
+        idle.chain(queued).min()
+    }
+
+    fn on_inbound_stream(&mut self, stream: Stream) {
+        if self.mode == Mode::Client {
+            tracing::debug!(peer = %self.peer, "client mode: resetting inbound kad stream");
+            bump(&self.stats.inbound_streams_refused);
+            return;
+        }
+        if self.inbound.len() >= self.cfg.max_inbound {
+            tracing::debug!(
+                peer = %self.peer,
+                limit = self.cfg.max_inbound,
+                "too many inbound kad streams on one connection: resetting the new one"
+            );
+            bump(&self.stats.inbound_streams_refused);
+            return;
+        }
+        bump(&self.stats.inbound_streams_accepted);
+        self.inbound.push(
+            serve(
+                stream,
+                self.remote.clone(),
+                self.inbound_handler.clone(),
+                self.cfg,
+                self.stats.clone(),
+            )
+            .boxed(),
+        );
+    }
+
+    /// Identify told the remote's protocols: is it a DHT server?
+    fn on_remote_protocols(&mut self, change: ProtocolsChange<'_>) {
+        if self.remote_protocols.on_protocols_change(change) {
+            let server = self.remote_protocols.iter().any(|p| *p == KAD_PROTOCOL);
+            self.remote.is_server.store(server, Ordering::Relaxed);
+        }
+    }
+
+    fn on_dial_upgrade_error(&mut self, error: StreamUpgradeError<Infallible>) {
+        self.requested = self.requested.saturating_sub(1);
+        let now = Instant::now();
+        match error {
+            StreamUpgradeError::NegotiationFailed => {
+                tracing::debug!(peer = %self.peer, "peer does not support the kad protocol");
+                while let Some(job) = self.next_job(now) {
+                    self.fail(job, TransportError::UnsupportedProtocol);
+                }
+            }
+            StreamUpgradeError::Timeout => {
+                if let Some(job) = self.next_job(now) {
+                    self.fail(job, TransportError::Timeout);
+                }
+            }
+            StreamUpgradeError::Io(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "opening a kad stream failed");
+                if let Some(job) = self.next_job(now) {
+                    self.fail(job, TransportError::Stream(e));
+                }
+            }
+            StreamUpgradeError::Apply(never) => match never {},
+        }
+    }
+}
+
+impl ConnectionHandler for KadHandler {
+    type FromBehaviour = HandlerIn;
+    type ToBehaviour = Infallible;
+    type InboundProtocol = KadUpgrade;
+    type OutboundProtocol = KadUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<KadUpgrade> {
+        let advertise = self.mode == Mode::Server;
+        SubstreamProtocol::new(KadUpgrade { advertise }, ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        // Idle outbound streams do not keep the connection alive (they are excluded from the
+        // swarm's count); requests that are queued, negotiating or in flight do.
+        !self.queue.is_empty() || !self.outbound.is_empty() || self.requested > 0
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<KadUpgrade, (), Infallible>> {
+        loop {
+            while let Poll::Ready(Some(outcome)) = self.outbound.poll_next_unpin(cx) {
+                match outcome {
+                    OutboundOutcome::Reusable(stream) => self.stream_free(stream, true),
+                    OutboundOutcome::Dropped => {}
+                    OutboundOutcome::Retry(job) => self.queue.push_front(job),
+                }
+            }
+            while let Poll::Ready(Some(())) = self.inbound.poll_next_unpin(cx) {}
+
+            let now = Instant::now();
+            self.prune(cx, now);
+
+            let mut started = false;
+            while !self.queue.is_empty() {
+                let Some(idle) = self.idle.pop() else { break };
+                match self.next_job(now) {
+                    Some(job) => {
+                        self.start(job, idle.stream, idle.used);
+                        started = true;
+                    }
+                    None => self.idle.push(idle),
+                }
+            }
+            if started {
+                // Poll the new exchanges once, so that they register for wake-ups.
+                continue;
+            }
+
+            let streams = self.outbound.len() + self.idle.len() + self.requested;
+            if self.queue.len() > self.requested && streams < self.cfg.max_outbound {
+                self.requested += 1;
+                let protocol = SubstreamProtocol::new(KadUpgrade { advertise: true }, ())
+                    .with_timeout(self.cfg.request_timeout);
+                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { protocol });
+            }
+
+            match self.next_wakeup() {
+                None => self.timer = None,
+                Some(at) => {
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: HandlerIn) {
+        match event.0 {
+            HandlerInKind::Request(mut job) => {
+                job.deadline = Some(later(Instant::now(), self.cfg.request_timeout));
+                self.queue.push_back(job);
+            }
+            HandlerInKind::SetMode(mode) => {
+                if mode == Mode::Client && self.mode == Mode::Server {
+                    // A client serves nobody: reset the inbound streams.
+                    self.inbound = FuturesUnordered::new();
+                }
+                self.mode = mode;
+            }
+            HandlerInKind::RemoteAddrs(addrs) => *self.remote.addrs.write() = addrs,
+        }
+    }
+
+    fn on_connection_event(&mut self, event: ConnectionEvent<'_, KadUpgrade, KadUpgrade, (), ()>) {
+        match event {
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: mut stream,
+                ..
+            }) => {
+                self.requested = self.requested.saturating_sub(1);
+                bump(&self.stats.outbound_streams_opened);
+                // Keep-alive is decided by `connection_keep_alive`, so that idle pooled
+                // streams do not hold the connection open.
+                stream.ignore_for_keep_alive();
+                self.stream_free(stream, false);
+            }
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: stream,
+                ..
+            }) => self.on_inbound_stream(stream),
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
+                self.on_dial_upgrade_error(error)
+            }
+            ConnectionEvent::RemoteProtocolsChange(change) => self.on_remote_protocols(change),
+            _ => {}
+        }
+    }
+}
+
+/// `at + d`, or a year from `at` where that overflows (a huge configured timeout).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(at)
+}
+
+/// Whether an error may come from the stream rather than the request: the peer closed or
+/// reset it (while it was idle, or because it refused a stream beyond its limit).
+fn is_stale(e: &CodecError) -> bool {
+    matches!(e, CodecError::Io(_) | CodecError::Truncated)
+}
+
+/// Writes one request and reads its response (if its type has one) on `stream`.
+async fn exchange(
+    mut stream: Stream,
+    job: OutboundJob,
+    codec: Codec,
+    stats: Arc<Stats>,
+    peer: PeerId,
+) -> OutboundOutcome {
+    let ty = job.ty;
+    let io = async {
+        stream.write_all(&job.frame).await?;
+        stream.flush().await?;
+        if !ty.expects_response() {
+            return Ok(None);
+        }
+        codec.read_response(&mut stream).await.map(Some)
+    };
+    let result = match job.deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, io).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!(%peer, %ty, "kad request timed out");
+                bump(&stats.outbound_requests_failed);
+                let _ = job.reply.send(Err(TransportError::Timeout));
+                return OutboundOutcome::Dropped;
+            }
+        },
+        None => io.await,
+    };
+    let error = match result {
+        Ok(None) => {
+            bump(&stats.outbound_requests_ok);
+            let _ = job.reply.send(Ok(None));
+            return OutboundOutcome::Reusable(stream);
+        }
+        Ok(Some(response)) if response.message_type() == ty => {
+            bump(&stats.outbound_requests_ok);
+            let _ = job.reply.send(Ok(Some(response)));
+            return OutboundOutcome::Reusable(stream);
+        }
+        Ok(Some(response)) => TransportError::UnexpectedResponse {
+            sent: ty,
+            got: response.message_type(),
+        },
+        Err(e) if !job.retried && is_stale(&e) => {
+            tracing::debug!(%peer, %ty, error = %e, "kad stream failed; retrying once on another");
+            return OutboundOutcome::Retry(OutboundJob {
+                retried: true,
+                ..job
+            });
+        }
+        Err(e) => TransportError::Codec(e),
+    };
+    tracing::debug!(%peer, %ty, %error, "kad request failed");
+    bump(&stats.outbound_requests_failed);
+    let _ = job.reply.send(Err(error));
+    OutboundOutcome::Dropped
+}
+
+/// Serves the requests of one inbound stream until it ends, errs or idles out.
+async fn serve(
+    mut stream: Stream,
+    remote: Arc<Remote>,
+    handler: Arc<dyn InboundHandler>,
+    cfg: HandlerConfig,
+    stats: Arc<Stats>,
+) {
+    let peer = remote.peer;
+    loop {
+        let request = match tokio::time::timeout(
+            cfg.idle_timeout,
+            cfg.codec.read_request(&mut stream),
+        )
+        .await
+        {
+            Err(_) => {
+                tracing::trace!(%peer, "inbound kad stream idle: closing");
+                break;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(request))) => request,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "bad inbound kad message: resetting the stream");
+                bump(&stats.inbound_stream_errors);
+                return;
+            }
+        };
+        bump(&stats.inbound_requests);
+        let ty = request.message_type();
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handler.handle_request(&remote.snapshot(), request)
+        }));
+        let response = match answer {
+            Ok(Ok(Some(response))) if ty.expects_response() => response,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, %ty, error = %e, "inbound kad request refused: resetting the stream");
+                bump(&stats.inbound_stream_errors);
+                return;
+            }
+            Err(_) => {
+                tracing::error!(%peer, %ty, "inbound handler panicked: resetting the stream");
+                bump(&stats.inbound_stream_errors);
+                return;
+            }
+        };
+        match tokio::time::timeout(
+            cfg.request_timeout,
+            cfg.codec.write_response(&mut stream, &response),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, %ty, error = %e, "writing a kad response failed: resetting the stream");
+                bump(&stats.inbound_stream_errors);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, %ty, "writing a kad response timed out: resetting the stream");
+                bump(&stats.inbound_stream_errors);
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(cfg.request_timeout, stream.close()).await;
+}

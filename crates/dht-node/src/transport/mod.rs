@@ -1,0 +1,32 @@
+//! The libp2p transport: TCP + noise + yamux, identify, ping, and `/ipfs/kad/1.0.0` over the
+//! [`dht_proto::Codec`] with stream reuse.
+//!
+//! Two layers:
+//!
+//! - [`KadBehaviour`], a [`NetworkBehaviour`](libp2p::swarm::NetworkBehaviour) with its own
+//!   connection handler, for anyone composing their own swarm. Outbound requests reuse an idle
+//!   stream per connection as go-libp2p-kad-dht does (several requests in sequence on one
+//!   stream), ADD_PROVIDER is written without waiting for a response, and every request has a
+//!   timeout and its own error. Inbound streams (server mode only) are read in a loop, each
+//!   request answered by the [`InboundHandler`]; any protocol error resets the stream.
+//! - [`spawn`], which runs a ready swarm (kad + identify `ipfs/0.1.0` + ping) on a tokio task
+//!   and returns a cloneable [`TransportHandle`] and the [`TransportEvents`] telling which
+//!   peers are DHT servers.
+
+mod behaviour;
+mod config;
+mod driver;
+mod error;
+mod handler;
+mod protocol;
+mod stats;
+
+pub use behaviour::{KadBehaviour, ResponseFuture};
+pub use config::{KadConfig, Mode, TransportConfig};
+pub use driver::{
+    IDENTIFY_PROTOCOL_VERSION, TransportEvent, TransportEvents, TransportHandle, spawn,
+};
+pub use error::TransportError;
+pub use handler::{HandlerIn, KadHandler};
+pub use protocol::{HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
+pub use stats::TransportStats;

@@ -1,0 +1,58 @@
+//! Counters of streams and requests, shared by all connections of one behaviour.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the kad protocol's counters since the transport started.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Outbound kad streams negotiated.
+    pub outbound_streams_opened: u64,
+    /// Outbound requests sent on a stream that had already carried a request.
+    pub outbound_streams_reused: u64,
+    /// Outbound requests that completed (a response, or ADD_PROVIDER written).
+    pub outbound_requests_ok: u64,
+    /// Outbound requests that failed (timeout, stream error, protocol error, no connection).
+    pub outbound_requests_failed: u64,
+    /// Inbound kad streams accepted.
+    pub inbound_streams_accepted: u64,
+    /// Inbound kad streams reset because the connection had too many.
+    pub inbound_streams_refused: u64,
+    /// Inbound requests decoded and handed to the [`InboundHandler`](crate::transport::InboundHandler).
+    pub inbound_requests: u64,
+    /// Inbound streams closed on a protocol error (undecodable or oversized message, handler
+    /// error, failed write).
+    pub inbound_stream_errors: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) outbound_streams_opened: AtomicU64,
+    pub(crate) outbound_streams_reused: AtomicU64,
+    pub(crate) outbound_requests_ok: AtomicU64,
+    pub(crate) outbound_requests_failed: AtomicU64,
+    pub(crate) inbound_streams_accepted: AtomicU64,
+    pub(crate) inbound_streams_refused: AtomicU64,
+    pub(crate) inbound_requests: AtomicU64,
+    pub(crate) inbound_stream_errors: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> TransportStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TransportStats {
+            outbound_streams_opened: get(&self.outbound_streams_opened),
+            outbound_streams_reused: get(&self.outbound_streams_reused),
+            outbound_requests_ok: get(&self.outbound_requests_ok),
+            outbound_requests_failed: get(&self.outbound_requests_failed),
+            inbound_streams_accepted: get(&self.inbound_streams_accepted),
+            inbound_streams_refused: get(&self.inbound_streams_refused),
+            inbound_requests: get(&self.inbound_requests),
+            inbound_stream_errors: get(&self.inbound_stream_errors),
+        }
+    }
+}

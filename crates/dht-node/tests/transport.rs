@@ -1,0 +1,495 @@
+//! Two or more of our nodes over real TCP on 127.0.0.1.
+
+mod common;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{Node, default_answer, fixed_peers, some_peers, unreachable_peer, within};
+use dht_node::transport::{KadConfig, Mode, TransportConfig, TransportError, TransportEvent};
+use dht_proto::{CodecError, PeerInfo, Record, Request, Response};
+
+fn find_node(key: &[u8]) -> Request {
+    Request::FindNode { key: key.to_vec() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_node_request_and_response() {
+    let a = Node::server().await;
+    let b = Node::server().await;
+    let out = within("request", a.handle.request(&b.info, find_node(b"target"))).await;
+    assert_eq!(
+        out.expect("a response"),
+        Some(Response::FindNode {
+            closer_peers: fixed_peers()
+        })
+    );
+    assert_eq!(b.seen(), vec![(a.info.peer_id, find_node(b"target"))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_stream() {
+    let a = Node::server().await;
+    let b = Node::server().await;
+    let requests = [
+        find_node(b"one"),
+        Request::GetProviders {
+            key: b"two".to_vec(),
+        },
+        Request::Ping,
+        Request::PutValue {
+            record: Record::new(b"/v/three".to_vec(), b"value".to_vec()),
+        },
+        Request::GetValue {
+            key: b"/v/three".to_vec(),
+        },
+        Request::AddProvider {
+            key: b"four".to_vec(),
+            providers: vec![a.info.clone()],
+        },
+        find_node(b"five"),
+    ];
+    for request in &requests {
+        let out = within("request", a.handle.request(&b.info, request.clone())).await;
+        let response = out.expect("request succeeds");
+        assert_eq!(
+            response.is_some(),
+            request.message_type().expects_response()
+        );
+    }
+    let sent = a.handle.stats();
+    assert_eq!(sent.outbound_streams_opened, 1, "{sent:?}");
+    assert_eq!(sent.outbound_streams_reused, requests.len() as u64 - 1);
+    assert_eq!(sent.outbound_requests_ok, requests.len() as u64);
+    let served = b.handle.stats();
+    assert_eq!(served.inbound_streams_accepted, 1, "{served:?}");
+    assert_eq!(served.inbound_requests, requests.len() as u64);
+    assert_eq!(served.inbound_stream_errors, 0);
+    let seen: Vec<Request> = b.seen().into_iter().map(|(_, r)| r).collect();
+    assert_eq!(seen, requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_provider_has_no_response_and_is_delivered() {
+    let a = Node::server().await;
+    // A handler that (wrongly) answers ADD_PROVIDER: the transport must not write it.
+    let b = Node::start(
+        KadConfig::default(),
+        Arc::new(|peer, request: &Request| match request {
+            Request::AddProvider { .. } => Ok(Some(Response::Ping)),
+            _ => default_answer(peer, request),
+        }),
+    )
+    .await;
+    let add = Request::AddProvider {
+        key: b"cid-multihash".to_vec(),
+        providers: vec![a.info.clone()],
+    };
+    let out = within("add provider", a.handle.request(&b.info, add.clone())).await;
+    assert_eq!(out.expect("written"), None);
+    // The next request on the same stream reads its own response, not a stray one.
+    let out = within("find node", a.handle.request(&b.info, find_node(b"k"))).await;
+    assert!(
+        matches!(out, Ok(Some(Response::FindNode { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(a.handle.stats().outbound_streams_opened, 1);
+    assert_eq!(b.seen()[0], (a.info.peer_id, add));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_providers_response_larger_than_16_kib() {
+    let a = Node::server().await;
+    let providers = some_peers(600);
+    let answer = providers.clone();
+    let b = Node::start(
+        KadConfig::default(),
+        Arc::new(move |_, request: &Request| {
+            Ok(Some(Response::GetProviders {
+                key: request.key().to_vec(),
+                providers: answer.clone(),
+                closer_peers: Vec::new(),
+            }))
+        }),
+    )
+    .await;
+    let request = Request::GetProviders { key: b"k".to_vec() };
+    let out = within("get providers", a.handle.request(&b.info, request)).await;
+    let Ok(Some(Response::GetProviders { providers: got, .. })) = out else {
+        panic!("unexpected {out:?}");
+    };
+    assert_eq!(got, providers);
+    let mut frame = Vec::new();
+    dht_proto::Codec::default()
+        .encode_response(
+            &Response::GetProviders {
+                key: b"k".to_vec(),
+                providers,
+                closer_peers: Vec::new(),
+            },
+            &mut frame,
+        )
+        .expect("encodes");
+    assert!(frame.len() > 16 * 1024, "response is {} bytes", frame.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_resets_the_stream_on_both_sides() {
+    let a = Node::server().await;
+    let b = Node::start(
+        KadConfig::default().max_message_size(16 * 1024),
+        Arc::new(default_answer),
+    )
+    .await;
+    let started = Instant::now();
+    let out = within(
+        "oversized request",
+        a.handle.request(&b.info, find_node(&[7; 64 * 1024])),
+    )
+    .await;
+    assert!(
+        matches!(out, Err(TransportError::Codec(_))),
+        "sender sees a stream error, got {out:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "not a timeout");
+    assert!(b.seen().is_empty(), "the handler never sees it");
+    // Once, and once more for the sender's single retry on a new stream.
+    assert_eq!(b.handle.stats().inbound_stream_errors, 2);
+    assert_eq!(a.handle.stats().outbound_streams_opened, 2);
+    // The connection survives: the next request goes on a new stream.
+    let out = within("next request", a.handle.request(&b.info, find_node(b"k"))).await;
+    assert!(
+        matches!(out, Ok(Some(Response::FindNode { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(a.handle.stats().outbound_streams_opened, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_response_resets_the_stream_on_both_sides() {
+    let a = Node::start(
+        KadConfig::default().max_message_size(16 * 1024),
+        Arc::new(default_answer),
+    )
+    .await;
+    let big = some_peers(600);
+    let b = Node::start(
+        KadConfig::default(),
+        Arc::new(move |_, request: &Request| match request {
+            Request::GetProviders { key } => Ok(Some(Response::GetProviders {
+                key: key.clone(),
+                providers: big.clone(),
+                closer_peers: Vec::new(),
+            })),
+            _ => default_answer(libp2p::PeerId::random(), request),
+        }),
+    )
+    .await;
+    let request = Request::GetProviders { key: b"k".to_vec() };
+    let out = within("oversized response", a.handle.request(&b.info, request)).await;
+    assert!(
+        matches!(
+            out,
+            Err(TransportError::Codec(CodecError::Oversized {
+                max: 16384,
+                ..
+            }))
+        ),
+        "{out:?}"
+    );
+    // The receiver reset the stream; the server's yamux reports that as the end of the stream
+    // when it reads the next request, and the connection stays usable.
+    let out = within("next request", a.handle.request(&b.info, find_node(b"k"))).await;
+    assert!(
+        matches!(out, Ok(Some(Response::FindNode { .. }))),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_and_clients_are_told_apart() {
+    let mut server = Node::server().await;
+    let mut client = Node::start(
+        KadConfig::default().mode(Mode::Client),
+        Arc::new(default_answer),
+    )
+    .await;
+    // The client can query the server.
+    let out = within(
+        "client asks",
+        client.handle.request(&server.info, find_node(b"k")),
+    )
+    .await;
+    assert!(matches!(out, Ok(Some(_))), "{out:?}");
+    // Each learns the other's role from identify.
+    let seen_by_client = client
+        .event(|e| match e {
+            TransportEvent::PeerIsServer(p) => Some(p),
+            _ => None,
+        })
+        .await;
+    assert_eq!(seen_by_client.peer_id, server.info.peer_id);
+    assert_eq!(seen_by_client.addrs, server.info.addrs);
+    let client_id = client.info.peer_id;
+    server
+        .event(|e| (e == TransportEvent::PeerIsClient(client_id)).then_some(()))
+        .await;
+    // The client refuses inbound kad streams.
+    let out = within(
+        "server asks",
+        server.handle.request(&client.info, find_node(b"k")),
+    )
+    .await;
+    assert!(
+        matches!(out, Err(TransportError::UnsupportedProtocol)),
+        "{out:?}"
+    );
+    assert!(client.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_client_mode_is_announced() {
+    let mut a = Node::server().await;
+    let b = Node::server().await;
+    let b_id = b.info.peer_id;
+    within("connect", a.handle.dial(&b.info))
+        .await
+        .expect("dial");
+    a.event(|e| matches!(e, TransportEvent::PeerIsServer(p) if p.peer_id == b_id).then_some(()))
+        .await;
+    b.handle.set_mode(Mode::Client).await.expect("running");
+    a.event(|e| (e == TransportEvent::PeerIsClient(b_id)).then_some(()))
+        .await;
+    let out = within("ask the client", a.handle.request(&b.info, find_node(b"k"))).await;
+    assert!(
+        matches!(out, Err(TransportError::UnsupportedProtocol)),
+        "{out:?}"
+    );
+    b.handle.set_mode(Mode::Server).await.expect("running");
+    a.event(|e| matches!(e, TransportEvent::PeerIsServer(p) if p.peer_id == b_id).then_some(()))
+        .await;
+    let out = within("ask the server", a.handle.request(&b.info, find_node(b"k"))).await;
+    assert!(matches!(out, Ok(Some(_))), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_times_out() {
+    let a = Node::start(
+        KadConfig::default().request_timeout(Duration::from_secs(1)),
+        Arc::new(default_answer),
+    )
+    .await;
+    // Answers nothing to FIND_NODE, and keeps reading the stream.
+    let b = Node::start(
+        KadConfig::default(),
+        Arc::new(|peer, request: &Request| match request {
+            Request::FindNode { .. } => Ok(None),
+            _ => default_answer(peer, request),
+        }),
+    )
+    .await;
+    let started = Instant::now();
+    let out = within("silent peer", a.handle.request(&b.info, find_node(b"k"))).await;
+    assert!(matches!(out, Err(TransportError::Timeout)), "{out:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The timed-out stream is dropped; the next request opens a new one.
+    let out = within("ping", a.handle.request(&b.info, Request::Ping)).await;
+    assert_eq!(out.expect("ping"), Some(Response::Ping));
+    assert_eq!(a.handle.stats().outbound_streams_opened, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_respect_the_outbound_stream_limit() {
+    let a = Node::start(
+        KadConfig::default().max_outbound_streams(3),
+        Arc::new(default_answer),
+    )
+    .await;
+    let b = Node::server().await;
+    let requests = (0..24u8).map(|i| {
+        let handle = a.handle.clone();
+        let peer = b.info.clone();
+        async move { handle.request(&peer, find_node(&[i])).await }
+    });
+    let results = within("concurrent", futures::future::join_all(requests)).await;
+    for r in &results {
+        assert!(matches!(r, Ok(Some(Response::FindNode { .. }))), "{r:?}");
+    }
+    let stats = a.handle.stats();
+    assert!(stats.outbound_streams_opened <= 3, "{stats:?}");
+    assert_eq!(stats.outbound_requests_ok, 24);
+    assert_eq!(b.seen().len(), 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_streams_beyond_the_limit_are_reset() {
+    let a = Node::server().await;
+    // Slow to answer "x", so a second request needs a second stream meanwhile.
+    let b = Node::start(
+        KadConfig::default().max_inbound_streams(1),
+        Arc::new(|peer, request: &Request| {
+            if request.key() == b"x" {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            default_answer(peer, request)
+        }),
+    )
+    .await;
+    let (x, y) = within(
+        "two at once",
+        futures::future::join(a.handle.request(&b.info, find_node(b"x")), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            a.handle.request(&b.info, find_node(b"y")).await
+        }),
+    )
+    .await;
+    // b resets the second stream; "y" then runs on the first one (directly, or after one
+    // retry if it had been written to the reset stream).
+    assert!(x.is_ok() && y.is_ok(), "{x:?} {y:?}");
+    let served = b.handle.stats();
+    assert_eq!(served.inbound_streams_accepted, 1, "{served:?}");
+    assert!(served.inbound_streams_refused >= 1, "{served:?}");
+    // a negotiated that second stream too (possibly after "y" completed).
+    within("second stream", async {
+        while a.handle.stats().outbound_streams_opened < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_peer_is_a_dial_error() {
+    let a = Node::server().await;
+    let out = within("dial", a.handle.request(&unreachable_peer(), Request::Ping)).await;
+    assert!(matches!(out, Err(TransportError::Dial(_))), "{out:?}");
+    let out = within(
+        "no address",
+        a.handle.request(
+            &PeerInfo::new(libp2p::PeerId::random(), vec![]),
+            Request::Ping,
+        ),
+    )
+    .await;
+    assert!(matches!(out, Err(TransportError::Dial(_))), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_is_reported_and_shutdown_stops_the_handle() {
+    let mut a = Node::server().await;
+    let b = Node::server().await;
+    within("dial", a.handle.dial(&b.info)).await.expect("dial");
+    assert_eq!(
+        a.handle.connected_peers().await.expect("running"),
+        vec![b.info.peer_id]
+    );
+    b.handle.shutdown().await;
+    let b_id = b.info.peer_id;
+    a.event(|e| (e == TransportEvent::PeerDisconnected(b_id)).then_some(()))
+        .await;
+    let out = within("after shutdown", b.handle.request(&a.info, Request::Ping)).await;
+    assert!(matches!(out, Err(TransportError::Shutdown)), "{out:?}");
+    let out = within(
+        "to a stopped peer",
+        a.handle.request(&b.info, Request::Ping),
+    )
+    .await;
+    assert!(matches!(out, Err(TransportError::Dial(_))), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_sees_the_sender_as_identify_describes_it() {
+    let server = Node::server().await;
+    let client = Node::start(
+        KadConfig::default().mode(Mode::Client),
+        Arc::new(default_answer),
+    )
+    .await;
+    let mut b = Node::server().await;
+    for node in [&server, &client] {
+        within("dial", node.handle.dial(&b.info))
+            .await
+            .expect("dial");
+    }
+    let (server_id, client_id) = (server.info.peer_id, client.info.peer_id);
+    b.event(|e| {
+        matches!(e, TransportEvent::PeerIsServer(p) if p.peer_id == server_id).then_some(())
+    })
+    .await;
+    b.event(|e| (e == TransportEvent::PeerIsClient(client_id)).then_some(()))
+        .await;
+    // The identify addresses reach the connection's handler just after the event: ask until
+    // the handler has them.
+    for node in [&server, &client] {
+        let sender = within("sender known", async {
+            loop {
+                let out = node.handle.request(&b.info, Request::Ping).await;
+                assert!(out.is_ok(), "{out:?}");
+                let last = b
+                    .senders()
+                    .into_iter()
+                    .rev()
+                    .find(|s| s.peer.peer_id == node.info.peer_id);
+                match last {
+                    Some(s) if !s.peer.addrs.is_empty() => return s,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await;
+        assert_eq!(sender.peer.addrs, node.info.addrs);
+        assert_eq!(sender.is_server, node.info.peer_id == server_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_peer_closed_while_idle_is_not_reused() {
+    let a = Node::server().await;
+    let b = Node::start(
+        KadConfig::default().stream_idle_timeout(Duration::from_millis(300)),
+        Arc::new(default_answer),
+    )
+    .await;
+    let out = within("first", a.handle.request(&b.info, Request::Ping)).await;
+    assert!(out.is_ok(), "{out:?}");
+    // b closes its end after 300 ms without a request; a notices and drops its idle stream.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let out = within("second", a.handle.request(&b.info, Request::Ping)).await;
+    assert!(out.is_ok(), "{out:?}");
+    let sent = a.handle.stats();
+    assert_eq!(sent.outbound_streams_opened, 2, "{sent:?}");
+    assert_eq!(sent.outbound_streams_reused, 0, "{sent:?}");
+    let served = b.handle.stats();
+    assert_eq!(served.inbound_streams_accepted, 2, "{served:?}");
+    assert_eq!(served.inbound_stream_errors, 0, "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_pooled_streams_do_not_keep_the_connection_open() {
+    let mut a = Node::start_with(
+        TransportConfig::default().idle_connection_timeout(Duration::from_millis(500)),
+        Arc::new(default_answer),
+    )
+    .await;
+    let b = Node::server().await;
+    let out = within("request", a.handle.request(&b.info, Request::Ping)).await;
+    assert!(out.is_ok(), "{out:?}");
+    let idle_since = Instant::now();
+    let b_id = b.info.peer_id;
+    a.event(|e| (e == TransportEvent::PeerDisconnected(b_id)).then_some(()))
+        .await;
+    let idle = idle_since.elapsed();
+    assert!(
+        idle >= Duration::from_millis(400) && idle < Duration::from_secs(5),
+        "{idle:?}"
+    );
+    // The next request dials again.
+    let out = within("again", a.handle.request(&b.info, Request::Ping)).await;
+    assert!(out.is_ok(), "{out:?}");
+}

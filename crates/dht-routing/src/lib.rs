@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod client;
+mod crawl;
+mod dht;
+mod driver;
+mod error;
+mod network;
+mod query;
+mod record;
+mod stats;
+mod target;
+
+pub use client::{ClientConfig, DhtClient};
+pub use crawl::{CrawlConfig, crawl};
+pub use dht::{
+    Delivery, Dht, GetValue, ProviderStream, find_closest_peers, find_peer, find_providers,
+    generic, get_value, provide, put_value,
+};
+pub use driver::{DriverConfig, QueryDriver, run_query};
+pub use error::Error;
+pub use network::{Network, RpcError};
+pub use query::{ClosestPeersQuery, QueryAction, QueryConfig, QueryResult, QueryStats};
+pub use record::RecordValidator;
+pub use stats::{OpStats, Outcome, SharedStats};
+pub use target::{MAX_TARGET_PREFIX_BITS, key_in_prefix};

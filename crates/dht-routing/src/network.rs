@@ -1,0 +1,123 @@
+//! The [`Network`] seam: how the client reaches other peers.
+
+use std::{future::Future, sync::Arc};
+
+use dht_proto::{MessageType, PeerInfo, Request, Response};
+
+/// Why a request to a peer got no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// No answer within the driver's per-request timeout.
+    #[error("the request timed out")]
+    Timeout,
+    /// The peer could not be reached (dial failure, no address, refused protocol).
+    #[error("the peer could not be reached: {0}")]
+    Unreachable(String),
+    /// The stream closed before the peer answered a request that expects an answer.
+    #[error("the peer sent no response")]
+    NoResponse,
+    /// The peer answered with a response of another type than the request's.
+    #[error("expected a {expected} response, got {got}")]
+    UnexpectedResponse {
+        /// The request's type.
+        expected: MessageType,
+        /// The response's type.
+        got: MessageType,
+    },
+    /// Anything else (an I/O or decoding error), described.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Sends requests to peers: the client's only way out.
+///
+/// One required method. Implemented by dht-node over libp2p and by dht-sim in memory (and in
+/// this crate's tests by a plain `HashMap` of peers). Implementations should reuse a
+/// connection and stream for several requests to one peer. They need not apply timeouts:
+/// the driver wraps every request in `tokio::time::timeout`, which also works on tokio's
+/// paused (virtual) clock.
+///
+/// # Requests without a response
+///
+/// ADD_PROVIDER has no response on the wire. [`send`](Self::send) resolves to `Ok(None)`
+/// once such a request is written, and to `Ok(Some(response))` for every other type
+/// ([`MessageType::expects_response`]). [`request`](Self::request) is the variant for
+/// requests that expect a response: it turns `Ok(None)` into [`RpcError::NoResponse`] and a
+/// response of the wrong type into [`RpcError::UnexpectedResponse`].
+///
+/// ```
+/// use std::future::Future;
+/// use dht_proto::{PeerInfo, Request, Response};
+/// use dht_routing::{Network, RpcError};
+///
+/// /// A network where every peer knows nobody.
+/// struct Lonely;
+///
+/// impl Network for Lonely {
+///     fn send(
+///         &self,
+///         _peer: &PeerInfo,
+///         request: Request,
+///     ) -> impl Future<Output = Result<Option<Response>, RpcError>> + Send {
+///         let response = match request {
+///             Request::FindNode { .. } => Some(Response::FindNode { closer_peers: vec![] }),
+///             Request::AddProvider { .. } => None,
+///             _ => Some(Response::Ping),
+///         };
+///         std::future::ready(Ok(response))
+///     }
+/// }
+/// ```
+pub trait Network: Send + Sync {
+    /// Sends `request` to `peer` and waits for its response: `Ok(None)` for a request that
+    /// has none (ADD_PROVIDER) once it is written.
+    fn send(
+        &self,
+        peer: &PeerInfo,
+        request: Request,
+    ) -> impl Future<Output = Result<Option<Response>, RpcError>> + Send;
+
+    /// Sends a request that expects a response, and checks that the response is of the
+    /// request's type.
+    fn request(
+        &self,
+        peer: &PeerInfo,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, RpcError>> + Send {
+        let expected = request.message_type();
+        let sent = self.send(peer, request);
+        async move { check_response(expected, sent.await) }
+    }
+}
+
+/// `Ok(Some(response))` of the request's type → `Ok(response)`; anything else an error.
+pub(crate) fn check_response(
+    expected: MessageType,
+    result: Result<Option<Response>, RpcError>,
+) -> Result<Response, RpcError> {
+    match result? {
+        Some(response) if response.message_type() == expected => Ok(response),
+        Some(response) => Err(RpcError::UnexpectedResponse {
+            expected,
+            got: response.message_type(),
+        }),
+        None => Err(RpcError::NoResponse),
+    }
+}
+
+macro_rules! forward_network {
+    ($($ty:ty),*) => {$(
+        impl<T: Network + ?Sized> Network for $ty {
+            fn send(
+                &self,
+                peer: &PeerInfo,
+                request: Request,
+            ) -> impl Future<Output = Result<Option<Response>, RpcError>> + Send {
+                (**self).send(peer, request)
+            }
+        }
+    )*};
+}
+
+forward_network!(Arc<T>, Box<T>, &T);
