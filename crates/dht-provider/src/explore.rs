@@ -78,13 +78,14 @@ impl ExploreConfig {
 /// What the explorer wants done next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExploreAction {
-    /// Send FIND_NODE for `target` to `peer`, then report with
-    /// [`RegionExplorer::on_response`] or [`RegionExplorer::on_failure`].
+    /// Send `peer` a FIND_NODE whose target lies in `target` (servers hash the request key,
+    /// so the key bytes must be a preimage whose `sha256` starts with the prefix), then
+    /// report with [`RegionExplorer::on_response`] or [`RegionExplorer::on_failure`].
     Ask {
         /// Whom to ask.
         peer: PeerInfo,
-        /// The key to ask about (the FIND_NODE key is its 32 bytes).
-        target: Key,
+        /// The prefix the FIND_NODE target must lie in.
+        target: Prefix,
     },
     /// Nothing to send until an answer arrives.
     Wait,
@@ -323,10 +324,7 @@ impl RegionExplorer {
                 self.asked.insert((peer.peer_id, q));
                 self.in_flight.insert(peer.peer_id, q);
                 self.requests += 1;
-                return ExploreAction::Ask {
-                    peer,
-                    target: target_of(&q),
-                };
+                return ExploreAction::Ask { peer, target: q };
             }
             if !self.in_flight.is_empty() {
                 return ExploreAction::Wait;

@@ -1,5 +1,17 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod error;
 pub mod explore;
 pub mod schedule;
+pub mod state;
+mod stats;
+mod sweep;
+
+pub use error::ProviderError;
+pub use state::{FileStateStore, MemoryStateStore, StateStore};
+pub use stats::{Connectivity, ProviderStats};
+pub use sweep::{SweepConfig, SweepParts, SweepingProvider, find_node_key};
+
+/// The keys a provider announces: multihashes (of CIDs) of up to 64-byte digests.
+pub type Multihash = dht_provider_store::Multihash;

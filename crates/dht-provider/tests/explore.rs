@@ -66,7 +66,9 @@ impl Net {
             .collect()
     }
 
-    fn answer(&self, to: &PeerInfo, target: &Key, rng: &mut StdRng) -> Option<Vec<PeerInfo>> {
+    /// The answer of `to` to a FIND_NODE aimed at a random key of `target`.
+    fn answer(&self, to: &PeerInfo, target: &Prefix, rng: &mut StdRng) -> Option<Vec<PeerInfo>> {
+        let target = target.key_with_suffix(&Key::from_bytes(rng.random()));
         if self.dead.contains(&to.peer_id) {
             return None;
         }
@@ -77,7 +79,7 @@ impl Net {
                     .collect(),
             );
         }
-        Some(self.tables[&to.peer_id].closest_peers(target, 20))
+        Some(self.tables[&to.peer_id].closest_peers(&target, 20))
     }
 
     fn explore(&self, region: Prefix, seeds: Vec<PeerInfo>, rng: &mut StdRng) -> Exploration {

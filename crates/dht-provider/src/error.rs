@@ -1,0 +1,25 @@
+//! The errors of this crate.
+
+use crate::Multihash;
+
+/// What can go wrong providing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The keystore failed (disk full, corrupt data, …); nothing was acknowledged.
+    #[error("keystore: {0}")]
+    Keystore(#[from] dht_provider_store::StoreError),
+    /// The sweep's persisted state could not be read or written.
+    #[error("sweep state: {0}")]
+    State(String),
+    /// The first provide of some keys did not reach enough servers; they stay in the keystore
+    /// and are retried and reprovided.
+    #[error("{} of the keys could not be provided", failed.len())]
+    ProvideFailed {
+        /// The keys that failed.
+        failed: Vec<Multihash>,
+    },
+    /// The provider was closed.
+    #[error("the provider is closed")]
+    Closed,
+}

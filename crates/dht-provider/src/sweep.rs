@@ -1,0 +1,960 @@
+//! The sweeping provider: keys in a keystore, reprovided slice by slice over the interval.
+//!
+//! Workers take jobs in this order: failed slices whose retry time came, slices with new keys
+//! (the provide queue, in keyspace order), then the reprovide schedule's due slices. A job
+//! reads the slice's keys, explores the servers around the slice with a [`RegionExplorer`]
+//! (seeded with the servers of the slice explored before, which are close), sends every key to
+//! its k closest servers among them, and re-explores past servers that fail.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use dht_proto::{Key, PeerId, PeerInfo, Prefix, Request, Response, UnixSecs};
+use dht_provider_store::Keystore;
+use dht_routing::{Network, key_in_prefix};
+use dht_routing_table::{Clock, RoutingTable};
+use futures::{StreamExt, stream::FuturesUnordered};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::{
+    Multihash,
+    error::ProviderError,
+    explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer},
+    schedule::{Progress, Schedule, slice_len_for},
+    state::{StateStore, SweepState},
+    stats::{Connectivity, ProviderStats},
+};
+
+/// Settings of a [`SweepingProvider`].
+#[derive(Clone, Debug)]
+pub struct SweepConfig {
+    /// How often every key is reprovided (22 h).
+    pub interval: Duration,
+    /// Replication: servers each key is sent to (20).
+    pub k: usize,
+    /// Jobs run at once.
+    pub workers: usize,
+    /// Time allowed for one ADD_PROVIDER to be written, and for one FIND_NODE to be answered.
+    pub request_timeout: Duration,
+    /// ADD_PROVIDER messages in flight to one peer at once.
+    pub sends_per_peer: usize,
+    /// Peers sent to at once within a slice.
+    pub peers_in_parallel: usize,
+    /// Failed sends after which a peer is dropped from a slice and the slice re-explored.
+    pub max_peer_failures: usize,
+    /// How long a slice exploration is reused for the slices after it.
+    pub exploration_freshness: Duration,
+    /// How long a failed slice waits before it is retried.
+    pub retry_after: Duration,
+    /// How long without any answer before the provider calls itself offline (2 h).
+    pub offline_after: Duration,
+    /// Keys read from the keystore per page.
+    pub scan_page: usize,
+    /// Settings of each exploration.
+    pub explore: ExploreConfig,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        SweepConfig {
+            interval: Duration::from_secs(dht_proto::REPROVIDE_INTERVAL_SECS),
+            k: dht_proto::K_VALUE,
+            workers: 4,
+            request_timeout: Duration::from_secs(10),
+            sends_per_peer: 32,
+            peers_in_parallel: 64,
+            max_peer_failures: 2,
+            exploration_freshness: Duration::from_secs(600),
+            retry_after: Duration::from_secs(300),
+            offline_after: Duration::from_secs(2 * 3600),
+            scan_page: 4096,
+            explore: ExploreConfig::default(),
+        }
+    }
+}
+
+impl SweepConfig {
+    /// Sets the reprovide interval.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Sets how many jobs run at once.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the replication factor k (also the explorer's).
+    pub fn with_k(mut self, k: usize) -> Self {
+        self.k = k.max(1);
+        self.explore = self.explore.with_k(self.k);
+        self
+    }
+}
+
+/// A batch of keys whose first provide a caller waits for.
+#[derive(Debug, Default)]
+struct Batch {
+    remaining: AtomicUsize,
+    failed: Mutex<Vec<Multihash>>,
+    done: Notify,
+    cancelled: AtomicBool,
+}
+
+impl Batch {
+    fn report(&self, key: Multihash, ok: bool) {
+        if !ok {
+            self.failed.lock().push(key);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_waiters();
+            self.done.notify_one();
+        }
+    }
+}
+
+/// Cancels a batch's first provide if the waiting call is dropped first.
+struct CancelOnDrop(Arc<Batch>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.0.remaining.load(Ordering::Acquire) > 0 {
+            self.0.cancelled.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    key: Multihash,
+    batch: Option<Arc<Batch>>,
+    /// Kept in the keystore (false for `provide_once`).
+    kept: bool,
+}
+
+#[derive(Debug)]
+enum Job {
+    /// New keys of one slice (or, with `whole`, every key of the slice).
+    Provide {
+        slice: Prefix,
+        keys: Vec<Queued>,
+        whole: bool,
+    },
+    /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says.
+    Reprovide { slice: Prefix, cycle: Option<u64> },
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    find_node: AtomicU64,
+    add_provider: AtomicU64,
+    add_provider_failed: AtomicU64,
+    regions_explored: AtomicU64,
+    region_prefix_bits: AtomicU64,
+    keys_provided: AtomicU64,
+    keys_failed: AtomicU64,
+}
+
+struct Shared {
+    state: SweepState,
+    schedule: Schedule,
+    /// Reprovide slices being worked on, with their cycle.
+    claimed: BTreeSet<(u64, Prefix)>,
+    /// The next slice to claim for reprovide.
+    cursor: Progress,
+    queue: BTreeMap<Prefix, Vec<Queued>>,
+    queued_keys: usize,
+    /// Slices whose whole content must be provided (recovered after a restart).
+    whole: BTreeSet<Prefix>,
+    retry: BTreeMap<Prefix, UnixSecs>,
+    cache: VecDeque<(Exploration, UnixSecs)>,
+    estimates: VecDeque<u64>,
+    connectivity: Connectivity,
+    last_answer: UnixSecs,
+    busy: usize,
+    /// Records sent and failed in the cycle being walked, and in the last full cycle.
+    cycle_sent: (u64, u64),
+    last_cycle_sent: (u64, u64),
+    cycle_started: UnixSecs,
+    last_cycle_secs: Option<u64>,
+}
+
+/// The parts a [`SweepingProvider`] works with.
+pub struct SweepParts<N, T, K> {
+    /// This node, as it announces itself in provider records (its addresses must be dialable).
+    pub local: PeerInfo,
+    /// How requests reach other peers.
+    pub network: N,
+    /// Where the first seeds of an exploration come from.
+    pub table: T,
+    /// The keys this node provides.
+    pub keystore: K,
+    /// Where the sweep's progress is kept across restarts.
+    pub state: Box<dyn StateStore>,
+    /// Wall-clock time (virtual in the simulator).
+    pub clock: Arc<dyn Clock>,
+}
+
+struct Inner<N, T, K> {
+    parts: SweepParts<N, T, K>,
+    config: SweepConfig,
+    shared: Mutex<Shared>,
+    wake: Notify,
+    closed: AtomicBool,
+    counters: Counters,
+}
+
+/// Provides keys to the DHT and reprovides them every interval by sweeping the keyspace.
+///
+/// Keys are held in a [`Keystore`] in Kademlia-key order; nothing in memory grows with their
+/// number. A cheap handle: clones share the provider. Needs a tokio runtime (it spawns its
+/// workers on the current one).
+pub struct SweepingProvider<N, T, K> {
+    inner: Arc<Inner<N, T, K>>,
+    workers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl<N, T, K> Clone for SweepingProvider<N, T, K> {
+    fn clone(&self) -> Self {
+        SweepingProvider {
+            inner: self.inner.clone(),
+            workers: self.workers.clone(),
+        }
+    }
+}
+
+impl<N, T, K> SweepingProvider<N, T, K>
+where
+    N: Network + 'static,
+    T: RoutingTable + 'static,
+    K: Keystore + 'static,
+{
+    /// Loads the persisted state (or starts a first cycle now) and starts the workers.
+    ///
+    /// Slices whose first provide had not finished when the provider last stopped are queued
+    /// again, whole; the reprovide schedule resumes where it stopped.
+    pub fn start(parts: SweepParts<N, T, K>, config: SweepConfig) -> Result<Self, ProviderError> {
+        let now = parts.clock.now();
+        let state = match parts.state.load()? {
+            Some(bytes) => SweepState::from_bytes(&bytes)?,
+            None => {
+                let len = initial_slice_len(&parts.table, &parts.local, config.k);
+                let mut state = SweepState::new(now, len);
+                let schedule = Schedule::new(now, config.interval.as_secs().max(1), len);
+                // The cycle starts now, at the first slice: keys added from here on are
+                // provided when added, so that slice waits for the next cycle.
+                schedule.complete(&mut state.progress, &schedule.slice_of(&Key::ZERO));
+                // Keys held without a state (a lost state file): provide them all once.
+                if parts.keystore.count()? > 0 {
+                    state.pending = all_slices(len);
+                }
+                parts.state.save(&state.to_bytes())?;
+                state
+            }
+        };
+        let schedule = Schedule::new(
+            state.epoch,
+            config.interval.as_secs().max(1),
+            state.slice_len,
+        );
+        let whole = state.pending.clone();
+        let shared = Shared {
+            cursor: state.progress,
+            schedule,
+            claimed: BTreeSet::new(),
+            queue: whole.iter().map(|p| (*p, Vec::new())).collect(),
+            queued_keys: 0,
+            whole,
+            retry: BTreeMap::new(),
+            cache: VecDeque::new(),
+            estimates: VecDeque::new(),
+            connectivity: Connectivity::Online,
+            last_answer: now,
+            busy: 0,
+            cycle_sent: (0, 0),
+            last_cycle_sent: (0, 0),
+            cycle_started: now,
+            last_cycle_secs: None,
+            state,
+        };
+        let inner = Arc::new(Inner {
+            parts,
+            config,
+            shared: Mutex::new(shared),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let workers = (0..inner.config.workers)
+            .map(|i| {
+                let inner = inner.clone();
+                tokio::spawn(async move { inner.worker(i).await })
+            })
+            .collect();
+        Ok(SweepingProvider {
+            inner,
+            workers: Arc::new(Mutex::new(workers)),
+        })
+    }
+
+    /// Adds `keys` to the keystore and returns once their first provide succeeded or failed.
+    /// With `force`, keys already held are provided again too.
+    ///
+    /// Dropping the returned future cancels only that first provide: the keys stay in the
+    /// keystore and are reprovided on schedule.
+    pub async fn start_providing(
+        &self,
+        force: bool,
+        keys: &[Multihash],
+    ) -> Result<(), ProviderError> {
+        let batch = self.inner.enqueue(force, keys, true, true)?;
+        match batch {
+            Some(batch) => self.inner.wait(batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`start_providing`](Self::start_providing) without waiting for the first provide.
+    pub fn start_providing_async(
+        &self,
+        force: bool,
+        keys: &[Multihash],
+    ) -> Result<(), ProviderError> {
+        self.inner.enqueue(force, keys, true, false).map(drop)
+    }
+
+    /// Removes `keys` from the keystore: they are no longer reprovided, and their records
+    /// expire on their own.
+    pub fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
+        self.inner.parts.keystore.delete(keys)?;
+        let gone: HashSet<&Multihash> = keys.iter().collect();
+        let mut shared = self.inner.shared.lock();
+        let mut removed = 0;
+        for queued in shared.queue.values_mut() {
+            let before = queued.len();
+            queued.retain(|q| !(q.kept && gone.contains(&q.key)));
+            removed += before - queued.len();
+        }
+        shared.queued_keys = shared.queued_keys.saturating_sub(removed);
+        Ok(())
+    }
+
+    /// Provides `keys` once, without keeping them; returns when done.
+    pub async fn provide_once(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
+        match self.inner.enqueue(true, keys, false, true)? {
+            Some(batch) => self.inner.wait(batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// What an operator needs to know.
+    pub fn stats(&self) -> ProviderStats {
+        self.inner.stats()
+    }
+
+    /// Saves the state and stops the workers. Keys whose first provide had not finished are
+    /// provided after the next start.
+    pub async fn close(&self) -> Result<(), ProviderError> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.wake.notify_waiters();
+        let workers: Vec<_> = self.workers.lock().drain(..).collect();
+        for w in workers {
+            w.abort();
+            let _ = w.await;
+        }
+        let shared = self.inner.shared.lock();
+        self.inner.persist(&shared)
+    }
+}
+
+fn initial_slice_len<T: RoutingTable>(table: &T, local: &PeerInfo, k: usize) -> usize {
+    // The k closest peers to ourselves share about log2(servers / k) bits with us.
+    let me = local.key();
+    let closest = table.closest_peers(&me, k);
+    if closest.len() < k {
+        return 0;
+    }
+    let mean_cpl = closest
+        .iter()
+        .map(|p| p.key().common_prefix_len(&me))
+        .sum::<usize>()
+        / closest.len();
+    let servers = (k as u64).saturating_mul(1u64 << mean_cpl.min(40));
+    slice_len_for(servers, k)
+}
+
+impl<N, T, K> Inner<N, T, K>
+where
+    N: Network + 'static,
+    T: RoutingTable + 'static,
+    K: Keystore + 'static,
+{
+    fn now(&self) -> UnixSecs {
+        self.parts.clock.now()
+    }
+
+    fn persist(&self, shared: &Shared) -> Result<(), ProviderError> {
+        let mut state = shared.state.clone();
+        state.progress = shared
+            .claimed
+            .first()
+            .map(|(cycle, slice)| Progress {
+                cycle: *cycle,
+                next: slice.first_key(),
+            })
+            .unwrap_or(shared.cursor);
+        state.slice_len = shared.schedule.slice_len();
+        self.parts.state.save(&state.to_bytes())
+    }
+
+    fn enqueue(
+        &self,
+        force: bool,
+        keys: &[Multihash],
+        keep: bool,
+        wait: bool,
+    ) -> Result<Option<Arc<Batch>>, ProviderError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ProviderError::Closed);
+        }
+        let fresh = if keep {
+            let new = self.parts.keystore.put(keys)?;
+            if force { dedup(keys) } else { new }
+        } else {
+            dedup(keys)
+        };
+        if fresh.is_empty() {
+            return Ok(None);
+        }
+        let batch = wait.then(|| {
+            Arc::new(Batch {
+                remaining: AtomicUsize::new(fresh.len()),
+                ..Batch::default()
+            })
+        });
+        let mut shared = self.shared.lock();
+        let mut slices = BTreeSet::new();
+        for key in fresh {
+            let slice = shared.schedule.slice_of(&Key::from_multihash(&key));
+            slices.insert(slice);
+            shared.queue.entry(slice).or_default().push(Queued {
+                key,
+                batch: batch.clone(),
+                kept: keep,
+            });
+            shared.queued_keys += 1;
+        }
+        if keep {
+            let before = shared.state.pending.len();
+            shared.state.pending.extend(slices);
+            if shared.state.pending.len() != before {
+                self.persist(&shared)?;
+            }
+        }
+        drop(shared);
+        self.wake.notify_waiters();
+        Ok(batch)
+    }
+
+    async fn wait(&self, batch: Arc<Batch>) -> Result<(), ProviderError> {
+        let guard = CancelOnDrop(batch.clone());
+        loop {
+            let notified = batch.done.notified();
+            if batch.remaining.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(ProviderError::Closed);
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        drop(guard);
+        let failed = std::mem::take(&mut *batch.failed.lock());
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(ProviderError::ProvideFailed { failed })
+        }
+    }
+
+    async fn worker(self: Arc<Self>, id: usize) {
+        while !self.closed.load(Ordering::Acquire) {
+            let notified = self.wake.notified();
+            let (job, wake_at) = self.next_job();
+            match job {
+                Some(job) => {
+                    tracing::debug!(worker = id, ?job, "job");
+                    self.run(job).await;
+                }
+                None => {
+                    let now = self.now();
+                    let secs = wake_at.map_or(60, |t| t.saturating_sub(now).clamp(1, 60));
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next job, or when to look again.
+    fn next_job(&self) -> (Option<Job>, Option<UnixSecs>) {
+        let now = self.now();
+        let mut shared = self.shared.lock();
+        if shared.connectivity != Connectivity::Online
+            && now < shared.last_answer.saturating_add(60)
+        {
+            // Disconnected: probe at most once a minute (any job is the probe).
+            return (None, Some(shared.last_answer + 60));
+        }
+        if let Some((&slice, _)) = shared.retry.iter().find(|(_, at)| **at <= now) {
+            shared.retry.remove(&slice);
+            shared.busy += 1;
+            return (Some(Job::Reprovide { slice, cycle: None }), None);
+        }
+        if let Some((slice, keys)) = shared.queue.pop_first() {
+            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len());
+            let whole = shared.whole.remove(&slice);
+            shared.busy += 1;
+            return (Some(Job::Provide { slice, keys, whole }), None);
+        }
+        let schedule = shared.schedule;
+        let mut cursor = shared.cursor;
+        if let Some((slice, _)) = schedule.next_due(&mut cursor, now) {
+            let cycle = cursor.cycle;
+            schedule.complete(&mut cursor, &slice);
+            if cursor.cycle != cycle {
+                // The walk reached the end of the keyspace: a cycle is done.
+                shared.last_cycle_secs = Some(now.saturating_sub(shared.cycle_started));
+                shared.cycle_started = now;
+                shared.last_cycle_sent = shared.cycle_sent;
+                shared.cycle_sent = (0, 0);
+            }
+            shared.cursor = cursor;
+            shared.claimed.insert((cycle, slice));
+            shared.busy += 1;
+            return (
+                Some(Job::Reprovide {
+                    slice,
+                    cycle: Some(cycle),
+                }),
+                None,
+            );
+        }
+        let next = shared
+            .retry
+            .values()
+            .copied()
+            .chain([schedule.next_due_time(&shared.cursor)])
+            .min();
+        (None, next)
+    }
+
+    async fn run(&self, job: Job) {
+        let (slice, keys, batches) = match &job {
+            Job::Provide { slice, keys, whole } => {
+                let mut wanted: Vec<Multihash> = Vec::new();
+                let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
+                for q in keys {
+                    match &q.batch {
+                        Some(b) if b.cancelled.load(Ordering::Acquire) => b.report(q.key, false),
+                        Some(b) => {
+                            batches.entry(q.key).or_default().push(b.clone());
+                            wanted.push(q.key);
+                        }
+                        None => wanted.push(q.key),
+                    }
+                }
+                if *whole {
+                    match self.parts.keystore.scan_all(slice, self.config.scan_page) {
+                        Ok(all) => wanted.extend(all.into_iter().map(|(_, mh)| mh)),
+                        Err(e) => tracing::warn!(%slice, error = %e, "keystore scan failed"),
+                    }
+                }
+                (*slice, dedup(&wanted), batches)
+            }
+            Job::Reprovide { slice, .. } => {
+                match self.parts.keystore.scan_all(slice, self.config.scan_page) {
+                    Ok(all) => (
+                        *slice,
+                        all.into_iter().map(|(_, mh)| mh).collect(),
+                        HashMap::new(),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(%slice, error = %e, "keystore scan failed");
+                        (*slice, Vec::new(), HashMap::new())
+                    }
+                }
+            }
+        };
+        let outcome = if keys.is_empty() {
+            SliceOutcome::default()
+        } else {
+            self.provide_slice(slice, &keys).await
+        };
+        let now = self.now();
+        for (key, ok) in keys.iter().zip(&outcome.ok) {
+            if let Some(bs) = batches.get(key) {
+                for b in bs {
+                    b.report(*key, *ok);
+                }
+            }
+        }
+        let failed = outcome.ok.iter().filter(|ok| !**ok).count() as u64;
+        self.counters
+            .keys_provided
+            .fetch_add(keys.len() as u64 - failed, Ordering::Relaxed);
+        self.counters
+            .keys_failed
+            .fetch_add(failed, Ordering::Relaxed);
+        let mut shared = self.shared.lock();
+        shared.busy = shared.busy.saturating_sub(1);
+        shared.cycle_sent.0 += outcome.sent;
+        shared.cycle_sent.1 += outcome.send_failures;
+        if outcome.answered {
+            shared.last_answer = now;
+            shared.connectivity = Connectivity::Online;
+        } else if !keys.is_empty() {
+            shared.connectivity =
+                if now.saturating_sub(shared.last_answer) >= self.config.offline_after.as_secs() {
+                    Connectivity::Offline
+                } else {
+                    Connectivity::Disconnected
+                };
+        }
+        if failed > 0 {
+            shared
+                .retry
+                .insert(slice, now.saturating_add(self.config.retry_after.as_secs()));
+        }
+        if let Job::Reprovide {
+            cycle: Some(cycle), ..
+        } = job
+        {
+            shared.claimed.remove(&(cycle, slice));
+        }
+        if let Job::Provide { .. } = job
+            && !shared.queue.contains_key(&slice)
+        {
+            shared.state.pending.remove(&slice);
+        }
+        if let Some(ex) = outcome.exploration {
+            if ex.complete && !ex.servers.is_empty() {
+                let estimate =
+                    (ex.servers.len() as u64).saturating_mul(1u64 << ex.scope.len().min(40));
+                shared.estimates.push_back(estimate);
+                if shared.estimates.len() > 32 {
+                    shared.estimates.pop_front();
+                }
+                let mut sorted: Vec<u64> = shared.estimates.iter().copied().collect();
+                sorted.sort_unstable();
+                let median = sorted[sorted.len() / 2];
+                let len = slice_len_for(median, self.config.k);
+                if shared.estimates.len() >= 4 && len != shared.schedule.slice_len() {
+                    tracing::info!(
+                        servers = median,
+                        slice_len = len,
+                        "network size re-estimated"
+                    );
+                    shared.schedule = shared.schedule.with_slice_len(len);
+                }
+            }
+            shared.cache.push_back((ex, now));
+            while shared.cache.len() > 16 {
+                shared.cache.pop_front();
+            }
+        }
+        if let Err(e) = self.persist(&shared) {
+            tracing::warn!(error = %e, "could not persist the sweep state");
+        }
+        drop(shared);
+        self.wake.notify_waiters();
+    }
+
+    /// A fresh exploration covering `slice`, if one is cached; otherwise the best seeds.
+    fn cached(&self, slice: &Prefix) -> Result<Exploration, Vec<PeerInfo>> {
+        let now = self.now();
+        let fresh = self.config.exploration_freshness.as_secs();
+        let shared = self.shared.lock();
+        if let Some((ex, _)) = shared.cache.iter().rev().find(|(ex, at)| {
+            ex.complete && ex.scope.contains_prefix(slice) && now.saturating_sub(*at) <= fresh
+        }) {
+            return Ok(ex.clone());
+        }
+        // Seeds: the servers of the most recent exploration (adjacent in a sweep), then the
+        // routing table's closest peers to the slice.
+        let mut seeds: Vec<PeerInfo> = shared
+            .cache
+            .back()
+            .map(|(ex, _)| ex.servers.clone())
+            .unwrap_or_default();
+        drop(shared);
+        let middle = slice.key_with_suffix(&Key::hash(slice.to_string().as_bytes()));
+        seeds.extend(self.parts.table.closest_peers(&middle, self.config.k));
+        Err(seeds)
+    }
+
+    async fn explore(
+        &self,
+        slice: Prefix,
+        seeds: Vec<PeerInfo>,
+        excluded: &HashSet<PeerId>,
+    ) -> Exploration {
+        let mut explorer = RegionExplorer::new(
+            slice,
+            Some(self.parts.local.peer_id),
+            seeds,
+            self.config.explore.clone(),
+        );
+        explorer.exclude(excluded.iter().copied());
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            match explorer.next_action() {
+                ExploreAction::Ask { peer, target } => {
+                    let key = find_node_key(&target);
+                    let timeout = self.config.request_timeout;
+                    let network = &self.parts.network;
+                    in_flight.push(async move {
+                        let sent = network.request(&peer, Request::FindNode { key });
+                        (peer.peer_id, tokio::time::timeout(timeout, sent).await)
+                    });
+                }
+                ExploreAction::Wait => match in_flight.next().await {
+                    Some((peer, Ok(Ok(Response::FindNode { closer_peers })))) => {
+                        explorer.on_response(&peer, closer_peers);
+                    }
+                    Some((peer, _)) => explorer.on_failure(&peer),
+                    None => break,
+                },
+                ExploreAction::Done => break,
+            }
+        }
+        let ex = explorer.finish();
+        self.counters
+            .find_node
+            .fetch_add(ex.requests as u64, Ordering::Relaxed);
+        self.counters
+            .regions_explored
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .region_prefix_bits
+            .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
+        ex
+    }
+
+    /// Sends every key to its k closest servers around `slice`.
+    async fn provide_slice(&self, slice: Prefix, keys: &[Multihash]) -> SliceOutcome {
+        let k = self.config.k;
+        let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
+        let mut excluded: HashSet<PeerId> = HashSet::new();
+        let mut exploration = match self.cached(&slice) {
+            Ok(ex) => ex,
+            Err(seeds) => self.explore(slice, seeds, &excluded).await,
+        };
+        let mut answered = !exploration.responded.is_empty();
+        let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
+        let mut outcome = SliceOutcome::default();
+        for pass in 0..3 {
+            // Each key's k closest live servers that do not hold it yet.
+            let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
+            for (i, key) in kad.iter().enumerate() {
+                for peer in exploration.closest(key, k) {
+                    if !stored[i].contains(&peer.peer_id) && !excluded.contains(&peer.peer_id) {
+                        per_peer
+                            .entry(peer.peer_id)
+                            .or_insert_with(|| (peer.clone(), Vec::new()))
+                            .1
+                            .push(i);
+                    }
+                }
+            }
+            if per_peer.is_empty() {
+                break;
+            }
+            let results: Vec<(PeerId, Vec<usize>, bool)> = futures::stream::iter(per_peer)
+                .map(|(peer_id, (peer, idx))| async move {
+                    let (done, dead) = self.send_to_peer(&peer, keys, idx).await;
+                    (peer_id, done, dead)
+                })
+                .buffer_unordered(self.config.peers_in_parallel.max(1))
+                .collect()
+                .await;
+            let mut newly_dead = 0;
+            for (peer, done, dead) in results {
+                outcome.sent += done.len() as u64;
+                if !done.is_empty() {
+                    answered = true;
+                }
+                for i in done {
+                    stored[i].push(peer);
+                }
+                if dead {
+                    outcome.send_failures += 1;
+                    excluded.insert(peer);
+                    newly_dead += 1;
+                }
+            }
+            if newly_dead == 0 || pass == 2 {
+                break;
+            }
+            // Some servers are gone: learn the region again without them.
+            let seeds = exploration.servers.clone();
+            exploration = self.explore(slice, seeds, &excluded).await;
+            answered |= !exploration.responded.is_empty();
+        }
+        let reachable = exploration.servers.len().min(k);
+        let needed = reachable.div_ceil(2).max(1);
+        outcome.ok = stored.iter().map(|s| s.len() >= needed).collect();
+        outcome.answered = answered;
+        outcome.exploration = Some(exploration);
+        outcome
+    }
+
+    /// Sends ADD_PROVIDER for `keys[idx]` to `peer`; returns the indexes delivered, and
+    /// whether the peer was given up on.
+    async fn send_to_peer(
+        &self,
+        peer: &PeerInfo,
+        keys: &[Multihash],
+        idx: Vec<usize>,
+    ) -> (Vec<usize>, bool) {
+        let timeout = self.config.request_timeout;
+        let local = &self.parts.local;
+        let network = &self.parts.network;
+        let mut sends = futures::stream::iter(idx)
+            .map(|i| async move {
+                let request = Request::AddProvider {
+                    key: keys[i].to_bytes(),
+                    providers: vec![local.clone()],
+                };
+                let sent = tokio::time::timeout(timeout, network.send(peer, request)).await;
+                (i, matches!(sent, Ok(Ok(_))))
+            })
+            .buffer_unordered(self.config.sends_per_peer.max(1));
+        let mut done = Vec::new();
+        let mut failures = 0;
+        while let Some((i, ok)) = sends.next().await {
+            self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
+            if ok {
+                done.push(i);
+            } else {
+                self.counters
+                    .add_provider_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                if failures >= self.config.max_peer_failures {
+                    return (done, true);
+                }
+            }
+        }
+        (done, false)
+    }
+
+    fn stats(&self) -> ProviderStats {
+        let now = self.now();
+        let shared = self.shared.lock();
+        let c = &self.counters;
+        let explored = c.regions_explored.load(Ordering::Relaxed);
+        let progress = shared
+            .claimed
+            .first()
+            .map(|(cycle, slice)| Progress {
+                cycle: *cycle,
+                next: slice.first_key(),
+            })
+            .unwrap_or(shared.cursor);
+        ProviderStats {
+            keys: self.parts.keystore.count().ok(),
+            slices: 1u64 << shared.schedule.slice_len().min(63),
+            regions_explored: explored,
+            average_region_prefix_len: if explored == 0 {
+                0.0
+            } else {
+                c.region_prefix_bits.load(Ordering::Relaxed) as f64 / explored as f64
+            },
+            keys_queued: shared.queued_keys as u64,
+            regions_queued: (shared.queue.len() + shared.retry.len()) as u64,
+            workers: self.config.workers,
+            workers_busy: shared.busy,
+            records_sent_this_cycle: shared.cycle_sent.0,
+            peers_failed_this_cycle: shared.cycle_sent.1,
+            records_sent_last_cycle: shared.last_cycle_sent.0,
+            peers_failed_last_cycle: shared.last_cycle_sent.1,
+            last_cycle_secs: shared.last_cycle_secs,
+            behind_schedule_secs: shared.schedule.lag(&progress, now),
+            connectivity: shared.connectivity,
+            find_node_sent: c.find_node.load(Ordering::Relaxed),
+            add_provider_sent: c.add_provider.load(Ordering::Relaxed),
+            add_provider_failed: c.add_provider_failed.load(Ordering::Relaxed),
+            keys_provided: c.keys_provided.load(Ordering::Relaxed),
+            keys_failed: c.keys_failed.load(Ordering::Relaxed),
+            cycle: progress.cycle,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SliceOutcome {
+    /// Per key: reached enough servers.
+    ok: Vec<bool>,
+    sent: u64,
+    send_failures: u64,
+    answered: bool,
+    exploration: Option<Exploration>,
+}
+
+/// Every slice of `len` bits (at most 2^16 of them).
+fn all_slices(len: usize) -> BTreeSet<Prefix> {
+    let len = len.min(16);
+    (0u32..(1 << len))
+        .map(|i| {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&(i << (32 - len.max(1))).to_be_bytes());
+            Prefix::new(&Key::from_bytes(bytes), len)
+        })
+        .collect()
+}
+
+fn dedup(keys: &[Multihash]) -> Vec<Multihash> {
+    let mut seen = HashSet::new();
+    keys.iter().filter(|k| seen.insert(**k)).copied().collect()
+}
+
+/// FIND_NODE key bytes whose `sha256` lies in `prefix` (first 16 bits matched from a table,
+/// deeper bits by search, up to 24 bits).
+pub fn find_node_key(prefix: &Prefix) -> Vec<u8> {
+    let quick = key_in_prefix(prefix, &Key::ZERO);
+    if prefix.contains(&Key::hash(&quick)) {
+        return quick;
+    }
+    let mut bytes = quick;
+    let n = bytes.len();
+    for c in 0u32..(1 << 24) {
+        if let Some(tail) = bytes.get_mut(n.saturating_sub(4)..) {
+            tail.copy_from_slice(&c.to_be_bytes());
+        }
+        if prefix.contains(&Key::hash(&bytes)) {
+            return bytes;
+        }
+    }
+    key_in_prefix(prefix, &Key::ZERO)
+}

@@ -1,0 +1,381 @@
+//! The sweeping provider end to end, over an in-memory network of servers with real k-bucket
+//! tables, on tokio's paused clock.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
+
+use dht_proto::{Key, PeerId, PeerInfo, Request, Response, UnixSecs};
+use dht_provider::{
+    MemoryStateStore, Multihash, StateStore, SweepConfig, SweepParts, SweepingProvider,
+    explore::closest_of,
+};
+use dht_provider_store::{Keystore, MemoryStore};
+use dht_routing::{Network, RpcError};
+use dht_routing_table::{
+    Clock, Direction, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
+};
+use parking_lot::Mutex;
+use rand::{
+    Rng, SeedableRng,
+    rngs::StdRng,
+    seq::{IndexedRandom, SliceRandom},
+};
+
+const START: UnixSecs = 1_700_000_000;
+
+/// Wall-clock seconds that follow tokio's (paused) clock, from the start of the test's runtime.
+struct TokioClock(tokio::time::Instant);
+
+impl Clock for TokioClock {
+    fn now(&self) -> UnixSecs {
+        START + self.0.elapsed().as_secs()
+    }
+}
+
+/// The instant the test's clock reads `START`: the first call in a runtime fixes it.
+fn base() -> tokio::time::Instant {
+    thread_local! {
+        static BASE: std::cell::OnceCell<tokio::time::Instant> = const { std::cell::OnceCell::new() };
+    }
+    BASE.with(|b| *b.get_or_init(tokio::time::Instant::now))
+}
+
+#[derive(Default)]
+struct Counts {
+    find_node: u64,
+    add_provider: u64,
+}
+
+struct NetInner {
+    servers: Vec<PeerInfo>,
+    tables: HashMap<PeerId, KBucketTable>,
+    dead: Mutex<HashSet<PeerId>>,
+    /// What each server holds: provider keys (multihash bytes).
+    held: Mutex<HashMap<PeerId, HashSet<Vec<u8>>>>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Clone)]
+struct Net(Arc<NetInner>);
+
+impl Net {
+    fn new(n: usize, seed: u64) -> Net {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let servers: Vec<PeerInfo> = (0..n)
+            .map(|i| {
+                let kp = dht_proto::libp2p_identity::Keypair::ed25519_from_bytes(
+                    rng.random::<[u8; 32]>(),
+                )
+                .unwrap();
+                PeerInfo::new(
+                    kp.public().to_peer_id(),
+                    vec![
+                        format!("/ip4/10.0.{}.{}/tcp/4001", i / 256, i % 256)
+                            .parse()
+                            .unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let mut tables = HashMap::new();
+        for s in &servers {
+            let t = KBucketTable::new(
+                s.key(),
+                KBucketConfig::default().with_diversity(None),
+                ManualClock::new(START),
+            );
+            let mut order: Vec<&PeerInfo> = servers.iter().collect();
+            order.shuffle(&mut rng);
+            for p in order {
+                t.update(p, PeerEvent::Seen(Direction::Outbound));
+            }
+            tables.insert(s.peer_id, t);
+        }
+        Net(Arc::new(NetInner {
+            servers,
+            tables,
+            dead: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
+        }))
+    }
+
+    fn live(&self) -> Vec<PeerInfo> {
+        let dead = self.0.dead.lock();
+        self.0
+            .servers
+            .iter()
+            .filter(|s| !dead.contains(&s.peer_id))
+            .cloned()
+            .collect()
+    }
+
+    /// A table for the provider: a random half of the servers.
+    fn provider_table(&self, me: &PeerInfo) -> KBucketTable {
+        let t = KBucketTable::new(
+            me.key(),
+            KBucketConfig::default().with_diversity(None),
+            ManualClock::new(START),
+        );
+        for p in self.0.servers.iter().step_by(2) {
+            t.update(p, PeerEvent::Seen(Direction::Outbound));
+        }
+        t
+    }
+
+    /// Share of keys held by at least `min` of their true 20 closest live servers.
+    fn placement(&self, keys: &[Multihash], min: usize) -> f64 {
+        let live = self.live();
+        let held = self.0.held.lock();
+        let ok = keys
+            .iter()
+            .filter(|mh| {
+                let bytes = mh.to_bytes();
+                closest_of(&live, &Key::from_multihash(*mh), 20)
+                    .iter()
+                    .filter(|p| held.get(&p.peer_id).is_some_and(|h| h.contains(&bytes)))
+                    .count()
+                    >= min
+            })
+            .count();
+        ok as f64 / keys.len() as f64
+    }
+
+    fn clear_held(&self) {
+        self.0.held.lock().clear();
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        let c = self.0.counts.lock();
+        (c.find_node, c.add_provider)
+    }
+}
+
+impl Network for Net {
+    fn send(
+        &self,
+        peer: &PeerInfo,
+        request: Request,
+    ) -> impl Future<Output = Result<Option<Response>, RpcError>> + Send {
+        let net = self.clone();
+        let peer = peer.peer_id;
+        async move {
+            let one_way = Duration::from_millis(10 + u64::from(peer.to_bytes()[10] % 90));
+            if net.0.dead.lock().contains(&peer) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Err(RpcError::Unreachable("dead".into()));
+            }
+            match request {
+                Request::FindNode { key } => {
+                    net.0.counts.lock().find_node += 1;
+                    tokio::time::sleep(one_way * 2).await;
+                    let closer = net.0.tables[&peer].closest_peers(&Key::hash(&key), 20);
+                    Ok(Some(Response::FindNode {
+                        closer_peers: closer,
+                    }))
+                }
+                Request::AddProvider { key, .. } => {
+                    net.0.counts.lock().add_provider += 1;
+                    net.0.held.lock().entry(peer).or_default().insert(key);
+                    Ok(None)
+                }
+                _ => Err(RpcError::Other("unsupported".into())),
+            }
+        }
+    }
+}
+
+fn keys(n: usize, seed: u64) -> Vec<Multihash> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| Multihash::wrap(0x12, &rng.random::<[u8; 32]>()).unwrap())
+        .collect()
+}
+
+type Provider = SweepingProvider<Net, KBucketTable, Arc<MemoryStore>>;
+
+fn start(
+    net: &Net,
+    store: Arc<MemoryStore>,
+    state: MemoryStateStore,
+    config: SweepConfig,
+) -> Provider {
+    let me = PeerInfo::new(
+        PeerId::random(),
+        vec!["/ip4/10.9.9.9/tcp/4001".parse().unwrap()],
+    );
+    let parts = SweepParts {
+        table: net.provider_table(&me),
+        local: me,
+        network: net.clone(),
+        keystore: store,
+        state: Box::new(state) as Box<dyn StateStore>,
+        clock: Arc::new(TokioClock(base())),
+    };
+    SweepingProvider::start(parts, config).unwrap()
+}
+
+fn config() -> SweepConfig {
+    SweepConfig::default()
+        .with_interval(Duration::from_secs(8 * 3600))
+        .with_request_timeout(Duration::from_secs(2))
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_provide_places_every_key_on_its_closest_servers() {
+    let net = Net::new(400, 1);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(4000, 2);
+    provider.start_providing(false, &keys).await.unwrap();
+
+    let placement = net.placement(&keys, 19);
+    let exact = net.placement(&keys, 20);
+    let (find_node, add_provider) = net.counts();
+    let stats = provider.stats();
+    eprintln!(
+        "400 servers, 4000 keys: placement(>=19) {placement:.4}, exact {exact:.4}, \
+         FIND_NODE {find_node}, ADD_PROVIDER {add_provider}, regions {} (mean prefix {:.1})",
+        stats.regions_explored, stats.average_region_prefix_len
+    );
+    assert!(placement >= 0.99, "{placement}");
+    assert_eq!(stats.keys, Some(4000));
+    assert_eq!(stats.keys_queued, 0);
+    // One lookup per key would cost about 4000 × 20 FIND_NODE; the sweep a few per region.
+    assert!(find_node < 400, "{find_node} FIND_NODE");
+    assert!(add_provider >= 4000 * 20);
+    provider.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reprovide_cycle_sends_every_key_again_cheaply() {
+    let net = Net::new(300, 3);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(2000, 4);
+    provider.start_providing(false, &keys).await.unwrap();
+    let (fn_initial, _) = net.counts();
+    net.clear_held();
+
+    // One full interval later every key has been reprovided.
+    tokio::time::sleep(Duration::from_secs(8 * 3600 + 600)).await;
+    let placement = net.placement(&keys, 19);
+    let (fn_total, _) = net.counts();
+    let stats = provider.stats();
+    eprintln!(
+        "reprovide: placement {placement:.4}, FIND_NODE in the cycle {}, behind {} s, cycle {}",
+        fn_total - fn_initial,
+        stats.behind_schedule_secs,
+        stats.cycle
+    );
+    assert!(placement >= 0.99, "{placement}");
+    assert!(stats.cycle >= 1);
+    assert_eq!(stats.behind_schedule_secs, 0);
+    assert!(fn_total - fn_initial < 300, "{}", fn_total - fn_initial);
+    provider.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_resumes_instead_of_starting_over() {
+    let net = Net::new(300, 5);
+    let store = Arc::new(MemoryStore::new());
+    let state = MemoryStateStore::default();
+    let provider = start(&net, store.clone(), state.clone(), config());
+    let keys = keys(2000, 6);
+    provider.start_providing(false, &keys).await.unwrap();
+    // Walk a quarter of the cycle, then stop.
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    provider.close().await.unwrap();
+    drop(provider);
+    let (_, sent_before) = net.counts();
+
+    // Restart an hour later: only the slices due in that hour are provided, not all keys.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let provider = start(&net, store.clone(), state.clone(), config());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (_, sent_after) = net.counts();
+    let resent = sent_after - sent_before;
+    let slices = provider.stats().slices;
+    eprintln!(
+        "after restart: {resent} ADD_PROVIDER over {slices} slices (a full reprovide is {})",
+        2000 * 20
+    );
+    // Due since the stop: the slice being walked at the stop and those due in the hour after,
+    // at most two of the schedule's slices, never everything.
+    assert!(slices >= 4, "{slices}");
+    assert!(
+        resent > 0 && resent <= 2 * 2000 * 20 / slices + 2000,
+        "{resent}"
+    );
+    assert_eq!(provider.stats().behind_schedule_secs, 0);
+    provider.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_added_before_a_crash_are_provided_after_restart() {
+    let net = Net::new(200, 7);
+    let store = Arc::new(MemoryStore::new());
+    let state = MemoryStateStore::default();
+    let keys = keys(500, 8);
+    {
+        let provider = start(&net, store.clone(), state.clone(), config());
+        // Acknowledged into the keystore, then "killed" before any provide ran.
+        provider.start_providing_async(false, &keys).unwrap();
+        // No close(): the workers are aborted as a crash would.
+        drop(provider);
+    }
+    assert_eq!(store.count().unwrap(), 500);
+    net.clear_held();
+    let provider = start(&net, store.clone(), state, config());
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let placement = net.placement(&keys, 19);
+    assert!(placement >= 0.99, "{placement}");
+    provider.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_servers_do_not_cost_placement() {
+    let net = Net::new(400, 9);
+    {
+        let mut rng = StdRng::seed_from_u64(10);
+        let mut dead = net.0.dead.lock();
+        for s in net.0.servers.choose_multiple(&mut rng, 40) {
+            dead.insert(s.peer_id);
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store, MemoryStateStore::default(), config());
+    let keys = keys(2000, 11);
+    let result = provider.start_providing(false, &keys).await;
+    let placement = net.placement(&keys, 19);
+    eprintln!(
+        "10% dead: placement {placement:.4}, result {:?}",
+        result.as_ref().err()
+    );
+    assert!(result.is_ok());
+    assert!(placement >= 0.99, "{placement}");
+    provider.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_providing_removes_keys_and_stats_count_them() {
+    let net = Net::new(100, 12);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(100, 13);
+    provider.start_providing(false, &keys).await.unwrap();
+    provider.stop_providing(&keys[..40]).unwrap();
+    assert_eq!(provider.stats().keys, Some(60));
+    // provide_once leaves the keystore alone.
+    let once = self::keys(10, 14);
+    provider.provide_once(&once).await.unwrap();
+    assert_eq!(store.count().unwrap(), 60);
+    let held: BTreeSet<Vec<u8>> = net.0.held.lock().values().flatten().cloned().collect();
+    assert!(once.iter().all(|k| held.contains(&k.to_bytes())));
+    provider.close().await.unwrap();
+}
