@@ -1,14 +1,18 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod api;
 mod error;
 pub mod explore;
+pub mod legacy;
 pub mod schedule;
 pub mod state;
 mod stats;
 mod sweep;
 
+pub use api::DhtProvider;
 pub use error::ProviderError;
+pub use legacy::{LegacyConfig, LegacyProvider};
 pub use state::{FileStateStore, MemoryStateStore, StateStore};
 pub use stats::{Connectivity, ProviderStats};
 pub use sweep::{SweepConfig, SweepParts, SweepingProvider, find_node_key};

@@ -379,3 +379,64 @@ async fn stop_providing_removes_keys_and_stats_count_them() {
     assert!(once.iter().all(|k| held.contains(&k.to_bytes())));
     provider.close().await.unwrap();
 }
+
+/// The per-key baseline on the same network: one walk per key. The sweep places the same keys
+/// as well for a small fraction of the FIND_NODE requests.
+#[tokio::test(start_paused = true)]
+async fn sweep_costs_a_fraction_of_the_per_key_baseline() {
+    use dht_provider::{DhtProvider, LegacyConfig, LegacyProvider};
+    use dht_routing::{ClientConfig, DhtClient};
+
+    let keys = keys(1000, 16);
+
+    let net = Net::new(300, 15);
+    let me = PeerInfo::new(
+        PeerId::random(),
+        vec!["/ip4/10.9.9.8/tcp/4001".parse().unwrap()],
+    );
+    let client = DhtClient::new(
+        me.clone(),
+        net.provider_table(&me),
+        net.clone(),
+        ClientConfig::default(),
+    );
+    let legacy = LegacyProvider::start(
+        client,
+        Arc::new(MemoryStore::new()),
+        me,
+        Arc::new(TokioClock(base())),
+        LegacyConfig::default(),
+    );
+    DhtProvider::start_providing(&legacy, false, &keys)
+        .await
+        .unwrap();
+    let (legacy_find_node, _) = net.counts();
+    let legacy_placement = net.placement(&keys, 19);
+    DhtProvider::close(&legacy).await.unwrap();
+
+    let net = Net::new(300, 15);
+    let sweep = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    DhtProvider::start_providing(&sweep, false, &keys)
+        .await
+        .unwrap();
+    let (sweep_find_node, _) = net.counts();
+    let sweep_placement = net.placement(&keys, 19);
+    DhtProvider::close(&sweep).await.unwrap();
+
+    eprintln!(
+        "300 servers, 1000 keys: per-key FIND_NODE {legacy_find_node} (placement {legacy_placement:.3}), \
+         sweep FIND_NODE {sweep_find_node} (placement {sweep_placement:.3}), ratio {:.4}",
+        sweep_find_node as f64 / legacy_find_node as f64
+    );
+    assert!(legacy_placement >= 0.95, "{legacy_placement}");
+    assert!(sweep_placement >= 0.99, "{sweep_placement}");
+    assert!(
+        sweep_find_node * 20 < legacy_find_node,
+        "{sweep_find_node} vs {legacy_find_node}"
+    );
+}
