@@ -1,0 +1,232 @@
+//! Benches: closest-20 queries and inserts at 1k, 10k and 100k peers, for `KBucketTable` and
+//! `FullRoutingTable`, each beside a brute-force baseline measured in the same run; and the
+//! memory held by a 100k-peer `FullRoutingTable`.
+//!
+//! - `closest20/<table>/<n>`: 20 closest peers to a random key. The brute-force baseline
+//!   (`<table>_brute`) computes the distance to every peer the table holds (keys precomputed),
+//!   selects the 20 smallest and sorts them.
+//! - `insert_remove/<table>/<n>`: a `Seen` of a peer the table does not know followed by its
+//!   `Removed`, so the table keeps its size; both steps hash the peer id, as the trait's callers
+//!   pay that too. The baseline is an unsorted `Vec` with a linear duplicate check.
+//!
+//! `n` is the number of peers offered to the table: a `KBucketTable` keeps about
+//! `20 * log2(n / 20)` of them, a `FullRoutingTable` all of them.
+#![allow(clippy::print_stdout)] // A bench binary reports on stdout, as criterion does.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use dht_proto::{Distance, Key, PeerId, PeerInfo, multihash::Multihash};
+use dht_routing_table::{
+    Direction, FullRoutingTable, KBucketTable, ManualClock, PeerEvent, RoutingTable,
+};
+
+const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (10_000, "10k"), (100_000, "100k")];
+const N: usize = 20;
+
+/// A peer with a deterministic id and two addresses (TCP and QUIC) in its own /24.
+fn peer(seed: u64) -> PeerInfo {
+    let digest = Key::hash(&seed.to_le_bytes());
+    let id =
+        PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).expect("32-byte digest"))
+            .expect("sha256 multihash is a valid peer id");
+    let ip = format!(
+        "{}.{}.{}.7",
+        1 + (seed >> 16) % 220,
+        (seed >> 8) % 256,
+        seed % 256
+    );
+    let addrs = vec![
+        format!("/ip4/{ip}/tcp/4001")
+            .parse()
+            .expect("valid multiaddr"),
+        format!("/ip4/{ip}/udp/4001/quic-v1")
+            .parse()
+            .expect("valid multiaddr"),
+    ];
+    PeerInfo::new(id, addrs)
+}
+
+fn targets() -> Vec<Key> {
+    (0..1024u64)
+        .map(|i| Key::hash(&(u64::MAX - i).to_le_bytes()))
+        .collect()
+}
+
+/// The baseline: an unsorted list with the keys precomputed.
+struct BruteForce {
+    entries: Vec<(Key, PeerInfo)>,
+}
+
+impl BruteForce {
+    fn new(peers: impl IntoIterator<Item = PeerInfo>) -> Self {
+        BruteForce {
+            entries: peers.into_iter().map(|p| (p.key(), p)).collect(),
+        }
+    }
+
+    fn closest(&self, key: &Key, n: usize) -> Vec<PeerInfo> {
+        let mut d: Vec<(Distance, &PeerInfo)> = self
+            .entries
+            .iter()
+            .map(|(k, p)| (key.distance(k), p))
+            .collect();
+        if d.len() > n && n > 0 {
+            d.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
+        }
+        d.truncate(n);
+        d.sort_unstable_by_key(|a| a.0);
+        d.into_iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    fn insert(&mut self, peer: &PeerInfo) {
+        let key = peer.key();
+        if !self.entries.iter().any(|(k, _)| *k == key) {
+            self.entries.push((key, peer.clone()));
+        }
+    }
+
+    fn remove(&mut self, peer: &PeerInfo) {
+        let key = peer.key();
+        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
+            self.entries.swap_remove(i);
+        }
+    }
+}
+
+fn kbucket_table(n: usize) -> KBucketTable {
+    let table = KBucketTable::new(Key::hash(b"local"), Default::default(), ManualClock::new(0));
+    for s in 0..n as u64 {
+        table.update(&peer(s), PeerEvent::Seen(Direction::Outbound));
+    }
+    table
+}
+
+fn full_table(n: usize) -> FullRoutingTable {
+    let table = FullRoutingTable::new(Key::hash(b"local"), Default::default(), ManualClock::new(0));
+    table.replace_all((0..n as u64).map(peer), 0);
+    table
+}
+
+/// Resident memory of this process in bytes, from `/proc/self/statm` (Linux; 4 KiB pages).
+fn rss_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn memory(_c: &mut Criterion) {
+    let before = rss_bytes();
+    let table = full_table(100_000);
+    let after = rss_bytes();
+    let estimate = table.heap_size_estimate();
+    println!(
+        "memory/fullrt/100k: heap estimate {:.1} MiB ({} B/peer; entry {} B inline); RSS growth {}",
+        estimate as f64 / (1 << 20) as f64,
+        estimate / table.len(),
+        std::mem::size_of::<(Key, PeerInfo)>(),
+        match (before, after) {
+            (Some(b), Some(a)) =>
+                format!("{:.1} MiB", a.saturating_sub(b) as f64 / (1 << 20) as f64),
+            _ => "unavailable".to_string(),
+        },
+    );
+    let kb = kbucket_table(100_000);
+    println!("kbucket/100k: holds {} of 100000 offered peers", kb.len());
+}
+
+fn closest(c: &mut Criterion) {
+    let targets = targets();
+    let mut group = c.benchmark_group("closest20");
+    for (n, label) in SIZES {
+        let kb = kbucket_table(n);
+        let kb_brute = BruteForce::new(kb.peers());
+        let full = full_table(n);
+        let full_brute = BruteForce::new(full.peers());
+        // The tables answer what brute force answers.
+        for t in targets.iter().take(64) {
+            assert_eq!(kb.closest_peers(t, N), kb_brute.closest(t, N));
+            assert_eq!(full.closest_peers(t, N), full_brute.closest(t, N));
+        }
+        let mut i = 0;
+        let mut next = || {
+            i = (i + 1) % targets.len();
+            &targets[i]
+        };
+        group.bench_function(BenchmarkId::new("kbucket", label), |b| {
+            b.iter(|| black_box(kb.closest_peers(next(), N)))
+        });
+        group.bench_function(BenchmarkId::new("kbucket_brute", label), |b| {
+            b.iter(|| black_box(kb_brute.closest(next(), N)))
+        });
+        group.bench_function(BenchmarkId::new("fullrt", label), |b| {
+            b.iter(|| black_box(full.closest_peers(next(), N)))
+        });
+        group.bench_function(BenchmarkId::new("fullrt_brute", label), |b| {
+            b.iter(|| black_box(full_brute.closest(next(), N)))
+        });
+    }
+    // The same 100k peers without addresses: how much of a query is cloning the answer.
+    let bare = FullRoutingTable::new(Key::hash(b"local"), Default::default(), ManualClock::new(0));
+    bare.replace_all(
+        (0..100_000u64).map(|s| PeerInfo::new(peer(s).peer_id, vec![])),
+        0,
+    );
+    let mut i = 0;
+    group.bench_function(BenchmarkId::new("fullrt_no_addrs", "100k"), |b| {
+        b.iter(|| {
+            i = (i + 1) % targets.len();
+            black_box(bare.closest_peers(&targets[i], N))
+        })
+    });
+    group.finish();
+}
+
+fn insert(c: &mut Criterion) {
+    let fresh: Vec<PeerInfo> = (0..4096u64).map(|s| peer(1 << 40 | s)).collect();
+    let mut group = c.benchmark_group("insert_remove");
+    for (n, label) in SIZES {
+        let kb = kbucket_table(n);
+        let mut kb_brute = BruteForce::new(kb.peers());
+        let full = full_table(n);
+        let mut full_brute = BruteForce::new(full.peers());
+        let mut i = 0;
+        let mut next = || {
+            i = (i + 1) % fresh.len();
+            &fresh[i]
+        };
+        group.bench_function(BenchmarkId::new("kbucket", label), |b| {
+            b.iter(|| {
+                let p = next();
+                black_box(kb.update(p, PeerEvent::Seen(Direction::Outbound)));
+                black_box(kb.update(p, PeerEvent::Removed));
+            })
+        });
+        group.bench_function(BenchmarkId::new("kbucket_brute", label), |b| {
+            b.iter(|| {
+                let p = next();
+                kb_brute.insert(p);
+                kb_brute.remove(p);
+            })
+        });
+        group.bench_function(BenchmarkId::new("fullrt", label), |b| {
+            b.iter(|| {
+                let p = next();
+                black_box(full.update(p, PeerEvent::Seen(Direction::Outbound)));
+                black_box(full.update(p, PeerEvent::Removed));
+            })
+        });
+        group.bench_function(BenchmarkId::new("fullrt_brute", label), |b| {
+            b.iter(|| {
+                let p = next();
+                full_brute.insert(p);
+                full_brute.remove(p);
+            })
+        });
+        assert_eq!(full.len(), n);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, memory, closest, insert);
+criterion_main!(benches);

@@ -1,0 +1,292 @@
+//! Routing tables for the IPFS Amino DHT (`/ipfs/kad/1.0.0`).
+//!
+//! - [`RoutingTable`]: the seam. Closest known peers to a key, and peer bookkeeping. Methods
+//!   take `&self` and lock internally (readers share a [`parking_lot::RwLock`]), so a table is
+//!   shared as `Arc<T>` or `&T` between the server, the client and the provider.
+//! - [`KBucketTable`]: the default. Kademlia's k-buckets (k = 20) indexed by common prefix
+//!   length with the local key, a replacement cache per bucket, a [`DiversityFilter`] against
+//!   eclipse attacks, and refresh bookkeeping.
+//! - [`FullRoutingTable`]: "fullrt". Every known DHT server (100,000 and more), ordered by
+//!   Kademlia key, replaced in bulk from a crawl, answering closest-peer questions locally.
+//!   When fresh it is [complete](RoutingTable::is_complete), and routing can skip the walk.
+//!
+//! The tables are sans-IO: they never read the clock or touch the network. Time comes from a
+//! [`Clock`] given at construction (wall-clock seconds, [`UnixSecs`](dht_proto::UnixSecs)),
+//! and every time-dependent method also has a variant taking `now`; see [`clock`].
+//!
+//! # Swapping tables
+//!
+//! Code written against [`RoutingTable`] takes either table; switching is one line.
+//!
+//! ```
+//! use dht_proto::{K_VALUE, Key, PeerId, PeerInfo};
+//! use dht_routing_table::{
+//!     Direction, FullRoutingTable, KBucketTable, PeerEvent, RoutingTable, SystemClock,
+//! };
+//!
+//! /// Written once, against the trait.
+//! fn learn_and_ask(table: &impl RoutingTable, peers: &[PeerInfo], key: &Key) -> Vec<PeerInfo> {
+//!     for peer in peers {
+//!         table.update(peer, PeerEvent::Seen(Direction::Outbound));
+//!     }
+//!     table.closest_peers(key, K_VALUE)
+//! }
+//!
+//! let local = Key::from_peer_id(&PeerId::random());
+//! let peers = (0..50)
+//!     .map(|i| Ok(PeerInfo::new(PeerId::random(), vec![format!("/ip4/198.51.{i}.1/tcp/4001").parse()?])))
+//!     .collect::<Result<Vec<PeerInfo>, Box<dyn std::error::Error>>>()?;
+//! let key = Key::hash(b"some content");
+//!
+//! let table = KBucketTable::new(local, Default::default(), SystemClock);
+//! let from_buckets = learn_and_ask(&table, &peers, &key);
+//!
+//! // The one-line swap: every known server instead of k-buckets.
+//! let table = FullRoutingTable::new(local, Default::default(), SystemClock);
+//! let from_fullrt = learn_and_ask(&table, &peers, &key);
+//!
+//! assert_eq!(from_fullrt.len(), K_VALUE);
+//! // The full table holds all 50 peers, so its answer is the true 20 closest; the buckets
+//! // may have turned some peers away (full bucket), never returning a farther one first.
+//! assert!(from_buckets.len() <= K_VALUE);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use dht_proto::{Key, PeerInfo};
+
+pub mod clock;
+mod diversity;
+mod fullrt;
+mod kbucket;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use diversity::{DiversityConfig, DiversityFilter, IpGroup, is_local_ip};
+pub use fullrt::{FullRoutingTable, FullRtConfig};
+pub use kbucket::{KBucketConfig, KBucketTable};
+
+/// Which side opened the exchange in which we saw the peer act as a DHT server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer sent us a request (and is known to be a DHT server, e.g. through identify).
+    Inbound,
+    /// We sent the peer a request and it answered: the peer was *useful*.
+    Outbound,
+}
+
+/// Something that happened to a peer, as reported to [`RoutingTable::update`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// The peer acted as a DHT server in an exchange (it answered our request, or it sent us
+    /// one and is known to be a server).
+    Seen(Direction),
+    /// A request to the peer failed or timed out.
+    Failed,
+    /// Forget the peer.
+    Removed,
+}
+
+/// What [`RoutingTable::update`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpdateOutcome {
+    /// The peer was added to the table.
+    Inserted,
+    /// The peer was already in the table; its record was refreshed.
+    Updated,
+    /// The peer's bucket is full: it is kept in the replacement cache and will take the place
+    /// of a member that fails.
+    Pending,
+    /// The peer was not added.
+    Rejected(RejectReason),
+    /// The peer was removed from the table (or from the replacement cache).
+    Removed,
+    /// The peer is unknown; nothing was done.
+    Ignored,
+}
+
+/// Why a peer was not added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The peer is the local node.
+    #[error("the peer is the local node")]
+    LocalPeer,
+    /// The bucket already holds the most peers of one IP group it may.
+    #[error("bucket {bucket} already holds the most peers of IP group {group} it may")]
+    BucketDiversity {
+        /// The full group.
+        group: IpGroup,
+        /// The bucket (common prefix length with the local key).
+        bucket: usize,
+    },
+    /// The table already holds the most peers of one IP group it may.
+    #[error("the table already holds the most peers of IP group {group} it may")]
+    TableDiversity {
+        /// The full group.
+        group: IpGroup,
+    },
+    /// The bucket is full, no member may be replaced, and there is no replacement cache.
+    #[error("the bucket is full and the table keeps no replacement cache")]
+    BucketFull,
+}
+
+/// The errors of this crate.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A common prefix length beyond the last bucket (a key shares at most 255 bits with a
+    /// *different* key).
+    #[error("common prefix length {0} is out of range; at most 255")]
+    CplOutOfRange(usize),
+}
+
+/// A routing table: the peers this node knows, and which of them are closest to a key.
+///
+/// Two required methods and `len`; the rest have defaults. Implementations lock internally so
+/// that many readers proceed at once. Implemented by [`KBucketTable`] and
+/// [`FullRoutingTable`], and by `Arc<T>`, `Box<T>` and `&T` of any routing table.
+pub trait RoutingTable: Send + Sync {
+    /// Closest known peers to `key` by XOR distance, closest first, at most `n`.
+    fn closest_peers(&self, key: &Key, n: usize) -> Vec<PeerInfo>;
+
+    /// Peer bookkeeping.
+    fn update(&self, peer: &PeerInfo, event: PeerEvent) -> UpdateOutcome;
+
+    /// Number of peers in the table.
+    fn len(&self) -> usize;
+
+    /// Whether the table holds every DHT server of the network (a [`FullRoutingTable`] that
+    /// is fresh), so closest-peer questions can be answered without a network walk.
+    fn is_complete(&self) -> bool {
+        false
+    }
+
+    /// Whether the table holds no peer.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+macro_rules! forward_routing_table {
+    ($($ty:ty),*) => {$(
+        impl<T: RoutingTable + ?Sized> RoutingTable for $ty {
+            fn closest_peers(&self, key: &Key, n: usize) -> Vec<PeerInfo> {
+                (**self).closest_peers(key, n)
+            }
+            fn update(&self, peer: &PeerInfo, event: PeerEvent) -> UpdateOutcome {
+                (**self).update(peer, event)
+            }
+            fn len(&self) -> usize {
+                (**self).len()
+            }
+            fn is_complete(&self) -> bool {
+                (**self).is_complete()
+            }
+            fn is_empty(&self) -> bool {
+                (**self).is_empty()
+            }
+        }
+    )*};
+}
+
+forward_routing_table!(Arc<T>, Box<T>, &T);
+
+/// A XOR distance as two big-endian 128-bit words. It orders exactly as
+/// [`Distance`](dht_proto::Distance) does, but compares in a few instructions instead of a
+/// 32-byte `memcmp`, which otherwise dominates the sorting of candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Xor(u128, u128);
+
+impl Xor {
+    fn between(a: &Key, b: &Key) -> Xor {
+        let (a0, a1) = words(a);
+        let (b0, b1) = words(b);
+        Xor(a0 ^ b0, a1 ^ b1)
+    }
+
+    /// Leading zero bits: the common prefix length of the two keys (256 when equal).
+    fn leading_zeros(self) -> usize {
+        if self.0 != 0 {
+            self.0.leading_zeros() as usize
+        } else {
+            128 + self.1.leading_zeros() as usize
+        }
+    }
+}
+
+fn words(key: &Key) -> (u128, u128) {
+    let bytes = key.as_bytes();
+    let mut hi = [0u8; 16];
+    let mut lo = [0u8; 16];
+    hi.copy_from_slice(&bytes[..16]);
+    lo.copy_from_slice(&bytes[16..]);
+    (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
+}
+
+/// Sorts `(distance, item)` pairs and keeps the `n` closest, closest first, in O(m + n log n).
+fn keep_closest<T>(candidates: &mut Vec<(Xor, T)>, n: usize) {
+    if candidates.len() > n {
+        if n == 0 {
+            candidates.clear();
+            return;
+        }
+        candidates.select_nth_unstable_by_key(n - 1, |c| c.0);
+        candidates.truncate(n);
+    }
+    candidates.sort_unstable_by_key(|c| c.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_routing_table<T: RoutingTable>() {}
+
+    #[test]
+    fn blanket_impls() {
+        assert_routing_table::<KBucketTable>();
+        assert_routing_table::<Arc<KBucketTable>>();
+        assert_routing_table::<&FullRoutingTable>();
+        assert_routing_table::<Box<dyn RoutingTable>>();
+        assert_routing_table::<Arc<dyn RoutingTable>>();
+    }
+
+    #[test]
+    fn keep_closest_cases() {
+        let check = |input: &[u8], n: usize, expected: &[u8]| {
+            let mut v: Vec<_> = input
+                .iter()
+                .map(|&b| (Xor(u128::from(b) << 120, 0), b))
+                .collect();
+            keep_closest(&mut v, n);
+            let got: Vec<u8> = v.iter().map(|x| x.1).collect();
+            assert_eq!(got, expected, "input {input:?} n {n}");
+        };
+        check(&[], 3, &[]);
+        check(&[5, 1, 3], 0, &[]);
+        check(&[5, 1, 3], 2, &[1, 3]);
+        check(&[5, 1, 3], 3, &[1, 3, 5]);
+        check(&[5, 1, 3], 10, &[1, 3, 5]);
+        check(&[9, 8, 7, 6, 5, 4, 3, 2, 1, 0], 4, &[0, 1, 2, 3]);
+    }
+
+    proptest::proptest! {
+        /// `Xor` orders like `Distance` and counts the same leading zeros.
+        #[test]
+        fn xor_orders_like_distance(a: [u8; 32], b: [u8; 32], c: [u8; 32], share in 0..=256usize) {
+            let (a, b) = (Key::from_bytes(a), Key::from_bytes(b));
+            // Let c share a prefix with a, to reach the low words and equal keys.
+            let c = dht_proto::Prefix::new(&a, share).key_with_suffix(&Key::from_bytes(c));
+            proptest::prop_assert_eq!(
+                Xor::between(&a, &b).cmp(&Xor::between(&a, &c)),
+                a.distance(&b).cmp(&a.distance(&c))
+            );
+            proptest::prop_assert_eq!(Xor::between(&a, &c).leading_zeros(), a.common_prefix_len(&c));
+            proptest::prop_assert_eq!(Xor::between(&a, &b).leading_zeros(), a.common_prefix_len(&b));
+        }
+    }
+}
