@@ -5,6 +5,7 @@
 //! - `ci`: setup, fmt check, clippy, tests, docs and tidy; ends with a one-line summary.
 //! - `tidy`: the architecture invariants of `docs/architecture.md`, checked.
 //! - `fuzz <target> [--seconds N]`: run a cargo-fuzz target, installing cargo-fuzz if missing.
+//! - `sim <experiment> [args…]`: the simulator's experiments, built optimised.
 //! - `devnet [args…]`: the main job of the README.
 
 // A command-line tool: its output is its interface.
@@ -20,6 +21,7 @@ use anyhow::{Context, Result, bail};
 mod ci;
 mod fuzz;
 mod setup;
+mod sim;
 mod tidy;
 
 const USAGE: &str = "\
@@ -31,6 +33,7 @@ commands:
   tidy                       check the architecture invariants of docs/architecture.md
   fuzz <target> [--seconds N]
                              run a fuzz target of crates/*/fuzz (default 60 s)
+  sim <experiment> [args...] run the simulator (`cargo xtask sim help` lists experiments)
   devnet [args...]           the README's main job: a local network that provides and finds content
 ";
 
@@ -57,6 +60,7 @@ fn main() -> Result<()> {
             }
         }
         "fuzz" => fuzz::run_target(&rest),
+        "sim" => sim::run(&rest),
         "devnet" => devnet(&rest),
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");
@@ -69,36 +73,20 @@ fn main() -> Result<()> {
     }
 }
 
-/// The main job. Until the `dht-node` binary exists this runs the dht-proto example.
+/// The main job: `dht-node devnet`, optimised, after the system set-up.
 fn devnet(args: &[&str]) -> Result<()> {
     setup::ensure(true)?;
-    let root = workspace_root();
-    if root.join("crates/dht-node").exists() {
-        let mut all = vec![
-            "run",
-            "--release",
-            "--locked",
-            "-p",
-            "dht-node",
-            "--",
-            "devnet",
-        ];
-        all.extend_from_slice(args);
-        cargo(&all)
-    } else {
-        let mut all = vec![
-            "run",
-            "--release",
-            "--locked",
-            "-p",
-            "dht-proto",
-            "--example",
-            "keyspace",
-            "--",
-        ];
-        all.extend_from_slice(args);
-        cargo(&all)
-    }
+    let mut all = vec![
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "dht-node",
+        "--",
+        "devnet",
+    ];
+    all.extend_from_slice(args);
+    cargo(&all)
 }
 
 /// The workspace root (the parent of this crate's manifest directory).

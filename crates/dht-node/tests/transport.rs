@@ -418,12 +418,17 @@ async fn the_handler_sees_the_sender_as_identify_describes_it() {
             .expect("dial");
     }
     let (server_id, client_id) = (server.info.peer_id, client.info.peer_id);
+    // The two identify exchanges finish in either order: wait for both events at once.
+    let (mut saw_server, mut saw_client) = (false, false);
     b.event(|e| {
-        matches!(e, TransportEvent::PeerIsServer(p) if p.peer_id == server_id).then_some(())
+        match e {
+            TransportEvent::PeerIsServer(p) if p.peer_id == server_id => saw_server = true,
+            TransportEvent::PeerIsClient(id) if id == client_id => saw_client = true,
+            _ => {}
+        }
+        (saw_server && saw_client).then_some(())
     })
     .await;
-    b.event(|e| (e == TransportEvent::PeerIsClient(client_id)).then_some(()))
-        .await;
     // The identify addresses reach the connection's handler just after the event: ask until
     // the handler has them.
     for node in [&server, &client] {

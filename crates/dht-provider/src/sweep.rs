@@ -612,13 +612,7 @@ where
             self.provide_slice(slice, &keys).await
         };
         let now = self.now();
-        for (key, ok) in keys.iter().zip(&outcome.ok) {
-            if let Some(bs) = batches.get(key) {
-                for b in bs {
-                    b.report(*key, *ok);
-                }
-            }
-        }
+        // Counters first, so that a caller woken by its batch reads them updated.
         let failed = outcome.ok.iter().filter(|ok| !**ok).count() as u64;
         self.counters
             .keys_provided
@@ -626,10 +620,20 @@ where
         self.counters
             .keys_failed
             .fetch_add(failed, Ordering::Relaxed);
+        {
+            let mut shared = self.shared.lock();
+            shared.cycle_sent.0 += outcome.sent;
+            shared.cycle_sent.1 += outcome.send_failures;
+        }
+        for (key, ok) in keys.iter().zip(&outcome.ok) {
+            if let Some(bs) = batches.get(key) {
+                for b in bs {
+                    b.report(*key, *ok);
+                }
+            }
+        }
         let mut shared = self.shared.lock();
         shared.busy = shared.busy.saturating_sub(1);
-        shared.cycle_sent.0 += outcome.sent;
-        shared.cycle_sent.1 += outcome.send_failures;
         if outcome.answered {
             shared.last_answer = now;
             shared.connectivity = Connectivity::Online;

@@ -1,0 +1,157 @@
+//! The handler's limits.
+
+use dht_proto::K_VALUE;
+
+/// The per-peer request rate: a token bucket per sender.
+///
+/// Time is whole seconds (the `now` given to [`Handler::handle`](crate::Handler::handle)):
+/// each second a sender earns `per_second` tokens, up to `burst`; each request spends one.
+/// Because the bucket refills once per second, `burst` is raised to at least `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tokens earned per second (0 is read as 1).
+    pub per_second: u32,
+    /// Most tokens a sender can hold: the largest burst (at least `per_second`).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// A limit of `per_second` requests per second with bursts of up to `burst`.
+    pub const fn new(per_second: u32, burst: u32) -> Self {
+        RateLimit { per_second, burst }
+    }
+
+    /// Tokens per second, at least 1.
+    pub(crate) fn rate(&self) -> u64 {
+        u64::from(self.per_second.max(1))
+    }
+
+    /// The bucket's capacity, at least the rate.
+    pub(crate) fn capacity(&self) -> u64 {
+        u64::from(self.burst).max(self.rate())
+    }
+}
+
+impl Default for RateLimit {
+    /// 1,000 requests per second, bursts of 10,000.
+    ///
+    /// Generous on purpose: a sweeping provider sends one ADD_PROVIDER per key to each of the
+    /// region's peers in one burst, thousands of messages to one server.
+    fn default() -> Self {
+        RateLimit::new(1_000, 10_000)
+    }
+}
+
+/// The limits of a [`Handler`](crate::Handler).
+///
+/// `Default` suits a public Amino DHT server; the setters chain:
+///
+/// ```
+/// use dht_handler::{HandlerConfig, RateLimit};
+/// let config = HandlerConfig::default()
+///     .max_value_size(4096)
+///     .rate_limit(Some(RateLimit::new(100, 1_000)))
+///     .max_tracked_peers(1_000);
+/// assert_eq!(config.max_value_size, 4096);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerConfig {
+    /// Closer peers returned by FIND_NODE, GET_VALUE and GET_PROVIDERS (k, default 20).
+    pub closer_peers: usize,
+    /// Longest key of ADD_PROVIDER and GET_PROVIDERS (default 80 bytes, as go-libp2p-kad-dht).
+    pub max_provider_key_len: usize,
+    /// Longest key of FIND_NODE, GET_VALUE and PUT_VALUE (default 256 bytes; go-libp2p-kad-dht
+    /// has no limit beyond the message size, but every key it produces — peer ids, `/pk/…`,
+    /// `/ipns/…`, multihashes — is shorter than 100 bytes).
+    pub max_key_len: usize,
+    /// Most providers returned by one GET_PROVIDERS (default 20).
+    ///
+    /// How many providers are *kept* per key is the store's setting
+    /// (`dht_provider_store::Config::max_providers_per_key`, default 20): a new provider of a
+    /// full key is refused silently and the established ones are kept.
+    pub max_providers_returned: usize,
+    /// Most addresses of the sender an ADD_PROVIDER may carry (default 128).
+    pub max_provider_addrs: usize,
+    /// Largest PUT_VALUE value (default 10 KiB, the IPNS record size limit; `/pk/` values,
+    /// public keys, are smaller).
+    pub max_value_size: usize,
+    /// The per-peer request rate, or `None` for no limit (default [`RateLimit::default`]).
+    pub rate_limit: Option<RateLimit>,
+    /// How many senders the rate limiter remembers (least recently seen forgotten first;
+    /// default 10,000). A forgotten sender starts again with a full bucket.
+    pub max_tracked_peers: usize,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        HandlerConfig {
+            closer_peers: K_VALUE,
+            max_provider_key_len: 80,
+            max_key_len: 256,
+            max_providers_returned: K_VALUE,
+            max_provider_addrs: 128,
+            max_value_size: 10 * 1024,
+            rate_limit: Some(RateLimit::default()),
+            max_tracked_peers: 10_000,
+        }
+    }
+}
+
+impl HandlerConfig {
+    /// Sets [`HandlerConfig::closer_peers`].
+    #[must_use]
+    pub fn closer_peers(mut self, n: usize) -> Self {
+        self.closer_peers = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_provider_key_len`].
+    #[must_use]
+    pub fn max_provider_key_len(mut self, n: usize) -> Self {
+        self.max_provider_key_len = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_key_len`].
+    #[must_use]
+    pub fn max_key_len(mut self, n: usize) -> Self {
+        self.max_key_len = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_providers_returned`].
+    #[must_use]
+    pub fn max_providers_returned(mut self, n: usize) -> Self {
+        self.max_providers_returned = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_provider_addrs`].
+    #[must_use]
+    pub fn max_provider_addrs(mut self, n: usize) -> Self {
+        self.max_provider_addrs = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_value_size`].
+    #[must_use]
+    pub fn max_value_size(mut self, n: usize) -> Self {
+        self.max_value_size = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::rate_limit`].
+    #[must_use]
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_tracked_peers`] (at least 1).
+    #[must_use]
+    pub fn max_tracked_peers(mut self, n: usize) -> Self {
+        self.max_tracked_peers = n.max(1);
+        self
+    }
+}

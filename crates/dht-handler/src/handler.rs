@@ -1,0 +1,420 @@
+//! The [`Handler`]: one inbound request in, one response (or none) out.
+
+use dht_proto::{
+    Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request, Response,
+    UnixSecs,
+};
+use dht_provider_store::{ProviderStore, ValueStore};
+use dht_routing_table::{Direction, PeerEvent, RoutingTable};
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::HandlerConfig;
+use crate::error::HandlerError;
+use crate::rate::RateLimiter;
+use crate::time::format_rfc3339;
+use crate::validator::{NamespacedValidator, Validator};
+
+/// Locks serialising PUT_VALUE's read-compare-write per key (by the key's last byte, as Go).
+const PUT_LOCKS: usize = 256;
+
+/// Who sent a request: the peer as the node knows it, and whether it is a DHT server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sender {
+    /// The sender's peer id and the addresses it is known at.
+    pub peer: PeerInfo,
+    /// Whether the sender is a DHT server (identify lists `/ipfs/kad/1.0.0`); only servers
+    /// are reported to the routing table.
+    pub is_server: bool,
+}
+
+impl Sender {
+    /// A sender that is a DHT server.
+    pub fn server(peer: PeerInfo) -> Self {
+        Sender {
+            peer,
+            is_server: true,
+        }
+    }
+
+    /// A sender that is a DHT client (not reported to the routing table).
+    pub fn client(peer: PeerInfo) -> Self {
+        Sender {
+            peer,
+            is_server: false,
+        }
+    }
+
+    /// The sender's peer id.
+    pub fn peer_id(&self) -> &PeerId {
+        &self.peer.peer_id
+    }
+}
+
+/// The server side of the DHT: turns one inbound [`Request`] into a [`Response`].
+///
+/// Generic over the routing table, the provider store and the value store (one type may be
+/// both stores, passed twice as `&S` or `Arc<S>`). `&self` everywhere and `Send + Sync` when
+/// its parts are, so the node calls it from many tasks at once. It does no I/O beyond the
+/// stores and reads no clock: `now` is a parameter.
+///
+/// ```
+/// use dht_handler::{Handler, HandlerConfig, Sender};
+/// use dht_proto::{Key, PeerId, PeerInfo, Request, Response};
+/// use dht_provider_store::MemoryStore;
+/// use dht_routing_table::{KBucketTable, ManualClock};
+///
+/// let local = PeerInfo::new(PeerId::random(), vec!["/ip4/192.0.2.1/tcp/4001".parse()?]);
+/// let table = KBucketTable::new(local.key(), Default::default(), ManualClock::new(0));
+/// let store = MemoryStore::new();
+/// let handler = Handler::new(local, table, &store, &store, HandlerConfig::default());
+///
+/// let provider = PeerInfo::new(PeerId::random(), vec!["/ip4/198.51.100.7/tcp/4001".parse()?]);
+/// let from = Sender::server(provider.clone());
+/// let key = b"\x12\x20 thirty-two bytes of a sha256.".to_vec();
+/// let now = 1_700_000_000;
+///
+/// // ADD_PROVIDER has no response.
+/// let add = Request::AddProvider { key: key.clone(), providers: vec![provider.clone()] };
+/// assert_eq!(handler.handle(&from, add, now)?, None);
+///
+/// // The sender, a server, is now in the routing table; GET_PROVIDERS from another peer finds
+/// // it both as provider and as closer peer.
+/// let asker = Sender::client(PeerInfo::new(PeerId::random(), vec![]));
+/// let Some(Response::GetProviders { providers, closer_peers, .. }) =
+///     handler.handle(&asker, Request::GetProviders { key }, now + 1)?
+/// else {
+///     panic!("GET_PROVIDERS is answered");
+/// };
+/// assert_eq!(providers, vec![provider.clone()]);
+/// assert_eq!(closer_peers, vec![provider]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Handler<T, P, V> {
+    local: RwLock<PeerInfo>,
+    table: T,
+    providers: P,
+    values: V,
+    validator: Box<dyn Validator>,
+    config: HandlerConfig,
+    rate: Option<RateLimiter>,
+    put_locks: Box<[Mutex<()>]>,
+}
+
+impl<T, P, V> std::fmt::Debug for Handler<T, P, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("local", &self.local.read().peer_id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
+    /// A handler for the node `local` (its peer id and the addresses it listens on, returned
+    /// when a peer looks for it), with the Amino DHT's validators
+    /// ([`NamespacedValidator::new`]).
+    pub fn new(local: PeerInfo, table: T, providers: P, values: V, config: HandlerConfig) -> Self {
+        let rate = config
+            .rate_limit
+            .map(|limit| RateLimiter::new(limit, config.max_tracked_peers));
+        Handler {
+            local: RwLock::new(local),
+            table,
+            providers,
+            values,
+            validator: Box::new(NamespacedValidator::new()),
+            config,
+            rate,
+            put_locks: (0..PUT_LOCKS).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// This handler with another record validator (e.g. a [`NamespacedValidator`] with more
+    /// namespaces).
+    #[must_use]
+    pub fn with_validator(mut self, validator: impl Validator + 'static) -> Self {
+        self.validator = Box::new(validator);
+        self
+    }
+
+    /// Replaces the addresses the local node is reachable at (as learnt from identify or
+    /// AutoNAT).
+    pub fn set_local_addrs(&self, addrs: Vec<Multiaddr>) {
+        self.local.write().addrs = addrs;
+    }
+
+    /// The local node as the handler describes it.
+    pub fn local(&self) -> PeerInfo {
+        self.local.read().clone()
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &T {
+        &self.table
+    }
+
+    /// The provider store.
+    pub fn provider_store(&self) -> &P {
+        &self.providers
+    }
+
+    /// The value store.
+    pub fn value_store(&self) -> &V {
+        &self.values
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &HandlerConfig {
+        &self.config
+    }
+
+    /// Handles `request` from `from`, received at wall time `now`.
+    ///
+    /// `Ok(None)` for ADD_PROVIDER (no response is sent), `Ok(Some(_))` for the five others.
+    /// Any `Err` means: close the stream; nothing was stored.
+    ///
+    /// In order: the sender's rate is checked ([`HandlerError::RateLimited`]); a sender that
+    /// is a server is reported to the routing table as
+    /// [`PeerEvent::Seen`]`(`[`Direction::Inbound`]`)`; the request is checked and answered.
+    pub fn handle(
+        &self,
+        from: &Sender,
+        request: Request,
+        now: UnixSecs,
+    ) -> Result<Option<Response>, HandlerError> {
+        let rpc = request.message_type();
+        let result = self.dispatch(from, request, now);
+        if let Err(err) = &result {
+            tracing::debug!(peer = %from.peer.peer_id, %rpc, %err, "request refused");
+        }
+        result
+    }
+
+    fn dispatch(
+        &self,
+        from: &Sender,
+        request: Request,
+        now: UnixSecs,
+    ) -> Result<Option<Response>, HandlerError> {
+        let sender = from.peer_id();
+        if let Some(rate) = &self.rate
+            && !rate.allow(sender, now)
+        {
+            return Err(HandlerError::RateLimited { peer: *sender });
+        }
+        if from.is_server {
+            self.table
+                .update(&from.peer, PeerEvent::Seen(Direction::Inbound));
+        }
+        match request {
+            Request::FindNode { key } => self.find_node(sender, key).map(Some),
+            Request::GetProviders { key } => self.get_providers(sender, key, now).map(Some),
+            Request::AddProvider { key, providers } => self
+                .add_provider(sender, key, providers, now)
+                .map(|()| None),
+            Request::GetValue { key } => self.get_value(sender, key, now).map(Some),
+            Request::PutValue { record } => self.put_value(record, now).map(Some),
+            Request::Ping => Ok(Some(Response::Ping)),
+        }
+    }
+
+    fn check_key(&self, rpc: MessageType, key: &[u8], max: usize) -> Result<(), HandlerError> {
+        if key.is_empty() {
+            return Err(HandlerError::EmptyKey { rpc });
+        }
+        if key.len() > max {
+            return Err(HandlerError::KeyTooLong {
+                rpc,
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Up to k peers closest to `sha256(key)`, never the requester nor ourselves, only peers
+    /// with an address (as Go filters them).
+    fn closer_peers(&self, key: &[u8], requester: &PeerId, local: &PeerId) -> Vec<PeerInfo> {
+        let k = self.config.closer_peers;
+        let mut peers = self
+            .table
+            .closest_peers(&Key::hash(key), k.saturating_add(2));
+        peers.retain(|p| p.peer_id != *requester && p.peer_id != *local && !p.addrs.is_empty());
+        peers.truncate(k);
+        peers
+    }
+
+    /// FIND_NODE: the k closest known peers. As go-libp2p-kad-dht, a request for our own peer
+    /// id is answered with ourselves first (how a peer learns our addresses), unless the
+    /// requester is us or we know no address of ours.
+    fn find_node(&self, from: &PeerId, key: Vec<u8>) -> Result<Response, HandlerError> {
+        self.check_key(MessageType::FindNode, &key, self.config.max_key_len)?;
+        let local = self.local();
+        let mut closer_peers = self.closer_peers(&key, from, &local.peer_id);
+        if key == local.peer_id.to_bytes()
+            && *from != local.peer_id
+            && !local.addrs.is_empty()
+            && self.config.closer_peers > 0
+        {
+            closer_peers.truncate(self.config.closer_peers - 1);
+            closer_peers.insert(0, local);
+        }
+        Ok(Response::FindNode { closer_peers })
+    }
+
+    /// GET_PROVIDERS: key of 1 to 80 bytes (Go checks both provider RPCs alike); the stored
+    /// providers (addresses dropped after 24 h by the store) and up to k closer peers.
+    fn get_providers(
+        &self,
+        from: &PeerId,
+        key: Vec<u8>,
+        now: UnixSecs,
+    ) -> Result<Response, HandlerError> {
+        self.check_key(
+            MessageType::GetProviders,
+            &key,
+            self.config.max_provider_key_len,
+        )?;
+        let providers = self
+            .providers
+            .providers(&key, self.config.max_providers_returned, now)?
+            .into_iter()
+            .map(|r| PeerInfo::new(r.provider, r.addrs))
+            .collect();
+        let local = self.local.read().peer_id;
+        let closer_peers = self.closer_peers(&key, from, &local);
+        Ok(Response::GetProviders {
+            key,
+            providers,
+            closer_peers,
+        })
+    }
+
+    /// ADD_PROVIDER: key of 1 to 80 bytes; only entries naming the sender count (Go ignores
+    /// the others), their addresses merged into one record. An entry without address counts
+    /// for nothing. With no address left, the request is refused: as
+    /// [`HandlerError::ProviderNotSender`] if it named another peer, else as
+    /// [`HandlerError::NoValidProviderEntries`].
+    fn add_provider(
+        &self,
+        from: &PeerId,
+        key: Vec<u8>,
+        providers: Vec<PeerInfo>,
+        now: UnixSecs,
+    ) -> Result<(), HandlerError> {
+        self.check_key(
+            MessageType::AddProvider,
+            &key,
+            self.config.max_provider_key_len,
+        )?;
+        let max = self.config.max_provider_addrs;
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        let mut seen = 0usize;
+        let mut foreign = None;
+        for entry in providers {
+            if entry.peer_id != *from {
+                foreign.get_or_insert(entry.peer_id);
+                continue;
+            }
+            seen = seen.saturating_add(entry.addrs.len());
+            if seen > max {
+                return Err(HandlerError::TooManyAddresses { len: seen, max });
+            }
+            for a in entry.addrs {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+        }
+        if addrs.is_empty() {
+            return Err(match foreign {
+                Some(provider) => HandlerError::ProviderNotSender {
+                    provider,
+                    sender: *from,
+                },
+                None => HandlerError::NoValidProviderEntries,
+            });
+        }
+        if let Some(other) = foreign {
+            tracing::debug!(sender = %from, %other, "ignoring provider entries of other peers");
+        }
+        self.providers.add_provider(&ProviderRecord {
+            key,
+            provider: *from,
+            addrs,
+            received_at: now,
+        })?;
+        Ok(())
+    }
+
+    /// GET_VALUE: the stored record if it is still valid at `now` (re-validated on every
+    /// read: an IPNS record past its EOL is not served), and up to k closer peers. An invalid
+    /// stored record is left for the store's expiry (the store has no delete) and replaced by
+    /// the next valid PUT_VALUE.
+    fn get_value(
+        &self,
+        from: &PeerId,
+        key: Vec<u8>,
+        now: UnixSecs,
+    ) -> Result<Response, HandlerError> {
+        self.check_key(MessageType::GetValue, &key, self.config.max_key_len)?;
+        let record = self.valid_stored(&key, now)?;
+        let local = self.local.read().peer_id;
+        let closer_peers = self.closer_peers(&key, from, &local);
+        Ok(Response::GetValue {
+            key,
+            record,
+            closer_peers,
+        })
+    }
+
+    /// The stored record of `key` if it validates at `now`.
+    fn valid_stored(&self, key: &[u8], now: UnixSecs) -> Result<Option<Record>, HandlerError> {
+        let Some((record, _)) = self.values.get_value(key, now)? else {
+            return Ok(None);
+        };
+        match self.validator.validate(key, &record.value, now) {
+            Ok(()) => Ok(Some(record)),
+            Err(err) => {
+                tracing::debug!(%err, "stored record no longer valid; not served");
+                Ok(None)
+            }
+        }
+    }
+
+    /// PUT_VALUE: the value at most `max_value_size`; valid per its namespace's validator; if
+    /// a valid record is stored, the validator's `select` must prefer the new one (else
+    /// [`HandlerError::WorseRecord`], as Go refuses it); stored with `timeReceived` = `now`,
+    /// and echoed.
+    fn put_value(&self, record: Record, now: UnixSecs) -> Result<Response, HandlerError> {
+        let Record { key, value, .. } = record;
+        self.check_key(MessageType::PutValue, &key, self.config.max_key_len)?;
+        if value.len() > self.config.max_value_size {
+            return Err(HandlerError::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_value_size,
+            });
+        }
+        self.validator.validate(&key, &value, now)?;
+
+        let lock = key.last().map_or(0, |&b| usize::from(b)) % self.put_locks.len().max(1);
+        let _guard = self.put_locks.get(lock).map(|m| m.lock());
+        if let Some(existing) = self.valid_stored(&key, now)?
+            && existing.value != value
+        {
+            let best = self
+                .validator
+                .select(&key, &[value.as_slice(), existing.value.as_slice()])?;
+            if best != 0 {
+                return Err(HandlerError::WorseRecord);
+            }
+        }
+        let stored = Record {
+            key,
+            value,
+            time_received: format_rfc3339(now),
+        };
+        self.values.put_value(&stored, now)?;
+        Ok(Response::PutValue { record: stored })
+    }
+}

@@ -1,0 +1,40 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod cbor;
+mod config;
+mod error;
+mod handler;
+mod ipns;
+mod pb;
+mod rate;
+mod time;
+mod validator;
+
+pub use config::{HandlerConfig, RateLimit};
+pub use error::HandlerError;
+pub use handler::{Handler, Sender};
+pub use ipns::{IpnsValidator, MAX_IPNS_RECORD_SIZE};
+pub use validator::{
+    NamespacedValidator, PublicKeyValidator, ValidationError, Validator, split_key,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handler_is_send_and_sync() {
+        assert_send_sync::<
+            Handler<
+                dht_routing_table::KBucketTable,
+                dht_provider_store::MemoryStore,
+                std::sync::Arc<dht_provider_store::MemoryStore>,
+            >,
+        >();
+        assert_send_sync::<NamespacedValidator>();
+        assert_send_sync::<HandlerError>();
+    }
+}

@@ -1,0 +1,133 @@
+//! A token bucket per peer, in a bounded table.
+
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
+
+use dht_proto::{PeerId, UnixSecs};
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::config::RateLimit;
+
+/// Shards of the peer table, so that concurrent requests rarely wait on one lock.
+const SHARDS: usize = 16;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: u64,
+    last: UnixSecs,
+}
+
+/// Token buckets for the most recently seen peers (an LRU of bounded size, split in shards).
+///
+/// A peer forgotten by the LRU starts again with a full bucket: bounded memory costs a little
+/// precision, never correctness for honest peers.
+pub(crate) struct RateLimiter {
+    rate: u64,
+    capacity: u64,
+    hasher: RandomState,
+    shards: Box<[Mutex<LruCache<PeerId, Bucket>>]>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limit: RateLimit, max_peers: usize) -> Self {
+        let per_shard = max_peers.max(1).div_ceil(SHARDS);
+        let cap = NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN);
+        RateLimiter {
+            rate: limit.rate(),
+            capacity: limit.capacity(),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(cap)))
+                .collect(),
+        }
+    }
+
+    /// Spends one of `peer`'s tokens at `now`; `false` if it has none left.
+    pub(crate) fn allow(&self, peer: &PeerId, now: UnixSecs) -> bool {
+        let i = (self.hasher.hash_one(peer) as usize) % self.shards.len();
+        let Some(shard) = self.shards.get(i) else {
+            return true;
+        };
+        let mut shard = shard.lock();
+        match shard.get_mut(peer) {
+            Some(b) => {
+                if now > b.last {
+                    let earned = (now - b.last).saturating_mul(self.rate);
+                    b.tokens = b.tokens.saturating_add(earned).min(self.capacity);
+                    b.last = now;
+                }
+                if b.tokens == 0 {
+                    false
+                } else {
+                    b.tokens -= 1;
+                    true
+                }
+            }
+            None => {
+                shard.put(
+                    *peer,
+                    Bucket {
+                        tokens: self.capacity - 1,
+                        last: now,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Number of peers remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_cases() {
+        // (rate, burst, [(now, requests, expected allowed)])
+        type Step = (UnixSecs, u32, u32);
+        fn check(rate: u32, burst: u32, steps: &[Step]) {
+            let rl = RateLimiter::new(RateLimit::new(rate, burst), 100);
+            let peer = PeerId::random();
+            for &(now, n, expected) in steps {
+                let allowed = (0..n).filter(|_| rl.allow(&peer, now)).count() as u32;
+                assert_eq!(
+                    allowed, expected,
+                    "rate {rate} burst {burst} step {now}/{n}"
+                );
+            }
+        }
+        // A full bucket is spent, then refills by `rate` per second up to `burst`.
+        check(
+            2,
+            5,
+            &[(10, 7, 5), (10, 3, 0), (11, 5, 2), (13, 9, 4), (100, 9, 5)],
+        );
+        // Burst below rate is raised to the rate.
+        check(5, 1, &[(0, 9, 5), (1, 9, 5)]);
+        // Rate 0 is read as 1.
+        check(0, 3, &[(0, 5, 3), (1, 5, 1), (1, 1, 0), (3, 5, 2)]);
+        // Time going backwards earns nothing and breaks nothing.
+        check(1, 2, &[(50, 3, 2), (40, 3, 0), (51, 3, 1)]);
+    }
+
+    #[test]
+    fn peers_are_independent_and_bounded() {
+        let rl = RateLimiter::new(RateLimit::new(1, 1), 32);
+        let a = PeerId::random();
+        let b = PeerId::random();
+        assert!(rl.allow(&a, 0));
+        assert!(!rl.allow(&a, 0));
+        assert!(rl.allow(&b, 0));
+        for _ in 0..1000 {
+            rl.allow(&PeerId::random(), 0);
+        }
+        assert!(rl.len() <= 32, "{}", rl.len());
+    }
+}

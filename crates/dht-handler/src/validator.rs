@@ -1,0 +1,395 @@
+//! Value record validation: the [`Validator`] trait, the [`NamespacedValidator`] registry and
+//! the `/pk/` validator. The `/ipns/` validator is in `ipns.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dht_proto::libp2p_identity::PublicKey;
+use dht_proto::{PeerId, UnixSecs};
+
+use crate::ipns::IpnsValidator;
+use crate::pb;
+
+/// Why a record is not valid.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// The key is not of the form `/<namespace>/<rest>`.
+    #[error("record key has no namespace (expected /<namespace>/…)")]
+    NoNamespace,
+    /// No validator is registered for the key's namespace.
+    #[error("no validator for record namespace {0:?}")]
+    UnknownNamespace(String),
+    /// The part of the key after the namespace is not what the namespace expects.
+    #[error("invalid record key: {0}")]
+    InvalidKey(&'static str),
+    /// The record (or the public key in it) does not decode.
+    #[error("malformed record: {0}")]
+    Malformed(&'static str),
+    /// The record is larger than its namespace allows.
+    #[error("record of {len} bytes is larger than the limit of {max}")]
+    TooLarge {
+        /// The record's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A public key that does not decode.
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(String),
+    /// A public key of a type this build cannot check (only Ed25519 is enabled in the
+    /// workspace's `libp2p-identity`), or of an unknown type.
+    #[error("unsupported public key type {0}")]
+    UnsupportedKeyType(String),
+    /// The public key does not belong to the key the record is stored under.
+    #[error("the public key does not match the record key")]
+    KeyMismatch,
+    /// An IPNS record without `signatureV2` (V1-only records are no longer accepted).
+    #[error("IPNS record has no signatureV2")]
+    MissingSignature,
+    /// An IPNS record without its DAG-CBOR `data`.
+    #[error("IPNS record has no data")]
+    MissingData,
+    /// An IPNS record whose name does not inline its public key, and that carries none.
+    #[error("IPNS record carries no public key and its name does not inline one")]
+    PublicKeyNotFound,
+    /// A signature that does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// An IPNS record whose legacy V1 protobuf field differs from its signed `data`.
+    #[error("IPNS record field {0} differs between the protobuf and the signed data")]
+    FieldMismatch(&'static str),
+    /// An IPNS validity type other than 0 (EOL).
+    #[error("unsupported IPNS validity type {0}")]
+    UnsupportedValidityType(u64),
+    /// An IPNS validity that is not an RFC 3339 timestamp.
+    #[error("IPNS validity is not an RFC 3339 timestamp")]
+    InvalidValidity,
+    /// An IPNS record whose validity (EOL) has passed.
+    #[error("IPNS record expired")]
+    Expired,
+    /// `select` among no records.
+    #[error("no record to select from")]
+    NoRecords,
+}
+
+/// Checks value records of one kind, and picks the best of several.
+///
+/// Time is a parameter: validators read no clock.
+pub trait Validator: Send + Sync {
+    /// Whether `value` is a valid record for `key` at wall time `now`.
+    fn validate(&self, key: &[u8], value: &[u8], now: UnixSecs) -> Result<(), ValidationError>;
+
+    /// The index of the best of `values`, all stored under `key` and assumed to have been
+    /// validated. Errors only when `values` is empty (or, for a registry, when no validator
+    /// handles `key`).
+    fn select(&self, key: &[u8], values: &[&[u8]]) -> Result<usize, ValidationError>;
+}
+
+macro_rules! forward_validator {
+    ($($ty:ty),*) => {$(
+        impl<T: Validator + ?Sized> Validator for $ty {
+            fn validate(&self, key: &[u8], value: &[u8], now: UnixSecs) -> Result<(), ValidationError> {
+                (**self).validate(key, value, now)
+            }
+            fn select(&self, key: &[u8], values: &[&[u8]]) -> Result<usize, ValidationError> {
+                (**self).select(key, values)
+            }
+        }
+    )*};
+}
+
+forward_validator!(Arc<T>, Box<T>, &T);
+
+/// Splits a record key `/<namespace>/<rest>` into namespace and rest, as Go's
+/// `record.SplitKey` does: the namespace is non-empty, the rest may be empty.
+///
+/// ```
+/// assert_eq!(dht_handler::split_key(b"/pk/\x12\x20"), Some((&b"pk"[..], &b"\x12\x20"[..])));
+/// assert_eq!(dht_handler::split_key(b"pk/x"), None);
+/// assert_eq!(dht_handler::split_key(b"//x"), None);
+/// ```
+pub fn split_key(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = key.strip_prefix(b"/")?;
+    let i = rest.iter().position(|&b| b == b'/')?;
+    if i == 0 {
+        return None;
+    }
+    Some((rest.get(..i)?, rest.get(i + 1..)?))
+}
+
+/// Validators by key namespace: a key `/<ns>/…` goes to the validator registered for `ns`.
+///
+/// [`NamespacedValidator::new`] (and `Default`) registers those of the Amino DHT, `pk` and
+/// `ipns`, as go-libp2p-kad-dht does; a key of any other namespace is refused with
+/// [`ValidationError::UnknownNamespace`].
+///
+/// ```
+/// use dht_handler::{NamespacedValidator, ValidationError, Validator};
+/// let v = NamespacedValidator::new();
+/// assert_eq!(
+///     v.validate(b"/other/key", b"value", 0),
+///     Err(ValidationError::UnknownNamespace("other".into()))
+/// );
+/// ```
+pub struct NamespacedValidator {
+    validators: HashMap<Vec<u8>, Box<dyn Validator>>,
+}
+
+impl std::fmt::Debug for NamespacedValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> = self
+            .validators
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        names.sort();
+        f.debug_struct("NamespacedValidator")
+            .field("namespaces", &names)
+            .finish()
+    }
+}
+
+impl Default for NamespacedValidator {
+    fn default() -> Self {
+        NamespacedValidator::new()
+    }
+}
+
+impl NamespacedValidator {
+    /// The Amino DHT's validators: `pk` ([`PublicKeyValidator`]) and `ipns`
+    /// ([`IpnsValidator`]).
+    pub fn new() -> Self {
+        NamespacedValidator::empty()
+            .with("pk", PublicKeyValidator)
+            .with("ipns", IpnsValidator)
+    }
+
+    /// No validator at all: every key is refused.
+    pub fn empty() -> Self {
+        NamespacedValidator {
+            validators: HashMap::new(),
+        }
+    }
+
+    /// This registry with `validator` for `namespace` (replacing any before).
+    #[must_use]
+    pub fn with(mut self, namespace: &str, validator: impl Validator + 'static) -> Self {
+        self.insert(namespace, validator);
+        self
+    }
+
+    /// Registers `validator` for `namespace`, replacing any before.
+    pub fn insert(&mut self, namespace: &str, validator: impl Validator + 'static) {
+        self.validators
+            .insert(namespace.as_bytes().to_vec(), Box::new(validator));
+    }
+
+    /// The validator for `key`'s namespace.
+    pub fn validator_for(&self, key: &[u8]) -> Result<&dyn Validator, ValidationError> {
+        let (ns, _) = split_key(key).ok_or(ValidationError::NoNamespace)?;
+        self.validators
+            .get(ns)
+            .map(|v| &**v as &dyn Validator)
+            .ok_or_else(|| ValidationError::UnknownNamespace(String::from_utf8_lossy(ns).into()))
+    }
+}
+
+impl Validator for NamespacedValidator {
+    fn validate(&self, key: &[u8], value: &[u8], now: UnixSecs) -> Result<(), ValidationError> {
+        self.validator_for(key)?.validate(key, value, now)
+    }
+
+    fn select(&self, key: &[u8], values: &[&[u8]]) -> Result<usize, ValidationError> {
+        self.validator_for(key)?.select(key, values)
+    }
+}
+
+/// Validates `/pk/<multihash>` records, as Go's `record.PublicKeyValidator`: the value is a
+/// protobuf-encoded libp2p public key whose peer id is the multihash of the key. All valid
+/// records of a key are equal; `select` picks the first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PublicKeyValidator;
+
+impl Validator for PublicKeyValidator {
+    fn validate(&self, key: &[u8], value: &[u8], _now: UnixSecs) -> Result<(), ValidationError> {
+        let id = match split_key(key) {
+            Some((b"pk", rest)) => rest,
+            _ => return Err(ValidationError::InvalidKey("not a /pk/ key")),
+        };
+        dht_proto::multihash::Multihash::<64>::from_bytes(id)
+            .map_err(|_| ValidationError::InvalidKey("/pk/ key does not hold a multihash"))?;
+        let pk = decode_public_key(value)?;
+        if PeerId::from_public_key(&pk).to_bytes() != id {
+            return Err(ValidationError::KeyMismatch);
+        }
+        Ok(())
+    }
+
+    fn select(&self, _key: &[u8], values: &[&[u8]]) -> Result<usize, ValidationError> {
+        if values.is_empty() {
+            return Err(ValidationError::NoRecords);
+        }
+        Ok(0)
+    }
+}
+
+/// The libp2p key types (`crypto.proto`'s `KeyType`).
+fn key_type_name(t: u64) -> Option<&'static str> {
+    Some(match t {
+        0 => "RSA",
+        1 => "Ed25519",
+        2 => "Secp256k1",
+        3 => "ECDSA",
+        _ => return None,
+    })
+}
+
+/// Decodes a protobuf-encoded libp2p public key, telling a key type this build cannot check
+/// apart from a malformed key.
+pub(crate) fn decode_public_key(bytes: &[u8]) -> Result<PublicKey, ValidationError> {
+    // Read the key type first (`PublicKey { Type = 1; Data = 2 }`), for a clear error.
+    let mut key_type = None;
+    let mut r = pb::Reader::new(bytes);
+    while let Some((field, value)) = r.field().map_err(ValidationError::Malformed)? {
+        if field == 1 {
+            key_type = Some(value.varint().map_err(ValidationError::Malformed)?);
+        }
+    }
+    let key_type = key_type.ok_or(ValidationError::Malformed("public key has no type"))?;
+    let Some(name) = key_type_name(key_type) else {
+        return Err(ValidationError::UnsupportedKeyType(format!(
+            "unknown ({key_type})"
+        )));
+    };
+    PublicKey::try_decode_protobuf(bytes).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("is not enabled") {
+            ValidationError::UnsupportedKeyType(name.to_owned())
+        } else {
+            ValidationError::InvalidPublicKey(format!("{name}: {msg}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dht_proto::libp2p_identity::Keypair;
+
+    #[test]
+    fn split_key_cases() {
+        let check = |key: &[u8], expected: Option<(&[u8], &[u8])>| {
+            assert_eq!(split_key(key), expected, "{key:?}");
+        };
+        check(b"/pk/abc", Some((b"pk", b"abc")));
+        check(b"/ipns/a/b", Some((b"ipns", b"a/b")));
+        check(b"/pk/", Some((b"pk", b"")));
+        check(b"/pk", None);
+        check(b"//abc", None);
+        check(b"pk/abc", None);
+        check(b"", None);
+        check(b"/", None);
+    }
+
+    fn proto_key(key_type: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x08, key_type, 0x12, data.len() as u8];
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn public_key_validator_cases() {
+        let kp = Keypair::generate_ed25519();
+        let pk = kp.public().encode_protobuf();
+        let id = kp.public().to_peer_id().to_bytes();
+        let other = Keypair::generate_ed25519().public().encode_protobuf();
+        let key = [b"/pk/".as_slice(), &id].concat();
+
+        let check = |key: &[u8], value: &[u8], expected: Result<(), ValidationError>| {
+            assert_eq!(PublicKeyValidator.validate(key, value, 0), expected);
+        };
+        check(&key, &pk, Ok(()));
+        check(&key, &other, Err(ValidationError::KeyMismatch));
+        check(
+            b"/pk/",
+            &pk,
+            Err(ValidationError::InvalidKey(
+                "/pk/ key does not hold a multihash",
+            )),
+        );
+        check(
+            &[b"/pk/".as_slice(), &id, b"x"].concat(),
+            &pk,
+            Err(ValidationError::InvalidKey(
+                "/pk/ key does not hold a multihash",
+            )),
+        );
+        check(
+            b"/ipns/x",
+            &pk,
+            Err(ValidationError::InvalidKey("not a /pk/ key")),
+        );
+        check(
+            &key,
+            b"",
+            Err(ValidationError::Malformed("public key has no type")),
+        );
+        check(
+            &key,
+            &[0x12],
+            Err(ValidationError::Malformed("truncated varint")),
+        );
+        check(
+            &key,
+            &proto_key(9, &[1; 32]),
+            Err(ValidationError::UnsupportedKeyType("unknown (9)".into())),
+        );
+        // Secp256k1 keys need a libp2p-identity feature the workspace does not enable.
+        let secp = proto_key(2, &[2; 33]);
+        assert!(matches!(
+            PublicKeyValidator.validate(&key, &secp, 0),
+            Err(ValidationError::UnsupportedKeyType(_)
+                | ValidationError::InvalidPublicKey(_)
+                | ValidationError::KeyMismatch)
+        ));
+        assert!(matches!(
+            PublicKeyValidator.validate(&key, &proto_key(1, &[1; 5]), 0),
+            Err(ValidationError::InvalidPublicKey(_))
+        ));
+        assert_eq!(PublicKeyValidator.select(&key, &[&pk, &pk]), Ok(0));
+        assert_eq!(
+            PublicKeyValidator.select(&key, &[]),
+            Err(ValidationError::NoRecords)
+        );
+    }
+
+    #[test]
+    fn registry_dispatches_by_namespace() {
+        let kp = Keypair::generate_ed25519();
+        let pk = kp.public().encode_protobuf();
+        let key = [b"/pk/".as_slice(), &kp.public().to_peer_id().to_bytes()].concat();
+        let v = NamespacedValidator::new();
+        assert_eq!(v.validate(&key, &pk, 0), Ok(()));
+        assert_eq!(
+            v.validate(b"nokey", &pk, 0),
+            Err(ValidationError::NoNamespace)
+        );
+        assert_eq!(
+            v.validate(b"/x/y", &pk, 0),
+            Err(ValidationError::UnknownNamespace("x".into()))
+        );
+        assert_eq!(
+            NamespacedValidator::empty().validate(&key, &pk, 0),
+            Err(ValidationError::UnknownNamespace("pk".into()))
+        );
+        assert_eq!(
+            v.select(b"/x/y", &[b"a"]),
+            Err(ValidationError::UnknownNamespace("x".into()))
+        );
+        assert_eq!(
+            format!("{v:?}"),
+            r#"NamespacedValidator { namespaces: ["ipns", "pk"] }"#
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! A small devnet on 127.0.0.1 through the same function the `dht-node devnet` command runs.
+
+use std::time::Duration;
+
+use dht_node::devnet::{DevnetConfig, Strategy, run};
+
+async fn small_devnet(strategy: Strategy) {
+    let config = DevnetConfig {
+        nodes: 10,
+        keys: 500,
+        sample: 50,
+        strategy,
+        settle_timeout: Duration::from_secs(5),
+        ..DevnetConfig::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(120), run(&config, |_, _| {}))
+        .await
+        .expect("the devnet finishes within two minutes")
+        .expect("the devnet runs");
+    eprintln!("{report}");
+    assert_eq!(report.nodes, 10);
+    assert_eq!(report.sampled, 50);
+    assert_eq!(report.found, report.sampled, "every sampled key is found");
+    assert_eq!(report.provider.keys_provided, 500);
+    assert_eq!(report.provide_error, None);
+    // Every other node holds every record: with 10 nodes, each key's 20 closest are all 9.
+    assert!(report.provider.add_provider_sent >= 500 * 9);
+    assert!(
+        report.tables.min >= 5,
+        "tables after bootstrap: {:?}",
+        report.tables
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_devnet_finds_every_sampled_key() {
+    small_devnet(Strategy::Sweep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_devnet_finds_every_sampled_key() {
+    small_devnet(Strategy::PerKey).await;
+}

@@ -1,0 +1,368 @@
+//! The on-disk encodings: small, versioned, big-endian, and decoded without panics.
+//!
+//! | column family     | key                                   | value |
+//! |-------------------|---------------------------------------|-------|
+//! | `providers`       | kad key (32) ‖ peer id bytes          | [`encode_provider`] |
+//! | `provider_expiry` | received_at (u64 BE) ‖ providers key  | empty |
+//! | `values`          | kad key (32) ‖ DHT key bytes          | [`encode_value`] |
+//! | `value_expiry`    | received_at (u64 BE) ‖ values key     | empty |
+//! | `keystore`        | kad key (32) ‖ multihash bytes        | empty |
+//! | `default`         | `format`, `keystore/count`            | u32 BE, u64 BE |
+
+use dht_proto::{Key, Multiaddr, PeerId, ProviderRecord, Record, UnixSecs};
+
+use crate::StoreError;
+
+/// Version byte at the start of every encoded provider and value record.
+pub(crate) const RECORD_VERSION: u8 = 1;
+
+/// A cursor over untrusted bytes; every read is bounds-checked.
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, what }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.buf.len() < n {
+            return Err(StoreError::corrupt(format!(
+                "{}: truncated (wanted {n} more bytes, {} left)",
+                self.what,
+                self.buf.len()
+            )));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?.first().copied().unwrap_or_default())
+    }
+
+    fn u16(&mut self) -> Result<u16, StoreError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_be_bytes(a))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+
+    fn version(&mut self) -> Result<(), StoreError> {
+        match self.u8()? {
+            RECORD_VERSION => Ok(()),
+            v => Err(StoreError::corrupt(format!(
+                "{}: unknown record version {v}",
+                self.what
+            ))),
+        }
+    }
+
+    fn finish(&self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::corrupt(format!(
+                "{}: {} trailing bytes",
+                self.what,
+                self.buf.len()
+            )))
+        }
+    }
+}
+
+fn len_u16(n: usize, what: &str) -> Result<u16, StoreError> {
+    u16::try_from(n).map_err(|_| StoreError::invalid(format!("{what} of {n} exceeds 65535")))
+}
+
+fn len_u32(n: usize, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|_| StoreError::invalid(format!("{what} of {n} exceeds 2^32-1")))
+}
+
+/// Kademlia key ‖ suffix.
+pub(crate) fn kad_prefixed(kad: &Key, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32 + suffix.len());
+    k.extend_from_slice(kad.as_bytes());
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// Splits a `kad key ‖ suffix` key.
+pub(crate) fn split_kad<'a>(
+    key: &'a [u8],
+    what: &'static str,
+) -> Result<(Key, &'a [u8]), StoreError> {
+    if key.len() < 32 {
+        return Err(StoreError::corrupt(format!(
+            "{what}: key of {} bytes is shorter than a Kademlia key",
+            key.len()
+        )));
+    }
+    let (kad, rest) = key.split_at(32);
+    let mut a = [0u8; 32];
+    a.copy_from_slice(kad);
+    Ok((Key::from_bytes(a), rest))
+}
+
+/// The smallest 32-byte key greater than `key`, `None` for the all-ones key.
+pub(crate) fn key_successor(key: &Key) -> Option<[u8; 32]> {
+    let mut b = *key.as_bytes();
+    for byte in b.iter_mut().rev() {
+        if *byte == 0xff {
+            *byte = 0;
+        } else {
+            *byte += 1;
+            return Some(b);
+        }
+    }
+    None
+}
+
+/// received_at (u64 BE) ‖ the primary key of the record.
+pub(crate) fn expiry_key(received_at: UnixSecs, primary: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + primary.len());
+    k.extend_from_slice(&received_at.to_be_bytes());
+    k.extend_from_slice(primary);
+    k
+}
+
+/// Splits an expiry-index key into received_at and the primary key.
+pub(crate) fn split_expiry_key(key: &[u8]) -> Result<(UnixSecs, &[u8]), StoreError> {
+    let mut r = Reader::new(key, "expiry index key");
+    let t = r.u64()?;
+    Ok((t, r.rest()))
+}
+
+/// Checks an encoding will fit before anything is written.
+pub(crate) fn check_provider(r: &ProviderRecord) -> Result<(), StoreError> {
+    len_u16(r.key.len(), "provider key length")?;
+    len_u16(r.addrs.len(), "address count")?;
+    for a in &r.addrs {
+        len_u16(a.as_ref().len(), "address length")?;
+    }
+    Ok(())
+}
+
+/// `1 ‖ received_at u64 ‖ key_len u16 ‖ key ‖ n_addrs u16 ‖ (len u16 ‖ addr)*`.
+pub(crate) fn encode_provider(r: &ProviderRecord) -> Result<Vec<u8>, StoreError> {
+    let addr_bytes: usize = r.addrs.iter().map(|a| 2 + a.as_ref().len()).sum();
+    let mut v = Vec::with_capacity(1 + 8 + 2 + r.key.len() + 2 + addr_bytes);
+    v.push(RECORD_VERSION);
+    v.extend_from_slice(&r.received_at.to_be_bytes());
+    v.extend_from_slice(&len_u16(r.key.len(), "provider key length")?.to_be_bytes());
+    v.extend_from_slice(&r.key);
+    v.extend_from_slice(&len_u16(r.addrs.len(), "address count")?.to_be_bytes());
+    for a in &r.addrs {
+        let b = a.as_ref();
+        v.extend_from_slice(&len_u16(b.len(), "address length")?.to_be_bytes());
+        v.extend_from_slice(b);
+    }
+    Ok(v)
+}
+
+/// Only the received_at of an encoded provider record (for expiry bookkeeping).
+pub(crate) fn provider_received_at(value: &[u8]) -> Result<UnixSecs, StoreError> {
+    let mut r = Reader::new(value, "provider record");
+    r.version()?;
+    r.u64()
+}
+
+/// Decodes a provider record from its column-family key (for the peer) and value.
+pub(crate) fn decode_provider(key: &[u8], value: &[u8]) -> Result<ProviderRecord, StoreError> {
+    let (_, peer) = split_kad(key, "provider key")?;
+    let provider = PeerId::from_bytes(peer)
+        .map_err(|e| StoreError::corrupt(format!("provider key: bad peer id: {e}")))?;
+    let mut r = Reader::new(value, "provider record");
+    r.version()?;
+    let received_at = r.u64()?;
+    let key_len = usize::from(r.u16()?);
+    let dht_key = r.take(key_len)?.to_vec();
+    let n = usize::from(r.u16()?);
+    let mut addrs = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let len = usize::from(r.u16()?);
+        let b = r.take(len)?;
+        let a = Multiaddr::try_from(b.to_vec())
+            .map_err(|e| StoreError::corrupt(format!("provider record: bad address: {e}")))?;
+        addrs.push(a);
+    }
+    r.finish()?;
+    Ok(ProviderRecord {
+        key: dht_key,
+        provider,
+        addrs,
+        received_at,
+    })
+}
+
+/// `1 ‖ received_at u64 ‖ time_received_len u32 ‖ time_received ‖ value`.
+pub(crate) fn encode_value(rec: &Record, received_at: UnixSecs) -> Result<Vec<u8>, StoreError> {
+    let t = rec.time_received.as_bytes();
+    let mut v = Vec::with_capacity(1 + 8 + 4 + t.len() + rec.value.len());
+    v.push(RECORD_VERSION);
+    v.extend_from_slice(&received_at.to_be_bytes());
+    v.extend_from_slice(&len_u32(t.len(), "time_received length")?.to_be_bytes());
+    v.extend_from_slice(t);
+    v.extend_from_slice(&rec.value);
+    Ok(v)
+}
+
+/// Only the received_at of an encoded value record.
+pub(crate) fn value_received_at(value: &[u8]) -> Result<UnixSecs, StoreError> {
+    let mut r = Reader::new(value, "value record");
+    r.version()?;
+    r.u64()
+}
+
+/// Decodes a value record; `dht_key` comes from the column-family key.
+pub(crate) fn decode_value(dht_key: &[u8], value: &[u8]) -> Result<(Record, UnixSecs), StoreError> {
+    let mut r = Reader::new(value, "value record");
+    r.version()?;
+    let received_at = r.u64()?;
+    let tlen = usize::try_from(r.u32()?)
+        .map_err(|_| StoreError::corrupt("value record: length overflows usize"))?;
+    let t = r.take(tlen)?;
+    let time_received = std::str::from_utf8(t)
+        .map_err(|_| StoreError::corrupt("value record: time_received is not UTF-8"))?
+        .to_owned();
+    let value = r.rest().to_vec();
+    Ok((
+        Record {
+            key: dht_key.to_vec(),
+            value,
+            time_received,
+        },
+        received_at,
+    ))
+}
+
+/// A u64 stored big-endian in exactly 8 bytes.
+pub(crate) fn decode_u64(b: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    let mut r = Reader::new(b, what);
+    let v = r.u64()?;
+    r.finish()?;
+    Ok(v)
+}
+
+/// A u32 stored big-endian in exactly 4 bytes.
+pub(crate) fn decode_u32(b: &[u8], what: &'static str) -> Result<u32, StoreError> {
+    let mut r = Reader::new(b, what);
+    let v = r.u32()?;
+    r.finish()?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(addrs: usize) -> ProviderRecord {
+        ProviderRecord {
+            key: b"\x12\x20abcdefghijklmnopqrstuvwxyz012345".to_vec(),
+            provider: PeerId::random(),
+            addrs: (0..addrs)
+                .map(|i| format!("/ip4/10.0.0.{i}/tcp/4001").parse().unwrap())
+                .collect(),
+            received_at: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn provider_roundtrip() {
+        for n in [0, 1, 5] {
+            let r = record(n);
+            let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
+            let v = encode_provider(&r).unwrap();
+            assert_eq!(decode_provider(&key, &v).unwrap(), r);
+            assert_eq!(provider_received_at(&v).unwrap(), r.received_at);
+        }
+    }
+
+    #[test]
+    fn value_roundtrip() {
+        let mut rec = Record::new(b"/pk/abc".to_vec(), b"value".to_vec());
+        rec.time_received = "2024-01-01T00:00:00Z".into();
+        let v = encode_value(&rec, 42).unwrap();
+        assert_eq!(decode_value(&rec.key, &v).unwrap(), (rec, 42));
+    }
+
+    #[test]
+    fn successor() {
+        fn check(input: [u8; 32], expected: Option<[u8; 32]>) {
+            assert_eq!(key_successor(&Key::from_bytes(input)), expected);
+        }
+        check([0xff; 32], None);
+        check(
+            [0; 32],
+            Some({
+                let mut b = [0; 32];
+                b[31] = 1;
+                b
+            }),
+        );
+        let mut a = [0u8; 32];
+        a[0] = 1;
+        a[1..].fill(0xff);
+        let mut e = [0u8; 32];
+        e[0] = 2;
+        check(a, Some(e));
+    }
+
+    #[test]
+    fn truncations_are_corrupt() {
+        let r = record(2);
+        let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
+        let v = encode_provider(&r).unwrap();
+        for n in 0..v.len() {
+            assert!(matches!(
+                decode_provider(&key, &v[..n]),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+        assert!(matches!(
+            decode_provider(&key[..20], &v),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(key in proptest::collection::vec(any::<u8>(), 0..80),
+                                value in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_provider(&key, &value);
+            let _ = decode_value(&key, &value);
+            let _ = provider_received_at(&value);
+            let _ = split_expiry_key(&key);
+            let _ = decode_u64(&value, "u64");
+            let _ = decode_u32(&value, "u32");
+        }
+
+        #[test]
+        fn garbage_after_valid_header_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut v = vec![RECORD_VERSION];
+            v.extend_from_slice(&7u64.to_be_bytes());
+            v.extend_from_slice(&tail);
+            let key = kad_prefixed(&Key::ZERO, &PeerId::random().to_bytes());
+            let _ = decode_provider(&key, &v);
+            let _ = decode_value(b"k", &v);
+        }
+    }
+}

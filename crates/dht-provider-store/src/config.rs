@@ -1,0 +1,134 @@
+//! Settings of the stores.
+
+use dht_proto::K_VALUE;
+
+/// Settings of [`RocksStore`](crate::RocksStore) (all of them) and
+/// [`MemoryStore`](crate::MemoryStore) (only [`Config::max_providers_per_key`]).
+///
+/// `Default` is a sensible server configuration; the setters chain:
+///
+/// ```
+/// use dht_provider_store::Config;
+/// let config = Config::default()
+///     .cache_entries(10_000)
+///     .max_providers_per_key(20)
+///     .sync_writes(true)
+///     .block_cache_bytes(32 << 20);
+/// assert_eq!(config.cache_entries, 10_000);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Number of DHT keys whose provider lists the LRU cache holds (0 disables the cache).
+    /// Default 65,536.
+    pub cache_entries: usize,
+    /// The most providers kept per key (default 20, as libp2p-kad). When a key holds this many
+    /// unexpired providers, new providers are refused and the established ones kept (a flood of
+    /// fake providers cannot evict real ones); a provider already held is always refreshed.
+    pub max_providers_per_key: usize,
+    /// Whether acknowledged writes are fsynced (RocksDB `WriteOptions::sync`), default `true`.
+    ///
+    /// With `true` an acknowledged write survives a power loss or a kernel crash. With `false`
+    /// it still survives the process being killed (the WAL is written to the OS before the call
+    /// returns), but not a machine crash. Removals of expired data are never synced: if lost,
+    /// they are redone by the next sweep.
+    pub sync_writes: bool,
+    /// Size of RocksDB's block cache, shared by all column families; index and filter blocks
+    /// are charged to it too, so it bounds most of the read-side memory. Default 64 MiB.
+    pub block_cache_bytes: usize,
+    /// Total memtable budget across column families (RocksDB `db_write_buffer_size`); each
+    /// column family's memtable is a quarter of it. Default 64 MiB.
+    pub write_buffer_bytes: usize,
+    /// Most SST files RocksDB keeps open (`max_open_files`); each open file holds a table
+    /// reader. Default 512.
+    pub max_open_files: i32,
+    /// RocksDB background flush and compaction threads. Default 2.
+    pub max_background_jobs: i32,
+    /// How many expired entries an expiry sweep removes per write (and per hold of the write
+    /// lock); reads never wait for it. Default 4,096.
+    pub expiry_chunk: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cache_entries: 65_536,
+            max_providers_per_key: K_VALUE,
+            sync_writes: true,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 64 << 20,
+            max_open_files: 512,
+            max_background_jobs: 2,
+            expiry_chunk: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::cache_entries`].
+    #[must_use]
+    pub fn cache_entries(mut self, n: usize) -> Self {
+        self.cache_entries = n;
+        self
+    }
+
+    /// Sets [`Config::max_providers_per_key`].
+    #[must_use]
+    pub fn max_providers_per_key(mut self, n: usize) -> Self {
+        self.max_providers_per_key = n;
+        self
+    }
+
+    /// Sets [`Config::sync_writes`].
+    #[must_use]
+    pub fn sync_writes(mut self, sync: bool) -> Self {
+        self.sync_writes = sync;
+        self
+    }
+
+    /// Sets [`Config::block_cache_bytes`].
+    #[must_use]
+    pub fn block_cache_bytes(mut self, bytes: usize) -> Self {
+        self.block_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::write_buffer_bytes`].
+    #[must_use]
+    pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.write_buffer_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_open_files`] (`-1`: no limit).
+    #[must_use]
+    pub fn max_open_files(mut self, n: i32) -> Self {
+        self.max_open_files = n;
+        self
+    }
+
+    /// Sets [`Config::max_background_jobs`].
+    #[must_use]
+    pub fn max_background_jobs(mut self, n: i32) -> Self {
+        self.max_background_jobs = n;
+        self
+    }
+
+    /// Sets [`Config::expiry_chunk`] (at least 1).
+    #[must_use]
+    pub fn expiry_chunk(mut self, n: usize) -> Self {
+        self.expiry_chunk = n.max(1);
+        self
+    }
+
+    /// A small-memory profile: 8 MiB block cache, 16 MiB of memtables, 128 open files.
+    /// Suits tests, the simulator and keystores read in regions.
+    #[must_use]
+    pub fn small() -> Self {
+        Config::default()
+            .block_cache_bytes(8 << 20)
+            .write_buffer_bytes(16 << 20)
+            .max_open_files(128)
+            .cache_entries(4096)
+    }
+}

@@ -1,0 +1,137 @@
+//! The error type shared by the three stores.
+
+use std::path::PathBuf;
+
+/// What can go wrong in a store.
+///
+/// Stores never panic on what they read from disk or receive from callers: a value that
+/// does not decode is [`StoreError::Corrupt`], a full disk is [`StoreError::DiskFull`], a
+/// database held by another process (or another handle in this process) is
+/// [`StoreError::Locked`].
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database directory is locked by another process or another open handle.
+    #[error("database at {path} is locked by another process or handle")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// The disk (or quota) is full; the write was not applied.
+    ///
+    /// RocksDB then stops accepting writes until the database is reopened with free space.
+    #[error("no space left on the device holding the database")]
+    DiskFull,
+    /// A stored key or value does not decode: damaged data or a foreign writer.
+    #[error("corrupt data in the store: {what}")]
+    Corrupt {
+        /// What did not decode, and why.
+        what: String,
+    },
+    /// The database was written by a newer (or unknown) version of this crate.
+    #[error("unsupported on-disk format version {found} (this build reads version {expected})")]
+    UnsupportedFormat {
+        /// The version found on disk.
+        found: u32,
+        /// The version this build reads and writes.
+        expected: u32,
+    },
+    /// A record that cannot be stored, e.g. a key longer than the encoding allows.
+    #[error("record cannot be stored: {reason}")]
+    InvalidRecord {
+        /// Why.
+        reason: String,
+    },
+    /// An I/O error outside the database engine (e.g. creating the directory).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Any other error reported by the database engine.
+    #[error("database error: {0}")]
+    Db(String),
+    /// The store is shutting down or closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        StoreError::Corrupt { what: what.into() }
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        StoreError::InvalidRecord {
+            reason: reason.into(),
+        }
+    }
+
+    /// Maps a RocksDB error to a store error: full disk, corruption and shutdown get their
+    /// own variants, the rest is [`StoreError::Db`].
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn from_rocks(e: rocksdb::Error) -> Self {
+        let msg = e.to_string();
+        if is_no_space(&msg) {
+            return StoreError::DiskFull;
+        }
+        match e.kind() {
+            rocksdb::ErrorKind::Corruption => StoreError::Corrupt { what: msg },
+            rocksdb::ErrorKind::ShutdownInProgress => StoreError::Closed,
+            _ => StoreError::Db(msg),
+        }
+    }
+
+    /// Like [`StoreError::from_rocks`], and recognises the lock error of `DB::open`.
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn from_rocks_open(e: rocksdb::Error, path: &std::path::Path) -> Self {
+        if is_lock_error(e.as_ref()) {
+            return StoreError::Locked {
+                path: path.to_path_buf(),
+            };
+        }
+        Self::from_rocks(e)
+    }
+}
+
+/// RocksDB reports ENOSPC as `IO error: No space left on device` (from `strerror`), and its
+/// own space checks (`SstFileManager`) as `IO error: No space ...`.
+#[cfg(feature = "rocksdb")]
+fn is_no_space(msg: &str) -> bool {
+    msg.to_ascii_lowercase().contains("no space")
+}
+
+/// Another process: `IO error: While lock file: <path>/LOCK: Resource temporarily unavailable`.
+/// This process: `IO error: lock hold by current process, acquire time … : <path>/LOCK: No locks available`.
+#[cfg(feature = "rocksdb")]
+fn is_lock_error(msg: &str) -> bool {
+    msg.starts_with("IO error")
+        && (msg.contains("lock file") || msg.contains("lock hold by current process"))
+}
+
+#[cfg(all(test, feature = "rocksdb"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_messages() {
+        fn check(msg: &str, lock: bool, space: bool) {
+            assert_eq!(is_lock_error(msg), lock, "{msg}");
+            assert_eq!(is_no_space(msg), space, "{msg}");
+        }
+        check(
+            "IO error: While lock file: /tmp/x/LOCK: Resource temporarily unavailable",
+            true,
+            false,
+        );
+        check(
+            "IO error: lock hold by current process, acquire time 1 acquiring thread 2: /tmp/x/LOCK: No locks available",
+            true,
+            false,
+        );
+        check(
+            "IO error: While appending to file: /tmp/x/000004.log: No space left on device",
+            false,
+            true,
+        );
+        check("Corruption: block checksum mismatch", false, false);
+    }
+}

@@ -1,0 +1,263 @@
+//! The records an IPFS Amino DHT node stores, behind three narrow traits:
+//!
+//! - [`ProviderStore`]: provider records this node holds for others (as a DHT server).
+//!   Valid 48 h; addresses dropped after 24 h; at most
+//!   [`Config::max_providers_per_key`] providers per key, established ones kept.
+//! - [`ValueStore`]: value records (PUT_VALUE / GET_VALUE), 48 h. Which record wins is the
+//!   caller's validator's business: the store keeps the last one put.
+//! - [`Keystore`]: the keys this node itself provides, ordered by Kademlia key so that a
+//!   keyspace [`Prefix`] region is read page by page without loading all keys.
+//!
+//! Two implementations of all three: [`RocksStore`] (one RocksDB database, a column family per
+//! store, an LRU cache in front of provider reads) and [`MemoryStore`] (for tests and the
+//! simulator). The same conformance suite runs against both.
+//!
+//! Methods take `&self`, work in batches, return [`StoreError`] rather than panicking, and take
+//! wall-clock seconds ([`UnixSecs`]) for time.
+//!
+//! ```
+//! use dht_provider_store::{Config, Keystore, ProviderStore, RocksStore};
+//! use dht_proto::{Prefix, ProviderRecord, PeerId};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = RocksStore::open(dir.path(), Config::small())?;
+//!
+//! let now = 1_700_000_000;
+//! let record = ProviderRecord {
+//!     key: b"\x12\x20some multihash bytes..........".to_vec(),
+//!     provider: PeerId::random(),
+//!     addrs: vec!["/ip4/192.0.2.1/tcp/4001".parse()?],
+//!     received_at: now,
+//! };
+//! store.add_providers(std::slice::from_ref(&record))?;
+//! assert_eq!(store.providers(&record.key, 20, now + 60)?, vec![record.clone()]);
+//!
+//! // After 24 h the addresses are gone, after 48 h the record.
+//! assert!(store.providers(&record.key, 20, now + 25 * 3600)?[0].addrs.is_empty());
+//! assert!(store.providers(&record.key, 20, now + 48 * 3600)?.is_empty());
+//! assert_eq!(store.remove_expired(now + 48 * 3600)?, 1);
+//!
+//! // The keystore: put reports the new keys, scan reads a region in Kademlia-key order.
+//! let mh = dht_provider_store::Multihash::wrap(0x12, &[7; 32])?;
+//! assert_eq!(store.put(&[mh, mh])?, vec![mh]);
+//! assert!(store.put(&[mh])?.is_empty());
+//! assert_eq!(store.count()?, 1);
+//! let page = store.scan(&Prefix::ROOT, None, 100)?;
+//! assert_eq!(page.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+// Without RocksDB only the checks shared with `MemoryStore` are used.
+#[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+mod codec;
+mod config;
+mod error;
+mod memory;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+
+use std::sync::Arc;
+
+pub use config::Config;
+pub use dht_proto::{Key, Prefix, ProviderRecord, Record, UnixSecs};
+pub use error::StoreError;
+pub use memory::MemoryStore;
+#[cfg(feature = "rocksdb")]
+pub use rocks::RocksStore;
+
+/// The multihash type the keystore holds (up to 64-byte digests).
+pub type Multihash = dht_proto::multihash::Multihash<64>;
+
+/// The provider records a DHT server holds for others.
+///
+/// Records are valid for [`PROVIDER_RECORD_TTL_SECS`](dht_proto::PROVIDER_RECORD_TTL_SECS)
+/// (48 h) after `received_at`; their addresses for
+/// [`PROVIDER_ADDR_TTL_SECS`](dht_proto::PROVIDER_ADDR_TTL_SECS) (24 h).
+pub trait ProviderStore: Send + Sync {
+    /// Adds provider records (a batch), one atomic write.
+    ///
+    /// A provider already held for a key is refreshed (its record replaced). A new provider
+    /// for a key that already holds `max_providers_per_key` unexpired providers is refused
+    /// (silently: the established ones are kept). "Unexpired" is judged at the incoming
+    /// record's `received_at`. Within a batch, records apply in order.
+    fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError>;
+
+    /// Valid providers of DHT key `key` (multihash bytes) at wall time `now`, at most `limit`;
+    /// addresses omitted for records older than the address TTL.
+    ///
+    /// The most recently received come first (ties by peer id bytes).
+    fn providers(
+        &self,
+        key: &[u8],
+        limit: usize,
+        now: UnixSecs,
+    ) -> Result<Vec<ProviderRecord>, StoreError>;
+
+    /// Removes records expired at `now`; returns how many were removed.
+    fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError>;
+
+    /// Adds one provider record; see [`ProviderStore::add_providers`].
+    fn add_provider(&self, record: &ProviderRecord) -> Result<(), StoreError> {
+        self.add_providers(std::slice::from_ref(record))
+    }
+}
+
+/// The value records (PUT_VALUE / GET_VALUE) a DHT server holds.
+///
+/// Records expire [`VALUE_RECORD_TTL_SECS`](dht_proto::VALUE_RECORD_TTL_SECS) (48 h) after
+/// they were received. The store does not validate or select: the caller's validator decides
+/// whether a record replaces the stored one, then puts it.
+pub trait ValueStore: Send + Sync {
+    /// Stores `record` under `record.key`, replacing any record stored there.
+    fn put_value(&self, record: &Record, received_at: UnixSecs) -> Result<(), StoreError>;
+
+    /// The stored record and when it was received, if not expired at `now`.
+    fn get_value(
+        &self,
+        key: &[u8],
+        now: UnixSecs,
+    ) -> Result<Option<(Record, UnixSecs)>, StoreError>;
+
+    /// Removes records expired at `now`; returns how many were removed.
+    fn remove_expired_values(&self, now: UnixSecs) -> Result<u64, StoreError>;
+}
+
+/// The keys this node itself provides, ordered by Kademlia key (`sha256` of the multihash
+/// bytes).
+pub trait Keystore: Send + Sync {
+    /// Adds keys; returns those that were not already present (in input order, deduplicated).
+    fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, StoreError>;
+
+    /// Removes keys; returns how many were present.
+    fn delete(&self, keys: &[Multihash]) -> Result<u64, StoreError>;
+
+    /// Number of keys held (O(1)).
+    fn count(&self) -> Result<u64, StoreError>;
+
+    /// Keys whose Kademlia key (sha256 of the multihash bytes) lies in `prefix`, in
+    /// Kademlia-key order, starting strictly after `start_after` if given, at most `limit`.
+    /// Pages through a region without loading all keys.
+    fn scan(
+        &self,
+        prefix: &Prefix,
+        start_after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, StoreError>;
+
+    /// Every key of a region, read in pages of `page` keys (calls `scan` repeatedly).
+    fn scan_all(&self, prefix: &Prefix, page: usize) -> Result<Vec<(Key, Multihash)>, StoreError> {
+        let page = page.max(1);
+        let mut out: Vec<(Key, Multihash)> = Vec::new();
+        loop {
+            let after = out.last().map(|(k, _)| *k);
+            let got = self.scan(prefix, after.as_ref(), page)?;
+            let done = got.len() < page;
+            out.extend(got);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+macro_rules! forward_impls {
+    ($($wrapper:ty),*) => {$(
+        impl<T: ProviderStore + ?Sized> ProviderStore for $wrapper {
+            fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+                (**self).add_providers(batch)
+            }
+            fn providers(
+                &self,
+                key: &[u8],
+                limit: usize,
+                now: UnixSecs,
+            ) -> Result<Vec<ProviderRecord>, StoreError> {
+                (**self).providers(key, limit, now)
+            }
+            fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
+                (**self).remove_expired(now)
+            }
+        }
+
+        impl<T: ValueStore + ?Sized> ValueStore for $wrapper {
+            fn put_value(&self, record: &Record, received_at: UnixSecs) -> Result<(), StoreError> {
+                (**self).put_value(record, received_at)
+            }
+            fn get_value(
+                &self,
+                key: &[u8],
+                now: UnixSecs,
+            ) -> Result<Option<(Record, UnixSecs)>, StoreError> {
+                (**self).get_value(key, now)
+            }
+            fn remove_expired_values(&self, now: UnixSecs) -> Result<u64, StoreError> {
+                (**self).remove_expired_values(now)
+            }
+        }
+
+        impl<T: Keystore + ?Sized> Keystore for $wrapper {
+            fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, StoreError> {
+                (**self).put(keys)
+            }
+            fn delete(&self, keys: &[Multihash]) -> Result<u64, StoreError> {
+                (**self).delete(keys)
+            }
+            fn count(&self) -> Result<u64, StoreError> {
+                (**self).count()
+            }
+            fn scan(
+                &self,
+                prefix: &Prefix,
+                start_after: Option<&Key>,
+                limit: usize,
+            ) -> Result<Vec<(Key, Multihash)>, StoreError> {
+                (**self).scan(prefix, start_after, limit)
+            }
+        }
+    )*};
+}
+
+forward_impls!(Arc<T>, &T, Box<T>);
+
+/// Filters and orders a key's stored provider records for a read at `now`: drops expired
+/// records and records of another DHT key, strips expired addresses, freshest first, at most
+/// `limit`. `records` must already be in read order (see [`sort_for_read`]).
+pub(crate) fn select_providers(
+    records: &[ProviderRecord],
+    key: &[u8],
+    limit: usize,
+    now: UnixSecs,
+) -> Vec<ProviderRecord> {
+    records
+        .iter()
+        .filter(|r| !r.is_expired(now) && r.key == key)
+        .take(limit)
+        .map(|r| {
+            if r.addrs_expired(now) {
+                ProviderRecord {
+                    key: r.key.clone(),
+                    provider: r.provider,
+                    addrs: Vec::new(),
+                    received_at: r.received_at,
+                }
+            } else {
+                r.clone()
+            }
+        })
+        .collect()
+}
+
+/// Read order: most recently received first, ties by peer id bytes.
+pub(crate) fn sort_for_read(records: &mut [ProviderRecord]) {
+    records.sort_by(|a, b| {
+        b.received_at
+            .cmp(&a.received_at)
+            .then_with(|| a.provider.to_bytes().cmp(&b.provider.to_bytes()))
+    });
+}
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(all(doctest, feature = "rocksdb"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,202 @@
+//! In-memory implementations of the three stores, for tests and the simulator.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use dht_proto::{Key, Prefix, ProviderRecord, Record, UnixSecs, VALUE_RECORD_TTL_SECS};
+use parking_lot::RwLock;
+
+use crate::codec::key_successor;
+use crate::{
+    Config, Keystore, Multihash, ProviderStore, StoreError, ValueStore, select_providers,
+    sort_for_read,
+};
+
+/// All three stores in memory, with the same semantics as [`RocksStore`](crate::RocksStore)
+/// (the same conformance suite runs against both). Nothing is persisted.
+///
+/// ```
+/// use dht_provider_store::{MemoryStore, ValueStore};
+/// use dht_proto::Record;
+///
+/// let store = MemoryStore::new();
+/// store.put_value(&Record::new(b"/pk/x".to_vec(), b"v".to_vec()), 100)?;
+/// let (rec, at) = store.get_value(b"/pk/x", 200)?.expect("stored");
+/// assert_eq!((rec.value.as_slice(), at), (&b"v"[..], 100));
+/// # Ok::<(), dht_provider_store::StoreError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    max_providers_per_key: Option<usize>,
+    /// Kademlia key → the key's provider records, in read order.
+    providers: RwLock<HashMap<Key, Vec<ProviderRecord>>>,
+    /// DHT key → record and when it was received.
+    values: RwLock<HashMap<Vec<u8>, (Record, UnixSecs)>>,
+    /// (Kademlia key, multihash bytes) → multihash.
+    keys: RwLock<BTreeMap<(Key, Vec<u8>), Multihash>>,
+}
+
+impl MemoryStore {
+    /// An empty store with the default [`Config`].
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// An empty store; of `config` only [`Config::max_providers_per_key`] applies.
+    pub fn with_config(config: &Config) -> Self {
+        MemoryStore {
+            max_providers_per_key: Some(config.max_providers_per_key),
+            ..MemoryStore::default()
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.max_providers_per_key
+            .unwrap_or(Config::default().max_providers_per_key)
+    }
+}
+
+impl ProviderStore for MemoryStore {
+    fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+        for r in batch {
+            crate::codec::check_provider(r)?;
+        }
+        let cap = self.cap();
+        let mut map = self.providers.write();
+        for r in batch {
+            let kad = r.kad_key();
+            let list = map.entry(kad).or_default();
+            if let Some(existing) = list.iter_mut().find(|e| e.provider == r.provider) {
+                *existing = r.clone();
+                sort_for_read(list);
+            } else if list.iter().filter(|e| !e.is_expired(r.received_at)).count() < cap {
+                list.push(r.clone());
+                sort_for_read(list);
+            } else {
+                tracing::debug!(provider = %r.provider, "provider refused: key is full");
+            }
+            if list.is_empty() {
+                map.remove(&kad);
+            }
+        }
+        Ok(())
+    }
+
+    fn providers(
+        &self,
+        key: &[u8],
+        limit: usize,
+        now: UnixSecs,
+    ) -> Result<Vec<ProviderRecord>, StoreError> {
+        let map = self.providers.read();
+        Ok(map
+            .get(&Key::hash(key))
+            .map(|l| select_providers(l, key, limit, now))
+            .unwrap_or_default())
+    }
+
+    fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
+        let mut map = self.providers.write();
+        let mut removed = 0u64;
+        map.retain(|_, list| {
+            let before = list.len();
+            list.retain(|r| !r.is_expired(now));
+            removed += (before - list.len()) as u64;
+            !list.is_empty()
+        });
+        Ok(removed)
+    }
+}
+
+fn value_expired(received_at: UnixSecs, now: UnixSecs) -> bool {
+    now >= received_at.saturating_add(VALUE_RECORD_TTL_SECS)
+}
+
+impl ValueStore for MemoryStore {
+    fn put_value(&self, record: &Record, received_at: UnixSecs) -> Result<(), StoreError> {
+        self.values
+            .write()
+            .insert(record.key.clone(), (record.clone(), received_at));
+        Ok(())
+    }
+
+    fn get_value(
+        &self,
+        key: &[u8],
+        now: UnixSecs,
+    ) -> Result<Option<(Record, UnixSecs)>, StoreError> {
+        Ok(self
+            .values
+            .read()
+            .get(key)
+            .filter(|(_, at)| !value_expired(*at, now))
+            .cloned())
+    }
+
+    fn remove_expired_values(&self, now: UnixSecs) -> Result<u64, StoreError> {
+        let mut map = self.values.write();
+        let before = map.len();
+        map.retain(|_, (_, at)| !value_expired(*at, now));
+        Ok((before - map.len()) as u64)
+    }
+}
+
+impl Keystore for MemoryStore {
+    fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, StoreError> {
+        let mut map = self.keys.write();
+        let mut new = Vec::new();
+        for mh in keys {
+            let bytes = mh.to_bytes();
+            let k = (Key::hash(&bytes), bytes);
+            if !map.contains_key(&k) {
+                map.insert(k, *mh);
+                new.push(*mh);
+            }
+        }
+        Ok(new)
+    }
+
+    fn delete(&self, keys: &[Multihash]) -> Result<u64, StoreError> {
+        let mut map = self.keys.write();
+        let mut seen = HashSet::new();
+        let mut removed = 0;
+        for mh in keys {
+            let bytes = mh.to_bytes();
+            if seen.insert(bytes.clone()) && map.remove(&(Key::hash(&bytes), bytes)).is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.keys.read().len() as u64)
+    }
+
+    fn scan(
+        &self,
+        prefix: &Prefix,
+        start_after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, StoreError> {
+        let first = prefix.first_key();
+        let last = prefix.last_key();
+        let lower = match start_after {
+            None => first,
+            Some(k) => match key_successor(k) {
+                None => return Ok(Vec::new()),
+                Some(s) => Key::from_bytes(s).max(first),
+            },
+        };
+        if lower > last || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let map = self.keys.read();
+        Ok(map
+            .range((Bound::Included((lower, Vec::new())), Bound::Unbounded))
+            .take_while(|((k, _), _)| *k <= last)
+            .take(limit)
+            .map(|((k, _), mh)| (*k, *mh))
+            .collect())
+    }
+}

@@ -1,0 +1,734 @@
+//! The RocksDB implementation of the three stores: one database, a column family per store.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dht_proto::{
+    Key, PROVIDER_RECORD_TTL_SECS, Prefix, ProviderRecord, Record, UnixSecs, VALUE_RECORD_TTL_SECS,
+};
+use lru::LruCache;
+use parking_lot::Mutex;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    ReadOptions, SliceTransform, WriteBatch, WriteOptions,
+};
+
+use crate::codec::{
+    check_provider, decode_provider, decode_u32, decode_u64, decode_value, encode_provider,
+    encode_value, expiry_key, kad_prefixed, key_successor, provider_received_at, split_expiry_key,
+    split_kad, value_received_at,
+};
+use crate::{
+    Config, Keystore, Multihash, ProviderStore, StoreError, ValueStore, select_providers,
+    sort_for_read,
+};
+
+const CF_PROVIDERS: &str = "providers";
+const CF_PROVIDER_EXPIRY: &str = "provider_expiry";
+const CF_VALUES: &str = "values";
+const CF_VALUE_EXPIRY: &str = "value_expiry";
+const CF_KEYSTORE: &str = "keystore";
+
+/// Keys of the `default` column family.
+const META_FORMAT: &[u8] = b"format";
+const META_KEY_COUNT: &[u8] = b"keystore/count";
+/// The on-disk format this build reads and writes.
+const FORMAT_VERSION: u32 = 1;
+
+/// Number of write epochs the provider cache keeps (see [`ProviderCache`]).
+const EPOCH_STRIPES: usize = 4096;
+
+/// The three stores in one RocksDB database, with an LRU cache in front of provider reads.
+///
+/// | column family     | key                                   | value |
+/// |-------------------|---------------------------------------|-------|
+/// | `providers`       | sha256(DHT key) ‖ peer id bytes       | version, received_at, DHT key, addresses |
+/// | `provider_expiry` | received_at (u64 BE) ‖ providers key  | empty |
+/// | `values`          | sha256(DHT key) ‖ DHT key             | version, received_at, time_received, value |
+/// | `value_expiry`    | received_at (u64 BE) ‖ values key     | empty |
+/// | `keystore`        | sha256(multihash) ‖ multihash bytes   | empty |
+/// | `default`         | `format`, `keystore/count`            | u32 BE, u64 BE |
+///
+/// All providers of a key are one prefix range read; all provided keys of a [`Prefix`]
+/// region are one ordered range read; expired records are found by a range read of an
+/// expiry index, ordered by time, without scanning the data. Every trait method that writes
+/// applies one atomic `WriteBatch`, fsynced when [`Config::sync_writes`] is set (default).
+///
+/// Opening a path already open (in this or another process) fails with
+/// [`StoreError::Locked`].
+///
+/// Design notes:
+/// - Expiry uses an index ordered by time rather than a compaction filter: a sweep reads only
+///   what has expired, returns exact counts, keeps the LRU cache correct (a compaction filter
+///   runs inside RocksDB, at a time of its choosing, and can do neither), and works in chunks
+///   so writers are held up for one chunk at most; readers never are. Call
+///   [`ProviderStore::remove_expired`] from a background thread, e.g. hourly.
+/// - The cap per key counts only providers unexpired at the incoming record's `received_at`,
+///   so a key whose providers all lapsed accepts new ones before the sweep has run.
+/// - Writes that must read first (the cap, "which keys are new", the expiry index) hold a
+///   per-store mutex for the read and the write; the keystore checks existence with one
+///   batched `multi_get` (bloom filters make misses cheap).
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    config: Config,
+    /// Options of acknowledged writes (`sync` = [`Config::sync_writes`]).
+    write_opts: WriteOptions,
+    /// Options of expiry removals (never synced: redone if lost).
+    sweep_opts: WriteOptions,
+    /// Serialise the read-modify-write of each store; reads never take them.
+    provider_lock: Mutex<()>,
+    value_lock: Mutex<()>,
+    keystore_lock: Mutex<()>,
+    /// The keystore's count, mirrored from `keystore/count`; written under `keystore_lock`.
+    key_count: AtomicU64,
+    cache: Option<ProviderCache>,
+}
+
+impl fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The LRU cache of provider lists: Kademlia key → every stored record of the key (expired
+/// ones included; reads filter at their `now`), in read order. Empty lists are cached too, so
+/// repeated misses for keys nobody provides stay cheap.
+///
+/// A read that missed must not put a list it read before a concurrent write into the cache
+/// after that write invalidated it. Writers bump a per-stripe epoch after their write lands,
+/// under the LRU lock; a reader notes the epoch before reading the database and inserts only
+/// if it is unchanged.
+struct ProviderCache {
+    lru: Mutex<LruCache<Key, Arc<Vec<ProviderRecord>>>>,
+    epochs: Vec<AtomicU64>,
+}
+
+impl ProviderCache {
+    fn new(entries: NonZeroUsize) -> Self {
+        ProviderCache {
+            lru: Mutex::new(LruCache::new(entries)),
+            epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn stripe(&self, key: &Key) -> &AtomicU64 {
+        let b = key.as_bytes();
+        let i = usize::from(u16::from_be_bytes([b[0], b[1]])) % EPOCH_STRIPES;
+        &self.epochs[i]
+    }
+
+    fn get(&self, key: &Key) -> Option<Arc<Vec<ProviderRecord>>> {
+        self.lru.lock().get(key).cloned()
+    }
+
+    fn epoch(&self, key: &Key) -> u64 {
+        self.stripe(key).load(Ordering::Acquire)
+    }
+
+    fn insert_if_unchanged(&self, key: Key, epoch: u64, list: Arc<Vec<ProviderRecord>>) {
+        let mut lru = self.lru.lock();
+        if self.stripe(&key).load(Ordering::Acquire) == epoch {
+            lru.put(key, list);
+        }
+    }
+
+    fn invalidate<'a>(&self, keys: impl IntoIterator<Item = &'a Key>) {
+        let mut lru = self.lru.lock();
+        for k in keys {
+            self.stripe(k).fetch_add(1, Ordering::AcqRel);
+            lru.pop(k);
+        }
+    }
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// Errors: [`StoreError::Locked`] if the database is open elsewhere,
+    /// [`StoreError::UnsupportedFormat`] if another format version wrote it.
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        std::fs::create_dir_all(path)?;
+
+        let block_cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_open_files(config.max_open_files);
+        db_opts.set_max_background_jobs(config.max_background_jobs);
+        db_opts.set_db_write_buffer_size(config.write_buffer_bytes);
+        // A rarely written column family (values) must not pin old WAL files forever.
+        db_opts.set_max_total_wal_size((config.write_buffer_bytes as u64).saturating_mul(4));
+        db_opts.set_keep_log_file_num(2);
+        db_opts.set_max_log_file_size(1 << 20);
+
+        let cf = |name: &str, prefix_extractor: bool| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&block_cache);
+            table.set_bloom_filter(10.0, false);
+            table.set_whole_key_filtering(true);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_compression_type(DBCompressionType::Lz4);
+            o.set_write_buffer_size((config.write_buffer_bytes / 4).max(1 << 20));
+            if prefix_extractor {
+                // Seeks for a key's providers skip SST files and memtables without that
+                // 32-byte Kademlia-key prefix (prefix bloom filters).
+                o.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
+                o.set_memtable_prefix_bloom_ratio(0.05);
+            }
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        let cfs = vec![
+            cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, false),
+            cf(CF_PROVIDERS, true),
+            cf(CF_PROVIDER_EXPIRY, false),
+            cf(CF_VALUES, false),
+            cf(CF_VALUE_EXPIRY, false),
+            cf(CF_KEYSTORE, false),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map_err(|e| StoreError::from_rocks_open(e, path))?;
+
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(config.sync_writes);
+        let mut sweep_opts = WriteOptions::default();
+        sweep_opts.set_sync(false);
+
+        match db.get(META_FORMAT).map_err(StoreError::from_rocks)? {
+            Some(v) => {
+                let found = decode_u32(&v, "format version")?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::UnsupportedFormat {
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+            }
+            None => db
+                .put_opt(META_FORMAT, FORMAT_VERSION.to_be_bytes(), &write_opts)
+                .map_err(StoreError::from_rocks)?,
+        }
+        let key_count = match db.get(META_KEY_COUNT).map_err(StoreError::from_rocks)? {
+            Some(v) => decode_u64(&v, "keystore count")?,
+            None => 0,
+        };
+
+        let cache = NonZeroUsize::new(config.cache_entries).map(ProviderCache::new);
+        tracing::debug!(path = %path.display(), keys = key_count, "opened provider store");
+        Ok(RocksStore {
+            db,
+            path: path.to_path_buf(),
+            config,
+            write_opts,
+            sweep_opts,
+            provider_lock: Mutex::new(()),
+            value_lock: Mutex::new(()),
+            keystore_lock: Mutex::new(()),
+            key_count: AtomicU64::new(key_count),
+            cache,
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Flushes every memtable to SST files (and so the WAL is no longer needed).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in [
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            CF_PROVIDERS,
+            CF_PROVIDER_EXPIRY,
+            CF_VALUES,
+            CF_VALUE_EXPIRY,
+            CF_KEYSTORE,
+        ] {
+            self.db
+                .flush_cf(self.cf(name)?)
+                .map_err(StoreError::from_rocks)?;
+        }
+        Ok(())
+    }
+
+    /// Compacts every column family fully (reclaims the space of removed records now rather
+    /// than when RocksDB gets to it). Slow on large stores; reads are not blocked.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        for name in [
+            CF_PROVIDERS,
+            CF_PROVIDER_EXPIRY,
+            CF_VALUES,
+            CF_VALUE_EXPIRY,
+            CF_KEYSTORE,
+        ] {
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Db(format!("column family {name} missing")))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(StoreError::from_rocks)
+    }
+
+    /// Every stored provider record of a Kademlia key (expired ones included), in read order.
+    fn read_providers(&self, kad: &Key) -> Result<Vec<ProviderRecord>, StoreError> {
+        let cf = self.cf(CF_PROVIDERS)?;
+        let mut ro = ReadOptions::default();
+        ro.set_prefix_same_as_start(true);
+        if let Some(upper) = key_successor(kad) {
+            ro.set_iterate_upper_bound(upper.to_vec());
+        }
+        let mut it = self.db.raw_iterator_cf_opt(cf, ro);
+        it.seek(kad.as_bytes());
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(kad.as_bytes()) {
+                break;
+            }
+            out.push(decode_provider(k, v)?);
+            it.next();
+        }
+        it.status().map_err(StoreError::from_rocks)?;
+        sort_for_read(&mut out);
+        Ok(out)
+    }
+
+    /// Removes, in chunks, the records of `data_cf` whose entry in `expiry_cf` says they were
+    /// received at or before `now - ttl`. Each chunk is one write under `lock`; between chunks
+    /// writers proceed, and reads never wait. `on_removed` gets each chunk's removed primary
+    /// keys after the chunk's write.
+    ///
+    /// The index entry is checked against the record (its received_at must match); stale
+    /// index entries are dropped without touching the record, and records that no longer
+    /// decode are dropped with their entry.
+    fn sweep(
+        &self,
+        lock: &Mutex<()>,
+        data_cf: &'static str,
+        expiry_cf: &'static str,
+        ttl: u64,
+        now: UnixSecs,
+        received_at: fn(&[u8]) -> Result<UnixSecs, StoreError>,
+        mut on_removed: impl FnMut(&[Vec<u8>]),
+    ) -> Result<u64, StoreError> {
+        // Expired iff now >= received_at + ttl, i.e. received_at <= now - ttl.
+        let Some(cutoff) = now.checked_sub(ttl) else {
+            return Ok(0);
+        };
+        let upper = cutoff.saturating_add(1).to_be_bytes();
+        let chunk = self.config.expiry_chunk.max(1);
+        let data = self.cf(data_cf)?;
+        let index = self.cf(expiry_cf)?;
+        let mut resume: Vec<u8> = Vec::new();
+        let mut removed_total = 0u64;
+        loop {
+            let guard = lock.lock();
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(upper.to_vec());
+            let mut it = self.db.raw_iterator_cf_opt(index, ro);
+            it.seek(&resume);
+            let mut entries: Vec<Vec<u8>> = Vec::new();
+            while let Some(k) = it.key() {
+                if entries.len() == chunk {
+                    break;
+                }
+                entries.push(k.to_vec());
+                it.next();
+            }
+            it.status().map_err(StoreError::from_rocks)?;
+            drop(it);
+            let Some(last) = entries.last() else {
+                return Ok(removed_total);
+            };
+            let more = entries.len() == chunk;
+            resume = last.clone();
+            resume.push(0);
+
+            let mut batch = WriteBatch::default();
+            // One range tombstone for the chunk's index entries: later sweeps skip it in one
+            // step, where point tombstones would be stepped over one by one until compacted.
+            // Exact, as every index writer holds `lock`.
+            if let Some(first) = entries.first() {
+                batch.delete_range_cf(index, first, &resume);
+            }
+            let mut parsed: Vec<(UnixSecs, &[u8])> = Vec::with_capacity(entries.len());
+            for e in &entries {
+                match split_expiry_key(e) {
+                    Ok((t, primary)) => parsed.push((t, primary)),
+                    Err(err) => tracing::warn!(%err, "dropping a malformed expiry index entry"),
+                }
+            }
+            let found = self
+                .db
+                .batched_multi_get_cf(data, parsed.iter().map(|(_, p)| *p), false);
+            let mut removed: Vec<Vec<u8>> = Vec::new();
+            for ((t, primary), value) in parsed.iter().zip(found) {
+                match value.map_err(StoreError::from_rocks)? {
+                    None => {} // stale entry: the record is gone already
+                    Some(v) => match received_at(&v) {
+                        Ok(at) if at != *t => {} // stale entry: the record was refreshed
+                        Ok(_) => {
+                            batch.delete_cf(data, primary);
+                            removed.push(primary.to_vec());
+                        }
+                        Err(err) => {
+                            tracing::warn!(%err, "removing an expired record that does not decode");
+                            batch.delete_cf(data, primary);
+                            removed.push(primary.to_vec());
+                        }
+                    },
+                }
+            }
+            self.db
+                .write_opt(batch, &self.sweep_opts)
+                .map_err(StoreError::from_rocks)?;
+            drop(guard);
+            removed_total += removed.len() as u64;
+            on_removed(&removed);
+            if !more {
+                return Ok(removed_total);
+            }
+        }
+    }
+}
+
+/// An existing provider of a key, as the add path needs it.
+struct Held {
+    peer: Vec<u8>,
+    received_at: UnixSecs,
+}
+
+impl ProviderStore for RocksStore {
+    fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for r in batch {
+            check_provider(r)?;
+        }
+        let cap = self.config.max_providers_per_key;
+        let cf_p = self.cf(CF_PROVIDERS)?;
+        let cf_e = self.cf(CF_PROVIDER_EXPIRY)?;
+
+        // Group by Kademlia key, keeping the input order within a key; seeks then go forward.
+        let mut items: Vec<(Key, usize)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.kad_key(), i))
+            .collect();
+        items.sort_unstable();
+
+        let mut wb = WriteBatch::default();
+        let mut touched: Vec<Key> = Vec::new();
+        let mut refused = 0usize;
+        let guard = self.provider_lock.lock();
+        {
+            let mut ro = ReadOptions::default();
+            ro.set_prefix_same_as_start(true);
+            let mut it = self.db.raw_iterator_cf_opt(cf_p, ro);
+            for group in items.chunk_by(|a, b| a.0 == b.0) {
+                let Some(&(kad, _)) = group.first() else {
+                    continue;
+                };
+                let mut held: Vec<Held> = Vec::new();
+                it.seek(kad.as_bytes());
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    let Some(peer) = k.strip_prefix(kad.as_bytes()) else {
+                        break;
+                    };
+                    held.push(Held {
+                        peer: peer.to_vec(),
+                        received_at: provider_received_at(v)?,
+                    });
+                    it.next();
+                }
+                it.status().map_err(StoreError::from_rocks)?;
+
+                let mut changed = false;
+                for &(_, i) in group {
+                    let Some(r) = batch.get(i) else { continue };
+                    let peer = r.provider.to_bytes();
+                    let primary = kad_prefixed(&kad, &peer);
+                    if let Some(h) = held.iter_mut().find(|h| h.peer == peer) {
+                        // A re-announce refreshes, whatever the cap.
+                        wb.delete_cf(cf_e, expiry_key(h.received_at, &primary));
+                        h.received_at = r.received_at;
+                    } else {
+                        let live = held
+                            .iter()
+                            .filter(|h| {
+                                r.received_at
+                                    < h.received_at.saturating_add(PROVIDER_RECORD_TTL_SECS)
+                            })
+                            .count();
+                        if live >= cap {
+                            refused += 1;
+                            continue;
+                        }
+                        held.push(Held {
+                            peer,
+                            received_at: r.received_at,
+                        });
+                    }
+                    wb.put_cf(cf_p, &primary, encode_provider(r)?);
+                    wb.put_cf(cf_e, expiry_key(r.received_at, &primary), b"");
+                    changed = true;
+                }
+                if changed {
+                    touched.push(kad);
+                }
+            }
+        }
+        if !wb.is_empty() {
+            self.write(wb)?;
+        }
+        drop(guard);
+        if let Some(cache) = &self.cache {
+            cache.invalidate(&touched);
+        }
+        if refused > 0 {
+            tracing::debug!(refused, "provider records refused: keys at their cap");
+        }
+        Ok(())
+    }
+
+    fn providers(
+        &self,
+        key: &[u8],
+        limit: usize,
+        now: UnixSecs,
+    ) -> Result<Vec<ProviderRecord>, StoreError> {
+        let kad = Key::hash(key);
+        let Some(cache) = &self.cache else {
+            return Ok(select_providers(
+                &self.read_providers(&kad)?,
+                key,
+                limit,
+                now,
+            ));
+        };
+        if let Some(list) = cache.get(&kad) {
+            return Ok(select_providers(&list, key, limit, now));
+        }
+        let epoch = cache.epoch(&kad);
+        let list = self.read_providers(&kad)?;
+        let out = select_providers(&list, key, limit, now);
+        cache.insert_if_unchanged(kad, epoch, Arc::new(list));
+        Ok(out)
+    }
+
+    fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
+        self.sweep(
+            &self.provider_lock,
+            CF_PROVIDERS,
+            CF_PROVIDER_EXPIRY,
+            PROVIDER_RECORD_TTL_SECS,
+            now,
+            provider_received_at,
+            |removed| {
+                if let Some(cache) = &self.cache {
+                    let kads: Vec<Key> = removed
+                        .iter()
+                        .filter_map(|p| split_kad(p, "provider key").ok().map(|(k, _)| k))
+                        .collect();
+                    cache.invalidate(&kads);
+                }
+            },
+        )
+    }
+}
+
+impl ValueStore for RocksStore {
+    fn put_value(&self, record: &Record, received_at: UnixSecs) -> Result<(), StoreError> {
+        let cf_v = self.cf(CF_VALUES)?;
+        let cf_e = self.cf(CF_VALUE_EXPIRY)?;
+        let primary = kad_prefixed(&Key::hash(&record.key), &record.key);
+        let encoded = encode_value(record, received_at)?;
+        let _guard = self.value_lock.lock();
+        let mut wb = WriteBatch::default();
+        if let Some(old) = self
+            .db
+            .get_pinned_cf(cf_v, &primary)
+            .map_err(StoreError::from_rocks)?
+        {
+            match value_received_at(&old) {
+                Ok(t) => wb.delete_cf(cf_e, expiry_key(t, &primary)),
+                // Its index entry, if any, is dropped by the sweep as stale.
+                Err(err) => tracing::warn!(%err, "overwriting a value record that does not decode"),
+            }
+        }
+        wb.put_cf(cf_v, &primary, encoded);
+        wb.put_cf(cf_e, expiry_key(received_at, &primary), b"");
+        self.write(wb)
+    }
+
+    fn get_value(
+        &self,
+        key: &[u8],
+        now: UnixSecs,
+    ) -> Result<Option<(Record, UnixSecs)>, StoreError> {
+        let primary = kad_prefixed(&Key::hash(key), key);
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_VALUES)?, &primary)
+            .map_err(StoreError::from_rocks)?
+        else {
+            return Ok(None);
+        };
+        let (record, at) = decode_value(key, &v)?;
+        if now >= at.saturating_add(VALUE_RECORD_TTL_SECS) {
+            return Ok(None);
+        }
+        Ok(Some((record, at)))
+    }
+
+    fn remove_expired_values(&self, now: UnixSecs) -> Result<u64, StoreError> {
+        self.sweep(
+            &self.value_lock,
+            CF_VALUES,
+            CF_VALUE_EXPIRY,
+            VALUE_RECORD_TTL_SECS,
+            now,
+            value_received_at,
+            |_| {},
+        )
+    }
+}
+
+/// The keystore keys of `keys`, first occurrences only, in input order.
+fn keystore_keys(keys: &[Multihash]) -> Vec<(Vec<u8>, Multihash)> {
+    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(keys.len());
+    keys.iter()
+        .filter_map(|mh| {
+            let bytes = mh.to_bytes();
+            let k = kad_prefixed(&Key::hash(&bytes), &bytes);
+            seen.insert(bytes).then_some((k, *mh))
+        })
+        .collect()
+}
+
+impl Keystore for RocksStore {
+    fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, StoreError> {
+        let cf = self.cf(CF_KEYSTORE)?;
+        let candidates = keystore_keys(keys);
+        let _guard = self.keystore_lock.lock();
+        let found = self
+            .db
+            .batched_multi_get_cf(cf, candidates.iter().map(|(k, _)| k), false);
+        let mut wb = WriteBatch::default();
+        let mut new = Vec::new();
+        for ((k, mh), f) in candidates.iter().zip(found) {
+            if f.map_err(StoreError::from_rocks)?.is_none() {
+                wb.put_cf(cf, k, b"");
+                new.push(*mh);
+            }
+        }
+        if new.is_empty() {
+            return Ok(new);
+        }
+        let count = self
+            .key_count
+            .load(Ordering::Acquire)
+            .saturating_add(new.len() as u64);
+        wb.put(META_KEY_COUNT, count.to_be_bytes());
+        self.write(wb)?;
+        self.key_count.store(count, Ordering::Release);
+        Ok(new)
+    }
+
+    fn delete(&self, keys: &[Multihash]) -> Result<u64, StoreError> {
+        let cf = self.cf(CF_KEYSTORE)?;
+        let candidates = keystore_keys(keys);
+        let _guard = self.keystore_lock.lock();
+        let found = self
+            .db
+            .batched_multi_get_cf(cf, candidates.iter().map(|(k, _)| k), false);
+        let mut wb = WriteBatch::default();
+        let mut removed = 0u64;
+        for ((k, _), f) in candidates.iter().zip(found) {
+            if f.map_err(StoreError::from_rocks)?.is_some() {
+                wb.delete_cf(cf, k);
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        let count = self
+            .key_count
+            .load(Ordering::Acquire)
+            .saturating_sub(removed);
+        wb.put(META_KEY_COUNT, count.to_be_bytes());
+        self.write(wb)?;
+        self.key_count.store(count, Ordering::Release);
+        Ok(removed)
+    }
+
+    fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.key_count.load(Ordering::Acquire))
+    }
+
+    fn scan(
+        &self,
+        prefix: &Prefix,
+        start_after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, StoreError> {
+        let first = prefix.first_key();
+        let last = prefix.last_key();
+        let lower = match start_after {
+            None => first,
+            Some(k) => match key_successor(k) {
+                None => return Ok(Vec::new()),
+                Some(s) => Key::from_bytes(s).max(first),
+            },
+        };
+        if lower > last || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut ro = ReadOptions::default();
+        if let Some(upper) = key_successor(&last) {
+            ro.set_iterate_upper_bound(upper.to_vec());
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_KEYSTORE)?, ro);
+        it.seek(lower.as_bytes());
+        let mut out = Vec::with_capacity(limit.min(4096));
+        while let Some(k) = it.key() {
+            if out.len() == limit {
+                break;
+            }
+            let (kad, mh) = split_kad(k, "keystore key")?;
+            let mh = Multihash::from_bytes(mh)
+                .map_err(|e| StoreError::corrupt(format!("keystore key: bad multihash: {e}")))?;
+            out.push((kad, mh));
+            it.next();
+        }
+        it.status().map_err(StoreError::from_rocks)?;
+        Ok(out)
+    }
+}

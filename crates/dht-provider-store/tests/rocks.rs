@@ -1,0 +1,416 @@
+//! RocksStore only: persistence across reopen, durability across SIGKILL, locking,
+//! corrupt data, and the provider cache under concurrent readers and writers.
+//!
+//! Child processes are this test binary re-executed with an environment variable naming
+//! the role (`--exact <test name>`); without the variable those tests return at once.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{H, T0, dht_key, mh, rec};
+use dht_proto::{Key, Prefix, Record};
+use dht_provider_store::{
+    Config, Keystore, Multihash, ProviderStore, RocksStore, StoreError, ValueStore,
+};
+
+const ROLE: &str = "DHT_PROVIDER_STORE_TEST_ROLE";
+const DIR: &str = "DHT_PROVIDER_STORE_TEST_DIR";
+const SYNC: &str = "DHT_PROVIDER_STORE_TEST_SYNC";
+
+fn spawn_child(test_name: &str, role: &str, dir: &Path, sync: bool) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .env(SYNC, if sync { "1" } else { "0" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The `n` of an `ack n` line (libtest may print the test name before it on the same line).
+fn parse_ack(line: &str) -> Option<u64> {
+    let at = line.find("ack ")?;
+    line.get(at + 4..)?.trim().parse().ok()
+}
+
+/// Reads the child's stdout lines on a thread; returns the receiver and the thread.
+fn lines(child: &mut Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, t)
+}
+
+// ---------------------------------------------------------------- durability
+
+/// What batch `i` of the durability child writes: 10 provider records, 10 keystore keys and
+/// one value record.
+fn durability_batch(i: u64) -> (Vec<dht_proto::ProviderRecord>, Vec<Multihash>, Record) {
+    let providers = (0..10).map(|j| rec(i * 10 + j, j, T0 + i)).collect();
+    let keys = (0..10).map(|j| mh(1_000_000 + i * 10 + j)).collect();
+    let value = Record::new(format!("/v/{i}").into_bytes(), i.to_be_bytes().to_vec());
+    (providers, keys, value)
+}
+
+/// The child: writes batches forever (bounded), printing `ack i` after each acknowledged one.
+#[test]
+fn durability_child() {
+    if std::env::var(ROLE).as_deref() != Ok("durability") {
+        return;
+    }
+    let dir = std::env::var(DIR).unwrap();
+    let sync = std::env::var(SYNC).as_deref() == Ok("1");
+    let store = RocksStore::open(&dir, Config::small().sync_writes(sync)).unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in 0..100_000 {
+        let (providers, keys, value) = durability_batch(i);
+        store.add_providers(&providers).unwrap();
+        store.put(&keys).unwrap();
+        store.put_value(&value, T0 + i).unwrap();
+        writeln!(out, "ack {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// Kills the writer with SIGKILL after `min_acks` acknowledgements, reopens, and checks
+/// that every acknowledged batch is there.
+fn kill_and_verify(sync: bool, min_acks: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child("durability_child", "durability", dir.path(), sync);
+    let (rx, reader) = lines(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut acked: Option<u64> = None;
+    while acked.is_none_or(|a| a + 1 < min_acks) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(n) = parse_ack(&line) {
+                    acked = Some(n);
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the writer stopped after {acked:?} acks");
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL on Unix: no destructors, no flush.
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child must have been killed");
+    reader.join().unwrap();
+    // Acks printed before the kill may still be in the pipe.
+    for line in rx.try_iter() {
+        acked = acked.max(parse_ack(&line));
+    }
+    let acked = acked.unwrap();
+
+    let store = RocksStore::open(dir.path(), Config::small()).unwrap();
+    let now = T0 + acked + 1;
+    for i in 0..=acked {
+        let (providers, keys, value) = durability_batch(i);
+        for r in &providers {
+            assert_eq!(
+                store.providers(&r.key, 20, now).unwrap(),
+                vec![r.clone()],
+                "batch {i} of {acked} acknowledged"
+            );
+        }
+        for k in &keys {
+            let kad = Key::from_multihash(k);
+            assert_eq!(
+                store.scan(&Prefix::new(&kad, 256), None, 2).unwrap(),
+                vec![(kad, *k)],
+                "batch {i}"
+            );
+        }
+        assert_eq!(
+            store.get_value(&value.key, now).unwrap(),
+            Some((value, T0 + i))
+        );
+    }
+    // The count is written in the keys' batch: it matches the keys found.
+    let n = store.count().unwrap();
+    assert!(n >= (acked + 1) * 10, "count {n} after {acked} acks");
+    assert_eq!(
+        store.scan(&Prefix::ROOT, None, usize::MAX).unwrap().len() as u64,
+        n
+    );
+}
+
+/// Acknowledged writes survive SIGKILL with the default options (`sync_writes = true`: the
+/// WAL is fsynced before a write returns, which also covers power loss).
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    kill_and_verify(true, 30);
+}
+
+/// With `sync_writes = false`, acknowledged writes still survive the *process* being killed:
+/// RocksDB has written the WAL to the OS before returning. (Not a machine crash: untested.)
+#[test]
+fn acknowledged_writes_survive_sigkill_without_fsync() {
+    kill_and_verify(false, 200);
+}
+
+// ---------------------------------------------------------------- persistence
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+        s.add_providers(&[rec(1, 1, T0), rec(1, 2, T0 + 1)])
+            .unwrap();
+        s.put_value(&Record::new(b"/pk/a".to_vec(), b"v".to_vec()), T0)
+            .unwrap();
+        s.put(&[mh(1), mh(2), mh(3)]).unwrap();
+        s.delete(&[mh(2)]).unwrap();
+        s.flush().unwrap();
+        s.put(&[mh(4)]).unwrap(); // in the WAL only
+    }
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_eq!(
+        s.providers(&dht_key(1), 20, T0 + 2).unwrap(),
+        vec![rec(1, 2, T0 + 1), rec(1, 1, T0)]
+    );
+    assert!(s.get_value(b"/pk/a", T0).unwrap().is_some());
+    assert_eq!(s.count().unwrap(), 3);
+    assert_eq!(s.put(&[mh(1), mh(2)]).unwrap(), vec![mh(2)]);
+    // Expiry state persists too.
+    assert_eq!(s.remove_expired(T0 + 1 + 48 * H).unwrap(), 2);
+    assert_eq!(s.remove_expired_values(T0 + 48 * H).unwrap(), 1);
+    s.compact().unwrap();
+    assert!(s.providers(&dht_key(1), 20, T0).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- locking
+
+#[test]
+fn second_open_in_process_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = RocksStore::open(dir.path(), Config::small()).unwrap();
+    match RocksStore::open(dir.path(), Config::small()) {
+        Err(StoreError::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+/// The child: holds the database open until killed (at most 30 s).
+#[test]
+fn lock_holder_child() {
+    if std::env::var(ROLE).as_deref() != Ok("lock") {
+        return;
+    }
+    let _store = RocksStore::open(std::env::var(DIR).unwrap(), Config::small()).unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "opened").unwrap();
+    out.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+#[test]
+fn open_held_by_another_process_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child("lock_holder_child", "lock", dir.path(), false);
+    let (rx, _reader) = lines(&mut child);
+    let opened = loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.ends_with("opened") => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    let result = RocksStore::open(dir.path(), Config::small());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(opened, "the child did not open the database");
+    assert!(
+        matches!(result, Err(StoreError::Locked { .. })),
+        "expected Locked, got {result:?}"
+    );
+    // Once the holder is gone the lock is released.
+    RocksStore::open(dir.path(), Config::small()).unwrap();
+}
+
+// ---------------------------------------------------------------- corruption
+
+/// Writes raw bytes into a column family, bypassing the store.
+fn raw_put(dir: &Path, cf: &str, key: &[u8], value: &[u8]) {
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, &cfs).unwrap();
+    let handle = db.cf_handle(cf).unwrap();
+    db.put_cf(handle, key, value).unwrap();
+}
+
+fn assert_corrupt<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    assert!(
+        matches!(r, Err(StoreError::Corrupt { .. })),
+        "expected Corrupt, got {r:?}"
+    );
+}
+
+#[test]
+fn corrupt_provider_value_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rec(1, 1, T0);
+    drop(RocksStore::open(dir.path(), Config::small()).unwrap());
+    let mut key = r.kad_key().as_bytes().to_vec();
+    key.extend_from_slice(&r.provider.to_bytes());
+    // (garbage, whether its header (version, received_at) still decodes)
+    for (garbage, header_ok) in [
+        (&b""[..], false),
+        (b"\x01", false),
+        (b"\x07garbage", false),
+        (b"\x01\0\0\0\0\0\0\0\x01\xff\xff", true),
+    ] {
+        raw_put(dir.path(), "providers", &key, garbage);
+        let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+        assert_corrupt(s.providers(&r.key, 20, T0));
+        // Writers to that key need the header (for the cap and the expiry index): without
+        // it they fail too, rather than guessing.
+        let added = s.add_providers(&[rec(1, 2, T0)]);
+        if header_ok {
+            added.unwrap();
+        } else {
+            assert_corrupt(added);
+        }
+    }
+    // A key that is not kad key ‖ peer id.
+    let mut bad_peer = r.kad_key().as_bytes().to_vec();
+    bad_peer.extend_from_slice(b"not a peer id");
+    raw_put(dir.path(), "providers", &bad_peer, b"");
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_corrupt(s.providers(&r.key, 20, T0));
+}
+
+#[test]
+fn corrupt_value_record_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(RocksStore::open(dir.path(), Config::small()).unwrap());
+    let dht = b"/pk/x";
+    let mut key = Key::hash(dht).as_bytes().to_vec();
+    key.extend_from_slice(dht);
+    raw_put(dir.path(), "values", &key, b"\x01\0\0");
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_corrupt(s.get_value(dht, T0));
+    // Overwriting replaces it.
+    s.put_value(&Record::new(dht.to_vec(), b"ok".to_vec()), T0)
+        .unwrap();
+    assert!(s.get_value(dht, T0).unwrap().is_some());
+}
+
+#[test]
+fn corrupt_keystore_entry_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(RocksStore::open(dir.path(), Config::small()).unwrap());
+    let mut key = [0u8; 32].to_vec();
+    key.extend_from_slice(b"\xff\xff\xff not a multihash");
+    raw_put(dir.path(), "keystore", &key, b"");
+    raw_put(dir.path(), "keystore", &[1, 2, 3], b""); // shorter than a kad key
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_corrupt(s.scan(&Prefix::ROOT, None, 10));
+}
+
+#[test]
+fn corrupt_metadata_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(RocksStore::open(dir.path(), Config::small()).unwrap());
+    raw_put(dir.path(), "default", b"keystore/count", b"\x01\x02");
+    assert_corrupt(RocksStore::open(dir.path(), Config::small()));
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(RocksStore::open(dir.path(), Config::small()).unwrap());
+    raw_put(dir.path(), "default", b"format", &99u32.to_be_bytes());
+    assert!(matches!(
+        RocksStore::open(dir.path(), Config::small()),
+        Err(StoreError::UnsupportedFormat {
+            found: 99,
+            expected: 1
+        })
+    ));
+}
+
+/// An expired record that does not decode is swept away rather than blocking the sweep.
+#[test]
+fn sweep_removes_undecodable_expired_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rec(1, 1, T0);
+    {
+        let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+        s.add_providers(std::slice::from_ref(&r)).unwrap();
+    }
+    let mut key = r.kad_key().as_bytes().to_vec();
+    key.extend_from_slice(&r.provider.to_bytes());
+    raw_put(dir.path(), "providers", &key, b"\x09junk");
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_corrupt(s.providers(&r.key, 20, T0));
+    assert_eq!(s.remove_expired(T0 + 48 * H).unwrap(), 1);
+    assert!(s.providers(&r.key, 20, T0).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- concurrency
+
+/// Readers never see a provider list older than one they could have seen before: the cache
+/// is not repopulated with data read before a concurrent write.
+#[test]
+fn cache_never_serves_stale_lists_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        RocksStore::open(
+            dir.path(),
+            Config::small()
+                .sync_writes(false)
+                .max_providers_per_key(1000),
+        )
+        .unwrap(),
+    );
+    let written = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, written, done) = (store.clone(), written.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    let before = written.load(Ordering::Acquire);
+                    let got = store.providers(&dht_key(7), 1000, T0 + 1).unwrap().len();
+                    assert!(
+                        got >= before,
+                        "read {got} providers after {before} were written"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for p in 0..300u64 {
+        store.add_providers(&[rec(7, p, T0)]).unwrap();
+        written.store(p as usize + 1, Ordering::Release);
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(
+        store.providers(&dht_key(7), 1000, T0 + 1).unwrap().len(),
+        300
+    );
+}

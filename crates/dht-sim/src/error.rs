@@ -1,0 +1,13 @@
+//! The errors of the simulator.
+
+/// Why a simulation could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// A setting out of range (a share or probability outside `0..=1`).
+    #[error("invalid simulation setting: {0}")]
+    Config(String),
+    /// A node identity or address could not be made.
+    #[error("could not make a node identity: {0}")]
+    Identity(String),
+}

@@ -1,0 +1,34 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod clock;
+mod config;
+mod error;
+mod lookup;
+mod network;
+mod node;
+mod sim;
+mod validator;
+
+pub use clock::SimClock;
+pub use config::{Churn, Latency, Misbehaviour, SimConfig, TableBuild};
+pub use error::SimError;
+pub use lookup::{LookupReport, LookupSample, quantile};
+pub use network::{NetStats, NodeNetwork};
+pub use node::{Behaviour, RpcCounts, SimHandler, SimNode};
+pub use sim::{ChurnReport, Sim, SimClient, TableQuality};
+pub use validator::{SIM_NAMESPACE, SeqValidator};
+
+/// The runtime a simulation runs on: tokio's current-thread scheduler with its clock paused.
+///
+/// Time jumps to the next timer whenever every task waits, so simulated hours take seconds
+/// of wall time; one thread and seeded draws make runs reproducible.
+///
+/// # Errors
+/// If tokio cannot build the runtime (an I/O error).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+}

@@ -1,0 +1,235 @@
+//! The in-memory network: [`NodeNetwork`], one node's view of it.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use dht_handler::Sender;
+use dht_proto::{K_VALUE, Key, PeerId, PeerInfo, Request, Response};
+use dht_routing::{Network, RpcError};
+use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
+use serde::Serialize;
+
+use crate::{
+    Behaviour,
+    node::SimNode,
+    sim::{SimInner, mix},
+};
+
+/// One node's view of the simulated network: requests sent through it come from that node.
+///
+/// A request goes as follows. To a node that left (or an unknown peer), it fails with
+/// [`RpcError::Unreachable`] after [`SimConfig::dial_timeout`](crate::SimConfig::dial_timeout).
+/// Otherwise it travels for one draw of the latency, may be lost
+/// ([`SimConfig::loss`](crate::SimConfig::loss)), reaches the server's
+/// [`Handler`](dht_handler::Handler) (a silent server, or one that left in the meantime,
+/// never answers), and the response travels back for another draw, and may be lost. A lost
+/// or unanswered request never resolves: the client's timeout fires. A request the handler
+/// refuses fails with [`RpcError::NoResponse`] (the stream is closed).
+///
+/// ADD_PROVIDER has no response: `send` resolves to `Ok(None)` once it is written
+/// ([`SimConfig::write_delay`](crate::SimConfig::write_delay), zero by default) and the
+/// server handles it one latency later, in a task of its own, so that a provider announcing
+/// many keys does not wait a round trip for each.
+///
+/// Every random draw of a message (latencies, loss, a misbehaving server's peers) comes from
+/// the seed, the two ends and the sender's message count, so runs are reproducible.
+#[derive(Clone)]
+pub struct NodeNetwork {
+    pub(crate) sim: Arc<SimInner>,
+    pub(crate) me: usize,
+}
+
+impl NodeNetwork {
+    /// The index of the node sending through this view.
+    pub fn node_index(&self) -> usize {
+        self.me
+    }
+}
+
+impl std::fmt::Debug for NodeNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeNetwork")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Network for NodeNetwork {
+    fn send(
+        &self,
+        peer: &PeerInfo,
+        request: Request,
+    ) -> impl Future<Output = Result<Option<Response>, RpcError>> + Send {
+        let sim = self.sim.clone();
+        let me = self.me;
+        let to = peer.peer_id;
+        async move { deliver(sim, me, to, request).await }
+    }
+}
+
+/// What happened to messages on the network, beyond the per-type request counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct NetStats {
+    /// Messages (requests or responses) lost.
+    pub lost: u64,
+    /// Requests to nodes that left or never existed (failed after the dial timeout).
+    pub unreachable: u64,
+    /// Requests that reached a server that did not answer (silent, or left meanwhile).
+    pub unanswered: u64,
+    /// Requests the server's handler refused (the stream is closed).
+    pub refused: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct NetCounters {
+    lost: AtomicU64,
+    unreachable: AtomicU64,
+    unanswered: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl NetCounters {
+    pub(crate) fn snapshot(&self) -> NetStats {
+        NetStats {
+            lost: self.lost.load(Ordering::Relaxed),
+            unreachable: self.unreachable.load(Ordering::Relaxed),
+            unanswered: self.unanswered.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn deliver(
+    sim: Arc<SimInner>,
+    from: usize,
+    to: PeerId,
+    request: Request,
+) -> Result<Option<Response>, RpcError> {
+    let config = &sim.config;
+    let ty = request.message_type();
+    let Some(sender) = sim.node(from) else {
+        return Err(RpcError::Other(format!("no simulated node {from}")));
+    };
+    sender.counters.sent(ty);
+    let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
+    let target = sim.index_of(&to).and_then(|i| sim.node(i));
+    let Some(target) = target.filter(|t| t.is_alive()) else {
+        bump(&sim.net.unreachable);
+        tokio::time::sleep(config.dial_timeout).await;
+        return Err(RpcError::Unreachable("connection refused".into()));
+    };
+    let mut rng =
+        SmallRng::seed_from_u64(mix(&[config.seed, from as u64, target.index as u64, seq]));
+    let out = config.latency.draw(rng.next_u64());
+    let back = config.latency.draw(rng.next_u64());
+    let lost_out = rng.random::<f64>() < config.loss;
+    let lost_back = rng.random::<f64>() < config.loss;
+
+    if !ty.expects_response() {
+        // Written to the stream; the server handles it one latency later.
+        if lost_out {
+            bump(&sim.net.lost);
+        } else {
+            let sim = sim.clone();
+            let from = sender.info.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(out).await;
+                let _ = serve(&sim, &target, from, request, &mut rng);
+            });
+        }
+        if !config.write_delay.is_zero() {
+            tokio::time::sleep(config.write_delay).await;
+        }
+        return Ok(None);
+    }
+
+    tokio::time::sleep(out).await;
+    if lost_out {
+        bump(&sim.net.lost);
+        return std::future::pending().await;
+    }
+    let Some(result) = serve(&sim, &target, sender.info.clone(), request, &mut rng) else {
+        return std::future::pending().await;
+    };
+    if target.behaviour == Behaviour::Slow {
+        tokio::time::sleep(config.slow_delay).await;
+    }
+    tokio::time::sleep(back).await;
+    if lost_back {
+        bump(&sim.net.lost);
+        return std::future::pending().await;
+    }
+    result
+}
+
+/// The server's side: `None` if it does not answer at all.
+fn serve(
+    sim: &SimInner,
+    target: &SimNode,
+    from: PeerInfo,
+    request: Request,
+    rng: &mut SmallRng,
+) -> Option<Result<Option<Response>, RpcError>> {
+    if !target.is_alive() || target.behaviour == Behaviour::Silent {
+        bump(&sim.net.unanswered);
+        return None;
+    }
+    let ty = request.message_type();
+    target.counters.received(ty);
+    let target_key = match &request {
+        Request::FindNode { key } | Request::GetValue { key } | Request::GetProviders { key } => {
+            Some(Key::hash(key))
+        }
+        _ => None,
+    };
+    let now = dht_routing_table::Clock::now(&sim.clock);
+    let answer = match target.handler.handle(&Sender::server(from), request, now) {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::trace!(%err, rpc = %ty, "request refused");
+            bump(&sim.net.refused);
+            return Some(Err(RpcError::NoResponse));
+        }
+    };
+    let answer = match (target.behaviour, target_key, answer) {
+        (Behaviour::RandomPeers, Some(_), Some(response)) => Some(replace_peers(
+            response,
+            sim.random_live_peers(rng, K_VALUE, None),
+        )),
+        (Behaviour::FarPeers, Some(key), Some(response)) => Some(replace_peers(
+            response,
+            sim.random_live_peers(rng, K_VALUE, Some(&key)),
+        )),
+        (_, _, answer) => answer,
+    };
+    Some(Ok(answer))
+}
+
+fn replace_peers(response: Response, peers: Vec<PeerInfo>) -> Response {
+    match response {
+        Response::FindNode { .. } => Response::FindNode {
+            closer_peers: peers,
+        },
+        Response::GetValue { key, record, .. } => Response::GetValue {
+            key,
+            record,
+            closer_peers: peers,
+        },
+        Response::GetProviders { key, providers, .. } => Response::GetProviders {
+            key,
+            providers,
+            closer_peers: peers,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,200 @@
+//! One simulated node: identity, routing table, stores, handler, behaviour and counters.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use dht_handler::Handler;
+use dht_proto::{Key, MessageType, PeerInfo};
+use dht_provider_store::MemoryStore;
+use dht_routing_table::KBucketTable;
+use serde::Serialize;
+
+/// The handler type of a simulated node: its table and one in-memory store for providers and
+/// values.
+pub type SimHandler = Handler<Arc<KBucketTable>, Arc<MemoryStore>, Arc<MemoryStore>>;
+
+/// How a node acts as a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
+pub enum Behaviour {
+    /// Answers as the protocol says.
+    Honest,
+    /// Accepts requests and never answers.
+    Silent,
+    /// Answers correctly, [`SimConfig::slow_delay`](crate::SimConfig::slow_delay) late.
+    Slow,
+    /// Answers with k random live peers instead of the closest.
+    RandomPeers,
+    /// Answers with k live peers from the far half of the keyspace.
+    FarPeers,
+}
+
+impl Behaviour {
+    /// Whether the node answers requests at all (every behaviour but [`Behaviour::Silent`]).
+    pub fn answers(self) -> bool {
+        self != Behaviour::Silent
+    }
+}
+
+/// Requests of each type, sent and received, by one node or by all.
+#[derive(Debug, Default)]
+pub(crate) struct NodeCounters {
+    sent: [AtomicU64; 6],
+    received: [AtomicU64; 6],
+}
+
+fn slot(ty: MessageType) -> usize {
+    // The wire values are 0..=5.
+    usize::try_from(ty.to_wire()).unwrap_or(0).min(5)
+}
+
+impl NodeCounters {
+    pub(crate) fn sent(&self, ty: MessageType) {
+        if let Some(c) = self.sent.get(slot(ty)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn received(&self, ty: MessageType) {
+        if let Some(c) = self.received.get(slot(ty)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> RpcCounts {
+        let read = |a: &[AtomicU64; 6]| {
+            MessageType::ALL
+                .iter()
+                .map(|&ty| {
+                    let n = a.get(slot(ty)).map_or(0, |c| c.load(Ordering::Relaxed));
+                    (ty.as_str().to_string(), n)
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+        RpcCounts {
+            sent: read(&self.sent),
+            received: read(&self.received),
+        }
+    }
+}
+
+/// Requests by type (`FIND_NODE`, …), as sent by clients and as received by handlers.
+///
+/// A request is *sent* when a client hands it to the network and *received* when it reaches
+/// a live server's handler (lost requests and requests to nodes that left are sent, not
+/// received). Types with a count of zero are left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RpcCounts {
+    /// Requests sent, by type name.
+    pub sent: std::collections::BTreeMap<String, u64>,
+    /// Requests received, by type name.
+    pub received: std::collections::BTreeMap<String, u64>,
+}
+
+impl RpcCounts {
+    /// Requests of type `ty` sent.
+    pub fn sent_of(&self, ty: MessageType) -> u64 {
+        self.sent.get(ty.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Requests of type `ty` received.
+    pub fn received_of(&self, ty: MessageType) -> u64 {
+        self.received.get(ty.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &RpcCounts) {
+        for (ty, n) in &other.sent {
+            *self.sent.entry(ty.clone()).or_default() += n;
+        }
+        for (ty, n) in &other.received {
+            *self.received.entry(ty.clone()).or_default() += n;
+        }
+    }
+}
+
+/// A simulated DHT server and client.
+///
+/// The table is shared by the handler (which adds peers that send requests) and the node's
+/// [`DhtClient`](dht_routing::DhtClient) (which adds peers that answer and drops those that
+/// fail); the store holds the provider and value records others put here.
+pub struct SimNode {
+    pub(crate) index: usize,
+    pub(crate) info: PeerInfo,
+    pub(crate) key: Key,
+    pub(crate) behaviour: Behaviour,
+    pub(crate) table: Arc<KBucketTable>,
+    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) handler: SimHandler,
+    pub(crate) alive: AtomicBool,
+    /// Never chosen to leave by churn.
+    pub(crate) protected: AtomicBool,
+    pub(crate) counters: NodeCounters,
+    /// Messages sent so far: with the seed and the two ends, it seeds each message's draws.
+    pub(crate) seq: AtomicU64,
+}
+
+impl SimNode {
+    /// The node's index in the simulation (stable: nodes are never renumbered).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The node's peer id and address.
+    pub fn info(&self) -> &PeerInfo {
+        &self.info
+    }
+
+    /// The node's Kademlia key.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// How the node acts as a server.
+    pub fn behaviour(&self) -> Behaviour {
+        self.behaviour
+    }
+
+    /// The node's routing table.
+    pub fn table(&self) -> &Arc<KBucketTable> {
+        &self.table
+    }
+
+    /// The node's provider and value store.
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.store
+    }
+
+    /// The node's request handler.
+    pub fn handler(&self) -> &SimHandler {
+        &self.handler
+    }
+
+    /// Whether the node is in the network (it has not left).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// The requests this node sent and received, by type.
+    pub fn counts(&self) -> RpcCounts {
+        self.counters.snapshot()
+    }
+}
+
+impl std::fmt::Debug for SimNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimNode")
+            .field("index", &self.index)
+            .field("peer", &self.info.peer_id)
+            .field("behaviour", &self.behaviour)
+            .field("alive", &self.is_alive())
+            .field(
+                "table_len",
+                &dht_routing_table::RoutingTable::len(&*self.table),
+            )
+            .finish_non_exhaustive()
+    }
+}

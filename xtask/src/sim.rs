@@ -1,0 +1,53 @@
+//! `cargo xtask sim <experiment> [args…]`: runs the simulator (crates/dht-sim), optimised.
+//!
+//! - `lookup --nodes N --lookups M [--seed S] [--json PATH] [...]`: lookups from random
+//!   nodes to random keys in a simulated network, checked against the ground truth; prints a
+//!   table and writes a JSON summary. `cargo xtask sim lookup --help` lists every option.
+//!
+//! The simulator is its own binary (`dht-sim`), built with `--release`, so xtask stays light.
+//! Relative paths (e.g. `--json out.json`) are relative to the workspace root.
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask sim <experiment> [options]
+
+experiments:
+  lookup --nodes N --lookups M [--seed S] [--json PATH] [--build fast|realistic]
+         [--silent F] [--random-peers F] [--far-peers F] [--slow F] [--loss P]
+         [--alpha A] [--beta B] [--k K]
+                             lookups in a simulated network, against the ground truth
+";
+
+/// Runs `cargo xtask sim …` with the arguments after `sim`.
+pub(crate) fn run(args: &[&str]) -> Result<()> {
+    match args.split_first() {
+        Some((&"lookup", rest)) => {
+            let mut all = vec![
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "dht-sim",
+                "--bin",
+                "dht-sim",
+                "--",
+                "lookup",
+            ];
+            all.extend_from_slice(rest);
+            crate::cargo(&all)
+        }
+        Some((&("help" | "--help" | "-h"), _)) => {
+            eprint!("{USAGE}");
+            Ok(())
+        }
+        Some((other, _)) => {
+            eprint!("{USAGE}");
+            bail!("unknown sim experiment {other:?}")
+        }
+        None => {
+            eprint!("{USAGE}");
+            bail!("no sim experiment given")
+        }
+    }
+}
