@@ -111,7 +111,7 @@ pub(crate) fn parse_rfc3339(s: &[u8]) -> Option<UnixNanos> {
         s = rest;
     }
     let offset_secs: i64 = match s.split_first() {
-        Some((b'Z', rest)) if rest.is_empty() => 0,
+        Some((b'Z', [])) => 0,
         Some((&sign, rest)) if sign == b'+' || sign == b'-' => {
             let (oh, rest) = digits(rest, 2)?;
             let rest = expect(rest, b':')?;

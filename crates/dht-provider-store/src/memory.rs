@@ -147,9 +147,10 @@ impl Keystore for MemoryStore {
         let mut new = Vec::new();
         for mh in keys {
             let bytes = mh.to_bytes();
-            let k = (Key::hash(&bytes), bytes);
-            if !map.contains_key(&k) {
-                map.insert(k, *mh);
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                map.entry((Key::hash(&bytes), bytes))
+            {
+                slot.insert(*mh);
                 new.push(*mh);
             }
         }
