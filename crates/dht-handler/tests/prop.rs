@@ -78,19 +78,19 @@ fn arb_request() -> impl Strategy<Value = Request> {
     let n_values = POOL.values.len();
     let n_keys = POOL.value_keys.len();
     prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..300).prop_map(|key| Request::FindNode { key }),
-        arb_provider_key().prop_map(|key| Request::GetProviders { key }),
-        (arb_provider_key(), prop::collection::vec(arb_entry(), 0..4))
+        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(|key| Request::FindNode { key }),
+        1 => arb_provider_key().prop_map(|key| Request::GetProviders { key }),
+        1 => (arb_provider_key(), prop::collection::vec(arb_entry(), 0..4))
             .prop_map(|(key, providers)| Request::AddProvider { key, providers }),
         3 => (0..n_keys).prop_map(|i| Request::GetValue { key: POOL.value_keys[i].clone() }),
         3 => (0..n_values).prop_map(|i| {
             let (key, value) = POOL.values[i].clone();
             Request::PutValue { record: Record::new(key, value) }
         }),
-        (prop::collection::vec(any::<u8>(), 0..300), prop::collection::vec(any::<u8>(), 0..64))
+        1 => (prop::collection::vec(any::<u8>(), 0..300), prop::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(key, value)| Request::PutValue { record: Record::new(key, value) }),
-        prop::collection::vec(any::<u8>(), 0..20).prop_map(|key| Request::GetValue { key }),
-        Just(Request::Ping),
+        1 => prop::collection::vec(any::<u8>(), 0..20).prop_map(|key| Request::GetValue { key }),
+        1 => Just(Request::Ping),
     ]
 }
 
