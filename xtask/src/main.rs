@@ -89,12 +89,26 @@ fn devnet(args: &[&str]) -> Result<()> {
     cargo(&all)
 }
 
-/// The workspace root (the parent of this crate's manifest directory).
+/// The workspace root: the parent of this crate's manifest directory as `cargo run` reports it
+/// at run time, else the nearest ancestor of the current directory whose `Cargo.toml` declares
+/// `[workspace]`.
+///
+/// Never the compile-time path: one target directory serves several clones (CI reuses a cache
+/// outside the clone), and a binary built in one clone must not run its checks in another.
 pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR")
+        && let Some(parent) = Path::new(&dir).parent()
+    {
+        return parent.to_path_buf();
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    cwd.ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.contains("[workspace]"))
+        })
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or(cwd)
 }
 
 /// The cargo that runs this xtask.

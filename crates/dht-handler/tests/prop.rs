@@ -7,6 +7,7 @@
 //! - every stored value is the last accepted PUT_VALUE of its key, and was valid when stored;
 //! - a refused request changed nothing (the model only moves on success);
 //! - answers never name the requester or us among the closer peers, and hold at most k.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! (the spec's test vectors are binary files; each of them has a case below built the same
 //! way: V1-only, V1+V2, V1+V2 with a broken V1 value, broken V2 signature, broken V1
 //! signature, V2-only).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

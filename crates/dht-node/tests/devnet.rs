@@ -1,4 +1,5 @@
 //! A small devnet on 127.0.0.1 through the same function the `dht-node devnet` command runs.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

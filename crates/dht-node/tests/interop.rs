@@ -1,5 +1,6 @@
 //! Interoperability with rust-libp2p's own `libp2p-kad` 0.49 `Behaviour`, an independent
 //! implementation of `/ipfs/kad/1.0.0`, over TCP on 127.0.0.1, in both directions.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

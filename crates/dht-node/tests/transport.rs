@@ -1,4 +1,5 @@
 //! Two or more of our nodes over real TCP on 127.0.0.1.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -54,7 +54,7 @@ fn build(dir: &Path, n: u64) {
     for b in (start..n).step_by(batch as usize) {
         let keys: Vec<Multihash> = (b..(b + batch).min(n)).map(mh).collect();
         store.put(&keys).unwrap();
-        if (b / batch) % 10 == 0 {
+        if (b / batch).is_multiple_of(10) {
             println!("  built {b} keys in {:.0?}", t.elapsed());
         }
     }

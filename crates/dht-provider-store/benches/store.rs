@@ -8,6 +8,7 @@
 //!   libp2p-kad has no region read: its baseline walks `provided()` and hashes every key.
 //!
 //! `cargo bench -p dht-provider-store --bench store -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
 
@@ -179,8 +180,7 @@ fn providers_reads(c: &mut Criterion) {
     // Cached: 10k keys, a hot set of 1,000 in the cache.
     let (keys, (_dir, store), memory, kad) = filled(&mut generator, 10_000, Config::default());
     let hot: Vec<&Vec<u8>> = keys.iter().take(1000).collect();
-    let kad_hot: Vec<libp2p_kad::RecordKey> =
-        hot.iter().map(|k| libp2p_kad::RecordKey::new(k)).collect();
+    let kad_hot: Vec<libp2p_kad::RecordKey> = hot.iter().map(libp2p_kad::RecordKey::new).collect();
     for k in &hot {
         assert_eq!(store.providers(k, 20, NOW).expect("read").len(), 3);
     }
@@ -211,7 +211,7 @@ fn providers_reads(c: &mut Criterion) {
     let (keys, (_dir2, store), _memory, kad) =
         filled(&mut generator, 100_000, Config::default().cache_entries(0));
     let kad_keys: Vec<libp2p_kad::RecordKey> =
-        keys.iter().map(|k| libp2p_kad::RecordKey::new(k)).collect();
+        keys.iter().map(libp2p_kad::RecordKey::new).collect();
     let absent: Vec<Vec<u8>> = (0..1000).map(|_| generator.key()).collect();
     let mut rng = SmallRng::seed_from_u64(9);
     let order: Vec<usize> = (0..4096).map(|_| rng.random_range(0..keys.len())).collect();

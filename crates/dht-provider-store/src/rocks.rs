@@ -326,6 +326,7 @@ impl RocksStore {
     /// The index entry is checked against the record (its received_at must match); stale
     /// index entries are dropped without touching the record, and records that no longer
     /// decode are dropped with their entry.
+    #[allow(clippy::too_many_arguments)] // one private routine shared by both stores' expiry
     fn sweep(
         &self,
         lock: &Mutex<()>,

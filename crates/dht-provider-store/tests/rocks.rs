@@ -3,6 +3,7 @@
 //!
 //! Child processes are this test binary re-executed with an environment variable naming
 //! the role (`--exact <test name>`); without the variable those tests return at once.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

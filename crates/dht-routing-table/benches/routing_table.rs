@@ -11,6 +11,7 @@
 //!
 //! `n` is the number of peers offered to the table: a `KBucketTable` keeps about
 //! `20 * log2(n / 20)` of them, a `FullRoutingTable` all of them.
+#![allow(clippy::unwrap_used)]
 #![allow(clippy::print_stdout)] // A bench binary reports on stdout, as criterion does.
 
 use std::hint::black_box;

@@ -1,6 +1,7 @@
 //! The diversity filter's limits are never exceeded, whatever a random sequence of sightings,
 //! failures, removals and address changes does to a `KBucketTable`; counted from the outside,
 //! through the public API.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 
