@@ -262,7 +262,7 @@ fn format_ns(ns: f64) -> String {
 /// that ran in this process (a name filter may have skipped some).
 fn summary(_c: &mut Criterion) {
     let since = *START;
-    println!("summary: median (criterion estimate) vs brute force, this run");
+    println!("summary: medians (criterion's median estimate) vs brute force, this run");
     for group in ["closest20", "insert_remove"] {
         for table in ["kbucket", "fullrt"] {
             for (_, size) in SIZES {
@@ -272,7 +272,7 @@ fn summary(_c: &mut Criterion) {
                     median_ns(group, &brute, size, since),
                 ) {
                     (Some(t), Some(b)) => println!(
-                        "  {group}/{table}/{size}: {} vs {brute} {} = {:.1}x faster",
+                        "  {group}/{table}/{size}: {} vs {brute} {}: brute/table = {:.1}",
                         format_ns(t),
                         format_ns(b),
                         b / t
