@@ -9,12 +9,15 @@
 //!   `Removed`, so the table keeps its size; both steps hash the peer id, as the trait's callers
 //!   pay that too. The baseline is an unsorted `Vec` with a linear duplicate check.
 //!
+//! At the end, `summary` prints every median beside its baseline's and the ratio, read from
+//! the estimates criterion wrote in this run.
+//!
 //! `n` is the number of peers offered to the table: a `KBucketTable` keeps about
 //! `20 * log2(n / 20)` of them, a `FullRoutingTable` all of them.
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::print_stdout)] // A bench binary reports on stdout, as criterion does.
 
-use std::hint::black_box;
+use std::{hint::black_box, path::PathBuf, sync::LazyLock, time::SystemTime};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use dht_proto::{Distance, Key, PeerId, PeerInfo, multihash::Multihash};
@@ -229,5 +232,69 @@ fn insert(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, memory, closest, insert);
+/// The median of one bench as criterion recorded it in this run, in nanoseconds: from
+/// `<criterion home>/<group>/<id>/<size>/new/estimates.json`, if written since `since`.
+fn median_ns(group: &str, id: &str, size: &str, since: SystemTime) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion"))
+        })
+        .unwrap_or_else(|| PathBuf::from("target/criterion"));
+    let path = home
+        .join(group)
+        .join(id)
+        .join(size)
+        .join("new/estimates.json");
+    let fresh = std::fs::metadata(&path).and_then(|m| m.modified()).ok()? >= since;
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    fresh.then(|| json["median"]["point_estimate"].as_f64())?
+}
+
+fn format_ns(ns: f64) -> String {
+    match ns {
+        ns if ns >= 1e6 => format!("{:.2} ms", ns / 1e6),
+        ns if ns >= 1e3 => format!("{:.2} µs", ns / 1e3),
+        ns => format!("{ns:.0} ns"),
+    }
+}
+
+/// Prints each table's median beside its brute-force baseline and the ratio, for the benches
+/// that ran in this process (a name filter may have skipped some).
+fn summary(_c: &mut Criterion) {
+    let since = *START;
+    println!("summary: medians (criterion's median estimate) vs brute force, this run");
+    for group in ["closest20", "insert_remove"] {
+        for table in ["kbucket", "fullrt"] {
+            for (_, size) in SIZES {
+                let brute = format!("{table}_brute");
+                match (
+                    median_ns(group, table, size, since),
+                    median_ns(group, &brute, size, since),
+                ) {
+                    (Some(t), Some(b)) => println!(
+                        "  {group}/{table}/{size}: {} vs {brute} {}: brute/table = {:.1}",
+                        format_ns(t),
+                        format_ns(b),
+                        b / t
+                    ),
+                    (Some(t), None) => println!(
+                        "  {group}/{table}/{size}: {} (no baseline in this run)",
+                        format_ns(t)
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// When this bench process started: `summary` reads only estimates written since.
+static START: LazyLock<SystemTime> = LazyLock::new(SystemTime::now);
+
+fn start_clock(_c: &mut Criterion) {
+    LazyLock::force(&START);
+}
+
+criterion_group!(benches, start_clock, memory, closest, insert, summary);
 criterion_main!(benches);

@@ -197,13 +197,34 @@ proptest! {
                 by_peer.insert(p.peer_id, *k);
             }
         }
-        let mut all: Vec<Key> = store.iter().map(|e| *e.0).collect();
+        let mut all: Vec<Key> = store.iter().map(|e| e.0).collect();
         prop_assert_eq!(all.len(), store.len);
         for t in targets {
             let got: Vec<Key> = store.closest(&t, n).iter().map(|p| by_peer[&p.peer_id]).collect();
             all.sort_by_cached_key(|k| t.distance(k));
             let expected: Vec<Key> = all.iter().take(n).copied().collect();
             prop_assert_eq!(got, expected);
+        }
+    }
+
+    /// `Words` round-trips, orders like the key, its XOR like the distance, and its prefix
+    /// bounds enclose exactly the keys sharing the prefix.
+    #[test]
+    fn words_follow_the_key(a: [u8; 32], b: [u8; 32], c: [u8; 32], len in 0..=256usize, share in 0..=256usize) {
+        let (a, b) = (Key::from_bytes(a), Key::from_bytes(b));
+        let c = Prefix::new(&a, share).key_with_suffix(&Key::from_bytes(c));
+        let (wa, wb, wc) = (Words::of(&a), Words::of(&b), Words::of(&c));
+        prop_assert_eq!(wa.key(), a);
+        prop_assert_eq!(wa.cmp(&wb), a.cmp(&b));
+        prop_assert_eq!(wa.cmp(&wc), a.cmp(&c));
+        prop_assert_eq!(wa.xor(wb).cmp(&wa.xor(wc)), a.distance(&b).cmp(&a.distance(&c)));
+        let (low, high) = (wa.prefix(len), wa.prefix_max(len));
+        for (w, k) in [(wa, a), (wb, b), (wc, c)] {
+            prop_assert_eq!(low <= w && w <= high, a.common_prefix_len(&k) >= len);
+        }
+        if len < 256 {
+            prop_assert_eq!(wa.bit(len), a.bit(len));
+            prop_assert_eq!(low.with_bit(len), Words::of(&Prefix::new(&a, len).key_with_suffix(&Key::MAX)).prefix(len + 1));
         }
     }
 
@@ -222,7 +243,7 @@ proptest! {
         }
         let checked = store.check_invariants(true);
         prop_assert!(checked.is_ok(), "{:?}", checked);
-        let keys: Vec<Key> = store.iter().map(|e| *e.0).collect();
+        let keys: Vec<Key> = store.iter().map(|e| e.0).collect();
         prop_assert_eq!(&keys, &expected.into_iter().collect::<Vec<_>>());
         for (k, _) in POOL.iter().take(600) {
             prop_assert_eq!(store.rank(k), keys.partition_point(|x| x < k));
@@ -230,10 +251,10 @@ proptest! {
     }
 }
 
-/// Five keys share 8 bits with the target, a thousand share none: the window has to grow to
-/// the whole table, and the answer is still exact.
+/// Five keys share 8 bits with the target, a thousand share none: the descent takes the five
+/// whole and continues in the far half, and the answer is still exact.
 #[test]
-fn lopsided_keys_grow_the_window() {
+fn lopsided_keys_take_the_near_half_whole() {
     let near = Prefix::new(&Key::ZERO, 8);
     let far = Prefix::new(&Key::MAX, 1);
     let mut by_peer = HashMap::new();
@@ -259,4 +280,39 @@ fn lopsided_keys_grow_the_window() {
         all.sort_by_key(|k| target.distance(k));
         assert_eq!(got, all[..20].to_vec(), "target {target}");
     }
+}
+
+/// Readers query while crawls replace the table: every answer is the exact answer of one of
+/// the two crawls, never a mix.
+#[test]
+fn readers_see_whole_crawls() {
+    let (t, _) = table(FullRtConfig::default());
+    let crawl_a: Vec<PeerInfo> = POOL[..700].iter().map(|e| e.1.clone()).collect();
+    let crawl_b: Vec<PeerInfo> = POOL[700..].iter().map(|e| e.1.clone()).collect();
+    t.replace_all(crawl_a.clone(), T0);
+    let targets: Vec<Key> = (0..64u64).map(|i| Key::hash(&i.to_le_bytes())).collect();
+    let answers = |crawl: &[PeerInfo]| -> Vec<Vec<PeerInfo>> {
+        targets.iter().map(|k| brute_force(crawl, k, 20)).collect()
+    };
+    let (expect_a, expect_b) = (answers(&crawl_a), answers(&crawl_b));
+    let t = &t;
+    std::thread::scope(|s| {
+        for r in 0..3 {
+            let (targets, expect_a, expect_b) = (&targets, &expect_a, &expect_b);
+            s.spawn(move || {
+                for i in 0..600 {
+                    let j = (i * 7 + r) % targets.len();
+                    let got = t.closest_peers(&targets[j], 20);
+                    assert!(got == expect_a[j] || got == expect_b[j], "a mixed answer");
+                }
+            });
+        }
+        s.spawn(|| {
+            for i in 0..20 {
+                let crawl = if i % 2 == 0 { &crawl_b } else { &crawl_a };
+                t.replace_all(crawl.clone(), T0 + i);
+            }
+        });
+    });
+    t.check_invariants().expect("invariants");
 }
