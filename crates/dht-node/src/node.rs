@@ -677,12 +677,24 @@ impl<T: NodeTable> Node<T> {
 
     /// Stops the background tasks and the transport, without closing the provider (see
     /// [`close`](Self::close)).
+    ///
+    /// Returns once the transport has let go of the server (at most 5 s), so that the stores
+    /// are closed when the node is dropped and a new node can open the same data directory.
     pub async fn shutdown(&self) {
         let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
-        for task in tasks {
+        for task in &tasks {
             task.abort();
         }
+        for task in tasks {
+            let _ = task.await;
+        }
         self.transport.shutdown().await;
+        // The swarm's task and its connections hold the inbound handler; they end shortly
+        // after the shutdown command.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.handler) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Spawns the node's background tasks: the table feeder, the maintenance loop (first

@@ -382,3 +382,111 @@ async fn kill_9_during_a_large_provide_keeps_acknowledged_keys_and_provides_them
         assert!(at_new_addr > 0, "re-provided records carry the new address");
     }
 }
+
+/// Runs a `dht-node` client command against `api`; returns its exit success, stdout, stderr.
+fn cli(api: &ApiClient, args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(["--api", api.base()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_work_against_running_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, _c) = three_nodes(root.path()).await;
+    let keys = cids("e2e-cli", 30);
+
+    // provide: 20 from a file, 10 from stdin; --wait returns after the first provide.
+    let list = root.path().join("cids.txt");
+    std::fs::write(&list, format!("# CIDs\n{}\n", keys[..20].join("\n"))).unwrap();
+    let (ok, out, err) = cli(
+        &b.api,
+        &[
+            "provide",
+            "--wait",
+            "--quiet",
+            "--file",
+            list.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "20 CIDs accepted");
+    let stdin = keys[20..].join("\n");
+    let (ok, out, err) = cli(
+        &b.api,
+        &["provide", "--wait", "--quiet"],
+        Some(stdin.as_bytes()),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "10 CIDs accepted");
+
+    // stat: JSON with the provider and the routing table.
+    let (ok, out, err) = cli(&b.api, &["stat"], None);
+    assert!(ok, "{err}");
+    let stat: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(stat["provider"]["keystore_keys"], 30);
+    assert_eq!(stat["routing_table"]["kind"], "kbucket");
+
+    // find-providers through A: B's peer id and address.
+    let (ok, out, err) = cli(&a.api, &["find-providers", &keys[25]], None);
+    assert!(ok, "{err}");
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        out.contains(&b.peer_id) && out.contains("/ip4/127.0.0.1/tcp/"),
+        "{out}"
+    );
+    let nobody = &cids("e2e-cli-nobody", 1)[0];
+    let (ok, _, err) = cli(&a.api, &["find-providers", nobody], None);
+    assert!(!ok && err.contains("no provider"), "{err}");
+
+    // find-peer through A.
+    let (ok, out, err) = cli(&a.api, &["find-peer", &b.peer_id], None);
+    assert!(ok, "{err}");
+    assert!(String::from_utf8_lossy(&out).starts_with(&b.peer_id));
+
+    // stop.
+    let (ok, out, err) = cli(&b.api, &["stop", "--quiet", &keys[0], &keys[1]], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out).trim(),
+        "2 CIDs no longer provided"
+    );
+    assert!(!b.api.holds(&keys[0]).await.unwrap());
+
+    // put a /pk record through B (value from stdin), get it through A into a file.
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let peer = keypair.public().to_peer_id().to_string();
+    let value = keypair.public().encode_protobuf();
+    let key = format!("/pk/{peer}");
+    let (ok, out, err) = cli(&b.api, &["put", &key], Some(&value));
+    assert!(ok, "{err}");
+    assert!(String::from_utf8_lossy(&out).starts_with("stored on "));
+    let got = root.path().join("value.bin");
+    let (ok, _, err) = cli(&a.api, &["get", &key, "--out", got.to_str().unwrap()], None);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&got).unwrap(), value);
+
+    // Bad input is a clear error, not a panic.
+    let (ok, _, err) = cli(&b.api, &["provide", "--quiet", "not-a-cid"], None);
+    assert!(!ok && err.contains("not a CID"), "{err}");
+    let (ok, _, err) = cli(&b.api, &["get", "/nope/x"], None);
+    assert!(!ok && err.contains("a key is"), "{err}");
+}
