@@ -192,7 +192,9 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Node(NodeError::InvalidRecord(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Node(NodeError::Routing(dht_routing::Error::NoPeers)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -502,9 +504,6 @@ async fn put_value<T: NodeTable>(
     node.metrics().api_request("put_value");
     let key = hex_decode(&key)?;
     let record = Record::new(key, body.to_vec());
-    let validator = dht_handler::NamespacedValidator::new();
-    dht_handler::Validator::validate(&validator, &record.key, &record.value, SystemClock.now())
-        .map_err(|e| ApiError::BadRequest(format!("invalid record: {e}")))?;
     let accepted = node.put_value(record).await?;
     Ok(Json(serde_json::json!({ "accepted_by": accepted.len() })))
 }

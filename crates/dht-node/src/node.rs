@@ -92,6 +92,9 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// A value record the Amino validators refuse.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     /// The identity file exists but does not hold a keypair.
     #[error("identity file {path}: {reason}")]
     BadIdentity {
@@ -154,6 +157,10 @@ pub fn rpc_error(error: TransportError) -> RpcError {
         e => RpcError::Other(e.to_string()),
     }
 }
+
+/// The deepest k-bucket (common prefix length with the local key) that maintenance
+/// refreshes with a lookup of its own, as go-libp2p-kad-dht's `maxCplForRefresh`.
+pub const MAX_REFRESH_CPL: usize = 15;
 
 /// A summary of a routing table, as the HTTP API shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -231,13 +238,20 @@ impl NodeTable for KBucketTable {
         Duration::from_secs(config.refresh_interval.max(1))
     }
 
-    /// Refreshes every stale bucket (not looked up within the refresh interval) with a
-    /// lookup of a random key of that bucket, then looks up the node's own key.
+    /// Refreshes every stale bucket (not looked up within the refresh interval) up to
+    /// [`MAX_REFRESH_CPL`] with a lookup of a random key of that bucket, then looks up the
+    /// node's own key.
     async fn maintain(node: &Node<KBucketTable>) -> Maintenance {
         let table = node.table();
         let mut report = Maintenance::default();
         let now = table.now();
-        let stale = table.stale_buckets(now);
+        // As go-libp2p-kad-dht, buckets deeper than 15 bits are not refreshed: the
+        // self-lookup below covers them.
+        let stale: Vec<usize> = table
+            .stale_buckets(now)
+            .into_iter()
+            .filter(|&cpl| cpl <= MAX_REFRESH_CPL)
+            .collect();
         let keys: Vec<(usize, Vec<u8>)> = {
             let mut rng = rand::rng();
             stale
@@ -654,10 +668,24 @@ impl<T: NodeTable> Node<T> {
     /// peers closest to its key; returns the peers that accepted it.
     ///
     /// # Errors
+    /// [`NodeError::InvalidRecord`] when the validators refuse the record;
     /// [`NodeError::Routing`] when there is no peer to put to; [`NodeError::Store`] when the
     /// local store cannot be written.
     pub async fn put_value(&self, record: Record) -> Result<Vec<PeerId>, NodeError> {
-        self.stores.put_value(&record, SystemClock.now())?;
+        let validator = ValidatorAdapter(dht_handler::NamespacedValidator::new());
+        let now = SystemClock.now();
+        Validator::validate(&validator.0, &record.key, &record.value, now)
+            .map_err(|e| NodeError::InvalidRecord(e.to_string()))?;
+        // Kept locally unless the record held is better (e.g. a newer IPNS record).
+        let keep_held = self
+            .stores
+            .get_value(&record.key, now)?
+            .map(|(held, _)| held)
+            .filter(|held| validator.validate(held))
+            .is_some_and(|held| validator.select(&[record.clone(), held]) == 1);
+        if !keep_held {
+            self.stores.put_value(&record, now)?;
+        }
         let outcome = dht_routing::put_value(&*self.client, record).await?;
         self.metrics.lookup("put_value", &outcome.stats);
         Ok(outcome.value.succeeded)

@@ -29,6 +29,11 @@ impl NodeProc {
     /// Starts `dht-node run` on `dir`, bootstrapping from `bootstrap`, and waits (at most
     /// 30 s) for its `node.json`.
     fn start(dir: &Path, bootstrap: &[&NodeProc]) -> NodeProc {
+        NodeProc::start_with(dir, bootstrap, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments to `run`.
+    fn start_with(dir: &Path, bootstrap: &[&NodeProc], extra: &[&str]) -> NodeProc {
         let info = dir.join("node.json");
         let _ = std::fs::remove_file(&info);
         std::fs::create_dir_all(dir).unwrap();
@@ -52,6 +57,7 @@ impl NodeProc {
         for peer in bootstrap {
             cmd.arg("--bootstrap").arg(&peer.addrs[0]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let json: serde_json::Value = loop {
@@ -489,4 +495,65 @@ async fn client_commands_work_against_running_nodes() {
     assert!(!ok && err.contains("not a CID"), "{err}");
     let (ok, _, err) = cli(&b.api, &["get", "/nope/x"], None);
     assert!(!ok && err.contains("a key is"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_selects_the_full_table_the_per_key_provider_and_memory_stores() {
+    let root = tempfile::tempdir().unwrap();
+    let a = NodeProc::start(&root.path().join("a"), &[]);
+    let b = NodeProc::start(&root.path().join("b"), &[&a]);
+    let config = root.path().join("c.toml");
+    std::fs::write(
+        &config,
+        r#"
+        table = "full"
+        strategy = "per-key"
+        store = "memory"
+        reprovide-interval = "1h"
+        workers = 2
+        mode = "server"
+        "#,
+    )
+    .unwrap();
+    let c = NodeProc::start_with(
+        &root.path().join("c"),
+        &[&a, &b],
+        &["--config", config.to_str().unwrap()],
+    );
+    eventually(
+        Duration::from_secs(20),
+        "C's full table is filled by a crawl",
+        || {
+            let api = c.api.clone();
+            async move {
+                api.routing_table().await.is_ok_and(|t| {
+                    t["kind"] == "full" && t["peers"] == 2 && t["last_filled"].is_u64()
+                })
+            }
+        },
+    )
+    .await;
+    let keys = cids("e2e-config", 10);
+    assert_eq!(c.api.provide(&keys, true).await.unwrap(), 10);
+    let stats = c.api.stats().await.unwrap();
+    assert_eq!(stats.strategy, "per-key");
+    assert_eq!(stats.keys_provided, 10);
+    for key in &keys {
+        let found = a.api.find_providers(key).await.unwrap();
+        assert!(found.iter().any(|p| p.id == c.peer_id), "{key}: {found:?}");
+    }
+    // Memory stores: nothing under the data directory but the identity and node.json.
+    assert!(!root.path().join("c").join("store").exists());
+    assert!(root.path().join("c").join("identity.key").exists());
+
+    // A bad configuration file is refused with the setting's name.
+    std::fs::write(&config, "table = \"round\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(["run", "--config", config.to_str().unwrap(), "--http", "off"])
+        .arg("--data-dir")
+        .arg(root.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("table"));
 }
