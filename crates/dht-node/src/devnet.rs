@@ -32,12 +32,12 @@ use dht_provider_store::MemoryStore;
 use dht_routing::{OpStats, find_closest_peers, find_providers};
 use dht_routing_table::{Clock, RoutingTable, SystemClock};
 use futures::{StreamExt, future::join_all, stream};
-use libp2p::identity::Keypair;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    node::{Node, NodeConfig, NodeError},
+    builder::NodeBuilder,
+    node::{Node, NodeError},
     transport::TransportStats,
 };
 
@@ -85,8 +85,11 @@ pub struct DevnetConfig {
     /// Seed of the keys, of the bootstrap choices and of the sample (node identities are
     /// random).
     pub seed: u64,
-    /// Settings of every node; its listen address should be 127.0.0.1 port 0.
-    pub node: NodeConfig,
+    /// How every node is built; its listen address should be 127.0.0.1 port 0 and its
+    /// bootstrap list empty (the devnet bootstraps the nodes itself). Node 0 provides with
+    /// a provider the devnet starts after the bootstrap (the sweep sizes its regions from the
+    /// routing table), over an in-memory keystore.
+    pub node: NodeBuilder,
     /// The sweeping provider's settings.
     pub sweep: SweepConfig,
     /// The per-key provider's settings.
@@ -105,7 +108,7 @@ impl Default for DevnetConfig {
             settle_timeout: Duration::from_secs(10),
             lookup_parallelism: 16,
             seed: 0x0061_6d69_6e6f,
-            node: NodeConfig::local(),
+            node: NodeBuilder::local(),
             sweep: SweepConfig::default(),
             legacy: LegacyConfig::default(),
         }
@@ -144,7 +147,7 @@ pub struct TableSizes {
 }
 
 impl TableSizes {
-    fn of(nodes: &[Node]) -> TableSizes {
+    fn of(nodes: &[Arc<Node>]) -> TableSizes {
         let sizes: Vec<usize> = nodes.iter().map(|n| n.table().len()).collect();
         TableSizes {
             min: sizes.iter().copied().min().unwrap_or(0),
@@ -331,24 +334,27 @@ pub async fn run(
     // Phase 1: every transport.
     let started = Instant::now();
     let nodes = join_all((0..config.nodes).map(|index| async move {
-        Node::start(Keypair::generate_ed25519(), config.node.clone())
+        config
+            .node
+            .clone()
+            .build()
             .await
             .map_err(|source| DevnetError::Node { index, source })
     }))
     .await
     .into_iter()
-    .collect::<Result<Vec<Node>, DevnetError>>()?;
+    .collect::<Result<Vec<Arc<Node>>, DevnetError>>()?;
     let start_time = started.elapsed();
     tracing::info!(nodes = nodes.len(), ?start_time, "devnet nodes started");
 
     let result = run_on(config, &nodes, &mut rng, start_time, &on_progress).await;
-    join_all(nodes.iter().map(Node::shutdown)).await;
+    join_all(nodes.iter().map(|n| n.shutdown())).await;
     result
 }
 
 async fn run_on(
     config: &DevnetConfig,
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
     rng: &mut StdRng,
     start_time: Duration,
     on_progress: &(impl Fn(u64, u64) + Send + Sync),

@@ -1,6 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod builder;
+pub mod config;
 pub mod devnet;
+pub mod http_client;
+pub mod metrics;
 pub mod node;
 pub mod transport;

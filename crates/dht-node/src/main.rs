@@ -1,28 +1,165 @@
 //! The `dht-node` binary.
 //!
-//! For now one subcommand, `devnet`: many real nodes on 127.0.0.1 in one process, one of
-//! which provides random CIDs that the others then look up.
+//! - `dht-node run`: the daemon (TOML configuration and flags, the HTTP API, graceful
+//!   shutdown on SIGINT/SIGTERM that persists the provider's state);
+//! - `dht-node provide|stop|find-providers|find-peer|get|put|stat`: client commands against
+//!   a running node's HTTP API;
+//! - `dht-node devnet`: many real nodes on 127.0.0.1 in one process, one of which provides
+//!   random CIDs that the others then look up.
 
-use std::time::{Duration, Instant};
+use std::{
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use dht_node::devnet::{self, DevnetConfig, Strategy};
+use dht_node::{
+    api,
+    builder::NodeBuilder,
+    config::{RunConfig, Settings, TableKind},
+    devnet::{self, DevnetConfig, Strategy},
+    http_client::ApiClient,
+    node::{Node, NodeTable},
+};
+use dht_proto::Multiaddr;
+use dht_provider::{LegacyConfig, SweepConfig};
+use dht_routing_table::KBucketTable;
 use indicatif::{ProgressBar, ProgressStyle};
+use libp2p::multiaddr::Protocol;
 
 /// An IPFS Amino DHT node.
 #[derive(Debug, Parser)]
 #[command(name = "dht-node", version, about)]
 struct Cli {
+    /// The HTTP API of the running node the client commands talk to.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:5480")]
+    api: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the node until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Starts providing CIDs (arguments, or one per line from --file or stdin).
+    Provide(CidArgs),
+    /// Stops providing CIDs (arguments, or one per line from --file or stdin).
+    Stop(CidArgs),
+    /// Finds the providers of a CID.
+    FindProviders {
+        /// The CID.
+        cid: String,
+    },
+    /// Finds the addresses of a peer.
+    FindPeer {
+        /// The peer id.
+        peer: String,
+    },
+    /// Gets a value record (`/pk/<peer id>`, `/ipns/<peer id>` or `hex:<key bytes>`) and
+    /// writes its value to stdout or --out.
+    Get {
+        /// The record's key.
+        key: String,
+        /// Write the value here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Puts a value record read from --file or stdin.
+    Put {
+        /// The record's key (`/pk/<peer id>`, `/ipns/<peer id>` or `hex:<key bytes>`).
+        key: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Shows the provider's counters and the routing table's summary.
+    Stat,
     /// Starts N nodes on 127.0.0.1 in this process, provides K random CIDs from one of them,
     /// looks a sample up from the others and prints what it cost.
     Devnet(DevnetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A TOML configuration file (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the identity, the stores and the provider's state live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A multiaddr to listen on (repeat for several).
+    #[arg(long = "listen")]
+    listen: Vec<String>,
+    /// A bootstrap peer, a multiaddr ending in /p2p/<peer id> (repeat for several).
+    #[arg(long = "bootstrap")]
+    bootstrap: Vec<String>,
+    /// Bootstrap from nobody (overrides the Amino default and the file).
+    #[arg(long, conflicts_with = "bootstrap")]
+    no_bootstrap: bool,
+    /// server or client.
+    #[arg(long)]
+    mode: Option<String>,
+    /// How often every key is reprovided (90s, 30m, 22h, 1d).
+    #[arg(long)]
+    reprovide_interval: Option<String>,
+    /// Provider workers.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The HTTP API's address (host:port), or off.
+    #[arg(long)]
+    http: Option<String>,
+    /// sweep or per-key.
+    #[arg(long)]
+    strategy: Option<String>,
+    /// rocksdb or memory.
+    #[arg(long)]
+    store: Option<String>,
+    /// kbucket or full.
+    #[arg(long)]
+    table: Option<String>,
+}
+
+impl RunArgs {
+    fn flags(&self) -> RunConfig {
+        RunConfig {
+            data_dir: self.data_dir.clone(),
+            listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
+            bootstrap: if self.no_bootstrap {
+                Some(Vec::new())
+            } else {
+                (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone())
+            },
+            mode: self.mode.clone(),
+            reprovide_interval: self.reprovide_interval.clone(),
+            workers: self.workers,
+            http: self.http.clone(),
+            strategy: self.strategy.clone(),
+            store: self.store.clone(),
+            table: self.table.clone(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct CidArgs {
+    /// CIDs.
+    cids: Vec<String>,
+    /// Read CIDs from this file, one per line ("-" for stdin).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// CIDs sent per request.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// (provide) Return once the first provide of each batch finished.
+    #[arg(long)]
+    wait: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,9 +220,283 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    match cli.command {
-        Command::Devnet(args) => runtime.block_on(run_devnet(args)),
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Devnet(args) => run_devnet(args).await,
+            Command::Run(args) => run_node(args).await,
+            command => client_command(&cli.api, command).await,
+        }
+    })
+}
+
+async fn run_node(args: RunArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => RunConfig::from_toml(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )?,
+        None => RunConfig::default(),
+    };
+    let settings = file.merge(args.flags()).resolve()?;
+    let mut builder = NodeBuilder::new()
+        .data_dir(settings.data_dir.clone())
+        .listen_addrs(settings.listen.clone())
+        .bootstrap_peers(settings.bootstrap.clone())
+        .mode(settings.mode);
+    if settings.listen.iter().any(is_local) {
+        builder = builder.allow_local_networks();
     }
+    if settings.memory_store {
+        builder = builder.memory_store();
+    }
+    builder = if settings.per_key {
+        let mut config = LegacyConfig::default();
+        if let Some(interval) = settings.reprovide_interval {
+            config = config.with_interval(interval);
+        }
+        if let Some(n) = settings.workers {
+            config = config.with_parallelism(n);
+        }
+        builder.legacy_provider(config)
+    } else {
+        let mut config = SweepConfig::default();
+        if let Some(interval) = settings.reprovide_interval {
+            config = config.with_interval(interval);
+        }
+        if let Some(n) = settings.workers {
+            config = config.with_workers(n);
+        }
+        builder.sweeping_provider(config)
+    };
+    match settings.table {
+        TableKind::KBucket => serve_node::<KBucketTable>(builder, &settings).await,
+        TableKind::Full => serve_node(builder.full_routing_table(), &settings).await,
+    }
+}
+
+/// Whether a listen address is on loopback or a private network (the routing table then
+/// exempts such peers from its IP diversity filter).
+fn is_local(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback() || ip.is_private(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+async fn serve_node<T: NodeTable>(
+    builder: NodeBuilder<T>,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let node: Arc<Node<T>> = builder.build().await.context("starting the node")?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = match settings.http {
+        Some(addr) => {
+            let (bound, task) = api::serve(node.clone(), addr, async {
+                let _ = http_stopped.await;
+            })
+            .await
+            .with_context(|| format!("binding the HTTP API to {addr}"))?;
+            Some((bound, task))
+        }
+        None => None,
+    };
+    let info_path = settings.data_dir.join("node.json");
+    let info = serde_json::json!({
+        "peer_id": node.peer_id().to_string(),
+        "addrs": node.info().addrs.iter().map(|a| format!("{a}/p2p/{}", node.peer_id())).collect::<Vec<_>>(),
+        "http": http.as_ref().map(|(a, _)| format!("http://{a}")),
+        "pid": std::process::id(),
+    });
+    write_atomically(&info_path, &serde_json::to_vec_pretty(&info)?)?;
+    tracing::info!(
+        peer_id = %node.peer_id(),
+        http = ?http.as_ref().map(|(a, _)| *a),
+        info = %info_path.display(),
+        "node running"
+    );
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_http.send(());
+    if let Some((_, task)) = http {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    let closed = node.close().await;
+    let _ = std::fs::remove_file(&info_path);
+    closed.context("closing the node")?;
+    tracing::info!("provider state saved; stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("SIGINT handler")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("SIGINT handler")?;
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The CIDs of the arguments, then of the file (or stdin when neither gives any).
+fn read_cids(args: &CidArgs) -> anyhow::Result<Vec<String>> {
+    let mut cids = args.cids.clone();
+    let text = match &args.file {
+        Some(path) if path.as_os_str() == "-" => Some(read_stdin()?),
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        None if cids.is_empty() => Some(read_stdin()?),
+        None => None,
+    };
+    if let Some(text) = text {
+        cids.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if cids.is_empty() {
+        bail!("no CID given");
+    }
+    Ok(cids)
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading stdin")?;
+    Ok(text)
+}
+
+/// `/pk/<peer id>`, `/ipns/<peer id>` (the peer id's bytes after the namespace) or
+/// `hex:<bytes>`.
+fn record_key(text: &str) -> anyhow::Result<Vec<u8>> {
+    if let Some(hex) = text.strip_prefix("hex:") {
+        return Ok(api::hex_decode(hex)?);
+    }
+    for namespace in ["/pk/", "/ipns/"] {
+        if let Some(peer) = text.strip_prefix(namespace) {
+            let peer = api::parse_peer_id(peer)?;
+            let mut key = namespace.as_bytes().to_vec();
+            key.extend(peer.to_bytes());
+            return Ok(key);
+        }
+    }
+    bail!("{text:?}: a key is /pk/<peer id>, /ipns/<peer id> or hex:<bytes>")
+}
+
+fn progress(total: u64, quiet: bool, what: &str) -> anyhow::Result<ProgressBar> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} CIDs, {{per_sec}}, {{elapsed_precise}}"
+        ))
+        .context("progress bar template")?,
+    );
+    Ok(bar)
+}
+
+#[allow(clippy::print_stdout)]
+async fn client_command(api_url: &str, command: Command) -> anyhow::Result<()> {
+    let api = ApiClient::new(api_url)?;
+    match command {
+        Command::Provide(args) => {
+            let cids = read_cids(&args)?;
+            let bar = progress(cids.len() as u64, args.quiet, "providing")?;
+            let mut accepted = 0;
+            for batch in cids.chunks(args.batch.max(1)) {
+                accepted += api.provide(batch, args.wait).await?;
+                bar.inc(batch.len() as u64);
+            }
+            bar.finish_and_clear();
+            println!("{accepted} CIDs accepted");
+        }
+        Command::Stop(args) => {
+            let cids = read_cids(&args)?;
+            let bar = progress(cids.len() as u64, args.quiet, "stopping")?;
+            let mut stopped = 0;
+            for batch in cids.chunks(args.batch.max(1)) {
+                stopped += api.stop(batch).await?;
+                bar.inc(batch.len() as u64);
+            }
+            bar.finish_and_clear();
+            println!("{stopped} CIDs no longer provided");
+        }
+        Command::FindProviders { cid } => {
+            let providers = api.find_providers(&cid).await?;
+            if providers.is_empty() {
+                bail!("no provider of {cid} found");
+            }
+            for p in providers {
+                println!("{} {}", p.id, p.addrs.join(" "));
+            }
+        }
+        Command::FindPeer { peer } => match api.find_peer(&peer).await? {
+            Some(p) => println!("{} {}", p.id, p.addrs.join(" ")),
+            None => bail!("peer {peer} not found"),
+        },
+        Command::Get { key, out } => {
+            let Some(value) = api.get_value(&record_key(&key)?).await? else {
+                bail!("no record under {key}");
+            };
+            match out {
+                Some(path) => std::fs::write(&path, &value)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::stdout()
+                    .write_all(&value)
+                    .context("writing stdout")?,
+            }
+        }
+        Command::Put { key, file } => {
+            let value = match file {
+                Some(path) => {
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+                }
+                None => {
+                    let mut v = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut v)
+                        .context("reading stdin")?;
+                    v
+                }
+            };
+            let n = api.put_value(&record_key(&key)?, value).await?;
+            println!("stored on {n} peers");
+        }
+        Command::Stat => {
+            let stats = api.stats().await?;
+            let table = api.routing_table().await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "provider": stats,
+                    "routing_table": table,
+                }))?
+            );
+        }
+        Command::Run(_) | Command::Devnet(_) => bail!("not a client command"),
+    }
+    Ok(())
 }
 
 async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {

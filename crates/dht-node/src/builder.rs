@@ -1,0 +1,566 @@
+//! [`NodeBuilder`]: a [`Node`] with the parts you choose.
+//!
+//! Generic over the routing table ([`KBucketTable`] by default, [`FullRoutingTable`] filled
+//! by a periodic crawl as an option), with a choice of stores (RocksDB under the data
+//! directory by default, in memory as an option, or your own [`Stores`]) and of provider
+//! (the sweeping provider by default, the per-key legacy provider as an option).
+//!
+//! ```no_run
+//! use dht_node::builder::NodeBuilder;
+//! use dht_routing_table::RoutingTable;
+//!
+//! # async fn run() -> Result<(), dht_node::node::NodeError> {
+//! // Amino bootstrap peers, RocksDB and the identity under ./dht-data, port 4001.
+//! let node = NodeBuilder::new().data_dir("dht-data").build().await?;
+//! println!("{} knows {} peers", node.peer_id(), node.table().len());
+//! node.close().await?; // persists the provider's schedule
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The data directory holds `identity.key` (the node's keypair, protobuf-encoded, created on
+//! first start), `store/` (the RocksDB database: provider records, value records, the
+//! keystore) and `provider.state` (the sweep schedule).
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use dht_handler::{Handler, HandlerConfig, Sender};
+use dht_proto::{Multiaddr, PeerId, PeerInfo};
+use dht_provider::{
+    FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore, SweepConfig,
+    SweepParts, SweepingProvider,
+};
+use dht_provider_store::{Config as StoreConfig, MemoryStore, RocksStore};
+use dht_routing::{ClientConfig, DhtClient};
+use dht_routing_table::{
+    Clock, DiversityConfig, FullRoutingTable, KBucketConfig, KBucketTable, SystemClock,
+};
+use libp2p::{identity::Keypair, multiaddr::Protocol};
+use parking_lot::Mutex;
+
+use crate::{
+    metrics::Metrics,
+    node::{Node, NodeError, NodeProvider, NodeTable, SharedStores, Stores, TransportNetwork},
+    transport::{self, HandlerError, Mode, RemotePeer, TransportConfig},
+};
+
+/// The Amino DHT's public bootstrap peers (as go-libp2p-kad-dht and Kubo list them).
+///
+/// The `/dnsaddr` entries need a transport that resolves DNS; this node's transport dials
+/// IP addresses, so of these only the `/ip4` one is dialled (the others are skipped with a
+/// warning at bootstrap). Pass your own list with [`NodeBuilder::bootstrap_peers`].
+pub const AMINO_BOOTSTRAP: &[&str] = &[
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/dnsaddr/va1.bootstrap.libp2p.io/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnQAAfwL8Fgr8BNPz6SbXBLuSwW",
+];
+
+/// Parses a multiaddr ending in `/p2p/<peer id>` into a [`PeerInfo`].
+///
+/// ```
+/// let peer = dht_node::builder::parse_peer(
+///     "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8",
+/// )?;
+/// assert_eq!(peer.addrs[0].to_string(), "/ip4/127.0.0.1/tcp/4001");
+/// # Ok::<(), String>(())
+/// ```
+///
+/// # Errors
+/// A message when the text is not a multiaddr or does not end in `/p2p/<peer id>`.
+pub fn parse_peer(text: &str) -> Result<PeerInfo, String> {
+    let mut addr: Multiaddr = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a multiaddr: {e}"))?;
+    match addr.pop() {
+        Some(Protocol::P2p(peer)) => Ok(PeerInfo::new(peer, vec![addr])),
+        _ => Err(format!("{text:?} does not end in /p2p/<peer id>")),
+    }
+}
+
+/// [`AMINO_BOOTSTRAP`], parsed.
+pub fn amino_bootstrap_peers() -> Vec<PeerInfo> {
+    AMINO_BOOTSTRAP
+        .iter()
+        .filter_map(|a| parse_peer(a).ok())
+        .collect()
+}
+
+/// Where a node keeps its records and keystore.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StoreChoice {
+    /// RocksDB under `<data dir>/store` (in memory when the node has no data directory).
+    Rocks(StoreConfig),
+    /// In memory: lost when the node stops.
+    Memory,
+    /// Stores you built.
+    Custom(SharedStores),
+}
+
+/// Which provider a node runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ProviderChoice {
+    /// [`SweepingProvider`]: keys grouped by keyspace region, one exploration per region.
+    Sweep(SweepConfig),
+    /// [`LegacyProvider`]: one DHT walk per key.
+    Legacy(LegacyConfig),
+}
+
+/// Builds a [`Node`]; see the [module documentation](self).
+#[derive(Debug)]
+#[must_use]
+pub struct NodeBuilder<T: NodeTable = KBucketTable> {
+    keypair: Option<Keypair>,
+    data_dir: Option<PathBuf>,
+    store: StoreChoice,
+    provider: ProviderChoice,
+    transport: TransportConfig,
+    table: T::Config,
+    client: ClientConfig,
+    handler: HandlerConfig,
+    bootstrap: Vec<PeerInfo>,
+    bootstrap_timeout: Duration,
+}
+
+impl<T: NodeTable> Clone for NodeBuilder<T> {
+    fn clone(&self) -> Self {
+        NodeBuilder {
+            keypair: self.keypair.clone(),
+            data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
+            provider: self.provider.clone(),
+            transport: self.transport.clone(),
+            table: self.table.clone(),
+            client: self.client.clone(),
+            handler: self.handler.clone(),
+            bootstrap: self.bootstrap.clone(),
+            bootstrap_timeout: self.bootstrap_timeout,
+        }
+    }
+}
+
+impl Default for NodeBuilder<KBucketTable> {
+    fn default() -> Self {
+        NodeBuilder::new()
+    }
+}
+
+impl NodeBuilder<KBucketTable> {
+    /// A server with a [`KBucketTable`], RocksDB stores (under the data directory, if one
+    /// is set), the sweeping provider, listening on `/ip4/0.0.0.0/tcp/4001`, bootstrapping
+    /// from the Amino peers.
+    pub fn new() -> Self {
+        NodeBuilder {
+            keypair: None,
+            data_dir: None,
+            store: StoreChoice::Rocks(StoreConfig::default()),
+            provider: ProviderChoice::Sweep(SweepConfig::default()),
+            transport: TransportConfig::default(),
+            table: KBucketConfig::default(),
+            client: ClientConfig::default(),
+            handler: HandlerConfig::default(),
+            bootstrap: amino_bootstrap_peers(),
+            bootstrap_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// A node for a network on one machine: listens on an ephemeral port of 127.0.0.1, no
+    /// bootstrap peers, in-memory stores, and a routing table whose IP diversity filter
+    /// exempts loopback and private addresses (with the default filter a table would hold
+    /// only 3 peers of 127.0.0.0/24).
+    pub fn local() -> Self {
+        let listen = Multiaddr::empty()
+            .with(Protocol::Ip4(Ipv4Addr::LOCALHOST))
+            .with(Protocol::Tcp(0));
+        NodeBuilder::new()
+            .listen_addrs(vec![listen])
+            .bootstrap_peers(Vec::new())
+            .memory_store()
+            .allow_local_networks()
+    }
+
+    /// Sets the k-bucket table's settings.
+    pub fn kbucket_config(mut self, config: KBucketConfig) -> Self {
+        self.table = config;
+        self
+    }
+
+    /// Lets loopback and private addresses past the routing table's IP diversity filter
+    /// (for networks on one machine or one LAN).
+    pub fn allow_local_networks(mut self) -> Self {
+        let diversity = self.table.diversity.unwrap_or_default();
+        self.table = self
+            .table
+            .with_diversity(Some(diversity.with_local_network(true)));
+        self
+    }
+}
+
+impl<T: NodeTable> NodeBuilder<T> {
+    /// The same builder over another routing table `U`, with `U`'s settings `config`.
+    pub fn with_table<U: NodeTable>(self, config: U::Config) -> NodeBuilder<U> {
+        NodeBuilder {
+            keypair: self.keypair,
+            data_dir: self.data_dir,
+            store: self.store,
+            provider: self.provider,
+            transport: self.transport,
+            table: config,
+            client: self.client,
+            handler: self.handler,
+            bootstrap: self.bootstrap,
+            bootstrap_timeout: self.bootstrap_timeout,
+        }
+    }
+
+    /// The same builder over a [`FullRoutingTable`] with its default settings (crawled
+    /// after bootstrap and every hour).
+    pub fn full_routing_table(self) -> NodeBuilder<FullRoutingTable> {
+        self.with_table(FullRoutingTable::default_config())
+    }
+
+    /// Sets the routing table's settings.
+    pub fn table_config(mut self, config: T::Config) -> Self {
+        self.table = config;
+        self
+    }
+
+    /// The node's identity. Without one, it is read from (or created in) the data
+    /// directory, or generated if there is none.
+    pub fn keypair(mut self, keypair: Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// Where the identity, the RocksDB stores and the provider's state live.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// RocksDB stores under `<data dir>/store`, with `config` (the default).
+    pub fn rocks_store(mut self, config: StoreConfig) -> Self {
+        self.store = StoreChoice::Rocks(config);
+        self
+    }
+
+    /// In-memory stores (and provider state): nothing survives a restart.
+    pub fn memory_store(mut self) -> Self {
+        self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Stores you built (e.g. a [`RocksStore`] opened elsewhere).
+    pub fn stores(mut self, stores: SharedStores) -> Self {
+        self.store = StoreChoice::Custom(stores);
+        self
+    }
+
+    /// The sweeping provider with `config` (the default).
+    pub fn sweeping_provider(mut self, config: SweepConfig) -> Self {
+        self.provider = ProviderChoice::Sweep(config);
+        self
+    }
+
+    /// The per-key legacy provider with `config`.
+    pub fn legacy_provider(mut self, config: LegacyConfig) -> Self {
+        self.provider = ProviderChoice::Legacy(config);
+        self
+    }
+
+    /// The transport's settings (listen addresses, mode, timeouts).
+    pub fn transport(mut self, config: TransportConfig) -> Self {
+        self.transport = config;
+        self
+    }
+
+    /// The addresses to listen on.
+    pub fn listen_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.transport = self.transport.listen_addrs(addrs);
+        self
+    }
+
+    /// Server (answers the DHT, the default) or client mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        let kad = self.transport.kad.clone().mode(mode);
+        self.transport = self.transport.kad(kad);
+        self
+    }
+
+    /// The peers to bootstrap from (default: [`AMINO_BOOTSTRAP`]); empty for none.
+    pub fn bootstrap_peers(mut self, peers: Vec<PeerInfo>) -> Self {
+        self.bootstrap = peers;
+        self
+    }
+
+    /// The longest [`build`](Self::build) waits for the bootstrap (default 60 s).
+    pub fn bootstrap_timeout(mut self, timeout: Duration) -> Self {
+        self.bootstrap_timeout = timeout;
+        self
+    }
+
+    /// The client's settings (k, α, timeouts, crawl).
+    pub fn client(mut self, config: ClientConfig) -> Self {
+        self.client = config;
+        self
+    }
+
+    /// The server's limits.
+    pub fn handler(mut self, config: HandlerConfig) -> Self {
+        self.handler = config;
+        self
+    }
+
+    /// Starts the node: loads or creates its identity, opens the stores, starts the
+    /// transport, bootstraps (dial the bootstrap peers, self-lookup; at most the bootstrap
+    /// timeout; skipped without bootstrap peers), starts the provider and the background
+    /// tasks (table maintenance, record expiry). A full routing table is crawled right
+    /// after the bootstrap.
+    ///
+    /// # Errors
+    /// [`NodeError`] when the data directory, the identity, the stores, the transport or
+    /// the provider's state cannot be used. A bootstrap that finds nobody is logged, not an
+    /// error: the node keeps trying at each maintenance round.
+    pub async fn build(self) -> Result<Arc<Node<T>>, NodeError> {
+        if let Some(dir) = &self.data_dir {
+            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
+                what: "creating the data directory",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let keypair = match (self.keypair, &self.data_dir) {
+            (Some(k), _) => k,
+            (None, Some(dir)) => load_or_create_identity(&dir.join("identity.key"))?,
+            (None, None) => Keypair::generate_ed25519(),
+        };
+        let (stores, persistent): (SharedStores, bool) = match (&self.store, &self.data_dir) {
+            (StoreChoice::Rocks(config), Some(dir)) => (
+                Arc::new(RocksStore::open(dir.join("store"), config.clone())?),
+                true,
+            ),
+            (StoreChoice::Rocks(config), None) => {
+                (Arc::new(MemoryStore::with_config(config)), false)
+            }
+            (StoreChoice::Memory, _) => (Arc::new(MemoryStore::new()), false),
+            (StoreChoice::Custom(stores), _) => (stores.clone(), self.data_dir.is_some()),
+        };
+        let state: Box<dyn StateStore> = match (&self.data_dir, persistent) {
+            (Some(dir), true) => Box::new(FileStateStore::new(dir.join("provider.state"))),
+            _ => Box::new(MemoryStateStore::default()),
+        };
+
+        let peer_id = keypair.public().to_peer_id();
+        let local = PeerInfo::new(peer_id, Vec::new());
+        let table = Arc::new(T::create(local.key(), &self.table));
+        let metrics = Arc::new(Metrics::new());
+        let handler = Arc::new(Handler::new(
+            local,
+            table.clone(),
+            stores.clone(),
+            stores.clone(),
+            self.handler,
+        ));
+        let serving = handler.clone();
+        let counting = metrics.clone();
+        let inbound = transport::handler_fn(move |from: &RemotePeer, request| {
+            Node::<T>::count_inbound(&counting, request.message_type());
+            let sender = Sender {
+                peer: from.peer.clone(),
+                is_server: from.is_server,
+            };
+            serving
+                .handle(&sender, request, SystemClock.now())
+                .map_err(|e| Box::new(e) as HandlerError)
+        });
+        let (transport, events) = transport::spawn(keypair, self.transport, inbound).await?;
+        let addrs = transport.listen_addrs().await?;
+        handler.set_local_addrs(addrs.clone());
+        let info = PeerInfo::new(peer_id, addrs);
+        tracing::info!(peer_id = %peer_id, addrs = ?info.addrs, "node listening");
+        let network = TransportNetwork::new(transport.clone());
+        let client = Arc::new(DhtClient::new(
+            info.clone(),
+            table.clone(),
+            network.clone(),
+            self.client,
+        ));
+
+        // Bootstrap before the provider starts: the sweep sizes its regions from the table.
+        let bootstrap = self.bootstrap;
+        let bootstrapper = Bootstrapper {
+            transport: &transport,
+            table: &table,
+            client: &client,
+            peer_id,
+        };
+        if !bootstrap.is_empty() {
+            match tokio::time::timeout(self.bootstrap_timeout, bootstrapper.run(&bootstrap)).await {
+                Ok(Ok(peers)) => tracing::info!(peers, "bootstrapped"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "bootstrap found nobody"),
+                Err(_) => tracing::warn!(timeout = ?self.bootstrap_timeout, "bootstrap timed out"),
+            }
+        }
+
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let provider = match self.provider {
+            ProviderChoice::Sweep(config) => NodeProvider::Sweep(SweepingProvider::start(
+                SweepParts {
+                    local: info.clone(),
+                    network,
+                    table: table.clone(),
+                    keystore: stores.clone(),
+                    state,
+                    clock,
+                },
+                config,
+            )?),
+            ProviderChoice::Legacy(config) => NodeProvider::Legacy(LegacyProvider::start(
+                client.clone(),
+                stores.clone(),
+                info.clone(),
+                clock,
+                config,
+            )),
+        };
+
+        let node = Arc::new(Node {
+            info,
+            transport,
+            table,
+            table_config: self.table,
+            stores,
+            handler,
+            client,
+            provider,
+            bootstrap,
+            data_dir: self.data_dir,
+            metrics,
+            tasks: Mutex::new(Vec::new()),
+        });
+        // A full table is filled by a crawl right away; k-buckets after a refresh interval.
+        let first = T::MAINTAIN_AT_START.then_some(Duration::ZERO);
+        node.spawn_tasks(events, first);
+        Ok(node)
+    }
+}
+
+struct Bootstrapper<'a, T: NodeTable> {
+    transport: &'a transport::TransportHandle,
+    table: &'a Arc<T>,
+    client: &'a Arc<DhtClient<Arc<T>, TransportNetwork>>,
+    peer_id: PeerId,
+}
+
+impl<T: NodeTable> Bootstrapper<'_, T> {
+    /// Dials the peers, adds those that answered, runs a self-lookup; returns the table size.
+    async fn run(&self, peers: &[PeerInfo]) -> Result<usize, NodeError> {
+        crate::node::dial_and_add(self.transport, &**self.table, peers).await;
+        let key = self.peer_id.to_bytes();
+        dht_routing::find_closest_peers(&**self.client, &key, dht_proto::K_VALUE).await?;
+        Ok(self.table.len())
+    }
+}
+
+/// Reads the keypair in `path` (protobuf-encoded), or generates an Ed25519 one and writes it
+/// there (mode 0600 on Unix).
+///
+/// # Errors
+/// [`NodeError::Io`] when the file cannot be read or written, [`NodeError::BadIdentity`]
+/// when it does not hold a keypair.
+pub fn load_or_create_identity(path: &Path) -> Result<Keypair, NodeError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| NodeError::BadIdentity {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = Keypair::generate_ed25519();
+            let bytes = keypair
+                .to_protobuf_encoding()
+                .map_err(|e| NodeError::BadIdentity {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            let io = |source| NodeError::Io {
+                what: "writing the identity",
+                path: path.to_owned(),
+                source,
+            };
+            let tmp = path.with_extension("tmp");
+            write_private(&tmp, &bytes).map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+            tracing::info!(path = %path.display(), peer_id = %keypair.public().to_peer_id(), "created a new identity");
+            Ok(keypair)
+        }
+        Err(source) => Err(NodeError::Io {
+            what: "reading the identity",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A [`Stores`] trait object from any store type.
+pub fn shared_stores(stores: impl Stores) -> SharedStores {
+    Arc::new(stores)
+}
+
+/// A [`DiversityConfig`] that exempts loopback and private networks, for networks on one
+/// machine.
+pub fn local_diversity() -> DiversityConfig {
+    DiversityConfig::default().with_local_network(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amino_bootstrap_parses() {
+        assert_eq!(amino_bootstrap_peers().len(), AMINO_BOOTSTRAP.len());
+    }
+
+    #[test]
+    fn bad_peer_addresses_are_refused() {
+        assert!(parse_peer("not an address").is_err());
+        assert!(parse_peer("/ip4/127.0.0.1/tcp/1").is_err());
+    }
+
+    #[test]
+    fn identity_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("identity.key");
+        let first = load_or_create_identity(&path).expect("created");
+        let second = load_or_create_identity(&path).expect("reloaded");
+        assert_eq!(first.public(), second.public());
+        std::fs::write(&path, b"garbage").expect("write");
+        assert!(matches!(
+            load_or_create_identity(&path),
+            Err(NodeError::BadIdentity { .. })
+        ));
+    }
+}

@@ -1,0 +1,332 @@
+//! The configuration of `dht-node run`: a TOML file, overridden by command-line flags.
+//!
+//! ```toml
+//! data-dir = "/var/lib/dht-node"
+//! listen = ["/ip4/0.0.0.0/tcp/4001"]
+//! bootstrap = ["/ip4/192.0.2.7/tcp/4001/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8"]
+//! mode = "server"            # or "client"
+//! reprovide-interval = "22h" # s, m, h or d
+//! workers = 4
+//! http = "127.0.0.1:5480"    # or "off"
+//! strategy = "sweep"         # or "per-key"
+//! store = "rocksdb"          # or "memory"
+//! table = "kbucket"          # or "full"
+//! ```
+//!
+//! Every field is optional; [`RunConfig::merge`] lets flags override the file, and
+//! [`RunConfig::resolve`] checks the values and fills in the defaults.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use dht_proto::{Multiaddr, PeerInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::DEFAULT_HTTP_ADDR,
+    builder::{amino_bootstrap_peers, parse_peer},
+    transport::Mode,
+};
+
+/// The default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "dht-node-data";
+
+/// A configuration error: which setting and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct ConfigError {
+    /// The setting (file key or flag).
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn err(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// The settings of `dht-node run`, as the file and the flags give them (all optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunConfig {
+    /// Where the identity, the stores and the provider's state live.
+    pub data_dir: Option<PathBuf>,
+    /// Multiaddrs to listen on.
+    pub listen: Option<Vec<String>>,
+    /// Bootstrap peers (multiaddrs ending in `/p2p/<peer id>`); empty for none.
+    pub bootstrap: Option<Vec<String>>,
+    /// `server` or `client`.
+    pub mode: Option<String>,
+    /// How often every key is reprovided (`22h`, `30m`, `90s`, `1d`).
+    pub reprovide_interval: Option<String>,
+    /// Provider workers (sweep) or keys provided at once (per-key).
+    pub workers: Option<usize>,
+    /// The HTTP API's address, or `off`.
+    pub http: Option<String>,
+    /// `sweep` or `per-key`.
+    pub strategy: Option<String>,
+    /// `rocksdb` or `memory`.
+    pub store: Option<String>,
+    /// `kbucket` or `full`.
+    pub table: Option<String>,
+}
+
+/// Which routing table the node runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TableKind {
+    /// k-buckets, refreshed every 10 minutes.
+    #[default]
+    KBucket,
+    /// Every server, filled by a crawl every hour.
+    Full,
+}
+
+/// [`RunConfig`] checked, with defaults filled in.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers.
+    pub bootstrap: Vec<PeerInfo>,
+    /// Server or client.
+    pub mode: Mode,
+    /// The reprovide interval, if set (else the provider's default, 22 h).
+    pub reprovide_interval: Option<Duration>,
+    /// Workers, if set.
+    pub workers: Option<usize>,
+    /// The HTTP API's address, `None` for off.
+    pub http: Option<SocketAddr>,
+    /// Whether the per-key provider runs instead of the sweep.
+    pub per_key: bool,
+    /// Whether the stores are in memory instead of RocksDB.
+    pub memory_store: bool,
+    /// The routing table.
+    pub table: TableKind,
+}
+
+impl RunConfig {
+    /// Parses a TOML configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] on a syntax error or an unknown key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| err("config file", e.to_string()))
+    }
+
+    /// `self` with every setting that `flags` gives replaced by the flag's.
+    #[must_use]
+    pub fn merge(self, flags: RunConfig) -> RunConfig {
+        RunConfig {
+            data_dir: flags.data_dir.or(self.data_dir),
+            listen: flags.listen.or(self.listen),
+            bootstrap: flags.bootstrap.or(self.bootstrap),
+            mode: flags.mode.or(self.mode),
+            reprovide_interval: flags.reprovide_interval.or(self.reprovide_interval),
+            workers: flags.workers.or(self.workers),
+            http: flags.http.or(self.http),
+            strategy: flags.strategy.or(self.strategy),
+            store: flags.store.or(self.store),
+            table: flags.table.or(self.table),
+        }
+    }
+
+    /// Checks every value and fills in the defaults: data directory
+    /// [`DEFAULT_DATA_DIR`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
+    /// server mode, HTTP on [`DEFAULT_HTTP_ADDR`], sweep, RocksDB, k-buckets.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let listen = match &self.listen {
+            Some(addrs) => addrs
+                .iter()
+                .map(|a| {
+                    a.parse::<Multiaddr>()
+                        .map_err(|e| err("listen", format!("{a:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![default_listen()],
+        };
+        let bootstrap = match &self.bootstrap {
+            Some(peers) => peers
+                .iter()
+                .map(|p| parse_peer(p).map_err(|e| err("bootstrap", e)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => amino_bootstrap_peers(),
+        };
+        let mode = match self.mode.as_deref() {
+            None | Some("server") => Mode::Server,
+            Some("client") => Mode::Client,
+            Some(other) => return Err(err("mode", format!("{other:?}: server or client"))),
+        };
+        let reprovide_interval = self
+            .reprovide_interval
+            .as_deref()
+            .map(|d| parse_duration(d).map_err(|e| err("reprovide-interval", e)))
+            .transpose()?;
+        if self.workers == Some(0) {
+            return Err(err("workers", "at least 1"));
+        }
+        let http = match self.http.as_deref() {
+            Some("off") => None,
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|e| err("http", format!("{addr:?}: {e}")))?,
+            ),
+            None => Some(
+                DEFAULT_HTTP_ADDR
+                    .parse()
+                    .map_err(|e| err("http", format!("{e}")))?,
+            ),
+        };
+        let per_key = match self.strategy.as_deref() {
+            None | Some("sweep") => false,
+            Some("per-key") => true,
+            Some(other) => return Err(err("strategy", format!("{other:?}: sweep or per-key"))),
+        };
+        let memory_store = match self.store.as_deref() {
+            None | Some("rocksdb") => false,
+            Some("memory") => true,
+            Some(other) => return Err(err("store", format!("{other:?}: rocksdb or memory"))),
+        };
+        let table = match self.table.as_deref() {
+            None | Some("kbucket") => TableKind::KBucket,
+            Some("full") => TableKind::Full,
+            Some(other) => return Err(err("table", format!("{other:?}: kbucket or full"))),
+        };
+        Ok(Settings {
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            bootstrap,
+            mode,
+            reprovide_interval,
+            workers: self.workers,
+            http,
+            per_key,
+            memory_store,
+            table,
+        })
+    }
+}
+
+fn default_listen() -> Multiaddr {
+    use libp2p::multiaddr::Protocol;
+    Multiaddr::empty()
+        .with(Protocol::Ip4(std::net::Ipv4Addr::UNSPECIFIED))
+        .with(Protocol::Tcp(4001))
+}
+
+/// Parses `90s`, `30m`, `22h`, `1d` (or plain seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(dht_node::config::parse_duration("22h"), Ok(Duration::from_secs(22 * 3600)));
+/// assert_eq!(dht_node::config::parse_duration("45"), Ok(Duration::from_secs(45)));
+/// assert!(dht_node::config::parse_duration("soon").is_err());
+/// ```
+///
+/// # Errors
+/// A message when the text is not a number with an optional unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 22h, 1d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let file = RunConfig::from_toml(
+            r#"
+            data-dir = "/tmp/x"
+            listen = ["/ip4/127.0.0.1/tcp/0"]
+            bootstrap = []
+            mode = "client"
+            reprovide-interval = "1h"
+            workers = 3
+            http = "off"
+            "#,
+        )
+        .expect("valid TOML");
+        let flags = RunConfig {
+            workers: Some(8),
+            http: Some("127.0.0.1:0".into()),
+            ..RunConfig::default()
+        };
+        let settings = file.merge(flags).resolve().expect("valid");
+        assert_eq!(settings.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(settings.mode, Mode::Client);
+        assert!(settings.bootstrap.is_empty());
+        assert_eq!(settings.workers, Some(8));
+        assert_eq!(settings.reprovide_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(settings.http.map(|a| a.port()), Some(0));
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let settings = RunConfig::default().resolve().expect("defaults");
+        assert_eq!(settings.listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
+        assert!(!settings.bootstrap.is_empty());
+        assert_eq!(
+            settings.http.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_HTTP_ADDR)
+        );
+        assert!(RunConfig::from_toml("nonsense = 1").is_err());
+        let bad = |c: RunConfig| c.resolve().expect_err("refused").setting;
+        assert_eq!(
+            bad(RunConfig {
+                mode: Some("both".into()),
+                ..Default::default()
+            }),
+            "mode"
+        );
+        assert_eq!(
+            bad(RunConfig {
+                workers: Some(0),
+                ..Default::default()
+            }),
+            "workers"
+        );
+        assert_eq!(
+            bad(RunConfig {
+                table: Some("x".into()),
+                ..Default::default()
+            }),
+            "table"
+        );
+        assert_eq!(
+            bad(RunConfig {
+                bootstrap: Some(vec!["/ip4/1.2.3.4/tcp/1".into()]),
+                ..Default::default()
+            }),
+            "bootstrap"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! A client of a running node's [HTTP API](crate::api), over hyper: what the `dht-node`
+//! client commands (`provide`, `stop`, `find-providers`, …) use.
+//!
+//! ```no_run
+//! use dht_node::http_client::ApiClient;
+//!
+//! # async fn demo() -> Result<(), dht_node::http_client::ClientError> {
+//! let api = ApiClient::new("http://127.0.0.1:5480")?;
+//! api.provide(&["bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".into()], false).await?;
+//! for provider in api.find_providers("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy").await? {
+//!     println!("{} {:?}", provider.id, provider.addrs);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, Uri, header};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::api::{CidList, PeerRecord, StatsView, hex_encode};
+
+/// What can go wrong talking to a node's API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The base URL or a path is not a valid URI.
+    #[error("bad URL {0}")]
+    Url(String),
+    /// The connection or the request failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The node answered with an error status.
+    #[error("{status}: {message}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The error message of the body (or the body).
+        message: String,
+    },
+    /// The answer was not the JSON expected.
+    #[error("unexpected answer: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A client of one node's HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    /// A client of the API at `base` (e.g. `http://127.0.0.1:5480`), with a 5-minute
+    /// timeout per request.
+    ///
+    /// # Errors
+    /// [`ClientError::Url`] when `base` is not an `http://` URL.
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_owned();
+        let uri: Uri = base.parse().map_err(|_| ClientError::Url(base.clone()))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(ClientError::Url(base));
+        }
+        Ok(ApiClient {
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            timeout: Duration::from_secs(300),
+        })
+    }
+
+    /// The same client with another per-request timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; returns the status, the content type and the body.
+    ///
+    /// # Errors
+    /// [`ClientError`] on a bad path, a failed connection or a timeout (error statuses are
+    /// returned, not errors).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let uri: Uri = url.parse().map_err(|_| ClientError::Url(url.clone()))?;
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        let request = match body {
+            Some((content_type, bytes)) => request
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Full::new(Bytes::from(bytes))),
+            None => request.body(Full::new(Bytes::new())),
+        }
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, body))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))?
+    }
+
+    async fn json<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<R, ClientError> {
+        let body = body
+            .map(|b| serde_json::to_vec(b).map(|v| ("application/json", v)))
+            .transpose()?;
+        let (status, bytes) = self.send(method, path, None, body).await?;
+        ok(status, &bytes)?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Starts providing `cids` (`wait`: return once their first provide finished); returns
+    /// how many the node accepted.
+    ///
+    /// # Errors
+    /// [`ClientError`]; a bad CID is a `400` [`ClientError::Status`].
+    pub async fn provide(&self, cids: &[String], wait: bool) -> Result<u64, ClientError> {
+        let list = CidList {
+            cids: cids.to_vec(),
+            wait,
+            force: false,
+        };
+        let v: serde_json::Value = self
+            .json(Method::POST, "/api/v1/provide", Some(&list))
+            .await?;
+        Ok(v["accepted"].as_u64().unwrap_or(0))
+    }
+
+    /// Stops providing `cids`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn stop(&self, cids: &[String]) -> Result<u64, ClientError> {
+        let list = CidList {
+            cids: cids.to_vec(),
+            ..CidList::default()
+        };
+        let v: serde_json::Value = self.json(Method::POST, "/api/v1/stop", Some(&list)).await?;
+        Ok(v["stopped"].as_u64().unwrap_or(0))
+    }
+
+    /// The provider's counters.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn stats(&self) -> Result<StatsView, ClientError> {
+        self.json(Method::GET, "/api/v1/stats", None::<&()>).await
+    }
+
+    /// Whether the node's keystore holds `cid`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn holds(&self, cid: &str) -> Result<bool, ClientError> {
+        let v: serde_json::Value = self
+            .json(Method::GET, &format!("/api/v1/provided/{cid}"), None::<&()>)
+            .await?;
+        Ok(v["held"].as_bool().unwrap_or(false))
+    }
+
+    /// The routing table's summary.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn routing_table(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(Method::GET, "/api/v1/routing-table", None::<&()>)
+            .await
+    }
+
+    /// The node's peer id and addresses (`{"ID":…,"Addrs":[…]}`).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn id(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(Method::GET, "/api/v1/id", None::<&()>).await
+    }
+
+    /// The providers of `cid` through `/routing/v1/providers` (NDJSON); empty on 404.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn find_providers(&self, cid: &str) -> Result<Vec<PeerRecord>, ClientError> {
+        self.ndjson(&format!("/routing/v1/providers/{cid}")).await
+    }
+
+    /// The addresses of `peer` through `/routing/v1/peers`; `None` on 404.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn find_peer(&self, peer: &str) -> Result<Option<PeerRecord>, ClientError> {
+        Ok(self
+            .ndjson(&format!("/routing/v1/peers/{peer}"))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn ndjson(&self, path: &str) -> Result<Vec<PeerRecord>, ClientError> {
+        let (status, bytes) = self
+            .send(Method::GET, path, Some("application/x-ndjson"), None)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        ok(status, &bytes)?;
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).map_err(ClientError::from))
+            .collect()
+    }
+
+    /// The value record stored under `key`; `None` on 404.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn get_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        let path = format!("/api/v1/values/{}", hex_encode(key));
+        let (status, bytes) = self.send(Method::GET, &path, None, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        ok(status, &bytes)?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Puts a value record; returns how many peers accepted it.
+    ///
+    /// # Errors
+    /// [`ClientError`]; an invalid record is a `400` [`ClientError::Status`].
+    pub async fn put_value(&self, key: &[u8], value: Vec<u8>) -> Result<u64, ClientError> {
+        let path = format!("/api/v1/values/{}", hex_encode(key));
+        let (status, bytes) = self
+            .send(
+                Method::PUT,
+                &path,
+                None,
+                Some(("application/octet-stream", value)),
+            )
+            .await?;
+        ok(status, &bytes)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        Ok(v["accepted_by"].as_u64().unwrap_or(0))
+    }
+
+    /// The Prometheus metrics text.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let (status, bytes) = self.send(Method::GET, "/metrics", None, None).await?;
+        ok(status, &bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+fn ok(status: StatusCode, body: &[u8]) -> Result<(), ClientError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    Err(ClientError::Status { status, message })
+}

@@ -1,0 +1,559 @@
+//! End-to-end tests with real `dht-node run` processes on 127.0.0.1: each node writes
+//! `<data dir>/node.json` (peer id, addresses, HTTP API address) once it runs; the tests talk
+//! to the nodes' HTTP APIs with the crate's hyper-based [`ApiClient`].
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use dht_node::http_client::ApiClient;
+use dht_proto::cid::Cid;
+use dht_provider::Multihash;
+use hyper::{Method, StatusCode};
+use sha2::{Digest, Sha256};
+
+/// A `dht-node run` process.
+struct NodeProc {
+    child: Child,
+    dir: PathBuf,
+    api: ApiClient,
+    peer_id: String,
+    /// Multiaddrs with /p2p/<peer id>.
+    addrs: Vec<String>,
+}
+
+impl NodeProc {
+    /// Starts `dht-node run` on `dir`, bootstrapping from `bootstrap`, and waits (at most
+    /// 30 s) for its `node.json`.
+    fn start(dir: &Path, bootstrap: &[&NodeProc]) -> NodeProc {
+        NodeProc::start_with(dir, bootstrap, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments to `run`.
+    fn start_with(dir: &Path, bootstrap: &[&NodeProc], extra: &[&str]) -> NodeProc {
+        let info = dir.join("node.json");
+        let _ = std::fs::remove_file(&info);
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-node"));
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
+            .env("RUST_LOG", "info,dht_provider=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        if bootstrap.is_empty() {
+            cmd.arg("--no-bootstrap");
+        }
+        for peer in bootstrap {
+            cmd.arg("--bootstrap").arg(&peer.addrs[0]);
+        }
+        cmd.args(extra);
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let json: serde_json::Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&info)
+                && let Ok(v) = serde_json::from_str(&text)
+            {
+                break v;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("dht-node exited with {status}; log: {}", read_log(dir));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no node.json within 30 s; log: {}",
+                read_log(dir)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let api = ApiClient::new(json["http"].as_str().unwrap())
+            .unwrap()
+            .with_timeout(Duration::from_secs(30));
+        NodeProc {
+            child,
+            dir: dir.to_owned(),
+            api,
+            peer_id: json["peer_id"].as_str().unwrap().to_owned(),
+            addrs: json["addrs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect(),
+        }
+    }
+
+    /// SIGKILL.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let start = log.len().saturating_sub(4000);
+    log.get(start..).unwrap_or_default().to_owned()
+}
+
+/// `n` distinct CIDv1 (raw, sha2-256) made from `seed`.
+fn cids(seed: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let digest = Sha256::digest(format!("{seed}-{i}").as_bytes());
+            let mh = Multihash::wrap(0x12, &digest).unwrap();
+            Cid::new_v1(0x55, mh).to_string()
+        })
+        .collect()
+}
+
+/// Polls `check` every 200 ms until it holds or `timeout` passes.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn table_len(api: &ApiClient) -> u64 {
+    api.routing_table()
+        .await
+        .map(|t| t["peers"].as_u64().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// Three nodes that know each other.
+async fn three_nodes(root: &Path) -> (NodeProc, NodeProc, NodeProc) {
+    let a = NodeProc::start(&root.join("a"), &[]);
+    let b = NodeProc::start(&root.join("b"), &[&a]);
+    let c = NodeProc::start(&root.join("c"), &[&a, &b]);
+    for node in [&a, &b, &c] {
+        eventually(
+            Duration::from_secs(20),
+            "every table holds the 2 others",
+            || {
+                let api = node.api.clone();
+                async move { table_len(&api).await >= 2 }
+            },
+        )
+        .await;
+    }
+    (a, b, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_provide_through_one_and_find_through_another() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, c) = three_nodes(root.path()).await;
+
+    // Provide 50 CIDs through B's API and wait for the first provide.
+    let keys = cids("e2e-three", 50);
+    assert_eq!(b.api.provide(&keys, true).await.unwrap(), 50);
+    let stats = b.api.stats().await.unwrap();
+    assert_eq!(stats.keystore_keys, 50);
+    assert_eq!(stats.keys_provided, 50, "{stats:?}");
+    assert_eq!(stats.strategy, "sweep");
+
+    // Find each through C's Delegated Routing endpoint (NDJSON) and A's (JSON).
+    for key in &keys {
+        let found = c.api.find_providers(key).await.unwrap();
+        assert!(
+            found
+                .iter()
+                .any(|p| p.id == b.peer_id && !p.addrs.is_empty()),
+            "{key}: {found:?}"
+        );
+        assert!(found.iter().all(|p| p.schema == "peer"));
+    }
+    let (status, body) = a
+        .api
+        .send(
+            Method::GET,
+            &format!("/routing/v1/providers/{}", keys[0]),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let providers = json["Providers"].as_array().unwrap();
+    assert!(providers.iter().any(|p| p["ID"] == b.peer_id.as_str()
+        && p["Schema"] == "peer"
+        && p["Addrs"].as_array().is_some_and(|a| !a.is_empty())));
+
+    // Unknown CID: 404; garbage: 400.
+    let unknown = &cids("e2e-nobody-provides", 1)[0];
+    let (status, _) = c
+        .api
+        .send(
+            Method::GET,
+            &format!("/routing/v1/providers/{unknown}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = c
+        .api
+        .send(Method::GET, "/routing/v1/providers/not-a-cid", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Find B's addresses through C.
+    let peer = c.api.find_peer(&b.peer_id).await.unwrap().unwrap();
+    assert_eq!(peer.id, b.peer_id);
+    assert!(!peer.addrs.is_empty());
+
+    // A /pk record put through A is read back through C.
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let public = keypair.public();
+    let mut key = b"/pk/".to_vec();
+    key.extend(public.to_peer_id().to_bytes());
+    let value = public.encode_protobuf();
+    assert!(a.api.put_value(&key, value.clone()).await.unwrap() >= 1);
+    assert_eq!(c.api.get_value(&key).await.unwrap(), Some(value));
+    // An invalid record is refused.
+    let err = a.api.put_value(&key, b"not a key".to_vec()).await;
+    assert!(err.is_err(), "{err:?}");
+
+    // Metrics count what happened.
+    let metrics = b.api.metrics().await.unwrap();
+    assert!(metrics.contains("dht_keystore_keys 50"), "{metrics}");
+    assert!(
+        metrics.contains("dht_provider{field=\"keys_provided\"} 50"),
+        "{metrics}"
+    );
+    let metrics = c.api.metrics().await.unwrap();
+    assert!(
+        metrics.contains("dht_inbound_requests_total{type=\"ADD_PROVIDER\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dht_lookups_total{kind=\"find_providers\"}"),
+        "{metrics}"
+    );
+
+    // Stop: the keystore forgets the keys.
+    assert_eq!(b.api.stop(&keys[..10]).await.unwrap(), 10);
+    assert!(!b.api.holds(&keys[0]).await.unwrap());
+    assert!(b.api.holds(&keys[10]).await.unwrap());
+    assert_eq!(b.api.stats().await.unwrap().keystore_keys, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_saves_the_provider_state_and_a_restart_keeps_keys_and_identity() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("solo");
+    let mut node = NodeProc::start(&dir, &[]);
+    let keys = cids("e2e-sigterm", 100);
+    assert_eq!(node.api.provide(&keys, false).await.unwrap(), 100);
+    let pid = node.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = node.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit {exit}; log: {}", read_log(&dir));
+    assert!(!dir.join("node.json").exists(), "node.json is removed");
+    assert!(dir.join("provider.state").exists());
+    assert!(read_log(&dir).contains("provider state saved"));
+
+    let again = NodeProc::start(&dir, &[]);
+    assert_eq!(again.peer_id, node.peer_id, "the identity is persisted");
+    assert_eq!(again.api.stats().await.unwrap().keystore_keys, 100);
+    for key in &keys[..10] {
+        assert!(again.api.holds(key).await.unwrap());
+    }
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_large_provide_keeps_acknowledged_keys_and_provides_them() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, mut b, c) = three_nodes(root.path()).await;
+    // Each of the two other nodes is among the 20 closest of every key, so it receives one
+    // ADD_PROVIDER per key in one burst; dht-handler's default rate limit allows bursts of
+    // 10,000 per sender, so stay under it.
+    let total = 8_000;
+    let keys = cids("e2e-kill", total);
+    // Acknowledged = in B's keystore; the sweep then provides them in the background.
+    assert_eq!(b.api.provide(&keys, false).await.unwrap(), total as u64);
+    let before = b.api.stats().await.unwrap();
+    b.kill_9();
+    eprintln!(
+        "killed with {} of {total} keys provided, {} queued",
+        before.keys_provided, before.keys_queued
+    );
+
+    let b_dir = b.dir.clone();
+    let b_id = b.peer_id.clone();
+    drop(b);
+    let b = NodeProc::start(&b_dir, &[&a, &c]);
+    assert_eq!(b.peer_id, b_id);
+    let after = b.api.stats().await.unwrap();
+    assert_eq!(
+        after.keystore_keys, total as u64,
+        "every acknowledged key is held"
+    );
+    for key in keys.iter().step_by(997) {
+        assert!(b.api.holds(key).await.unwrap(), "{key} held");
+    }
+    // The keys whose provide had not finished are provided again after the restart (the
+    // sweep re-queues the regions it had not finished): B provides every key, and a sample
+    // is found through C with B as a provider.
+    let finished_before_kill = before.keys_provided == total as u64;
+    eventually(
+        Duration::from_secs(40),
+        "B provides every key again",
+        || {
+            let api = b.api.clone();
+            async move {
+                finished_before_kill
+                    || api
+                        .stats()
+                        .await
+                        .is_ok_and(|s| s.keys_provided == total as u64)
+            }
+        },
+    )
+    .await;
+    // ADD_PROVIDER is acknowledged once written: the records reach the servers shortly after.
+    let sample: Vec<String> = keys.iter().step_by(799).cloned().collect();
+    eventually(
+        Duration::from_secs(40),
+        "the sample is found through C",
+        || {
+            let api = c.api.clone();
+            let sample = sample.clone();
+            let b_id = b_id.clone();
+            async move {
+                for key in &sample {
+                    match api.find_providers(key).await {
+                        Ok(found) if found.iter().any(|p| p.id == b_id) => {}
+                        _ => return false,
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    let new_addr = b.addrs[0].clone();
+    let mut at_new_addr = 0;
+    for key in &sample {
+        let found = c.api.find_providers(key).await.unwrap();
+        if found
+            .iter()
+            .any(|p| p.id == b_id && p.addrs.iter().any(|a| new_addr.starts_with(a.as_str())))
+        {
+            at_new_addr += 1;
+        }
+    }
+    let stats = b.api.stats().await.unwrap();
+    eprintln!("after restart: {stats:?}; sample found at the new address: {at_new_addr}");
+    if !finished_before_kill {
+        assert!(at_new_addr > 0, "re-provided records carry the new address");
+    }
+}
+
+/// Runs a `dht-node` client command against `api`; returns its exit success, stdout, stderr.
+fn cli(api: &ApiClient, args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(["--api", api.base()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_work_against_running_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, _c) = three_nodes(root.path()).await;
+    let keys = cids("e2e-cli", 30);
+
+    // provide: 20 from a file, 10 from stdin; --wait returns after the first provide.
+    let list = root.path().join("cids.txt");
+    std::fs::write(&list, format!("# CIDs\n{}\n", keys[..20].join("\n"))).unwrap();
+    let (ok, out, err) = cli(
+        &b.api,
+        &[
+            "provide",
+            "--wait",
+            "--quiet",
+            "--file",
+            list.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "20 CIDs accepted");
+    let stdin = keys[20..].join("\n");
+    let (ok, out, err) = cli(
+        &b.api,
+        &["provide", "--wait", "--quiet"],
+        Some(stdin.as_bytes()),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "10 CIDs accepted");
+
+    // stat: JSON with the provider and the routing table.
+    let (ok, out, err) = cli(&b.api, &["stat"], None);
+    assert!(ok, "{err}");
+    let stat: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(stat["provider"]["keystore_keys"], 30);
+    assert_eq!(stat["routing_table"]["kind"], "kbucket");
+
+    // find-providers through A: B's peer id and address.
+    let (ok, out, err) = cli(&a.api, &["find-providers", &keys[25]], None);
+    assert!(ok, "{err}");
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        out.contains(&b.peer_id) && out.contains("/ip4/127.0.0.1/tcp/"),
+        "{out}"
+    );
+    let nobody = &cids("e2e-cli-nobody", 1)[0];
+    let (ok, _, err) = cli(&a.api, &["find-providers", nobody], None);
+    assert!(!ok && err.contains("no provider"), "{err}");
+
+    // find-peer through A.
+    let (ok, out, err) = cli(&a.api, &["find-peer", &b.peer_id], None);
+    assert!(ok, "{err}");
+    assert!(String::from_utf8_lossy(&out).starts_with(&b.peer_id));
+
+    // stop.
+    let (ok, out, err) = cli(&b.api, &["stop", "--quiet", &keys[0], &keys[1]], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out).trim(),
+        "2 CIDs no longer provided"
+    );
+    assert!(!b.api.holds(&keys[0]).await.unwrap());
+
+    // put a /pk record through B (value from stdin), get it through A into a file.
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let peer = keypair.public().to_peer_id().to_string();
+    let value = keypair.public().encode_protobuf();
+    let key = format!("/pk/{peer}");
+    let (ok, out, err) = cli(&b.api, &["put", &key], Some(&value));
+    assert!(ok, "{err}");
+    assert!(String::from_utf8_lossy(&out).starts_with("stored on "));
+    let got = root.path().join("value.bin");
+    let (ok, _, err) = cli(&a.api, &["get", &key, "--out", got.to_str().unwrap()], None);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&got).unwrap(), value);
+
+    // Bad input is a clear error, not a panic.
+    let (ok, _, err) = cli(&b.api, &["provide", "--quiet", "not-a-cid"], None);
+    assert!(!ok && err.contains("not a CID"), "{err}");
+    let (ok, _, err) = cli(&b.api, &["get", "/nope/x"], None);
+    assert!(!ok && err.contains("a key is"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_selects_the_full_table_the_per_key_provider_and_memory_stores() {
+    let root = tempfile::tempdir().unwrap();
+    let a = NodeProc::start(&root.path().join("a"), &[]);
+    let b = NodeProc::start(&root.path().join("b"), &[&a]);
+    let config = root.path().join("c.toml");
+    std::fs::write(
+        &config,
+        r#"
+        table = "full"
+        strategy = "per-key"
+        store = "memory"
+        reprovide-interval = "1h"
+        workers = 2
+        mode = "server"
+        "#,
+    )
+    .unwrap();
+    let c = NodeProc::start_with(
+        &root.path().join("c"),
+        &[&a, &b],
+        &["--config", config.to_str().unwrap()],
+    );
+    eventually(
+        Duration::from_secs(20),
+        "C's full table is filled by a crawl",
+        || {
+            let api = c.api.clone();
+            async move {
+                api.routing_table().await.is_ok_and(|t| {
+                    t["kind"] == "full" && t["peers"] == 2 && t["last_filled"].is_u64()
+                })
+            }
+        },
+    )
+    .await;
+    let keys = cids("e2e-config", 10);
+    assert_eq!(c.api.provide(&keys, true).await.unwrap(), 10);
+    let stats = c.api.stats().await.unwrap();
+    assert_eq!(stats.strategy, "per-key");
+    assert_eq!(stats.keys_provided, 10);
+    for key in &keys {
+        let found = a.api.find_providers(key).await.unwrap();
+        assert!(found.iter().any(|p| p.id == c.peer_id), "{key}: {found:?}");
+    }
+    // Memory stores: nothing under the data directory but the identity and node.json.
+    assert!(!root.path().join("c").join("store").exists());
+    assert!(root.path().join("c").join("identity.key").exists());
+
+    // A bad configuration file is refused with the setting's name.
+    std::fs::write(&config, "table = \"round\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(["run", "--config", config.to_str().unwrap(), "--http", "off"])
+        .arg("--data-dir")
+        .arg(root.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("table"));
+}
