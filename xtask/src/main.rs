@@ -7,6 +7,7 @@
 //! - `fuzz <target> [--seconds N]`: run a cargo-fuzz target, installing cargo-fuzz if missing.
 //! - `sim <experiment> [args…]`: the simulator's experiments, built optimised.
 //! - `devnet [args…]`: the main job of the README.
+//! - `bench <bench> [args…]`: benchmarks; `bench devnet` compares the sweep with libp2p-kad.
 
 // A command-line tool: its output is its interface.
 #![allow(clippy::print_stdout)]
@@ -18,6 +19,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod ci;
 mod fuzz;
 mod setup;
@@ -35,6 +37,8 @@ commands:
                              run a fuzz target of crates/*/fuzz (default 60 s)
   sim <experiment> [args...] run the simulator (`cargo xtask sim help` lists experiments)
   devnet [args...]           the README's main job: a local network that provides and finds content
+  bench <bench> [args...]    benchmarks: `devnet` (the sweep against libp2p-kad on a local
+                             network), `criterion` (every criterion bench); `bench help`
 ";
 
 fn main() -> Result<()> {
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run_target(&rest),
         "sim" => sim::run(&rest),
         "devnet" => devnet(&rest),
+        "bench" => bench::run(&rest),
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");
             Ok(())
