@@ -325,11 +325,9 @@ async fn drive(
                 },
                 SwarmEvent::Behaviour(KadBehaviourEvent::Identify(
                     identify::Event::Received { peer_id, info, .. },
-                )) => {
-                    if info.protocols.contains(&kad::PROTOCOL_NAME) {
-                        for addr in info.listen_addrs {
-                            swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                        }
+                )) if info.protocols.contains(&kad::PROTOCOL_NAME) => {
+                    for addr in info.listen_addrs {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
                 _ => {}

@@ -48,7 +48,7 @@ usage: cargo xtask bench devnet [options]
 options:
   --nodes N          nodes in each network (default 100)
   --keys K           keys the sweeping provider provides (default 100000)
-  --kad-keys K2      keys libp2p-kad provides one by one (default 5000)
+  --kad-keys K2      keys libp2p-kad provides one by one (default 2000)
   --kad-parallel P   libp2p-kad start_providing queries in flight at once (default 64)
   --kad-max-secs S   stop starting libp2p-kad provides after S seconds (default 420)
   --sample S         keys looked up afterwards on each side (default 200)
@@ -79,7 +79,7 @@ impl Args {
         let mut out = Args {
             nodes: 100,
             keys: 100_000,
-            kad_keys: 5_000,
+            kad_keys: 2_000,
             kad_parallel: 64,
             kad_max: Duration::from_secs(420),
             sample: 200,
@@ -353,7 +353,8 @@ async fn sweep_side(args: &Args) -> Result<Side> {
 
 /// Bootstraps the libp2p-kad network as the devnet bootstraps ours: each node after the
 /// first from node 0 and two random earlier nodes, one after the other; then rounds of
-/// bootstrap on every node at once until the tables stop growing or `settle` has passed.
+/// bootstrap on every node at once until the tables stop growing, none starting after
+/// `settle` has passed.
 async fn bootstrap_kad(net: &KadNet, rng: &mut StdRng, settle: Duration) -> Result<()> {
     for index in 1..net.nodes.len() {
         let earlier: Vec<usize> = (1..index).collect();
@@ -373,24 +374,26 @@ async fn bootstrap_kad(net: &KadNet, rng: &mut StdRng, settle: Duration) -> Resu
         node.query(|kad| kad.bootstrap().map_err(|e| e.to_string()))
             .await?;
     }
+    // A round runs to its end (libp2p-kad's query timeout bounds it), so that no query of
+    // it is still running when the provide starts and its requests are counted.
     let deadline = Instant::now() + settle;
     let mut total = table_sizes(net).await?.iter().sum::<usize>();
     while Instant::now() < deadline {
         let targets: Vec<[u8; 32]> = net.nodes.iter().map(|_| rng.random()).collect();
-        let round = futures::future::join_all(net.nodes.iter().zip(targets).map(
-            |(node, target)| async move {
-                let _ = node
-                    .query(|kad| kad.bootstrap().map_err(|e| e.to_string()))
-                    .await;
-                let _ = node
-                    .query(move |kad| Ok(kad.get_closest_peers(target.to_vec())))
-                    .await;
-            },
-        ));
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(remaining, round).await.is_err() {
-            break;
-        }
+        futures::future::join_all(
+            net.nodes
+                .iter()
+                .zip(targets)
+                .map(|(node, target)| async move {
+                    let _ = node
+                        .query(|kad| kad.bootstrap().map_err(|e| e.to_string()))
+                        .await;
+                    let _ = node
+                        .query(move |kad| Ok(kad.get_closest_peers(target.to_vec())))
+                        .await;
+                }),
+        )
+        .await;
         let now = table_sizes(net).await?.iter().sum::<usize>();
         if now <= total {
             break;
@@ -467,7 +470,7 @@ async fn kad_run(args: &Args, net: &KadNet) -> Result<Side> {
             let end = (next + args.kad_parallel - in_flight).min(keys.len());
             let batch: Vec<libp2p_kad::RecordKey> = keys[next..end]
                 .iter()
-                .map(|k| libp2p_kad::RecordKey::new(k))
+                .map(libp2p_kad::RecordKey::new)
                 .collect();
             next = end;
             let started = provider
