@@ -7,6 +7,7 @@
 //! - `fuzz <target> [--seconds N]`: run a cargo-fuzz target, installing cargo-fuzz if missing.
 //! - `sim <experiment> [args…]`: the simulator's experiments, built optimised.
 //! - `devnet [args…]`: the main job of the README.
+//! - `bench <bench> [args…]`: benchmarks; `bench devnet` compares the sweep with libp2p-kad.
 
 // A command-line tool: its output is its interface.
 #![allow(clippy::print_stdout)]
@@ -18,6 +19,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod ci;
 mod fuzz;
 mod setup;
@@ -35,6 +37,8 @@ commands:
                              run a fuzz target of crates/*/fuzz (default 60 s)
   sim <experiment> [args...] run the simulator (`cargo xtask sim help` lists experiments)
   devnet [args...]           the README's main job: a local network that provides and finds content
+  bench <bench> [args...]    benchmarks: `devnet` (the sweep against libp2p-kad on a local
+                             network), `criterion` (every criterion bench); `bench help`
 ";
 
 fn main() -> Result<()> {
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run_target(&rest),
         "sim" => sim::run(&rest),
         "devnet" => devnet(&rest),
+        "bench" => bench::run(&rest),
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");
             Ok(())
@@ -121,9 +126,32 @@ pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(cargo_bin()).args(args))
 }
 
-/// Runs a command with inherited output; fails on a non-zero exit.
+/// Runs a command in the workspace root with inherited output; fails on a non-zero exit.
+///
+/// The command does not inherit the variables `cargo run` set for xtask itself
+/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): build scripts such as ring's declare
+/// `rerun-if-env-changed` on them, so a cargo started with xtask's values would rebuild ring,
+/// noise and everything above them whenever one switches between `cargo xtask …` and plain
+/// cargo.
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     cmd.current_dir(workspace_root());
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(key);
+        }
+    }
     let status = cmd
         .status()
         .with_context(|| format!("could not start {cmd:?}"))?;

@@ -1,0 +1,712 @@
+//! `cargo xtask bench devnet`: the sweeping provider against libp2p-kad's per-key provide.
+//!
+//! In one process, one after the other:
+//!
+//! 1. **sweep**: the devnet ([`dht_node::devnet::run`]): N of our nodes on 127.0.0.1 (TCP,
+//!    noise, yamux, identify), bootstrapped; node 0 provides K random CIDs with the
+//!    `SweepingProvider`; a sample is looked up from other nodes.
+//! 2. **libp2p-kad**: the same network built from rust-libp2p's `libp2p-kad` `Behaviour` (the
+//!    independent implementation): N nodes on 127.0.0.1, bootstrapped the same way (node 0
+//!    and two random earlier nodes, then rounds of bootstrap until the tables stop growing);
+//!    node 0 provides K2 random CIDs one by one with `start_providing`, `--kad-parallel` of
+//!    them in flight; a sample is looked up with `get_providers` from other nodes.
+//!
+//! For each side it prints the provide phase's wall time, the process's CPU time over it
+//! (`/proc/self/stat`, all threads: the providing node and the N-1 nodes serving it), the
+//! requests by type as far as that side can count them, keys per second, and the share of
+//! the sample found; then the ratios. The per-key side provides fewer keys so that it ends
+//! in minutes; keys per second are comparable.
+//!
+//! Run with `cargo xtask bench devnet [--nodes N] [--keys K] [--kad-keys K2] [--json PATH]`
+//! (or `cargo bench -p dht-node --bench devnet -- --help`).
+
+// A benchmark's output is its interface.
+#![allow(clippy::print_stdout)]
+
+mod cpu;
+mod kad;
+
+use std::{
+    path::PathBuf,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use cpu::{cpu_between, process_cpu_time};
+use dht_node::devnet::{self, DevnetConfig, Strategy, random_cid};
+use futures::StreamExt;
+use kad::{KadNet, KadSettings, found_provider};
+use libp2p::kad as libp2p_kad;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
+use tokio::sync::mpsc;
+
+const USAGE: &str = "\
+usage: cargo xtask bench devnet [options]
+       cargo bench -p dht-node --bench devnet -- [options]
+
+options:
+  --nodes N          nodes in each network (default 100)
+  --keys K           keys the sweeping provider provides (default 100000)
+  --kad-keys K2      keys libp2p-kad provides one by one (default 2000)
+  --kad-parallel P   libp2p-kad start_providing queries in flight at once (default 64)
+  --kad-max-secs S   stop starting libp2p-kad provides after S seconds (default 420)
+  --sample S         keys looked up afterwards on each side (default 200)
+  --settle-secs S    most seconds of extra bootstrap rounds (default 10)
+  --seed S           seed of the keys and of the bootstrap choices
+  --only sweep|kad   run one side only
+  --json PATH        also write the figures as JSON
+";
+
+/// The command line.
+#[derive(Debug, Clone)]
+struct Args {
+    nodes: usize,
+    keys: usize,
+    kad_keys: usize,
+    kad_parallel: usize,
+    kad_max: Duration,
+    sample: usize,
+    settle: Duration,
+    seed: u64,
+    sweep: bool,
+    kad: bool,
+    json: Option<PathBuf>,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Option<Args>> {
+        let mut out = Args {
+            nodes: 100,
+            keys: 100_000,
+            kad_keys: 2_000,
+            kad_parallel: 64,
+            kad_max: Duration::from_secs(420),
+            sample: 200,
+            settle: Duration::from_secs(10),
+            seed: 0x0062_656e_6368,
+            sweep: true,
+            kad: true,
+            json: None,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || {
+                it.next()
+                    .with_context(|| format!("{arg} needs a value"))
+                    .map(String::as_str)
+            };
+            let number = |v: &str| -> Result<u64> {
+                v.replace(['_', ','], "")
+                    .parse()
+                    .with_context(|| format!("{arg}: not a number: {v:?}"))
+            };
+            match arg.as_str() {
+                // `cargo bench` passes `--bench` to every bench target.
+                "--bench" => {}
+                "--help" | "-h" => return Ok(None),
+                "--nodes" => out.nodes = usize::try_from(number(value()?)?)?,
+                "--keys" => out.keys = usize::try_from(number(value()?)?)?,
+                "--kad-keys" => out.kad_keys = usize::try_from(number(value()?)?)?,
+                "--kad-parallel" => {
+                    out.kad_parallel = usize::try_from(number(value()?)?)?.max(1);
+                }
+                "--kad-max-secs" => out.kad_max = Duration::from_secs(number(value()?)?),
+                "--sample" => out.sample = usize::try_from(number(value()?)?)?,
+                "--settle-secs" => out.settle = Duration::from_secs(number(value()?)?),
+                "--seed" => out.seed = number(value()?)?,
+                "--json" => out.json = Some(PathBuf::from(value()?)),
+                "--only" => match value()? {
+                    "sweep" => out.kad = false,
+                    "kad" | "libp2p-kad" => out.sweep = false,
+                    other => bail!("--only sweep|kad, not {other:?}"),
+                },
+                other => bail!("unknown option {other:?}\n{USAGE}"),
+            }
+        }
+        if out.nodes < 2 {
+            bail!("--nodes must be at least 2");
+        }
+        Ok(Some(out))
+    }
+}
+
+/// What one side measured.
+#[derive(Debug, Clone)]
+struct Side {
+    name: &'static str,
+    /// Keys the provider was given.
+    keys: usize,
+    /// Keys it reported provided.
+    keys_provided: u64,
+    /// Keys it reported failed.
+    keys_failed: u64,
+    /// Wall time of the provide phase.
+    provide_wall: Duration,
+    /// Process CPU time over the provide phase.
+    provide_cpu: Option<Duration>,
+    /// Wall time of the whole side (start, bootstrap, provide, lookups, shutdown).
+    side_wall: Duration,
+    /// Process CPU time of the whole side.
+    side_cpu: Option<Duration>,
+    /// Wall time of start and bootstrap.
+    bootstrap_wall: Duration,
+    /// Routing table sizes after bootstrap: min, mean, max.
+    tables: (usize, f64, usize),
+    /// Requests of the provide phase by type, and how they were counted.
+    requests: Vec<(&'static str, u64)>,
+    requests_counted: &'static str,
+    /// Other counters worth showing.
+    notes: Vec<String>,
+    sampled: usize,
+    found: usize,
+    lookup_requests: u64,
+}
+
+impl Side {
+    fn keys_per_sec(&self) -> f64 {
+        self.keys_provided as f64 / self.provide_wall.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_per_key(&self) -> Option<Duration> {
+        Some(self.provide_cpu? / u32::try_from(self.keys_provided.max(1)).ok()?)
+    }
+
+    fn requests_total(&self) -> u64 {
+        self.requests.iter().map(|(_, n)| n).sum()
+    }
+
+    fn requests_per_key(&self) -> f64 {
+        self.requests_total() as f64 / self.keys_provided.max(1) as f64
+    }
+
+    fn found_share(&self) -> f64 {
+        if self.sampled == 0 {
+            return 0.0;
+        }
+        self.found as f64 / self.sampled as f64
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        serde_json::json!({
+            "keys": self.keys,
+            "keys_provided": self.keys_provided,
+            "keys_failed": self.keys_failed,
+            "provide_wall_secs": self.provide_wall.as_secs_f64(),
+            "provide_cpu_secs": secs(self.provide_cpu),
+            "keys_per_sec": self.keys_per_sec(),
+            "cpu_micros_per_key": self.cpu_per_key().map(|d| d.as_secs_f64() * 1e6),
+            "side_wall_secs": self.side_wall.as_secs_f64(),
+            "side_cpu_secs": secs(self.side_cpu),
+            "bootstrap_wall_secs": self.bootstrap_wall.as_secs_f64(),
+            "tables": { "min": self.tables.0, "mean": self.tables.1, "max": self.tables.2 },
+            "requests": self.requests.iter().map(|(t, n)| (t.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+            "requests_counted": self.requests_counted,
+            "requests_per_key": self.requests_per_key(),
+            "notes": self.notes,
+            "sampled": self.sampled,
+            "found": self.found,
+            "lookup_requests": self.lookup_requests,
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let Some(args) = Args::parse(&raw)? else {
+        eprint!("{USAGE}");
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> Result<()> {
+    eprintln!(
+        "bench devnet: {} nodes; sweep {} keys, libp2p-kad {} keys ({} in flight); sample {}",
+        args.nodes, args.keys, args.kad_keys, args.kad_parallel, args.sample
+    );
+    let sweep = if args.sweep {
+        Some(sweep_side(&args).await?)
+    } else {
+        None
+    };
+    let kad = if args.kad {
+        Some(kad_side(&args).await?)
+    } else {
+        None
+    };
+    let sides: Vec<&Side> = sweep.iter().chain(kad.iter()).collect();
+    print_table(&args, &sides);
+    let ratios = match (&sweep, &kad) {
+        (Some(s), Some(k)) => Some(print_ratios(&args, s, k)),
+        _ => None,
+    };
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "nodes": args.nodes,
+            "sweep": sweep.as_ref().map(Side::json),
+            "libp2p_kad": kad.as_ref().map(Side::json),
+            "ratios": ratios,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// CPU readings taken from the devnet's progress callback: the first is at the start of the
+/// provide phase, the last at its end (the callback runs only while keys are provided).
+#[derive(Default)]
+struct ProgressMarks {
+    first: Option<Option<Duration>>,
+    last: Option<Duration>,
+    last_print: Option<Instant>,
+}
+
+async fn sweep_side(args: &Args) -> Result<Side> {
+    let config = DevnetConfig {
+        nodes: args.nodes,
+        keys: args.keys,
+        sample: args.sample,
+        strategy: Strategy::Sweep,
+        settle_timeout: args.settle,
+        seed: args.seed,
+        ..DevnetConfig::default()
+    };
+    eprintln!("sweep: starting {} nodes", args.nodes);
+    let marks = Mutex::new(ProgressMarks::default());
+    let cpu_start = process_cpu_time();
+    let started = Instant::now();
+    let report = devnet::run(&config, |provided, total| {
+        let cpu = process_cpu_time();
+        let mut m = marks.lock().unwrap_or_else(|e| e.into_inner());
+        m.first.get_or_insert(cpu);
+        m.last = cpu;
+        if m.last_print
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            m.last_print = Some(Instant::now());
+            eprintln!(
+                "sweep: provided {provided}/{total} keys ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })
+    .await
+    .context("sweep devnet")?;
+    let side_wall = started.elapsed();
+    let side_cpu = cpu_between(cpu_start, process_cpu_time());
+    let marks = marks.into_inner().unwrap_or_else(|e| e.into_inner());
+    let p = &report.provider;
+    let t = &report.provider_transport;
+    let mut notes = vec![
+        format!(
+            "ADD_PROVIDER failed {}; regions explored {} (mean prefix {:.1} bits)",
+            p.add_provider_failed, p.regions_explored, p.average_region_prefix_len
+        ),
+        format!(
+            "provider transport: {} requests ok, {} failed; {} streams opened, {} reused",
+            t.outbound_requests_ok,
+            t.outbound_requests_failed,
+            t.outbound_streams_opened,
+            t.outbound_streams_reused
+        ),
+    ];
+    if let Some(e) = &report.provide_error {
+        notes.push(format!("first provide reported: {e}"));
+    }
+    Ok(Side {
+        name: "sweep",
+        keys: report.keys,
+        keys_provided: p.keys_provided,
+        keys_failed: p.keys_failed,
+        provide_wall: report.provide_time,
+        provide_cpu: cpu_between(marks.first.flatten(), marks.last),
+        side_wall,
+        side_cpu,
+        bootstrap_wall: report.start_time + report.bootstrap_time,
+        tables: (report.tables.min, report.tables.mean, report.tables.max),
+        requests: vec![
+            ("FIND_NODE", p.find_node_sent),
+            ("ADD_PROVIDER", p.add_provider_sent),
+        ],
+        requests_counted: "sent by the provider (SweepingProvider counters)",
+        notes,
+        sampled: report.sampled,
+        found: report.found,
+        lookup_requests: report.lookups.total_requests(),
+    })
+}
+
+/// Bootstraps the libp2p-kad network as the devnet bootstraps ours: each node after the
+/// first from node 0 and two random earlier nodes, one after the other; then rounds of
+/// bootstrap on every node at once until the tables stop growing, none starting after
+/// `settle` has passed.
+async fn bootstrap_kad(net: &KadNet, rng: &mut StdRng, settle: Duration) -> Result<()> {
+    for index in 1..net.nodes.len() {
+        let earlier: Vec<usize> = (1..index).collect();
+        let mut peers = vec![0];
+        peers.extend(earlier.choose_multiple(rng, 2).copied());
+        let known: Vec<_> = peers
+            .iter()
+            .map(|&i| (net.nodes[i].peer_id, net.nodes[i].addr.clone()))
+            .collect();
+        let node = &net.nodes[index];
+        node.with(move |kad| {
+            for (peer, addr) in known {
+                kad.add_address(&peer, addr);
+            }
+        })
+        .await?;
+        node.query(|kad| kad.bootstrap().map_err(|e| e.to_string()))
+            .await?;
+    }
+    // A round runs to its end (libp2p-kad's query timeout bounds it), so that no query of
+    // it is still running when the provide starts and its requests are counted.
+    let deadline = Instant::now() + settle;
+    let mut total = table_sizes(net).await?.iter().sum::<usize>();
+    while Instant::now() < deadline {
+        let targets: Vec<[u8; 32]> = net.nodes.iter().map(|_| rng.random()).collect();
+        futures::future::join_all(
+            net.nodes
+                .iter()
+                .zip(targets)
+                .map(|(node, target)| async move {
+                    let _ = node
+                        .query(|kad| kad.bootstrap().map_err(|e| e.to_string()))
+                        .await;
+                    let _ = node
+                        .query(move |kad| Ok(kad.get_closest_peers(target.to_vec())))
+                        .await;
+                }),
+        )
+        .await;
+        let now = table_sizes(net).await?.iter().sum::<usize>();
+        if now <= total {
+            break;
+        }
+        total = now;
+    }
+    Ok(())
+}
+
+async fn table_sizes(net: &KadNet) -> Result<Vec<usize>> {
+    futures::future::join_all(net.nodes.iter().map(kad::KadNode::table_len))
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn kad_side(args: &Args) -> Result<Side> {
+    eprintln!("libp2p-kad: starting {} nodes", args.nodes);
+    let cpu_start = process_cpu_time();
+    let started = Instant::now();
+    let settings = KadSettings {
+        query_timeout: Duration::from_secs(30),
+        max_provider_keys: args.kad_keys.max(args.keys) + 1024,
+    };
+    let net = KadNet::start(args.nodes, &settings).await?;
+    let result = kad_run(args, &net).await;
+    net.shutdown().await;
+    let mut side = result?;
+    side.side_wall = started.elapsed();
+    side.side_cpu = cpu_between(cpu_start, process_cpu_time());
+    Ok(side)
+}
+
+async fn kad_run(args: &Args, net: &KadNet) -> Result<Side> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x6b61_6400);
+    bootstrap_kad(net, &mut rng, args.settle).await?;
+    let sizes = table_sizes(net).await?;
+    let tables = (
+        sizes.iter().copied().min().unwrap_or(0),
+        sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64,
+        sizes.iter().copied().max().unwrap_or(0),
+    );
+    let bootstrap_wall = started.elapsed();
+    eprintln!(
+        "libp2p-kad: bootstrapped in {:.1} s, tables min {} / mean {:.1} / max {}",
+        bootstrap_wall.as_secs_f64(),
+        tables.0,
+        tables.1,
+        tables.2
+    );
+
+    // Provide: node 0 starts one query per key, `kad_parallel` in flight.
+    let keys: Vec<Vec<u8>> = (0..args.kad_keys)
+        .map(|_| random_cid(&mut rng).to_bytes())
+        .collect();
+    let provider = &net.nodes[0];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let before = net.counters.snapshot();
+    let cpu_start = process_cpu_time();
+    let provide_start = Instant::now();
+    let (mut next, mut in_flight, mut ok, mut failed) = (0usize, 0usize, 0u64, 0u64);
+    let (mut query_requests, mut query_failures) = (0u64, 0u64);
+    let mut first_error: Option<String> = None;
+    let mut last_print = Instant::now();
+    let mut stopped_early = false;
+    while next < keys.len() || in_flight > 0 {
+        if next < keys.len() && in_flight < args.kad_parallel {
+            if provide_start.elapsed() >= args.kad_max {
+                stopped_early = true;
+                next = keys.len();
+                continue;
+            }
+            let end = (next + args.kad_parallel - in_flight).min(keys.len());
+            let batch: Vec<libp2p_kad::RecordKey> = keys[next..end]
+                .iter()
+                .map(libp2p_kad::RecordKey::new)
+                .collect();
+            next = end;
+            let started = provider
+                .start_queries(
+                    move |kad| {
+                        batch
+                            .into_iter()
+                            .map(|k| kad.start_providing(k).map_err(|e| format!("{e:?}")))
+                            .collect()
+                    },
+                    tx.clone(),
+                )
+                .await?;
+            for r in started {
+                match r {
+                    Ok(_) => in_flight += 1,
+                    Err(e) => {
+                        failed += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(step) = rx.recv().await else { break };
+        if !step.last {
+            continue;
+        }
+        in_flight -= 1;
+        query_requests += u64::from(step.stats.num_requests());
+        query_failures += u64::from(step.stats.num_failures());
+        match step.result {
+            libp2p_kad::QueryResult::StartProviding(Ok(_)) => ok += 1,
+            other => {
+                failed += 1;
+                first_error.get_or_insert_with(|| format!("{other:?}"));
+            }
+        }
+        if last_print.elapsed() >= Duration::from_secs(10) {
+            last_print = Instant::now();
+            eprintln!(
+                "libp2p-kad: provided {ok}/{} keys ({:.0} s)",
+                keys.len(),
+                provide_start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let queries_done = Instant::now();
+    // libp2p-kad reports a provide done once its ADD_PROVIDER messages are queued, before
+    // they are written: the phase ends when the last one has reached its peer.
+    let mut seen = net.counters.snapshot().add_provider;
+    let mut still_since = Instant::now();
+    while still_since.elapsed() < Duration::from_secs(2)
+        && queries_done.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = net.counters.snapshot().add_provider;
+        if now != seen {
+            seen = now;
+            still_since = Instant::now();
+        }
+    }
+    let provide_end = net
+        .counters
+        .last_add_provider()
+        .map_or(queries_done, |t| t.max(queries_done));
+    let provide_wall = provide_end - provide_start;
+    let provide_cpu = cpu_between(cpu_start, process_cpu_time());
+    let received = net.counters.snapshot().since(&before);
+    eprintln!(
+        "libp2p-kad: provided {ok} keys in {:.1} s",
+        provide_wall.as_secs_f64()
+    );
+
+    // Findability: a sample of the provided keys, each from a random other node.
+    let provided = &keys[..(ok + failed) as usize];
+    let sample: Vec<(Vec<u8>, usize)> = provided
+        .choose_multiple(&mut rng, args.sample.min(provided.len()))
+        .map(|k| (k.clone(), rng.random_range(1..net.nodes.len())))
+        .collect();
+    let provider_id = provider.peer_id;
+    let lookups: Vec<Result<(bool, u64)>> =
+        futures::stream::iter(sample.into_iter().map(|(key, from)| async move {
+            let steps = net.nodes[from]
+                .query(move |kad| Ok(kad.get_providers(libp2p_kad::RecordKey::new(&key))))
+                .await?;
+            let requests = steps
+                .last()
+                .map_or(0, |s| u64::from(s.stats.num_requests()));
+            Ok((found_provider(&steps, &provider_id), requests))
+        }))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let lookups = lookups.into_iter().collect::<Result<Vec<_>>>()?;
+
+    let mut notes = vec![format!(
+        "provider's query stats: {query_requests} requests, {query_failures} failed \
+         (libp2p-kad counts an ADD_PROVIDER as a success once queued)"
+    )];
+    if received.get_value + received.put_value > 0 {
+        notes.push(format!(
+            "also received: GET_VALUE {}, PUT_VALUE {}",
+            received.get_value, received.put_value
+        ));
+    }
+    if stopped_early {
+        notes.push(format!(
+            "stopped starting provides after {} s (--kad-max-secs)",
+            args.kad_max.as_secs()
+        ));
+    }
+    if let Some(e) = first_error {
+        notes.push(format!("first failure: {e}"));
+    }
+    Ok(Side {
+        name: "libp2p-kad",
+        keys: ok as usize + failed as usize,
+        keys_provided: ok,
+        keys_failed: failed,
+        provide_wall,
+        provide_cpu,
+        side_wall: Duration::ZERO,
+        side_cpu: None,
+        bootstrap_wall,
+        tables,
+        requests: vec![
+            ("FIND_NODE", received.find_node),
+            ("ADD_PROVIDER", received.add_provider),
+            ("GET_PROVIDERS", received.get_providers),
+        ],
+        requests_counted: "received by the other nodes (libp2p-kad InboundRequest events)",
+        notes,
+        sampled: lookups.len(),
+        found: lookups.iter().filter(|(found, _)| *found).count(),
+        lookup_requests: lookups.iter().map(|(_, n)| n).sum(),
+    })
+}
+
+fn fmt_secs(d: Option<Duration>) -> String {
+    d.map_or_else(|| "n/a".to_owned(), |d| format!("{:.2}", d.as_secs_f64()))
+}
+
+fn print_table(args: &Args, sides: &[&Side]) {
+    println!();
+    println!(
+        "bench devnet: {} nodes on 127.0.0.1, one process",
+        args.nodes
+    );
+    let row = |label: &str, f: &dyn Fn(&Side) -> String| {
+        let cells: String = sides.iter().map(|s| format!("{:>16}", f(s))).collect();
+        println!("  {label:<30}{cells}");
+    };
+    row("", &|s| s.name.to_owned());
+    row("keys provided / given", &|s| {
+        format!("{}/{}", s.keys_provided, s.keys)
+    });
+    row("provide wall time (s)", &|s| fmt_secs(Some(s.provide_wall)));
+    row("provide CPU time (s)", &|s| fmt_secs(s.provide_cpu));
+    row("keys per second (wall)", &|s| {
+        format!("{:.1}", s.keys_per_sec())
+    });
+    row("CPU per key (us)", &|s| {
+        s.cpu_per_key().map_or("n/a".to_owned(), |d| {
+            format!("{:.1}", d.as_secs_f64() * 1e6)
+        })
+    });
+    let mut types: Vec<&'static str> = Vec::new();
+    for s in sides {
+        for (t, _) in &s.requests {
+            if !types.contains(t) {
+                types.push(t);
+            }
+        }
+    }
+    for t in types {
+        row(&format!("{t} requests"), &|s| {
+            s.requests
+                .iter()
+                .find(|(ty, _)| *ty == t)
+                .map_or("-".to_owned(), |(_, n)| n.to_string())
+        });
+    }
+    row("requests per key", &|s| {
+        format!("{:.2}", s.requests_per_key())
+    });
+    row("found (sample)", &|s| {
+        format!("{}/{} {:.0}%", s.found, s.sampled, 100.0 * s.found_share())
+    });
+    row("requests per lookup", &|s| {
+        format!("{:.1}", s.lookup_requests as f64 / s.sampled.max(1) as f64)
+    });
+    row("start+bootstrap wall (s)", &|s| {
+        fmt_secs(Some(s.bootstrap_wall))
+    });
+    row("tables min/mean/max", &|s| {
+        format!("{}/{:.1}/{}", s.tables.0, s.tables.1, s.tables.2)
+    });
+    row("whole side wall (s)", &|s| fmt_secs(Some(s.side_wall)));
+    row("whole side CPU (s)", &|s| fmt_secs(s.side_cpu));
+    for s in sides {
+        println!("  {}: requests {}", s.name, s.requests_counted);
+        for n in &s.notes {
+            println!("  {}: {n}", s.name);
+        }
+    }
+}
+
+fn print_ratios(args: &Args, sweep: &Side, kad: &Side) -> serde_json::Value {
+    let speed = sweep.keys_per_sec() / kad.keys_per_sec().max(1e-9);
+    let cpu = match (sweep.cpu_per_key(), kad.cpu_per_key()) {
+        (Some(s), Some(k)) => Some(k.as_secs_f64() / s.as_secs_f64().max(1e-12)),
+        _ => None,
+    };
+    let requests = kad.requests_per_key() / sweep.requests_per_key().max(1e-9);
+    println!("ratios (sweep over libp2p-kad):");
+    println!("  keys per second (wall)        {speed:>10.1}x");
+    match cpu {
+        Some(c) => println!("  CPU per key, libp2p-kad/sweep {c:>10.1}x"),
+        None => println!("  CPU per key                   n/a"),
+    }
+    println!("  requests per key, kad/sweep   {requests:>10.2}x");
+    let target = args.nodes == 100 && sweep.keys_provided >= 100_000;
+    println!(
+        "  target (100 nodes, 100,000 sweep keys, keys/s >= 10x): {}",
+        if !target {
+            "not this configuration".to_owned()
+        } else if speed >= 10.0 {
+            format!("met ({speed:.1}x)")
+        } else {
+            format!("NOT met ({speed:.1}x)")
+        }
+    );
+    serde_json::json!({
+        "keys_per_sec": speed,
+        "cpu_per_key_kad_over_sweep": cpu,
+        "requests_per_key_kad_over_sweep": requests,
+    })
+}
