@@ -4,6 +4,11 @@
 //!   nodes to random keys in a simulated network, checked against the ground truth; prints a
 //!   table and writes a JSON summary. `cargo xtask sim lookup --help` lists every option.
 //!
+//! - `provide --servers S --keys N --strategy sweep|per-key|both [--churn F] [--seed X]
+//!   [--json PATH] [...]`: one provider node provides N keys, then reprovides them for one
+//!   cycle; requests, placement and findability, sweep beside per-key. Built with the
+//!   simulator's `rocksdb` feature, so the provider's keystore is RocksDB as in a node.
+//!
 //! The simulator is its own binary (`dht-sim`), built with `--release`, so xtask stays light.
 //! Relative paths (e.g. `--json out.json`) are relative to the workspace root.
 
@@ -17,6 +22,11 @@ experiments:
          [--silent F] [--random-peers F] [--far-peers F] [--slow F] [--loss P]
          [--alpha A] [--beta B] [--k K]
                              lookups in a simulated network, against the ground truth
+  provide --servers S --keys N --strategy sweep|per-key|both [--churn F] [--seed X]
+          [--json PATH] [--keystore rocksdb|memory] [--records store|count] [--preload]
+          [--no-reprovide] [--placement-sample N] [--findable-sample N]
+                             a provide and a reprovide cycle from one node, measured
+                             (`cargo xtask sim provide --help` lists every option)
 ";
 
 /// Runs `cargo xtask sim …` with the arguments after `sim`.
@@ -33,6 +43,25 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
                 "dht-sim",
                 "--",
                 "lookup",
+            ];
+            all.extend_from_slice(rest);
+            crate::cargo(&all)
+        }
+        Some((&"provide", rest)) => {
+            // RocksDB is the provider's keystore: its build needs libclang.
+            crate::setup::ensure(true)?;
+            let mut all = vec![
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "dht-sim",
+                "--features",
+                "rocksdb",
+                "--bin",
+                "dht-sim",
+                "--",
+                "provide",
             ];
             all.extend_from_slice(rest);
             crate::cargo(&all)

@@ -177,6 +177,20 @@ pub struct SimConfig {
     pub handler: HandlerConfig,
     /// Wall-clock seconds at virtual time zero (default 1,700,000,000).
     pub start_time: UnixSecs,
+    /// What servers do with the ADD_PROVIDER messages they receive (default: store them).
+    pub provider_records: ProviderRecords,
+}
+
+/// What simulated servers do with the provider records (ADD_PROVIDER) they receive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProviderRecords {
+    /// Hand them to the node's handler, which stores them: GET_PROVIDERS finds them.
+    #[default]
+    Store,
+    /// Count them on arrival and drop them: a run of millions of keys measures the provider,
+    /// not the servers' stores. Nothing is findable.
+    Count,
 }
 
 impl Default for SimConfig {
@@ -198,6 +212,7 @@ impl Default for SimConfig {
             table: KBucketConfig::default().with_diversity(None),
             handler: HandlerConfig::default().rate_limit(None),
             start_time: 1_700_000_000,
+            provider_records: ProviderRecords::Store,
         }
     }
 }
@@ -247,6 +262,8 @@ impl SimConfig {
         handler: HandlerConfig;
         /// Sets [`SimConfig::start_time`].
         start_time: UnixSecs;
+        /// Sets [`SimConfig::provider_records`].
+        provider_records: ProviderRecords;
     }
 
     /// Sets [`Misbehaviour::silent`].

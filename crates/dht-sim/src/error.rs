@@ -1,6 +1,6 @@
 //! The errors of the simulator.
 
-/// Why a simulation could not be built.
+/// Why a simulation could not be built or an experiment could not run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SimError {
@@ -10,4 +10,7 @@ pub enum SimError {
     /// A node identity or address could not be made.
     #[error("could not make a node identity: {0}")]
     Identity(String),
+    /// A provider on a simulated node failed to start, or its keystore failed.
+    #[error("provider failed: {0}")]
+    Provider(String),
 }

@@ -7,11 +7,12 @@ mod error;
 mod lookup;
 mod network;
 mod node;
+pub mod provide;
 mod sim;
 mod validator;
 
 pub use clock::SimClock;
-pub use config::{Churn, Latency, Misbehaviour, SimConfig, TableBuild};
+pub use config::{Churn, Latency, Misbehaviour, ProviderRecords, SimConfig, TableBuild};
 pub use error::SimError;
 pub use lookup::{LookupReport, LookupSample, quantile};
 pub use network::{NetStats, NodeNetwork};

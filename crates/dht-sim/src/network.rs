@@ -15,7 +15,7 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use serde::Serialize;
 
 use crate::{
-    Behaviour,
+    Behaviour, ProviderRecords,
     node::SimNode,
     sim::{SimInner, mix},
 };
@@ -123,6 +123,9 @@ async fn deliver(
     sender.counters.sent(ty);
     let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
     let target = sim.index_of(&to).and_then(|i| sim.node(i));
+    if let (Some(t), Some(contacts)) = (&target, sender.contacts.lock().as_mut()) {
+        contacts.insert(t.index);
+    }
     let Some(target) = target.filter(|t| t.is_alive()) else {
         bump(&sim.net.unreachable);
         tokio::time::sleep(config.dial_timeout).await;
@@ -139,6 +142,13 @@ async fn deliver(
         // Written to the stream; the server handles it one latency later.
         if lost_out {
             bump(&sim.net.lost);
+        } else if sim.config.provider_records == ProviderRecords::Count {
+            // Counted on arrival, never stored: no task, no record.
+            if target.behaviour.answers() {
+                target.counters.received(ty);
+            } else {
+                bump(&sim.net.unanswered);
+            }
         } else {
             let sim = sim.clone();
             let from = sender.info.clone();

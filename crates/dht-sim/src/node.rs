@@ -135,6 +135,9 @@ pub struct SimNode {
     pub(crate) counters: NodeCounters,
     /// Messages sent so far: with the seed and the two ends, it seeds each message's draws.
     pub(crate) seq: AtomicU64,
+    /// The distinct nodes this node sent requests to, while tracked
+    /// ([`Sim::track_contacts`](crate::Sim::track_contacts)).
+    pub(crate) contacts: parking_lot::Mutex<Option<std::collections::HashSet<usize>>>,
 }
 
 impl SimNode {

@@ -301,6 +301,7 @@ impl Sim {
             protected: AtomicBool::new(false),
             counters: NodeCounters::default(),
             seq: AtomicU64::new(0),
+            contacts: Mutex::new(None),
         })
     }
 
@@ -313,6 +314,55 @@ impl Sim {
     /// time elapsed.
     pub fn now(&self) -> UnixSecs {
         self.inner.clock.now()
+    }
+
+    /// The simulation's clock (virtual wall-clock seconds), for parts that take a
+    /// [`Clock`], such as a provider running on a simulated node.
+    pub fn clock(&self) -> SimClock {
+        self.inner.clock
+    }
+
+    /// Starts (or restarts from zero) counting the distinct nodes node `i` sends requests to.
+    pub fn track_contacts(&self, i: usize) {
+        if let Some(node) = self.node(i) {
+            *node.contacts.lock() = Some(std::collections::HashSet::new());
+        }
+    }
+
+    /// How many distinct nodes node `i` sent requests to since
+    /// [`track_contacts`](Self::track_contacts); 0 when not tracked.
+    pub fn contacts(&self, i: usize) -> usize {
+        self.node(i)
+            .and_then(|n| n.contacts.lock().as_ref().map(|s| s.len()))
+            .unwrap_or(0)
+    }
+
+    /// The distinct nodes node `i` sent requests to since
+    /// [`track_contacts`](Self::track_contacts), in increasing order.
+    pub fn contacted(&self, i: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .node(i)
+            .and_then(|n| {
+                n.contacts
+                    .lock()
+                    .as_ref()
+                    .map(|s| s.iter().copied().collect())
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// Drops every provider record that every node stores (e.g. between a provide and a
+    /// reprovide, so that what is found afterwards was placed by the reprovide).
+    pub fn clear_provider_records(&self) {
+        use dht_provider_store::ProviderStore;
+        let far = self
+            .now()
+            .saturating_add(dht_proto::PROVIDER_RECORD_TTL_SECS + 1);
+        for node in self.inner.nodes.read().iter() {
+            let _ = node.store.remove_expired(far);
+        }
     }
 
     /// Virtual time elapsed since the simulation was made.
@@ -577,10 +627,17 @@ impl Sim {
     /// Runs alongside other tasks: spawn it (`tokio::spawn(sim.clone().run_churn(d))` needs
     /// a `'static` future, which a clone gives) to churn while lookups or provides run.
     pub async fn run_churn(self, duration: Duration) -> ChurnReport {
+        let churn = self.inner.config.churn;
+        self.run_churn_with(duration, churn).await
+    }
+
+    /// [`run_churn`](Self::run_churn) at the rates of `churn` instead of
+    /// [`SimConfig::churn`].
+    pub async fn run_churn_with(self, duration: Duration, churn: crate::Churn) -> ChurnReport {
         let config = &self.inner.config;
         let n0 = self.inner.initial_nodes as f64;
-        let leave = config.churn.leave_per_hour * n0 / 3600.0;
-        let join = config.churn.join_per_hour * n0 / 3600.0;
+        let leave = churn.leave_per_hour * n0 / 3600.0;
+        let join = churn.join_per_hour * n0 / 3600.0;
         let total = leave + join;
         let end = tokio::time::Instant::now() + duration;
         let mut report = ChurnReport::default();

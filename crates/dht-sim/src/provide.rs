@@ -1,0 +1,612 @@
+//! The provide experiment: one node announces many keys to a simulated network, with the
+//! sweeping provider or the per-key baseline, then reprovides them for one full cycle; what
+//! it cost and where the records landed are measured against the ground truth.
+//!
+//! `dht-sim provide` (and `cargo xtask sim provide`) runs it from the command line; tests call
+//! [`run_provide`] directly.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use dht_proto::{K_VALUE, Key, MessageType, PeerId};
+use dht_provider::{
+    DhtProvider, LegacyConfig, LegacyProvider, MemoryStateStore, Multihash, ProviderStats,
+    StateStore, SweepConfig, SweepParts, SweepingProvider,
+};
+use dht_provider_store::{Keystore, ProviderStore};
+use dht_routing::find_providers;
+use dht_routing_table::Clock;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::{Behaviour, ChurnReport, Sim, SimError, sim::mix};
+
+/// Which provider announces the keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// [`SweepingProvider`]: region by region, each region explored once.
+    Sweep,
+    /// [`LegacyProvider`]: one DHT walk and one ADD_PROVIDER round per key.
+    PerKey,
+}
+
+impl Strategy {
+    /// The name used on the command line and in reports (`sweep`, `per-key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Sweep => "sweep",
+            Strategy::PerKey => "per-key",
+        }
+    }
+}
+
+/// Settings of one [`run_provide`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ProvideConfig {
+    /// The provider.
+    pub strategy: Strategy,
+    /// Keys announced (CID-shaped sha2-256 multihashes drawn from the seed).
+    pub keys: u64,
+    /// Share of the servers replaced (left, and as many new ones joined) during the
+    /// reprovide cycle, spread evenly over it.
+    pub churn: f64,
+    /// Keys sampled for the findability check (default 1,000).
+    pub findable_sample: usize,
+    /// Keys whose placement is checked; 0 (the default) checks every key.
+    pub placement_sample: usize,
+    /// The reprovide interval (22 h).
+    pub interval: Duration,
+    /// The sweep's workers (default 4, as go-libp2p-kad-dht).
+    pub workers: usize,
+    /// Write every key to the keystore before the provider starts, as a node that restarts
+    /// with keys it held but no saved schedule: the sweep then provides whole regions from
+    /// the keystore and never holds the keys in a queue. Sweep only.
+    pub preload: bool,
+    /// Run the reprovide cycle after the first provide (default true).
+    pub reprovide: bool,
+}
+
+impl Default for ProvideConfig {
+    fn default() -> Self {
+        ProvideConfig {
+            strategy: Strategy::Sweep,
+            keys: 10_000,
+            churn: 0.0,
+            findable_sample: 1_000,
+            placement_sample: 0,
+            interval: Duration::from_secs(dht_proto::REPROVIDE_INTERVAL_SECS),
+            workers: 4,
+            preload: false,
+            reprovide: true,
+        }
+    }
+}
+
+impl ProvideConfig {
+    /// Settings for `strategy` and `keys`, the rest default.
+    pub fn new(strategy: Strategy, keys: u64) -> Self {
+        ProvideConfig {
+            strategy,
+            keys,
+            ..ProvideConfig::default()
+        }
+    }
+
+    /// Sets [`ProvideConfig::churn`].
+    #[must_use]
+    pub fn churn(mut self, share: f64) -> Self {
+        self.churn = share;
+        self
+    }
+
+    /// Sets [`ProvideConfig::interval`].
+    #[must_use]
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Sets [`ProvideConfig::findable_sample`].
+    #[must_use]
+    pub fn findable_sample(mut self, n: usize) -> Self {
+        self.findable_sample = n;
+        self
+    }
+
+    /// Sets [`ProvideConfig::placement_sample`].
+    #[must_use]
+    pub fn placement_sample(mut self, n: usize) -> Self {
+        self.placement_sample = n;
+        self
+    }
+
+    /// Sets [`ProvideConfig::workers`].
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Sets [`ProvideConfig::preload`].
+    #[must_use]
+    pub fn preload(mut self, on: bool) -> Self {
+        self.preload = on;
+        self
+    }
+
+    /// Sets [`ProvideConfig::reprovide`].
+    #[must_use]
+    pub fn reprovide(mut self, on: bool) -> Self {
+        self.reprovide = on;
+        self
+    }
+}
+
+/// What one phase (the first provide, or the reprovide cycle) cost and achieved.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct PhaseReport {
+    /// FIND_NODE requests the provider sent.
+    pub find_node_rpcs: u64,
+    /// ADD_PROVIDER messages the provider sent.
+    pub add_provider_rpcs: u64,
+    /// Other requests the provider sent (GET_PROVIDERS, PING, …).
+    pub other_rpcs: u64,
+    /// Lookups: regions explored by the sweep, DHT walks (one per key) by the per-key provider.
+    pub lookups: u64,
+    /// Distinct nodes the provider sent anything to.
+    pub distinct_peers_contacted: usize,
+    /// Share of the checked keys stored on at least 19 of their true 20 closest live
+    /// servers (`None` when servers only count records).
+    pub placement_fraction: Option<f64>,
+    /// Share of the checked keys stored on all of their true 20 closest live servers.
+    pub exact_placement_fraction: Option<f64>,
+    /// Keys whose placement was checked.
+    pub placement_checked: u64,
+    /// Share of the sampled keys that `find_providers` found from a random other node.
+    pub findable_fraction: Option<f64>,
+    /// Keys sampled for findability.
+    pub findable_checked: u64,
+    /// Keys the provider reported as failed in this phase.
+    pub keys_failed: u64,
+    /// Virtual time the phase took, in seconds.
+    pub virtual_secs: f64,
+    /// Wall time the phase took, in seconds (without the checks).
+    pub wall_secs: f64,
+    /// Churn during the phase.
+    pub churn: ChurnReport,
+}
+
+/// The result of [`run_provide`].
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct ProvideReport {
+    /// `sweep` or `per-key`.
+    pub strategy: &'static str,
+    /// Servers in the network when the provider started.
+    pub servers: usize,
+    /// Keys provided.
+    pub keys: u64,
+    /// Share of servers replaced during the reprovide cycle.
+    pub churn: f64,
+    /// The first provide of every key.
+    pub provide: PhaseReport,
+    /// The reprovide cycle (records from the first provide are dropped first, so what is
+    /// found afterwards was placed by the reprovide).
+    pub reprovide: Option<PhaseReport>,
+    /// FIND_NODE requests of both phases.
+    pub find_node_rpcs: u64,
+    /// ADD_PROVIDER messages of both phases.
+    pub add_provider_rpcs: u64,
+    /// Lookups of both phases.
+    pub lookups: u64,
+    /// Distinct nodes contacted over both phases.
+    pub distinct_peers_contacted: usize,
+    /// Placement after the last phase.
+    pub placement_fraction: Option<f64>,
+    /// Findability after the last phase.
+    pub findable_fraction: Option<f64>,
+    /// Virtual time of both phases, in seconds.
+    pub virtual_secs: f64,
+    /// Slices of the sweep's schedule (0 for per-key).
+    pub slices: u64,
+    /// Mean prefix length of the regions the sweep explored.
+    pub average_region_prefix_len: f64,
+    /// Resident memory when the provider started (the simulated network built), in bytes.
+    pub rss_before_provider_bytes: u64,
+    /// Resident memory at the end, in bytes.
+    pub rss_after_bytes: u64,
+}
+
+/// The `i`-th key of a run seeded with `seed`: a sha2-256 multihash of 32 bytes drawn from
+/// (seed, i), so keys can be made again one at a time, never all held at once.
+pub fn key_at(seed: u64, i: u64) -> Multihash {
+    let mut digest = [0u8; 32];
+    for (j, chunk) in digest.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&mix(&[seed, 0x6b65_7973, i, j as u64]).to_le_bytes());
+    }
+    // A 32-byte digest always fits a 64-byte multihash.
+    Multihash::wrap(0x12, &digest).unwrap_or_default()
+}
+
+/// Resident memory of this process now (`VmRSS`), in bytes; 0 where unknown.
+pub fn rss_bytes() -> u64 {
+    proc_status_kb("VmRSS:")
+}
+
+/// Peak resident memory of this process (`VmHWM`), in bytes; 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    proc_status_kb("VmHWM:")
+}
+
+fn proc_status_kb(field: &str) -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Keys added per call to the provider.
+const CHUNK: u64 = 50_000;
+
+/// The keys of a run with `keys` keys, [`CHUNK`] at a time.
+fn key_chunks(seed: u64, keys: u64) -> impl Iterator<Item = Vec<Multihash>> {
+    (0..keys.div_ceil(CHUNK)).map(move |c| {
+        (c * CHUNK..((c + 1) * CHUNK).min(keys))
+            .map(|i| key_at(seed, i))
+            .collect()
+    })
+}
+
+/// Runs the experiment on `sim`: adds a provider node (protected from churn), joins it through
+/// four random servers, provides `config.keys` keys with `keystore` as its keystore, checks
+/// placement and findability, then (with [`ProvideConfig::reprovide`]) drops every provider
+/// record, lets one reprovide interval pass (with churn, if set) and checks again.
+///
+/// `on_phase` is told when each phase starts (for progress output).
+///
+/// # Errors
+/// [`SimError::Config`] for settings that do not fit (preload with per-key, churn outside
+/// `0..=1`); [`SimError::Provider`] if the provider cannot start or a store fails.
+pub async fn run_provide<K>(
+    sim: &Sim,
+    keystore: K,
+    config: &ProvideConfig,
+    on_phase: impl Fn(&str),
+) -> Result<ProvideReport, SimError>
+where
+    K: Keystore + 'static,
+{
+    if !(0.0..=1.0).contains(&config.churn) {
+        return Err(SimError::Config(format!(
+            "churn {} is not a share in 0..=1",
+            config.churn
+        )));
+    }
+    if config.preload && config.strategy == Strategy::PerKey {
+        return Err(SimError::Config(
+            "preload is for the sweep: the per-key provider only reprovides what it holds".into(),
+        ));
+    }
+    let servers = sim.live_count();
+    let boot = sim
+        .live_nodes()
+        .into_iter()
+        .take(sim.config().bootstrap_peers.max(1))
+        .collect::<Vec<_>>();
+    let me = sim.add_node(Behaviour::Honest)?;
+    sim.set_protected(me, true);
+    sim.join(me, &boot).await;
+    let node = sim
+        .node(me)
+        .ok_or(SimError::Config("provider node vanished".into()))?;
+    let info = node.info().clone();
+    let clock: Arc<dyn Clock> = Arc::new(sim.clock());
+    let rss_before_provider_bytes = rss_bytes();
+
+    let provider = match config.strategy {
+        Strategy::Sweep => {
+            if config.preload {
+                on_phase("writing the keys to the keystore");
+                for chunk in key_chunks(sim.config().seed, config.keys) {
+                    keystore.put(&chunk).map_err(provider_error)?;
+                }
+            }
+            let parts = SweepParts {
+                local: info.clone(),
+                network: sim.network(me),
+                table: node.table().clone(),
+                keystore,
+                state: Box::new(MemoryStateStore::default()) as Box<dyn StateStore>,
+                clock: clock.clone(),
+            };
+            let sweep = SweepConfig::default()
+                .with_interval(config.interval)
+                .with_workers(config.workers);
+            AnyProvider::Sweep(SweepingProvider::start(parts, sweep).map_err(provider_error)?)
+        }
+        Strategy::PerKey => {
+            let client = sim
+                .client(me)
+                .ok_or(SimError::Config("provider node vanished".into()))?;
+            AnyProvider::PerKey(LegacyProvider::start(
+                client,
+                keystore,
+                info.clone(),
+                clock.clone(),
+                LegacyConfig::default().with_interval(config.interval),
+            ))
+        }
+    };
+    let started = tokio::time::Instant::now();
+
+    // The first provide.
+    on_phase("providing");
+    let before = Snapshot::take(sim, me, &provider);
+    sim.track_contacts(me);
+    let wall = std::time::Instant::now();
+    match &provider {
+        AnyProvider::Sweep(p) => {
+            if !config.preload {
+                for chunk in key_chunks(sim.config().seed, config.keys) {
+                    p.start_providing_async(false, &chunk)
+                        .map_err(provider_error)?;
+                }
+            }
+            wait_idle(p, started + 2 * config.interval).await;
+        }
+        AnyProvider::PerKey(p) => {
+            for chunk in key_chunks(sim.config().seed, config.keys) {
+                // Failures are counted in the stats.
+                let _ = p.start_providing(false, &chunk).await;
+            }
+        }
+    }
+    let mut provide = before.phase(sim, me, &provider, wall.elapsed().as_secs_f64());
+    let mut contacted: HashSet<usize> = sim.contacted(me).into_iter().collect();
+    // Let the last messages land before looking at the servers' stores.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    on_phase("checking the first provide");
+    check(sim, me, &info.peer_id, config, &mut provide).await;
+
+    let mut reprovide = None;
+    if config.reprovide {
+        on_phase("reproviding for one interval");
+        sim.clear_provider_records();
+        let before = Snapshot::take(sim, me, &provider);
+        sim.track_contacts(me);
+        let wall = std::time::Instant::now();
+        let cycle_hours = config.interval.as_secs_f64() / 3600.0;
+        let churn = (config.churn > 0.0).then(|| {
+            // Spread the replacement over the cycle: churn/cycle_hours per hour each way.
+            let rate = crate::Churn::per_hour(config.churn / cycle_hours);
+            tokio::spawn(sim.clone().run_churn_with(config.interval, rate))
+        });
+        let cycle_end = tokio::time::Instant::now() + config.interval;
+        match &provider {
+            AnyProvider::Sweep(p) => {
+                tokio::time::sleep_until(cycle_end + Duration::from_secs(60)).await;
+                wait_idle(p, cycle_end + config.interval).await;
+            }
+            AnyProvider::PerKey(p) => {
+                // The baseline reprovides everything one interval after it started.
+                let done_at = started + config.interval;
+                tokio::time::sleep_until(done_at.max(tokio::time::Instant::now())).await;
+                let deadline = cycle_end + config.interval;
+                while p.stats().last_cycle_secs.is_none() && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                if tokio::time::Instant::now() < cycle_end {
+                    tokio::time::sleep_until(cycle_end).await;
+                }
+            }
+        }
+        let churn_report = match churn {
+            Some(task) => task.await.unwrap_or_default(),
+            None => ChurnReport::default(),
+        };
+        let mut phase = before.phase(sim, me, &provider, wall.elapsed().as_secs_f64());
+        phase.churn = churn_report;
+        contacted.extend(sim.contacted(me));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        on_phase("checking the reprovide");
+        check(sim, me, &info.peer_id, config, &mut phase).await;
+        reprovide = Some(phase);
+    }
+    let stats = provider.stats();
+    provider.close().await;
+
+    let last = reprovide.as_ref().unwrap_or(&provide);
+    let both = |f: fn(&PhaseReport) -> u64| f(&provide) + reprovide.as_ref().map_or(0, f);
+    Ok(ProvideReport {
+        strategy: config.strategy.as_str(),
+        servers,
+        keys: config.keys,
+        churn: config.churn,
+        find_node_rpcs: both(|p| p.find_node_rpcs),
+        add_provider_rpcs: both(|p| p.add_provider_rpcs),
+        lookups: both(|p| p.lookups),
+        distinct_peers_contacted: contacted.len(),
+        placement_fraction: last.placement_fraction,
+        findable_fraction: last.findable_fraction,
+        virtual_secs: provide.virtual_secs + reprovide.as_ref().map_or(0.0, |p| p.virtual_secs),
+        slices: stats.slices,
+        average_region_prefix_len: stats.average_region_prefix_len,
+        rss_before_provider_bytes,
+        rss_after_bytes: rss_bytes(),
+        provide,
+        reprovide,
+    })
+}
+
+/// Waits until the sweep has nothing queued and no worker busy, or until `deadline`.
+async fn wait_idle<N, T, K>(p: &SweepingProvider<N, T, K>, deadline: tokio::time::Instant)
+where
+    N: dht_routing::Network + 'static,
+    T: dht_routing_table::RoutingTable + 'static,
+    K: Keystore + 'static,
+{
+    loop {
+        let s = p.stats();
+        if s.keys_queued == 0 && s.regions_queued == 0 && s.workers_busy == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(?s, "provider still busy at the deadline");
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Placement of every key (or of [`ProvideConfig::placement_sample`] keys spread over them)
+/// and findability of [`ProvideConfig::findable_sample`] keys.
+async fn check(
+    sim: &Sim,
+    me: usize,
+    provider: &PeerId,
+    config: &ProvideConfig,
+    phase: &mut PhaseReport,
+) {
+    if sim.config().provider_records != crate::ProviderRecords::Store || config.keys == 0 {
+        return;
+    }
+    let seed = sim.config().seed;
+    let now = sim.now();
+    let every = |sample: usize| match sample {
+        0 => 1,
+        n => (config.keys / n as u64).max(1),
+    };
+    let step = every(config.placement_sample);
+    let (mut checked, mut placed, mut exact) = (0u64, 0u64, 0u64);
+    let mut i = 0;
+    while i < config.keys {
+        let key = key_at(seed, i).to_bytes();
+        let truth = sim.true_closest_by(&Key::hash(&key), K_VALUE, |n| {
+            n.index() != me && n.behaviour().answers()
+        });
+        let held = truth
+            .iter()
+            .filter_map(|&t| sim.node(t))
+            .filter(|n| {
+                n.store()
+                    .providers(&key, usize::MAX, now)
+                    .is_ok_and(|rs| rs.iter().any(|r| r.provider == *provider))
+            })
+            .count();
+        checked += 1;
+        placed += u64::from(held + 1 >= truth.len());
+        exact += u64::from(held == truth.len());
+        i += step;
+    }
+    phase.placement_checked = checked;
+    phase.placement_fraction = Some(placed as f64 / checked.max(1) as f64);
+    phase.exact_placement_fraction = Some(exact as f64 / checked.max(1) as f64);
+
+    let step = every(config.findable_sample);
+    let (mut sampled, mut found) = (0u64, 0u64);
+    let mut i = 0;
+    while i < config.keys && sampled < config.findable_sample as u64 {
+        let key = key_at(seed, i).to_bytes();
+        let finder =
+            sim.random_live_node(|n| n.index() != me && n.behaviour() == Behaviour::Honest);
+        if let Some(client) = finder.and_then(|f| sim.client(f)) {
+            let mut stream = find_providers(&client, &key, 1);
+            let hit = stream
+                .by_ref()
+                .any(|p| async move { p.peer_id == *provider });
+            found += u64::from(hit.await);
+        }
+        sampled += 1;
+        i += step;
+    }
+    phase.findable_checked = sampled;
+    phase.findable_fraction = Some(found as f64 / sampled.max(1) as f64);
+}
+
+fn provider_error(e: impl std::fmt::Display) -> SimError {
+    SimError::Provider(e.to_string())
+}
+
+/// Either provider, on a simulated node.
+enum AnyProvider<K> {
+    Sweep(SweepingProvider<crate::NodeNetwork, Arc<dht_routing_table::KBucketTable>, K>),
+    PerKey(LegacyProvider<crate::SimClient, K>),
+}
+
+impl<K: Keystore + 'static> AnyProvider<K> {
+    fn stats(&self) -> ProviderStats {
+        match self {
+            AnyProvider::Sweep(p) => DhtProvider::stats(p),
+            AnyProvider::PerKey(p) => DhtProvider::stats(p),
+        }
+    }
+
+    async fn close(&self) {
+        let _ = match self {
+            AnyProvider::Sweep(p) => DhtProvider::close(p).await,
+            AnyProvider::PerKey(p) => DhtProvider::close(p).await,
+        };
+    }
+
+    /// Lookups so far: regions explored, or keys walked.
+    fn lookups(&self) -> u64 {
+        let s = self.stats();
+        match self {
+            AnyProvider::Sweep(_) => s.regions_explored,
+            AnyProvider::PerKey(_) => s.keys_provided + s.keys_failed,
+        }
+    }
+}
+
+/// Counters at the start of a phase.
+struct Snapshot {
+    at: tokio::time::Instant,
+    find_node: u64,
+    add_provider: u64,
+    total: u64,
+    lookups: u64,
+    keys_failed: u64,
+}
+
+impl Snapshot {
+    fn take<K: Keystore + 'static>(sim: &Sim, me: usize, p: &AnyProvider<K>) -> Snapshot {
+        let counts = sim.node(me).map(|n| n.counts()).unwrap_or_default();
+        Snapshot {
+            at: tokio::time::Instant::now(),
+            find_node: counts.sent_of(MessageType::FindNode),
+            add_provider: counts.sent_of(MessageType::AddProvider),
+            total: counts.sent.values().sum(),
+            lookups: p.lookups(),
+            keys_failed: p.stats().keys_failed,
+        }
+    }
+
+    fn phase<K: Keystore + 'static>(
+        &self,
+        sim: &Sim,
+        me: usize,
+        p: &AnyProvider<K>,
+        wall_secs: f64,
+    ) -> PhaseReport {
+        let now = Snapshot::take(sim, me, p);
+        let find_node_rpcs = now.find_node - self.find_node;
+        let add_provider_rpcs = now.add_provider - self.add_provider;
+        PhaseReport {
+            find_node_rpcs,
+            add_provider_rpcs,
+            other_rpcs: (now.total - self.total) - find_node_rpcs - add_provider_rpcs,
+            lookups: now.lookups - self.lookups,
+            distinct_peers_contacted: sim.contacts(me),
+            keys_failed: now.keys_failed - self.keys_failed,
+            virtual_secs: (now.at - self.at).as_secs_f64(),
+            wall_secs,
+            ..PhaseReport::default()
+        }
+    }
+}
