@@ -76,6 +76,11 @@ struct Args {
     json: Option<String>,
 }
 
+/// A flag's value as a number, or an error naming the flag.
+fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: cannot read {v:?}"))
+}
+
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut config = SimConfig::default();
     let mut query = QueryConfig::default();
@@ -87,9 +92,6 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 .cloned()
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
-        fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
-            v.parse().map_err(|_| format!("{flag}: cannot read {v:?}"))
-        }
         match flag.as_str() {
             "--nodes" => config = config.nodes(num(flag, value()?)?),
             "--lookups" => lookups = num(flag, value()?)?,
@@ -308,6 +310,8 @@ mod provide_cmd {
     };
     use serde::Serialize;
 
+    use super::num;
+
     const USAGE: &str = "\
 usage: dht-sim provide [options]
 
@@ -383,9 +387,6 @@ options:
                     .cloned()
                     .ok_or_else(|| format!("{flag} needs a value"))
             };
-            fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
-                v.parse().map_err(|_| format!("{flag}: cannot read {v:?}"))
-            }
             match flag.as_str() {
                 "--servers" | "--nodes" => sim = sim.nodes(num(flag, value()?)?),
                 "--keys" => config.keys = num(flag, value()?)?,
