@@ -32,39 +32,11 @@ experiments:
 /// Runs `cargo xtask sim …` with the arguments after `sim`.
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     match args.split_first() {
-        Some((&"lookup", rest)) => {
-            let mut all = vec![
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "dht-sim",
-                "--bin",
-                "dht-sim",
-                "--",
-                "lookup",
-            ];
-            all.extend_from_slice(rest);
-            crate::cargo(&all)
-        }
+        Some((&"lookup", rest)) => simulator(&[], "lookup", rest),
         Some((&"provide", rest)) => {
             // RocksDB is the provider's keystore: its build needs libclang.
             crate::setup::ensure(true)?;
-            let mut all = vec![
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "dht-sim",
-                "--features",
-                "rocksdb",
-                "--bin",
-                "dht-sim",
-                "--",
-                "provide",
-            ];
-            all.extend_from_slice(rest);
-            crate::cargo(&all)
+            simulator(&["--features", "rocksdb"], "provide", rest)
         }
         Some((&("help" | "--help" | "-h"), _)) => {
             eprint!("{USAGE}");
@@ -79,4 +51,13 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             bail!("no sim experiment given")
         }
     }
+}
+
+/// `cargo run --release` of the `dht-sim` binary with `features`, running `experiment`.
+fn simulator(features: &[&str], experiment: &str, rest: &[&str]) -> Result<()> {
+    let mut all = vec!["run", "--release", "--locked", "-p", "dht-sim"];
+    all.extend_from_slice(features);
+    all.extend_from_slice(&["--bin", "dht-sim", "--", experiment]);
+    all.extend_from_slice(rest);
+    crate::cargo(&all)
 }

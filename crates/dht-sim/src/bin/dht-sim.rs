@@ -284,19 +284,27 @@ fn main() -> ExitCode {
         }
     };
     print_table(&summary);
-    if let Some(path) = json {
-        let written = serde_json::to_string_pretty(&summary)
-            .map_err(|e| e.to_string())
-            .and_then(|text| std::fs::write(&path, text + "\n").map_err(|e| e.to_string()));
-        match written {
-            Ok(()) => println!("summary written to {path}"),
-            Err(e) => {
-                eprintln!("dht-sim: cannot write {path}: {e}");
-                return ExitCode::FAILURE;
-            }
+    match json {
+        Some(path) => write_json(&path, &summary),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` and says so; fails the command if it cannot.
+fn write_json(path: &str, value: &impl Serialize) -> ExitCode {
+    let written = serde_json::to_string_pretty(value)
+        .map_err(|e| e.to_string())
+        .and_then(|text| std::fs::write(path, text + "\n").map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => {
+            println!("written to {path}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dht-sim: cannot write {path}: {e}");
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
 }
 
 mod provide_cmd {
@@ -654,18 +662,9 @@ options:
             peak_rss_bytes: peak_rss_bytes(),
         };
         print(&out);
-        if let Some(path) = &args.json {
-            let written = serde_json::to_string_pretty(&out)
-                .map_err(|e| e.to_string())
-                .and_then(|t| std::fs::write(path, t + "\n").map_err(|e| e.to_string()));
-            match written {
-                Ok(()) => println!("report written to {path}"),
-                Err(e) => {
-                    eprintln!("dht-sim provide: cannot write {path}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+        match &args.json {
+            Some(path) => super::write_json(path, &out),
+            None => ExitCode::SUCCESS,
         }
-        ExitCode::SUCCESS
     }
 }
