@@ -1,7 +1,8 @@
 //! Criterion benches of the stores, each beside libp2p-kad's `MemoryStore` where it can do
 //! the same operation, in the same run:
 //!
-//! - `ingest_1000`: a batch of 1,000 provider records for new keys.
+//! - `ingest_1000`: a batch of 1,000 provider records for new keys; `ingest_10000`: batches
+//!   of 10,000 into RocksDB (a bulk import).
 //! - `providers_cached`: `providers(key)` for keys whose list is in the LRU cache.
 //! - `providers_uncached`: `providers(key)` with the cache off, 100k keys flushed to SST files.
 //! - `keystore_scan`: one region (prefix of 6 bits, ~1,560 keys) of a 100k-key keystore.
@@ -56,7 +57,13 @@ impl Gen {
     }
 
     fn record(&mut self, key: Vec<u8>) -> ProviderRecord {
-        let (provider, addrs) = self.peers[self.rng.random_range(0..self.peers.len())].clone();
+        let peer = self.rng.random_range(0..self.peers.len());
+        self.record_by(key, peer)
+    }
+
+    /// The record of peer number `peer` (modulo the peer count) for `key`.
+    fn record_by(&self, key: Vec<u8>, peer: usize) -> ProviderRecord {
+        let (provider, addrs) = self.peers[peer % self.peers.len()].clone();
         ProviderRecord {
             key,
             provider,
@@ -141,9 +148,23 @@ fn ingest(c: &mut Criterion) {
         )
     });
     g.finish();
+
+    // Bulk import: batches of 10,000 (the existence checks walk the key space in order).
+    let mut g = c.benchmark_group("ingest_10000");
+    g.throughput(Throughput::Elements(10 * BATCH as u64));
+    g.sample_size(20);
+    let (_dir, store) = rocks(Config::default().sync_writes(false));
+    g.bench_function("rocks_nosync", |b| {
+        b.iter_batched(
+            || generator.batch(10 * BATCH),
+            |batch| store.add_providers(&batch).expect("add"),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
 }
 
-/// `keys` keys with 3 providers each, in every store.
+/// `keys` keys with 3 distinct providers each, in every store.
 fn filled(
     generator: &mut Gen,
     keys: usize,
@@ -155,11 +176,14 @@ fn filled(
     KadStore,
 ) {
     let keys: Vec<Vec<u8>> = (0..keys).map(|_| generator.key()).collect();
-    let records: Vec<ProviderRecord> = keys
-        .iter()
-        .flat_map(|k| (0..3).map(|_| k.clone()).collect::<Vec<_>>())
-        .map(|k| generator.record(k))
-        .collect();
+    // Three distinct providers a key.
+    let mut records = Vec::with_capacity(keys.len() * 3);
+    for k in &keys {
+        let first = generator.rng.random_range(0..generator.peers.len());
+        for j in 0..3 {
+            records.push(generator.record_by(k.clone(), first + j));
+        }
+    }
     let (dir, store) = rocks(config.sync_writes(false));
     let memory = MemoryStore::new();
     let mut kad = kad_store();

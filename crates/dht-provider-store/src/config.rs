@@ -37,7 +37,9 @@ pub struct Config {
     /// are charged to it too, so it bounds most of the read-side memory. Default 64 MiB.
     pub block_cache_bytes: usize,
     /// Total memtable budget across column families (RocksDB `db_write_buffer_size`); each
-    /// column family's memtable is a quarter of it. Default 64 MiB.
+    /// column family's memtable is a quarter of it. Default 256 MiB: provider ingest slows
+    /// as records pile up in small level-0 files (a 1,000-record batch's existence checks
+    /// seek every one of them), and memory is only taken as records arrive.
     pub write_buffer_bytes: usize,
     /// Most SST files RocksDB keeps open (`max_open_files`); each open file holds a table
     /// reader. Default 512.
@@ -56,7 +58,7 @@ impl Default for Config {
             max_providers_per_key: K_VALUE,
             sync_writes: true,
             block_cache_bytes: 64 << 20,
-            write_buffer_bytes: 64 << 20,
+            write_buffer_bytes: 256 << 20,
             max_open_files: 512,
             max_background_jobs: 2,
             expiry_chunk: 4096,

@@ -13,8 +13,9 @@ use dht_proto::{
 use lru::LruCache;
 use parking_lot::Mutex;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
-    ReadOptions, SliceTransform, WriteBatch, WriteOptions,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB,
+    DBCompressionType, MemtableFactory, Options, ReadOptions, SliceTransform, WriteBatch,
+    WriteOptions,
 };
 
 use crate::codec::{
@@ -168,34 +169,71 @@ impl RocksStore {
         // A rarely written column family (values) must not pin old WAL files forever.
         db_opts.set_max_total_wal_size((config.write_buffer_bytes as u64).saturating_mul(4));
         db_opts.set_keep_log_file_num(2);
+        // The hash and vector memtables below take one writer at a time (RocksDB's write
+        // group leader applies the batches of concurrent writers in turn).
+        db_opts.set_allow_concurrent_memtable_write(false);
         db_opts.set_max_log_file_size(1 << 20);
 
-        let cf = |name: &str, prefix_extractor: bool| {
+        let cf = |name: &str, reads: Reads| {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&block_cache);
-            table.set_bloom_filter(10.0, false);
-            table.set_whole_key_filtering(true);
+            if reads != Reads::Range {
+                table.set_bloom_filter(10.0, false);
+                // The providers family is only read by prefix seeks: its filter holds prefixes.
+                table.set_whole_key_filtering(reads == Reads::Point);
+                // Partitioned index and filters: a large SST file's filter is read and cached
+                // in small partitions. A whole filter of such a file outgrows a block-cache
+                // shard and would be read from the file again on every seek.
+                table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+                table.set_partition_filters(true);
+            }
             table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_top_level_index_and_filter(true);
             table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
-            o.set_compression_type(DBCompressionType::Lz4);
-            o.set_write_buffer_size((config.write_buffer_bytes / 4).max(1 << 20));
-            if prefix_extractor {
+            // Levels 0 and 1 are rewritten soonest and hold little: compressing them costs
+            // more CPU than it saves space.
+            o.set_compression_per_level(&[
+                DBCompressionType::None,
+                DBCompressionType::None,
+                DBCompressionType::Lz4,
+                DBCompressionType::Lz4,
+                DBCompressionType::Lz4,
+                DBCompressionType::Lz4,
+                DBCompressionType::Lz4,
+            ]);
+            let memtable_bytes = (config.write_buffer_bytes / 4).max(1 << 20);
+            o.set_write_buffer_size(memtable_bytes);
+            if reads == Reads::Range {
+                // Written in every add and read only by the expiry sweep: appends to a vector,
+                // sorted once when the memtable is flushed (or read by a sweep).
+                o.set_memtable_factory(MemtableFactory::Vector);
+            }
+            if reads == Reads::Prefix {
                 // Seeks for a key's providers skip SST files and memtables without that
                 // 32-byte Kademlia-key prefix (prefix bloom filters).
                 o.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
                 o.set_memtable_prefix_bloom_ratio(0.05);
+                // Every read is within one prefix: a hash of prefixes to short lists makes
+                // inserts and the add path's seeks O(1) in the memtable's size.
+                // A bucket per ~256 bytes of memtable (a record takes about 150).
+                o.set_memtable_factory(MemtableFactory::HashLinkList {
+                    bucket_count: (memtable_bytes / 256)
+                        .next_power_of_two()
+                        .clamp(1 << 10, 1 << 20),
+                });
             }
             ColumnFamilyDescriptor::new(name, o)
         };
         let cfs = vec![
-            cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, false),
-            cf(CF_PROVIDERS, true),
-            cf(CF_PROVIDER_EXPIRY, false),
-            cf(CF_VALUES, false),
-            cf(CF_VALUE_EXPIRY, false),
-            cf(CF_KEYSTORE, false),
+            cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Reads::Point),
+            cf(CF_PROVIDERS, Reads::Prefix),
+            cf(CF_PROVIDER_EXPIRY, Reads::Range),
+            cf(CF_VALUES, Reads::Point),
+            cf(CF_VALUE_EXPIRY, Reads::Range),
+            // Point reads: which keys of a put are new.
+            cf(CF_KEYSTORE, Reads::Point),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|e| StoreError::from_rocks_open(e, path))?;
@@ -345,6 +383,9 @@ impl RocksStore {
         let chunk = self.config.expiry_chunk.max(1);
         let data = self.cf(data_cf)?;
         let index = self.cf(expiry_cf)?;
+        // The index's memtable is a vector, which each iterator below would copy and sort:
+        // flush it once, so the chunks read sorted files and a memtable of recent writes.
+        self.db.flush_cf(index).map_err(StoreError::from_rocks)?;
         let mut resume: Vec<u8> = Vec::new();
         let mut removed_total = 0u64;
         loop {
@@ -416,6 +457,17 @@ impl RocksStore {
             }
         }
     }
+}
+
+/// How a column family is read, which decides its filters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Point lookups of whole keys: bloom filters of whole keys.
+    Point,
+    /// Seeks within a 32-byte Kademlia-key prefix: bloom filters of prefixes.
+    Prefix,
+    /// Range scans only: no filter (it would never be consulted).
+    Range,
 }
 
 /// An existing provider of a key, as the add path needs it.
