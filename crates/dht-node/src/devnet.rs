@@ -10,7 +10,7 @@
 //!
 //! # async fn demo() -> Result<(), dht_node::devnet::DevnetError> {
 //! let config = DevnetConfig { nodes: 10, keys: 500, sample: 50, ..DevnetConfig::default() };
-//! let report = run(&config, |_provided, _total| {}).await?;
+//! let report = run(&config, |_progress| {}).await?;
 //! assert_eq!(report.found, report.sampled);
 //! println!("{report}");
 //! # Ok(())
@@ -308,12 +308,28 @@ impl fmt::Display for DevnetReport {
     }
 }
 
+/// How far node 0's provide has got, as [`run`] reports it while keys are provided.
+///
+/// The sweep counts a key as provided once its whole region is done, so `keys_provided`
+/// moves in steps; `records_sent` moves with every ADD_PROVIDER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProvideProgress {
+    /// Keys provided so far.
+    pub keys_provided: u64,
+    /// Keys to provide.
+    pub keys: u64,
+    /// ADD_PROVIDER messages sent or given up on so far.
+    pub records_sent: u64,
+    /// ADD_PROVIDER messages the provide takes: each key to its k closest nodes.
+    pub records_expected: u64,
+}
+
 /// Runs a devnet: starts `config.nodes` nodes on 127.0.0.1, bootstraps them, provides
 /// `config.keys` random CIDs from node 0, looks `config.sample` of them up from other nodes,
 /// stops every node and reports.
 ///
-/// `on_progress(provided, total)` is called about ten times a second while keys are
-/// provided, with the provider's `keys_provided` counter.
+/// `on_progress` is called about ten times a second while keys are provided, with the
+/// provider's counters ([`ProvideProgress`]).
 ///
 /// Needs a tokio runtime with time and I/O; a multi-threaded one spreads the nodes over the
 /// cores.
@@ -324,7 +340,7 @@ impl fmt::Display for DevnetReport {
 /// they show in [`DevnetReport::found`].
 pub async fn run(
     config: &DevnetConfig,
-    on_progress: impl Fn(u64, u64) + Send + Sync,
+    on_progress: impl Fn(ProvideProgress) + Send + Sync,
 ) -> Result<DevnetReport, DevnetError> {
     if config.nodes < 2 {
         return Err(DevnetError::TooFewNodes(config.nodes));
@@ -357,7 +373,7 @@ async fn run_on(
     nodes: &[Arc<Node>],
     rng: &mut StdRng,
     start_time: Duration,
-    on_progress: &(impl Fn(u64, u64) + Send + Sync),
+    on_progress: &(impl Fn(ProvideProgress) + Send + Sync),
 ) -> Result<DevnetReport, DevnetError> {
     // Phase 2: bootstrap, each node from node 0 and a few random earlier ones.
     let started = Instant::now();
@@ -424,6 +440,8 @@ async fn run_on(
     let provider_node = &nodes[0];
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let keystore = Arc::new(MemoryStore::new());
+    // Each key goes to its k closest servers: all the others, in a devnet of k nodes or fewer.
+    let replication = dht_proto::K_VALUE.min(nodes.len() - 1) as u64;
     let started = Instant::now();
     let (provider, provide_error) = match config.strategy {
         Strategy::Sweep => {
@@ -438,7 +456,7 @@ async fn run_on(
                 },
                 config.sweep.clone(),
             )?;
-            provide(&provider, &keys, on_progress).await
+            provide(&provider, &keys, replication, on_progress).await
         }
         Strategy::PerKey => {
             let provider = LegacyProvider::start(
@@ -448,7 +466,7 @@ async fn run_on(
                 clock,
                 config.legacy.clone(),
             );
-            provide(&provider, &keys, on_progress).await
+            provide(&provider, &keys, replication, on_progress).await
         }
     };
     let provide_time = started.elapsed();
@@ -508,16 +526,23 @@ async fn run_on(
 async fn provide<P: DhtProvider>(
     provider: &P,
     keys: &[Multihash],
-    on_progress: &(impl Fn(u64, u64) + Send + Sync),
+    replication: u64,
+    on_progress: &(impl Fn(ProvideProgress) + Send + Sync),
 ) -> (ProviderStats, Option<String>) {
     let total = keys.len() as u64;
+    let progress = |stats: &ProviderStats| ProvideProgress {
+        keys_provided: stats.keys_provided,
+        keys: total,
+        records_sent: stats.add_provider_sent + stats.add_provider_failed,
+        records_expected: total * replication,
+    };
     let providing = provider.start_providing(false, keys);
     tokio::pin!(providing);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let result = loop {
         tokio::select! {
             result = &mut providing => break result,
-            _ = tick.tick() => on_progress(provider.stats().keys_provided, total),
+            _ = tick.tick() => on_progress(progress(&provider.stats())),
         }
     };
     // The first provide returns once every key is reported; the counters are updated just
@@ -531,7 +556,7 @@ async fn provide<P: DhtProvider>(
         tokio::time::sleep(Duration::from_millis(10)).await;
         stats = provider.stats();
     }
-    on_progress(stats.keys_provided, total);
+    on_progress(progress(&stats));
     if let Err(e) = provider.close().await {
         tracing::warn!(error = %e, "closing the provider");
     }

@@ -528,18 +528,19 @@ async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(config.keys as u64)
+        ProgressBar::new(0)
     };
     bar.set_style(
         ProgressStyle::with_template(
-            "providing {bar:40} {pos}/{len} keys, {per_sec}, {elapsed_precise} (eta {eta})",
+            "providing {bar:40} {pos}/{len} records, {per_sec}, {msg}, {elapsed_precise} (eta {eta})",
         )
         .context("progress bar template")?,
     );
     let started = Instant::now();
-    let report = devnet::run(&config, |provided, total| {
-        bar.set_length(total);
-        bar.set_position(provided);
+    let report = devnet::run(&config, |p| {
+        bar.set_length(p.records_expected);
+        bar.set_position(p.records_sent);
+        bar.set_message(format!("{}/{} keys", p.keys_provided, p.keys));
     })
     .await
     .context("devnet")?;

@@ -1,9 +1,10 @@
 //! A small devnet on 127.0.0.1 through the same function the `dht-node devnet` command runs.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use dht_node::devnet::{DevnetConfig, Strategy, run};
+use dht_node::devnet::{DevnetConfig, ProvideProgress, Strategy, run};
 
 async fn small_devnet(strategy: Strategy) {
     let config = DevnetConfig {
@@ -14,7 +15,9 @@ async fn small_devnet(strategy: Strategy) {
         settle_timeout: Duration::from_secs(5),
         ..DevnetConfig::default()
     };
-    let report = tokio::time::timeout(Duration::from_secs(120), run(&config, |_, _| {}))
+    let progress: Mutex<Vec<ProvideProgress>> = Mutex::new(Vec::new());
+    let on_progress = |p| progress.lock().unwrap().push(p);
+    let report = tokio::time::timeout(Duration::from_secs(120), run(&config, on_progress))
         .await
         .expect("the devnet finishes within two minutes")
         .expect("the devnet runs");
@@ -26,6 +29,22 @@ async fn small_devnet(strategy: Strategy) {
     assert_eq!(report.provide_error, None);
     // Every other node holds every record: with 10 nodes, each key's 20 closest are all 9.
     assert!(report.provider.add_provider_sent >= 500 * 9);
+    // Progress is reported as records go out, and ends with the provider's own counts.
+    let progress = progress.into_inner().unwrap();
+    let last = progress.last().expect("progress was reported");
+    assert_eq!(last.keys, 500);
+    assert_eq!(last.keys_provided, 500);
+    assert_eq!(last.records_expected, 500 * 9);
+    assert_eq!(
+        last.records_sent,
+        report.provider.add_provider_sent + report.provider.add_provider_failed
+    );
+    assert!(
+        progress
+            .windows(2)
+            .all(|w| w[0].records_sent <= w[1].records_sent),
+        "records sent never go back"
+    );
     assert!(
         report.tables.min >= 5,
         "tables after bootstrap: {:?}",

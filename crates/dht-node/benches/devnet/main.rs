@@ -290,7 +290,7 @@ async fn sweep_side(args: &Args) -> Result<Side> {
     let marks = Mutex::new(ProgressMarks::default());
     let cpu_start = process_cpu_time();
     let started = Instant::now();
-    let report = devnet::run(&config, |provided, total| {
+    let report = devnet::run(&config, |p| {
         let cpu = process_cpu_time();
         let mut m = marks.lock().unwrap_or_else(|e| e.into_inner());
         m.first.get_or_insert(cpu);
@@ -300,7 +300,11 @@ async fn sweep_side(args: &Args) -> Result<Side> {
         {
             m.last_print = Some(Instant::now());
             eprintln!(
-                "sweep: provided {provided}/{total} keys ({:.0} s)",
+                "sweep: {}/{} records sent, {}/{} keys provided ({:.0} s)",
+                p.records_sent,
+                p.records_expected,
+                p.keys_provided,
+                p.keys,
                 started.elapsed().as_secs_f64()
             );
         }
