@@ -37,9 +37,9 @@ pub struct Config {
     /// are charged to it too, so it bounds most of the read-side memory. Default 64 MiB.
     pub block_cache_bytes: usize,
     /// Total memtable budget across column families (RocksDB `db_write_buffer_size`); each
-    /// column family's memtable is a quarter of it. Default 256 MiB: provider ingest slows
-    /// as records pile up in small level-0 files (a 1,000-record batch's existence checks
-    /// seek every one of them), and memory is only taken as records arrive.
+    /// column family's memtable is a quarter of it. Default 256 MiB: with small memtables,
+    /// records pile up in many small level-0 files, and every new record's existence check
+    /// seeks each of them. Memory is only taken as records arrive.
     pub write_buffer_bytes: usize,
     /// Most SST files RocksDB keeps open (`max_open_files`); each open file holds a table
     /// reader. Default 512.
