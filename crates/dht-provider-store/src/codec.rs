@@ -3,9 +3,7 @@
 //! | column family     | key                                   | value |
 //! |-------------------|---------------------------------------|-------|
 //! | `providers`       | kad key (32) ‖ peer id bytes          | [`encode_provider`] |
-//! | `provider_expiry` | received_at (u64 BE) ‖ providers key  | empty |
 //! | `values`          | kad key (32) ‖ DHT key bytes          | [`encode_value`] |
-//! | `value_expiry`    | received_at (u64 BE) ‖ values key     | empty |
 //! | `keystore`        | kad key (32) ‖ multihash bytes        | empty |
 //! | `default`         | `format`, `keystore/count`            | u32 BE, u64 BE |
 
@@ -135,21 +133,6 @@ pub(crate) fn key_successor(key: &Key) -> Option<[u8; 32]> {
     None
 }
 
-/// received_at (u64 BE) ‖ the primary key of the record.
-pub(crate) fn expiry_key(received_at: UnixSecs, primary: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + primary.len());
-    k.extend_from_slice(&received_at.to_be_bytes());
-    k.extend_from_slice(primary);
-    k
-}
-
-/// Splits an expiry-index key into received_at and the primary key.
-pub(crate) fn split_expiry_key(key: &[u8]) -> Result<(UnixSecs, &[u8]), StoreError> {
-    let mut r = Reader::new(key, "expiry index key");
-    let t = r.u64()?;
-    Ok((t, r.rest()))
-}
-
 /// Checks an encoding will fit before anything is written.
 pub(crate) fn check_provider(r: &ProviderRecord) -> Result<(), StoreError> {
     len_u16(r.key.len(), "provider key length")?;
@@ -177,7 +160,7 @@ pub(crate) fn encode_provider(r: &ProviderRecord) -> Result<Vec<u8>, StoreError>
     Ok(v)
 }
 
-/// Only the received_at of an encoded provider record (for expiry bookkeeping).
+/// Only the received_at of an encoded provider record (for the cap and expiry).
 pub(crate) fn provider_received_at(value: &[u8]) -> Result<UnixSecs, StoreError> {
     let mut r = Reader::new(value, "provider record");
     r.version()?;
@@ -350,7 +333,6 @@ mod tests {
             let _ = decode_provider(&key, &value);
             let _ = decode_value(&key, &value);
             let _ = provider_received_at(&value);
-            let _ = split_expiry_key(&key);
             let _ = decode_u64(&value, "u64");
             let _ = decode_u32(&value, "u32");
         }

@@ -46,8 +46,9 @@ pub struct Config {
     pub max_open_files: i32,
     /// RocksDB background flush and compaction threads. Default 2.
     pub max_background_jobs: i32,
-    /// How many expired entries an expiry sweep removes per write (and per hold of the write
-    /// lock); reads never wait for it. Default 4,096.
+    /// How many expired records an expiry sweep removes per write (and per hold of the
+    /// store's write lock); the scan that finds them holds no lock, and reads never wait.
+    /// Default 4,096.
     pub expiry_chunk: usize,
 }
 

@@ -20,8 +20,7 @@ use rocksdb::{
 
 use crate::codec::{
     check_provider, decode_provider, decode_u32, decode_u64, decode_value, encode_provider,
-    encode_value, expiry_key, kad_prefixed, key_successor, provider_received_at, split_expiry_key,
-    split_kad, value_received_at,
+    encode_value, kad_prefixed, key_successor, provider_received_at, split_kad, value_received_at,
 };
 use crate::{
     Config, Keystore, Multihash, ProviderStore, StoreError, ValueStore, select_providers,
@@ -29,16 +28,17 @@ use crate::{
 };
 
 const CF_PROVIDERS: &str = "providers";
-const CF_PROVIDER_EXPIRY: &str = "provider_expiry";
 const CF_VALUES: &str = "values";
-const CF_VALUE_EXPIRY: &str = "value_expiry";
 const CF_KEYSTORE: &str = "keystore";
+/// The expiry indexes of format 1 (`received_at ‖ primary key`), dropped on opening.
+const FORMAT_1_CFS: [&str; 2] = ["provider_expiry", "value_expiry"];
 
 /// Keys of the `default` column family.
 const META_FORMAT: &[u8] = b"format";
 const META_KEY_COUNT: &[u8] = b"keystore/count";
-/// The on-disk format this build reads and writes.
-const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes. Format 1 had expiry indexes; opening it
+/// drops them (the data column families are unchanged) and writes format 2.
+const FORMAT_VERSION: u32 = 2;
 
 /// Number of write epochs the provider cache keeps (see [`ProviderCache`]).
 const EPOCH_STRIPES: usize = 4096;
@@ -48,30 +48,32 @@ const EPOCH_STRIPES: usize = 4096;
 /// | column family     | key                                   | value |
 /// |-------------------|---------------------------------------|-------|
 /// | `providers`       | sha256(DHT key) ‖ peer id bytes       | version, received_at, DHT key, addresses |
-/// | `provider_expiry` | received_at (u64 BE) ‖ providers key  | empty |
 /// | `values`          | sha256(DHT key) ‖ DHT key             | version, received_at, time_received, value |
-/// | `value_expiry`    | received_at (u64 BE) ‖ values key     | empty |
 /// | `keystore`        | sha256(multihash) ‖ multihash bytes   | empty |
 /// | `default`         | `format`, `keystore/count`            | u32 BE, u64 BE |
 ///
 /// All providers of a key are one prefix range read; all provided keys of a [`Prefix`]
-/// region are one ordered range read; expired records are found by a range read of an
-/// expiry index, ordered by time, without scanning the data. Every trait method that writes
-/// applies one atomic `WriteBatch`, fsynced when [`Config::sync_writes`] is set (default).
+/// region are one ordered range read. Every trait method that writes applies one atomic
+/// `WriteBatch`, fsynced when [`Config::sync_writes`] is set (default).
 ///
 /// Opening a path already open (in this or another process) fails with
 /// [`StoreError::Locked`].
 ///
 /// Design notes:
-/// - Expiry uses an index ordered by time rather than a compaction filter: a sweep reads only
-///   what has expired, returns exact counts, keeps the LRU cache correct (a compaction filter
-///   runs inside RocksDB, at a time of its choosing, and can do neither), and works in chunks
-///   so writers are held up for one chunk at most; readers never are. Call
+/// - Expiry is a sweep that scans the records in key order, from a snapshot and without a
+///   lock, and removes the expired ones in chunks: each chunk re-reads its candidates and
+///   deletes those still expired in one write under the store's write lock, so writers wait
+///   for one chunk at most and readers never wait. It returns exact counts and keeps the LRU
+///   cache correct (a compaction filter runs inside RocksDB, at a time of its choosing, and
+///   can do neither). Format 1 kept an index ordered by time instead, so a sweep read only
+///   what had expired; but the index doubled the writes of every ADD_PROVIDER, the hot path
+///   of a DHT server, to save work in a sweep that runs hourly. Call
 ///   [`ProviderStore::remove_expired`] from a background thread, e.g. hourly.
 /// - The cap per key counts only providers unexpired at the incoming record's `received_at`,
 ///   so a key whose providers all lapsed accepts new ones before the sweep has run.
-/// - Writes that must read first (the cap, "which keys are new", the expiry index) hold a
-///   per-store mutex for the read and the write; the keystore checks existence with one
+/// - Writes that must read first (the cap, "which keys are new") hold a per-store mutex for
+///   the read and the write (value puts take it too, so a sweep's check and delete are
+///   atomic); the keystore checks existence with one
 ///   batched `multi_get` (bloom filters make misses cheap).
 pub struct RocksStore {
     db: DB,
@@ -169,24 +171,22 @@ impl RocksStore {
         // A rarely written column family (values) must not pin old WAL files forever.
         db_opts.set_max_total_wal_size((config.write_buffer_bytes as u64).saturating_mul(4));
         db_opts.set_keep_log_file_num(2);
-        // The hash and vector memtables below take one writer at a time (RocksDB's write
-        // group leader applies the batches of concurrent writers in turn).
+        // The hash memtable below takes one writer at a time (RocksDB's write group leader
+        // applies the batches of concurrent writers in turn).
         db_opts.set_allow_concurrent_memtable_write(false);
         db_opts.set_max_log_file_size(1 << 20);
 
         let cf = |name: &str, reads: Reads| {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&block_cache);
-            if reads != Reads::Range {
-                table.set_bloom_filter(10.0, false);
-                // The providers family is only read by prefix seeks: its filter holds prefixes.
-                table.set_whole_key_filtering(reads == Reads::Point);
-                // Partitioned index and filters: a large SST file's filter is read and cached
-                // in small partitions. A whole filter of such a file outgrows a block-cache
-                // shard and would be read from the file again on every seek.
-                table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
-                table.set_partition_filters(true);
-            }
+            table.set_bloom_filter(10.0, false);
+            // The providers family is only read by prefix seeks: its filter holds prefixes.
+            table.set_whole_key_filtering(reads == Reads::Point);
+            // Partitioned index and filters: a large SST file's filter is read and cached in
+            // small partitions. A whole filter of such a file outgrows a block-cache shard and
+            // would be read from the file again on every seek.
+            table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_partition_filters(true);
             table.set_cache_index_and_filter_blocks(true);
             table.set_pin_top_level_index_and_filter(true);
             table.set_pin_l0_filter_and_index_blocks_in_cache(true);
@@ -205,11 +205,6 @@ impl RocksStore {
             ]);
             let memtable_bytes = (config.write_buffer_bytes / 4).max(1 << 20);
             o.set_write_buffer_size(memtable_bytes);
-            if reads == Reads::Range {
-                // Written in every add and read only by the expiry sweep: appends to a vector,
-                // sorted once when the memtable is flushed (or read by a sweep).
-                o.set_memtable_factory(MemtableFactory::Vector);
-            }
             if reads == Reads::Prefix {
                 // Seeks for a key's providers skip SST files and memtables without that
                 // 32-byte Kademlia-key prefix (prefix bloom filters).
@@ -226,16 +221,25 @@ impl RocksStore {
             }
             ColumnFamilyDescriptor::new(name, o)
         };
-        let cfs = vec![
+        let mut cfs = vec![
             cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Reads::Point),
             cf(CF_PROVIDERS, Reads::Prefix),
-            cf(CF_PROVIDER_EXPIRY, Reads::Range),
             cf(CF_VALUES, Reads::Point),
-            cf(CF_VALUE_EXPIRY, Reads::Range),
             // Point reads: which keys of a put are new.
             cf(CF_KEYSTORE, Reads::Point),
         ];
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+        // RocksDB opens a database only with all of its column families: those of other
+        // formats are opened too, so the format check below can name the format.
+        let ours: Vec<String> = cfs.iter().map(|d| d.name().to_owned()).collect();
+        // (None for a new database; any other failure, open reports below.)
+        let existing = DB::list_cf(&db_opts, path).unwrap_or_default();
+        let others: Vec<String> = existing.into_iter().filter(|n| !ours.contains(n)).collect();
+        cfs.extend(
+            others
+                .iter()
+                .map(|n| ColumnFamilyDescriptor::new(n, Options::default())),
+        );
+        let mut db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|e| StoreError::from_rocks_open(e, path))?;
 
         let mut write_opts = WriteOptions::default();
@@ -243,15 +247,29 @@ impl RocksStore {
         let mut sweep_opts = WriteOptions::default();
         sweep_opts.set_sync(false);
 
-        match db.get(META_FORMAT).map_err(StoreError::from_rocks)? {
-            Some(v) => {
-                let found = decode_u32(&v, "format version")?;
-                if found != FORMAT_VERSION {
-                    return Err(StoreError::UnsupportedFormat {
-                        found,
-                        expected: FORMAT_VERSION,
-                    });
+        let format = match db.get(META_FORMAT).map_err(StoreError::from_rocks)? {
+            Some(v) => Some(decode_u32(&v, "format version")?),
+            None => None,
+        };
+        match format {
+            Some(FORMAT_VERSION) => {}
+            Some(1) => {
+                // Drop the expiry indexes (the sweep scans the records now), then record the
+                // new format. A crash in between leaves format 1, and the next open finishes.
+                for name in others.iter().filter(|n| FORMAT_1_CFS.contains(&n.as_str())) {
+                    db.drop_cf(name).map_err(StoreError::from_rocks)?;
                 }
+                let mut sync = WriteOptions::default();
+                sync.set_sync(true);
+                db.put_opt(META_FORMAT, FORMAT_VERSION.to_be_bytes(), &sync)
+                    .map_err(StoreError::from_rocks)?;
+                tracing::info!(path = %path.display(), "upgraded provider store to format 2");
+            }
+            Some(found) => {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    expected: FORMAT_VERSION,
+                });
             }
             None => db
                 .put_opt(META_FORMAT, FORMAT_VERSION.to_be_bytes(), &write_opts)
@@ -293,9 +311,7 @@ impl RocksStore {
         for name in [
             rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
             CF_PROVIDERS,
-            CF_PROVIDER_EXPIRY,
             CF_VALUES,
-            CF_VALUE_EXPIRY,
             CF_KEYSTORE,
         ] {
             self.db
@@ -308,13 +324,7 @@ impl RocksStore {
     /// Compacts every column family fully (reclaims the space of removed records now rather
     /// than when RocksDB gets to it). Slow on large stores; reads are not blocked.
     pub fn compact(&self) -> Result<(), StoreError> {
-        for name in [
-            CF_PROVIDERS,
-            CF_PROVIDER_EXPIRY,
-            CF_VALUES,
-            CF_VALUE_EXPIRY,
-            CF_KEYSTORE,
-        ] {
+        for name in [CF_PROVIDERS, CF_VALUES, CF_KEYSTORE] {
             self.db
                 .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
         }
@@ -356,20 +366,18 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// Removes, in chunks, the records of `data_cf` whose entry in `expiry_cf` says they were
-    /// received at or before `now - ttl`. Each chunk is one write under `lock`; between chunks
-    /// writers proceed, and reads never wait. `on_removed` gets each chunk's removed primary
-    /// keys after the chunk's write.
+    /// Removes the records of `data_cf` received at or before `now - ttl` (and those whose
+    /// header no longer decodes), and returns how many it removed.
     ///
-    /// The index entry is checked against the record (its received_at must match); stale
-    /// index entries are dropped without touching the record, and records that no longer
-    /// decode are dropped with their entry.
-    #[allow(clippy::too_many_arguments)] // one private routine shared by both stores' expiry
+    /// One iterator scans a snapshot in key order without a lock and gathers candidates.
+    /// Each chunk of candidates is then re-read and its still-expired records deleted in one
+    /// write under `lock`, which every writer of `data_cf` holds: a record refreshed after
+    /// the snapshot is kept. Reads never wait. `on_removed` gets each chunk's removed keys
+    /// after the chunk's write.
     fn sweep(
         &self,
         lock: &Mutex<()>,
         data_cf: &'static str,
-        expiry_cf: &'static str,
         ttl: u64,
         now: UnixSecs,
         received_at: fn(&[u8]) -> Result<UnixSecs, StoreError>,
@@ -379,71 +387,50 @@ impl RocksStore {
         let Some(cutoff) = now.checked_sub(ttl) else {
             return Ok(0);
         };
-        let upper = cutoff.saturating_add(1).to_be_bytes();
+        let expired = |v: &[u8]| !matches!(received_at(v), Ok(at) if at > cutoff);
         let chunk = self.config.expiry_chunk.max(1);
         let data = self.cf(data_cf)?;
-        let index = self.cf(expiry_cf)?;
-        // The index's memtable is a vector, which each iterator below would copy and sort:
-        // flush it once, so the chunks read sorted files and a memtable of recent writes.
-        self.db.flush_cf(index).map_err(StoreError::from_rocks)?;
-        let mut resume: Vec<u8> = Vec::new();
+        let mut ro = ReadOptions::default();
+        // Across all prefixes (the providers family has a prefix extractor), and without
+        // filling the block cache with a pass over everything.
+        ro.set_total_order_seek(true);
+        ro.fill_cache(false);
+        ro.set_readahead_size(1 << 20);
+        let mut it = self.db.raw_iterator_cf_opt(data, ro);
+        it.seek_to_first();
         let mut removed_total = 0u64;
         loop {
-            let guard = lock.lock();
-            let mut ro = ReadOptions::default();
-            ro.set_iterate_upper_bound(upper.to_vec());
-            let mut it = self.db.raw_iterator_cf_opt(index, ro);
-            it.seek(&resume);
-            let mut entries: Vec<Vec<u8>> = Vec::new();
-            while let Some(k) = it.key() {
-                if entries.len() == chunk {
+            let mut candidates: Vec<Vec<u8>> = Vec::new();
+            while candidates.len() < chunk {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
                     break;
+                };
+                if expired(v) {
+                    candidates.push(k.to_vec());
                 }
-                entries.push(k.to_vec());
                 it.next();
             }
             it.status().map_err(StoreError::from_rocks)?;
-            drop(it);
-            let Some(last) = entries.last() else {
+            if candidates.is_empty() {
                 return Ok(removed_total);
-            };
-            let more = entries.len() == chunk;
-            resume = last.clone();
-            resume.push(0);
+            }
+            let more = candidates.len() == chunk;
 
+            let guard = lock.lock();
+            let current = self.db.batched_multi_get_cf(data, candidates.iter(), true);
             let mut batch = WriteBatch::default();
-            // One range tombstone for the chunk's index entries: later sweeps skip it in one
-            // step, where point tombstones would be stepped over one by one until compacted.
-            // Exact, as every index writer holds `lock`.
-            if let Some(first) = entries.first() {
-                batch.delete_range_cf(index, first, &resume);
-            }
-            let mut parsed: Vec<(UnixSecs, &[u8])> = Vec::with_capacity(entries.len());
-            for e in &entries {
-                match split_expiry_key(e) {
-                    Ok((t, primary)) => parsed.push((t, primary)),
-                    Err(err) => tracing::warn!(%err, "dropping a malformed expiry index entry"),
-                }
-            }
-            let found = self
-                .db
-                .batched_multi_get_cf(data, parsed.iter().map(|(_, p)| *p), false);
             let mut removed: Vec<Vec<u8>> = Vec::new();
-            for ((t, primary), value) in parsed.iter().zip(found) {
-                match value.map_err(StoreError::from_rocks)? {
-                    None => {} // stale entry: the record is gone already
-                    Some(v) => match received_at(&v) {
-                        Ok(at) if at != *t => {} // stale entry: the record was refreshed
-                        Ok(_) => {
-                            batch.delete_cf(data, primary);
-                            removed.push(primary.to_vec());
-                        }
-                        Err(err) => {
-                            tracing::warn!(%err, "removing an expired record that does not decode");
-                            batch.delete_cf(data, primary);
-                            removed.push(primary.to_vec());
-                        }
-                    },
+            for (key, value) in candidates.into_iter().zip(current) {
+                // Gone already, or refreshed since the snapshot: kept.
+                let Some(v) = value.map_err(StoreError::from_rocks)? else {
+                    continue;
+                };
+                if expired(&v) {
+                    if let Err(err) = received_at(&v) {
+                        tracing::warn!(%err, "removing a record that does not decode");
+                    }
+                    batch.delete_cf(data, &key);
+                    removed.push(key);
                 }
             }
             self.db
@@ -466,8 +453,6 @@ enum Reads {
     Point,
     /// Seeks within a 32-byte Kademlia-key prefix: bloom filters of prefixes.
     Prefix,
-    /// Range scans only: no filter (it would never be consulted).
-    Range,
 }
 
 /// An existing provider of a key, as the add path needs it.
@@ -486,7 +471,6 @@ impl ProviderStore for RocksStore {
         }
         let cap = self.config.max_providers_per_key;
         let cf_p = self.cf(CF_PROVIDERS)?;
-        let cf_e = self.cf(CF_PROVIDER_EXPIRY)?;
 
         // Group by Kademlia key, keeping the input order within a key; seeks then go forward.
         let mut items: Vec<(Key, usize)> = batch
@@ -529,7 +513,6 @@ impl ProviderStore for RocksStore {
                     let primary = kad_prefixed(&kad, &peer);
                     if let Some(h) = held.iter_mut().find(|h| h.peer == peer) {
                         // A re-announce refreshes, whatever the cap.
-                        wb.delete_cf(cf_e, expiry_key(h.received_at, &primary));
                         h.received_at = r.received_at;
                     } else {
                         let live = held
@@ -549,7 +532,6 @@ impl ProviderStore for RocksStore {
                         });
                     }
                     wb.put_cf(cf_p, &primary, encode_provider(r)?);
-                    wb.put_cf(cf_e, expiry_key(r.received_at, &primary), b"");
                     changed = true;
                 }
                 if changed {
@@ -599,7 +581,6 @@ impl ProviderStore for RocksStore {
         self.sweep(
             &self.provider_lock,
             CF_PROVIDERS,
-            CF_PROVIDER_EXPIRY,
             PROVIDER_RECORD_TTL_SECS,
             now,
             provider_received_at,
@@ -619,24 +600,12 @@ impl ProviderStore for RocksStore {
 impl ValueStore for RocksStore {
     fn put_value(&self, record: &Record, received_at: UnixSecs) -> Result<(), StoreError> {
         let cf_v = self.cf(CF_VALUES)?;
-        let cf_e = self.cf(CF_VALUE_EXPIRY)?;
         let primary = kad_prefixed(&Key::hash(&record.key), &record.key);
         let encoded = encode_value(record, received_at)?;
-        let _guard = self.value_lock.lock();
         let mut wb = WriteBatch::default();
-        if let Some(old) = self
-            .db
-            .get_pinned_cf(cf_v, &primary)
-            .map_err(StoreError::from_rocks)?
-        {
-            match value_received_at(&old) {
-                Ok(t) => wb.delete_cf(cf_e, expiry_key(t, &primary)),
-                // Its index entry, if any, is dropped by the sweep as stale.
-                Err(err) => tracing::warn!(%err, "overwriting a value record that does not decode"),
-            }
-        }
         wb.put_cf(cf_v, &primary, encoded);
-        wb.put_cf(cf_e, expiry_key(received_at, &primary), b"");
+        // Held so that an expiry sweep's check and delete of this record are atomic.
+        let _guard = self.value_lock.lock();
         self.write(wb)
     }
 
@@ -664,7 +633,6 @@ impl ValueStore for RocksStore {
         self.sweep(
             &self.value_lock,
             CF_VALUES,
-            CF_VALUE_EXPIRY,
             VALUE_RECORD_TTL_SECS,
             now,
             value_received_at,

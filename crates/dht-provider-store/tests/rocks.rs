@@ -284,8 +284,8 @@ fn corrupt_provider_value_is_an_error() {
         raw_put(dir.path(), "providers", &key, garbage);
         let s = RocksStore::open(dir.path(), Config::small()).unwrap();
         assert_corrupt(s.providers(&r.key, 20, T0));
-        // Writers to that key need the header (for the cap and the expiry index): without
-        // it they fail too, rather than guessing.
+        // Writers to that key need the header (for the cap): without it they fail too,
+        // rather than guessing.
         let added = s.add_providers(&[rec(1, 2, T0)]);
         if header_ok {
             added.unwrap();
@@ -329,6 +329,15 @@ fn corrupt_keystore_entry_is_an_error() {
     assert_corrupt(s.scan(&Prefix::ROOT, None, 10));
 }
 
+/// Opening `dir` fails with UnsupportedFormat naming `found` (and this build's format, 2).
+fn assert_refused_as_format(dir: &Path, found: u32) {
+    let r = RocksStore::open(dir, Config::small()).map(drop);
+    assert!(
+        matches!(r, Err(StoreError::UnsupportedFormat { found: f, expected: 2 }) if f == found),
+        "{r:?}"
+    );
+}
+
 #[test]
 fn corrupt_metadata_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -339,24 +348,71 @@ fn corrupt_metadata_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     drop(RocksStore::open(dir.path(), Config::small()).unwrap());
     raw_put(dir.path(), "default", b"format", &99u32.to_be_bytes());
-    assert!(matches!(
-        RocksStore::open(dir.path(), Config::small()),
-        Err(StoreError::UnsupportedFormat {
-            found: 99,
-            expected: 1
-        })
-    ));
+    assert_refused_as_format(dir.path(), 99);
 }
 
-/// An expired record that does not decode is swept away rather than blocking the sweep.
+/// A new store's directory, holding `r`, closed.
+fn closed_store_holding(r: &dht_proto::ProviderRecord) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    s.add_providers(std::slice::from_ref(r)).unwrap();
+    dir
+}
+
+/// A format-1 database (with its expiry indexes) opens: the indexes are dropped, the records
+/// kept, and expiry works on them.
+#[test]
+fn format_1_is_upgraded() {
+    let r = rec(1, 1, T0);
+    let dir = closed_store_holding(&r);
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_missing_column_families(true);
+        let cfs = [
+            "default",
+            "providers",
+            "values",
+            "keystore",
+            "provider_expiry",
+            "value_expiry",
+        ];
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), cfs).unwrap();
+        let index = db.cf_handle("provider_expiry").unwrap();
+        db.put_cf(index, T0.to_be_bytes(), b"").unwrap();
+        db.put(b"format", 1u32.to_be_bytes()).unwrap();
+    }
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_eq!(s.providers(&r.key, 20, T0).unwrap(), vec![r.clone()]);
+    drop(s);
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert!(!cfs.iter().any(|c| c.ends_with("_expiry")), "{cfs:?}");
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_eq!(s.remove_expired(T0 + 48 * H).unwrap(), 1);
+    assert!(s.providers(&r.key, 20, T0).unwrap().is_empty());
+}
+
+/// A database of an unknown format with column families this build does not know is
+/// refused by its format, not by RocksDB's column-family check.
+#[test]
+fn unknown_format_with_unknown_column_families_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(RocksStore::open(dir.path(), Config::small()).unwrap());
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &cfs).unwrap();
+        db.create_cf("from_the_future", &rocksdb::Options::default())
+            .unwrap();
+        db.put(b"format", 3u32.to_be_bytes()).unwrap();
+    }
+    assert_refused_as_format(dir.path(), 3);
+}
+
+/// A record that does not decode is swept away (it cannot be served, and its age is unknown)
+/// rather than blocking the sweep.
 #[test]
 fn sweep_removes_undecodable_expired_records() {
-    let dir = tempfile::tempdir().unwrap();
     let r = rec(1, 1, T0);
-    {
-        let s = RocksStore::open(dir.path(), Config::small()).unwrap();
-        s.add_providers(std::slice::from_ref(&r)).unwrap();
-    }
+    let dir = closed_store_holding(&r);
     let mut key = r.kad_key().as_bytes().to_vec();
     key.extend_from_slice(&r.provider.to_bytes());
     raw_put(dir.path(), "providers", &key, b"\x09junk");
@@ -414,4 +470,43 @@ fn cache_never_serves_stale_lists_under_concurrency() {
         store.providers(&dht_key(7), 1000, T0 + 1).unwrap().len(),
         300
     );
+}
+
+/// A record refreshed while an expiry sweep runs is kept: the sweep scans a snapshot, but
+/// re-checks each chunk's candidates under the write lock before deleting.
+#[test]
+fn sweep_keeps_records_refreshed_while_it_runs() {
+    const KEYS: u64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        RocksStore::open(
+            dir.path(),
+            Config::small().sync_writes(false).expiry_chunk(8),
+        )
+        .unwrap(),
+    );
+    let old: Vec<_> = (0..KEYS).map(|k| rec(k, 1, T0)).collect();
+    store.add_providers(&old).unwrap();
+    let now = T0 + 48 * H;
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for ks in (0..KEYS).collect::<Vec<_>>().chunks(10) {
+                let fresh: Vec<_> = ks.iter().map(|&k| rec(k, 1, now)).collect();
+                store.add_providers(&fresh).unwrap();
+            }
+        })
+    };
+    let removed = store.remove_expired(now).unwrap();
+    writer.join().unwrap();
+    assert!(removed <= KEYS);
+    for k in 0..KEYS {
+        assert_eq!(
+            store.providers(&dht_key(k), 20, now).unwrap(),
+            vec![rec(k, 1, now)],
+            "key {k} (the sweep removed {removed})"
+        );
+    }
+    // Nothing is left to expire, and a later sweep removes nothing that was refreshed.
+    assert_eq!(store.remove_expired(now).unwrap(), 0);
 }
