@@ -285,6 +285,22 @@ async fn we_provide_and_find_providers_on_libp2p_kad() {
     };
     let out = within("add provider", a.handle.request(&k.info, add)).await;
     assert_eq!(out.expect("written"), None);
+    // ADD_PROVIDER has no reply: "written" means sent. Wait until libp2p-kad has stored it,
+    // or a GET_PROVIDERS on another connection can overtake it.
+    let record_key = kad::RecordKey::new(&key);
+    within("libp2p-kad stores the provider", async {
+        loop {
+            let rk = record_key.clone();
+            let held = k
+                .with(move |kad| kad::store::RecordStore::providers(kad.store_mut(), &rk).len())
+                .await;
+            if held > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     // libp2p-kad leaves the requester out of its answer, so another node asks.
     let get = Request::GetProviders { key: key.clone() };
     let out = within("get providers", b.handle.request(&k.info, get)).await;
