@@ -205,6 +205,9 @@ impl RocksStore {
             ]);
             let memtable_bytes = (config.write_buffer_bytes / 4).max(1 << 20);
             o.set_write_buffer_size(memtable_bytes);
+            // Up to three full memtables wait for the flush thread while a fourth fills (all
+            // within `db_write_buffer_size`): a burst of writes goes on while one is flushed.
+            o.set_max_write_buffer_number(4);
             if reads == Reads::Prefix {
                 // Seeks for a key's providers skip SST files and memtables without that
                 // 32-byte Kademlia-key prefix (prefix bloom filters).
