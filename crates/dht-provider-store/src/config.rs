@@ -47,8 +47,8 @@ pub struct Config {
     pub max_open_files: i32,
     /// RocksDB background flush and compaction threads. Default 2.
     pub max_background_jobs: i32,
-    /// How many expired records an expiry sweep removes per write (and per hold of the
-    /// store's write lock); the scan that finds them holds no lock, and reads never wait.
+    /// How many expired records an expiry sweep removes per write (and per hold of their
+    /// keys' write locks); the scan that finds them holds no lock, and reads never wait.
     /// Default 4,096.
     pub expiry_chunk: usize,
 }

@@ -11,7 +11,7 @@ use dht_proto::{
     Key, PROVIDER_RECORD_TTL_SECS, Prefix, ProviderRecord, Record, UnixSecs, VALUE_RECORD_TTL_SECS,
 };
 use lru::LruCache;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB,
     DBCompressionType, MemtableFactory, Options, ReadOptions, SliceTransform, WriteBatch,
@@ -42,6 +42,8 @@ const FORMAT_VERSION: u32 = 2;
 
 /// Number of write epochs the provider cache keeps (see [`ProviderCache`]).
 const EPOCH_STRIPES: usize = 4096;
+/// Number of write locks of the provider and value stores (see [`KeyLocks`]).
+const LOCK_STRIPES: usize = 4096;
 
 /// The three stores in one RocksDB database, with an LRU cache in front of provider reads.
 ///
@@ -62,8 +64,8 @@ const EPOCH_STRIPES: usize = 4096;
 /// Design notes:
 /// - Expiry is a sweep that scans the records in key order, from a snapshot and without a
 ///   lock, and removes the expired ones in chunks: each chunk re-reads its candidates and
-///   deletes those still expired in one write under the store's write lock, so writers wait
-///   for one chunk at most and readers never wait. It returns exact counts and keeps the LRU
+///   deletes those still expired in one write under their keys' write locks, so a writer
+///   waits for one chunk at most and readers never wait. It returns exact counts and keeps the LRU
 ///   cache correct (a compaction filter runs inside RocksDB, at a time of its choosing, and
 ///   can do neither). Format 1 kept an index ordered by time instead, so a sweep read only
 ///   what had expired; but the index doubled the writes of every ADD_PROVIDER, the hot path
@@ -71,10 +73,12 @@ const EPOCH_STRIPES: usize = 4096;
 ///   [`ProviderStore::remove_expired`] from a background thread, e.g. hourly.
 /// - The cap per key counts only providers unexpired at the incoming record's `received_at`,
 ///   so a key whose providers all lapsed accepts new ones before the sweep has run.
-/// - Writes that must read first (the cap, "which keys are new") hold a per-store mutex for
-///   the read and the write (value puts take it too, so a sweep's check and delete are
-///   atomic); the keystore checks existence with one
-///   batched `multi_get` (bloom filters make misses cheap).
+/// - Writes that must read first (the cap) hold the write locks of their keys (striped) for
+///   the read and the write; value puts take them too, so a sweep's check and delete are
+///   atomic. Writers of different keys proceed together, so RocksDB commits concurrent
+///   ADD_PROVIDERs as one group with one fsync. The keystore's writes hold one lock (each
+///   changes the count) and check which keys are new with one batched `multi_get` (bloom
+///   filters make misses cheap).
 pub struct RocksStore {
     db: DB,
     path: PathBuf,
@@ -83,9 +87,10 @@ pub struct RocksStore {
     write_opts: WriteOptions,
     /// Options of expiry removals (never synced: redone if lost).
     sweep_opts: WriteOptions,
-    /// Serialise the read-modify-write of each store; reads never take them.
-    provider_lock: Mutex<()>,
-    value_lock: Mutex<()>,
+    /// Serialise the read-modify-write of each key (providers, values) or of the whole store
+    /// (the keystore, whose count every put changes); reads never take them.
+    provider_locks: KeyLocks,
+    value_locks: KeyLocks,
     keystore_lock: Mutex<()>,
     /// The keystore's count, mirrored from `keystore/count`; written under `keystore_lock`.
     key_count: AtomicU64,
@@ -98,6 +103,41 @@ impl fmt::Debug for RocksStore {
             .field("path", &self.path)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// Write locks of Kademlia keys, striped. A writer holds the stripes of the keys it reads and
+/// writes, taken in stripe order (so writers never deadlock). Writers of different keys go on
+/// together, and RocksDB commits their writes as one group: one WAL write and one fsync for
+/// many ADD_PROVIDERs arriving at once, where one store-wide lock made each wait for the
+/// fsync of the one before.
+struct KeyLocks {
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl KeyLocks {
+    fn new() -> Self {
+        KeyLocks {
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// Locks the stripes of `keys` (Kademlia keys, or column-family keys that start with
+    /// one), each once, in stripe order.
+    fn lock<'a, 'k>(&'a self, keys: impl IntoIterator<Item = &'k [u8]>) -> Vec<MutexGuard<'a, ()>> {
+        let mut stripes: Vec<usize> = keys
+            .into_iter()
+            .map(|k| {
+                let b = |i: usize| k.get(i).copied().unwrap_or(0);
+                usize::from(u16::from_be_bytes([b(0), b(1)])) % self.stripes.len()
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|i| self.stripes[i].lock())
+            .collect()
     }
 }
 
@@ -291,8 +331,8 @@ impl RocksStore {
             config,
             write_opts,
             sweep_opts,
-            provider_lock: Mutex::new(()),
-            value_lock: Mutex::new(()),
+            provider_locks: KeyLocks::new(),
+            value_locks: KeyLocks::new(),
             keystore_lock: Mutex::new(()),
             key_count: AtomicU64::new(key_count),
             cache,
@@ -374,12 +414,12 @@ impl RocksStore {
     ///
     /// One iterator scans a snapshot in key order without a lock and gathers candidates.
     /// Each chunk of candidates is then re-read and its still-expired records deleted in one
-    /// write under `lock`, which every writer of `data_cf` holds: a record refreshed after
+    /// write under their keys' `locks`, which every writer of `data_cf` holds: a record refreshed after
     /// the snapshot is kept. Reads never wait. `on_removed` gets each chunk's removed keys
     /// after the chunk's write.
     fn sweep(
         &self,
-        lock: &Mutex<()>,
+        locks: &KeyLocks,
         data_cf: &'static str,
         ttl: u64,
         now: UnixSecs,
@@ -419,7 +459,7 @@ impl RocksStore {
             }
             let more = candidates.len() == chunk;
 
-            let guard = lock.lock();
+            let guard = locks.lock(candidates.iter().map(Vec::as_slice));
             let current = self.db.batched_multi_get_cf(data, candidates.iter(), true);
             let mut batch = WriteBatch::default();
             let mut removed: Vec<Vec<u8>> = Vec::new();
@@ -486,7 +526,9 @@ impl ProviderStore for RocksStore {
         let mut wb = WriteBatch::default();
         let mut touched: Vec<Key> = Vec::new();
         let mut refused = 0usize;
-        let guard = self.provider_lock.lock();
+        let guard = self
+            .provider_locks
+            .lock(items.iter().map(|(kad, _)| kad.as_bytes().as_slice()));
         {
             let mut ro = ReadOptions::default();
             ro.set_prefix_same_as_start(true);
@@ -582,7 +624,7 @@ impl ProviderStore for RocksStore {
 
     fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
         self.sweep(
-            &self.provider_lock,
+            &self.provider_locks,
             CF_PROVIDERS,
             PROVIDER_RECORD_TTL_SECS,
             now,
@@ -608,7 +650,7 @@ impl ValueStore for RocksStore {
         let mut wb = WriteBatch::default();
         wb.put_cf(cf_v, &primary, encoded);
         // Held so that an expiry sweep's check and delete of this record are atomic.
-        let _guard = self.value_lock.lock();
+        let _guard = self.value_locks.lock([primary.as_slice()]);
         self.write(wb)
     }
 
@@ -634,7 +676,7 @@ impl ValueStore for RocksStore {
 
     fn remove_expired_values(&self, now: UnixSecs) -> Result<u64, StoreError> {
         self.sweep(
-            &self.value_lock,
+            &self.value_locks,
             CF_VALUES,
             VALUE_RECORD_TTL_SECS,
             now,

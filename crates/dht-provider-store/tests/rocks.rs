@@ -510,3 +510,38 @@ fn sweep_keeps_records_refreshed_while_it_runs() {
     // Nothing is left to expire, and a later sweep removes nothing that was refreshed.
     assert_eq!(store.remove_expired(now).unwrap(), 0);
 }
+
+/// Writers of different keys run together (their writes share a commit group), and writers of
+/// one key still see each other: concurrent single-record adds to one key stop at the cap,
+/// and every add to the other keys lands.
+#[test]
+fn concurrent_writers_keep_the_cap_and_every_record() {
+    const THREADS: u64 = 8;
+    const EACH: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(RocksStore::open(dir.path(), Config::small().max_providers_per_key(20)).unwrap());
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let p = t * EACH + i;
+                    // One contested key, and one key of this writer's own.
+                    store.add_providers(&[rec(0, p, T0)]).unwrap();
+                    store.add_providers(&[rec(1 + p, p, T0)]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(store.providers(&dht_key(0), 100, T0).unwrap().len(), 20);
+    for p in 0..THREADS * EACH {
+        assert_eq!(
+            store.providers(&dht_key(1 + p), 100, T0).unwrap(),
+            vec![rec(1 + p, p, T0)]
+        );
+    }
+}
