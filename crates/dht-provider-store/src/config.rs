@@ -38,9 +38,9 @@ pub struct Config {
     pub block_cache_bytes: usize,
     /// Total memtable budget across column families (RocksDB `db_write_buffer_size`); each
     /// column family's memtable is a quarter of it, and up to four of a family's (one
-    /// filling, three waiting for the flush) stay within it. Default 256 MiB: with small memtables,
-    /// records pile up in many small level-0 files, and every new record's existence check
-    /// seeks each of them. Memory is only taken as records arrive.
+    /// filling, three waiting for the flush) stay within it. Default 256 MiB: with small
+    /// memtables, records pile up in many small level-0 files, and every new record's
+    /// existence check seeks each of them. Memory is only taken as records arrive.
     pub write_buffer_bytes: usize,
     /// Most SST files RocksDB keeps open (`max_open_files`); each open file holds a table
     /// reader. Default 512.

@@ -65,9 +65,9 @@ const LOCK_STRIPES: usize = 4096;
 /// - Expiry is a sweep that scans the records in key order, from a snapshot and without a
 ///   lock, and removes the expired ones in chunks: each chunk re-reads its candidates and
 ///   deletes those still expired in one write under their keys' write locks, so a writer
-///   waits for one chunk at most and readers never wait. It returns exact counts and keeps the LRU
-///   cache correct (a compaction filter runs inside RocksDB, at a time of its choosing, and
-///   can do neither). Format 1 kept an index ordered by time instead, so a sweep read only
+///   waits for one chunk at most and readers never wait. It returns exact counts and keeps
+///   the LRU cache correct (a compaction filter runs inside RocksDB, at a time of its
+///   choosing, and can do neither). Format 1 kept an index ordered by time instead, so a sweep read only
 ///   what had expired; but the index doubled the writes of every ADD_PROVIDER, the hot path
 ///   of a DHT server, to save work in a sweep that runs hourly. Call
 ///   [`ProviderStore::remove_expired`] from a background thread, e.g. hourly.
@@ -414,8 +414,8 @@ impl RocksStore {
     ///
     /// One iterator scans a snapshot in key order without a lock and gathers candidates.
     /// Each chunk of candidates is then re-read and its still-expired records deleted in one
-    /// write under their keys' `locks`, which every writer of `data_cf` holds: a record refreshed after
-    /// the snapshot is kept. Reads never wait. `on_removed` gets each chunk's removed keys
+    /// write under their keys' `locks`, which every writer of `data_cf` holds: a record
+    /// refreshed after the snapshot is kept. Reads never wait. `on_removed` gets each chunk's removed keys
     /// after the chunk's write.
     fn sweep(
         &self,
