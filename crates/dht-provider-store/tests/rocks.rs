@@ -410,7 +410,7 @@ fn unknown_format_with_unknown_column_families_is_refused() {
 /// A record that does not decode is swept away (it cannot be served, and its age is unknown)
 /// rather than blocking the sweep.
 #[test]
-fn sweep_removes_undecodable_expired_records() {
+fn sweep_removes_undecodable_records() {
     let r = rec(1, 1, T0);
     let dir = closed_store_holding(&r);
     let mut key = r.kad_key().as_bytes().to_vec();
