@@ -11,8 +11,12 @@ use dht_proto::{Key, Multiaddr, PeerId, ProviderRecord, Record, UnixSecs};
 
 use crate::StoreError;
 
-/// Version byte at the start of every encoded provider and value record.
-pub(crate) const RECORD_VERSION: u8 = 1;
+/// Version byte at the start of every encoded value record.
+pub(crate) const VALUE_RECORD_VERSION: u8 = 1;
+/// Version byte of the provider records this build writes. Version 1 (format 2 and older)
+/// also held the DHT key, which every reader has already: `providers(key)` is asked for it
+/// and the column-family key holds its hash. Both versions are read.
+pub(crate) const PROVIDER_RECORD_VERSION: u8 = 2;
 
 /// A cursor over untrusted bytes; every read is bounds-checked.
 struct Reader<'a> {
@@ -63,9 +67,10 @@ impl<'a> Reader<'a> {
         std::mem::take(&mut self.buf)
     }
 
-    fn version(&mut self) -> Result<(), StoreError> {
+    /// The version byte, if it is one of `known`.
+    fn version(&mut self, known: &[u8]) -> Result<u8, StoreError> {
         match self.u8()? {
-            RECORD_VERSION => Ok(()),
+            v if known.contains(&v) => Ok(v),
             v => Err(StoreError::corrupt(format!(
                 "{}: unknown record version {v}",
                 self.what
@@ -135,7 +140,6 @@ pub(crate) fn key_successor(key: &Key) -> Option<[u8; 32]> {
 
 /// Checks an encoding will fit before anything is written.
 pub(crate) fn check_provider(r: &ProviderRecord) -> Result<(), StoreError> {
-    len_u16(r.key.len(), "provider key length")?;
     len_u16(r.addrs.len(), "address count")?;
     for a in &r.addrs {
         len_u16(a.as_ref().len(), "address length")?;
@@ -143,14 +147,12 @@ pub(crate) fn check_provider(r: &ProviderRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `1 ‖ received_at u64 ‖ key_len u16 ‖ key ‖ n_addrs u16 ‖ (len u16 ‖ addr)*`.
+/// `2 ‖ received_at u64 ‖ n_addrs u16 ‖ (len u16 ‖ addr)*`.
 pub(crate) fn encode_provider(r: &ProviderRecord) -> Result<Vec<u8>, StoreError> {
     let addr_bytes: usize = r.addrs.iter().map(|a| 2 + a.as_ref().len()).sum();
-    let mut v = Vec::with_capacity(1 + 8 + 2 + r.key.len() + 2 + addr_bytes);
-    v.push(RECORD_VERSION);
+    let mut v = Vec::with_capacity(1 + 8 + 2 + addr_bytes);
+    v.push(PROVIDER_RECORD_VERSION);
     v.extend_from_slice(&r.received_at.to_be_bytes());
-    v.extend_from_slice(&len_u16(r.key.len(), "provider key length")?.to_be_bytes());
-    v.extend_from_slice(&r.key);
     v.extend_from_slice(&len_u16(r.addrs.len(), "address count")?.to_be_bytes());
     for a in &r.addrs {
         let b = a.as_ref();
@@ -160,23 +162,37 @@ pub(crate) fn encode_provider(r: &ProviderRecord) -> Result<Vec<u8>, StoreError>
     Ok(v)
 }
 
+/// Provider record versions this build reads: 1 (`1 ‖ received_at u64 ‖ key_len u16 ‖ key ‖
+/// n_addrs u16 ‖ (len u16 ‖ addr)*`) and [`PROVIDER_RECORD_VERSION`].
+const PROVIDER_VERSIONS: [u8; 2] = [1, PROVIDER_RECORD_VERSION];
+
 /// Only the received_at of an encoded provider record (for the cap and expiry).
 pub(crate) fn provider_received_at(value: &[u8]) -> Result<UnixSecs, StoreError> {
     let mut r = Reader::new(value, "provider record");
-    r.version()?;
+    r.version(&PROVIDER_VERSIONS)?;
     r.u64()
 }
 
-/// Decodes a provider record from its column-family key (for the peer) and value.
-pub(crate) fn decode_provider(key: &[u8], value: &[u8]) -> Result<ProviderRecord, StoreError> {
+/// Decodes a provider record of `dht_key` from its column-family key (for the peer) and
+/// value. A version-1 record carries its DHT key; that one is returned (so a record that is
+/// not of `dht_key` is told apart by its key, as before).
+pub(crate) fn decode_provider(
+    dht_key: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Result<ProviderRecord, StoreError> {
     let (_, peer) = split_kad(key, "provider key")?;
     let provider = PeerId::from_bytes(peer)
         .map_err(|e| StoreError::corrupt(format!("provider key: bad peer id: {e}")))?;
     let mut r = Reader::new(value, "provider record");
-    r.version()?;
+    let version = r.version(&PROVIDER_VERSIONS)?;
     let received_at = r.u64()?;
-    let key_len = usize::from(r.u16()?);
-    let dht_key = r.take(key_len)?.to_vec();
+    let dht_key = if version == 1 {
+        let key_len = usize::from(r.u16()?);
+        r.take(key_len)?.to_vec()
+    } else {
+        dht_key.to_vec()
+    };
     let n = usize::from(r.u16()?);
     let mut addrs = Vec::with_capacity(n.min(64));
     for _ in 0..n {
@@ -199,7 +215,7 @@ pub(crate) fn decode_provider(key: &[u8], value: &[u8]) -> Result<ProviderRecord
 pub(crate) fn encode_value(rec: &Record, received_at: UnixSecs) -> Result<Vec<u8>, StoreError> {
     let t = rec.time_received.as_bytes();
     let mut v = Vec::with_capacity(1 + 8 + 4 + t.len() + rec.value.len());
-    v.push(RECORD_VERSION);
+    v.push(VALUE_RECORD_VERSION);
     v.extend_from_slice(&received_at.to_be_bytes());
     v.extend_from_slice(&len_u32(t.len(), "time_received length")?.to_be_bytes());
     v.extend_from_slice(t);
@@ -210,14 +226,14 @@ pub(crate) fn encode_value(rec: &Record, received_at: UnixSecs) -> Result<Vec<u8
 /// Only the received_at of an encoded value record.
 pub(crate) fn value_received_at(value: &[u8]) -> Result<UnixSecs, StoreError> {
     let mut r = Reader::new(value, "value record");
-    r.version()?;
+    r.version(&[VALUE_RECORD_VERSION])?;
     r.u64()
 }
 
 /// Decodes a value record; `dht_key` comes from the column-family key.
 pub(crate) fn decode_value(dht_key: &[u8], value: &[u8]) -> Result<(Record, UnixSecs), StoreError> {
     let mut r = Reader::new(value, "value record");
-    r.version()?;
+    r.version(&[VALUE_RECORD_VERSION])?;
     let received_at = r.u64()?;
     let tlen = usize::try_from(r.u32()?)
         .map_err(|_| StoreError::corrupt("value record: length overflows usize"))?;
@@ -274,8 +290,56 @@ mod tests {
             let r = record(n);
             let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
             let v = encode_provider(&r).unwrap();
-            assert_eq!(decode_provider(&key, &v).unwrap(), r);
+            assert_eq!(decode_provider(&r.key, &key, &v).unwrap(), r);
             assert_eq!(provider_received_at(&v).unwrap(), r.received_at);
+        }
+    }
+
+    /// The version-1 encoding, with the DHT key in the value.
+    fn encode_provider_v1(r: &ProviderRecord) -> Vec<u8> {
+        let mut v = vec![1];
+        v.extend_from_slice(&r.received_at.to_be_bytes());
+        v.extend_from_slice(&(r.key.len() as u16).to_be_bytes());
+        v.extend_from_slice(&r.key);
+        v.extend_from_slice(&(r.addrs.len() as u16).to_be_bytes());
+        for a in &r.addrs {
+            v.extend_from_slice(&(a.as_ref().len() as u16).to_be_bytes());
+            v.extend_from_slice(a.as_ref());
+        }
+        v
+    }
+
+    #[test]
+    fn version_1_provider_records_decode_with_their_own_key() {
+        let r = record(2);
+        let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
+        let v1 = encode_provider_v1(&r);
+        assert_eq!(decode_provider(&r.key, &key, &v1).unwrap(), r);
+        assert_eq!(provider_received_at(&v1).unwrap(), r.received_at);
+        // The stored key wins, so a caller filtering by key sees the mismatch.
+        assert_eq!(decode_provider(b"other", &key, &v1).unwrap().key, r.key);
+        // Version 2 drops the 2 + 34 bytes of the key.
+        assert_eq!(
+            encode_provider(&r).unwrap().len() + 2 + r.key.len(),
+            v1.len()
+        );
+    }
+
+    #[test]
+    fn unknown_provider_versions_are_corrupt() {
+        let r = record(1);
+        let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
+        let mut v = encode_provider(&r).unwrap();
+        for version in [0, 3, 0xff] {
+            v[0] = version;
+            assert!(matches!(
+                decode_provider(&r.key, &key, &v),
+                Err(StoreError::Corrupt { .. })
+            ));
+            assert!(matches!(
+                provider_received_at(&v),
+                Err(StoreError::Corrupt { .. })
+            ));
         }
     }
 
@@ -313,15 +377,17 @@ mod tests {
     fn truncations_are_corrupt() {
         let r = record(2);
         let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
-        let v = encode_provider(&r).unwrap();
-        for n in 0..v.len() {
-            assert!(matches!(
-                decode_provider(&key, &v[..n]),
-                Err(StoreError::Corrupt { .. })
-            ));
+        for v in [encode_provider(&r).unwrap(), encode_provider_v1(&r)] {
+            for n in 0..v.len() {
+                assert!(matches!(
+                    decode_provider(&r.key, &key, &v[..n]),
+                    Err(StoreError::Corrupt { .. })
+                ));
+            }
         }
+        let v = encode_provider(&r).unwrap();
         assert!(matches!(
-            decode_provider(&key[..20], &v),
+            decode_provider(&r.key, &key[..20], &v),
             Err(StoreError::Corrupt { .. })
         ));
     }
@@ -330,7 +396,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(key in proptest::collection::vec(any::<u8>(), 0..80),
                                 value in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode_provider(&key, &value);
+            let _ = decode_provider(b"k", &key, &value);
             let _ = decode_value(&key, &value);
             let _ = provider_received_at(&value);
             let _ = decode_u64(&value, "u64");
@@ -338,12 +404,13 @@ mod tests {
         }
 
         #[test]
-        fn garbage_after_valid_header_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut v = vec![RECORD_VERSION];
+        fn garbage_after_valid_header_never_panics(version in 1u8..=2,
+                                                   tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut v = vec![version];
             v.extend_from_slice(&7u64.to_be_bytes());
             v.extend_from_slice(&tail);
             let key = kad_prefixed(&Key::ZERO, &PeerId::random().to_bytes());
-            let _ = decode_provider(&key, &v);
+            let _ = decode_provider(b"k", &key, &v);
             let _ = decode_value(b"k", &v);
         }
     }

@@ -36,9 +36,12 @@ const FORMAT_1_CFS: [&str; 2] = ["provider_expiry", "value_expiry"];
 /// Keys of the `default` column family.
 const META_FORMAT: &[u8] = b"format";
 const META_KEY_COUNT: &[u8] = b"keystore/count";
-/// The on-disk format this build reads and writes. Format 1 had expiry indexes; opening it
-/// drops them (the data column families are unchanged) and writes format 2.
-const FORMAT_VERSION: u32 = 2;
+/// The on-disk format this build writes. Format 1 had expiry indexes; opening it drops them.
+/// Formats 1 and 2 wrote provider records of version 1, which also hold the DHT key; format 3
+/// writes version 2, without it. Both record versions are read, so opening an older format
+/// rewrites nothing: it records format 3 (which older builds refuse) before any write, and
+/// version-1 records give way as they are refreshed or expire (48 h).
+const FORMAT_VERSION: u32 = 3;
 
 /// Number of write epochs the provider cache keeps (see [`ProviderCache`]).
 const EPOCH_STRIPES: usize = 4096;
@@ -49,7 +52,7 @@ const LOCK_STRIPES: usize = 4096;
 ///
 /// | column family     | key                                   | value |
 /// |-------------------|---------------------------------------|-------|
-/// | `providers`       | sha256(DHT key) ‖ peer id bytes       | version, received_at, DHT key, addresses |
+/// | `providers`       | sha256(DHT key) ‖ peer id bytes       | version, received_at, addresses |
 /// | `values`          | sha256(DHT key) ‖ DHT key             | version, received_at, time_received, value |
 /// | `keystore`        | sha256(multihash) ‖ multihash bytes   | empty |
 /// | `default`         | `format`, `keystore/count`            | u32 BE, u64 BE |
@@ -296,9 +299,11 @@ impl RocksStore {
         };
         match format {
             Some(FORMAT_VERSION) => {}
-            Some(1) => {
-                // Drop the expiry indexes (the sweep scans the records now), then record the
-                // new format. A crash in between leaves format 1, and the next open finishes.
+            Some(old @ (1 | 2)) => {
+                // Drop format 1's expiry indexes (the sweep scans the records now), then
+                // record the new format, synced before any record of the new version is
+                // written. A crash in between leaves the old format, and the next open
+                // finishes.
                 for name in others.iter().filter(|n| FORMAT_1_CFS.contains(&n.as_str())) {
                     db.drop_cf(name).map_err(StoreError::from_rocks)?;
                 }
@@ -306,7 +311,12 @@ impl RocksStore {
                 sync.set_sync(true);
                 db.put_opt(META_FORMAT, FORMAT_VERSION.to_be_bytes(), &sync)
                     .map_err(StoreError::from_rocks)?;
-                tracing::info!(path = %path.display(), "upgraded provider store to format 2");
+                tracing::info!(
+                    path = %path.display(),
+                    from = old,
+                    to = FORMAT_VERSION,
+                    "upgraded provider store format"
+                );
             }
             Some(found) => {
                 return Err(StoreError::UnsupportedFormat {
@@ -386,8 +396,9 @@ impl RocksStore {
             .map_err(StoreError::from_rocks)
     }
 
-    /// Every stored provider record of a Kademlia key (expired ones included), in read order.
-    fn read_providers(&self, kad: &Key) -> Result<Vec<ProviderRecord>, StoreError> {
+    /// Every stored provider record of DHT key `key`, whose Kademlia key is `kad` (expired
+    /// ones included), in read order.
+    fn read_providers(&self, key: &[u8], kad: &Key) -> Result<Vec<ProviderRecord>, StoreError> {
         let cf = self.cf(CF_PROVIDERS)?;
         let mut ro = ReadOptions::default();
         ro.set_prefix_same_as_start(true);
@@ -401,7 +412,7 @@ impl RocksStore {
             if !k.starts_with(kad.as_bytes()) {
                 break;
             }
-            out.push(decode_provider(k, v)?);
+            out.push(decode_provider(key, k, v)?);
             it.next();
         }
         it.status().map_err(StoreError::from_rocks)?;
@@ -606,7 +617,7 @@ impl ProviderStore for RocksStore {
         let kad = Key::hash(key);
         let Some(cache) = &self.cache else {
             return Ok(select_providers(
-                &self.read_providers(&kad)?,
+                &self.read_providers(key, &kad)?,
                 key,
                 limit,
                 now,
@@ -616,7 +627,7 @@ impl ProviderStore for RocksStore {
             return Ok(select_providers(&list, key, limit, now));
         }
         let epoch = cache.epoch(&kad);
-        let list = self.read_providers(&kad)?;
+        let list = self.read_providers(key, &kad)?;
         let out = select_providers(&list, key, limit, now);
         cache.insert_if_unchanged(kad, epoch, Arc::new(list));
         Ok(out)

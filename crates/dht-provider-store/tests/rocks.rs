@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{H, T0, dht_key, mh, rec};
-use dht_proto::{Key, Prefix, Record};
+use dht_proto::{Key, Prefix, ProviderRecord, Record};
 use dht_provider_store::{
     Config, Keystore, Multihash, ProviderStore, RocksStore, StoreError, ValueStore,
 };
@@ -260,6 +260,13 @@ fn raw_put(dir: &Path, cf: &str, key: &[u8], value: &[u8]) {
     db.put_cf(handle, key, value).unwrap();
 }
 
+fn raw_get(dir: &Path, cf: &str, key: &[u8]) -> Option<Vec<u8>> {
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, &cfs).unwrap();
+    let handle = db.cf_handle(cf).unwrap();
+    db.get_cf(handle, key).unwrap()
+}
+
 fn assert_corrupt<T: std::fmt::Debug>(r: Result<T, StoreError>) {
     assert!(
         matches!(r, Err(StoreError::Corrupt { .. })),
@@ -333,7 +340,7 @@ fn corrupt_keystore_entry_is_an_error() {
 fn assert_refused_as_format(dir: &Path, found: u32) {
     let r = RocksStore::open(dir, Config::small()).map(drop);
     assert!(
-        matches!(r, Err(StoreError::UnsupportedFormat { found: f, expected: 2 }) if f == found),
+        matches!(r, Err(StoreError::UnsupportedFormat { found: f, expected: 3 }) if f == found),
         "{r:?}"
     );
 }
@@ -391,6 +398,48 @@ fn format_1_is_upgraded() {
     assert!(s.providers(&r.key, 20, T0).unwrap().is_empty());
 }
 
+/// A format-2 database, whose provider records (version 1) hold their DHT key, opens as
+/// format 3 without a rewrite: its records are served, refreshed in the new encoding, and
+/// expire.
+#[test]
+fn format_2_is_upgraded() {
+    let (old, new) = (rec(1, 1, T0), rec(2, 2, T0));
+    let dir = closed_store_holding(&new);
+    let mut primary = old.kad_key().as_bytes().to_vec();
+    primary.extend_from_slice(&old.provider.to_bytes());
+    // Version 1: 1 ‖ received_at u64 ‖ key_len u16 ‖ key ‖ n_addrs u16 ‖ (len u16 ‖ addr)*.
+    let mut v1 = vec![1];
+    v1.extend_from_slice(&old.received_at.to_be_bytes());
+    v1.extend_from_slice(&u16::try_from(old.key.len()).unwrap().to_be_bytes());
+    v1.extend_from_slice(&old.key);
+    v1.extend_from_slice(&u16::try_from(old.addrs.len()).unwrap().to_be_bytes());
+    for a in &old.addrs {
+        v1.extend_from_slice(&u16::try_from(a.as_ref().len()).unwrap().to_be_bytes());
+        v1.extend_from_slice(a.as_ref());
+    }
+    raw_put(dir.path(), "providers", &primary, &v1);
+    raw_put(dir.path(), "default", b"format", &2u32.to_be_bytes());
+
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_eq!(s.providers(&old.key, 20, T0).unwrap(), vec![old.clone()]);
+    assert_eq!(s.providers(&new.key, 20, T0).unwrap(), vec![new.clone()]);
+    let refreshed = ProviderRecord {
+        received_at: T0 + H,
+        ..old.clone()
+    };
+    s.add_providers(std::slice::from_ref(&refreshed)).unwrap();
+    assert_eq!(s.providers(&old.key, 20, T0 + H).unwrap(), vec![refreshed]);
+    drop(s);
+    let raw = raw_get(dir.path(), "providers", &primary).unwrap();
+    assert_eq!(raw.first(), Some(&2), "refreshed in the version-2 encoding");
+    assert_eq!(
+        raw_get(dir.path(), "default", b"format").unwrap(),
+        3u32.to_be_bytes()
+    );
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    assert_eq!(s.remove_expired(T0 + 49 * H).unwrap(), 2);
+}
+
 /// A database of an unknown format with column families this build does not know is
 /// refused by its format, not by RocksDB's column-family check.
 #[test]
@@ -402,9 +451,9 @@ fn unknown_format_with_unknown_column_families_is_refused() {
         let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &cfs).unwrap();
         db.create_cf("from_the_future", &rocksdb::Options::default())
             .unwrap();
-        db.put(b"format", 3u32.to_be_bytes()).unwrap();
+        db.put(b"format", 4u32.to_be_bytes()).unwrap();
     }
-    assert_refused_as_format(dir.path(), 3);
+    assert_refused_as_format(dir.path(), 4);
 }
 
 /// A record that does not decode is swept away (it cannot be served, and its age is unknown)
