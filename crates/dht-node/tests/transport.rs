@@ -4,7 +4,10 @@
 mod common;
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -350,16 +353,80 @@ async fn inbound_streams_beyond_the_limit_are_reset() {
         }),
     )
     .await;
-    // b resets the second stream; "y" then runs on the first one (directly, or after one
-    // retry if it had been written to the reset stream).
-    assert!(x.is_ok() && y.is_ok(), "{x:?} {y:?}");
+    // b resets the second stream, and the one "y" is retried on while "x" still holds the
+    // first (the handler blocks on its own thread, so b takes new streams meanwhile): "y"
+    // fails, unless its retry found the first stream free.
+    assert!(x.is_ok(), "{x:?}");
+    if let Err(e) = &y {
+        assert!(matches!(e, TransportError::Codec(_)), "{y:?}");
+    }
     let served = b.handle.stats();
     assert_eq!(served.inbound_streams_accepted, 1, "{served:?}");
     assert!(served.inbound_streams_refused >= 1, "{served:?}");
+    // With "x" answered, "y" runs on the first stream.
+    let y = within("y again", a.handle.request(&b.info, find_node(b"y"))).await;
+    assert!(y.is_ok(), "{y:?}");
     // a negotiated that second stream too (possibly after "y" completed).
     within("second stream", async {
         while a.handle.stats().outbound_streams_opened < 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A handler that blocks (a store waiting on its disk) holds up only the stream it answers:
+/// the node serves other peers meanwhile, even when the whole process runs on one thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocking_handler_does_not_stall_the_node() {
+    let blocking = Arc::new(AtomicBool::new(false));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let in_handler = blocking.clone();
+    let b = Node::start(
+        KadConfig::default(),
+        Arc::new(move |peer, request: &Request| {
+            if let Request::AddProvider { .. } = request {
+                in_handler.store(true, Ordering::SeqCst);
+                // Bounded, so a regression fails the test instead of hanging it.
+                let _ = released
+                    .lock()
+                    .expect("lock")
+                    .recv_timeout(Duration::from_secs(30));
+                in_handler.store(false, Ordering::SeqCst);
+            }
+            default_answer(peer, request)
+        }),
+    )
+    .await;
+    let (a, c) = (Node::server().await, Node::server().await);
+    let add = Request::AddProvider {
+        key: b"cid-multihash".to_vec(),
+        providers: vec![a.info.clone()],
+    };
+    within("add provider", a.handle.request(&b.info, add))
+        .await
+        .expect("written");
+    within("b's handler blocks", async {
+        while !blocking.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    let out = within("find node", c.handle.request(&b.info, find_node(b"k"))).await;
+    assert!(
+        matches!(out, Ok(Some(Response::FindNode { .. }))),
+        "{out:?}"
+    );
+    assert!(
+        blocking.load(Ordering::SeqCst),
+        "answered only after the blocked handler returned"
+    );
+    release.send(()).expect("handler waiting");
+    within("b's handler returns", async {
+        while blocking.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;

@@ -34,7 +34,8 @@ use super::{
 /// Outbound: [`KadBehaviour::send_request`] sends a request to a peer over an existing
 /// connection, or dials the peer at the given addresses first; streams are reused (see the
 /// [crate documentation](crate)). Inbound (in [`Mode::Server`]): requests go to the
-/// [`InboundHandler`] given at construction, on the connection's task.
+/// [`InboundHandler`] given at construction, from the connection's task (record requests on
+/// tokio's blocking pool: see [`InboundHandler`]).
 ///
 /// Its connection handlers use tokio's timers: run the swarm on a tokio runtime with time
 /// enabled (`SwarmBuilder::with_tokio`).

@@ -11,7 +11,8 @@
 //! does.
 //!
 //! Inbound, every accepted stream runs a loop: read a request, hand it to the
-//! [`InboundHandler`], write the response, read the next one. The stream is reset on any
+//! [`InboundHandler`] (on tokio's blocking pool for record requests, which may wait on a
+//! disk), write the response, read the next one. The stream is reset on any
 //! protocol error (undecodable or oversized message, handler error, write failure) and closed
 //! when the peer closes it or it stays idle too long.
 //!
@@ -541,6 +542,13 @@ async fn exchange(
     OutboundOutcome::Dropped
 }
 
+/// Whether requests of type `ty` read or write records (PUT_VALUE, GET_VALUE, ADD_PROVIDER,
+/// GET_PROVIDERS), which a store may keep on disk; FIND_NODE and PING are answered from the
+/// routing table, in memory.
+fn touches_records(ty: MessageType) -> bool {
+    !matches!(ty, MessageType::FindNode | MessageType::Ping)
+}
+
 /// Serves the requests of one inbound stream until it ends, errs or idles out.
 async fn serve(
     mut stream: Stream,
@@ -571,9 +579,19 @@ async fn serve(
         };
         bump(&stats.inbound_requests);
         let ty = request.message_type();
-        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            handler.handle_request(&remote.snapshot(), request)
-        }));
+        let from = remote.snapshot();
+        let answer = if touches_records(ty) {
+            // A store may wait on its disk (a read, an fsync): on tokio's blocking pool the
+            // wait holds up this stream only, never the connection's task or a runtime
+            // worker, and concurrent writes can share one fsync.
+            let serving = handler.clone();
+            tokio::task::spawn_blocking(move || serving.handle_request(&from, request))
+                .await
+                .map_err(|e| e.is_panic())
+        } else {
+            std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_request(&from, request)))
+                .map_err(|_| true)
+        };
         let response = match answer {
             Ok(Ok(Some(response))) if ty.expects_response() => response,
             Ok(Ok(_)) => continue,
@@ -582,8 +600,12 @@ async fn serve(
                 bump(&stats.inbound_stream_errors);
                 return;
             }
-            Err(_) => {
-                tracing::error!(%peer, %ty, "inbound handler panicked: resetting the stream");
+            Err(panicked) => {
+                if panicked {
+                    tracing::error!(%peer, %ty, "inbound handler panicked: resetting the stream");
+                } else {
+                    tracing::debug!(%peer, %ty, "runtime shutting down: resetting the stream");
+                }
                 bump(&stats.inbound_stream_errors);
                 return;
             }

@@ -28,14 +28,18 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Answers the requests peers send to this node (the server side of the DHT).
 ///
-/// The transport calls it on the connection's task for every decoded request, in order, and
-/// writes back the response it returns; `Ok(None)` writes nothing and keeps reading (as Go
-/// does for a handler that returns no message). Responses to ADD_PROVIDER are never written.
-/// An error closes the stream.
+/// The transport calls it for every decoded request of a stream, in order, and writes back
+/// the response it returns; `Ok(None)` writes nothing and keeps reading (as Go does for a
+/// handler that returns no message). Responses to ADD_PROVIDER are never written. An error
+/// or a panic resets the stream.
 ///
-/// It is synchronous: it runs on the connection's task, so connections are served in
-/// parallel and no request goes through the swarm's single task. It should return quickly
-/// (an in-memory or cached lookup); blocking work belongs behind a cache or a thread pool.
+/// It is synchronous. Record requests (PUT_VALUE, GET_VALUE, ADD_PROVIDER, GET_PROVIDERS)
+/// may block: they run on tokio's blocking pool (`spawn_blocking`), so a store that reads its
+/// disk or waits for an fsync holds up only the stream it answers, never the connection's
+/// task, the swarm or a runtime worker, and concurrent writes to a store with group commit
+/// share one fsync. FIND_NODE and PING are answered on the connection's task, without the
+/// hand-off to another thread: they must not block (a routing-table lookup in memory).
+/// Requests of different streams and connections are served in parallel.
 ///
 /// Closures implement it; [`handler_fn`] turns one into an `Arc<dyn InboundHandler>` with its
 /// argument and return types inferred:
