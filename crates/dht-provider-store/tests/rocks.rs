@@ -250,6 +250,127 @@ fn open_held_by_another_process_is_locked() {
     RocksStore::open(dir.path(), Config::small()).unwrap();
 }
 
+// ---------------------------------------------------------------- full disk
+
+/// Size of the tmpfs the full-disk child writes to, and the size it grows to afterwards.
+const SMALL_FS: &str = "size=24m";
+const LARGER_FS: &str = "size=256m";
+
+/// Batch `i` of the full-disk child: 500 provider records with long addresses.
+fn filler_batch(i: u64) -> Vec<dht_proto::ProviderRecord> {
+    (0..500)
+        .map(|j| {
+            let mut r = rec(i * 500 + j, j, T0);
+            r.addrs = (0..8)
+                .map(|a| {
+                    format!("/dns4/filler-{i}-{j}-{a}.example.org/tcp/4001")
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            r
+        })
+        .collect()
+}
+
+/// The child, run by [`a_full_disk_is_an_error_and_loses_nothing`] in its own user and mount
+/// namespaces, on a small tmpfs mounted at the test directory: writes until the disk is full,
+/// checks the error and that every acknowledged record still reads, then grows the tmpfs,
+/// reopens and checks them all again. Prints `ok <acknowledged batches>` at the end.
+#[test]
+fn disk_full_child() {
+    if std::env::var(ROLE).as_deref() != Ok("disk_full") {
+        return;
+    }
+    let dir = std::env::var(DIR).unwrap();
+    let store = RocksStore::open(&dir, Config::small()).unwrap();
+    let mut acked = 0;
+    let err = loop {
+        assert!(acked < 2_000, "24 MiB never filled up");
+        match store.add_providers(&filler_batch(acked)) {
+            Ok(()) => acked += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+    assert!(acked > 0, "the store could not write anything");
+    // Later writes fail too (RocksDB stops writing), and nothing acknowledged is lost.
+    assert!(store.add_providers(&filler_batch(acked)).is_err());
+    let check = |store: &RocksStore| {
+        for i in 0..acked {
+            for r in filler_batch(i) {
+                assert_eq!(store.providers(&r.key, 20, T0).unwrap(), vec![r]);
+            }
+        }
+    };
+    check(&store);
+    drop(store);
+
+    let grown = Command::new("mount")
+        .args(["-o", &format!("remount,{LARGER_FS}"), &dir])
+        .status()
+        .unwrap();
+    assert!(grown.success(), "remount failed");
+    let store = RocksStore::open(&dir, Config::small()).unwrap();
+    check(&store);
+    store.add_providers(&filler_batch(acked)).unwrap();
+    println!("ok {acked}");
+}
+
+/// A full disk is [`StoreError::DiskFull`], never a panic, and loses nothing acknowledged;
+/// with space again, the store reopens with every record and takes writes. The child runs on
+/// a real (small) filesystem: a tmpfs mounted in a user namespace (`unshare`), which needs no
+/// privileges where unprivileged user namespaces are enabled.
+#[test]
+fn a_full_disk_is_an_error_and_loses_nothing() {
+    let userns = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !userns.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: `unshare --user --map-root-user --mount` is not available here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("mount -t tmpfs -o {SMALL_FS} tmpfs \"$1\" && shift && exec \"$@\"");
+    let out = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(dir.path())
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "disk_full_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, "disk_full")
+        .env(DIR, dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked: u64 = stdout
+        .split("ok ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no result from the child: {stdout}"));
+    assert!(acked > 0);
+}
+
 // ---------------------------------------------------------------- corruption
 
 /// Writes raw bytes into a column family, bypassing the store.
