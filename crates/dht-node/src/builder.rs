@@ -330,7 +330,7 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// [`NodeError`] when the data directory, the identity, the stores, the transport or
     /// the provider's state cannot be used. A bootstrap that finds nobody is logged, not an
     /// error: the node keeps trying at each maintenance round.
-    pub async fn build(self) -> Result<Arc<Node<T>>, NodeError> {
+    pub async fn build(mut self) -> Result<Arc<Node<T>>, NodeError> {
         if let Some(dir) = &self.data_dir {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
                 what: "creating the data directory",
@@ -343,17 +343,25 @@ impl<T: NodeTable> NodeBuilder<T> {
             (None, Some(dir)) => load_or_create_identity(&dir.join("identity.key"))?,
             (None, None) => Keypair::generate_ed25519(),
         };
-        let (stores, persistent): (SharedStores, bool) = match (&self.store, &self.data_dir) {
-            (StoreChoice::Rocks(config), Some(dir)) => (
-                Arc::new(RocksStore::open(dir.join("store"), config.clone())?),
-                true,
-            ),
-            (StoreChoice::Rocks(config), None) => {
-                (Arc::new(MemoryStore::with_config(config)), false)
-            }
-            (StoreChoice::Memory, _) => (Arc::new(MemoryStore::new()), false),
-            (StoreChoice::Custom(stores), _) => (stores.clone(), self.data_dir.is_some()),
-        };
+        // (persistent: the provider's state is kept too; on_disk: the stores may block.)
+        let (stores, persistent, on_disk): (SharedStores, bool, bool) =
+            match (&self.store, &self.data_dir) {
+                (StoreChoice::Rocks(config), Some(dir)) => (
+                    Arc::new(RocksStore::open(dir.join("store"), config.clone())?),
+                    true,
+                    true,
+                ),
+                (StoreChoice::Rocks(config), None) => {
+                    (Arc::new(MemoryStore::with_config(config)), false, false)
+                }
+                (StoreChoice::Memory, _) => (Arc::new(MemoryStore::new()), false, false),
+                (StoreChoice::Custom(stores), _) => (stores.clone(), self.data_dir.is_some(), true),
+            };
+        if !on_disk {
+            // Stores in memory never wait: answer record requests without a thread hand-off.
+            let kad = self.transport.kad.clone().blocking_record_requests(false);
+            self.transport = self.transport.kad(kad);
+        }
         let state: Box<dyn StateStore> = match (&self.data_dir, persistent) {
             (Some(dir), true) => Box::new(FileStateStore::new(dir.join("provider.state"))),
             _ => Box::new(MemoryStateStore::default()),

@@ -57,6 +57,13 @@ pub struct KadConfig {
     /// Most outbound kad streams (busy or idle) on one connection (default 32); further
     /// requests wait for a stream to become free.
     pub max_outbound_streams: usize,
+    /// Whether the [`InboundHandler`] answers record requests (PUT_VALUE, GET_VALUE,
+    /// ADD_PROVIDER, GET_PROVIDERS) on tokio's blocking pool (default `true`). Stores that
+    /// wait on a disk (an fsync, a read past the caches) need it, or the wait blocks a
+    /// runtime worker; for stores in memory it only adds a thread hand-off to each request.
+    ///
+    /// [`InboundHandler`]: crate::transport::InboundHandler
+    pub blocking_record_requests: bool,
 }
 
 impl Default for KadConfig {
@@ -68,6 +75,7 @@ impl Default for KadConfig {
             stream_idle_timeout: Duration::from_secs(60),
             max_inbound_streams: 32,
             max_outbound_streams: 32,
+            blocking_record_requests: true,
         }
     }
 }
@@ -112,6 +120,13 @@ impl KadConfig {
     #[must_use]
     pub fn max_outbound_streams(mut self, n: usize) -> Self {
         self.max_outbound_streams = n;
+        self
+    }
+
+    /// Sets [`KadConfig::blocking_record_requests`].
+    #[must_use]
+    pub fn blocking_record_requests(mut self, on: bool) -> Self {
+        self.blocking_record_requests = on;
         self
     }
 }

@@ -12,11 +12,13 @@
 //!
 //! Inbound, every accepted stream runs a loop: read a request, hand it to the
 //! [`InboundHandler`] (on tokio's blocking pool for record requests, which may wait on a
-//! disk), write the response, read the next one. The stream is reset on any
+//! disk, unless [`KadConfig::blocking_record_requests`] is off), write the response, read the
+//! next one. The stream is reset on any
 //! protocol error (undecodable or oversized message, handler error, write failure) and closed
 //! when the peer closes it or it stays idle too long.
 //!
 //! [`KadConfig::max_outbound_streams`]: crate::transport::KadConfig::max_outbound_streams
+//! [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
 //! [`KadConfig::stream_idle_timeout`]: crate::transport::KadConfig::stream_idle_timeout
 
 use std::{
@@ -114,6 +116,7 @@ pub(crate) struct HandlerConfig {
     pub(crate) idle_timeout: Duration,
     pub(crate) max_inbound: usize,
     pub(crate) max_outbound: usize,
+    pub(crate) blocking_records: bool,
 }
 
 impl From<&KadConfig> for HandlerConfig {
@@ -124,6 +127,7 @@ impl From<&KadConfig> for HandlerConfig {
             idle_timeout: c.stream_idle_timeout,
             max_inbound: c.max_inbound_streams,
             max_outbound: c.max_outbound_streams,
+            blocking_records: c.blocking_record_requests,
         }
     }
 }
@@ -580,7 +584,7 @@ async fn serve(
         bump(&stats.inbound_requests);
         let ty = request.message_type();
         let from = remote.snapshot();
-        let answer = if touches_records(ty) {
+        let answer = if cfg.blocking_records && touches_records(ty) {
             // A store may wait on its disk (a read, an fsync): on tokio's blocking pool the
             // wait holds up this stream only, never the connection's task or a runtime
             // worker, and concurrent writes can share one fsync.

@@ -38,8 +38,12 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// disk or waits for an fsync holds up only the stream it answers, never the connection's
 /// task, the swarm or a runtime worker, and concurrent writes to a store with group commit
 /// share one fsync. FIND_NODE and PING are answered on the connection's task, without the
-/// hand-off to another thread: they must not block (a routing-table lookup in memory).
-/// Requests of different streams and connections are served in parallel.
+/// hand-off to another thread: they must not block (a routing-table lookup in memory). With
+/// stores in memory, [`KadConfig::blocking_record_requests`] off answers record requests on
+/// the connection's task too. Requests of different streams and connections are served in
+/// parallel.
+///
+/// [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
 ///
 /// Closures implement it; [`handler_fn`] turns one into an `Arc<dyn InboundHandler>` with its
 /// argument and return types inferred:
