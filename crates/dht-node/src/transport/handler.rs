@@ -12,10 +12,10 @@
 //!
 //! Inbound, every accepted stream runs a loop: read a request, hand it to the
 //! [`InboundHandler`] (on tokio's blocking pool for record requests, which may wait on a
-//! disk, unless [`KadConfig::blocking_record_requests`] is off), write the response, read the
-//! next one. The stream is reset on any
-//! protocol error (undecodable or oversized message, handler error, write failure) and closed
-//! when the peer closes it or it stays idle too long.
+//! disk, unless [`KadConfig::blocking_record_requests`] is off), write the response, read
+//! the next one. The stream is reset on any protocol error (undecodable or oversized
+//! message, handler error, write failure) and closed when the peer closes it or it stays
+//! idle too long.
 //!
 //! [`KadConfig::max_outbound_streams`]: crate::transport::KadConfig::max_outbound_streams
 //! [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
