@@ -1,0 +1,603 @@
+// Command kadpeers runs N go-libp2p-kad-dht server nodes in one process, for the interop
+// tests and the side-by-side bench of amino-dht-rs. It is test tooling, not a product.
+//
+// Every node listens on 127.0.0.1 (TCP, noise, yamux) and speaks /ipfs/kad/1.0.0 in server
+// mode, with no bootstrap peers. On start the program prints one JSON line
+// {"ready":true,"nodes":[{"id":…,"addrs":[…]},…]}; then it reads one JSON command per line on
+// stdin and prints one JSON answer per line, in order: {"ok":true,"result":…} or
+// {"ok":false,"error":"…"}. Commands name a node by its index ("node"). Keys of providers are
+// CIDs (text), keys and values of records are hex. The commands are listed in run below.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/ipns"
+	ipnspb "github.com/ipfs/boxo/ipns/pb"
+	"github.com/ipfs/boxo/path"
+	drclient "github.com/ipfs/boxo/routing/http/client"
+	"github.com/ipfs/boxo/routing/http/types"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p-kad-dht/provider"
+	ic "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	mh "github.com/multiformats/go-multihash"
+	"google.golang.org/protobuf/proto"
+)
+
+// node is one Go DHT server; sweep is its SweepingProvider, made on first use.
+type node struct {
+	host  host.Host
+	dht   *dht.IpfsDHT
+	sweep *provider.SweepingProvider
+}
+
+// peerJSON is a peer as the commands and answers write it.
+type peerJSON struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+// command is one line of stdin; each command reads the fields it needs.
+type command struct {
+	Cmd      string    `json:"cmd"`
+	Node     int       `json:"node"`
+	Peer     *peerJSON `json:"peer,omitempty"`
+	Keys     []string  `json:"keys,omitempty"`
+	Key      string    `json:"key,omitempty"`
+	Value    string    `json:"value,omitempty"`
+	Count    int       `json:"count,omitempty"`
+	Force    bool      `json:"force,omitempty"`
+	Times    int       `json:"times,omitempty"`
+	Invalid  bool      `json:"invalid,omitempty"`
+	URL      string    `json:"url,omitempty"`
+	Parallel int       `json:"parallel,omitempty"`
+	Timeout  float64   `json:"timeout,omitempty"`
+}
+
+func main() {
+	n := flag.Int("n", 1, "number of Go DHT server nodes")
+	flag.Parse()
+	nodes := make([]*node, 0, *n)
+	for i := 0; i < *n; i++ {
+		nd, err := newNode()
+		if err != nil {
+			fatal(err)
+		}
+		nodes = append(nodes, nd)
+	}
+	infos := make([]peerJSON, len(nodes))
+	for i, nd := range nodes {
+		infos[i] = info(peer.AddrInfo{ID: nd.host.ID(), Addrs: nd.host.Addrs()})
+	}
+	out := json.NewEncoder(os.Stdout)
+	if err := out.Encode(map[string]any{"ready": true, "nodes": infos}); err != nil {
+		fatal(err)
+	}
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 64<<20)
+	for in.Scan() {
+		var c command
+		var result any
+		err := json.Unmarshal(in.Bytes(), &c)
+		if err == nil {
+			if c.Cmd == "quit" {
+				break
+			}
+			if c.Node < 0 || c.Node >= len(nodes) {
+				err = fmt.Errorf("no node %d", c.Node)
+			} else {
+				timeout := 60 * time.Second
+				if c.Timeout > 0 {
+					timeout = time.Duration(c.Timeout * float64(time.Second))
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				result, err = run(ctx, nodes, nodes[c.Node], &c)
+				cancel()
+			}
+		}
+		answer := map[string]any{"ok": err == nil}
+		if err != nil {
+			answer["error"] = err.Error()
+		} else {
+			answer["result"] = result
+		}
+		if err := out.Encode(answer); err != nil {
+			fatal(err)
+		}
+	}
+	for _, nd := range nodes {
+		if nd.sweep != nil {
+			_ = nd.sweep.Close()
+		}
+		_ = nd.dht.Close()
+		_ = nd.host.Close()
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "kadpeers:", err)
+	os.Exit(1)
+}
+
+func newNode() (*node, error) {
+	h, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		// One process holds every node: the default limits are per process.
+		libp2p.ResourceManager(&network.NullResourceManager{}),
+		libp2p.DisableRelay(),
+	)
+	if err != nil {
+		return nil, err
+	}
+	d, err := dht.New(h, dht.Mode(dht.ModeServer))
+	if err != nil {
+		return nil, err
+	}
+	return &node{host: h, dht: d}, nil
+}
+
+func info(ai peer.AddrInfo) peerJSON {
+	p := peerJSON{ID: ai.ID.String(), Addrs: []string{}}
+	for _, a := range ai.Addrs {
+		p.Addrs = append(p.Addrs, a.String())
+	}
+	return p
+}
+
+func parsePeer(p *peerJSON) (peer.AddrInfo, error) {
+	if p == nil {
+		return peer.AddrInfo{}, errors.New("missing peer")
+	}
+	id, err := peer.Decode(p.ID)
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	ai := peer.AddrInfo{ID: id}
+	for _, s := range p.Addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return peer.AddrInfo{}, err
+		}
+		ai.Addrs = append(ai.Addrs, a)
+	}
+	return ai, nil
+}
+
+func parseCids(keys []string) ([]cid.Cid, error) {
+	out := make([]cid.Cid, len(keys))
+	for i, k := range keys {
+		c, err := cid.Decode(k)
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", k, err)
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
+func multihashes(cids []cid.Cid) []mh.Multihash {
+	out := make([]mh.Multihash, len(cids))
+	for i, c := range cids {
+		out[i] = c.Hash()
+	}
+	return out
+}
+
+// parallel runs f(i) for i in [0, n) on at most width goroutines and returns the first error.
+func parallel(n, width int, f func(i int) error) error {
+	if width <= 0 {
+		width = 32
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	next := make(chan int)
+	for w := 0; w < width; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+func (nd *node) sweeper() (*provider.SweepingProvider, error) {
+	if nd.sweep != nil {
+		return nd.sweep, nil
+	}
+	// Kubo's defaults (Provide.DHT.*): 16 workers, 2 periodic, 1 burst, 20 connections each.
+	s, err := provider.New(
+		provider.WithHost(nd.host),
+		provider.WithRouter(nd.dht),
+		provider.WithMessageSender(nd.dht.MessageSender()),
+		provider.WithSelfAddrs(nd.dht.FilteredAddrs),
+		provider.WithMaxWorkers(16),
+		provider.WithDedicatedPeriodicWorkers(2),
+		provider.WithDedicatedBurstWorkers(1),
+		provider.WithMaxProvideConnsPerWorker(20),
+	)
+	if err != nil {
+		return nil, err
+	}
+	nd.sweep = s
+	return s, nil
+}
+
+// run executes one command on nd.
+func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) {
+	switch c.Cmd {
+	// connect {peer}: dials the peer (the DHT adds it to its table after identify and its checks).
+	case "connect":
+		ai, err := parsePeer(c.Peer)
+		if err != nil {
+			return nil, err
+		}
+		return nil, nd.host.Connect(ctx, ai)
+
+	// mesh: connects every node to every other node of this process, then refreshes each table.
+	case "mesh":
+		for i, a := range nodes {
+			for _, b := range nodes[i+1:] {
+				if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return nil, nil
+
+	// refresh: one refresh of the node's routing table, waited for.
+	case "refresh":
+		select {
+		case err := <-nd.dht.ForceRefresh():
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+
+	// routing_table: the peer ids in the node's routing table.
+	case "routing_table":
+		ids := []string{}
+		for _, p := range nd.dht.RoutingTable().ListPeers() {
+			ids = append(ids, p.String())
+		}
+		return ids, nil
+
+	// provide {keys, parallel}: the legacy provide (one walk per key) of each CID.
+	case "provide":
+		cids, err := parseCids(c.Keys)
+		if err != nil {
+			return nil, err
+		}
+		return nil, parallel(len(cids), c.Parallel, func(i int) error {
+			return nd.dht.Provide(ctx, cids[i], true)
+		})
+
+	// find_providers {keys, count}: for each CID, the providers found (peer ids and addrs).
+	case "find_providers":
+		cids, err := parseCids(c.Keys)
+		if err != nil {
+			return nil, err
+		}
+		count := c.Count
+		if count <= 0 {
+			count = 20
+		}
+		found := make([][]peerJSON, len(cids))
+		err = parallel(len(cids), c.Parallel, func(i int) error {
+			found[i] = []peerJSON{}
+			for ai := range nd.dht.FindProvidersAsync(ctx, cids[i], count) {
+				found[i] = append(found[i], info(ai))
+			}
+			return nil
+		})
+		return found, err
+
+	// holds {keys}: for each CID, the providers this node itself stores.
+	case "holds":
+		cids, err := parseCids(c.Keys)
+		if err != nil {
+			return nil, err
+		}
+		held := make([][]string, len(cids))
+		for i, k := range cids {
+			provs, err := nd.dht.ProviderStore().GetProviders(ctx, k.Hash())
+			if err != nil {
+				return nil, err
+			}
+			held[i] = []string{}
+			for _, p := range provs {
+				held[i] = append(held[i], p.ID.String())
+			}
+		}
+		return held, nil
+
+	// find_peer {peer: {id}}: the addresses found for the peer.
+	case "find_peer":
+		id, err := peer.Decode(c.Peer.ID)
+		if err != nil {
+			return nil, err
+		}
+		ai, err := nd.dht.FindPeer(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return info(ai), nil
+
+	// closest_peers {key}: Go's closest-peers walk for the key bytes (hex).
+	case "closest_peers":
+		key, err := hex.DecodeString(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		peers, err := nd.dht.GetClosestPeers(ctx, string(key))
+		if err != nil {
+			return nil, err
+		}
+		ids := []string{}
+		for _, p := range peers {
+			ids = append(ids, p.String())
+		}
+		return ids, nil
+
+	// put_value {key, value}: PutValue of the record (hex key and value).
+	case "put_value":
+		key, err := hex.DecodeString(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		value, err := hex.DecodeString(c.Value)
+		if err != nil {
+			return nil, err
+		}
+		return nil, nd.dht.PutValue(ctx, string(key), value)
+
+	// get_value {key}: GetValue of the key (hex); the value in hex.
+	case "get_value":
+		key, err := hex.DecodeString(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		value, err := nd.dht.GetValue(ctx, string(key))
+		if err != nil {
+			return nil, err
+		}
+		return hex.EncodeToString(value), nil
+
+	// pk_record: this node's /pk/ record {key, value} (hex).
+	case "pk_record":
+		pub, err := ic.MarshalPublicKey(nd.host.Peerstore().PubKey(nd.host.ID()))
+		if err != nil {
+			return nil, err
+		}
+		key := "/pk/" + string(nd.host.ID())
+		return map[string]string{"key": hex.EncodeToString([]byte(key)), "value": hex.EncodeToString(pub)}, nil
+
+	// ipns_record {value, invalid}: a fresh IPNS name and a record made with boxo/ipns that
+	// points to the path `value`, valid for an hour; with invalid, its signature is broken.
+	case "ipns_record":
+		sk, _, err := ic.GenerateEd25519Key(nil)
+		if err != nil {
+			return nil, err
+		}
+		pid, err := peer.IDFromPrivateKey(sk)
+		if err != nil {
+			return nil, err
+		}
+		p, err := path.NewPath(c.Value)
+		if err != nil {
+			return nil, err
+		}
+		rec, err := ipns.NewRecord(sk, p, 1, time.Now().Add(time.Hour), time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := ipns.MarshalRecord(rec)
+		if err != nil {
+			return nil, err
+		}
+		if c.Invalid {
+			var msg ipnspb.IpnsRecord
+			if err := proto.Unmarshal(raw, &msg); err != nil {
+				return nil, err
+			}
+			msg.SignatureV2[0] ^= 0xff
+			if raw, err = proto.Marshal(&msg); err != nil {
+				return nil, err
+			}
+		}
+		name := ipns.NameFromPeer(pid)
+		return map[string]string{
+			"key":   hex.EncodeToString(name.RoutingKey()),
+			"value": hex.EncodeToString(raw),
+			"name":  name.String(),
+		}, nil
+
+	// validate {key, value}: whether Go's validator of this DHT accepts the record.
+	case "validate":
+		key, err := hex.DecodeString(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		value, err := hex.DecodeString(c.Value)
+		if err != nil {
+			return nil, err
+		}
+		if err := nd.dht.Validator.Validate(string(key), value); err != nil {
+			return map[string]any{"valid": false, "error": err.Error()}, nil
+		}
+		return map[string]any{"valid": true}, nil
+
+	// send_get_providers {peer, key, times}: GET_PROVIDERS for the CID, sent `times` times
+	// in a row to the peer over Go's message sender (which reuses one stream per peer).
+	case "send_get_providers":
+		ai, err := parsePeer(c.Peer)
+		if err != nil {
+			return nil, err
+		}
+		k, err := cid.Decode(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+		pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
+		if err != nil {
+			return nil, err
+		}
+		times := max(c.Times, 1)
+		var answers []map[string]int
+		for i := 0; i < times; i++ {
+			provs, closer, err := pm.GetProviders(ctx, ai.ID, k.Hash())
+			if err != nil {
+				return nil, fmt.Errorf("request %d: %w", i, err)
+			}
+			answers = append(answers, map[string]int{"providers": len(provs), "closer": len(closer)})
+		}
+		return answers, nil
+
+	// send_find_node {peer, key, times}: FIND_NODE for the key (hex), `times` times in a row.
+	case "send_find_node":
+		ai, err := parsePeer(c.Peer)
+		if err != nil {
+			return nil, err
+		}
+		key, err := hex.DecodeString(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+		times := max(c.Times, 1)
+		var answers [][]string
+		for i := 0; i < times; i++ {
+			msg := pb.NewMessage(pb.Message_FIND_NODE, key, 0)
+			resp, err := nd.dht.MessageSender().SendRequest(ctx, ai.ID, msg)
+			if err != nil {
+				return nil, fmt.Errorf("request %d: %w", i, err)
+			}
+			ids := []string{}
+			for _, p := range pb.PBPeersToPeerInfos(resp.GetCloserPeers()) {
+				ids = append(ids, p.ID.String())
+			}
+			answers = append(answers, ids)
+		}
+		return answers, nil
+
+	// start_providing {keys, force} / stop_providing {keys} / sweep_stats: the node's
+	// SweepingProvider (Kubo's default settings).
+	case "start_providing", "stop_providing":
+		cids, err := parseCids(c.Keys)
+		if err != nil {
+			return nil, err
+		}
+		s, err := nd.sweeper()
+		if err != nil {
+			return nil, err
+		}
+		if c.Cmd == "stop_providing" {
+			return nil, s.StopProviding(multihashes(cids)...)
+		}
+		return nil, s.StartProviding(c.Force, multihashes(cids)...)
+	case "sweep_stats":
+		s, err := nd.sweeper()
+		if err != nil {
+			return nil, err
+		}
+		return s.Stats(ctx)
+
+	// http_providers {url, key} / http_peers {url, peer: {id}}: boxo's Delegated Routing V1
+	// client against the server at url.
+	case "http_providers", "http_peers":
+		client, err := drclient.New(c.URL)
+		if err != nil {
+			return nil, err
+		}
+		var records []peerJSON
+		add := func(r *types.PeerRecord) {
+			p := peerJSON{Addrs: []string{}}
+			if r.ID != nil {
+				p.ID = r.ID.String()
+			}
+			for _, a := range r.Addrs {
+				p.Addrs = append(p.Addrs, a.String())
+			}
+			records = append(records, p)
+		}
+		if c.Cmd == "http_providers" {
+			k, err := cid.Decode(c.Key)
+			if err != nil {
+				return nil, err
+			}
+			it, err := client.FindProviders(ctx, k)
+			if err != nil {
+				return nil, err
+			}
+			defer it.Close()
+			for it.Next() {
+				r := it.Val()
+				if r.Err != nil {
+					return nil, r.Err
+				}
+				if pr, ok := r.Val.(*types.PeerRecord); ok {
+					add(pr)
+				}
+			}
+		} else {
+			id, err := peer.Decode(c.Peer.ID)
+			if err != nil {
+				return nil, err
+			}
+			it, err := client.FindPeers(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			defer it.Close()
+			for it.Next() {
+				r := it.Val()
+				if r.Err != nil {
+					return nil, r.Err
+				}
+				add(r.Val)
+			}
+		}
+		if records == nil {
+			records = []peerJSON{}
+		}
+		return records, nil
+	}
+	return nil, fmt.Errorf("unknown command %q", c.Cmd)
+}
