@@ -31,6 +31,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p-kad-dht/provider"
+	record "github.com/libp2p/go-libp2p-record"
 	ic "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -347,6 +348,30 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		}
 		return held, nil
 
+	// add_local_providers {key, count}: stores `count` provider records for the CID in this
+	// node's own provider store, from random peer ids with one address each (to make its
+	// GET_PROVIDERS answer large).
+	case "add_local_providers":
+		k, err := cid.Decode(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i < c.Count; i++ {
+			sk, _, err := ic.GenerateEd25519Key(nil)
+			if err != nil {
+				return nil, err
+			}
+			id, err := peer.IDFromPrivateKey(sk)
+			if err != nil {
+				return nil, err
+			}
+			addr := ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&0xff, i>>8&0xff, i&0xff))
+			if err := nd.dht.ProviderStore().AddProvider(ctx, k.Hash(), peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}}); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+
 	// find_peer {peer: {id}}: the addresses found for the peer.
 	case "find_peer":
 		id, err := peer.Decode(c.Peer.ID)
@@ -489,6 +514,28 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 			answers = append(answers, map[string]int{"providers": len(provs), "closer": len(closer)})
 		}
 		return answers, nil
+
+	// send_put_value {peer, key, value}: one PUT_VALUE of the record to the peer, without
+	// validating it first; an error when the peer refuses it.
+	case "send_put_value":
+		ai, err := parsePeer(c.Peer)
+		if err != nil {
+			return nil, err
+		}
+		key, err := hex.DecodeString(c.Key)
+		if err != nil {
+			return nil, err
+		}
+		value, err := hex.DecodeString(c.Value)
+		if err != nil {
+			return nil, err
+		}
+		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+		pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
+		if err != nil {
+			return nil, err
+		}
+		return nil, pm.PutValue(ctx, ai.ID, record.MakePutRecord(string(key), value))
 
 	// send_find_node {peer, key, times}: FIND_NODE for the key (hex), `times` times in a row.
 	case "send_find_node":

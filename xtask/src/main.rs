@@ -8,6 +8,7 @@
 //! - `sim <experiment> [args…]`: the simulator's experiments, built optimised.
 //! - `devnet [args…]`: the main job of the README.
 //! - `bench <bench> [args…]`: benchmarks; `bench devnet` compares the sweep with libp2p-kad.
+//! - `interop [test filter…]`: the interop tests against go-libp2p-kad-dht (needs Go).
 
 // A command-line tool: its output is its interface.
 #![allow(clippy::print_stdout)]
@@ -22,6 +23,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod ci;
 mod fuzz;
+mod interop;
 mod setup;
 mod sim;
 mod tidy;
@@ -31,7 +33,8 @@ usage: cargo xtask <command>
 
 commands:
   setup                      install what a fresh machine lacks (libclang, a C++ compiler)
-  ci [--no-install]          fmt, clippy, tests, docs and tidy, as CI runs them
+  ci [--no-install]          fmt, clippy, tests, docs, tidy and interop (where Go is
+                             installed), as CI runs them
   tidy                       check the architecture invariants of docs/architecture.md
   fuzz <target> [--seconds N]
                              run a fuzz target of crates/*/fuzz (default 60 s)
@@ -39,6 +42,8 @@ commands:
   devnet [args...]           the README's main job: a local network that provides and finds content
   bench <bench> [args...]    benchmarks: `devnet` (the sweep against libp2p-kad on a local
                              network), `criterion` (every criterion bench); `bench help`
+  interop [filter...]        build the Go peer of interop/go and run the interop tests
+                             against go-libp2p-kad-dht (needs Go)
 ";
 
 fn main() -> Result<()> {
@@ -67,6 +72,10 @@ fn main() -> Result<()> {
         "sim" => sim::run(&rest),
         "devnet" => devnet(&rest),
         "bench" => bench::run(&rest),
+        "interop" => {
+            setup::ensure(true)?;
+            interop::run_tests(&rest)
+        }
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");
             Ok(())
