@@ -12,6 +12,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,9 @@ type command struct {
 	URL      string    `json:"url,omitempty"`
 	Parallel int       `json:"parallel,omitempty"`
 	Timeout  float64   `json:"timeout,omitempty"`
+	Seed     string    `json:"seed,omitempty"`
+	Seq      uint64    `json:"seq,omitempty"`
+	EOL      int64     `json:"eol,omitempty"`
 }
 
 func main() {
@@ -433,12 +437,28 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		key := "/pk/" + string(nd.host.ID())
 		return map[string]string{"key": hex.EncodeToString([]byte(key)), "value": hex.EncodeToString(pub)}, nil
 
-	// ipns_record {value, invalid}: a fresh IPNS name and a record made with boxo/ipns that
-	// points to the path `value`, valid for an hour; with invalid, its signature is broken.
+	// ipns_record {value, seed, seq, eol, invalid}: an IPNS record made with boxo/ipns that
+	// points to the path `value`, with sequence number `seq`, valid until `eol` seconds from
+	// now (default 3600; negative: expired), for the name of the ed25519 key made from `seed`
+	// (hex, 32 bytes; default a fresh key); with invalid, its signature is broken.
 	case "ipns_record":
-		sk, _, err := ic.GenerateEd25519Key(nil)
-		if err != nil {
+		var sk ic.PrivKey
+		var err error
+		if c.Seed != "" {
+			seed, err := hex.DecodeString(c.Seed)
+			if err != nil || len(seed) != ed25519.SeedSize {
+				return nil, fmt.Errorf("seed must be %d bytes of hex", ed25519.SeedSize)
+			}
+			sk, err = ic.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed))
+			if err != nil {
+				return nil, err
+			}
+		} else if sk, _, err = ic.GenerateEd25519Key(nil); err != nil {
 			return nil, err
+		}
+		eol := time.Hour
+		if c.EOL != 0 {
+			eol = time.Duration(c.EOL) * time.Second
 		}
 		pid, err := peer.IDFromPrivateKey(sk)
 		if err != nil {
@@ -448,7 +468,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		if err != nil {
 			return nil, err
 		}
-		rec, err := ipns.NewRecord(sk, p, 1, time.Now().Add(time.Hour), time.Minute)
+		rec, err := ipns.NewRecord(sk, p, max(c.Seq, 1), time.Now().Add(eol), time.Minute)
 		if err != nil {
 			return nil, err
 		}
