@@ -340,17 +340,35 @@ where
 
     /// Removes `keys` from the keystore: they are no longer reprovided, and their records
     /// expire on their own.
+    ///
+    /// A caller still waiting for the first provide of some of them is answered: the stopped
+    /// keys count as not provided.
     pub fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
         self.inner.parts.keystore.delete(keys)?;
         let gone: HashSet<&Multihash> = keys.iter().collect();
-        let mut shared = self.inner.shared.lock();
-        let mut removed = 0;
-        for queued in shared.queue.values_mut() {
-            let before = queued.len();
-            queued.retain(|q| !(q.kept && gone.contains(&q.key)));
-            removed += before - queued.len();
+        let mut stopped = Vec::new();
+        {
+            let mut shared = self.inner.shared.lock();
+            let mut removed = 0;
+            for queued in shared.queue.values_mut() {
+                let before = queued.len();
+                queued.retain(|q| {
+                    let stop = q.kept && gone.contains(&q.key);
+                    if stop {
+                        stopped.push(q.clone());
+                    }
+                    !stop
+                });
+                removed += before - queued.len();
+            }
+            shared.queued_keys = shared.queued_keys.saturating_sub(removed);
         }
-        shared.queued_keys = shared.queued_keys.saturating_sub(removed);
+        // Outside the lock: a report may wake the waiting caller.
+        for q in stopped {
+            if let Some(batch) = q.batch {
+                batch.report(q.key, false);
+            }
+        }
         Ok(())
     }
 

@@ -443,3 +443,37 @@ async fn sweep_costs_a_fraction_of_the_per_key_baseline() {
         "{sweep_find_node} vs {legacy_find_node}"
     );
 }
+
+/// Stopping keys whose first provide a caller waits for ends the wait: the stopped keys count
+/// as not provided, and the others are reported as usual.
+#[tokio::test(start_paused = true)]
+async fn stop_providing_during_start_providing_ends_the_wait() {
+    let net = Net::new(100, 17);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(50, 18);
+    let waiting = {
+        let provider = provider.clone();
+        let keys = keys.clone();
+        async move { provider.start_providing(false, &keys).await }
+    };
+    let mut waiting = Box::pin(waiting);
+    // The first poll queues the keys; no worker has run yet (one thread, nothing yielded).
+    assert!(futures::poll!(&mut waiting).is_pending());
+    assert_eq!(provider.stats().keys_queued, 50);
+    provider.stop_providing(&keys[..20]).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(600), waiting)
+        .await
+        .expect("start_providing hung after stop_providing");
+    match result {
+        Err(dht_provider::ProviderError::ProvideFailed { failed }) => {
+            let failed: BTreeSet<Multihash> = failed.into_iter().collect();
+            let stopped: BTreeSet<Multihash> = keys[..20].iter().copied().collect();
+            assert_eq!(failed, stopped);
+        }
+        other => panic!("expected the stopped keys as failed, got {other:?}"),
+    }
+    assert_eq!(provider.stats().keys_queued, 0);
+    assert_eq!(store.count().unwrap(), 30);
+    provider.close().await.unwrap();
+}
