@@ -383,33 +383,41 @@ async fn stop_providing_removes_keys_and_stats_count_them() {
     provider.close().await.unwrap();
 }
 
-/// The per-key baseline on the same network: one walk per key. The sweep places the same keys
-/// as well for a small fraction of the FIND_NODE requests.
-#[tokio::test(start_paused = true)]
-async fn sweep_costs_a_fraction_of_the_per_key_baseline() {
-    use dht_provider::{DhtProvider, LegacyConfig, LegacyProvider};
-    use dht_routing::{ClientConfig, DhtClient};
+type Legacy =
+    dht_provider::LegacyProvider<dht_routing::DhtClient<KBucketTable, Net>, Arc<MemoryStore>>;
 
-    let keys = keys(1000, 16);
-
-    let net = Net::new(300, 15);
+/// The per-key baseline over `net`, with its own random identity and half the servers in its
+/// table.
+fn start_legacy(net: &Net) -> Legacy {
     let me = PeerInfo::new(
         PeerId::random(),
         vec!["/ip4/10.9.9.8/tcp/4001".parse().unwrap()],
     );
-    let client = DhtClient::new(
+    let client = dht_routing::DhtClient::new(
         me.clone(),
         net.provider_table(&me),
         net.clone(),
-        ClientConfig::default(),
+        dht_routing::ClientConfig::default(),
     );
-    let legacy = LegacyProvider::start(
+    dht_provider::LegacyProvider::start(
         client,
         Arc::new(MemoryStore::new()),
         me,
         Arc::new(TokioClock(base())),
-        LegacyConfig::default(),
-    );
+        dht_provider::LegacyConfig::default(),
+    )
+}
+
+/// The per-key baseline on the same network: one walk per key. The sweep places the same keys
+/// as well for a small fraction of the FIND_NODE requests.
+#[tokio::test(start_paused = true)]
+async fn sweep_costs_a_fraction_of_the_per_key_baseline() {
+    use dht_provider::DhtProvider;
+
+    let keys = keys(1000, 16);
+
+    let net = Net::new(300, 15);
+    let legacy = start_legacy(&net);
     DhtProvider::start_providing(&legacy, false, &keys)
         .await
         .unwrap();
@@ -476,4 +484,35 @@ async fn stop_providing_during_start_providing_ends_the_wait() {
     assert_eq!(provider.stats().keys_queued, 0);
     assert_eq!(store.count().unwrap(), 30);
     provider.close().await.unwrap();
+}
+
+/// boxo's `Reprovider::Reprovide` starts a run only if none is running: two calls at once
+/// cost one run, and both return when it is done.
+#[tokio::test(start_paused = true)]
+async fn legacy_reprovide_joins_a_running_run() {
+    use dht_provider::{
+        DhtProvider,
+        legacy::{Reprovider, System},
+    };
+
+    let net = Net::new(100, 19);
+    let legacy = start_legacy(&net);
+    let keys = keys(40, 20);
+    DhtProvider::start_providing(&legacy, false, &keys)
+        .await
+        .unwrap();
+    let before = DhtProvider::stats(&legacy).keys_provided;
+    let (a, b) = tokio::join!(legacy.reprovide(), legacy.reprovide());
+    a.unwrap();
+    b.unwrap();
+    let provided = DhtProvider::stats(&legacy).keys_provided - before;
+    assert_eq!(
+        provided, 40,
+        "two overlapping calls ran {provided} key provides"
+    );
+    assert_eq!(legacy.stat().unwrap().total_provides, 40);
+    // A call after the run finished starts a new one.
+    legacy.reprovide().await.unwrap();
+    assert_eq!(DhtProvider::stats(&legacy).keys_provided - before, 80);
+    DhtProvider::close(&legacy).await.unwrap();
 }
