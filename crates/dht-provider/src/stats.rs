@@ -55,6 +55,8 @@ pub struct ProviderStats {
     pub keys_provided: u64,
     /// Key provides that reached too few servers since start.
     pub keys_failed: u64,
+    /// Keystore reads of a slice that failed since start (each such slice is retried).
+    pub keystore_scan_errors: u64,
     /// The reprovide cycle being walked.
     pub cycle: u64,
 }

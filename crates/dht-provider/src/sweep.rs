@@ -168,6 +168,7 @@ struct Counters {
     region_prefix_bits: AtomicU64,
     keys_provided: AtomicU64,
     keys_failed: AtomicU64,
+    scan_errors: AtomicU64,
 }
 
 struct Shared {
@@ -587,7 +588,26 @@ where
         (None, next)
     }
 
+    /// Reads every key of `slice`; a failure is logged and counted, and `None` tells the
+    /// caller to retry the slice later.
+    fn scan_slice(&self, slice: &Prefix) -> Option<Vec<Multihash>> {
+        match self.parts.keystore.scan_all(slice, self.config.scan_page) {
+            Ok(all) => Some(all.into_iter().map(|(_, mh)| mh).collect()),
+            Err(e) => {
+                let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    %slice,
+                    error = %e,
+                    errors,
+                    "keystore scan failed; the slice is retried later"
+                );
+                None
+            }
+        }
+    }
+
     async fn run(&self, job: Job) {
+        let mut scan_failed = false;
         let (slice, keys, batches) = match &job {
             Job::Provide { slice, keys, whole } => {
                 let mut wanted: Vec<Multihash> = Vec::new();
@@ -603,26 +623,20 @@ where
                     }
                 }
                 if *whole {
-                    match self.parts.keystore.scan_all(slice, self.config.scan_page) {
-                        Ok(all) => wanted.extend(all.into_iter().map(|(_, mh)| mh)),
-                        Err(e) => tracing::warn!(%slice, error = %e, "keystore scan failed"),
+                    match self.scan_slice(slice) {
+                        Some(all) => wanted.extend(all),
+                        None => scan_failed = true,
                     }
                 }
                 (*slice, dedup(&wanted), batches)
             }
-            Job::Reprovide { slice, .. } => {
-                match self.parts.keystore.scan_all(slice, self.config.scan_page) {
-                    Ok(all) => (
-                        *slice,
-                        all.into_iter().map(|(_, mh)| mh).collect(),
-                        HashMap::new(),
-                    ),
-                    Err(e) => {
-                        tracing::warn!(%slice, error = %e, "keystore scan failed");
-                        (*slice, Vec::new(), HashMap::new())
-                    }
+            Job::Reprovide { slice, .. } => match self.scan_slice(slice) {
+                Some(all) => (*slice, all, HashMap::new()),
+                None => {
+                    scan_failed = true;
+                    (*slice, Vec::new(), HashMap::new())
                 }
-            }
+            },
         };
         let outcome = if keys.is_empty() {
             SliceOutcome::default()
@@ -663,7 +677,7 @@ where
                     Connectivity::Disconnected
                 };
         }
-        if failed > 0 {
+        if failed > 0 || scan_failed {
             shared
                 .retry
                 .insert(slice, now.saturating_add(self.config.retry_after.as_secs()));
@@ -674,9 +688,13 @@ where
         {
             shared.claimed.remove(&(cycle, slice));
         }
-        if let Job::Provide { .. } = job
-            && !shared.queue.contains_key(&slice)
-        {
+        // A whole slice not read stays pending (provided whole after a restart) until a
+        // retry reads it.
+        let pending_done = match job {
+            Job::Provide { .. } => !scan_failed,
+            Job::Reprovide { cycle, .. } => cycle.is_none() && !scan_failed,
+        };
+        if pending_done && !shared.queue.contains_key(&slice) {
             shared.state.pending.remove(&slice);
         }
         if let Some(ex) = outcome.exploration {
@@ -929,6 +947,7 @@ where
             add_provider_failed: c.add_provider_failed.load(Ordering::Relaxed),
             keys_provided: c.keys_provided.load(Ordering::Relaxed),
             keys_failed: c.keys_failed.load(Ordering::Relaxed),
+            keystore_scan_errors: c.scan_errors.load(Ordering::Relaxed),
             cycle: progress.cycle,
         }
     }

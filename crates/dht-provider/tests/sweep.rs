@@ -197,14 +197,12 @@ fn keys(n: usize, seed: u64) -> Vec<Multihash> {
         .collect()
 }
 
-type Provider = SweepingProvider<Net, KBucketTable, Arc<MemoryStore>>;
-
-fn start(
+fn start<K: Keystore + 'static>(
     net: &Net,
-    store: Arc<MemoryStore>,
+    store: K,
     state: MemoryStateStore,
     config: SweepConfig,
-) -> Provider {
+) -> SweepingProvider<Net, KBucketTable, K> {
     // One identity, as a node keeps across restarts: the schedule's first slice length comes
     // from the table's closest peers to it, so a random one made the tests' slicing vary.
     let id = Multihash::wrap(0x12, Key::hash(b"sweep test provider").as_bytes()).unwrap();
@@ -515,4 +513,71 @@ async fn legacy_reprovide_joins_a_running_run() {
     legacy.reprovide().await.unwrap();
     assert_eq!(DhtProvider::stats(&legacy).keys_provided - before, 80);
     DhtProvider::close(&legacy).await.unwrap();
+}
+
+/// The real in-memory keystore, whose next `failures` scans fail as a damaged disk would.
+struct FailingScans {
+    store: Arc<MemoryStore>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl Keystore for FailingScans {
+    fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, dht_provider_store::StoreError> {
+        self.store.put(keys)
+    }
+    fn delete(&self, keys: &[Multihash]) -> Result<u64, dht_provider_store::StoreError> {
+        self.store.delete(keys)
+    }
+    fn count(&self) -> Result<u64, dht_provider_store::StoreError> {
+        self.store.count()
+    }
+    fn scan(
+        &self,
+        prefix: &dht_proto::Prefix,
+        start_after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, dht_provider_store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(dht_provider_store::StoreError::Corrupt {
+                what: "injected read failure".into(),
+            });
+        }
+        self.store.scan(prefix, start_after, limit)
+    }
+}
+
+/// A slice whose keystore read fails is retried, counted and not taken as done: every key is
+/// still reprovided within the cycle.
+#[tokio::test(start_paused = true)]
+async fn a_failed_keystore_scan_is_retried_and_counted() {
+    let net = Net::new(300, 21);
+    let store = Arc::new(FailingScans {
+        store: Arc::new(MemoryStore::new()),
+        failures: 0.into(),
+    });
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(2000, 22);
+    provider.start_providing(false, &keys).await.unwrap();
+    net.clear_held();
+    // The next two reads of a slice fail.
+    store
+        .failures
+        .store(2, std::sync::atomic::Ordering::Release);
+    // Every key is due once in the next interval after its first provide (keys of the first
+    // slice, provided at the start, at most a slice later).
+    tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
+    let placement = net.placement(&keys, 19);
+    let stats = provider.stats();
+    eprintln!(
+        "two failed scans: placement {placement:.4} over {} slices",
+        stats.slices
+    );
+    assert!(placement >= 0.99, "{placement}");
+    assert_eq!(stats.keystore_scan_errors, 2);
+    provider.close().await.unwrap();
 }
