@@ -6,6 +6,7 @@ mod error;
 pub mod explore;
 pub mod legacy;
 pub mod schedule;
+pub mod size;
 pub mod state;
 mod stats;
 mod sweep;

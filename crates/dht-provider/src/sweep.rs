@@ -28,6 +28,7 @@ use crate::{
     error::ProviderError,
     explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer},
     schedule::{Progress, Schedule, slice_len_for},
+    size::SizeEstimator,
     state::{StateStore, SweepState},
     stats::{Connectivity, ProviderStats},
 };
@@ -184,7 +185,7 @@ struct Shared {
     whole: BTreeSet<Prefix>,
     retry: BTreeMap<Prefix, UnixSecs>,
     cache: VecDeque<(Exploration, UnixSecs)>,
-    estimates: VecDeque<u64>,
+    size: SizeEstimator,
     connectivity: Connectivity,
     last_answer: UnixSecs,
     busy: usize,
@@ -254,7 +255,8 @@ where
         let state = match parts.state.load()? {
             Some(bytes) => SweepState::from_bytes(&bytes)?,
             None => {
-                let len = initial_slice_len(&parts.table, &parts.local, config.k);
+                let servers = table_servers(&parts.table, &parts.local, config.k);
+                let len = slice_len_for(servers, config.k);
                 let mut state = SweepState::new(now, len);
                 let schedule = Schedule::new(now, config.interval.as_secs().max(1), len);
                 // The cycle starts now, at the first slice: keys added from here on are
@@ -283,7 +285,7 @@ where
             whole,
             retry: BTreeMap::new(),
             cache: VecDeque::new(),
-            estimates: VecDeque::new(),
+            size: SizeEstimator::new(),
             connectivity: Connectivity::Online,
             last_answer: now,
             busy: 0,
@@ -401,20 +403,24 @@ where
     }
 }
 
-fn initial_slice_len<T: RoutingTable>(table: &T, local: &PeerInfo, k: usize) -> usize {
-    // The k closest peers to ourselves share about log2(servers / k) bits with us.
+/// The number of servers the routing table shows: those it holds, or, from the k closest
+/// peers to ourselves (who share about log2(servers / k) bits with us), more.
+fn table_servers<T: RoutingTable>(table: &T, local: &PeerInfo, k: usize) -> u64 {
+    let held = table.len() as u64;
     let me = local.key();
     let closest = table.closest_peers(&me, k);
-    if closest.len() < k {
-        return 0;
+    if closest.len() < k || closest.is_empty() {
+        // Too few peers to tell (a failed bootstrap): explorations correct it.
+        return held;
     }
     let mean_cpl = closest
         .iter()
         .map(|p| p.key().common_prefix_len(&me))
         .sum::<usize>()
         / closest.len();
-    let servers = (k as u64).saturating_mul(1u64 << mean_cpl.min(40));
-    slice_len_for(servers, k)
+    (k as u64)
+        .saturating_mul(1u64 << mean_cpl.min(40))
+        .max(held)
 }
 
 impl<N, T, K> Inner<N, T, K>
@@ -697,27 +703,11 @@ where
         if pending_done && !shared.queue.contains_key(&slice) {
             shared.state.pending.remove(&slice);
         }
+        if let Some(ex) = &outcome.exploration {
+            shared.size.observe(ex);
+        }
+        self.resize(&mut shared);
         if let Some(ex) = outcome.exploration {
-            if ex.complete && !ex.servers.is_empty() {
-                let estimate =
-                    (ex.servers.len() as u64).saturating_mul(1u64 << ex.scope.len().min(40));
-                shared.estimates.push_back(estimate);
-                if shared.estimates.len() > 32 {
-                    shared.estimates.pop_front();
-                }
-                let mut sorted: Vec<u64> = shared.estimates.iter().copied().collect();
-                sorted.sort_unstable();
-                let median = sorted[sorted.len() / 2];
-                let len = slice_len_for(median, self.config.k);
-                if shared.estimates.len() >= 4 && len != shared.schedule.slice_len() {
-                    tracing::info!(
-                        servers = median,
-                        slice_len = len,
-                        "network size re-estimated"
-                    );
-                    shared.schedule = shared.schedule.with_slice_len(len);
-                }
-            }
             shared.cache.push_back((ex, now));
             while shared.cache.len() > 16 {
                 shared.cache.pop_front();
@@ -728,6 +718,29 @@ where
         }
         drop(shared);
         self.wake.notify_waiters();
+    }
+
+    /// Moves to the slice length of the network size estimate, never below what the routing
+    /// table shows. Slices get shorter at once; they get longer (the network shrank) only
+    /// once a few explorations back it.
+    fn resize(&self, shared: &mut Shared) {
+        let k = self.config.k;
+        let shown = table_servers(&self.parts.table, &self.parts.local, k);
+        let current = shared.schedule.slice_len();
+        let estimated = shared.size.slice_len(shown, k);
+        let len = if shared.size.samples() >= 4 {
+            estimated
+        } else {
+            estimated.max(current)
+        };
+        if len != current {
+            tracing::info!(
+                servers = shared.size.servers(shown),
+                slice_len = len,
+                "network size re-estimated"
+            );
+            shared.schedule = shared.schedule.with_slice_len(len);
+        }
     }
 
     /// A fresh exploration covering `slice`, if one is cached; otherwise the best seeds.

@@ -197,22 +197,37 @@ fn keys(n: usize, seed: u64) -> Vec<Multihash> {
         .collect()
 }
 
+/// The provider's identity, the same in every test and across restarts, as a node keeps it:
+/// the schedule's first slice length comes from the table's closest peers to it, so a random
+/// one made the tests' slicing vary.
+fn provider_identity() -> PeerInfo {
+    let id = Multihash::wrap(0x12, Key::hash(b"sweep test provider").as_bytes()).unwrap();
+    PeerInfo::new(
+        PeerId::from_multihash(id).unwrap(),
+        vec!["/ip4/10.9.9.9/tcp/4001".parse().unwrap()],
+    )
+}
+
 fn start<K: Keystore + 'static>(
     net: &Net,
     store: K,
     state: MemoryStateStore,
     config: SweepConfig,
 ) -> SweepingProvider<Net, KBucketTable, K> {
-    // One identity, as a node keeps across restarts: the schedule's first slice length comes
-    // from the table's closest peers to it, so a random one made the tests' slicing vary.
-    let id = Multihash::wrap(0x12, Key::hash(b"sweep test provider").as_bytes()).unwrap();
-    let me = PeerInfo::new(
-        PeerId::from_multihash(id).unwrap(),
-        vec!["/ip4/10.9.9.9/tcp/4001".parse().unwrap()],
-    );
+    let table = net.provider_table(&provider_identity());
+    start_with_table(net, table, store, state, config)
+}
+
+fn start_with_table<T: RoutingTable + 'static, K: Keystore + 'static>(
+    net: &Net,
+    table: T,
+    store: K,
+    state: MemoryStateStore,
+    config: SweepConfig,
+) -> SweepingProvider<Net, T, K> {
     let parts = SweepParts {
-        table: net.provider_table(&me),
-        local: me,
+        table,
+        local: provider_identity(),
         network: net.clone(),
         keystore: store,
         state: Box::new(state) as Box<dyn StateStore>,
@@ -579,5 +594,46 @@ async fn a_failed_keystore_scan_is_retried_and_counted() {
     );
     assert!(placement >= 0.99, "{placement}");
     assert_eq!(stats.keystore_scan_errors, 2);
+    provider.close().await.unwrap();
+}
+
+/// A node whose bootstrap found almost nobody starts with slices of the whole keyspace; once
+/// its table fills, its explorations and its table bring the slice length to the network's.
+#[tokio::test(start_paused = true)]
+async fn slice_length_recovers_from_a_start_with_a_nearly_empty_table() {
+    let net = Net::new(1000, 23);
+    let me = provider_identity();
+    let table = Arc::new(KBucketTable::new(
+        me.key(),
+        KBucketConfig::default().with_diversity(None),
+        ManualClock::new(START),
+    ));
+    for p in &net.0.servers[..5] {
+        table.update(p, PeerEvent::Seen(Direction::Outbound));
+    }
+    let store = Arc::new(MemoryStore::new());
+    let provider = start_with_table(
+        &net,
+        table.clone(),
+        store,
+        MemoryStateStore::default(),
+        config(),
+    );
+    assert_eq!(provider.stats().slices, 1);
+    let keys = keys(2000, 24);
+    provider.start_providing_async(false, &keys).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // The bootstrap succeeds at last: half the servers land in the table.
+    for p in net.0.servers.iter().step_by(2) {
+        table.update(p, PeerEvent::Seen(Direction::Outbound));
+    }
+    tokio::time::sleep(Duration::from_secs(8 * 3600 + 600)).await;
+    let stats = provider.stats();
+    eprintln!(
+        "after a poor start: {} slices, {} regions explored (mean prefix {:.1})",
+        stats.slices, stats.regions_explored, stats.average_region_prefix_len
+    );
+    // 1000 servers: 2^4 slices of about 2k servers; the table alone shows at least 2^3.
+    assert!(stats.slices >= 8, "{} slices", stats.slices);
     provider.close().await.unwrap();
 }
