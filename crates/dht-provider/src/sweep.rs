@@ -252,13 +252,14 @@ where
     /// again, whole; the reprovide schedule resumes where it stopped.
     pub fn start(parts: SweepParts<N, T, K>, config: SweepConfig) -> Result<Self, ProviderError> {
         let now = parts.clock.now();
-        let state = match parts.state.load()? {
+        let interval = config.interval.as_secs().max(1);
+        let mut state = match parts.state.load()? {
             Some(bytes) => SweepState::from_bytes(&bytes)?,
             None => {
                 let servers = table_servers(&parts.table, &parts.local, config.k);
                 let len = slice_len_for(servers, config.k);
-                let mut state = SweepState::new(now, len);
-                let schedule = Schedule::new(now, config.interval.as_secs().max(1), len);
+                let mut state = SweepState::new(now, interval, len);
+                let schedule = Schedule::new(now, interval, len);
                 // The cycle starts now, at the first slice: keys added from here on are
                 // provided when added, so that slice waits for the next cycle.
                 schedule.complete(&mut state.progress, &schedule.slice_of(&Key::ZERO));
@@ -270,11 +271,20 @@ where
                 state
             }
         };
-        let schedule = Schedule::new(
-            state.epoch,
-            config.interval.as_secs().max(1),
-            state.slice_len,
-        );
+        if state.interval != 0 && state.interval != interval {
+            // The operator changed the interval: rescale rather than keep the epoch.
+            let old = Schedule::new(state.epoch, state.interval, state.slice_len);
+            let (schedule, progress) = old.with_interval(&state.progress, interval);
+            tracing::info!(
+                from = state.interval,
+                to = interval,
+                "reprovide interval changed; schedule rescaled"
+            );
+            state.epoch = schedule.epoch();
+            state.progress = progress;
+        }
+        state.interval = interval;
+        let schedule = Schedule::new(state.epoch, interval, state.slice_len);
         let whole = state.pending.clone();
         let shared = Shared {
             cursor: state.progress,

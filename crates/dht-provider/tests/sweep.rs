@@ -57,6 +57,9 @@ struct NetInner {
     dead: Mutex<HashSet<PeerId>>,
     /// What each server holds: provider keys (multihash bytes).
     held: Mutex<HashMap<PeerId, HashSet<Vec<u8>>>>,
+    /// Per provider key: when it was last sent, and the longest wait between two provides
+    /// (sends more than 10 minutes apart) since the last [`Net::reset_waits`].
+    waits: Mutex<HashMap<Vec<u8>, (UnixSecs, u64)>>,
     counts: Mutex<Counts>,
 }
 
@@ -101,6 +104,7 @@ impl Net {
             tables,
             dead: Mutex::new(HashSet::new()),
             held: Mutex::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
         }))
     }
@@ -146,6 +150,25 @@ impl Net {
         ok as f64 / keys.len() as f64
     }
 
+    /// The longest wait between two provides of any key since the last reset.
+    fn longest_wait(&self) -> u64 {
+        self.0.waits.lock().values().map(|w| w.1).max().unwrap_or(0)
+    }
+
+    /// Keys of `keys` not sent since `since`.
+    fn not_sent_since(&self, keys: &[Multihash], since: UnixSecs) -> usize {
+        let waits = self.0.waits.lock();
+        keys.iter()
+            .filter(|k| waits.get(&k.to_bytes()).is_none_or(|w| w.0 < since))
+            .count()
+    }
+
+    fn reset_waits(&self) {
+        for w in self.0.waits.lock().values_mut() {
+            w.1 = 0;
+        }
+    }
+
     fn clear_held(&self) {
         self.0.held.lock().clear();
     }
@@ -181,6 +204,14 @@ impl Network for Net {
                 }
                 Request::AddProvider { key, .. } => {
                     net.0.counts.lock().add_provider += 1;
+                    let now = TokioClock(base()).now();
+                    let mut waits = net.0.waits.lock();
+                    let (last, longest) = waits.entry(key.clone()).or_insert((now, 0));
+                    if now > *last + 600 {
+                        *longest = (*longest).max(now - *last);
+                    }
+                    *last = now;
+                    drop(waits);
                     net.0.held.lock().entry(peer).or_default().insert(key);
                     Ok(None)
                 }
@@ -635,5 +666,70 @@ async fn slice_length_recovers_from_a_start_with_a_nearly_empty_table() {
     );
     // 1000 servers: 2^4 slices of about 2k servers; the table alone shows at least 2^3.
     assert!(stats.slices >= 8, "{} slices", stats.slices);
+    provider.close().await.unwrap();
+}
+
+/// An operator changes the interval of a node that has run for months, from 22 h to 24 h and
+/// back: no key waits longer than the shorter interval (keys already waiting longer when it
+/// shortens wait no longer than the old one).
+#[tokio::test(start_paused = true)]
+async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
+    use dht_provider::{schedule::Progress, state::SweepState};
+    const H: u64 = 3600;
+    let with_interval = |hours: u64| config().with_interval(Duration::from_secs(hours * H));
+    // 230 servers: slices of 3 bits, far from the sizes where the slice length changes (a
+    // longer slice provides its keys early, which would blur the waits measured).
+    let net = Net::new(230, 25);
+    let store = Arc::new(MemoryStore::new());
+    let keys = keys(1000, 26);
+    store.put(&keys).unwrap();
+    // Forty cycles of 22 h in, on time at the start of the next one.
+    let state = MemoryStateStore::default();
+    let mut running = SweepState::new(START - 40 * 22 * H, 22 * H, 3);
+    running.progress = Progress {
+        cycle: 40,
+        next: Key::ZERO,
+    };
+    state.save(&running.to_bytes()).unwrap();
+
+    // Every key's first provide after a change comes within this long of the change; the
+    // waits that end in it are the ones the change shaped.
+    let window = Duration::from_secs(22 * H + 600);
+    let now = || TokioClock(base()).now();
+
+    let provider = start(&net, store.clone(), state.clone(), with_interval(22));
+    tokio::time::sleep(Duration::from_secs(30 * H)).await;
+    provider.close().await.unwrap();
+    let on_22 = net.longest_wait();
+
+    let changed = now();
+    net.reset_waits();
+    let provider = start(&net, store.clone(), state.clone(), with_interval(24));
+    tokio::time::sleep(window).await;
+    let to_24 = net.longest_wait();
+    assert_eq!(net.not_sent_since(&keys, changed), 0);
+    tokio::time::sleep(Duration::from_secs(48 * H)).await;
+    provider.close().await.unwrap();
+
+    let changed = now();
+    net.reset_waits();
+    let provider = start(&net, store.clone(), state.clone(), with_interval(22));
+    tokio::time::sleep(window).await;
+    let back_to_22 = net.longest_wait();
+    assert_eq!(net.not_sent_since(&keys, changed), 0);
+    net.reset_waits();
+    tokio::time::sleep(Duration::from_secs(48 * H)).await;
+    let after = net.longest_wait();
+    eprintln!(
+        "longest waits: on 22 h {on_22} s, 22 -> 24 h {to_24} s, 24 -> 22 h {back_to_22} s, \
+         then {after} s; {} slices",
+        provider.stats().slices
+    );
+    assert!(on_22 <= 22 * H + 600, "{on_22}");
+    assert!(to_24 <= 22 * H + 600, "{to_24}");
+    assert!(back_to_22 <= 24 * H + 600, "{back_to_22}");
+    assert!(after <= 22 * H + 600, "{after}");
+    let held = net.placement(&keys, 19);
+    assert!(held >= 0.99, "{held}");
     provider.close().await.unwrap();
 }
