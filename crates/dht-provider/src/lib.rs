@@ -4,6 +4,7 @@
 mod api;
 mod error;
 pub mod explore;
+pub mod jobs;
 pub mod legacy;
 pub mod schedule;
 pub mod size;

@@ -1,7 +1,8 @@
 //! The sweeping provider: keys in a keystore, reprovided slice by slice over the interval.
 //!
-//! Workers take jobs in this order: failed slices whose retry time came, slices with new keys
-//! (the provide queue, in keyspace order), then the reprovide schedule's due slices. A job
+//! Workers take jobs as [`jobs::choose`](crate::jobs::choose) says: some are reserved for the
+//! reprovide schedule's due slices, the others take whichever work waited longest (a failed
+//! slice whose retry time came, the oldest slice with new keys, or the schedule). A job
 //! reads the slice's keys, explores the servers around the slice with a [`RegionExplorer`]
 //! (seeded with the servers of the slice explored before, which are close), sends every key to
 //! its k closest servers among them, and re-explores past servers that fail.
@@ -27,6 +28,7 @@ use crate::{
     Multihash,
     error::ProviderError,
     explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer},
+    jobs::{JobKind, Waiting, Workers, choose, default_reserved},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
     state::{StateStore, SweepState},
@@ -42,6 +44,9 @@ pub struct SweepConfig {
     pub k: usize,
     /// Jobs run at once.
     pub workers: usize,
+    /// Workers that only reprovide the schedule's due slices, so that new keys never starve
+    /// reprovides (half of them by default).
+    pub reserved_for_schedule: usize,
     /// Time allowed for one ADD_PROVIDER to be written, and for one FIND_NODE to be answered.
     pub request_timeout: Duration,
     /// ADD_PROVIDER messages in flight to one peer at once.
@@ -68,6 +73,7 @@ impl Default for SweepConfig {
             interval: Duration::from_secs(dht_proto::REPROVIDE_INTERVAL_SECS),
             k: dht_proto::K_VALUE,
             workers: 4,
+            reserved_for_schedule: default_reserved(4),
             request_timeout: Duration::from_secs(10),
             sends_per_peer: 32,
             peers_in_parallel: 64,
@@ -88,9 +94,17 @@ impl SweepConfig {
         self
     }
 
-    /// Sets how many jobs run at once.
+    /// Sets how many jobs run at once, half of them reserved for the schedule (none of a
+    /// single worker).
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self.reserved_for_schedule = default_reserved(self.workers);
+        self
+    }
+
+    /// Sets how many workers only reprovide the schedule (at most all but one).
+    pub fn with_reserved_for_schedule(mut self, reserved: usize) -> Self {
+        self.reserved_for_schedule = reserved.min(self.workers.saturating_sub(1));
         self
     }
 
@@ -148,6 +162,14 @@ struct Queued {
     kept: bool,
 }
 
+/// Keys of one slice waiting for their first provide.
+#[derive(Debug)]
+struct QueuedSlice {
+    /// When the oldest of them arrived.
+    since: UnixSecs,
+    keys: Vec<Queued>,
+}
+
 #[derive(Debug)]
 enum Job {
     /// New keys of one slice (or, with `whole`, every key of the slice).
@@ -158,6 +180,13 @@ enum Job {
     },
     /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says.
     Reprovide { slice: Prefix, cycle: Option<u64> },
+}
+
+impl Job {
+    /// Whether the job is the schedule's (may run on a reserved worker).
+    fn is_scheduled(&self) -> bool {
+        matches!(self, Job::Reprovide { cycle: Some(_), .. })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -179,7 +208,7 @@ struct Shared {
     claimed: BTreeSet<(u64, Prefix)>,
     /// The next slice to claim for reprovide.
     cursor: Progress,
-    queue: BTreeMap<Prefix, Vec<Queued>>,
+    queue: BTreeMap<Prefix, QueuedSlice>,
     queued_keys: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
@@ -189,6 +218,8 @@ struct Shared {
     connectivity: Connectivity,
     last_answer: UnixSecs,
     busy: usize,
+    /// Workers running a retry or a provide (not the schedule's work).
+    busy_other: usize,
     /// Records sent and failed in the cycle being walked, and in the last full cycle.
     cycle_sent: (u64, u64),
     last_cycle_sent: (u64, u64),
@@ -290,7 +321,16 @@ where
             cursor: state.progress,
             schedule,
             claimed: BTreeSet::new(),
-            queue: whole.iter().map(|p| (*p, Vec::new())).collect(),
+            queue: whole
+                .iter()
+                .map(|p| {
+                    let queued = QueuedSlice {
+                        since: now,
+                        keys: Vec::new(),
+                    };
+                    (*p, queued)
+                })
+                .collect(),
             queued_keys: 0,
             whole,
             retry: BTreeMap::new(),
@@ -299,6 +339,7 @@ where
             connectivity: Connectivity::Online,
             last_answer: now,
             busy: 0,
+            busy_other: 0,
             cycle_sent: (0, 0),
             last_cycle_sent: (0, 0),
             cycle_started: now,
@@ -364,6 +405,7 @@ where
             let mut shared = self.inner.shared.lock();
             let mut removed = 0;
             for queued in shared.queue.values_mut() {
+                let queued = &mut queued.keys;
                 let before = queued.len();
                 queued.retain(|q| {
                     let stop = q.kept && gone.contains(&q.key);
@@ -482,12 +524,17 @@ where
                 ..Batch::default()
             })
         });
+        let now = self.now();
         let mut shared = self.shared.lock();
         let mut slices = BTreeSet::new();
         for key in fresh {
             let slice = shared.schedule.slice_of(&Key::from_multihash(&key));
             slices.insert(slice);
-            shared.queue.entry(slice).or_default().push(Queued {
+            let queued = shared.queue.entry(slice).or_insert_with(|| QueuedSlice {
+                since: now,
+                keys: Vec::new(),
+            });
+            queued.keys.push(Queued {
                 key,
                 batch: batch.clone(),
                 kept: keep,
@@ -561,20 +608,50 @@ where
             // Disconnected: probe at most once a minute (any job is the probe).
             return (None, Some(shared.last_answer + 60));
         }
-        if let Some((&slice, _)) = shared.retry.iter().find(|(_, at)| **at <= now) {
+        let schedule = shared.schedule;
+        let mut cursor = shared.cursor;
+        let due = schedule.next_due(&mut cursor, now);
+        // A walk far behind skips ahead once, whether or not a slice is claimed now.
+        shared.cursor = cursor;
+        let oldest_retry = shared
+            .retry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .min_by_key(|(slice, at)| (**at, **slice))
+            .map(|(slice, at)| (*slice, *at));
+        let oldest_queued = shared
+            .queue
+            .iter()
+            .min_by_key(|(slice, q)| (q.since, **slice))
+            .map(|(slice, q)| (*slice, q.since));
+        let waiting = Waiting {
+            retry: oldest_retry.map(|(_, at)| at),
+            provide: oldest_queued.map(|(_, since)| since),
+            reprovide: due.map(|(_, at)| at),
+        };
+        let workers = Workers {
+            total: self.config.workers,
+            reserved: self.config.reserved_for_schedule,
+            busy_other: shared.busy_other,
+        };
+        let chosen = choose(now, waiting, workers);
+        if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
             shared.retry.remove(&slice);
             shared.busy += 1;
+            shared.busy_other += 1;
             return (Some(Job::Reprovide { slice, cycle: None }), None);
         }
-        if let Some((slice, keys)) = shared.queue.pop_first() {
+        if let (Some(JobKind::Provide), Some((slice, _))) = (chosen, oldest_queued)
+            && let Some(queued) = shared.queue.remove(&slice)
+        {
+            let keys = queued.keys;
             shared.queued_keys = shared.queued_keys.saturating_sub(keys.len());
             let whole = shared.whole.remove(&slice);
             shared.busy += 1;
+            shared.busy_other += 1;
             return (Some(Job::Provide { slice, keys, whole }), None);
         }
-        let schedule = shared.schedule;
-        let mut cursor = shared.cursor;
-        if let Some((slice, _)) = schedule.next_due(&mut cursor, now) {
+        if let (Some(JobKind::Reprovide), Some((slice, _))) = (chosen, due) {
             let cycle = cursor.cycle;
             schedule.complete(&mut cursor, &slice);
             if cursor.cycle != cycle {
@@ -682,6 +759,9 @@ where
         }
         let mut shared = self.shared.lock();
         shared.busy = shared.busy.saturating_sub(1);
+        if !job.is_scheduled() {
+            shared.busy_other = shared.busy_other.saturating_sub(1);
+        }
         if outcome.answered {
             shared.last_answer = now;
             shared.connectivity = Connectivity::Online;
@@ -955,6 +1035,12 @@ where
                 c.region_prefix_bits.load(Ordering::Relaxed) as f64 / explored as f64
             },
             keys_queued: shared.queued_keys as u64,
+            oldest_queued_secs: shared
+                .queue
+                .values()
+                .map(|q| now.saturating_sub(q.since))
+                .max()
+                .unwrap_or(0),
             regions_queued: (shared.queue.len() + shared.retry.len()) as u64,
             workers: self.config.workers,
             workers_busy: shared.busy,

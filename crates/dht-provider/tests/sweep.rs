@@ -60,6 +60,8 @@ struct NetInner {
     /// Per provider key: when it was last sent, and the longest wait between two provides
     /// (sends more than 10 minutes apart) since the last [`Net::reset_waits`].
     waits: Mutex<HashMap<Vec<u8>, (UnixSecs, u64)>>,
+    /// How long a server takes to take an ADD_PROVIDER (0 by default).
+    add_provider_delay: Mutex<Duration>,
     counts: Mutex<Counts>,
 }
 
@@ -105,6 +107,7 @@ impl Net {
             dead: Mutex::new(HashSet::new()),
             held: Mutex::new(HashMap::new()),
             waits: Mutex::new(HashMap::new()),
+            add_provider_delay: Mutex::new(Duration::ZERO),
             counts: Mutex::new(Counts::default()),
         }))
     }
@@ -203,6 +206,10 @@ impl Network for Net {
                     }))
                 }
                 Request::AddProvider { key, .. } => {
+                    let delay = *net.0.add_provider_delay.lock();
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     net.0.counts.lock().add_provider += 1;
                     let now = TokioClock(base()).now();
                     let mut waits = net.0.waits.lock();
@@ -731,5 +738,55 @@ async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
     assert!(after <= 22 * H + 600, "{after}");
     let held = net.placement(&keys, 19);
     assert!(held >= 0.99, "{held}");
+    provider.close().await.unwrap();
+}
+
+/// A steady ingest of new keys does not starve reprovides: the keys held before it are still
+/// reprovided on time, and every new key is provided soon after it arrives.
+#[tokio::test(start_paused = true)]
+async fn steady_ingest_does_not_starve_reprovides() {
+    let net = Net::new(200, 27);
+    let store = Arc::new(MemoryStore::new());
+    let interval = 1800;
+    // Two workers: one of them is the schedule's.
+    let cfg = config()
+        .with_interval(Duration::from_secs(interval))
+        .with_workers(2);
+    let provider = start(&net, store, MemoryStateStore::default(), cfg);
+    let held = keys(400, 28);
+    provider.start_providing(false, &held).await.unwrap();
+    net.clear_held();
+    // Servers take 1.5 s per ADD_PROVIDER, so every job takes a while.
+    *net.0.add_provider_delay.lock() = Duration::from_millis(1500);
+    // Eight new keys a second for one and a half intervals.
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut ingested = Vec::new();
+    let (mut max_behind, mut max_waiting) = (0, 0);
+    for _ in 0..interval * 3 / 2 {
+        let new: Vec<Multihash> = (0..8)
+            .map(|_| Multihash::wrap(0x12, &rng.random::<[u8; 32]>()).unwrap())
+            .collect();
+        provider.start_providing_async(false, &new).unwrap();
+        ingested.extend(new);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stats = provider.stats();
+        max_behind = max_behind.max(stats.behind_schedule_secs);
+        max_waiting = max_waiting.max(stats.oldest_queued_secs);
+    }
+    let reprovided = net.placement(&held, 19);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let provided = net.placement(&ingested, 19);
+    let stats = provider.stats();
+    eprintln!(
+        "ingest of {} keys: held keys reprovided {reprovided:.4}, new keys provided \
+         {provided:.4}, behind at most {max_behind} s, oldest queued at most {max_waiting} s, \
+         {} slices",
+        ingested.len(),
+        stats.slices
+    );
+    assert!(reprovided >= 0.99, "{reprovided}");
+    assert!(provided >= 0.99, "{provided}");
+    assert!(max_behind <= 120, "{max_behind}");
+    assert!(max_waiting <= 120, "{max_waiting}");
     provider.close().await.unwrap();
 }
