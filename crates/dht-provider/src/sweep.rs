@@ -180,6 +180,8 @@ enum Job {
     },
     /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says.
     Reprovide { slice: Prefix, cycle: Option<u64> },
+    /// While disconnected: one FIND_NODE to see whether the network answers again.
+    Probe,
 }
 
 impl Job {
@@ -217,6 +219,9 @@ struct Shared {
     size: SizeEstimator,
     connectivity: Connectivity,
     last_answer: UnixSecs,
+    /// When the last probe was sent (or the provider found itself disconnected).
+    last_probe: UnixSecs,
+    probing: bool,
     busy: usize,
     /// Workers running a retry or a provide (not the schedule's work).
     busy_other: usize,
@@ -338,6 +343,8 @@ where
             size: SizeEstimator::new(),
             connectivity: Connectivity::Online,
             last_answer: now,
+            last_probe: now,
+            probing: false,
             busy: 0,
             busy_other: 0,
             cycle_sent: (0, 0),
@@ -602,11 +609,16 @@ where
     fn next_job(&self) -> (Option<Job>, Option<UnixSecs>) {
         let now = self.now();
         let mut shared = self.shared.lock();
-        if shared.connectivity != Connectivity::Online
-            && now < shared.last_answer.saturating_add(60)
-        {
-            // Disconnected: probe at most once a minute (any job is the probe).
-            return (None, Some(shared.last_answer + 60));
+        if shared.connectivity != Connectivity::Online {
+            // Disconnected: nothing is sent but one probe a minute; keys are still accepted,
+            // and what falls due meanwhile waits for the network to answer again.
+            let probe_at = shared.last_probe.saturating_add(PROBE_EVERY);
+            if shared.probing || now < probe_at {
+                return (None, Some(probe_at));
+            }
+            shared.probing = true;
+            shared.last_probe = now;
+            return (Some(Job::Probe), None);
         }
         let schedule = shared.schedule;
         let mut cursor = shared.cursor;
@@ -699,6 +711,60 @@ where
         }
     }
 
+    /// One FIND_NODE to a known server; an answer brings the provider back online.
+    async fn probe(&self) {
+        let now = self.now();
+        let target = Key::hash(&now.to_be_bytes());
+        let peer = self
+            .parts
+            .table
+            .closest_peers(&target, 1)
+            .pop()
+            .or_else(|| {
+                let shared = self.shared.lock();
+                let servers = &shared.cache.back()?.0.servers;
+                servers.get(now as usize % servers.len().max(1)).cloned()
+            });
+        let answered = match peer {
+            Some(peer) => {
+                self.counters.find_node.fetch_add(1, Ordering::Relaxed);
+                let sent = self.parts.network.request(
+                    &peer,
+                    Request::FindNode {
+                        key: target.as_bytes().to_vec(),
+                    },
+                );
+                matches!(
+                    tokio::time::timeout(self.config.request_timeout, sent).await,
+                    Ok(Ok(Response::FindNode { .. }))
+                )
+            }
+            None => false,
+        };
+        let now = self.now();
+        let mut shared = self.shared.lock();
+        shared.probing = false;
+        if answered {
+            tracing::info!("the network answers again; resuming");
+            shared.last_answer = now;
+            shared.connectivity = Connectivity::Online;
+            drop(shared);
+            self.wake.notify_waiters();
+        } else {
+            shared.last_probe = now;
+            shared.connectivity = self.disconnected(&shared, now);
+        }
+    }
+
+    /// Disconnected or offline, by how long nothing answered.
+    fn disconnected(&self, shared: &Shared, now: UnixSecs) -> Connectivity {
+        if now.saturating_sub(shared.last_answer) >= self.config.offline_after.as_secs() {
+            Connectivity::Offline
+        } else {
+            Connectivity::Disconnected
+        }
+    }
+
     async fn run(&self, job: Job) {
         let mut scan_failed = false;
         let (slice, keys, batches) = match &job {
@@ -723,6 +789,7 @@ where
                 }
                 (*slice, dedup(&wanted), batches)
             }
+            Job::Probe => return self.probe().await,
             Job::Reprovide { slice, .. } => match self.scan_slice(slice) {
                 Some(all) => (*slice, all, HashMap::new()),
                 None => {
@@ -766,12 +833,11 @@ where
             shared.last_answer = now;
             shared.connectivity = Connectivity::Online;
         } else if !keys.is_empty() {
-            shared.connectivity =
-                if now.saturating_sub(shared.last_answer) >= self.config.offline_after.as_secs() {
-                    Connectivity::Offline
-                } else {
-                    Connectivity::Disconnected
-                };
+            if shared.connectivity == Connectivity::Online {
+                tracing::warn!("no server answered; sending nothing but a probe a minute");
+                shared.last_probe = now;
+            }
+            shared.connectivity = self.disconnected(&shared, now);
         }
         if failed > 0 || scan_failed {
             shared
@@ -789,6 +855,7 @@ where
         let pending_done = match job {
             Job::Provide { .. } => !scan_failed,
             Job::Reprovide { cycle, .. } => cycle.is_none() && !scan_failed,
+            Job::Probe => false,
         };
         if pending_done && !shared.queue.contains_key(&slice) {
             shared.state.pending.remove(&slice);
@@ -1071,6 +1138,9 @@ struct SliceOutcome {
     answered: bool,
     exploration: Option<Exploration>,
 }
+
+/// Seconds between two probes while disconnected.
+const PROBE_EVERY: u64 = 60;
 
 /// Every slice of `len` bits (at most 2^16 of them).
 fn all_slices(len: usize) -> BTreeSet<Prefix> {

@@ -49,6 +49,8 @@ fn base() -> tokio::time::Instant {
 struct Counts {
     find_node: u64,
     add_provider: u64,
+    /// Requests of any kind sent, answered or not.
+    attempts: u64,
 }
 
 struct NetInner {
@@ -192,6 +194,7 @@ impl Network for Net {
         let peer = peer.peer_id;
         async move {
             let one_way = Duration::from_millis(10 + u64::from(peer.to_bytes()[10] % 90));
+            net.0.counts.lock().attempts += 1;
             if net.0.dead.lock().contains(&peer) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return Err(RpcError::Unreachable("dead".into()));
@@ -788,5 +791,64 @@ async fn steady_ingest_does_not_starve_reprovides() {
     assert!(provided >= 0.99, "{provided}");
     assert!(max_behind <= 120, "{max_behind}");
     assert!(max_waiting <= 120, "{max_waiting}");
+    provider.close().await.unwrap();
+}
+
+/// Offline means no sends but a probe a minute, keys still accepted, and on return a catch-up
+/// of what fell due, not a full re-provide.
+#[tokio::test(start_paused = true)]
+async fn offline_sends_nothing_but_probes_and_catches_up_on_return() {
+    const H: u64 = 3600;
+    let net = Net::new(300, 30);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let held = keys(2000, 31);
+    provider.start_providing(false, &held).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(H)).await;
+    net.clear_held();
+
+    // The network goes away for three and a half hours (of an 8 h interval).
+    let everyone: HashSet<PeerId> = net.0.servers.iter().map(|s| s.peer_id).collect();
+    *net.0.dead.lock() = everyone;
+    // Until a job finds nobody answering (the next slice falls due), the provider does not
+    // know.
+    tokio::time::sleep(Duration::from_secs(3 * H / 2)).await;
+    let noticed = provider.stats().connectivity;
+    let attempts_then = net.0.counts.lock().attempts;
+    let added = keys(200, 32);
+    provider.start_providing_async(false, &added).unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * H)).await;
+    let offline_attempts = net.0.counts.lock().attempts - attempts_then;
+    let stats = provider.stats();
+    assert_ne!(noticed, dht_provider::Connectivity::Online);
+    assert_eq!(stats.keys, Some(2200));
+
+    // Back: what fell due in the outage, and the keys added meanwhile, go out.
+    net.0.dead.lock().clear();
+    let (_, sent_before) = net.counts();
+    tokio::time::sleep(Duration::from_secs(H / 3)).await;
+    let (_, sent_after) = net.counts();
+    let catch_up = sent_after - sent_before;
+    let stats = provider.stats();
+    let added_placed = net.placement(&added, 19);
+    eprintln!(
+        "offline: {offline_attempts} requests in 2 h; back: {} (behind {} s), {catch_up} \
+         ADD_PROVIDER in the catch-up, added keys placed {added_placed:.4}",
+        match stats.connectivity {
+            dht_provider::Connectivity::Online => "online",
+            _ => "not online",
+        },
+        stats.behind_schedule_secs
+    );
+    // One probe a minute, nothing else.
+    assert!(
+        offline_attempts <= 2 * 60 + 1,
+        "{offline_attempts} requests offline"
+    );
+    assert_eq!(stats.connectivity, dht_provider::Connectivity::Online);
+    assert_eq!(stats.behind_schedule_secs, 0);
+    assert!(added_placed >= 0.99, "{added_placed}");
+    // The outage made under half of the keys due, plus the added ones: far from all.
+    assert!(catch_up > 0 && catch_up <= 2200 * 20 * 7 / 10, "{catch_up}");
     provider.close().await.unwrap();
 }
