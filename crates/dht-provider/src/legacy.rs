@@ -82,7 +82,8 @@ pub trait Provider {
 
 /// Re-announces blocks to the network (boxo's `Reprovider`).
 pub trait Reprovider {
-    /// Provides every key of the reprovide set now.
+    /// Provides every key of the reprovide set now; if a reprovide is already running, waits
+    /// for it to finish rather than starting another.
     fn reprovide(&self) -> impl Future<Output = Result<(), ProviderError>> + Send;
 }
 
@@ -92,6 +93,14 @@ pub trait System: Provider + Reprovider {
     fn close(&self) -> impl Future<Output = Result<(), ProviderError>> + Send;
     /// The reprovider's counters.
     fn stat(&self) -> Result<ReproviderStats, ProviderError>;
+}
+
+/// Which reprovide runs started and finished: a run starts only if none is running.
+#[derive(Debug, Default)]
+struct Runs {
+    running: bool,
+    started: u64,
+    finished: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +120,9 @@ struct Inner<D, K> {
     config: LegacyConfig,
     counters: Counters,
     last: Mutex<ReproviderStats>,
+    runs: Mutex<Runs>,
+    /// Woken when a reprovide run finishes.
+    run_done: Notify,
     closed: AtomicBool,
     wake: Notify,
 }
@@ -151,6 +163,8 @@ where
             config,
             counters: Counters::default(),
             last: Mutex::new(ReproviderStats::default()),
+            runs: Mutex::new(Runs::default()),
+            run_done: Notify::new(),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
         });
@@ -165,7 +179,7 @@ where
                 if looping.closed.load(Ordering::Acquire) {
                     break;
                 }
-                if let Err(e) = looping.reprovide_all().await {
+                if let Err(e) = looping.reprovide_unless_running().await {
                     tracing::warn!(error = %e, "reprovide failed");
                 }
             }
@@ -299,6 +313,44 @@ where
         }
     }
 
+    /// Runs [`reprovide_all`](Self::reprovide_all) if no run is under way; otherwise waits
+    /// until the running one finishes.
+    async fn reprovide_unless_running(&self) -> Result<(), ProviderError> {
+        let joined = {
+            let mut runs = self.runs.lock();
+            if runs.running {
+                Some(runs.started)
+            } else {
+                runs.running = true;
+                runs.started += 1;
+                None
+            }
+        };
+        if let Some(run) = joined {
+            loop {
+                let done = self.run_done.notified();
+                if self.runs.lock().finished >= run {
+                    return Ok(());
+                }
+                done.await;
+            }
+        }
+        // Marks the run finished even if this call is dropped half-way.
+        struct Finish<'a>(&'a Mutex<Runs>, &'a Notify);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                {
+                    let mut runs = self.0.lock();
+                    runs.running = false;
+                    runs.finished = runs.started;
+                }
+                self.1.notify_waiters();
+            }
+        }
+        let _finish = Finish(&self.runs, &self.run_done);
+        self.reprovide_all().await
+    }
+
     /// Every key of the keystore, page by page, each with its own walk.
     async fn reprovide_all(&self) -> Result<(), ProviderError> {
         let started = self.clock.now();
@@ -349,8 +401,10 @@ where
     D: Dht + 'static,
     K: Keystore + 'static,
 {
+    /// Starts a reprovide unless one is running, as boxo's reprovider does; while one runs,
+    /// waits for it to finish instead of starting another.
     async fn reprovide(&self) -> Result<(), ProviderError> {
-        self.inner.reprovide_all().await
+        self.inner.reprovide_unless_running().await
     }
 }
 

@@ -4,8 +4,10 @@
 mod api;
 mod error;
 pub mod explore;
+pub mod jobs;
 pub mod legacy;
 pub mod schedule;
+pub mod size;
 pub mod state;
 mod stats;
 mod sweep;

@@ -89,6 +89,40 @@ impl Schedule {
         self
     }
 
+    /// The schedule for a new `interval`, and `progress` renumbered in it, when the operator
+    /// changes the interval.
+    ///
+    /// Keeping the epoch would move every key's due time by the change times the number of
+    /// cycles since the epoch: days, after a few months. Instead the walk goes on from where
+    /// it is, `|new − old|` earlier than the old schedule would have taken the next key, and
+    /// at the new pace from there. Then no key waits longer than the shorter of the two
+    /// intervals after its last provide (keys already waiting longer, when shortening, are due
+    /// at once).
+    ///
+    /// # Panics
+    /// If `interval` is 0.
+    pub fn with_interval(&self, progress: &Progress, interval: u64) -> (Schedule, Progress) {
+        assert!(interval > 0, "the reprovide interval must be positive");
+        let next_due = self.due_time(progress.cycle, &progress.next);
+        let change = self.interval.abs_diff(interval);
+        let anchor = next_due.saturating_sub(change);
+        let unscaled = Schedule { interval, ..*self };
+        let offset = unscaled.offset_of(&progress.next);
+        let before = anchor.saturating_sub(offset);
+        let cycle = progress.cycle.min(before / interval);
+        let schedule = Schedule {
+            epoch: before - cycle * interval,
+            ..unscaled
+        };
+        (
+            schedule,
+            Progress {
+                cycle,
+                next: progress.next,
+            },
+        )
+    }
+
     /// The offset of `key` in a cycle, in seconds: `interval × key / 2^256`.
     pub fn offset_of(&self, key: &Key) -> u64 {
         let mut top = [0u8; 8];
@@ -288,6 +322,60 @@ mod tests {
         assert_eq!(walked, ["10", "11", "00", "01"]);
         assert_eq!(progress.cycle, 11);
         assert_eq!(progress.next, p("10").first_key());
+    }
+
+    /// The time `key` was last provided, on time, before `progress`'s next key was due.
+    fn last_provide(s: &Schedule, progress: &Progress, key: &Key) -> UnixSecs {
+        if key < &progress.next {
+            s.due_time(progress.cycle, key)
+        } else {
+            s.due_time(progress.cycle - 1, key)
+        }
+    }
+
+    /// When `key` is next due after `progress`.
+    fn next_due(s: &Schedule, progress: &Progress, key: &Key) -> UnixSecs {
+        if key < &progress.next {
+            s.due_time(progress.cycle + 1, key)
+        } else {
+            s.due_time(progress.cycle, key)
+        }
+    }
+
+    #[test]
+    fn an_interval_change_makes_no_key_wait_longer_than_the_shorter_interval() {
+        for (old, new) in [
+            (22 * H, 24 * H),
+            (24 * H, 22 * H),
+            (22 * H, 2 * H),
+            (H, 48 * H),
+        ] {
+            // Running for 200 cycles, a third into the current one.
+            let epoch = 1_700_000_000;
+            let s = Schedule::new(epoch, old, 6);
+            let progress = Progress {
+                cycle: 200,
+                next: p("010101").first_key(),
+            };
+            let (t, moved) = s.with_interval(&progress, new);
+            assert_eq!(t.interval(), new);
+            assert_eq!(moved.next, progress.next);
+            let shorter = old.min(new);
+            for i in 0u32..64 {
+                let mut bytes = [0u8; 32];
+                bytes[0] = (i as u8) << 2;
+                bytes[1] = 0x55;
+                let key = Key::from_bytes(bytes);
+                // Due before its last provide (a much shorter interval): due at once.
+                let wait =
+                    next_due(&t, &moved, &key).saturating_sub(last_provide(&s, &progress, &key));
+                assert!(wait <= shorter + 1, "{old} -> {new}: key {i} waits {wait}");
+            }
+            // The walk goes on near where it was: the next key is due no later than before.
+            let due = t.due_time(moved.cycle, &moved.next);
+            assert!(due <= s.due_time(progress.cycle, &progress.next));
+            assert!(due + old.abs_diff(new) + 1 >= s.due_time(progress.cycle, &progress.next));
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The little state a sweep keeps across restarts, and where it is kept.
 //!
 //! Keys live in the [`Keystore`](dht_provider_store::Keystore). Beside them the sweep needs
-//! only: when its cycles started (the epoch), its slice length, how far the current cycle got
+//! only: when its cycles started (the epoch), the interval they were walked at (so that a
+//! changed interval rescales the schedule), its slice length, how far the current cycle got
 //! ([`Progress`]), and which slices hold keys whose first provide has not finished yet. That
 //! last set is written *before* `start_providing` acknowledges, so keys added just before a
 //! `kill -9` are provided right after the restart rather than at their next reprovide time.
@@ -107,6 +108,9 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
 pub struct SweepState {
     /// When cycle 0 started.
     pub epoch: UnixSecs,
+    /// The reprovide interval the cycles were walked at, in seconds (0: not recorded, a state
+    /// written before the interval was kept).
+    pub interval: u64,
     /// The slice length in use.
     pub slice_len: usize,
     /// How far the current cycle got.
@@ -115,13 +119,16 @@ pub struct SweepState {
     pub pending: BTreeSet<Prefix>,
 }
 
-const MAGIC: &[u8; 4] = b"SWP1";
+const MAGIC: &[u8; 4] = b"SWP2";
+/// The format before the interval was kept: read, never written.
+const MAGIC_V1: &[u8; 4] = b"SWP1";
 
 impl SweepState {
-    /// A new sweep starting its first cycle at `now`.
-    pub fn new(now: UnixSecs, slice_len: usize) -> Self {
+    /// A new sweep starting its first cycle at `now`, one cycle per `interval` seconds.
+    pub fn new(now: UnixSecs, interval: u64, slice_len: usize) -> Self {
         SweepState {
             epoch: now,
+            interval,
             slice_len,
             progress: Progress {
                 cycle: 0,
@@ -131,12 +138,13 @@ impl SweepState {
         }
     }
 
-    /// The binary form: magic, epoch, slice length, progress, then each pending prefix as its
-    /// length (2 bytes) and its 32 bytes.
+    /// The binary form: magic, epoch, interval, slice length, progress, then each pending
+    /// prefix as its length (2 bytes) and its 32 bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 8 + 2 + 40 + 4 + self.pending.len() * 34);
+        let mut out = Vec::with_capacity(4 + 8 + 8 + 2 + 40 + 4 + self.pending.len() * 34);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.interval.to_be_bytes());
         out.extend_from_slice(&(self.slice_len as u16).to_be_bytes());
         out.extend_from_slice(&self.progress.to_bytes());
         out.extend_from_slice(&(self.pending.len() as u32).to_be_bytes());
@@ -147,7 +155,7 @@ impl SweepState {
         out
     }
 
-    /// Parses [`SweepState::to_bytes`].
+    /// Parses [`SweepState::to_bytes`] (and the older form without the interval).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProviderError> {
         let bad = |why: &str| ProviderError::State(format!("corrupt sweep state: {why}"));
         let mut r = bytes;
@@ -159,12 +167,15 @@ impl SweepState {
             r = rest;
             Ok(head)
         };
-        if take(4)? != MAGIC {
-            return Err(bad("unknown format"));
-        }
+        let with_interval = match take(4)? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_V1 => false,
+            _ => return Err(bad("unknown format")),
+        };
         let u64_of = |b: &[u8]| b.try_into().map(u64::from_be_bytes).unwrap_or(0);
         let u16_of = |b: &[u8]| b.try_into().map(u16::from_be_bytes).unwrap_or(0);
         let epoch = u64_of(take(8)?);
+        let interval = if with_interval { u64_of(take(8)?) } else { 0 };
         let slice_len = usize::from(u16_of(take(2)?));
         let progress = Progress::from_bytes(take(40)?).ok_or_else(|| bad("progress"))?;
         let n = take(4)?
@@ -185,6 +196,7 @@ impl SweepState {
         }
         Ok(SweepState {
             epoch,
+            interval,
             slice_len,
             progress,
             pending,
@@ -198,7 +210,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_rejects_garbage() {
-        let mut s = SweepState::new(1_700_000_000, 8);
+        let mut s = SweepState::new(1_700_000_000, 22 * 3600, 8);
         s.progress.cycle = 3;
         s.progress.next = "0110".parse::<Prefix>().unwrap().first_key();
         s.pending.insert("0111".parse().unwrap());
@@ -212,6 +224,19 @@ mod tests {
         extra.push(0);
         assert!(SweepState::from_bytes(&extra).is_err());
         assert!(SweepState::from_bytes(b"XXXX").is_err());
+        // The older form, without the interval, still reads.
+        let mut v1 = b"SWP1".to_vec();
+        v1.extend_from_slice(&bytes[4..12]);
+        v1.extend_from_slice(&bytes[20..]);
+        let old = SweepState::from_bytes(&v1).unwrap();
+        assert_eq!(old.interval, 0);
+        assert_eq!(
+            SweepState {
+                interval: s.interval,
+                ..old
+            },
+            s
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct ProviderStats {
     pub average_region_prefix_len: f64,
     /// Keys waiting for their first provide.
     pub keys_queued: u64,
+    /// How long the oldest of them has waited, in seconds.
+    pub oldest_queued_secs: u64,
     /// Slices waiting: with new keys, or failed and waiting for a retry.
     pub regions_queued: u64,
     /// Workers.
@@ -55,6 +57,8 @@ pub struct ProviderStats {
     pub keys_provided: u64,
     /// Key provides that reached too few servers since start.
     pub keys_failed: u64,
+    /// Keystore reads of a slice that failed since start (each such slice is retried).
+    pub keystore_scan_errors: u64,
     /// The reprovide cycle being walked.
     pub cycle: u64,
 }

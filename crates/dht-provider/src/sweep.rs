@@ -1,7 +1,8 @@
 //! The sweeping provider: keys in a keystore, reprovided slice by slice over the interval.
 //!
-//! Workers take jobs in this order: failed slices whose retry time came, slices with new keys
-//! (the provide queue, in keyspace order), then the reprovide schedule's due slices. A job
+//! Workers take jobs as [`jobs::choose`](crate::jobs::choose) says: some are reserved for the
+//! reprovide schedule's due slices, the others take whichever work waited longest (a failed
+//! slice whose retry time came, the oldest slice with new keys, or the schedule). A job
 //! reads the slice's keys, explores the servers around the slice with a [`RegionExplorer`]
 //! (seeded with the servers of the slice explored before, which are close), sends every key to
 //! its k closest servers among them, and re-explores past servers that fail.
@@ -27,7 +28,9 @@ use crate::{
     Multihash,
     error::ProviderError,
     explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer},
+    jobs::{JobKind, Waiting, Workers, choose, default_reserved},
     schedule::{Progress, Schedule, slice_len_for},
+    size::SizeEstimator,
     state::{StateStore, SweepState},
     stats::{Connectivity, ProviderStats},
 };
@@ -41,6 +44,9 @@ pub struct SweepConfig {
     pub k: usize,
     /// Jobs run at once.
     pub workers: usize,
+    /// Workers that only reprovide the schedule's due slices, so that new keys never starve
+    /// reprovides (half of them by default).
+    pub reserved_for_schedule: usize,
     /// Time allowed for one ADD_PROVIDER to be written, and for one FIND_NODE to be answered.
     pub request_timeout: Duration,
     /// ADD_PROVIDER messages in flight to one peer at once.
@@ -67,6 +73,7 @@ impl Default for SweepConfig {
             interval: Duration::from_secs(dht_proto::REPROVIDE_INTERVAL_SECS),
             k: dht_proto::K_VALUE,
             workers: 4,
+            reserved_for_schedule: default_reserved(4),
             request_timeout: Duration::from_secs(10),
             sends_per_peer: 32,
             peers_in_parallel: 64,
@@ -87,9 +94,17 @@ impl SweepConfig {
         self
     }
 
-    /// Sets how many jobs run at once.
+    /// Sets how many jobs run at once, half of them reserved for the schedule (none of a
+    /// single worker).
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self.reserved_for_schedule = default_reserved(self.workers);
+        self
+    }
+
+    /// Sets how many workers only reprovide the schedule (at most all but one).
+    pub fn with_reserved_for_schedule(mut self, reserved: usize) -> Self {
+        self.reserved_for_schedule = reserved.min(self.workers.saturating_sub(1));
         self
     }
 
@@ -147,6 +162,14 @@ struct Queued {
     kept: bool,
 }
 
+/// Keys of one slice waiting for their first provide.
+#[derive(Debug)]
+struct QueuedSlice {
+    /// When the oldest of them arrived.
+    since: UnixSecs,
+    keys: Vec<Queued>,
+}
+
 #[derive(Debug)]
 enum Job {
     /// New keys of one slice (or, with `whole`, every key of the slice).
@@ -157,6 +180,15 @@ enum Job {
     },
     /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says.
     Reprovide { slice: Prefix, cycle: Option<u64> },
+    /// While disconnected: one FIND_NODE to see whether the network answers again.
+    Probe,
+}
+
+impl Job {
+    /// Whether the job is the schedule's (may run on a reserved worker).
+    fn is_scheduled(&self) -> bool {
+        matches!(self, Job::Reprovide { cycle: Some(_), .. })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +200,7 @@ struct Counters {
     region_prefix_bits: AtomicU64,
     keys_provided: AtomicU64,
     keys_failed: AtomicU64,
+    scan_errors: AtomicU64,
 }
 
 struct Shared {
@@ -177,16 +210,21 @@ struct Shared {
     claimed: BTreeSet<(u64, Prefix)>,
     /// The next slice to claim for reprovide.
     cursor: Progress,
-    queue: BTreeMap<Prefix, Vec<Queued>>,
+    queue: BTreeMap<Prefix, QueuedSlice>,
     queued_keys: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
     retry: BTreeMap<Prefix, UnixSecs>,
     cache: VecDeque<(Exploration, UnixSecs)>,
-    estimates: VecDeque<u64>,
+    size: SizeEstimator,
     connectivity: Connectivity,
     last_answer: UnixSecs,
+    /// When the last probe was sent (or the provider found itself disconnected).
+    last_probe: UnixSecs,
+    probing: bool,
     busy: usize,
+    /// Workers running a retry or a provide (not the schedule's work).
+    busy_other: usize,
     /// Records sent and failed in the cycle being walked, and in the last full cycle.
     cycle_sent: (u64, u64),
     last_cycle_sent: (u64, u64),
@@ -250,12 +288,14 @@ where
     /// again, whole; the reprovide schedule resumes where it stopped.
     pub fn start(parts: SweepParts<N, T, K>, config: SweepConfig) -> Result<Self, ProviderError> {
         let now = parts.clock.now();
-        let state = match parts.state.load()? {
+        let interval = config.interval.as_secs().max(1);
+        let mut state = match parts.state.load()? {
             Some(bytes) => SweepState::from_bytes(&bytes)?,
             None => {
-                let len = initial_slice_len(&parts.table, &parts.local, config.k);
-                let mut state = SweepState::new(now, len);
-                let schedule = Schedule::new(now, config.interval.as_secs().max(1), len);
+                let servers = table_servers(&parts.table, &parts.local, config.k);
+                let len = slice_len_for(servers, config.k);
+                let mut state = SweepState::new(now, interval, len);
+                let schedule = Schedule::new(now, interval, len);
                 // The cycle starts now, at the first slice: keys added from here on are
                 // provided when added, so that slice waits for the next cycle.
                 schedule.complete(&mut state.progress, &schedule.slice_of(&Key::ZERO));
@@ -267,25 +307,46 @@ where
                 state
             }
         };
-        let schedule = Schedule::new(
-            state.epoch,
-            config.interval.as_secs().max(1),
-            state.slice_len,
-        );
+        if state.interval != 0 && state.interval != interval {
+            // The operator changed the interval: rescale rather than keep the epoch.
+            let old = Schedule::new(state.epoch, state.interval, state.slice_len);
+            let (schedule, progress) = old.with_interval(&state.progress, interval);
+            tracing::info!(
+                from = state.interval,
+                to = interval,
+                "reprovide interval changed; schedule rescaled"
+            );
+            state.epoch = schedule.epoch();
+            state.progress = progress;
+        }
+        state.interval = interval;
+        let schedule = Schedule::new(state.epoch, interval, state.slice_len);
         let whole = state.pending.clone();
         let shared = Shared {
             cursor: state.progress,
             schedule,
             claimed: BTreeSet::new(),
-            queue: whole.iter().map(|p| (*p, Vec::new())).collect(),
+            queue: whole
+                .iter()
+                .map(|p| {
+                    let queued = QueuedSlice {
+                        since: now,
+                        keys: Vec::new(),
+                    };
+                    (*p, queued)
+                })
+                .collect(),
             queued_keys: 0,
             whole,
             retry: BTreeMap::new(),
             cache: VecDeque::new(),
-            estimates: VecDeque::new(),
+            size: SizeEstimator::new(),
             connectivity: Connectivity::Online,
             last_answer: now,
+            last_probe: now,
+            probing: false,
             busy: 0,
+            busy_other: 0,
             cycle_sent: (0, 0),
             last_cycle_sent: (0, 0),
             cycle_started: now,
@@ -340,17 +401,36 @@ where
 
     /// Removes `keys` from the keystore: they are no longer reprovided, and their records
     /// expire on their own.
+    ///
+    /// A caller still waiting for the first provide of some of them is answered: the stopped
+    /// keys count as not provided.
     pub fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
         self.inner.parts.keystore.delete(keys)?;
         let gone: HashSet<&Multihash> = keys.iter().collect();
-        let mut shared = self.inner.shared.lock();
-        let mut removed = 0;
-        for queued in shared.queue.values_mut() {
-            let before = queued.len();
-            queued.retain(|q| !(q.kept && gone.contains(&q.key)));
-            removed += before - queued.len();
+        let mut stopped = Vec::new();
+        {
+            let mut shared = self.inner.shared.lock();
+            let mut removed = 0;
+            for queued in shared.queue.values_mut() {
+                let queued = &mut queued.keys;
+                let before = queued.len();
+                queued.retain(|q| {
+                    let stop = q.kept && gone.contains(&q.key);
+                    if stop {
+                        stopped.push(q.clone());
+                    }
+                    !stop
+                });
+                removed += before - queued.len();
+            }
+            shared.queued_keys = shared.queued_keys.saturating_sub(removed);
         }
-        shared.queued_keys = shared.queued_keys.saturating_sub(removed);
+        // Outside the lock: a report may wake the waiting caller.
+        for q in stopped {
+            if let Some(batch) = q.batch {
+                batch.report(q.key, false);
+            }
+        }
         Ok(())
     }
 
@@ -382,20 +462,24 @@ where
     }
 }
 
-fn initial_slice_len<T: RoutingTable>(table: &T, local: &PeerInfo, k: usize) -> usize {
-    // The k closest peers to ourselves share about log2(servers / k) bits with us.
+/// The number of servers the routing table shows: those it holds, or, from the k closest
+/// peers to ourselves (who share about log2(servers / k) bits with us), more.
+fn table_servers<T: RoutingTable>(table: &T, local: &PeerInfo, k: usize) -> u64 {
+    let held = table.len() as u64;
     let me = local.key();
     let closest = table.closest_peers(&me, k);
-    if closest.len() < k {
-        return 0;
+    if closest.len() < k || closest.is_empty() {
+        // Too few peers to tell (a failed bootstrap): explorations correct it.
+        return held;
     }
     let mean_cpl = closest
         .iter()
         .map(|p| p.key().common_prefix_len(&me))
         .sum::<usize>()
         / closest.len();
-    let servers = (k as u64).saturating_mul(1u64 << mean_cpl.min(40));
-    slice_len_for(servers, k)
+    (k as u64)
+        .saturating_mul(1u64 << mean_cpl.min(40))
+        .max(held)
 }
 
 impl<N, T, K> Inner<N, T, K>
@@ -447,12 +531,17 @@ where
                 ..Batch::default()
             })
         });
+        let now = self.now();
         let mut shared = self.shared.lock();
         let mut slices = BTreeSet::new();
         for key in fresh {
             let slice = shared.schedule.slice_of(&Key::from_multihash(&key));
             slices.insert(slice);
-            shared.queue.entry(slice).or_default().push(Queued {
+            let queued = shared.queue.entry(slice).or_insert_with(|| QueuedSlice {
+                since: now,
+                keys: Vec::new(),
+            });
+            queued.keys.push(Queued {
                 key,
                 batch: batch.clone(),
                 kept: keep,
@@ -520,26 +609,61 @@ where
     fn next_job(&self) -> (Option<Job>, Option<UnixSecs>) {
         let now = self.now();
         let mut shared = self.shared.lock();
-        if shared.connectivity != Connectivity::Online
-            && now < shared.last_answer.saturating_add(60)
-        {
-            // Disconnected: probe at most once a minute (any job is the probe).
-            return (None, Some(shared.last_answer + 60));
-        }
-        if let Some((&slice, _)) = shared.retry.iter().find(|(_, at)| **at <= now) {
-            shared.retry.remove(&slice);
-            shared.busy += 1;
-            return (Some(Job::Reprovide { slice, cycle: None }), None);
-        }
-        if let Some((slice, keys)) = shared.queue.pop_first() {
-            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len());
-            let whole = shared.whole.remove(&slice);
-            shared.busy += 1;
-            return (Some(Job::Provide { slice, keys, whole }), None);
+        if shared.connectivity != Connectivity::Online {
+            // Disconnected: nothing is sent but one probe a minute; keys are still accepted,
+            // and what falls due meanwhile waits for the network to answer again.
+            let probe_at = shared.last_probe.saturating_add(PROBE_EVERY);
+            if shared.probing || now < probe_at {
+                return (None, Some(probe_at));
+            }
+            shared.probing = true;
+            shared.last_probe = now;
+            return (Some(Job::Probe), None);
         }
         let schedule = shared.schedule;
         let mut cursor = shared.cursor;
-        if let Some((slice, _)) = schedule.next_due(&mut cursor, now) {
+        let due = schedule.next_due(&mut cursor, now);
+        // A walk far behind skips ahead once, whether or not a slice is claimed now.
+        shared.cursor = cursor;
+        let oldest_retry = shared
+            .retry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .min_by_key(|(slice, at)| (**at, **slice))
+            .map(|(slice, at)| (*slice, *at));
+        let oldest_queued = shared
+            .queue
+            .iter()
+            .min_by_key(|(slice, q)| (q.since, **slice))
+            .map(|(slice, q)| (*slice, q.since));
+        let waiting = Waiting {
+            retry: oldest_retry.map(|(_, at)| at),
+            provide: oldest_queued.map(|(_, since)| since),
+            reprovide: due.map(|(_, at)| at),
+        };
+        let workers = Workers {
+            total: self.config.workers,
+            reserved: self.config.reserved_for_schedule,
+            busy_other: shared.busy_other,
+        };
+        let chosen = choose(now, waiting, workers);
+        if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
+            shared.retry.remove(&slice);
+            shared.busy += 1;
+            shared.busy_other += 1;
+            return (Some(Job::Reprovide { slice, cycle: None }), None);
+        }
+        if let (Some(JobKind::Provide), Some((slice, _))) = (chosen, oldest_queued)
+            && let Some(queued) = shared.queue.remove(&slice)
+        {
+            let keys = queued.keys;
+            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len());
+            let whole = shared.whole.remove(&slice);
+            shared.busy += 1;
+            shared.busy_other += 1;
+            return (Some(Job::Provide { slice, keys, whole }), None);
+        }
+        if let (Some(JobKind::Reprovide), Some((slice, _))) = (chosen, due) {
             let cycle = cursor.cycle;
             schedule.complete(&mut cursor, &slice);
             if cursor.cycle != cycle {
@@ -569,7 +693,80 @@ where
         (None, next)
     }
 
+    /// Reads every key of `slice`; a failure is logged and counted, and `None` tells the
+    /// caller to retry the slice later.
+    fn scan_slice(&self, slice: &Prefix) -> Option<Vec<Multihash>> {
+        match self.parts.keystore.scan_all(slice, self.config.scan_page) {
+            Ok(all) => Some(all.into_iter().map(|(_, mh)| mh).collect()),
+            Err(e) => {
+                let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    %slice,
+                    error = %e,
+                    errors,
+                    "keystore scan failed; the slice is retried later"
+                );
+                None
+            }
+        }
+    }
+
+    /// One FIND_NODE to a known server; an answer brings the provider back online.
+    async fn probe(&self) {
+        let now = self.now();
+        let target = Key::hash(&now.to_be_bytes());
+        let peer = self
+            .parts
+            .table
+            .closest_peers(&target, 1)
+            .pop()
+            .or_else(|| {
+                let shared = self.shared.lock();
+                let servers = &shared.cache.back()?.0.servers;
+                servers.get(now as usize % servers.len().max(1)).cloned()
+            });
+        let answered = match peer {
+            Some(peer) => {
+                self.counters.find_node.fetch_add(1, Ordering::Relaxed);
+                let sent = self.parts.network.request(
+                    &peer,
+                    Request::FindNode {
+                        key: target.as_bytes().to_vec(),
+                    },
+                );
+                matches!(
+                    tokio::time::timeout(self.config.request_timeout, sent).await,
+                    Ok(Ok(Response::FindNode { .. }))
+                )
+            }
+            None => false,
+        };
+        let now = self.now();
+        let mut shared = self.shared.lock();
+        shared.probing = false;
+        if answered {
+            tracing::info!("the network answers again; resuming");
+            shared.last_answer = now;
+            shared.connectivity = Connectivity::Online;
+            drop(shared);
+            self.wake.notify_waiters();
+        } else {
+            shared.last_probe = now;
+            shared.connectivity = self.disconnected(&shared, now);
+        }
+    }
+
+    /// Disconnected or offline, by how long nothing answered.
+    fn disconnected(&self, shared: &Shared, now: UnixSecs) -> Connectivity {
+        if now.saturating_sub(shared.last_answer) >= self.config.offline_after.as_secs() {
+            Connectivity::Offline
+        } else {
+            Connectivity::Disconnected
+        }
+    }
+
     async fn run(&self, job: Job) {
+        let mut scan_failed = false;
         let (slice, keys, batches) = match &job {
             Job::Provide { slice, keys, whole } => {
                 let mut wanted: Vec<Multihash> = Vec::new();
@@ -585,26 +782,21 @@ where
                     }
                 }
                 if *whole {
-                    match self.parts.keystore.scan_all(slice, self.config.scan_page) {
-                        Ok(all) => wanted.extend(all.into_iter().map(|(_, mh)| mh)),
-                        Err(e) => tracing::warn!(%slice, error = %e, "keystore scan failed"),
+                    match self.scan_slice(slice) {
+                        Some(all) => wanted.extend(all),
+                        None => scan_failed = true,
                     }
                 }
                 (*slice, dedup(&wanted), batches)
             }
-            Job::Reprovide { slice, .. } => {
-                match self.parts.keystore.scan_all(slice, self.config.scan_page) {
-                    Ok(all) => (
-                        *slice,
-                        all.into_iter().map(|(_, mh)| mh).collect(),
-                        HashMap::new(),
-                    ),
-                    Err(e) => {
-                        tracing::warn!(%slice, error = %e, "keystore scan failed");
-                        (*slice, Vec::new(), HashMap::new())
-                    }
+            Job::Probe => return self.probe().await,
+            Job::Reprovide { slice, .. } => match self.scan_slice(slice) {
+                Some(all) => (*slice, all, HashMap::new()),
+                None => {
+                    scan_failed = true;
+                    (*slice, Vec::new(), HashMap::new())
                 }
-            }
+            },
         };
         let outcome = if keys.is_empty() {
             SliceOutcome::default()
@@ -634,18 +826,20 @@ where
         }
         let mut shared = self.shared.lock();
         shared.busy = shared.busy.saturating_sub(1);
+        if !job.is_scheduled() {
+            shared.busy_other = shared.busy_other.saturating_sub(1);
+        }
         if outcome.answered {
             shared.last_answer = now;
             shared.connectivity = Connectivity::Online;
         } else if !keys.is_empty() {
-            shared.connectivity =
-                if now.saturating_sub(shared.last_answer) >= self.config.offline_after.as_secs() {
-                    Connectivity::Offline
-                } else {
-                    Connectivity::Disconnected
-                };
+            if shared.connectivity == Connectivity::Online {
+                tracing::warn!("no server answered; sending nothing but a probe a minute");
+                shared.last_probe = now;
+            }
+            shared.connectivity = self.disconnected(&shared, now);
         }
-        if failed > 0 {
+        if failed > 0 || scan_failed {
             shared
                 .retry
                 .insert(slice, now.saturating_add(self.config.retry_after.as_secs()));
@@ -656,32 +850,21 @@ where
         {
             shared.claimed.remove(&(cycle, slice));
         }
-        if let Job::Provide { .. } = job
-            && !shared.queue.contains_key(&slice)
-        {
+        // A whole slice not read stays pending (provided whole after a restart) until a
+        // retry reads it.
+        let pending_done = match job {
+            Job::Provide { .. } => !scan_failed,
+            Job::Reprovide { cycle, .. } => cycle.is_none() && !scan_failed,
+            Job::Probe => false,
+        };
+        if pending_done && !shared.queue.contains_key(&slice) {
             shared.state.pending.remove(&slice);
         }
+        if let Some(ex) = &outcome.exploration {
+            shared.size.observe(ex);
+        }
+        self.resize(&mut shared);
         if let Some(ex) = outcome.exploration {
-            if ex.complete && !ex.servers.is_empty() {
-                let estimate =
-                    (ex.servers.len() as u64).saturating_mul(1u64 << ex.scope.len().min(40));
-                shared.estimates.push_back(estimate);
-                if shared.estimates.len() > 32 {
-                    shared.estimates.pop_front();
-                }
-                let mut sorted: Vec<u64> = shared.estimates.iter().copied().collect();
-                sorted.sort_unstable();
-                let median = sorted[sorted.len() / 2];
-                let len = slice_len_for(median, self.config.k);
-                if shared.estimates.len() >= 4 && len != shared.schedule.slice_len() {
-                    tracing::info!(
-                        servers = median,
-                        slice_len = len,
-                        "network size re-estimated"
-                    );
-                    shared.schedule = shared.schedule.with_slice_len(len);
-                }
-            }
             shared.cache.push_back((ex, now));
             while shared.cache.len() > 16 {
                 shared.cache.pop_front();
@@ -692,6 +875,29 @@ where
         }
         drop(shared);
         self.wake.notify_waiters();
+    }
+
+    /// Moves to the slice length of the network size estimate, never below what the routing
+    /// table shows. Slices get shorter at once; they get longer (the network shrank) only
+    /// once a few explorations back it.
+    fn resize(&self, shared: &mut Shared) {
+        let k = self.config.k;
+        let shown = table_servers(&self.parts.table, &self.parts.local, k);
+        let current = shared.schedule.slice_len();
+        let estimated = shared.size.slice_len(shown, k);
+        let len = if shared.size.samples() >= 4 {
+            estimated
+        } else {
+            estimated.max(current)
+        };
+        if len != current {
+            tracing::info!(
+                servers = shared.size.servers(shown),
+                slice_len = len,
+                "network size re-estimated"
+            );
+            shared.schedule = shared.schedule.with_slice_len(len);
+        }
     }
 
     /// A fresh exploration covering `slice`, if one is cached; otherwise the best seeds.
@@ -896,6 +1102,12 @@ where
                 c.region_prefix_bits.load(Ordering::Relaxed) as f64 / explored as f64
             },
             keys_queued: shared.queued_keys as u64,
+            oldest_queued_secs: shared
+                .queue
+                .values()
+                .map(|q| now.saturating_sub(q.since))
+                .max()
+                .unwrap_or(0),
             regions_queued: (shared.queue.len() + shared.retry.len()) as u64,
             workers: self.config.workers,
             workers_busy: shared.busy,
@@ -911,6 +1123,7 @@ where
             add_provider_failed: c.add_provider_failed.load(Ordering::Relaxed),
             keys_provided: c.keys_provided.load(Ordering::Relaxed),
             keys_failed: c.keys_failed.load(Ordering::Relaxed),
+            keystore_scan_errors: c.scan_errors.load(Ordering::Relaxed),
             cycle: progress.cycle,
         }
     }
@@ -925,6 +1138,9 @@ struct SliceOutcome {
     answered: bool,
     exploration: Option<Exploration>,
 }
+
+/// Seconds between two probes while disconnected.
+const PROBE_EVERY: u64 = 60;
 
 /// Every slice of `len` bits (at most 2^16 of them).
 fn all_slices(len: usize) -> BTreeSet<Prefix> {

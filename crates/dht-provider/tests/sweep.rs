@@ -49,6 +49,8 @@ fn base() -> tokio::time::Instant {
 struct Counts {
     find_node: u64,
     add_provider: u64,
+    /// Requests of any kind sent, answered or not.
+    attempts: u64,
 }
 
 struct NetInner {
@@ -57,6 +59,11 @@ struct NetInner {
     dead: Mutex<HashSet<PeerId>>,
     /// What each server holds: provider keys (multihash bytes).
     held: Mutex<HashMap<PeerId, HashSet<Vec<u8>>>>,
+    /// Per provider key: when it was last sent, and the longest wait between two provides
+    /// (sends more than 10 minutes apart) since the last [`Net::reset_waits`].
+    waits: Mutex<HashMap<Vec<u8>, (UnixSecs, u64)>>,
+    /// How long a server takes to take an ADD_PROVIDER (0 by default).
+    add_provider_delay: Mutex<Duration>,
     counts: Mutex<Counts>,
 }
 
@@ -101,6 +108,8 @@ impl Net {
             tables,
             dead: Mutex::new(HashSet::new()),
             held: Mutex::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
+            add_provider_delay: Mutex::new(Duration::ZERO),
             counts: Mutex::new(Counts::default()),
         }))
     }
@@ -146,6 +155,25 @@ impl Net {
         ok as f64 / keys.len() as f64
     }
 
+    /// The longest wait between two provides of any key since the last reset.
+    fn longest_wait(&self) -> u64 {
+        self.0.waits.lock().values().map(|w| w.1).max().unwrap_or(0)
+    }
+
+    /// Keys of `keys` not sent since `since`.
+    fn not_sent_since(&self, keys: &[Multihash], since: UnixSecs) -> usize {
+        let waits = self.0.waits.lock();
+        keys.iter()
+            .filter(|k| waits.get(&k.to_bytes()).is_none_or(|w| w.0 < since))
+            .count()
+    }
+
+    fn reset_waits(&self) {
+        for w in self.0.waits.lock().values_mut() {
+            w.1 = 0;
+        }
+    }
+
     fn clear_held(&self) {
         self.0.held.lock().clear();
     }
@@ -166,6 +194,7 @@ impl Network for Net {
         let peer = peer.peer_id;
         async move {
             let one_way = Duration::from_millis(10 + u64::from(peer.to_bytes()[10] % 90));
+            net.0.counts.lock().attempts += 1;
             if net.0.dead.lock().contains(&peer) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return Err(RpcError::Unreachable("dead".into()));
@@ -180,7 +209,19 @@ impl Network for Net {
                     }))
                 }
                 Request::AddProvider { key, .. } => {
+                    let delay = *net.0.add_provider_delay.lock();
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     net.0.counts.lock().add_provider += 1;
+                    let now = TokioClock(base()).now();
+                    let mut waits = net.0.waits.lock();
+                    let (last, longest) = waits.entry(key.clone()).or_insert((now, 0));
+                    if now > *last + 600 {
+                        *longest = (*longest).max(now - *last);
+                    }
+                    *last = now;
+                    drop(waits);
                     net.0.held.lock().entry(peer).or_default().insert(key);
                     Ok(None)
                 }
@@ -197,24 +238,37 @@ fn keys(n: usize, seed: u64) -> Vec<Multihash> {
         .collect()
 }
 
-type Provider = SweepingProvider<Net, KBucketTable, Arc<MemoryStore>>;
-
-fn start(
-    net: &Net,
-    store: Arc<MemoryStore>,
-    state: MemoryStateStore,
-    config: SweepConfig,
-) -> Provider {
-    // One identity, as a node keeps across restarts: the schedule's first slice length comes
-    // from the table's closest peers to it, so a random one made the tests' slicing vary.
+/// The provider's identity, the same in every test and across restarts, as a node keeps it:
+/// the schedule's first slice length comes from the table's closest peers to it, so a random
+/// one made the tests' slicing vary.
+fn provider_identity() -> PeerInfo {
     let id = Multihash::wrap(0x12, Key::hash(b"sweep test provider").as_bytes()).unwrap();
-    let me = PeerInfo::new(
+    PeerInfo::new(
         PeerId::from_multihash(id).unwrap(),
         vec!["/ip4/10.9.9.9/tcp/4001".parse().unwrap()],
-    );
+    )
+}
+
+fn start<K: Keystore + 'static>(
+    net: &Net,
+    store: K,
+    state: MemoryStateStore,
+    config: SweepConfig,
+) -> SweepingProvider<Net, KBucketTable, K> {
+    let table = net.provider_table(&provider_identity());
+    start_with_table(net, table, store, state, config)
+}
+
+fn start_with_table<T: RoutingTable + 'static, K: Keystore + 'static>(
+    net: &Net,
+    table: T,
+    store: K,
+    state: MemoryStateStore,
+    config: SweepConfig,
+) -> SweepingProvider<Net, T, K> {
     let parts = SweepParts {
-        table: net.provider_table(&me),
-        local: me,
+        table,
+        local: provider_identity(),
         network: net.clone(),
         keystore: store,
         state: Box::new(state) as Box<dyn StateStore>,
@@ -383,33 +437,41 @@ async fn stop_providing_removes_keys_and_stats_count_them() {
     provider.close().await.unwrap();
 }
 
-/// The per-key baseline on the same network: one walk per key. The sweep places the same keys
-/// as well for a small fraction of the FIND_NODE requests.
-#[tokio::test(start_paused = true)]
-async fn sweep_costs_a_fraction_of_the_per_key_baseline() {
-    use dht_provider::{DhtProvider, LegacyConfig, LegacyProvider};
-    use dht_routing::{ClientConfig, DhtClient};
+type Legacy =
+    dht_provider::LegacyProvider<dht_routing::DhtClient<KBucketTable, Net>, Arc<MemoryStore>>;
 
-    let keys = keys(1000, 16);
-
-    let net = Net::new(300, 15);
+/// The per-key baseline over `net`, with its own random identity and half the servers in its
+/// table.
+fn start_legacy(net: &Net) -> Legacy {
     let me = PeerInfo::new(
         PeerId::random(),
         vec!["/ip4/10.9.9.8/tcp/4001".parse().unwrap()],
     );
-    let client = DhtClient::new(
+    let client = dht_routing::DhtClient::new(
         me.clone(),
         net.provider_table(&me),
         net.clone(),
-        ClientConfig::default(),
+        dht_routing::ClientConfig::default(),
     );
-    let legacy = LegacyProvider::start(
+    dht_provider::LegacyProvider::start(
         client,
         Arc::new(MemoryStore::new()),
         me,
         Arc::new(TokioClock(base())),
-        LegacyConfig::default(),
-    );
+        dht_provider::LegacyConfig::default(),
+    )
+}
+
+/// The per-key baseline on the same network: one walk per key. The sweep places the same keys
+/// as well for a small fraction of the FIND_NODE requests.
+#[tokio::test(start_paused = true)]
+async fn sweep_costs_a_fraction_of_the_per_key_baseline() {
+    use dht_provider::DhtProvider;
+
+    let keys = keys(1000, 16);
+
+    let net = Net::new(300, 15);
+    let legacy = start_legacy(&net);
     DhtProvider::start_providing(&legacy, false, &keys)
         .await
         .unwrap();
@@ -442,4 +504,351 @@ async fn sweep_costs_a_fraction_of_the_per_key_baseline() {
         sweep_find_node * 20 < legacy_find_node,
         "{sweep_find_node} vs {legacy_find_node}"
     );
+}
+
+/// Stopping keys whose first provide a caller waits for ends the wait: the stopped keys count
+/// as not provided, and the others are reported as usual.
+#[tokio::test(start_paused = true)]
+async fn stop_providing_during_start_providing_ends_the_wait() {
+    let net = Net::new(100, 17);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(50, 18);
+    let waiting = {
+        let provider = provider.clone();
+        let keys = keys.clone();
+        async move { provider.start_providing(false, &keys).await }
+    };
+    let mut waiting = Box::pin(waiting);
+    // The first poll queues the keys; no worker has run yet (one thread, nothing yielded).
+    assert!(futures::poll!(&mut waiting).is_pending());
+    assert_eq!(provider.stats().keys_queued, 50);
+    provider.stop_providing(&keys[..20]).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(600), waiting)
+        .await
+        .expect("start_providing hung after stop_providing");
+    match result {
+        Err(dht_provider::ProviderError::ProvideFailed { failed }) => {
+            let failed: BTreeSet<Multihash> = failed.into_iter().collect();
+            let stopped: BTreeSet<Multihash> = keys[..20].iter().copied().collect();
+            assert_eq!(failed, stopped);
+        }
+        other => panic!("expected the stopped keys as failed, got {other:?}"),
+    }
+    assert_eq!(provider.stats().keys_queued, 0);
+    assert_eq!(store.count().unwrap(), 30);
+    provider.close().await.unwrap();
+}
+
+/// boxo's `Reprovider::Reprovide` starts a run only if none is running: two calls at once
+/// cost one run, and both return when it is done.
+#[tokio::test(start_paused = true)]
+async fn legacy_reprovide_joins_a_running_run() {
+    use dht_provider::{
+        DhtProvider,
+        legacy::{Reprovider, System},
+    };
+
+    let net = Net::new(100, 19);
+    let legacy = start_legacy(&net);
+    let keys = keys(40, 20);
+    DhtProvider::start_providing(&legacy, false, &keys)
+        .await
+        .unwrap();
+    let before = DhtProvider::stats(&legacy).keys_provided;
+    let (a, b) = tokio::join!(legacy.reprovide(), legacy.reprovide());
+    a.unwrap();
+    b.unwrap();
+    let provided = DhtProvider::stats(&legacy).keys_provided - before;
+    assert_eq!(
+        provided, 40,
+        "two overlapping calls ran {provided} key provides"
+    );
+    assert_eq!(legacy.stat().unwrap().total_provides, 40);
+    // A call after the run finished starts a new one.
+    legacy.reprovide().await.unwrap();
+    assert_eq!(DhtProvider::stats(&legacy).keys_provided - before, 80);
+    DhtProvider::close(&legacy).await.unwrap();
+}
+
+/// The real in-memory keystore, whose next `failures` scans fail as a damaged disk would.
+struct FailingScans {
+    store: Arc<MemoryStore>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl Keystore for FailingScans {
+    fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, dht_provider_store::StoreError> {
+        self.store.put(keys)
+    }
+    fn delete(&self, keys: &[Multihash]) -> Result<u64, dht_provider_store::StoreError> {
+        self.store.delete(keys)
+    }
+    fn count(&self) -> Result<u64, dht_provider_store::StoreError> {
+        self.store.count()
+    }
+    fn scan(
+        &self,
+        prefix: &dht_proto::Prefix,
+        start_after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, dht_provider_store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(dht_provider_store::StoreError::Corrupt {
+                what: "injected read failure".into(),
+            });
+        }
+        self.store.scan(prefix, start_after, limit)
+    }
+}
+
+/// A slice whose keystore read fails is retried, counted and not taken as done: every key is
+/// still reprovided within the cycle.
+#[tokio::test(start_paused = true)]
+async fn a_failed_keystore_scan_is_retried_and_counted() {
+    let net = Net::new(300, 21);
+    let store = Arc::new(FailingScans {
+        store: Arc::new(MemoryStore::new()),
+        failures: 0.into(),
+    });
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(2000, 22);
+    provider.start_providing(false, &keys).await.unwrap();
+    net.clear_held();
+    // The next two reads of a slice fail.
+    store
+        .failures
+        .store(2, std::sync::atomic::Ordering::Release);
+    // Every key is due once in the next interval after its first provide (keys of the first
+    // slice, provided at the start, at most a slice later).
+    tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
+    let placement = net.placement(&keys, 19);
+    let stats = provider.stats();
+    eprintln!(
+        "two failed scans: placement {placement:.4} over {} slices",
+        stats.slices
+    );
+    assert!(placement >= 0.99, "{placement}");
+    assert_eq!(stats.keystore_scan_errors, 2);
+    provider.close().await.unwrap();
+}
+
+/// A node whose bootstrap found almost nobody starts with slices of the whole keyspace; once
+/// its table fills, its explorations and its table bring the slice length to the network's.
+#[tokio::test(start_paused = true)]
+async fn slice_length_recovers_from_a_start_with_a_nearly_empty_table() {
+    let net = Net::new(1000, 23);
+    let me = provider_identity();
+    let table = Arc::new(KBucketTable::new(
+        me.key(),
+        KBucketConfig::default().with_diversity(None),
+        ManualClock::new(START),
+    ));
+    for p in &net.0.servers[..5] {
+        table.update(p, PeerEvent::Seen(Direction::Outbound));
+    }
+    let store = Arc::new(MemoryStore::new());
+    let provider = start_with_table(
+        &net,
+        table.clone(),
+        store,
+        MemoryStateStore::default(),
+        config(),
+    );
+    assert_eq!(provider.stats().slices, 1);
+    let keys = keys(2000, 24);
+    provider.start_providing_async(false, &keys).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // The bootstrap succeeds at last: half the servers land in the table.
+    for p in net.0.servers.iter().step_by(2) {
+        table.update(p, PeerEvent::Seen(Direction::Outbound));
+    }
+    tokio::time::sleep(Duration::from_secs(8 * 3600 + 600)).await;
+    let stats = provider.stats();
+    eprintln!(
+        "after a poor start: {} slices, {} regions explored (mean prefix {:.1})",
+        stats.slices, stats.regions_explored, stats.average_region_prefix_len
+    );
+    // 1000 servers: 2^4 slices of about 2k servers; the table alone shows at least 2^3.
+    assert!(stats.slices >= 8, "{} slices", stats.slices);
+    provider.close().await.unwrap();
+}
+
+/// An operator changes the interval of a node that has run for months, from 22 h to 24 h and
+/// back: no key waits longer than the shorter interval (keys already waiting longer when it
+/// shortens wait no longer than the old one).
+#[tokio::test(start_paused = true)]
+async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
+    use dht_provider::{schedule::Progress, state::SweepState};
+    const H: u64 = 3600;
+    let with_interval = |hours: u64| config().with_interval(Duration::from_secs(hours * H));
+    // 230 servers: slices of 3 bits, far from the sizes where the slice length changes (a
+    // longer slice provides its keys early, which would blur the waits measured).
+    let net = Net::new(230, 25);
+    let store = Arc::new(MemoryStore::new());
+    let keys = keys(1000, 26);
+    store.put(&keys).unwrap();
+    // Forty cycles of 22 h in, on time at the start of the next one.
+    let state = MemoryStateStore::default();
+    let mut running = SweepState::new(START - 40 * 22 * H, 22 * H, 3);
+    running.progress = Progress {
+        cycle: 40,
+        next: Key::ZERO,
+    };
+    state.save(&running.to_bytes()).unwrap();
+
+    // Every key's first provide after a change comes within this long of the change; the
+    // waits that end in it are the ones the change shaped.
+    let window = Duration::from_secs(22 * H + 600);
+    let now = || TokioClock(base()).now();
+
+    let provider = start(&net, store.clone(), state.clone(), with_interval(22));
+    tokio::time::sleep(Duration::from_secs(30 * H)).await;
+    provider.close().await.unwrap();
+    let on_22 = net.longest_wait();
+
+    let changed = now();
+    net.reset_waits();
+    let provider = start(&net, store.clone(), state.clone(), with_interval(24));
+    tokio::time::sleep(window).await;
+    let to_24 = net.longest_wait();
+    assert_eq!(net.not_sent_since(&keys, changed), 0);
+    tokio::time::sleep(Duration::from_secs(48 * H)).await;
+    provider.close().await.unwrap();
+
+    let changed = now();
+    net.reset_waits();
+    let provider = start(&net, store.clone(), state.clone(), with_interval(22));
+    tokio::time::sleep(window).await;
+    let back_to_22 = net.longest_wait();
+    assert_eq!(net.not_sent_since(&keys, changed), 0);
+    net.reset_waits();
+    tokio::time::sleep(Duration::from_secs(48 * H)).await;
+    let after = net.longest_wait();
+    eprintln!(
+        "longest waits: on 22 h {on_22} s, 22 -> 24 h {to_24} s, 24 -> 22 h {back_to_22} s, \
+         then {after} s; {} slices",
+        provider.stats().slices
+    );
+    assert!(on_22 <= 22 * H + 600, "{on_22}");
+    assert!(to_24 <= 22 * H + 600, "{to_24}");
+    assert!(back_to_22 <= 24 * H + 600, "{back_to_22}");
+    assert!(after <= 22 * H + 600, "{after}");
+    let held = net.placement(&keys, 19);
+    assert!(held >= 0.99, "{held}");
+    provider.close().await.unwrap();
+}
+
+/// A steady ingest of new keys does not starve reprovides: the keys held before it are still
+/// reprovided on time, and every new key is provided soon after it arrives.
+#[tokio::test(start_paused = true)]
+async fn steady_ingest_does_not_starve_reprovides() {
+    let net = Net::new(200, 27);
+    let store = Arc::new(MemoryStore::new());
+    let interval = 1800;
+    // Two workers: one of them is the schedule's.
+    let cfg = config()
+        .with_interval(Duration::from_secs(interval))
+        .with_workers(2);
+    let provider = start(&net, store, MemoryStateStore::default(), cfg);
+    let held = keys(400, 28);
+    provider.start_providing(false, &held).await.unwrap();
+    net.clear_held();
+    // Servers take 1.5 s per ADD_PROVIDER, so every job takes a while.
+    *net.0.add_provider_delay.lock() = Duration::from_millis(1500);
+    // Eight new keys a second for one and a half intervals.
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut ingested = Vec::new();
+    let (mut max_behind, mut max_waiting) = (0, 0);
+    for _ in 0..interval * 3 / 2 {
+        let new: Vec<Multihash> = (0..8)
+            .map(|_| Multihash::wrap(0x12, &rng.random::<[u8; 32]>()).unwrap())
+            .collect();
+        provider.start_providing_async(false, &new).unwrap();
+        ingested.extend(new);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stats = provider.stats();
+        max_behind = max_behind.max(stats.behind_schedule_secs);
+        max_waiting = max_waiting.max(stats.oldest_queued_secs);
+    }
+    let reprovided = net.placement(&held, 19);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let provided = net.placement(&ingested, 19);
+    let stats = provider.stats();
+    eprintln!(
+        "ingest of {} keys: held keys reprovided {reprovided:.4}, new keys provided \
+         {provided:.4}, behind at most {max_behind} s, oldest queued at most {max_waiting} s, \
+         {} slices",
+        ingested.len(),
+        stats.slices
+    );
+    assert!(reprovided >= 0.99, "{reprovided}");
+    assert!(provided >= 0.99, "{provided}");
+    assert!(max_behind <= 120, "{max_behind}");
+    assert!(max_waiting <= 120, "{max_waiting}");
+    provider.close().await.unwrap();
+}
+
+/// Offline means no sends but a probe a minute, keys still accepted, and on return a catch-up
+/// of what fell due, not a full re-provide.
+#[tokio::test(start_paused = true)]
+async fn offline_sends_nothing_but_probes_and_catches_up_on_return() {
+    const H: u64 = 3600;
+    let net = Net::new(300, 30);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let held = keys(2000, 31);
+    provider.start_providing(false, &held).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(H)).await;
+    net.clear_held();
+
+    // The network goes away for three and a half hours (of an 8 h interval).
+    let everyone: HashSet<PeerId> = net.0.servers.iter().map(|s| s.peer_id).collect();
+    *net.0.dead.lock() = everyone;
+    // Until a job finds nobody answering (the next slice falls due), the provider does not
+    // know.
+    tokio::time::sleep(Duration::from_secs(3 * H / 2)).await;
+    let noticed = provider.stats().connectivity;
+    let attempts_then = net.0.counts.lock().attempts;
+    let added = keys(200, 32);
+    provider.start_providing_async(false, &added).unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * H)).await;
+    let offline_attempts = net.0.counts.lock().attempts - attempts_then;
+    let stats = provider.stats();
+    assert_ne!(noticed, dht_provider::Connectivity::Online);
+    assert_eq!(stats.keys, Some(2200));
+
+    // Back: what fell due in the outage, and the keys added meanwhile, go out.
+    net.0.dead.lock().clear();
+    let (_, sent_before) = net.counts();
+    tokio::time::sleep(Duration::from_secs(H / 3)).await;
+    let (_, sent_after) = net.counts();
+    let catch_up = sent_after - sent_before;
+    let stats = provider.stats();
+    let added_placed = net.placement(&added, 19);
+    eprintln!(
+        "offline: {offline_attempts} requests in 2 h; back: {} (behind {} s), {catch_up} \
+         ADD_PROVIDER in the catch-up, added keys placed {added_placed:.4}",
+        match stats.connectivity {
+            dht_provider::Connectivity::Online => "online",
+            _ => "not online",
+        },
+        stats.behind_schedule_secs
+    );
+    // One probe a minute, nothing else.
+    assert!(
+        offline_attempts <= 2 * 60 + 1,
+        "{offline_attempts} requests offline"
+    );
+    assert_eq!(stats.connectivity, dht_provider::Connectivity::Online);
+    assert_eq!(stats.behind_schedule_secs, 0);
+    assert!(added_placed >= 0.99, "{added_placed}");
+    // The outage made under half of the keys due, plus the added ones: far from all.
+    assert!(catch_up > 0 && catch_up <= 2200 * 20 * 7 / 10, "{catch_up}");
+    provider.close().await.unwrap();
 }

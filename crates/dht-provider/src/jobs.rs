@@ -1,0 +1,153 @@
+//! Which kind of job a free worker takes next.
+//!
+//! Three sources of work compete for the workers: failed slices waiting for a retry, slices
+//! with new keys (the provide queue), and the reprovide schedule's due slices. Serving the
+//! provide queue first, as the sweep once did, lets a steady ingest of new keys starve the
+//! schedule: records of the keys already held expire while workers provide new ones. So some
+//! workers are reserved for the schedule (half of them by default, as go-libp2p-kad-dht keeps
+//! 2 of its 4), and the others take whichever work has waited longest: the oldest queued
+//! slice, the oldest due retry, or the schedule's next due slice.
+//!
+//! Sans-IO: [`choose`] takes `now` and what each source has waiting, and decides.
+
+use dht_proto::UnixSecs;
+
+/// A kind of job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// A failed slice whose retry time came.
+    Retry,
+    /// A slice with keys waiting for their first provide.
+    Provide,
+    /// The schedule's next due slice.
+    Reprovide,
+}
+
+/// What is waiting, for [`choose`]: for each source, since when its oldest work waits
+/// (`None` when it has none due).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// When the oldest due retry became due.
+    pub retry: Option<UnixSecs>,
+    /// When the oldest queued slice got its first key.
+    pub provide: Option<UnixSecs>,
+    /// When the schedule's next slice became due.
+    pub reprovide: Option<UnixSecs>,
+}
+
+/// How the workers are shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workers {
+    /// Workers in all.
+    pub total: usize,
+    /// Workers that only take reprovides of the schedule.
+    pub reserved: usize,
+    /// Workers running a retry or a provide now.
+    pub busy_other: usize,
+}
+
+impl Workers {
+    /// Whether a retry or a provide may start now without taking a reserved worker.
+    pub fn may_take_other(&self) -> bool {
+        self.busy_other < self.total.saturating_sub(self.reserved).max(1)
+    }
+}
+
+/// The job a free worker takes at `now`, or `None` if it should wait.
+///
+/// Reprovides may always start; retries and provides only while fewer than
+/// `total - reserved` of them run (at least one, so that a single worker serves both). Among
+/// those allowed, the work waiting longest goes first; a tie goes to the retry, then the
+/// provide.
+pub fn choose(now: UnixSecs, waiting: Waiting, workers: Workers) -> Option<JobKind> {
+    let other = workers.may_take_other();
+    [
+        (JobKind::Retry, waiting.retry.filter(|_| other)),
+        (JobKind::Provide, waiting.provide.filter(|_| other)),
+        (JobKind::Reprovide, waiting.reprovide),
+    ]
+    .into_iter()
+    .filter_map(|(kind, since)| since.filter(|t| *t <= now).map(|t| (t, kind)))
+    .min_by_key(|(t, kind)| (*t, *kind as u8))
+    .map(|(_, kind)| kind)
+}
+
+/// The workers reserved for the schedule by default: half of them, and none of a single one.
+pub fn default_reserved(workers: usize) -> usize {
+    if workers <= 1 { 0 } else { workers / 2 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(busy_other: usize) -> Workers {
+        Workers {
+            total: 4,
+            reserved: 2,
+            busy_other,
+        }
+    }
+
+    #[test]
+    fn oldest_work_first() {
+        let w = Waiting {
+            retry: Some(90),
+            provide: Some(50),
+            reprovide: Some(70),
+        };
+        assert_eq!(choose(100, w, workers(0)), Some(JobKind::Provide));
+        let w = Waiting {
+            provide: Some(80),
+            ..w
+        };
+        assert_eq!(choose(100, w, workers(0)), Some(JobKind::Reprovide));
+        // Not due yet: nothing.
+        assert_eq!(
+            choose(
+                100,
+                Waiting {
+                    reprovide: Some(101),
+                    ..Waiting::default()
+                },
+                workers(0)
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn reserved_workers_only_reprovide() {
+        // Two provides run: the other two workers are the schedule's, even though new keys
+        // have waited longer than the due slice.
+        let w = Waiting {
+            retry: Some(10),
+            provide: Some(10),
+            reprovide: Some(90),
+        };
+        assert_eq!(choose(100, w, workers(1)), Some(JobKind::Retry));
+        assert_eq!(choose(100, w, workers(2)), Some(JobKind::Reprovide));
+        let idle = Waiting {
+            reprovide: None,
+            ..w
+        };
+        assert_eq!(choose(100, idle, workers(2)), None);
+    }
+
+    #[test]
+    fn a_single_worker_serves_everything_by_age() {
+        let one = Workers {
+            total: 1,
+            reserved: default_reserved(1),
+            busy_other: 0,
+        };
+        let w = Waiting {
+            retry: None,
+            provide: Some(20),
+            reprovide: Some(30),
+        };
+        assert_eq!(choose(100, w, one), Some(JobKind::Provide));
+        assert_eq!(default_reserved(4), 2);
+        assert_eq!(default_reserved(16), 8);
+    }
+}
