@@ -106,32 +106,39 @@ async fn add_provider_has_no_response_and_is_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_providers_response_larger_than_16_kib() {
     let a = Node::server().await;
-    let providers = some_peers(600);
-    let answer = providers.clone();
+    // Within the decoder's cap of 256 peers per list.
+    let providers = some_peers(250);
+    let closer = some_peers(250);
+    let (answer, answer_closer) = (providers.clone(), closer.clone());
     let b = Node::start(
         KadConfig::default(),
         Arc::new(move |_, request: &Request| {
             Ok(Some(Response::GetProviders {
                 key: request.key().to_vec(),
                 providers: answer.clone(),
-                closer_peers: Vec::new(),
+                closer_peers: answer_closer.clone(),
             }))
         }),
     )
     .await;
     let request = Request::GetProviders { key: b"k".to_vec() };
     let out = within("get providers", a.handle.request(&b.info, request)).await;
-    let Ok(Some(Response::GetProviders { providers: got, .. })) = out else {
+    let Ok(Some(Response::GetProviders {
+        providers: got,
+        closer_peers: got_closer,
+        ..
+    })) = out
+    else {
         panic!("unexpected {out:?}");
     };
-    assert_eq!(got, providers);
+    assert_eq!((got, got_closer), (providers.clone(), closer.clone()));
     let mut frame = Vec::new();
     dht_proto::Codec::default()
         .encode_response(
             &Response::GetProviders {
                 key: b"k".to_vec(),
                 providers,
-                closer_peers: Vec::new(),
+                closer_peers: closer,
             },
             &mut frame,
         )
@@ -143,14 +150,14 @@ async fn get_providers_response_larger_than_16_kib() {
 async fn oversized_request_resets_the_stream_on_both_sides() {
     let a = Node::server().await;
     let b = Node::start(
-        KadConfig::default().max_message_size(16 * 1024),
+        KadConfig::default().max_request_size(16 * 1024),
         Arc::new(default_answer),
     )
     .await;
     let started = Instant::now();
     let out = within(
         "oversized request",
-        a.handle.request(&b.info, find_node(&[7; 64 * 1024])),
+        a.handle.request(&b.info, find_node(&[7; 32 * 1024])),
     )
     .await;
     assert!(

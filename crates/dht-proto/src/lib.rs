@@ -19,7 +19,10 @@ pub use record::{
     K_VALUE, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, ProviderRecord,
     REPROVIDE_INTERVAL_SECS, Record, UnixSecs, VALUE_RECORD_TTL_SECS, provider_key_of_cid,
 };
-pub use wire::{Codec, CodecError, DEFAULT_MAX_MESSAGE_SIZE};
+pub use wire::{
+    Codec, CodecError, DEFAULT_MAX_ADDRS_PER_PEER, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PEERS_PER_LIST,
+};
 
 // Re-exported so users name the same versions this crate was built against.
 pub use cid;

@@ -15,6 +15,13 @@
 //! (and prost, in rust-libp2p) produce, so the bytes are identical. Decoding skips unknown
 //! fields, drops peers whose id does not parse and addresses that do not parse (as
 //! rust-libp2p does), and reports everything else that is wrong as a typed [`CodecError`].
+//!
+//! Decoding is bounded in memory by what arrived, not by what a peer announces: a stream's
+//! body buffer grows as its bytes arrive (never allocated up front from the length prefix),
+//! and each peer list keeps at most [`DEFAULT_MAX_PEERS_PER_LIST`] peers with at most
+//! [`DEFAULT_MAX_ADDRS_PER_PEER`] addresses each ([`Codec::max_peers_per_list`],
+//! [`Codec::max_addrs_per_peer`]); the rest are skipped, so a message of tiny addresses
+//! cannot grow into many times its size once decoded.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -26,6 +33,17 @@ use crate::{
 
 /// The default maximum size of one message body: 4 MiB, as go-libp2p-kad-dht.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// The default number of peers kept from each peer list of a decoded message (`closerPeers`,
+/// `providerPeers`): 256. Servers answer with k = 20 closer peers; a provider list of a
+/// popular key may be longer, and its first 256 are plenty for a lookup.
+pub const DEFAULT_MAX_PEERS_PER_LIST: usize = 256;
+
+/// The default number of addresses kept per decoded peer: 32.
+pub const DEFAULT_MAX_ADDRS_PER_PEER: usize = 32;
+
+/// How much of a body buffer is reserved before its bytes arrive.
+const INITIAL_BODY_CAPACITY: u64 = 4096;
 
 /// What can go wrong reading or writing a DHT message.
 #[derive(Debug, thiserror::Error)]
@@ -71,25 +89,75 @@ pub enum CodecError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Codec {
     max_message_size: usize,
+    limits: Limits,
 }
 
-impl Default for Codec {
+/// What decoding keeps of a message's peer lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limits {
+    peers_per_list: usize,
+    addrs_per_peer: usize,
+}
+
+impl Default for Limits {
     fn default() -> Self {
-        Codec {
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        Limits {
+            peers_per_list: DEFAULT_MAX_PEERS_PER_LIST,
+            addrs_per_peer: DEFAULT_MAX_ADDRS_PER_PEER,
         }
     }
 }
 
+impl Default for Codec {
+    fn default() -> Self {
+        Codec::new(DEFAULT_MAX_MESSAGE_SIZE)
+    }
+}
+
 impl Codec {
-    /// A codec that accepts message bodies of at most `max_message_size` bytes.
+    /// A codec that accepts message bodies of at most `max_message_size` bytes, with the
+    /// default peer and address caps.
     pub const fn new(max_message_size: usize) -> Self {
-        Codec { max_message_size }
+        Codec {
+            max_message_size,
+            limits: Limits {
+                peers_per_list: DEFAULT_MAX_PEERS_PER_LIST,
+                addrs_per_peer: DEFAULT_MAX_ADDRS_PER_PEER,
+            },
+        }
+    }
+
+    /// The same codec keeping at most `n` peers of each decoded peer list (further peers are
+    /// skipped).
+    #[must_use]
+    pub const fn with_max_peers_per_list(mut self, n: usize) -> Self {
+        self.limits.peers_per_list = n;
+        self
+    }
+
+    /// The same codec keeping at most `n` addresses of each decoded peer (further addresses
+    /// are skipped).
+    #[must_use]
+    pub const fn with_max_addrs_per_peer(mut self, n: usize) -> Self {
+        self.limits.addrs_per_peer = n;
+        self
     }
 
     /// The largest message body this codec reads or writes.
     pub const fn max_message_size(&self) -> usize {
         self.max_message_size
+    }
+
+    /// How many peers of each peer list decoding keeps (default
+    /// [`DEFAULT_MAX_PEERS_PER_LIST`]).
+    pub const fn max_peers_per_list(&self) -> usize {
+        self.limits.peers_per_list
+    }
+
+    /// How many addresses of each peer decoding keeps (default
+    /// [`DEFAULT_MAX_ADDRS_PER_PEER`]).
+    pub const fn max_addrs_per_peer(&self) -> usize {
+        self.limits.addrs_per_peer
     }
 
     /// Appends `req` as one length-prefixed frame to `out`.
@@ -105,12 +173,12 @@ impl Codec {
     /// Decodes the request at the start of `buf`; `Ok(None)` when `buf` does not yet hold a
     /// whole frame. On success also returns the number of bytes the frame used.
     pub fn decode_request(&self, buf: &[u8]) -> Result<Option<(Request, usize)>, CodecError> {
-        self.unframe(buf, decode_request_body)
+        self.unframe(buf, |b| request_of(decode_raw(b, self.limits)?))
     }
 
     /// Decodes the response at the start of `buf`; see [`Codec::decode_request`].
     pub fn decode_response(&self, buf: &[u8]) -> Result<Option<(Response, usize)>, CodecError> {
-        self.unframe(buf, decode_response_body)
+        self.unframe(buf, |b| response_of(decode_raw(b, self.limits)?))
     }
 
     /// Reads one request from a stream; `Ok(None)` when the stream ends cleanly between frames.
@@ -119,7 +187,7 @@ impl Codec {
         io: &mut R,
     ) -> Result<Option<Request>, CodecError> {
         match self.read_body(io).await? {
-            Some(body) => decode_request_body(&body).map(Some),
+            Some(body) => request_of(decode_raw(&body, self.limits)?).map(Some),
             None => Ok(None),
         }
     }
@@ -130,7 +198,7 @@ impl Codec {
         io: &mut R,
     ) -> Result<Response, CodecError> {
         match self.read_body(io).await? {
-            Some(body) => decode_response_body(&body),
+            Some(body) => response_of(decode_raw(&body, self.limits)?),
             None => Err(CodecError::Truncated),
         }
     }
@@ -209,6 +277,9 @@ impl Codec {
     }
 
     /// Reads the length prefix and the body; `None` on a clean end of stream before a frame.
+    ///
+    /// The body buffer grows as bytes arrive: a peer that announces the largest body and
+    /// sends nothing costs [`INITIAL_BODY_CAPACITY`] bytes, not the announced length.
     async fn read_body<R: AsyncRead + Unpin>(
         &self,
         io: &mut R,
@@ -226,14 +297,11 @@ impl Codec {
             len = varint_step(len, byte[0], i)?;
             if byte[0] & 0x80 == 0 {
                 self.check_len(len)?;
-                let mut body = vec![0u8; len as usize];
-                io.read_exact(&mut body).await.map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        CodecError::Truncated
-                    } else {
-                        CodecError::Io(e)
-                    }
-                })?;
+                let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY) as usize);
+                let got = (&mut *io).take(len).read_to_end(&mut body).await?;
+                if got as u64 != len {
+                    return Err(CodecError::Truncated);
+                }
                 return Ok(Some(body));
             }
         }
@@ -504,7 +572,7 @@ struct RawMessage {
     providers: Vec<PeerInfo>,
 }
 
-fn decode_raw(buf: &[u8]) -> Result<RawMessage, CodecError> {
+fn decode_raw(buf: &[u8], limits: Limits) -> Result<RawMessage, CodecError> {
     let mut r = Reader { buf };
     let mut m = RawMessage::default();
     while let Some((field, wt)) = r.tag()? {
@@ -523,13 +591,16 @@ fn decode_raw(buf: &[u8]) -> Result<RawMessage, CodecError> {
             }
             8 | 9 => {
                 expect_wt(wt, WT_LEN)?;
-                let peer = decode_peer(r.bytes()?)?;
+                let bytes = r.bytes()?;
                 let list = if field == 8 {
                     &mut m.closer
                 } else {
                     &mut m.providers
                 };
-                list.extend(peer);
+                // Peers beyond the cap are skipped undecoded.
+                if list.len() < limits.peers_per_list {
+                    list.extend(decode_peer(bytes, limits.addrs_per_peer)?);
+                }
             }
             10 => {
                 expect_wt(wt, WT_VARINT)?;
@@ -566,8 +637,9 @@ fn decode_record(buf: &[u8]) -> Result<Record, CodecError> {
     Ok(rec)
 }
 
-/// Decodes a peer; `Ok(None)` when its id is not a valid peer id (the peer is dropped).
-fn decode_peer(buf: &[u8]) -> Result<Option<PeerInfo>, CodecError> {
+/// Decodes a peer, keeping its first `max_addrs` valid addresses; `Ok(None)` when its id is
+/// not a valid peer id (the peer is dropped).
+fn decode_peer(buf: &[u8], max_addrs: usize) -> Result<Option<PeerInfo>, CodecError> {
     let mut r = Reader { buf };
     let mut id = None;
     let mut addrs = Vec::new();
@@ -580,7 +652,10 @@ fn decode_peer(buf: &[u8]) -> Result<Option<PeerInfo>, CodecError> {
             }
             2 => {
                 expect_wt(wt, WT_LEN)?;
-                if let Ok(a) = Multiaddr::try_from(r.bytes()?.to_vec()) {
+                let bytes = r.bytes()?;
+                if addrs.len() < max_addrs
+                    && let Ok(a) = Multiaddr::try_from(bytes.to_vec())
+                {
                     addrs.push(a);
                 }
             }
@@ -604,9 +679,13 @@ fn message_type(raw: &RawMessage) -> Result<MessageType, CodecError> {
     MessageType::from_wire(raw.ty).ok_or(CodecError::UnknownType(raw.ty))
 }
 
-/// Decodes a request from a protobuf body (no length prefix).
+/// Decodes a request from a protobuf body (no length prefix), with the default peer and
+/// address caps.
 pub fn decode_request_body(buf: &[u8]) -> Result<Request, CodecError> {
-    let raw = decode_raw(buf)?;
+    request_of(decode_raw(buf, Limits::default())?)
+}
+
+fn request_of(raw: RawMessage) -> Result<Request, CodecError> {
     Ok(match message_type(&raw)? {
         MessageType::PutValue => {
             let record = raw
@@ -630,9 +709,13 @@ pub fn decode_request_body(buf: &[u8]) -> Result<Request, CodecError> {
     })
 }
 
-/// Decodes a response from a protobuf body (no length prefix).
+/// Decodes a response from a protobuf body (no length prefix), with the default peer and
+/// address caps.
 pub fn decode_response_body(buf: &[u8]) -> Result<Response, CodecError> {
-    let raw = decode_raw(buf)?;
+    response_of(decode_raw(buf, Limits::default())?)
+}
+
+fn response_of(raw: RawMessage) -> Result<Response, CodecError> {
     Ok(match message_type(&raw)? {
         MessageType::PutValue => Response::PutValue {
             record: raw

@@ -3,7 +3,12 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use dht_proto::{DEFAULT_MAX_MESSAGE_SIZE, Multiaddr};
+
+/// The default [`KadConfig::max_request_size`]: 64 KiB.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 64 * 1024;
 use libp2p::multiaddr::Protocol;
+
+use super::limits::ConnectionLimits;
 
 /// Whether this node serves the DHT to others.
 ///
@@ -40,9 +45,16 @@ pub enum Mode {
 pub struct KadConfig {
     /// Server or client (default [`Mode::Server`]).
     pub mode: Mode,
-    /// The largest message body read or written, in bytes (default 4 MiB, as Go). A larger
-    /// inbound message closes the stream; a larger outbound one is refused before it is sent.
+    /// The largest response body read or written and request body written, in bytes
+    /// (default 4 MiB, as Go). A larger inbound response resets the stream; a larger
+    /// outbound message is refused before it is sent.
     pub max_message_size: usize,
+    /// The largest request body read from a peer, in bytes (default
+    /// [`DEFAULT_MAX_REQUEST_SIZE`], 64 KiB). Requests are small (a key, one provider
+    /// record, a value record of at most 10 KiB for IPNS), so a server need not hold 4 MiB
+    /// for each of a peer's streams: an inbound request announcing more resets its stream
+    /// as soon as its length prefix is read.
+    pub max_request_size: usize,
     /// Time allowed for one outbound request once it reaches its connection: opening (or
     /// reusing) a stream, writing the request and reading the response. Default 10 s
     /// (Go's read timeout and libp2p-kad's substream timeout).
@@ -71,6 +83,7 @@ impl Default for KadConfig {
         KadConfig {
             mode: Mode::Server,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             request_timeout: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(60),
             max_inbound_streams: 32,
@@ -92,6 +105,13 @@ impl KadConfig {
     #[must_use]
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`KadConfig::max_request_size`].
+    #[must_use]
+    pub fn max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request_size = bytes;
         self
     }
 
@@ -161,6 +181,9 @@ pub struct TransportConfig {
     pub dial_timeout: Duration,
     /// The agent version identify announces (default `dht-node/<crate version>`).
     pub agent_version: String,
+    /// Limits on connections: in total, per peer, per IP ([`ConnectionLimits`] gives the
+    /// defaults).
+    pub limits: ConnectionLimits,
 }
 
 impl Default for TransportConfig {
@@ -172,6 +195,7 @@ impl Default for TransportConfig {
             idle_connection_timeout: Duration::from_secs(60),
             dial_timeout: Duration::from_secs(10),
             agent_version: concat!("dht-node/", env!("CARGO_PKG_VERSION")).to_owned(),
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -216,6 +240,13 @@ impl TransportConfig {
     #[must_use]
     pub fn dial_timeout(mut self, timeout: Duration) -> Self {
         self.dial_timeout = timeout;
+        self
+    }
+
+    /// Sets [`TransportConfig::limits`].
+    #[must_use]
+    pub fn limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
         self
     }
 

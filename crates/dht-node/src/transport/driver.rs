@@ -23,6 +23,7 @@ use super::{
     behaviour::{KadBehaviour, dial_opts},
     config::{Mode, TransportConfig},
     error::TransportError,
+    limits::IpLimits,
     protocol::{InboundHandler, KAD_PROTOCOL},
     stats::{Stats, TransportStats},
 };
@@ -38,6 +39,9 @@ const COMMAND_CAPACITY: usize = 1024;
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct NodeBehaviour {
+    // The limits come first: a connection they refuse reaches no other behaviour.
+    limits: libp2p::connection_limits::Behaviour,
+    ip_limits: IpLimits,
     kad: KadBehaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -219,6 +223,8 @@ pub async fn spawn(
         )
         .map_err(|e| TransportError::Setup(e.to_string()))?
         .with_behaviour(|_| NodeBehaviour {
+            limits: config.limits.libp2p_behaviour(),
+            ip_limits: IpLimits::new(&config.limits),
             kad,
             identify: identify::Behaviour::new(identify_config),
             ping: ping::Behaviour::default(),

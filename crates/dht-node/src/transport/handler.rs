@@ -111,7 +111,10 @@ impl Remote {
 /// The settings a handler needs, copied from [`KadConfig`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HandlerConfig {
+    /// Writes requests; reads and writes responses.
     pub(crate) codec: Codec,
+    /// Reads inbound requests (a smaller limit).
+    pub(crate) request_codec: Codec,
     pub(crate) request_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_inbound: usize,
@@ -123,6 +126,7 @@ impl From<&KadConfig> for HandlerConfig {
     fn from(c: &KadConfig) -> Self {
         HandlerConfig {
             codec: Codec::new(c.max_message_size),
+            request_codec: Codec::new(c.max_request_size),
             request_timeout: c.request_timeout,
             idle_timeout: c.stream_idle_timeout,
             max_inbound: c.max_inbound_streams,
@@ -565,7 +569,7 @@ async fn serve(
     loop {
         let request = match tokio::time::timeout(
             cfg.idle_timeout,
-            cfg.codec.read_request(&mut stream),
+            cfg.request_codec.read_request(&mut stream),
         )
         .await
         {

@@ -18,15 +18,17 @@ mod config;
 mod driver;
 mod error;
 mod handler;
+mod limits;
 mod protocol;
 mod stats;
 
 pub use behaviour::{KadBehaviour, ResponseFuture};
-pub use config::{KadConfig, Mode, TransportConfig};
+pub use config::{DEFAULT_MAX_REQUEST_SIZE, KadConfig, Mode, TransportConfig};
 pub use driver::{
     IDENTIFY_PROTOCOL_VERSION, TransportEvent, TransportEvents, TransportHandle, spawn,
 };
 pub use error::TransportError;
 pub use handler::{HandlerIn, KadHandler};
+pub use limits::ConnectionLimits;
 pub use protocol::{HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
 pub use stats::TransportStats;

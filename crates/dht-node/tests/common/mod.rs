@@ -2,6 +2,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod raw;
+
+#[allow(unused_imports)]
+pub use raw::RawPeer;
+
 use std::{
     future::Future,
     sync::{Arc, Mutex},

@@ -1,0 +1,162 @@
+//! Hostile peers over real TCP on 127.0.0.1: what one unauthenticated peer may cost a node.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Node, RawPeer, within};
+use dht_node::transport::{ConnectionLimits, KadConfig, TransportConfig};
+use dht_proto::Request;
+use futures::{AsyncReadExt, AsyncWriteExt};
+
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+async fn honest_request_answered(client: &Node, server: &Node) {
+    let out = within(
+        "honest request",
+        client.handle.request(
+            &server.info,
+            Request::FindNode {
+                key: b"honest".to_vec(),
+            },
+        ),
+    )
+    .await;
+    assert!(matches!(out, Ok(Some(_))), "{out:?}");
+}
+
+/// Polls `f` until it returns `want`, for at most 5 s; returns the last value seen.
+async fn settles<F, Fut>(want: usize, mut f: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = f().await;
+        if got == want || Instant::now() > until {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_announcing_4_mib_is_refused_at_its_length_prefix() {
+    let server = Node::server().await;
+    let hostile = RawPeer::start();
+    hostile.connect(&server.info).await.unwrap();
+    let mut stream = hostile.open(server.info.peer_id).await.unwrap();
+    // The largest body a response may have, announced for a request, and 16 bytes of it.
+    let mut frame = varint(4 * 1024 * 1024);
+    frame.extend_from_slice(&[0u8; 16]);
+    stream.write_all(&frame).await.unwrap();
+    stream.flush().await.unwrap();
+    let started = Instant::now();
+    // The server resets the stream at once instead of waiting (60 s) for the rest.
+    let mut buf = [0u8; 1];
+    let read = within("the server gives up the stream", stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(server.handle.stats().inbound_stream_errors, 1);
+    assert!(server.seen().is_empty());
+    // Requests up to the limit still pass, and honest peers are answered.
+    let client = Node::server().await;
+    honest_request_answered(&client, &server).await;
+    let key = vec![7u8; 60 * 1024];
+    let out = within(
+        "a 60 KiB request",
+        client
+            .handle
+            .request(&server.info, Request::FindNode { key }),
+    )
+    .await;
+    assert!(matches!(out, Ok(Some(_))), "{out:?}");
+}
+
+async fn server_with(limits: ConnectionLimits) -> Node {
+    Node::start_with(
+        TransportConfig::default()
+            .kad(KadConfig::default())
+            .limits(limits),
+        std::sync::Arc::new(common::default_answer),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_per_ip_are_limited_and_released() {
+    let server = server_with(
+        ConnectionLimits::default()
+            .max_incoming_per_ip(2)
+            .limit_loopback(true),
+    )
+    .await;
+    let mut peers: Vec<RawPeer> = (0..3).map(|_| RawPeer::start()).collect();
+    let mut results = Vec::new();
+    for p in &peers {
+        results.push(p.connect(&server.info).await.is_ok());
+    }
+    assert_eq!(
+        results,
+        [true, true, false],
+        "two of three peers from one IP connect"
+    );
+    // A peer that leaves frees its place.
+    drop(peers.remove(0));
+    let newcomer = RawPeer::start();
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut connected = newcomer.connect(&server.info).await;
+    while connected.is_err() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        connected = newcomer.connect(&server.info).await;
+    }
+    assert!(
+        connected.is_ok(),
+        "the newcomer connects once a place is free"
+    );
+    assert_eq!(
+        peers[1].connect(&server.info).await.ok(),
+        None,
+        "and no more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_peer_and_in_total_are_limited() {
+    let server = server_with(
+        ConnectionLimits::default()
+            .max_established_per_peer(1)
+            .max_established_incoming(3),
+    )
+    .await;
+    // One peer, three connections: one stays.
+    let greedy = RawPeer::start();
+    for _ in 0..3 {
+        let _ = greedy.connect(&server.info).await;
+    }
+    assert_eq!(settles(1, || greedy.open_connections()).await, 1);
+    // Four more peers: two fit under the total of three.
+    let others: Vec<RawPeer> = (0..4).map(|_| RawPeer::start()).collect();
+    for p in &others {
+        let _ = p.connect(&server.info).await;
+    }
+    let total = settles(2, || async {
+        let mut n = 0;
+        for p in &others {
+            n += p.open_connections().await;
+        }
+        n
+    })
+    .await;
+    assert_eq!(total, 2);
+}
