@@ -353,7 +353,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		return held, nil
 
 	// add_local_providers {key, count}: stores `count` provider records for the CID in this
-	// node's own provider store, from random peer ids with one address each (to make its
+	// node's own provider store, from random peer ids with three addresses each (to make its
 	// GET_PROVIDERS answer large).
 	case "add_local_providers":
 		k, err := cid.Decode(c.Key)
@@ -369,8 +369,13 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 			if err != nil {
 				return nil, err
 			}
-			addr := ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&0xff, i>>8&0xff, i&0xff))
-			if err := nd.dht.ProviderStore().AddProvider(ctx, k.Hash(), peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}}); err != nil {
+			a, b, d := i>>16&0xff, i>>8&0xff, i&0xff
+			addrs := []ma.Multiaddr{
+				ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", a, b, d)),
+				ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/udp/4001/quic-v1", a, b, d)),
+				ma.StringCast(fmt.Sprintf("/ip6/fd00::%x:%x:%x/tcp/4001", a, b, d)),
+			}
+			if err := nd.dht.ProviderStore().AddProvider(ctx, k.Hash(), peer.AddrInfo{ID: id, Addrs: addrs}); err != nil {
 				return nil, err
 			}
 		}
