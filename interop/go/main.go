@@ -76,6 +76,7 @@ type command struct {
 	Seed     string    `json:"seed,omitempty"`
 	Seq      uint64    `json:"seq,omitempty"`
 	EOL      int64     `json:"eol,omitempty"`
+	KeyType  string    `json:"key_type,omitempty"`
 }
 
 func main() {
@@ -161,6 +162,25 @@ func newNode() (*node, error) {
 		return nil, err
 	}
 	return &node{host: h, dht: d}, nil
+}
+
+// newKey is a fresh private key of the libp2p key type named (default ed25519).
+func newKey(keyType string) (ic.PrivKey, error) {
+	var sk ic.PrivKey
+	var err error
+	switch keyType {
+	case "", "ed25519":
+		sk, _, err = ic.GenerateEd25519Key(nil)
+	case "rsa":
+		sk, _, err = ic.GenerateKeyPair(ic.RSA, 2048)
+	case "secp256k1":
+		sk, _, err = ic.GenerateKeyPair(ic.Secp256k1, 0)
+	case "ecdsa":
+		sk, _, err = ic.GenerateKeyPair(ic.ECDSA, 0)
+	default:
+		err = fmt.Errorf("unknown key type %q", keyType)
+	}
+	return sk, err
 }
 
 func info(ai peer.AddrInfo) peerJSON {
@@ -428,19 +448,33 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		}
 		return hex.EncodeToString(value), nil
 
-	// pk_record: this node's /pk/ record {key, value} (hex).
+	// pk_record {key_type}: this node's /pk/ record {key, value} (hex); with key_type "rsa",
+	// "secp256k1" or "ecdsa", the record of a fresh key of that type instead.
 	case "pk_record":
-		pub, err := ic.MarshalPublicKey(nd.host.Peerstore().PubKey(nd.host.ID()))
+		pk := nd.host.Peerstore().PubKey(nd.host.ID())
+		if c.KeyType != "" {
+			sk, err := newKey(c.KeyType)
+			if err != nil {
+				return nil, err
+			}
+			pk = sk.GetPublic()
+		}
+		id, err := peer.IDFromPublicKey(pk)
 		if err != nil {
 			return nil, err
 		}
-		key := "/pk/" + string(nd.host.ID())
+		pub, err := ic.MarshalPublicKey(pk)
+		if err != nil {
+			return nil, err
+		}
+		key := "/pk/" + string(id)
 		return map[string]string{"key": hex.EncodeToString([]byte(key)), "value": hex.EncodeToString(pub)}, nil
 
 	// ipns_record {value, seed, seq, eol, invalid}: an IPNS record made with boxo/ipns that
 	// points to the path `value`, with sequence number `seq`, valid until `eol` seconds from
 	// now (default 3600; negative: expired), for the name of the ed25519 key made from `seed`
-	// (hex, 32 bytes; default a fresh key); with invalid, its signature is broken.
+	// (hex, 32 bytes; default a fresh key of key_type, ed25519 by default); with invalid,
+	// its signature is broken.
 	case "ipns_record":
 		var sk ic.PrivKey
 		var err error
@@ -453,7 +487,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 			if err != nil {
 				return nil, err
 			}
-		} else if sk, _, err = ic.GenerateEd25519Key(nil); err != nil {
+		} else if sk, err = newKey(c.KeyType); err != nil {
 			return nil, err
 		}
 		eol := time.Hour

@@ -345,7 +345,7 @@ mod tests {
             &proto_key(9, &[1; 32]),
             Err(ValidationError::UnsupportedKeyType("unknown (9)".into())),
         );
-        // Secp256k1 keys need a libp2p-identity feature the workspace does not enable.
+        // A Secp256k1 key that is not the key's: refused whether or not it decodes.
         let secp = proto_key(2, &[2; 33]);
         assert!(matches!(
             PublicKeyValidator.validate(&key, &secp, 0),

@@ -781,3 +781,58 @@ async fn to_ours_put(
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Go peer: run `cargo xtask interop`"]
+async fn records_of_rsa_secp256k1_and_ecdsa_keys_both_ways() {
+    // Go accepts every libp2p key type in /pk/ and IPNS records; many Amino peers and IPNS
+    // names have RSA keys.
+    let (go, ours) = mixed(3, 3).await;
+    let record = |v: &serde_json::Value| {
+        Record::new(
+            hex_decode(v["key"].as_str().unwrap()).unwrap(),
+            hex_decode(v["value"].as_str().unwrap()).unwrap(),
+        )
+    };
+    let path = format!("/ipfs/{}", cids("key-types", 1)[0].0);
+    for key_type in ["rsa", "secp256k1", "ecdsa"] {
+        let pk = go
+            .ok(json!({"cmd": "pk_record", "node": 0, "key_type": key_type}))
+            .await;
+        let by_go = go
+            .ok(json!({"cmd": "ipns_record", "value": path, "key_type": key_type}))
+            .await;
+        let by_ours = go
+            .ok(json!({"cmd": "ipns_record", "value": path, "key_type": key_type}))
+            .await;
+        for (what, r) in [("/pk/", &pk), ("IPNS", &by_go), ("IPNS", &by_ours)] {
+            let verdict = go
+                .ok(json!({"cmd": "validate", "key": r["key"], "value": r["value"]}))
+                .await;
+            assert_eq!(
+                verdict["valid"],
+                json!(true),
+                "Go on {key_type} {what}: {verdict}"
+            );
+        }
+        // Our server takes Go's records, and our client gets them.
+        for (what, r) in [("/pk/", &pk), ("IPNS", &by_go)] {
+            let sent = to_ours_put(&go, &ours[2], r).await;
+            assert!(
+                sent.is_ok(),
+                "our server refused a {key_type} {what} record: {sent:?}"
+            );
+            let got = ours[0].get_value(&record(r).key).await;
+            assert!(
+                matches!(&got, Ok(Some(g)) if g.value == record(r).value),
+                "our client on a {key_type} {what} record: {got:?}"
+            );
+        }
+        // Our client puts one, Go gets it.
+        ours[1].put_value(record(&by_ours)).await.unwrap();
+        let got = go
+            .ok(json!({"cmd": "get_value", "node": 2, "key": by_ours["key"]}))
+            .await;
+        assert_eq!(got.as_str().unwrap(), by_ours["value"].as_str().unwrap());
+    }
+}
