@@ -1,8 +1,8 @@
-// Command kadpeers runs N go-libp2p-kad-dht server nodes in one process, for the interop
-// tests and the side-by-side bench of amino-dht-rs. It is test tooling, not a product.
+// Command kadpeers runs N go-libp2p-kad-dht nodes in one process, for the interop tests and
+// the side-by-side bench of amino-dht-rs. It is test tooling, not a product.
 //
 // Every node listens on 127.0.0.1 (TCP, noise, yamux) and speaks /ipfs/kad/1.0.0 in server
-// mode, with no bootstrap peers. On start the program prints one JSON line
+// mode (the last -clients nodes in client mode), with no bootstrap peers. On start the program prints one JSON line
 // {"ready":true,"nodes":[{"id":…,"addrs":[…]},…]}; then it reads one JSON command per line on
 // stdin and prints one JSON answer per line, in order: {"ok":true,"result":…} or
 // {"ok":false,"error":"…"}. Commands name a node by its index ("node"). Keys of providers are
@@ -80,11 +80,16 @@ type command struct {
 }
 
 func main() {
-	n := flag.Int("n", 1, "number of Go DHT server nodes")
+	n := flag.Int("n", 1, "number of Go DHT nodes")
+	clients := flag.Int("clients", 0, "how many of the last nodes run in client mode")
 	flag.Parse()
 	nodes := make([]*node, 0, *n)
 	for i := 0; i < *n; i++ {
-		nd, err := newNode()
+		mode := dht.ModeServer
+		if i >= *n-*clients {
+			mode = dht.ModeClient
+		}
+		nd, err := newNode(mode)
 		if err != nil {
 			fatal(err)
 		}
@@ -144,7 +149,7 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-func newNode() (*node, error) {
+func newNode(mode dht.ModeOpt) (*node, error) {
 	h, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -157,7 +162,7 @@ func newNode() (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := dht.New(h, dht.Mode(dht.ModeServer))
+	d, err := dht.New(h, dht.Mode(mode))
 	if err != nil {
 		return nil, err
 	}

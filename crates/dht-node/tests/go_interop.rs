@@ -190,6 +190,49 @@ async fn our_client_mode_node_is_never_in_a_go_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Go peer: run `cargo xtask interop`"]
+async fn a_go_client_mode_node_is_never_in_our_tables() {
+    let mut ours: Vec<Arc<Node>> = Vec::new();
+    for i in 0..3 {
+        let node = our_server().await;
+        if i > 0 {
+            node.bootstrap(&[ours[0].info().clone()]).await.unwrap();
+        }
+        ours.push(node);
+    }
+    // Go node 0 a server (the control), node 1 a client; both join through ours[0] and walk.
+    let go = GoPeers::start_with(2, 1).await;
+    for i in 0..2 {
+        go.ok(json!({"cmd": "connect", "node": i, "peer": peer_json(ours[0].info())}))
+            .await;
+        eventually(
+            Duration::from_secs(20),
+            "Go admits the peer it dialled",
+            || async { go.table(i).await.contains(&ours[0].peer_id()) },
+        )
+        .await;
+        let key = hex_encode(&go.nodes[i].peer_id.to_bytes());
+        go.ok(json!({"cmd": "closest_peers", "node": i, "key": key}))
+            .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "our tables hold the Go server",
+        || async {
+            ours.iter()
+                .all(|n| our_table(n).contains(&go.nodes[0].peer_id))
+        },
+    )
+    .await;
+    for (i, node) in ours.iter().enumerate() {
+        assert!(
+            !our_table(node).contains(&go.nodes[1].peer_id),
+            "our server {i} admitted Go's client"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Go peer: run `cargo xtask interop`"]
 async fn closest_peers_walks_agree_over_a_mixed_network() {
     let (go, ours) = mixed(12, 12).await;
     let all: Vec<PeerId> = go
@@ -342,6 +385,20 @@ async fn go_provides_are_found_by_ours(go_servers: usize) {
             assert!(held >= 5, "{held} of our 10 servers hold {cid}");
         }
     }
+    // Go's SweepingProvider keeps the 30 keys in its schedule until told to stop.
+    let stats = go.ok(json!({"cmd": "sweep_stats", "node": 1})).await;
+    assert_eq!(stats["schedule"]["keys"], json!(30), "{stats}");
+    go.ok(json!({"cmd": "stop_providing", "node": 1, "keys": text(&swept)}))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "Go's sweep drops the keys",
+        || async {
+            let stats = go.ok(json!({"cmd": "sweep_stats", "node": 1})).await;
+            stats["schedule"]["keys"] == json!(0)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

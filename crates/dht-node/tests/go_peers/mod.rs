@@ -38,12 +38,19 @@ pub struct GoPeers {
 impl GoPeers {
     /// Starts `n` Go DHT servers and waits (at most 30 s) until they listen.
     pub async fn start(n: usize) -> GoPeers {
+        GoPeers::start_with(n, 0).await
+    }
+
+    /// Like [`GoPeers::start`], the last `clients` of the `n` nodes in client mode.
+    pub async fn start_with(n: usize, clients: usize) -> GoPeers {
         let binary = std::env::var_os(GO_PEER_ENV).unwrap_or_else(|| {
             panic!("{GO_PEER_ENV} is not set: run these tests with `cargo xtask interop`")
         });
         let mut child = Command::new(&binary)
             .arg("-n")
             .arg(n.to_string())
+            .arg("-clients")
+            .arg(clients.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
