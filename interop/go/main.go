@@ -13,6 +13,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -34,6 +37,7 @@ import (
 	"github.com/libp2p/go-libp2p-kad-dht/provider"
 	record "github.com/libp2p/go-libp2p-record"
 	ic "github.com/libp2p/go-libp2p/core/crypto"
+	cryptopb "github.com/libp2p/go-libp2p/core/crypto/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -186,6 +190,29 @@ func newKey(keyType string) (ic.PrivKey, error) {
 		err = fmt.Errorf("unknown key type %q", keyType)
 	}
 	return sk, err
+}
+
+// weakRsaPkRecord is the /pk/ record of a fresh 1024-bit RSA key, encoded by hand since
+// go-libp2p refuses to make or read RSA keys under 2048 bits.
+func weakRsaPkRecord() (any, error) {
+	sk, err := rsa.GenerateKey(crand.Reader, 1024)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(&sk.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := proto.Marshal(&cryptopb.PublicKey{Type: cryptopb.KeyType_RSA.Enum(), Data: der})
+	if err != nil {
+		return nil, err
+	}
+	id, err := mh.Sum(pub, mh.SHA2_256, -1)
+	if err != nil {
+		return nil, err
+	}
+	key := append([]byte("/pk/"), id...)
+	return map[string]string{"key": hex.EncodeToString(key), "value": hex.EncodeToString(pub)}, nil
 }
 
 func info(ai peer.AddrInfo) peerJSON {
@@ -454,8 +481,12 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		return hex.EncodeToString(value), nil
 
 	// pk_record {key_type}: this node's /pk/ record {key, value} (hex); with key_type "rsa",
-	// "secp256k1" or "ecdsa", the record of a fresh key of that type instead.
+	// "secp256k1" or "ecdsa", the record of a fresh key of that type instead; with "rsa1024",
+	// of a 1024-bit RSA key, which go-libp2p refuses.
 	case "pk_record":
+		if c.KeyType == "rsa1024" {
+			return weakRsaPkRecord()
+		}
 		pk := nd.host.Peerstore().PubKey(nd.host.ID())
 		if c.KeyType != "" {
 			sk, err := newKey(c.KeyType)

@@ -776,8 +776,8 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     assert_eq!(go_get().await, by_seq[2]["value"].as_str().unwrap());
     assert_eq!(our_get().await, by_seq[2]["value"].as_str().unwrap());
 
-    // Expired (valid signature, EOL a minute ago) and mismatched (/pk/ of one peer holding
-    // another's key) records: both validators and both servers refuse them.
+    // Expired (valid signature, EOL a minute ago), mismatched (/pk/ of one peer holding
+    // another's key) and weak-key records: both validators and both servers refuse them.
     let expired = go
         .ok(json!({"cmd": "ipns_record", "value": path(0), "eol": -60}))
         .await;
@@ -785,7 +785,15 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     pk_key.extend(go.nodes[0].peer_id.to_bytes());
     let other = go.ok(json!({"cmd": "pk_record", "node": 1})).await;
     let mismatched = json!({"key": hex_encode(&pk_key), "value": other["value"]});
-    for (what, bad) in [("expired", &expired), ("mismatched", &mismatched)] {
+    // go-libp2p refuses RSA keys under 2048 bits.
+    let weak_rsa = go
+        .ok(json!({"cmd": "pk_record", "node": 0, "key_type": "rsa1024"}))
+        .await;
+    for (what, bad) in [
+        ("expired", &expired),
+        ("mismatched", &mismatched),
+        ("1024-bit RSA", &weak_rsa),
+    ] {
         let verdict = go
             .ok(json!({"cmd": "validate", "key": bad["key"], "value": bad["value"]}))
             .await;
