@@ -315,6 +315,32 @@ async fn our_sweep_provides_10000_keys_that_go_finds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Go peer: run `cargo xtask interop`"]
+async fn our_per_key_provides_are_found_by_go() {
+    let go = GoPeers::start(10).await;
+    go.ok(json!({"cmd": "mesh"})).await;
+    let ours = NodeBuilder::local()
+        .legacy_provider(dht_provider::LegacyConfig::default())
+        .build()
+        .await
+        .unwrap();
+    ours.bootstrap(&go.nodes[..1]).await.unwrap();
+    let keys = cids("per-key-into-go", 30);
+    let mhs: Vec<_> = keys.iter().map(|k| k.1).collect();
+    ours.provider().start_providing(false, &mhs).await.unwrap();
+    let text: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let found = go
+        .ok(json!({"cmd": "find_providers", "node": 4, "keys": text, "count": 1}))
+        .await;
+    for (cid, provs) in text.iter().zip(found.as_array().unwrap()) {
+        assert!(
+            go_peers::ids(provs).contains(&ours.peer_id()),
+            "Go did not find us for {cid}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Go peer: run `cargo xtask interop`"]
 async fn go_legacy_and_sweeping_provides_into_our_servers_are_found_by_ours() {
     go_provides_are_found_by_ours(0).await;
 }
