@@ -30,6 +30,7 @@ import (
 	"github.com/ipfs/boxo/path"
 	drclient "github.com/ipfs/boxo/routing/http/client"
 	"github.com/ipfs/boxo/routing/http/types"
+	"github.com/ipfs/boxo/routing/http/types/iter"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -215,6 +216,32 @@ func weakRsaPkRecord() (any, error) {
 	return map[string]string{"key": hex.EncodeToString(key), "value": hex.EncodeToString(pub)}, nil
 }
 
+// peerRecords drains a Delegated Routing V1 answer: the peer records that asPeer finds in
+// it, or its first error.
+func peerRecords[T any](it iter.ResultIter[T], asPeer func(T) *types.PeerRecord) ([]peerJSON, error) {
+	defer it.Close()
+	records := []peerJSON{}
+	for it.Next() {
+		r := it.Val()
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		pr := asPeer(r.Val)
+		if pr == nil {
+			continue
+		}
+		p := peerJSON{Addrs: []string{}}
+		if pr.ID != nil {
+			p.ID = pr.ID.String()
+		}
+		for _, a := range pr.Addrs {
+			p.Addrs = append(p.Addrs, a.String())
+		}
+		records = append(records, p)
+	}
+	return records, nil
+}
+
 func info(ai peer.AddrInfo) peerJSON {
 	p := peerJSON{ID: ai.ID.String(), Addrs: []string{}}
 	for _, a := range ai.Addrs {
@@ -292,6 +319,29 @@ func parallel(n, width int, f func(i int) error) error {
 	close(next)
 	wg.Wait()
 	return first
+}
+
+// messenger learns the peer's addresses and returns its id with a messenger over this node's
+// message sender (which keeps one stream per peer and reuses it).
+func (nd *node) messenger(p *peerJSON) (peer.ID, *pb.ProtocolMessenger, error) {
+	ai, err := parsePeer(p)
+	if err != nil {
+		return "", nil, err
+	}
+	nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+	pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
+	return ai.ID, pm, err
+}
+
+// keyValue decodes the command's hex key and, if it has one, its hex value.
+func keyValue(c *command) (key, value []byte, err error) {
+	if key, err = hex.DecodeString(c.Key); err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
+	}
+	if value, err = hex.DecodeString(c.Value); err != nil {
+		return nil, nil, fmt.Errorf("value: %w", err)
+	}
+	return key, value, nil
 }
 
 func (nd *node) sweeper() (*provider.SweepingProvider, error) {
@@ -442,7 +492,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// closest_peers {key}: Go's closest-peers walk for the key bytes (hex).
 	case "closest_peers":
-		key, err := hex.DecodeString(c.Key)
+		key, _, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -458,11 +508,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// put_value {key, value}: PutValue of the record (hex key and value).
 	case "put_value":
-		key, err := hex.DecodeString(c.Key)
-		if err != nil {
-			return nil, err
-		}
-		value, err := hex.DecodeString(c.Value)
+		key, value, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -470,7 +516,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// get_value {key}: GetValue of the key (hex); the value in hex.
 	case "get_value":
-		key, err := hex.DecodeString(c.Key)
+		key, _, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -565,11 +611,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// validate {key, value}: whether Go's validator of this DHT accepts the record.
 	case "validate":
-		key, err := hex.DecodeString(c.Key)
-		if err != nil {
-			return nil, err
-		}
-		value, err := hex.DecodeString(c.Value)
+		key, value, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -581,23 +623,18 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 	// send_get_providers {peer, key, times}: GET_PROVIDERS for the CID, sent `times` times
 	// in a row to the peer over Go's message sender (which reuses one stream per peer).
 	case "send_get_providers":
-		ai, err := parsePeer(c.Peer)
-		if err != nil {
-			return nil, err
-		}
 		k, err := cid.Decode(c.Key)
 		if err != nil {
 			return nil, err
 		}
-		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
-		pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
+		id, pm, err := nd.messenger(c.Peer)
 		if err != nil {
 			return nil, err
 		}
 		times := max(c.Times, 1)
 		var answers []map[string]int
 		for i := 0; i < times; i++ {
-			provs, closer, err := pm.GetProviders(ctx, ai.ID, k.Hash())
+			provs, closer, err := pm.GetProviders(ctx, id, k.Hash())
 			if err != nil {
 				return nil, fmt.Errorf("request %d: %w", i, err)
 			}
@@ -608,41 +645,31 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 	// send_put_value {peer, key, value}: one PUT_VALUE of the record to the peer, without
 	// validating it first; an error when the peer refuses it.
 	case "send_put_value":
-		ai, err := parsePeer(c.Peer)
+		key, value, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
-		key, err := hex.DecodeString(c.Key)
+		id, pm, err := nd.messenger(c.Peer)
 		if err != nil {
 			return nil, err
 		}
-		value, err := hex.DecodeString(c.Value)
-		if err != nil {
-			return nil, err
-		}
-		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
-		pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
-		if err != nil {
-			return nil, err
-		}
-		return nil, pm.PutValue(ctx, ai.ID, record.MakePutRecord(string(key), value))
+		return nil, pm.PutValue(ctx, id, record.MakePutRecord(string(key), value))
 
 	// send_find_node {peer, key, times}: FIND_NODE for the key (hex), `times` times in a row.
 	case "send_find_node":
-		ai, err := parsePeer(c.Peer)
+		key, _, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
-		key, err := hex.DecodeString(c.Key)
+		id, _, err := nd.messenger(c.Peer)
 		if err != nil {
 			return nil, err
 		}
-		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
 		times := max(c.Times, 1)
 		var answers [][]string
 		for i := 0; i < times; i++ {
 			msg := pb.NewMessage(pb.Message_FIND_NODE, key, 0)
-			resp, err := nd.dht.MessageSender().SendRequest(ctx, ai.ID, msg)
+			resp, err := nd.dht.MessageSender().SendRequest(ctx, id, msg)
 			if err != nil {
 				return nil, fmt.Errorf("request %d: %w", i, err)
 			}
@@ -683,17 +710,6 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		if err != nil {
 			return nil, err
 		}
-		var records []peerJSON
-		add := func(r *types.PeerRecord) {
-			p := peerJSON{Addrs: []string{}}
-			if r.ID != nil {
-				p.ID = r.ID.String()
-			}
-			for _, a := range r.Addrs {
-				p.Addrs = append(p.Addrs, a.String())
-			}
-			records = append(records, p)
-		}
 		if c.Cmd == "http_providers" {
 			k, err := cid.Decode(c.Key)
 			if err != nil {
@@ -703,38 +719,20 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 			if err != nil {
 				return nil, err
 			}
-			defer it.Close()
-			for it.Next() {
-				r := it.Val()
-				if r.Err != nil {
-					return nil, r.Err
-				}
-				if pr, ok := r.Val.(*types.PeerRecord); ok {
-					add(pr)
-				}
-			}
-		} else {
-			id, err := peer.Decode(c.Peer.ID)
-			if err != nil {
-				return nil, err
-			}
-			it, err := client.FindPeers(ctx, id)
-			if err != nil {
-				return nil, err
-			}
-			defer it.Close()
-			for it.Next() {
-				r := it.Val()
-				if r.Err != nil {
-					return nil, r.Err
-				}
-				add(r.Val)
-			}
+			return peerRecords(it, func(r types.Record) *types.PeerRecord {
+				pr, _ := r.(*types.PeerRecord)
+				return pr
+			})
 		}
-		if records == nil {
-			records = []peerJSON{}
+		id, err := peer.Decode(c.Peer.ID)
+		if err != nil {
+			return nil, err
 		}
-		return records, nil
+		it, err := client.FindPeers(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return peerRecords(it, func(r *types.PeerRecord) *types.PeerRecord { return r })
 	}
 	return nil, fmt.Errorf("unknown command %q", c.Cmd)
 }

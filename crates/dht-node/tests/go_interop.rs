@@ -21,7 +21,7 @@ use dht_proto::{Key, PeerId, PeerInfo, ProviderRecord, Record, Request, Response
 use dht_provider::DhtProvider;
 use dht_routing_table::{Clock, RoutingTable, SystemClock};
 use futures::StreamExt;
-use go_peers::{GoPeers, cids, eventually, peer_json};
+use go_peers::{GoPeers, cids, eventually, peer_json, record};
 use libp2p::identity::Keypair;
 use serde_json::json;
 
@@ -33,6 +33,19 @@ fn now() -> u64 {
 /// One of our servers on 127.0.0.1, in memory, no bootstrap peers.
 async fn our_server() -> Arc<Node> {
     NodeBuilder::local().build().await.unwrap()
+}
+
+/// `n` of our servers, each bootstrapped from the first.
+async fn our_network(n: usize) -> Vec<Arc<Node>> {
+    let mut ours: Vec<Arc<Node>> = Vec::new();
+    for i in 0..n {
+        let node = our_server().await;
+        if i > 0 {
+            node.bootstrap(&[ours[0].info().clone()]).await.unwrap();
+        }
+        ours.push(node);
+    }
+    ours
 }
 
 /// Ids in our node's routing table.
@@ -92,30 +105,13 @@ async fn our_node_joins_a_network_of_go_servers() {
     )
     .await;
     // Go adds a peer only after identify, and its lookup check (a FIND_NODE we answer).
-    eventually(
-        Duration::from_secs(30),
-        "every Go table holds our node",
-        || async {
-            go.tables()
-                .await
-                .iter()
-                .all(|t| t.contains(&ours.peer_id()))
-        },
-    )
-    .await;
+    go.admitted(None, ours.peer_id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Go peer: run `cargo xtask interop`"]
 async fn go_servers_join_a_network_of_ours() {
-    let mut ours: Vec<Arc<Node>> = Vec::new();
-    for i in 0..5 {
-        let node = our_server().await;
-        if i > 0 {
-            node.bootstrap(&[ours[0].info().clone()]).await.unwrap();
-        }
-        ours.push(node);
-    }
+    let ours = our_network(5).await;
     for node in &ours {
         node.self_lookup().await.unwrap();
     }
@@ -123,13 +119,7 @@ async fn go_servers_join_a_network_of_ours() {
     for i in 0..3 {
         go.ok(json!({"cmd": "connect", "node": i, "peer": peer_json(ours[0].info())}))
             .await;
-        // Go admits a peer after identify and its lookup check, in the background.
-        eventually(
-            Duration::from_secs(20),
-            "Go admits the peer it dialled",
-            || async { go.table(i).await.contains(&ours[0].peer_id()) },
-        )
-        .await;
+        go.admitted(Some(i), ours[0].peer_id()).await;
         go.ok(json!({"cmd": "refresh", "node": i})).await;
     }
     let our_ids: HashSet<PeerId> = ours.iter().map(|n| n.peer_id()).collect();
@@ -162,17 +152,7 @@ async fn our_client_mode_node_is_never_in_a_go_table() {
     // A server that does the same is admitted: the time it takes bounds the wait below.
     let server = our_server().await;
     server.bootstrap(&go.nodes[..1]).await.unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "every Go table holds our server",
-        || async {
-            go.tables()
-                .await
-                .iter()
-                .all(|t| t.contains(&server.peer_id()))
-        },
-    )
-    .await;
+    go.admitted(None, server.peer_id()).await;
     client.self_lookup().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let connected = client.transport().connected_peers().await.unwrap();
@@ -191,25 +171,13 @@ async fn our_client_mode_node_is_never_in_a_go_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Go peer: run `cargo xtask interop`"]
 async fn a_go_client_mode_node_is_never_in_our_tables() {
-    let mut ours: Vec<Arc<Node>> = Vec::new();
-    for i in 0..3 {
-        let node = our_server().await;
-        if i > 0 {
-            node.bootstrap(&[ours[0].info().clone()]).await.unwrap();
-        }
-        ours.push(node);
-    }
+    let ours = our_network(3).await;
     // Go node 0 a server (the control), node 1 a client; both join through ours[0] and walk.
     let go = GoPeers::start_with(2, 1).await;
     for i in 0..2 {
         go.ok(json!({"cmd": "connect", "node": i, "peer": peer_json(ours[0].info())}))
             .await;
-        eventually(
-            Duration::from_secs(20),
-            "Go admits the peer it dialled",
-            || async { go.table(i).await.contains(&ours[0].peer_id()) },
-        )
-        .await;
+        go.admitted(Some(i), ours[0].peer_id()).await;
         let key = hex_encode(&go.nodes[i].peer_id.to_bytes());
         go.ok(json!({"cmd": "closest_peers", "node": i, "key": key}))
             .await;
@@ -448,12 +416,6 @@ async fn pk_and_ipns_records_both_ways_and_invalid_ones_refused() {
     for i in 0..4 {
         go.ok(json!({"cmd": "refresh", "node": i})).await;
     }
-    let record = |v: &serde_json::Value| {
-        Record::new(
-            hex_decode(v["key"].as_str().unwrap()).unwrap(),
-            hex_decode(v["value"].as_str().unwrap()).unwrap(),
-        )
-    };
 
     // Go's /pk/ record, put by Go, got by ours.
     let pk = go.ok(json!({"cmd": "pk_record", "node": 0})).await;
@@ -748,12 +710,6 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     let (go, ours) = mixed(4, 4).await;
     let seed = hex_encode(&[7u8; 32]);
     let path = |i: usize| format!("/ipfs/{}", cids("ipns-seq", 4)[i].0);
-    let record = |v: &serde_json::Value| {
-        Record::new(
-            hex_decode(v["key"].as_str().unwrap()).unwrap(),
-            hex_decode(v["value"].as_str().unwrap()).unwrap(),
-        )
-    };
     let mut by_seq = Vec::new();
     for seq in 1..=3 {
         by_seq.push(
@@ -879,12 +835,6 @@ async fn records_of_rsa_secp256k1_and_ecdsa_keys_both_ways() {
     // Go accepts every libp2p key type in /pk/ and IPNS records; many Amino peers and IPNS
     // names have RSA keys.
     let (go, ours) = mixed(3, 3).await;
-    let record = |v: &serde_json::Value| {
-        Record::new(
-            hex_decode(v["key"].as_str().unwrap()).unwrap(),
-            hex_decode(v["value"].as_str().unwrap()).unwrap(),
-        )
-    };
     let path = format!("/ipfs/{}", cids("key-types", 1)[0].0);
     for key_type in ["rsa", "secp256k1", "ecdsa"] {
         let pk = go
