@@ -1,8 +1,8 @@
-// Command kadpeers runs N go-libp2p-kad-dht server nodes in one process, for the interop
-// tests and the side-by-side bench of amino-dht-rs. It is test tooling, not a product.
+// Command kadpeers runs N go-libp2p-kad-dht nodes in one process, for the interop tests and
+// the side-by-side bench of amino-dht-rs. It is test tooling, not a product.
 //
 // Every node listens on 127.0.0.1 (TCP, noise, yamux) and speaks /ipfs/kad/1.0.0 in server
-// mode, with no bootstrap peers. On start the program prints one JSON line
+// mode (the last -clients nodes in client mode), with no bootstrap peers. On start the program prints one JSON line
 // {"ready":true,"nodes":[{"id":…,"addrs":[…]},…]}; then it reads one JSON command per line on
 // stdin and prints one JSON answer per line, in order: {"ok":true,"result":…} or
 // {"ok":false,"error":"…"}. Commands name a node by its index ("node"). Keys of providers are
@@ -13,6 +13,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -27,6 +30,7 @@ import (
 	"github.com/ipfs/boxo/path"
 	drclient "github.com/ipfs/boxo/routing/http/client"
 	"github.com/ipfs/boxo/routing/http/types"
+	"github.com/ipfs/boxo/routing/http/types/iter"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -34,6 +38,7 @@ import (
 	"github.com/libp2p/go-libp2p-kad-dht/provider"
 	record "github.com/libp2p/go-libp2p-record"
 	ic "github.com/libp2p/go-libp2p/core/crypto"
+	cryptopb "github.com/libp2p/go-libp2p/core/crypto/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -76,14 +81,20 @@ type command struct {
 	Seed     string    `json:"seed,omitempty"`
 	Seq      uint64    `json:"seq,omitempty"`
 	EOL      int64     `json:"eol,omitempty"`
+	KeyType  string    `json:"key_type,omitempty"`
 }
 
 func main() {
-	n := flag.Int("n", 1, "number of Go DHT server nodes")
+	n := flag.Int("n", 1, "number of Go DHT nodes")
+	clients := flag.Int("clients", 0, "how many of the last nodes run in client mode")
 	flag.Parse()
 	nodes := make([]*node, 0, *n)
 	for i := 0; i < *n; i++ {
-		nd, err := newNode()
+		mode := dht.ModeServer
+		if i >= *n-*clients {
+			mode = dht.ModeClient
+		}
+		nd, err := newNode(mode)
 		if err != nil {
 			fatal(err)
 		}
@@ -143,7 +154,7 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-func newNode() (*node, error) {
+func newNode(mode dht.ModeOpt) (*node, error) {
 	h, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -156,11 +167,97 @@ func newNode() (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := dht.New(h, dht.Mode(dht.ModeServer))
+	d, err := dht.New(h, dht.Mode(mode))
 	if err != nil {
 		return nil, err
 	}
 	return &node{host: h, dht: d}, nil
+}
+
+// newKey is a fresh private key of the libp2p key type named (default ed25519).
+func newKey(keyType string) (ic.PrivKey, error) {
+	var sk ic.PrivKey
+	var err error
+	switch keyType {
+	case "", "ed25519":
+		sk, _, err = ic.GenerateEd25519Key(nil)
+	case "rsa":
+		sk, _, err = ic.GenerateKeyPair(ic.RSA, 2048)
+	case "secp256k1":
+		sk, _, err = ic.GenerateKeyPair(ic.Secp256k1, 0)
+	case "ecdsa":
+		sk, _, err = ic.GenerateKeyPair(ic.ECDSA, 0)
+	default:
+		err = fmt.Errorf("unknown key type %q", keyType)
+	}
+	return sk, err
+}
+
+// weakRsaPkRecord is the /pk/ record of a fresh 1024-bit RSA key, encoded by hand since
+// go-libp2p refuses to make or read RSA keys under 2048 bits.
+func weakRsaPkRecord() (any, error) {
+	sk, err := rsa.GenerateKey(crand.Reader, 1024)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(&sk.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := proto.Marshal(&cryptopb.PublicKey{Type: cryptopb.KeyType_RSA.Enum(), Data: der})
+	if err != nil {
+		return nil, err
+	}
+	id, err := mh.Sum(pub, mh.SHA2_256, -1)
+	if err != nil {
+		return nil, err
+	}
+	key := append([]byte("/pk/"), id...)
+	return map[string]string{"key": hex.EncodeToString(key), "value": hex.EncodeToString(pub)}, nil
+}
+
+// peerRecords drains a Delegated Routing V1 answer: the peer records that asPeer finds in
+// it, or its first error.
+func peerRecords[T any](it iter.ResultIter[T], asPeer func(T) *types.PeerRecord) ([]peerJSON, error) {
+	defer it.Close()
+	records := []peerJSON{}
+	for it.Next() {
+		r := it.Val()
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		pr := asPeer(r.Val)
+		if pr == nil {
+			continue
+		}
+		p := peerJSON{Addrs: []string{}}
+		if pr.ID != nil {
+			p.ID = pr.ID.String()
+		}
+		for _, a := range pr.Addrs {
+			p.Addrs = append(p.Addrs, a.String())
+		}
+		records = append(records, p)
+	}
+	return records, nil
+}
+
+// connect dials the peer, ignoring the dial backoff of an earlier failed dial (a dial of the
+// DHT's own, crossing another on loopback), with up to three tries.
+func connect(ctx context.Context, h host.Host, ai peer.AddrInfo) error {
+	ctx = network.WithForceDirectDial(ctx, "interop test")
+	var err error
+	for try := 0; try < 3; try++ {
+		if err = h.Connect(ctx, ai); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 func info(ai peer.AddrInfo) peerJSON {
@@ -242,6 +339,29 @@ func parallel(n, width int, f func(i int) error) error {
 	return first
 }
 
+// messenger learns the peer's addresses and returns its id with a messenger over this node's
+// message sender (which keeps one stream per peer and reuses it).
+func (nd *node) messenger(p *peerJSON) (peer.ID, *pb.ProtocolMessenger, error) {
+	ai, err := parsePeer(p)
+	if err != nil {
+		return "", nil, err
+	}
+	nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+	pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
+	return ai.ID, pm, err
+}
+
+// keyValue decodes the command's hex key and, if it has one, its hex value.
+func keyValue(c *command) (key, value []byte, err error) {
+	if key, err = hex.DecodeString(c.Key); err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
+	}
+	if value, err = hex.DecodeString(c.Value); err != nil {
+		return nil, nil, fmt.Errorf("value: %w", err)
+	}
+	return key, value, nil
+}
+
 func (nd *node) sweeper() (*provider.SweepingProvider, error) {
 	if nd.sweep != nil {
 		return nd.sweep, nil
@@ -273,13 +393,13 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		if err != nil {
 			return nil, err
 		}
-		return nil, nd.host.Connect(ctx, ai)
+		return nil, connect(ctx, nd.host, ai)
 
 	// mesh: connects every node to every other node of this process, then refreshes each table.
 	case "mesh":
 		for i, a := range nodes {
 			for _, b := range nodes[i+1:] {
-				if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
+				if err := connect(ctx, a.host, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
 					return nil, err
 				}
 			}
@@ -395,7 +515,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// closest_peers {key}: Go's closest-peers walk for the key bytes (hex).
 	case "closest_peers":
-		key, err := hex.DecodeString(c.Key)
+		key, _, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -411,11 +531,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// put_value {key, value}: PutValue of the record (hex key and value).
 	case "put_value":
-		key, err := hex.DecodeString(c.Key)
-		if err != nil {
-			return nil, err
-		}
-		value, err := hex.DecodeString(c.Value)
+		key, value, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -423,7 +539,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// get_value {key}: GetValue of the key (hex); the value in hex.
 	case "get_value":
-		key, err := hex.DecodeString(c.Key)
+		key, _, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -433,19 +549,37 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		}
 		return hex.EncodeToString(value), nil
 
-	// pk_record: this node's /pk/ record {key, value} (hex).
+	// pk_record {key_type}: this node's /pk/ record {key, value} (hex); with key_type "rsa",
+	// "secp256k1" or "ecdsa", the record of a fresh key of that type instead; with "rsa1024",
+	// of a 1024-bit RSA key, which go-libp2p refuses.
 	case "pk_record":
-		pub, err := ic.MarshalPublicKey(nd.host.Peerstore().PubKey(nd.host.ID()))
+		if c.KeyType == "rsa1024" {
+			return weakRsaPkRecord()
+		}
+		pk := nd.host.Peerstore().PubKey(nd.host.ID())
+		if c.KeyType != "" {
+			sk, err := newKey(c.KeyType)
+			if err != nil {
+				return nil, err
+			}
+			pk = sk.GetPublic()
+		}
+		id, err := peer.IDFromPublicKey(pk)
 		if err != nil {
 			return nil, err
 		}
-		key := "/pk/" + string(nd.host.ID())
+		pub, err := ic.MarshalPublicKey(pk)
+		if err != nil {
+			return nil, err
+		}
+		key := "/pk/" + string(id)
 		return map[string]string{"key": hex.EncodeToString([]byte(key)), "value": hex.EncodeToString(pub)}, nil
 
 	// ipns_record {value, seed, seq, eol, invalid}: an IPNS record made with boxo/ipns that
 	// points to the path `value`, with sequence number `seq`, valid until `eol` seconds from
 	// now (default 3600; negative: expired), for the name of the ed25519 key made from `seed`
-	// (hex, 32 bytes; default a fresh key); with invalid, its signature is broken.
+	// (hex, 32 bytes; default a fresh key of key_type, ed25519 by default); with invalid,
+	// its signature is broken.
 	case "ipns_record":
 		var sk ic.PrivKey
 		var err error
@@ -458,7 +592,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 			if err != nil {
 				return nil, err
 			}
-		} else if sk, _, err = ic.GenerateEd25519Key(nil); err != nil {
+		} else if sk, err = newKey(c.KeyType); err != nil {
 			return nil, err
 		}
 		eol := time.Hour
@@ -500,11 +634,7 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 
 	// validate {key, value}: whether Go's validator of this DHT accepts the record.
 	case "validate":
-		key, err := hex.DecodeString(c.Key)
-		if err != nil {
-			return nil, err
-		}
-		value, err := hex.DecodeString(c.Value)
+		key, value, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
@@ -516,23 +646,18 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 	// send_get_providers {peer, key, times}: GET_PROVIDERS for the CID, sent `times` times
 	// in a row to the peer over Go's message sender (which reuses one stream per peer).
 	case "send_get_providers":
-		ai, err := parsePeer(c.Peer)
-		if err != nil {
-			return nil, err
-		}
 		k, err := cid.Decode(c.Key)
 		if err != nil {
 			return nil, err
 		}
-		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
-		pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
+		id, pm, err := nd.messenger(c.Peer)
 		if err != nil {
 			return nil, err
 		}
 		times := max(c.Times, 1)
 		var answers []map[string]int
 		for i := 0; i < times; i++ {
-			provs, closer, err := pm.GetProviders(ctx, ai.ID, k.Hash())
+			provs, closer, err := pm.GetProviders(ctx, id, k.Hash())
 			if err != nil {
 				return nil, fmt.Errorf("request %d: %w", i, err)
 			}
@@ -543,41 +668,31 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 	// send_put_value {peer, key, value}: one PUT_VALUE of the record to the peer, without
 	// validating it first; an error when the peer refuses it.
 	case "send_put_value":
-		ai, err := parsePeer(c.Peer)
+		key, value, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
-		key, err := hex.DecodeString(c.Key)
+		id, pm, err := nd.messenger(c.Peer)
 		if err != nil {
 			return nil, err
 		}
-		value, err := hex.DecodeString(c.Value)
-		if err != nil {
-			return nil, err
-		}
-		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
-		pm, err := pb.NewProtocolMessenger(nd.dht.MessageSender())
-		if err != nil {
-			return nil, err
-		}
-		return nil, pm.PutValue(ctx, ai.ID, record.MakePutRecord(string(key), value))
+		return nil, pm.PutValue(ctx, id, record.MakePutRecord(string(key), value))
 
 	// send_find_node {peer, key, times}: FIND_NODE for the key (hex), `times` times in a row.
 	case "send_find_node":
-		ai, err := parsePeer(c.Peer)
+		key, _, err := keyValue(c)
 		if err != nil {
 			return nil, err
 		}
-		key, err := hex.DecodeString(c.Key)
+		id, _, err := nd.messenger(c.Peer)
 		if err != nil {
 			return nil, err
 		}
-		nd.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
 		times := max(c.Times, 1)
 		var answers [][]string
 		for i := 0; i < times; i++ {
 			msg := pb.NewMessage(pb.Message_FIND_NODE, key, 0)
-			resp, err := nd.dht.MessageSender().SendRequest(ctx, ai.ID, msg)
+			resp, err := nd.dht.MessageSender().SendRequest(ctx, id, msg)
 			if err != nil {
 				return nil, fmt.Errorf("request %d: %w", i, err)
 			}
@@ -618,17 +733,6 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		if err != nil {
 			return nil, err
 		}
-		var records []peerJSON
-		add := func(r *types.PeerRecord) {
-			p := peerJSON{Addrs: []string{}}
-			if r.ID != nil {
-				p.ID = r.ID.String()
-			}
-			for _, a := range r.Addrs {
-				p.Addrs = append(p.Addrs, a.String())
-			}
-			records = append(records, p)
-		}
 		if c.Cmd == "http_providers" {
 			k, err := cid.Decode(c.Key)
 			if err != nil {
@@ -638,38 +742,20 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 			if err != nil {
 				return nil, err
 			}
-			defer it.Close()
-			for it.Next() {
-				r := it.Val()
-				if r.Err != nil {
-					return nil, r.Err
-				}
-				if pr, ok := r.Val.(*types.PeerRecord); ok {
-					add(pr)
-				}
-			}
-		} else {
-			id, err := peer.Decode(c.Peer.ID)
-			if err != nil {
-				return nil, err
-			}
-			it, err := client.FindPeers(ctx, id)
-			if err != nil {
-				return nil, err
-			}
-			defer it.Close()
-			for it.Next() {
-				r := it.Val()
-				if r.Err != nil {
-					return nil, r.Err
-				}
-				add(r.Val)
-			}
+			return peerRecords(it, func(r types.Record) *types.PeerRecord {
+				pr, _ := r.(*types.PeerRecord)
+				return pr
+			})
 		}
-		if records == nil {
-			records = []peerJSON{}
+		id, err := peer.Decode(c.Peer.ID)
+		if err != nil {
+			return nil, err
 		}
-		return records, nil
+		it, err := client.FindPeers(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return peerRecords(it, func(r *types.PeerRecord) *types.PeerRecord { return r })
 	}
 	return nil, fmt.Errorf("unknown command %q", c.Cmd)
 }

@@ -37,8 +37,8 @@ pub enum ValidationError {
     /// A public key that does not decode.
     #[error("invalid public key: {0}")]
     InvalidPublicKey(String),
-    /// A public key of a type this build cannot check (only Ed25519 is enabled in the
-    /// workspace's `libp2p-identity`), or of an unknown type.
+    /// A public key of a type this build cannot check (a `libp2p-identity` key type the
+    /// workspace does not enable), or of an unknown type.
     #[error("unsupported public key type {0}")]
     UnsupportedKeyType(String),
     /// The public key does not belong to the key the record is stored under.
@@ -262,20 +262,86 @@ pub(crate) fn decode_public_key(bytes: &[u8]) -> Result<PublicKey, ValidationErr
             "unknown ({key_type})"
         )));
     };
-    PublicKey::try_decode_protobuf(bytes).map_err(|e| {
+    let pk = PublicKey::try_decode_protobuf(bytes).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("is not enabled") {
             ValidationError::UnsupportedKeyType(name.to_owned())
         } else {
             ValidationError::InvalidPublicKey(format!("{name}: {msg}"))
         }
-    })
+    })?;
+    if let Ok(rsa) = pk.clone().try_into_rsa() {
+        let bits = der_first_integer_bits(&rsa.encode_pkcs1())
+            .ok_or(ValidationError::Malformed("RSA public key"))?;
+        if !RSA_KEY_BITS.contains(&bits) {
+            return Err(ValidationError::InvalidPublicKey(format!(
+                "RSA key of {bits} bits (go-libp2p accepts 2048 to 8192)"
+            )));
+        }
+    }
+    Ok(pk)
+}
+
+/// The RSA modulus sizes go-libp2p accepts (`MinRsaKeyBits`, `maxRsaKeyBits`).
+const RSA_KEY_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+
+/// The bit length of the first INTEGER of a DER SEQUENCE: the modulus of a PKCS#1
+/// `RSAPublicKey { modulus, publicExponent }`.
+fn der_first_integer_bits(der: &[u8]) -> Option<usize> {
+    /// A tag, a DER length (short or long form) and the rest after the length.
+    fn header(der: &[u8], tag: u8) -> Option<(usize, &[u8])> {
+        let (&t, rest) = der.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        if t != tag {
+            return None;
+        }
+        if first < 0x80 {
+            return Some((usize::from(first), rest));
+        }
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (len, rest) = (rest.get(..n)?, rest.get(n..)?);
+        Some((
+            len.iter().fold(0, |acc, &b| acc << 8 | usize::from(b)),
+            rest,
+        ))
+    }
+    let (_, seq) = header(der, 0x30)?;
+    let (len, rest) = header(seq, 0x02)?;
+    let int = rest.get(..len)?;
+    let start = int.iter().position(|&b| b != 0)?;
+    let top = *int.get(start)?;
+    Some((int.len() - start) * 8 - top.leading_zeros() as usize)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use dht_proto::libp2p_identity::Keypair;
+
+    #[test]
+    fn der_integer_bits() {
+        // SEQUENCE { INTEGER 0x00 0x80 0x01, INTEGER 3 }: a 16-bit first integer.
+        assert_eq!(
+            der_first_integer_bits(&[0x30, 0x08, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x01, 0x03]),
+            Some(16)
+        );
+        // Long-form lengths: a 2048-bit modulus (0x00 then 256 bytes, top bit set).
+        let mut der = vec![0x30, 0x82, 0x01, 0x09, 0x02, 0x82, 0x01, 0x01, 0x00, 0xc0];
+        der.extend([0x11; 255]);
+        der.extend([0x02, 0x01, 0x03]);
+        assert_eq!(der_first_integer_bits(&der), Some(2048));
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x31, 0x03, 0x02, 0x01, 0x01],
+            &[0x30, 0x03, 0x02, 0x05, 0x01],
+        ] {
+            assert_eq!(der_first_integer_bits(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn split_key_cases() {
@@ -345,7 +411,7 @@ mod tests {
             &proto_key(9, &[1; 32]),
             Err(ValidationError::UnsupportedKeyType("unknown (9)".into())),
         );
-        // Secp256k1 keys need a libp2p-identity feature the workspace does not enable.
+        // A Secp256k1 key that is not the key's: refused whether or not it decodes.
         let secp = proto_key(2, &[2; 33]);
         assert!(matches!(
             PublicKeyValidator.validate(&key, &secp, 0),

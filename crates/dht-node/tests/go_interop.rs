@@ -21,7 +21,7 @@ use dht_proto::{Key, PeerId, PeerInfo, ProviderRecord, Record, Request, Response
 use dht_provider::DhtProvider;
 use dht_routing_table::{Clock, RoutingTable, SystemClock};
 use futures::StreamExt;
-use go_peers::{GoPeers, cids, eventually, peer_json};
+use go_peers::{GoPeers, cids, eventually, peer_json, record};
 use libp2p::identity::Keypair;
 use serde_json::json;
 
@@ -33,6 +33,19 @@ fn now() -> u64 {
 /// One of our servers on 127.0.0.1, in memory, no bootstrap peers.
 async fn our_server() -> Arc<Node> {
     NodeBuilder::local().build().await.unwrap()
+}
+
+/// `n` of our servers, each bootstrapped from the first.
+async fn our_network(n: usize) -> Vec<Arc<Node>> {
+    let mut ours: Vec<Arc<Node>> = Vec::new();
+    for i in 0..n {
+        let node = our_server().await;
+        if i > 0 {
+            node.bootstrap(&[ours[0].info().clone()]).await.unwrap();
+        }
+        ours.push(node);
+    }
+    ours
 }
 
 /// Ids in our node's routing table.
@@ -92,30 +105,13 @@ async fn our_node_joins_a_network_of_go_servers() {
     )
     .await;
     // Go adds a peer only after identify, and its lookup check (a FIND_NODE we answer).
-    eventually(
-        Duration::from_secs(30),
-        "every Go table holds our node",
-        || async {
-            go.tables()
-                .await
-                .iter()
-                .all(|t| t.contains(&ours.peer_id()))
-        },
-    )
-    .await;
+    go.admitted(None, ours.peer_id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Go peer: run `cargo xtask interop`"]
 async fn go_servers_join_a_network_of_ours() {
-    let mut ours: Vec<Arc<Node>> = Vec::new();
-    for i in 0..5 {
-        let node = our_server().await;
-        if i > 0 {
-            node.bootstrap(&[ours[0].info().clone()]).await.unwrap();
-        }
-        ours.push(node);
-    }
+    let ours = our_network(5).await;
     for node in &ours {
         node.self_lookup().await.unwrap();
     }
@@ -123,13 +119,7 @@ async fn go_servers_join_a_network_of_ours() {
     for i in 0..3 {
         go.ok(json!({"cmd": "connect", "node": i, "peer": peer_json(ours[0].info())}))
             .await;
-        // Go admits a peer after identify and its lookup check, in the background.
-        eventually(
-            Duration::from_secs(20),
-            "Go admits the peer it dialled",
-            || async { go.table(i).await.contains(&ours[0].peer_id()) },
-        )
-        .await;
+        go.admitted(Some(i), ours[0].peer_id()).await;
         go.ok(json!({"cmd": "refresh", "node": i})).await;
     }
     let our_ids: HashSet<PeerId> = ours.iter().map(|n| n.peer_id()).collect();
@@ -162,17 +152,7 @@ async fn our_client_mode_node_is_never_in_a_go_table() {
     // A server that does the same is admitted: the time it takes bounds the wait below.
     let server = our_server().await;
     server.bootstrap(&go.nodes[..1]).await.unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "every Go table holds our server",
-        || async {
-            go.tables()
-                .await
-                .iter()
-                .all(|t| t.contains(&server.peer_id()))
-        },
-    )
-    .await;
+    go.admitted(None, server.peer_id()).await;
     client.self_lookup().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let connected = client.transport().connected_peers().await.unwrap();
@@ -184,6 +164,37 @@ async fn our_client_mode_node_is_never_in_a_go_table() {
         assert!(
             !table.contains(&client.peer_id()),
             "Go server {i} admitted our client"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Go peer: run `cargo xtask interop`"]
+async fn a_go_client_mode_node_is_never_in_our_tables() {
+    let ours = our_network(3).await;
+    // Go node 0 a server (the control), node 1 a client; both join through ours[0] and walk.
+    let go = GoPeers::start_with(2, 1).await;
+    for i in 0..2 {
+        go.ok(json!({"cmd": "connect", "node": i, "peer": peer_json(ours[0].info())}))
+            .await;
+        go.admitted(Some(i), ours[0].peer_id()).await;
+        let key = hex_encode(&go.nodes[i].peer_id.to_bytes());
+        go.ok(json!({"cmd": "closest_peers", "node": i, "key": key}))
+            .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "our tables hold the Go server",
+        || async {
+            ours.iter()
+                .all(|n| our_table(n).contains(&go.nodes[0].peer_id))
+        },
+    )
+    .await;
+    for (i, node) in ours.iter().enumerate() {
+        assert!(
+            !our_table(node).contains(&go.nodes[1].peer_id),
+            "our server {i} admitted Go's client"
         );
     }
 }
@@ -272,6 +283,32 @@ async fn our_sweep_provides_10000_keys_that_go_finds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Go peer: run `cargo xtask interop`"]
+async fn our_per_key_provides_are_found_by_go() {
+    let go = GoPeers::start(10).await;
+    go.ok(json!({"cmd": "mesh"})).await;
+    let ours = NodeBuilder::local()
+        .legacy_provider(dht_provider::LegacyConfig::default())
+        .build()
+        .await
+        .unwrap();
+    ours.bootstrap(&go.nodes[..1]).await.unwrap();
+    let keys = cids("per-key-into-go", 30);
+    let mhs: Vec<_> = keys.iter().map(|k| k.1).collect();
+    ours.provider().start_providing(false, &mhs).await.unwrap();
+    let text: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let found = go
+        .ok(json!({"cmd": "find_providers", "node": 4, "keys": text, "count": 1}))
+        .await;
+    for (cid, provs) in text.iter().zip(found.as_array().unwrap()) {
+        assert!(
+            go_peers::ids(provs).contains(&ours.peer_id()),
+            "Go did not find us for {cid}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Go peer: run `cargo xtask interop`"]
 async fn go_legacy_and_sweeping_provides_into_our_servers_are_found_by_ours() {
     go_provides_are_found_by_ours(0).await;
 }
@@ -342,6 +379,20 @@ async fn go_provides_are_found_by_ours(go_servers: usize) {
             assert!(held >= 5, "{held} of our 10 servers hold {cid}");
         }
     }
+    // Go's SweepingProvider keeps the 30 keys in its schedule until told to stop.
+    let stats = go.ok(json!({"cmd": "sweep_stats", "node": 1})).await;
+    assert_eq!(stats["schedule"]["keys"], json!(30), "{stats}");
+    go.ok(json!({"cmd": "stop_providing", "node": 1, "keys": text(&swept)}))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "Go's sweep drops the keys",
+        || async {
+            let stats = go.ok(json!({"cmd": "sweep_stats", "node": 1})).await;
+            stats["schedule"]["keys"] == json!(0)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,12 +416,6 @@ async fn pk_and_ipns_records_both_ways_and_invalid_ones_refused() {
     for i in 0..4 {
         go.ok(json!({"cmd": "refresh", "node": i})).await;
     }
-    let record = |v: &serde_json::Value| {
-        Record::new(
-            hex_decode(v["key"].as_str().unwrap()).unwrap(),
-            hex_decode(v["value"].as_str().unwrap()).unwrap(),
-        )
-    };
 
     // Go's /pk/ record, put by Go, got by ours.
     let pk = go.ok(json!({"cmd": "pk_record", "node": 0})).await;
@@ -669,12 +714,6 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     let (go, ours) = mixed(4, 4).await;
     let seed = hex_encode(&[7u8; 32]);
     let path = |i: usize| format!("/ipfs/{}", cids("ipns-seq", 4)[i].0);
-    let record = |v: &serde_json::Value| {
-        Record::new(
-            hex_decode(v["key"].as_str().unwrap()).unwrap(),
-            hex_decode(v["value"].as_str().unwrap()).unwrap(),
-        )
-    };
     let mut by_seq = Vec::new();
     for seq in 1..=3 {
         by_seq.push(
@@ -723,8 +762,8 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     assert_eq!(go_get().await, by_seq[2]["value"].as_str().unwrap());
     assert_eq!(our_get().await, by_seq[2]["value"].as_str().unwrap());
 
-    // Expired (valid signature, EOL a minute ago) and mismatched (/pk/ of one peer holding
-    // another's key) records: both validators and both servers refuse them.
+    // Expired (valid signature, EOL a minute ago), mismatched (/pk/ of one peer holding
+    // another's key) and weak-key records: both validators and both servers refuse them.
     let expired = go
         .ok(json!({"cmd": "ipns_record", "value": path(0), "eol": -60}))
         .await;
@@ -732,7 +771,15 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     pk_key.extend(go.nodes[0].peer_id.to_bytes());
     let other = go.ok(json!({"cmd": "pk_record", "node": 1})).await;
     let mismatched = json!({"key": hex_encode(&pk_key), "value": other["value"]});
-    for (what, bad) in [("expired", &expired), ("mismatched", &mismatched)] {
+    // go-libp2p refuses RSA keys under 2048 bits.
+    let weak_rsa = go
+        .ok(json!({"cmd": "pk_record", "node": 0, "key_type": "rsa1024"}))
+        .await;
+    for (what, bad) in [
+        ("expired", &expired),
+        ("mismatched", &mismatched),
+        ("1024-bit RSA", &weak_rsa),
+    ] {
         let verdict = go
             .ok(json!({"cmd": "validate", "key": bad["key"], "value": bad["value"]}))
             .await;
@@ -784,4 +831,53 @@ async fn to_ours_put(
         "key": record["key"], "value": record["value"]}),
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Go peer: run `cargo xtask interop`"]
+async fn records_of_rsa_secp256k1_and_ecdsa_keys_both_ways() {
+    // Go accepts every libp2p key type in /pk/ and IPNS records; many Amino peers and IPNS
+    // names have RSA keys.
+    let (go, ours) = mixed(3, 3).await;
+    let path = format!("/ipfs/{}", cids("key-types", 1)[0].0);
+    for key_type in ["rsa", "secp256k1", "ecdsa"] {
+        let pk = go
+            .ok(json!({"cmd": "pk_record", "node": 0, "key_type": key_type}))
+            .await;
+        let by_go = go
+            .ok(json!({"cmd": "ipns_record", "value": path, "key_type": key_type}))
+            .await;
+        let by_ours = go
+            .ok(json!({"cmd": "ipns_record", "value": path, "key_type": key_type}))
+            .await;
+        for (what, r) in [("/pk/", &pk), ("IPNS", &by_go), ("IPNS", &by_ours)] {
+            let verdict = go
+                .ok(json!({"cmd": "validate", "key": r["key"], "value": r["value"]}))
+                .await;
+            assert_eq!(
+                verdict["valid"],
+                json!(true),
+                "Go on {key_type} {what}: {verdict}"
+            );
+        }
+        // Our server takes Go's records, and our client gets them.
+        for (what, r) in [("/pk/", &pk), ("IPNS", &by_go)] {
+            let sent = to_ours_put(&go, &ours[2], r).await;
+            assert!(
+                sent.is_ok(),
+                "our server refused a {key_type} {what} record: {sent:?}"
+            );
+            let got = ours[0].get_value(&record(r).key).await;
+            assert!(
+                matches!(&got, Ok(Some(g)) if g.value == record(r).value),
+                "our client on a {key_type} {what} record: {got:?}"
+            );
+        }
+        // Our client puts one, Go gets it.
+        ours[1].put_value(record(&by_ours)).await.unwrap();
+        let got = go
+            .ok(json!({"cmd": "get_value", "node": 2, "key": by_ours["key"]}))
+            .await;
+        assert_eq!(got.as_str().unwrap(), by_ours["value"].as_str().unwrap());
+    }
 }

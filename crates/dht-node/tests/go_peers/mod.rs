@@ -11,7 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dht_proto::{PeerId, PeerInfo, cid::Cid};
+use dht_node::api::hex_decode;
+use dht_proto::{PeerId, PeerInfo, Record, cid::Cid};
 use dht_provider::Multihash;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -38,12 +39,19 @@ pub struct GoPeers {
 impl GoPeers {
     /// Starts `n` Go DHT servers and waits (at most 30 s) until they listen.
     pub async fn start(n: usize) -> GoPeers {
+        GoPeers::start_with(n, 0).await
+    }
+
+    /// Like [`GoPeers::start`], the last `clients` of the `n` nodes in client mode.
+    pub async fn start_with(n: usize, clients: usize) -> GoPeers {
         let binary = std::env::var_os(GO_PEER_ENV).unwrap_or_else(|| {
             panic!("{GO_PEER_ENV} is not set: run these tests with `cargo xtask interop`")
         });
         let mut child = Command::new(&binary)
             .arg("-n")
             .arg(n.to_string())
+            .arg("-clients")
+            .arg(clients.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -125,6 +133,25 @@ impl GoPeers {
         ids(&table).into_iter().collect()
     }
 
+    /// Waits (at most 30 s) until the table of Go node `i`, or of every Go node with `None`,
+    /// holds `peer`: Go admits a peer only after identify and its lookup check (a FIND_NODE).
+    pub async fn admitted(&self, i: Option<usize>, peer: PeerId) {
+        let nodes: Vec<usize> = match i {
+            Some(i) => vec![i],
+            None => (0..self.nodes.len()).collect(),
+        };
+        let what = format!("Go nodes {nodes:?} admit {peer}");
+        eventually(Duration::from_secs(30), &what, || async {
+            for &i in &nodes {
+                if !self.table(i).await.contains(&peer) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
     /// The routing table of each Go node.
     pub async fn tables(&self) -> Vec<HashSet<PeerId>> {
         let mut out = Vec::new();
@@ -181,6 +208,12 @@ pub fn ids(v: &Value) -> Vec<PeerId> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A value record as the Go program writes it: `{"key": hex, "value": hex}`.
+pub fn record(v: &Value) -> Record {
+    let hex = |field: &str| hex_decode(v[field].as_str().unwrap()).unwrap();
+    Record::new(hex("key"), hex("value"))
 }
 
 /// `n` distinct CIDv1 (raw, sha2-256) made from `seed`: the CID text and its multihash.
