@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use crate::{
     Multihash,
     error::ProviderError,
-    explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer},
+    explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer, region_from_table},
     jobs::{JobKind, Waiting, Workers, choose, default_reserved},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
@@ -900,8 +900,26 @@ where
         }
     }
 
-    /// A fresh exploration covering `slice`, if one is cached; otherwise the best seeds.
+    /// The servers of `slice` from a complete routing table (fullrt), with no request.
+    fn table_region(&self, slice: Prefix, excluded: &HashSet<PeerId>) -> Exploration {
+        let table = &self.parts.table;
+        let ex = region_from_table(
+            slice,
+            self.config.k,
+            Some(self.parts.local.peer_id),
+            excluded,
+            |key, n| table.closest_peers(key, n),
+        );
+        self.count_region(&ex);
+        ex
+    }
+
+    /// A fresh exploration covering `slice`, if one is cached or the routing table is
+    /// complete; otherwise the best seeds.
     fn cached(&self, slice: &Prefix) -> Result<Exploration, Vec<PeerInfo>> {
+        if self.parts.table.is_complete() {
+            return Ok(self.table_region(*slice, &HashSet::new()));
+        }
         let now = self.now();
         let fresh = self.config.exploration_freshness.as_secs();
         let shared = self.shared.lock();
@@ -959,16 +977,17 @@ where
             }
         }
         let ex = explorer.finish();
-        self.counters
-            .find_node
-            .fetch_add(ex.requests as u64, Ordering::Relaxed);
-        self.counters
-            .regions_explored
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .region_prefix_bits
-            .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
+        self.count_region(&ex);
         ex
+    }
+
+    /// Counts a region learned (explored, or taken from a complete table).
+    fn count_region(&self, ex: &Exploration) {
+        let c = &self.counters;
+        c.find_node.fetch_add(ex.requests as u64, Ordering::Relaxed);
+        c.regions_explored.fetch_add(1, Ordering::Relaxed);
+        c.region_prefix_bits
+            .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
     }
 
     /// Sends every key to its k closest servers around `slice`.
@@ -1027,8 +1046,12 @@ where
                 break;
             }
             // Some servers are gone: learn the region again without them.
-            let seeds = exploration.servers.clone();
-            exploration = self.explore(slice, seeds, &excluded).await;
+            exploration = if self.parts.table.is_complete() {
+                self.table_region(slice, &excluded)
+            } else {
+                let seeds = exploration.servers.clone();
+                self.explore(slice, seeds, &excluded).await
+            };
             answered |= !exploration.responded.is_empty();
         }
         let reachable = exploration.servers.len().min(k);

@@ -155,6 +155,15 @@ impl Net {
         ok as f64 / keys.len() as f64
     }
 
+    /// Makes `n` servers, drawn from `seed`, unreachable.
+    fn kill(&self, n: usize, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut dead = self.0.dead.lock();
+        for s in self.0.servers.choose_multiple(&mut rng, n) {
+            dead.insert(s.peer_id);
+        }
+    }
+
     /// The longest wait between two provides of any key since the last reset.
     fn longest_wait(&self) -> u64 {
         self.0.waits.lock().values().map(|w| w.1).max().unwrap_or(0)
@@ -398,13 +407,7 @@ async fn keys_added_before_a_crash_are_provided_after_restart() {
 #[tokio::test(start_paused = true)]
 async fn dead_servers_do_not_cost_placement() {
     let net = Net::new(400, 9);
-    {
-        let mut rng = StdRng::seed_from_u64(10);
-        let mut dead = net.0.dead.lock();
-        for s in net.0.servers.choose_multiple(&mut rng, 40) {
-            dead.insert(s.peer_id);
-        }
-    }
+    net.kill(40, 10);
     let store = Arc::new(MemoryStore::new());
     let provider = start(&net, store, MemoryStateStore::default(), config());
     let keys = keys(2000, 11);
@@ -850,5 +853,48 @@ async fn offline_sends_nothing_but_probes_and_catches_up_on_return() {
     assert!(added_placed >= 0.99, "{added_placed}");
     // The outage made under half of the keys due, plus the added ones: far from all.
     assert!(catch_up > 0 && catch_up <= 2200 * 20 * 7 / 10, "{catch_up}");
+    provider.close().await.unwrap();
+}
+
+/// With a complete routing table (fullrt) the sweep takes every region's servers from it: no
+/// FIND_NODE at all, for the first provide or the reprovide cycle, and the same placement.
+#[tokio::test(start_paused = true)]
+async fn a_complete_table_gives_the_regions_without_find_node() {
+    use dht_routing_table::{FullRoutingTable, FullRtConfig};
+    let net = Net::new(400, 33);
+    // A tenth of the table's servers are gone: the table does not know it yet.
+    net.kill(40, 34);
+    let me = provider_identity();
+    let table = FullRoutingTable::new(
+        me.key(),
+        FullRtConfig::default().with_freshness(30 * 24 * 3600),
+        TokioClock(base()),
+    );
+    table.replace_all(net.0.servers.iter().cloned(), TokioClock(base()).now());
+    assert!(table.is_complete());
+    let provider = start_with_table(
+        &net,
+        table,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(4000, 35);
+    provider.start_providing(false, &keys).await.unwrap();
+    let first = net.placement(&keys, 19);
+    let (find_node_first, _) = net.counts();
+    net.clear_held();
+    tokio::time::sleep(Duration::from_secs(8 * 3600 + 600)).await;
+    let cycle = net.placement(&keys, 19);
+    let (find_node, _) = net.counts();
+    let stats = provider.stats();
+    eprintln!(
+        "full table: FIND_NODE {find_node_first} for the first provide, {find_node} in all; \
+         placement {first:.4} then {cycle:.4} over {} slices",
+        stats.slices
+    );
+    assert_eq!(find_node, 0);
+    assert!(first >= 0.99, "{first}");
+    assert!(cycle >= 0.99, "{cycle}");
     provider.close().await.unwrap();
 }
