@@ -55,6 +55,16 @@ pub struct SweepConfig {
     pub peers_in_parallel: usize,
     /// Failed sends after which a peer is dropped from a slice and the slice re-explored.
     pub max_peer_failures: usize,
+    /// The longest one slice's sends may take; past it the slice ends with what was sent, and
+    /// keys that reached too few servers are retried.
+    pub slice_deadline: Duration,
+    /// The time a peer is given for its share of a slice: this, plus
+    /// [`peer_time_per_record`](Self::peer_time_per_record) for each record it is sent. A
+    /// peer that answers but too slowly gets what it took in that time, and its remaining
+    /// records go to the next closest servers.
+    pub peer_budget: Duration,
+    /// See [`peer_budget`](Self::peer_budget).
+    pub peer_time_per_record: Duration,
     /// How long a slice exploration is reused for the slices after it.
     pub exploration_freshness: Duration,
     /// How long a failed slice waits before it is retried.
@@ -78,6 +88,9 @@ impl Default for SweepConfig {
             sends_per_peer: 32,
             peers_in_parallel: 64,
             max_peer_failures: 2,
+            slice_deadline: Duration::from_secs(1800),
+            peer_budget: Duration::from_secs(30),
+            peer_time_per_record: Duration::from_millis(100),
             exploration_freshness: Duration::from_secs(600),
             retry_after: Duration::from_secs(300),
             offline_after: Duration::from_secs(2 * 3600),
@@ -1002,10 +1015,14 @@ where
         let mut answered = !exploration.responded.is_empty();
         let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
         let mut outcome = SliceOutcome::default();
+        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
         for pass in 0..3 {
             // Each key's k closest live servers that do not hold it yet.
             let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
             for (i, key) in kad.iter().enumerate() {
+                if stored[i].len() >= k {
+                    continue;
+                }
                 for peer in exploration.closest(key, k) {
                     if !stored[i].contains(&peer.peer_id) && !excluded.contains(&peer.peer_id) {
                         per_peer
@@ -1021,7 +1038,7 @@ where
             }
             let results: Vec<(PeerId, Vec<usize>, bool)> = futures::stream::iter(per_peer)
                 .map(|(peer_id, (peer, idx))| async move {
-                    let (done, dead) = self.send_to_peer(&peer, keys, idx).await;
+                    let (done, dead) = self.send_to_peer(&peer, keys, idx, deadline).await;
                     (peer_id, done, dead)
                 })
                 .buffer_unordered(self.config.peers_in_parallel.max(1))
@@ -1042,7 +1059,7 @@ where
                     newly_dead += 1;
                 }
             }
-            if newly_dead == 0 || pass == 2 {
+            if newly_dead == 0 || pass == 2 || tokio::time::Instant::now() >= deadline {
                 break;
             }
             // Some servers are gone: learn the region again without them.
@@ -1063,13 +1080,21 @@ where
     }
 
     /// Sends ADD_PROVIDER for `keys[idx]` to `peer`; returns the indexes delivered, and
-    /// whether the peer was given up on.
+    /// whether the peer was given up on (it failed, or was too slow for its budget or the
+    /// slice's `deadline`).
     async fn send_to_peer(
         &self,
         peer: &PeerInfo,
         keys: &[Multihash],
         idx: Vec<usize>,
+        deadline: tokio::time::Instant,
     ) -> (Vec<usize>, bool) {
+        let budget = self.config.peer_budget.saturating_add(
+            self.config
+                .peer_time_per_record
+                .saturating_mul(u32::try_from(idx.len()).unwrap_or(u32::MAX)),
+        );
+        let until = deadline.min(tokio::time::Instant::now() + budget);
         let timeout = self.config.request_timeout;
         let local = &self.parts.local;
         let network = &self.parts.network;
@@ -1085,7 +1110,19 @@ where
             .buffer_unordered(self.config.sends_per_peer.max(1));
         let mut done = Vec::new();
         let mut failures = 0;
-        while let Some((i, ok)) = sends.next().await {
+        loop {
+            let (i, ok) = match tokio::time::timeout_at(until, sends.next()).await {
+                Ok(Some(sent)) => sent,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::debug!(
+                        peer = %peer.peer_id,
+                        delivered = done.len(),
+                        "peer too slow for its budget; its other records go to the next closest"
+                    );
+                    return (done, true);
+                }
+            };
             self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
             if ok {
                 done.push(i);

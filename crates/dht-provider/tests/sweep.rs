@@ -64,6 +64,8 @@ struct NetInner {
     waits: Mutex<HashMap<Vec<u8>, (UnixSecs, u64)>>,
     /// How long a server takes to take an ADD_PROVIDER (0 by default).
     add_provider_delay: Mutex<Duration>,
+    /// Servers that take 1.9 s per ADD_PROVIDER: slow, never failing.
+    slow: Mutex<HashSet<PeerId>>,
     counts: Mutex<Counts>,
 }
 
@@ -110,6 +112,7 @@ impl Net {
             held: Mutex::new(HashMap::new()),
             waits: Mutex::new(HashMap::new()),
             add_provider_delay: Mutex::new(Duration::ZERO),
+            slow: Mutex::new(HashSet::new()),
             counts: Mutex::new(Counts::default()),
         }))
     }
@@ -162,6 +165,19 @@ impl Net {
         for s in self.0.servers.choose_multiple(&mut rng, n) {
             dead.insert(s.peer_id);
         }
+    }
+
+    /// Share of `keys` held by at least `min` servers, wherever they are.
+    fn held_by(&self, keys: &[Multihash], min: usize) -> f64 {
+        let held = self.0.held.lock();
+        let ok = keys
+            .iter()
+            .filter(|mh| {
+                let bytes = mh.to_bytes();
+                held.values().filter(|h| h.contains(&bytes)).count() >= min
+            })
+            .count();
+        ok as f64 / keys.len() as f64
     }
 
     /// The longest wait between two provides of any key since the last reset.
@@ -218,7 +234,10 @@ impl Network for Net {
                     }))
                 }
                 Request::AddProvider { key, .. } => {
-                    let delay = *net.0.add_provider_delay.lock();
+                    let mut delay = *net.0.add_provider_delay.lock();
+                    if net.0.slow.lock().contains(&peer) {
+                        delay = Duration::from_millis(1900);
+                    }
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
@@ -896,5 +915,43 @@ async fn a_complete_table_gives_the_regions_without_find_node() {
     assert_eq!(find_node, 0);
     assert!(first >= 0.99, "{first}");
     assert!(cycle >= 0.99, "{cycle}");
+    provider.close().await.unwrap();
+}
+
+/// A server that answers every ADD_PROVIDER, but slowly, does not hold a worker: it gets what
+/// it takes within its budget, and its other records go to the next closest servers.
+#[tokio::test(start_paused = true)]
+async fn a_slow_peer_does_not_hold_the_slice() {
+    let net = Net::new(300, 36);
+    {
+        let mut rng = StdRng::seed_from_u64(37);
+        let mut slow = net.0.slow.lock();
+        for s in net.0.servers.choose_multiple(&mut rng, 3) {
+            slow.insert(s.peer_id);
+        }
+    }
+    let mut cfg = config();
+    // One record in flight per peer: a slow server takes 1.9 s for each of its ~130.
+    cfg.sends_per_peer = 1;
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        cfg,
+    );
+    let keys = keys(2000, 38);
+    let started = tokio::time::Instant::now();
+    provider.start_providing(false, &keys).await.unwrap();
+    let took = started.elapsed().as_secs();
+    // The slow servers hold part of their share: a key may miss up to all three of them
+    // among its true 20 closest, and then sits on the next closest instead.
+    let placed = net.placement(&keys, 17);
+    let full = net.held_by(&keys, 20);
+    eprintln!(
+        "3 slow servers: first provide took {took} s, placement {placed:.4}, held by 20: {full:.4}"
+    );
+    assert!(took <= 120, "{took} s");
+    assert!(placed >= 0.99, "{placed}");
+    assert!(full >= 0.99, "{full}");
     provider.close().await.unwrap();
 }
