@@ -175,6 +175,16 @@ struct Queued {
     kept: bool,
 }
 
+/// A slice to provide again: when, and which keys (`None`: all of them).
+#[derive(Debug)]
+struct Retry {
+    at: UnixSecs,
+    keys: Option<Vec<Multihash>>,
+}
+
+/// Keys retried one by one in a slice; past this many, the whole slice is retried.
+const MAX_RETRY_KEYS: usize = 4096;
+
 /// Keys of one slice waiting for their first provide.
 #[derive(Debug)]
 struct QueuedSlice {
@@ -191,8 +201,13 @@ enum Job {
         keys: Vec<Queued>,
         whole: bool,
     },
-    /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says.
-    Reprovide { slice: Prefix, cycle: Option<u64> },
+    /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says;
+    /// a retry of keys that failed has them in `only`.
+    Reprovide {
+        slice: Prefix,
+        cycle: Option<u64>,
+        only: Option<Vec<Multihash>>,
+    },
     /// While disconnected: one FIND_NODE to see whether the network answers again.
     Probe,
 }
@@ -227,7 +242,7 @@ struct Shared {
     queued_keys: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
-    retry: BTreeMap<Prefix, UnixSecs>,
+    retry: BTreeMap<Prefix, Retry>,
     cache: VecDeque<(Exploration, UnixSecs)>,
     size: SizeEstimator,
     connectivity: Connectivity,
@@ -389,8 +404,9 @@ where
     /// Adds `keys` to the keystore and returns once their first provide succeeded or failed.
     /// With `force`, keys already held are provided again too.
     ///
-    /// Dropping the returned future cancels only that first provide: the keys stay in the
-    /// keystore and are reprovided on schedule.
+    /// Dropping the returned future only stops the wait: the keys are still provided now, and
+    /// reprovided on schedule. Keys whose first provide failed are retried (the failed keys
+    /// alone) until it succeeds, across restarts too.
     pub async fn start_providing(
         &self,
         force: bool,
@@ -641,9 +657,9 @@ where
         let oldest_retry = shared
             .retry
             .iter()
-            .filter(|(_, at)| **at <= now)
-            .min_by_key(|(slice, at)| (**at, **slice))
-            .map(|(slice, at)| (*slice, *at));
+            .filter(|(_, r)| r.at <= now)
+            .min_by_key(|(slice, r)| (r.at, **slice))
+            .map(|(slice, r)| (*slice, r.at));
         let oldest_queued = shared
             .queue
             .iter()
@@ -661,10 +677,15 @@ where
         };
         let chosen = choose(now, waiting, workers);
         if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
-            shared.retry.remove(&slice);
+            let only = shared.retry.remove(&slice).and_then(|r| r.keys);
             shared.busy += 1;
             shared.busy_other += 1;
-            return (Some(Job::Reprovide { slice, cycle: None }), None);
+            let job = Job::Reprovide {
+                slice,
+                cycle: None,
+                only,
+            };
+            return (Some(job), None);
         }
         if let (Some(JobKind::Provide), Some((slice, _))) = (chosen, oldest_queued)
             && let Some(queued) = shared.queue.remove(&slice)
@@ -693,6 +714,7 @@ where
                 Some(Job::Reprovide {
                     slice,
                     cycle: Some(cycle),
+                    only: None,
                 }),
                 None,
             );
@@ -700,7 +722,7 @@ where
         let next = shared
             .retry
             .values()
-            .copied()
+            .map(|r| r.at)
             .chain([schedule.next_due_time(&shared.cursor)])
             .min();
         (None, next)
@@ -786,7 +808,8 @@ where
                 let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
                 for q in keys {
                     match &q.batch {
-                        Some(b) if b.cancelled.load(Ordering::Acquire) => b.report(q.key, false),
+                        // Nobody waits any more, but the key is still provided now.
+                        Some(b) if b.cancelled.load(Ordering::Acquire) => wanted.push(q.key),
                         Some(b) => {
                             batches.entry(q.key).or_default().push(b.clone());
                             wanted.push(q.key);
@@ -803,6 +826,11 @@ where
                 (*slice, dedup(&wanted), batches)
             }
             Job::Probe => return self.probe().await,
+            Job::Reprovide {
+                slice,
+                only: Some(only),
+                ..
+            } => (*slice, only.clone(), HashMap::new()),
             Job::Reprovide { slice, .. } => match self.scan_slice(slice) {
                 Some(all) => (*slice, all, HashMap::new()),
                 None => {
@@ -853,9 +881,34 @@ where
             shared.connectivity = self.disconnected(&shared, now);
         }
         if failed > 0 || scan_failed {
-            shared
-                .retry
-                .insert(slice, now.saturating_add(self.config.retry_after.as_secs()));
+            // Retry what failed: the keys that reached too few servers, or the whole slice
+            // when it could not be read (or too many failed). Until that succeeds the slice
+            // stays pending, so a restart provides it rather than waiting for the schedule.
+            let weak = (!scan_failed).then(|| {
+                keys.iter()
+                    .zip(&outcome.ok)
+                    .filter(|(_, ok)| !**ok)
+                    .map(|(key, _)| *key)
+                    .collect::<Vec<_>>()
+            });
+            let at = now.saturating_add(self.config.retry_after.as_secs());
+            let keys = match (shared.retry.remove(&slice), weak) {
+                (
+                    Some(Retry {
+                        keys: Some(mut old),
+                        ..
+                    }),
+                    Some(weak),
+                ) => {
+                    old.extend(weak);
+                    Some(dedup(&old))
+                }
+                (None, weak) => weak,
+                _ => None,
+            }
+            .filter(|keys| keys.len() <= MAX_RETRY_KEYS);
+            shared.retry.insert(slice, Retry { at, keys });
+            shared.state.pending.insert(slice);
         }
         if let Job::Reprovide {
             cycle: Some(cycle), ..
@@ -863,14 +916,11 @@ where
         {
             shared.claimed.remove(&(cycle, slice));
         }
-        // A whole slice not read stays pending (provided whole after a restart) until a
-        // retry reads it.
-        let pending_done = match job {
-            Job::Provide { .. } => !scan_failed,
-            Job::Reprovide { cycle, .. } => cycle.is_none() && !scan_failed,
-            Job::Probe => false,
-        };
-        if pending_done && !shared.queue.contains_key(&slice) {
+        // A slice stays pending (provided whole after a restart) until its provide or retry
+        // reached every key.
+        let pending_done = failed == 0 && !scan_failed && !matches!(job, Job::Probe);
+        if pending_done && !shared.retry.contains_key(&slice) && !shared.queue.contains_key(&slice)
+        {
             shared.state.pending.remove(&slice);
         }
         if let Some(ex) = &outcome.exploration {

@@ -66,6 +66,8 @@ struct NetInner {
     add_provider_delay: Mutex<Duration>,
     /// Servers that take 1.9 s per ADD_PROVIDER: slow, never failing.
     slow: Mutex<HashSet<PeerId>>,
+    /// Provider keys (multihash bytes) every server refuses.
+    refused: Mutex<HashSet<Vec<u8>>>,
     counts: Mutex<Counts>,
 }
 
@@ -113,6 +115,7 @@ impl Net {
             waits: Mutex::new(HashMap::new()),
             add_provider_delay: Mutex::new(Duration::ZERO),
             slow: Mutex::new(HashSet::new()),
+            refused: Mutex::new(HashSet::new()),
             counts: Mutex::new(Counts::default()),
         }))
     }
@@ -242,6 +245,9 @@ impl Network for Net {
                         tokio::time::sleep(delay).await;
                     }
                     net.0.counts.lock().add_provider += 1;
+                    if net.0.refused.lock().contains(&key) {
+                        return Err(RpcError::Other("refused".into()));
+                    }
                     let now = TokioClock(base()).now();
                     let mut waits = net.0.waits.lock();
                     let (last, longest) = waits.entry(key.clone()).or_insert((now, 0));
@@ -953,5 +959,83 @@ async fn a_slow_peer_does_not_hold_the_slice() {
     assert!(took <= 120, "{took} s");
     assert!(placed >= 0.99, "{placed}");
     assert!(full >= 0.99, "{full}");
+    provider.close().await.unwrap();
+}
+
+/// One key every server refuses for a while: its retry sends that key again, not the slice.
+#[tokio::test(start_paused = true)]
+async fn a_retry_sends_only_what_failed() {
+    let net = Net::new(300, 39);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 40);
+    net.0.refused.lock().insert(keys[0].to_bytes());
+    match provider.start_providing(false, &keys).await {
+        Err(dht_provider::ProviderError::ProvideFailed { failed }) => assert_eq!(failed, [keys[0]]),
+        other => panic!("expected the refused key to fail, got {other:?}"),
+    }
+    net.0.refused.lock().clear();
+    let (_, before) = net.counts();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let (_, after) = net.counts();
+    let placed = net.placement(&keys[..1], 20);
+    eprintln!(
+        "retry of one weak key: {} ADD_PROVIDER, placed {placed}",
+        after - before
+    );
+    assert_eq!(placed, 1.0);
+    assert!(after - before <= 60, "{} ADD_PROVIDER", after - before);
+    provider.close().await.unwrap();
+}
+
+/// A first provide that failed is not forgotten by a crash: it is provided after the restart,
+/// not at the key's next reprovide hours later.
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_provide_survives_a_crash() {
+    let net = Net::new(300, 41);
+    let store = Arc::new(MemoryStore::new());
+    let state = MemoryStateStore::default();
+    let keys = keys(1000, 42);
+    {
+        let provider = start(&net, store.clone(), state.clone(), config());
+        net.0.refused.lock().insert(keys[0].to_bytes());
+        assert!(provider.start_providing(false, &keys).await.is_err());
+        // Killed: no close().
+    }
+    net.0.refused.lock().clear();
+    let provider = start(&net, store, state, config());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let placed = net.placement(&keys[..1], 19);
+    assert_eq!(
+        placed, 1.0,
+        "the failed key was not provided after the restart"
+    );
+    provider.close().await.unwrap();
+}
+
+/// A caller that stops waiting for the first provide does not cancel it.
+#[tokio::test(start_paused = true)]
+async fn cancelling_the_wait_still_provides_the_keys() {
+    let net = Net::new(200, 43);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(500, 44);
+    {
+        let mut waiting = Box::pin(provider.start_providing(false, &keys));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        // Dropped: the caller gave up.
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let placed = net.placement(&keys, 19);
+    assert!(placed >= 0.99, "{placed}");
+    assert_eq!(provider.stats().keys, Some(500));
     provider.close().await.unwrap();
 }
