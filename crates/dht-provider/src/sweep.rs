@@ -3,9 +3,11 @@
 //! Workers take jobs as [`jobs::choose`](crate::jobs::choose) says: some are reserved for the
 //! reprovide schedule's due slices, the others take whichever work waited longest (a failed
 //! slice whose retry time came, the oldest slice with new keys, or the schedule). A job
-//! reads the slice's keys, explores the servers around the slice with a [`RegionExplorer`]
-//! (seeded with the servers of the slice explored before, which are close), sends every key to
-//! its k closest servers among them, and re-explores past servers that fail.
+//! learns the servers around the slice (from a complete routing table, or with a
+//! [`RegionExplorer`] seeded with the servers of the slice before, which are close), then reads
+//! the slice's keys a page (`scan_page` keys) at a time and sends each page's keys to their k
+//! closest servers before reading the next, re-exploring past servers that fail or are too
+//! slow. What a job keeps is one page and the keys that failed, whatever the slice holds.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
@@ -728,24 +730,6 @@ where
         (None, next)
     }
 
-    /// Reads every key of `slice`; a failure is logged and counted, and `None` tells the
-    /// caller to retry the slice later.
-    fn scan_slice(&self, slice: &Prefix) -> Option<Vec<Multihash>> {
-        match self.parts.keystore.scan_all(slice, self.config.scan_page) {
-            Ok(all) => Some(all.into_iter().map(|(_, mh)| mh).collect()),
-            Err(e) => {
-                let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(
-                    %slice,
-                    error = %e,
-                    errors,
-                    "keystore scan failed; the slice is retried later"
-                );
-                None
-            }
-        }
-    }
-
     /// One FIND_NODE to a known server; an answer brings the provider back online.
     async fn probe(&self) {
         let now = self.now();
@@ -801,8 +785,9 @@ where
     }
 
     async fn run(&self, job: Job) {
-        let mut scan_failed = false;
-        let (slice, keys, batches) = match &job {
+        // Keys already in memory (queued, or a retry's), and whether to read the slice's keys
+        // from the keystore too (a page at a time, each sent before the next is read).
+        let (slice, first, batches, scan) = match &job {
             Job::Provide { slice, keys, whole } => {
                 let mut wanted: Vec<Multihash> = Vec::new();
                 let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
@@ -817,55 +802,76 @@ where
                         None => wanted.push(q.key),
                     }
                 }
-                if *whole {
-                    match self.scan_slice(slice) {
-                        Some(all) => wanted.extend(all),
-                        None => scan_failed = true,
-                    }
-                }
-                (*slice, dedup(&wanted), batches)
+                (*slice, dedup(&wanted), batches, *whole)
             }
             Job::Probe => return self.probe().await,
             Job::Reprovide {
                 slice,
                 only: Some(only),
                 ..
-            } => (*slice, only.clone(), HashMap::new()),
-            Job::Reprovide { slice, .. } => match self.scan_slice(slice) {
-                Some(all) => (*slice, all, HashMap::new()),
-                None => {
-                    scan_failed = true;
-                    (*slice, Vec::new(), HashMap::new())
+            } => (*slice, only.clone(), HashMap::new(), false),
+            Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), true),
+        };
+        let mut outcome = JobOutcome::default();
+        if !first.is_empty() {
+            let page = self.provide_slice(slice, &first, None).await;
+            for (key, ok) in first.iter().zip(&page.ok) {
+                if let Some(bs) = batches.get(key) {
+                    for b in bs {
+                        b.report(*key, *ok);
+                    }
                 }
-            },
-        };
-        let outcome = if keys.is_empty() {
-            SliceOutcome::default()
-        } else {
-            self.provide_slice(slice, &keys).await
-        };
-        let now = self.now();
-        // Counters first, so that a caller woken by its batch reads them updated.
-        let failed = outcome.ok.iter().filter(|ok| !**ok).count() as u64;
-        self.counters
-            .keys_provided
-            .fetch_add(keys.len() as u64 - failed, Ordering::Relaxed);
-        self.counters
-            .keys_failed
-            .fetch_add(failed, Ordering::Relaxed);
-        {
-            let mut shared = self.shared.lock();
-            shared.cycle_sent.0 += outcome.sent;
-            shared.cycle_sent.1 += outcome.send_failures;
+            }
+            outcome.absorb(&first, page);
         }
-        for (key, ok) in keys.iter().zip(&outcome.ok) {
-            if let Some(bs) = batches.get(key) {
-                for b in bs {
-                    b.report(*key, *ok);
+        let mut scan_failed = false;
+        if scan {
+            let already: HashSet<&Multihash> = first.iter().collect();
+            let page_len = self.config.scan_page.max(1);
+            let mut after: Option<Key> = None;
+            loop {
+                let page = match self.parts.keystore.scan(&slice, after.as_ref(), page_len) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(
+                            %slice,
+                            error = %e,
+                            errors,
+                            "keystore scan failed; the slice is retried later"
+                        );
+                        scan_failed = true;
+                        break;
+                    }
+                };
+                let last_page = page.len() < page_len;
+                after = page.last().map(|(key, _)| *key);
+                let keys: Vec<Multihash> = page
+                    .into_iter()
+                    .map(|(_, mh)| mh)
+                    .filter(|mh| !already.contains(mh))
+                    .collect();
+                if !keys.is_empty() {
+                    let prior = outcome.exploration.take();
+                    let sent = self.provide_slice(slice, &keys, prior).await;
+                    outcome.absorb(&keys, sent);
+                }
+                if last_page || after.is_none() {
+                    break;
                 }
             }
         }
+        let now = self.now();
+        let failed = outcome.failed;
+        self.counters
+            .keys_provided
+            .fetch_add(outcome.keys - failed, Ordering::Relaxed);
+        self.counters
+            .keys_failed
+            .fetch_add(failed, Ordering::Relaxed);
         let mut shared = self.shared.lock();
+        shared.cycle_sent.0 += outcome.sent;
+        shared.cycle_sent.1 += outcome.send_failures;
         shared.busy = shared.busy.saturating_sub(1);
         if !job.is_scheduled() {
             shared.busy_other = shared.busy_other.saturating_sub(1);
@@ -873,7 +879,7 @@ where
         if outcome.answered {
             shared.last_answer = now;
             shared.connectivity = Connectivity::Online;
-        } else if !keys.is_empty() {
+        } else if outcome.keys > 0 {
             if shared.connectivity == Connectivity::Online {
                 tracing::warn!("no server answered; sending nothing but a probe a minute");
                 shared.last_probe = now;
@@ -884,13 +890,7 @@ where
             // Retry what failed: the keys that reached too few servers, or the whole slice
             // when it could not be read (or too many failed). Until that succeeds the slice
             // stays pending, so a restart provides it rather than waiting for the schedule.
-            let weak = (!scan_failed).then(|| {
-                keys.iter()
-                    .zip(&outcome.ok)
-                    .filter(|(_, ok)| !**ok)
-                    .map(|(key, _)| *key)
-                    .collect::<Vec<_>>()
-            });
+            let weak = (!scan_failed && !outcome.weak_overflow).then(|| outcome.weak.clone());
             let at = now.saturating_add(self.config.retry_after.as_secs());
             let keys = match (shared.retry.remove(&slice), weak) {
                 (
@@ -1054,11 +1054,16 @@ where
     }
 
     /// Sends every key to its k closest servers around `slice`.
-    async fn provide_slice(&self, slice: Prefix, keys: &[Multihash]) -> SliceOutcome {
+    async fn provide_slice(
+        &self,
+        slice: Prefix,
+        keys: &[Multihash],
+        prior: Option<Exploration>,
+    ) -> SliceOutcome {
         let k = self.config.k;
         let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
         let mut excluded: HashSet<PeerId> = HashSet::new();
-        let mut exploration = match self.cached(&slice) {
+        let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
             Ok(ex) => ex,
             Err(seeds) => self.explore(slice, seeds, &excluded).await,
         };
@@ -1247,6 +1252,48 @@ struct SliceOutcome {
     send_failures: u64,
     answered: bool,
     exploration: Option<Exploration>,
+}
+
+/// What a job did, over all its pages: only the failed keys are kept, and at most
+/// [`MAX_RETRY_KEYS`] of them.
+#[derive(Debug, Default)]
+struct JobOutcome {
+    /// Keys sent.
+    keys: u64,
+    /// Keys that reached too few servers.
+    failed: u64,
+    /// The first of them.
+    weak: Vec<Multihash>,
+    /// More keys failed than `weak` holds.
+    weak_overflow: bool,
+    sent: u64,
+    send_failures: u64,
+    answered: bool,
+    /// The region's servers, reused for the next page.
+    exploration: Option<Exploration>,
+}
+
+impl JobOutcome {
+    /// Adds the outcome of sending `keys`.
+    fn absorb(&mut self, keys: &[Multihash], page: SliceOutcome) {
+        self.keys += keys.len() as u64;
+        for (key, ok) in keys.iter().zip(&page.ok) {
+            if !ok {
+                self.failed += 1;
+                if self.weak.len() < MAX_RETRY_KEYS {
+                    self.weak.push(*key);
+                } else {
+                    self.weak_overflow = true;
+                }
+            }
+        }
+        self.sent += page.sent;
+        self.send_failures += page.send_failures;
+        self.answered |= page.answered;
+        if page.exploration.is_some() {
+            self.exploration = page.exploration;
+        }
+    }
 }
 
 /// Seconds between two probes while disconnected.

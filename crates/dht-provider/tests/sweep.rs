@@ -599,13 +599,21 @@ async fn legacy_reprovide_joins_a_running_run() {
     DhtProvider::close(&legacy).await.unwrap();
 }
 
-/// The real in-memory keystore, whose next `failures` scans fail as a damaged disk would.
-struct FailingScans {
-    store: Arc<MemoryStore>,
-    failures: std::sync::atomic::AtomicUsize,
+/// What a [`HookedStore`] does before each page read: `Err` fails the read.
+type ScanHook = Box<
+    dyn Fn(&dht_proto::Prefix, Option<&Key>) -> Result<(), dht_provider_store::StoreError>
+        + Send
+        + Sync,
+>;
+
+/// The real in-memory keystore, with a hook before each page read (to watch reads, or to
+/// fail them as a damaged disk would).
+struct HookedStore {
+    store: MemoryStore,
+    hook: ScanHook,
 }
 
-impl Keystore for FailingScans {
+impl Keystore for HookedStore {
     fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, dht_provider_store::StoreError> {
         self.store.put(keys)
     }
@@ -621,16 +629,7 @@ impl Keystore for FailingScans {
         start_after: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<(Key, Multihash)>, dht_provider_store::StoreError> {
-        use std::sync::atomic::Ordering;
-        let failing = self
-            .failures
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            return Err(dht_provider_store::StoreError::Corrupt {
-                what: "injected read failure".into(),
-            });
-        }
+        (self.hook)(prefix, start_after)?;
         self.store.scan(prefix, start_after, limit)
     }
 }
@@ -640,18 +639,26 @@ impl Keystore for FailingScans {
 #[tokio::test(start_paused = true)]
 async fn a_failed_keystore_scan_is_retried_and_counted() {
     let net = Net::new(300, 21);
-    let store = Arc::new(FailingScans {
-        store: Arc::new(MemoryStore::new()),
-        failures: 0.into(),
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let left = failures.clone();
+    let store = Arc::new(HookedStore {
+        store: MemoryStore::new(),
+        hook: Box::new(move |_, _| {
+            use std::sync::atomic::Ordering;
+            match left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)) {
+                Ok(_) => Err(dht_provider_store::StoreError::Corrupt {
+                    what: "injected read failure".into(),
+                }),
+                Err(_) => Ok(()),
+            }
+        }),
     });
     let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
     let keys = keys(2000, 22);
     provider.start_providing(false, &keys).await.unwrap();
     net.clear_held();
     // The next two reads of a slice fail.
-    store
-        .failures
-        .store(2, std::sync::atomic::Ordering::Release);
+    failures.store(2, std::sync::atomic::Ordering::Release);
     // Every key is due once in the next interval after its first provide (keys of the first
     // slice, provided at the start, at most a slice later).
     tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
@@ -1037,5 +1044,49 @@ async fn cancelling_the_wait_still_provides_the_keys() {
     let placed = net.placement(&keys, 19);
     assert!(placed >= 0.99, "{placed}");
     assert_eq!(provider.stats().keys, Some(500));
+    provider.close().await.unwrap();
+}
+
+/// A slice is read a page at a time, each page sent before the next is read: the provider
+/// never holds a whole slice, whatever the number of keys.
+#[tokio::test(start_paused = true)]
+async fn a_slice_is_sent_page_by_page() {
+    let net = Net::new(300, 45);
+    // Each page read: the prefix, whether it continues the page before, and how many
+    // ADD_PROVIDER the network had taken then.
+    type Reads = Mutex<Vec<(dht_proto::Prefix, bool, u64)>>;
+    let reads: Arc<Reads> = Arc::default();
+    let (watched, watching) = (net.clone(), reads.clone());
+    let store = Arc::new(HookedStore {
+        store: MemoryStore::new(),
+        hook: Box::new(move |prefix, after| {
+            let sent = watched.counts().1;
+            watching.lock().push((*prefix, after.is_some(), sent));
+            Ok(())
+        }),
+    });
+    // Held without a saved schedule: every slice is provided whole from the keystore.
+    store.put(&keys(1000, 46)).unwrap();
+    let mut cfg = config().with_workers(1);
+    cfg.scan_page = 100;
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), cfg);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let log = reads.lock().clone();
+    let continued: Vec<bool> = log
+        .windows(2)
+        .filter(|w| w[1].1 && w[0].0 == w[1].0)
+        .map(|w| w[1].2 > w[0].2)
+        .collect();
+    eprintln!(
+        "{} page reads, {} of them continuing a slice, {} after sends",
+        log.len(),
+        continued.len(),
+        continued.iter().filter(|c| **c).count()
+    );
+    assert!(continued.len() >= 4, "{log:?}");
+    assert!(
+        continued.iter().all(|c| *c),
+        "a page was read before the one before went out"
+    );
     provider.close().await.unwrap();
 }
