@@ -11,7 +11,8 @@ use crate::{Multihash, error::ProviderError, stats::ProviderStats};
 pub trait DhtProvider: Send + Sync {
     /// Ensures `keys` are advertised periodically. Keys not yet held (all keys, with `force`)
     /// are provided now; returns once that first provide succeeded or failed. Dropping the
-    /// future cancels only the first provide, never the reproviding.
+    /// future never stops the reproviding (the sweep still provides the keys at once; the
+    /// per-key baseline at their next reprovide).
     fn start_providing(
         &self,
         force: bool,

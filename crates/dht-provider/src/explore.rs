@@ -446,3 +446,57 @@ impl RegionExplorer {
         }
     }
 }
+
+/// The servers of `region` as a complete routing table (fullrt) gives them, with no request:
+/// every server of the smallest prefix around `region` that holds at least `k` of them,
+/// leaving out `excluded` peers and `local`.
+///
+/// `closest(key, n)` is the table's closest-peers query. Every server inside a prefix is
+/// closer to a key of that prefix than any server outside it, so asking for more servers
+/// than the prefix holds returns all of them.
+pub fn region_from_table(
+    region: Prefix,
+    k: usize,
+    local: Option<PeerId>,
+    excluded: &HashSet<PeerId>,
+    closest: impl Fn(&Key, usize) -> Vec<PeerInfo>,
+) -> Exploration {
+    let target = region.first_key();
+    let usable = |p: &PeerInfo| Some(p.peer_id) != local && !excluded.contains(&p.peer_id);
+    let mut n = 4 * k.max(1) + excluded.len();
+    loop {
+        let peers = closest(&target, n);
+        let mut scope = region;
+        let inside = |scope: &Prefix| {
+            peers
+                .iter()
+                .filter(|p| scope.contains(&p.key()) && usable(p))
+                .count()
+        };
+        while inside(&scope) < k
+            && let Some(parent) = scope.parent()
+        {
+            scope = parent;
+        }
+        // All the table returned lies in the scope: it may hold more; ask for more.
+        let all_inside = peers.iter().all(|p| scope.contains(&p.key()));
+        if all_inside && peers.len() == n && n < (1 << 20) {
+            n *= 2;
+            continue;
+        }
+        let mut servers: Vec<PeerInfo> = peers
+            .into_iter()
+            .filter(|p| scope.contains(&p.key()) && usable(p))
+            .collect();
+        servers.sort_by_key(PeerInfo::key);
+        return Exploration {
+            region,
+            scope,
+            complete: !servers.is_empty(),
+            servers,
+            responded: BTreeSet::new(),
+            requests: 0,
+            failures: 0,
+        };
+    }
+}

@@ -3,9 +3,11 @@
 //! Workers take jobs as [`jobs::choose`](crate::jobs::choose) says: some are reserved for the
 //! reprovide schedule's due slices, the others take whichever work waited longest (a failed
 //! slice whose retry time came, the oldest slice with new keys, or the schedule). A job
-//! reads the slice's keys, explores the servers around the slice with a [`RegionExplorer`]
-//! (seeded with the servers of the slice explored before, which are close), sends every key to
-//! its k closest servers among them, and re-explores past servers that fail.
+//! learns the servers around the slice (from a complete routing table, or with a
+//! [`RegionExplorer`] seeded with the servers of the slice before, which are close), then reads
+//! the slice's keys a page (`scan_page` keys) at a time and sends each page's keys to their k
+//! closest servers before reading the next, re-exploring past servers that fail or are too
+//! slow. What a job keeps is one page and the keys that failed, whatever the slice holds.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
@@ -27,7 +29,7 @@ use tokio::sync::Notify;
 use crate::{
     Multihash,
     error::ProviderError,
-    explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer},
+    explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer, region_from_table},
     jobs::{JobKind, Waiting, Workers, choose, default_reserved},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
@@ -55,6 +57,16 @@ pub struct SweepConfig {
     pub peers_in_parallel: usize,
     /// Failed sends after which a peer is dropped from a slice and the slice re-explored.
     pub max_peer_failures: usize,
+    /// The longest one slice's sends may take; past it the slice ends with what was sent, and
+    /// keys that reached too few servers are retried.
+    pub slice_deadline: Duration,
+    /// The time a peer is given for its share of a slice: this, plus
+    /// [`peer_time_per_record`](Self::peer_time_per_record) for each record it is sent. A
+    /// peer that answers but too slowly gets what it took in that time, and its remaining
+    /// records go to the next closest servers.
+    pub peer_budget: Duration,
+    /// See [`peer_budget`](Self::peer_budget).
+    pub peer_time_per_record: Duration,
     /// How long a slice exploration is reused for the slices after it.
     pub exploration_freshness: Duration,
     /// How long a failed slice waits before it is retried.
@@ -78,6 +90,9 @@ impl Default for SweepConfig {
             sends_per_peer: 32,
             peers_in_parallel: 64,
             max_peer_failures: 2,
+            slice_deadline: Duration::from_secs(1800),
+            peer_budget: Duration::from_secs(30),
+            peer_time_per_record: Duration::from_millis(100),
             exploration_freshness: Duration::from_secs(600),
             retry_after: Duration::from_secs(300),
             offline_after: Duration::from_secs(2 * 3600),
@@ -162,6 +177,16 @@ struct Queued {
     kept: bool,
 }
 
+/// A slice to provide again: when, and which keys (`None`: all of them).
+#[derive(Debug)]
+struct Retry {
+    at: UnixSecs,
+    keys: Option<Vec<Multihash>>,
+}
+
+/// Keys retried one by one in a slice; past this many, the whole slice is retried.
+const MAX_RETRY_KEYS: usize = 4096;
+
 /// Keys of one slice waiting for their first provide.
 #[derive(Debug)]
 struct QueuedSlice {
@@ -178,8 +203,13 @@ enum Job {
         keys: Vec<Queued>,
         whole: bool,
     },
-    /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says.
-    Reprovide { slice: Prefix, cycle: Option<u64> },
+    /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says;
+    /// a retry of keys that failed has them in `only`.
+    Reprovide {
+        slice: Prefix,
+        cycle: Option<u64>,
+        only: Option<Vec<Multihash>>,
+    },
     /// While disconnected: one FIND_NODE to see whether the network answers again.
     Probe,
 }
@@ -214,7 +244,7 @@ struct Shared {
     queued_keys: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
-    retry: BTreeMap<Prefix, UnixSecs>,
+    retry: BTreeMap<Prefix, Retry>,
     cache: VecDeque<(Exploration, UnixSecs)>,
     size: SizeEstimator,
     connectivity: Connectivity,
@@ -376,8 +406,9 @@ where
     /// Adds `keys` to the keystore and returns once their first provide succeeded or failed.
     /// With `force`, keys already held are provided again too.
     ///
-    /// Dropping the returned future cancels only that first provide: the keys stay in the
-    /// keystore and are reprovided on schedule.
+    /// Dropping the returned future only stops the wait: the keys are still provided now, and
+    /// reprovided on schedule. Keys whose first provide failed are retried (the failed keys
+    /// alone) until it succeeds, across restarts too.
     pub async fn start_providing(
         &self,
         force: bool,
@@ -628,9 +659,9 @@ where
         let oldest_retry = shared
             .retry
             .iter()
-            .filter(|(_, at)| **at <= now)
-            .min_by_key(|(slice, at)| (**at, **slice))
-            .map(|(slice, at)| (*slice, *at));
+            .filter(|(_, r)| r.at <= now)
+            .min_by_key(|(slice, r)| (r.at, **slice))
+            .map(|(slice, r)| (*slice, r.at));
         let oldest_queued = shared
             .queue
             .iter()
@@ -648,10 +679,15 @@ where
         };
         let chosen = choose(now, waiting, workers);
         if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
-            shared.retry.remove(&slice);
+            let only = shared.retry.remove(&slice).and_then(|r| r.keys);
             shared.busy += 1;
             shared.busy_other += 1;
-            return (Some(Job::Reprovide { slice, cycle: None }), None);
+            let job = Job::Reprovide {
+                slice,
+                cycle: None,
+                only,
+            };
+            return (Some(job), None);
         }
         if let (Some(JobKind::Provide), Some((slice, _))) = (chosen, oldest_queued)
             && let Some(queued) = shared.queue.remove(&slice)
@@ -680,6 +716,7 @@ where
                 Some(Job::Reprovide {
                     slice,
                     cycle: Some(cycle),
+                    only: None,
                 }),
                 None,
             );
@@ -687,28 +724,10 @@ where
         let next = shared
             .retry
             .values()
-            .copied()
+            .map(|r| r.at)
             .chain([schedule.next_due_time(&shared.cursor)])
             .min();
         (None, next)
-    }
-
-    /// Reads every key of `slice`; a failure is logged and counted, and `None` tells the
-    /// caller to retry the slice later.
-    fn scan_slice(&self, slice: &Prefix) -> Option<Vec<Multihash>> {
-        match self.parts.keystore.scan_all(slice, self.config.scan_page) {
-            Ok(all) => Some(all.into_iter().map(|(_, mh)| mh).collect()),
-            Err(e) => {
-                let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(
-                    %slice,
-                    error = %e,
-                    errors,
-                    "keystore scan failed; the slice is retried later"
-                );
-                None
-            }
-        }
     }
 
     /// One FIND_NODE to a known server; an answer brings the provider back online.
@@ -766,14 +785,16 @@ where
     }
 
     async fn run(&self, job: Job) {
-        let mut scan_failed = false;
-        let (slice, keys, batches) = match &job {
+        // Keys already in memory (queued, or a retry's), and whether to read the slice's keys
+        // from the keystore too (a page at a time, each sent before the next is read).
+        let (slice, first, batches, scan) = match &job {
             Job::Provide { slice, keys, whole } => {
                 let mut wanted: Vec<Multihash> = Vec::new();
                 let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
                 for q in keys {
                     match &q.batch {
-                        Some(b) if b.cancelled.load(Ordering::Acquire) => b.report(q.key, false),
+                        // Nobody waits any more, but the key is still provided now.
+                        Some(b) if b.cancelled.load(Ordering::Acquire) => wanted.push(q.key),
                         Some(b) => {
                             batches.entry(q.key).or_default().push(b.clone());
                             wanted.push(q.key);
@@ -781,50 +802,76 @@ where
                         None => wanted.push(q.key),
                     }
                 }
-                if *whole {
-                    match self.scan_slice(slice) {
-                        Some(all) => wanted.extend(all),
-                        None => scan_failed = true,
-                    }
-                }
-                (*slice, dedup(&wanted), batches)
+                (*slice, dedup(&wanted), batches, *whole)
             }
             Job::Probe => return self.probe().await,
-            Job::Reprovide { slice, .. } => match self.scan_slice(slice) {
-                Some(all) => (*slice, all, HashMap::new()),
-                None => {
-                    scan_failed = true;
-                    (*slice, Vec::new(), HashMap::new())
+            Job::Reprovide {
+                slice,
+                only: Some(only),
+                ..
+            } => (*slice, only.clone(), HashMap::new(), false),
+            Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), true),
+        };
+        let mut outcome = JobOutcome::default();
+        if !first.is_empty() {
+            let page = self.provide_slice(slice, &first, None).await;
+            for (key, ok) in first.iter().zip(&page.ok) {
+                if let Some(bs) = batches.get(key) {
+                    for b in bs {
+                        b.report(*key, *ok);
+                    }
                 }
-            },
-        };
-        let outcome = if keys.is_empty() {
-            SliceOutcome::default()
-        } else {
-            self.provide_slice(slice, &keys).await
-        };
+            }
+            outcome.absorb(&first, page);
+        }
+        let mut scan_failed = false;
+        if scan {
+            let already: HashSet<&Multihash> = first.iter().collect();
+            let page_len = self.config.scan_page.max(1);
+            let mut after: Option<Key> = None;
+            loop {
+                let page = match self.parts.keystore.scan(&slice, after.as_ref(), page_len) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(
+                            %slice,
+                            error = %e,
+                            errors,
+                            "keystore scan failed; the slice is retried later"
+                        );
+                        scan_failed = true;
+                        break;
+                    }
+                };
+                let last_page = page.len() < page_len;
+                after = page.last().map(|(key, _)| *key);
+                let keys: Vec<Multihash> = page
+                    .into_iter()
+                    .map(|(_, mh)| mh)
+                    .filter(|mh| !already.contains(mh))
+                    .collect();
+                if !keys.is_empty() {
+                    let prior = outcome.exploration.take();
+                    let sent = self.provide_slice(slice, &keys, prior).await;
+                    outcome.absorb(&keys, sent);
+                }
+                if last_page || after.is_none() {
+                    break;
+                }
+            }
+        }
         let now = self.now();
-        // Counters first, so that a caller woken by its batch reads them updated.
-        let failed = outcome.ok.iter().filter(|ok| !**ok).count() as u64;
+        let failed = outcome.failed;
         self.counters
             .keys_provided
-            .fetch_add(keys.len() as u64 - failed, Ordering::Relaxed);
+            .fetch_add(outcome.keys - failed, Ordering::Relaxed);
         self.counters
             .keys_failed
             .fetch_add(failed, Ordering::Relaxed);
-        {
-            let mut shared = self.shared.lock();
-            shared.cycle_sent.0 += outcome.sent;
-            shared.cycle_sent.1 += outcome.send_failures;
-        }
-        for (key, ok) in keys.iter().zip(&outcome.ok) {
-            if let Some(bs) = batches.get(key) {
-                for b in bs {
-                    b.report(*key, *ok);
-                }
-            }
-        }
         let mut shared = self.shared.lock();
+        shared.cycle_sent.0 += outcome.sent;
+        shared.cycle_sent.1 += outcome.send_failures;
         shared.busy = shared.busy.saturating_sub(1);
         if !job.is_scheduled() {
             shared.busy_other = shared.busy_other.saturating_sub(1);
@@ -832,7 +879,7 @@ where
         if outcome.answered {
             shared.last_answer = now;
             shared.connectivity = Connectivity::Online;
-        } else if !keys.is_empty() {
+        } else if outcome.keys > 0 {
             if shared.connectivity == Connectivity::Online {
                 tracing::warn!("no server answered; sending nothing but a probe a minute");
                 shared.last_probe = now;
@@ -840,9 +887,28 @@ where
             shared.connectivity = self.disconnected(&shared, now);
         }
         if failed > 0 || scan_failed {
-            shared
-                .retry
-                .insert(slice, now.saturating_add(self.config.retry_after.as_secs()));
+            // Retry what failed: the keys that reached too few servers, or the whole slice
+            // when it could not be read (or too many failed). Until that succeeds the slice
+            // stays pending, so a restart provides it rather than waiting for the schedule.
+            let weak = (!scan_failed && !outcome.weak_overflow).then(|| outcome.weak.clone());
+            let at = now.saturating_add(self.config.retry_after.as_secs());
+            let keys = match (shared.retry.remove(&slice), weak) {
+                (
+                    Some(Retry {
+                        keys: Some(mut old),
+                        ..
+                    }),
+                    Some(weak),
+                ) => {
+                    old.extend(weak);
+                    Some(dedup(&old))
+                }
+                (None, weak) => weak,
+                _ => None,
+            }
+            .filter(|keys| keys.len() <= MAX_RETRY_KEYS);
+            shared.retry.insert(slice, Retry { at, keys });
+            shared.state.pending.insert(slice);
         }
         if let Job::Reprovide {
             cycle: Some(cycle), ..
@@ -850,14 +916,11 @@ where
         {
             shared.claimed.remove(&(cycle, slice));
         }
-        // A whole slice not read stays pending (provided whole after a restart) until a
-        // retry reads it.
-        let pending_done = match job {
-            Job::Provide { .. } => !scan_failed,
-            Job::Reprovide { cycle, .. } => cycle.is_none() && !scan_failed,
-            Job::Probe => false,
-        };
-        if pending_done && !shared.queue.contains_key(&slice) {
+        // A slice stays pending (provided whole after a restart) until its provide or retry
+        // reached every key.
+        let pending_done = failed == 0 && !scan_failed && !matches!(job, Job::Probe);
+        if pending_done && !shared.retry.contains_key(&slice) && !shared.queue.contains_key(&slice)
+        {
             shared.state.pending.remove(&slice);
         }
         if let Some(ex) = &outcome.exploration {
@@ -900,8 +963,26 @@ where
         }
     }
 
-    /// A fresh exploration covering `slice`, if one is cached; otherwise the best seeds.
+    /// The servers of `slice` from a complete routing table (fullrt), with no request.
+    fn table_region(&self, slice: Prefix, excluded: &HashSet<PeerId>) -> Exploration {
+        let table = &self.parts.table;
+        let ex = region_from_table(
+            slice,
+            self.config.k,
+            Some(self.parts.local.peer_id),
+            excluded,
+            |key, n| table.closest_peers(key, n),
+        );
+        self.count_region(&ex);
+        ex
+    }
+
+    /// A fresh exploration covering `slice`, if one is cached or the routing table is
+    /// complete; otherwise the best seeds.
     fn cached(&self, slice: &Prefix) -> Result<Exploration, Vec<PeerInfo>> {
+        if self.parts.table.is_complete() {
+            return Ok(self.table_region(*slice, &HashSet::new()));
+        }
         let now = self.now();
         let fresh = self.config.exploration_freshness.as_secs();
         let shared = self.shared.lock();
@@ -959,34 +1040,44 @@ where
             }
         }
         let ex = explorer.finish();
-        self.counters
-            .find_node
-            .fetch_add(ex.requests as u64, Ordering::Relaxed);
-        self.counters
-            .regions_explored
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .region_prefix_bits
-            .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
+        self.count_region(&ex);
         ex
     }
 
+    /// Counts a region learned (explored, or taken from a complete table).
+    fn count_region(&self, ex: &Exploration) {
+        let c = &self.counters;
+        c.find_node.fetch_add(ex.requests as u64, Ordering::Relaxed);
+        c.regions_explored.fetch_add(1, Ordering::Relaxed);
+        c.region_prefix_bits
+            .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
+    }
+
     /// Sends every key to its k closest servers around `slice`.
-    async fn provide_slice(&self, slice: Prefix, keys: &[Multihash]) -> SliceOutcome {
+    async fn provide_slice(
+        &self,
+        slice: Prefix,
+        keys: &[Multihash],
+        prior: Option<Exploration>,
+    ) -> SliceOutcome {
         let k = self.config.k;
         let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
         let mut excluded: HashSet<PeerId> = HashSet::new();
-        let mut exploration = match self.cached(&slice) {
+        let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
             Ok(ex) => ex,
             Err(seeds) => self.explore(slice, seeds, &excluded).await,
         };
         let mut answered = !exploration.responded.is_empty();
         let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
         let mut outcome = SliceOutcome::default();
+        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
         for pass in 0..3 {
             // Each key's k closest live servers that do not hold it yet.
             let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
             for (i, key) in kad.iter().enumerate() {
+                if stored[i].len() >= k {
+                    continue;
+                }
                 for peer in exploration.closest(key, k) {
                     if !stored[i].contains(&peer.peer_id) && !excluded.contains(&peer.peer_id) {
                         per_peer
@@ -1002,7 +1093,7 @@ where
             }
             let results: Vec<(PeerId, Vec<usize>, bool)> = futures::stream::iter(per_peer)
                 .map(|(peer_id, (peer, idx))| async move {
-                    let (done, dead) = self.send_to_peer(&peer, keys, idx).await;
+                    let (done, dead) = self.send_to_peer(&peer, keys, idx, deadline).await;
                     (peer_id, done, dead)
                 })
                 .buffer_unordered(self.config.peers_in_parallel.max(1))
@@ -1023,12 +1114,16 @@ where
                     newly_dead += 1;
                 }
             }
-            if newly_dead == 0 || pass == 2 {
+            if newly_dead == 0 || pass == 2 || tokio::time::Instant::now() >= deadline {
                 break;
             }
             // Some servers are gone: learn the region again without them.
-            let seeds = exploration.servers.clone();
-            exploration = self.explore(slice, seeds, &excluded).await;
+            exploration = if self.parts.table.is_complete() {
+                self.table_region(slice, &excluded)
+            } else {
+                let seeds = exploration.servers.clone();
+                self.explore(slice, seeds, &excluded).await
+            };
             answered |= !exploration.responded.is_empty();
         }
         let reachable = exploration.servers.len().min(k);
@@ -1040,13 +1135,21 @@ where
     }
 
     /// Sends ADD_PROVIDER for `keys[idx]` to `peer`; returns the indexes delivered, and
-    /// whether the peer was given up on.
+    /// whether the peer was given up on (it failed, or was too slow for its budget or the
+    /// slice's `deadline`).
     async fn send_to_peer(
         &self,
         peer: &PeerInfo,
         keys: &[Multihash],
         idx: Vec<usize>,
+        deadline: tokio::time::Instant,
     ) -> (Vec<usize>, bool) {
+        let budget = self.config.peer_budget.saturating_add(
+            self.config
+                .peer_time_per_record
+                .saturating_mul(u32::try_from(idx.len()).unwrap_or(u32::MAX)),
+        );
+        let until = deadline.min(tokio::time::Instant::now() + budget);
         let timeout = self.config.request_timeout;
         let local = &self.parts.local;
         let network = &self.parts.network;
@@ -1062,7 +1165,19 @@ where
             .buffer_unordered(self.config.sends_per_peer.max(1));
         let mut done = Vec::new();
         let mut failures = 0;
-        while let Some((i, ok)) = sends.next().await {
+        loop {
+            let (i, ok) = match tokio::time::timeout_at(until, sends.next()).await {
+                Ok(Some(sent)) => sent,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::debug!(
+                        peer = %peer.peer_id,
+                        delivered = done.len(),
+                        "peer too slow for its budget; its other records go to the next closest"
+                    );
+                    return (done, true);
+                }
+            };
             self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
             if ok {
                 done.push(i);
@@ -1137,6 +1252,48 @@ struct SliceOutcome {
     send_failures: u64,
     answered: bool,
     exploration: Option<Exploration>,
+}
+
+/// What a job did, over all its pages: only the failed keys are kept, and at most
+/// [`MAX_RETRY_KEYS`] of them.
+#[derive(Debug, Default)]
+struct JobOutcome {
+    /// Keys sent.
+    keys: u64,
+    /// Keys that reached too few servers.
+    failed: u64,
+    /// The first of them.
+    weak: Vec<Multihash>,
+    /// More keys failed than `weak` holds.
+    weak_overflow: bool,
+    sent: u64,
+    send_failures: u64,
+    answered: bool,
+    /// The region's servers, reused for the next page.
+    exploration: Option<Exploration>,
+}
+
+impl JobOutcome {
+    /// Adds the outcome of sending `keys`.
+    fn absorb(&mut self, keys: &[Multihash], page: SliceOutcome) {
+        self.keys += keys.len() as u64;
+        for (key, ok) in keys.iter().zip(&page.ok) {
+            if !ok {
+                self.failed += 1;
+                if self.weak.len() < MAX_RETRY_KEYS {
+                    self.weak.push(*key);
+                } else {
+                    self.weak_overflow = true;
+                }
+            }
+        }
+        self.sent += page.sent;
+        self.send_failures += page.send_failures;
+        self.answered |= page.answered;
+        if page.exploration.is_some() {
+            self.exploration = page.exploration;
+        }
+    }
 }
 
 /// Seconds between two probes while disconnected.
