@@ -73,6 +73,15 @@ pub struct HandlerConfig {
     pub max_providers_returned: usize,
     /// Most addresses of the sender an ADD_PROVIDER may carry (default 128).
     pub max_provider_addrs: usize,
+    /// Largest address kept in a provider record, in bytes (default 256: an address with two
+    /// WebTransport certificate hashes and a peer id takes about 130). Longer addresses are
+    /// dropped, as are those no one could dial (`dht_proto::is_dialable`).
+    pub max_provider_addr_bytes: usize,
+    /// Most bytes of addresses one provider record keeps (default 4,096); addresses beyond
+    /// are dropped, first ones kept. Applied when a record is stored and again when it is
+    /// served, so a GET_PROVIDERS answer of `max_providers_returned` records always fits a
+    /// message.
+    pub max_provider_record_bytes: usize,
     /// Largest PUT_VALUE value (default 10 KiB, the IPNS record size limit; `/pk/` values,
     /// public keys, are smaller).
     pub max_value_size: usize,
@@ -91,6 +100,8 @@ impl Default for HandlerConfig {
             max_key_len: 256,
             max_providers_returned: K_VALUE,
             max_provider_addrs: 128,
+            max_provider_addr_bytes: 256,
+            max_provider_record_bytes: 4096,
             max_value_size: 10 * 1024,
             rate_limit: Some(RateLimit::default()),
             max_tracked_peers: 10_000,
@@ -131,6 +142,20 @@ impl HandlerConfig {
     #[must_use]
     pub fn max_provider_addrs(mut self, n: usize) -> Self {
         self.max_provider_addrs = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_provider_addr_bytes`].
+    #[must_use]
+    pub fn max_provider_addr_bytes(mut self, n: usize) -> Self {
+        self.max_provider_addr_bytes = n;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_provider_record_bytes`].
+    #[must_use]
+    pub fn max_provider_record_bytes(mut self, n: usize) -> Self {
+        self.max_provider_record_bytes = n;
         self
     }
 

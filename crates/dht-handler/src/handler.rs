@@ -2,7 +2,7 @@
 
 use dht_proto::{
     Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request, Response,
-    UnixSecs,
+    UnixSecs, bound_addrs,
 };
 use dht_provider_store::{ProviderStore, ValueStore};
 use dht_routing_table::{Direction, PeerEvent, RoutingTable};
@@ -275,11 +275,13 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             &key,
             self.config.max_provider_key_len,
         )?;
+        // Bounded again on the way out: whatever the store holds (records of an older
+        // version, another writer), the answer fits a message.
         let providers = self
             .providers
             .providers(&key, self.config.max_providers_returned, now)?
             .into_iter()
-            .map(|r| PeerInfo::new(r.provider, r.addrs))
+            .map(|r| PeerInfo::new(r.provider, self.bound_provider_addrs(r.addrs)))
             .collect();
         let local = self.local.read().peer_id;
         let closer_peers = self.closer_peers(&key, from, &local);
@@ -290,9 +292,20 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         })
     }
 
+    /// The addresses of a provider record worth storing and serving: dialable, each within
+    /// `max_provider_addr_bytes`, together within `max_provider_record_bytes`.
+    fn bound_provider_addrs(&self, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        bound_addrs(
+            addrs,
+            self.config.max_provider_addr_bytes,
+            self.config.max_provider_record_bytes,
+        )
+    }
+
     /// ADD_PROVIDER: key of 1 to 80 bytes; only entries naming the sender count (Go ignores
-    /// the others), their addresses merged into one record. An entry without address counts
-    /// for nothing. With no address left, the request is refused: as
+    /// the others), their addresses merged into one record and bounded (see
+    /// [`HandlerConfig::max_provider_record_bytes`]). An entry without a usable address
+    /// counts for nothing. With no address left, the request is refused: as
     /// [`HandlerError::ProviderNotSender`] if it named another peer, else as
     /// [`HandlerError::NoValidProviderEntries`].
     fn add_provider(
@@ -320,12 +333,9 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             if seen > max {
                 return Err(HandlerError::TooManyAddresses { len: seen, max });
             }
-            for a in entry.addrs {
-                if !addrs.contains(&a) {
-                    addrs.push(a);
-                }
-            }
+            addrs.extend(entry.addrs);
         }
+        let addrs = self.bound_provider_addrs(addrs);
         if addrs.is_empty() {
             return Err(match foreign {
                 Some(provider) => HandlerError::ProviderNotSender {

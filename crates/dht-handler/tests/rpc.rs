@@ -908,3 +908,95 @@ fn local_addresses_can_change() {
     };
     assert!(closer_peers.iter().all(|p| p.peer_id != local().peer_id));
 }
+
+/// `/dns4/<name of about len bytes>/tcp/4001`, distinct per `i`.
+fn dns_addr(i: usize, len: usize) -> dht_proto::Multiaddr {
+    let name = format!("{i:04}{}", "a".repeat(len.saturating_sub(12)));
+    format!("/dns4/{name}/tcp/4001").parse().unwrap()
+}
+
+#[test]
+fn provider_records_are_bounded_in_bytes() {
+    use dht_proto::multiaddr::Protocol;
+    let key = b"\x12\x20 a provider key of some bytes".to_vec();
+    for kind in &KINDS {
+        let stores = Stores::new(kind);
+        let h = handler(&stores, &table_peers(), HandlerConfig::default());
+        let asker = cli(99);
+
+        // Addresses no one can dial, or longer than 256 bytes, are dropped.
+        let p = srv(50);
+        let good = addr(50);
+        let sent = vec![
+            "/ip4/0.0.0.0/tcp/4001".parse().unwrap(),
+            dht_proto::Multiaddr::empty().with(Protocol::Unix("tmp/socket".into())),
+            "/memory/7".parse().unwrap(),
+            dns_addr(0, 300),
+            good.clone(),
+            "/ip6/::/tcp/4001".parse().unwrap(),
+        ];
+        let entry = PeerInfo::new(p.peer.peer_id, sent);
+        assert_eq!(h.handle(&p, add(&key, vec![entry]), NOW).unwrap(), None);
+        let got = h.handle(&asker, get_providers(&key), NOW).unwrap();
+        let Some(Response::GetProviders { providers, .. }) = got else {
+            panic!("{got:?}");
+        };
+        assert_eq!(
+            providers,
+            vec![PeerInfo::new(p.peer.peer_id, vec![good])],
+            "{}",
+            stores.name
+        );
+
+        // 100 addresses of 200 bytes (20 KB): the first ones within 4,096 bytes are kept.
+        let q = srv(51);
+        let many: Vec<_> = (0..100).map(|i| dns_addr(i, 200)).collect();
+        let each = many[0].as_ref().len();
+        let key2 = b"\x12\x20 another provider key .......".to_vec();
+        let entry = PeerInfo::new(q.peer.peer_id, many.clone());
+        assert_eq!(h.handle(&q, add(&key2, vec![entry]), NOW).unwrap(), None);
+        let got = h.handle(&asker, get_providers(&key2), NOW).unwrap();
+        let Some(Response::GetProviders { providers, .. }) = got else {
+            panic!("{got:?}");
+        };
+        assert_eq!(providers.len(), 1);
+        assert_eq!(
+            providers[0].addrs,
+            many[..4096 / each].to_vec(),
+            "{}",
+            stores.name
+        );
+    }
+}
+
+#[test]
+fn get_providers_fits_a_message_whatever_the_store_holds() {
+    // Records written past the handler (an older version, another writer): 20 providers of
+    // 128 addresses of 2,000 bytes, 5 MB in all.
+    let key = b"\x12\x20 a censored provider key .....".to_vec();
+    for kind in &KINDS {
+        let stores = Stores::new(kind);
+        let records: Vec<_> = (0..20u64)
+            .map(|i| dht_proto::ProviderRecord {
+                key: key.clone(),
+                provider: peer(200 + i).peer_id,
+                addrs: (0..128).map(|j| dns_addr(j, 2000)).collect(),
+                received_at: NOW,
+            })
+            .collect();
+        stores.providers.add_providers(&records).unwrap();
+        let h = handler(&stores, &table_peers(), HandlerConfig::default());
+        let got = h.handle(&cli(99), get_providers(&key), NOW + 1).unwrap();
+        let Some(resp @ Response::GetProviders { .. }) = got else {
+            panic!("{got:?}");
+        };
+        let Response::GetProviders { providers, .. } = &resp else {
+            unreachable!()
+        };
+        assert_eq!(providers.len(), 20, "{}", stores.name);
+        let mut frame = Vec::new();
+        dht_proto::Codec::default()
+            .encode_response(&resp, &mut frame)
+            .unwrap_or_else(|e| panic!("{}: the answer does not encode: {e}", stores.name));
+    }
+}

@@ -178,6 +178,7 @@ impl Metrics {
             ("outbound_requests_failed", t.outbound_requests_failed),
             ("inbound_streams_accepted", t.inbound_streams_accepted),
             ("inbound_streams_refused", t.inbound_streams_refused),
+            ("inbound_shed", t.inbound_shed),
             ("inbound_requests", t.inbound_requests),
             ("inbound_stream_errors", t.inbound_stream_errors),
         ] {

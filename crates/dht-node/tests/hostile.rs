@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Node, RawPeer, within};
-use dht_node::transport::{ConnectionLimits, KadConfig, TransportConfig};
-use dht_proto::Request;
+use dht_node::transport::{ConnectionLimits, KadConfig, TransportConfig, TransportError};
+use dht_proto::{Request, Response};
 use futures::{AsyncReadExt, AsyncWriteExt};
 
 fn varint(mut v: u64) -> Vec<u8> {
@@ -159,4 +159,91 @@ async fn connections_per_peer_and_in_total_are_limited() {
     })
     .await;
     assert_eq!(total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+    // GET_PROVIDERS of "slow" blocks (a store waiting on its disk) until `open` is set.
+    let open = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (gate, count) = (open.clone(), entered.clone());
+    // Opens the gate however the test ends, so that no handler thread blocks for ever.
+    struct Release(Arc<AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _release = Release(open.clone());
+    let server = Node::start(
+        KadConfig::default().max_inbound_requests(2),
+        Arc::new(move |peer, request: &Request| {
+            if request.key() == b"slow" {
+                count.fetch_add(1, Ordering::SeqCst);
+                while !gate.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            common::default_answer(peer, request)
+        }),
+    )
+    .await;
+    let slow = || Request::GetProviders {
+        key: b"slow".to_vec(),
+    };
+    let busy: Vec<Node> = vec![Node::server().await, Node::server().await];
+    let mut waiting = Vec::new();
+    for c in &busy {
+        let (handle, info) = (c.handle.clone(), server.info.clone());
+        waiting.push(tokio::spawn(
+            async move { handle.request(&info, slow()).await },
+        ));
+    }
+    within("two requests being answered", async {
+        while entered.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // A third is refused at once, not queued behind them (or left to time out after 10 s).
+    let third = Node::server().await;
+    let started = Instant::now();
+    let out = within(
+        "a third request",
+        third.handle.request(&server.info, slow()),
+    )
+    .await;
+    assert!(
+        matches!(&out, Err(e) if !matches!(e, TransportError::Timeout)),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        2,
+        "the third never reached the handler"
+    );
+    assert!(server.handle.stats().inbound_shed >= 1);
+    // Once the work is done, requests are answered again.
+    open.store(true, Ordering::SeqCst);
+    for w in waiting {
+        let out = within("the slow ones", w).await.unwrap();
+        assert!(
+            matches!(out, Ok(Some(Response::GetProviders { .. }))),
+            "{out:?}"
+        );
+    }
+    let out = within("after the load", third.handle.request(&server.info, slow())).await;
+    assert!(
+        matches!(out, Ok(Some(Response::GetProviders { .. }))),
+        "{out:?}"
+    );
 }

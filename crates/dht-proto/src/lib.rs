@@ -13,7 +13,7 @@ pub mod kad;
 
 pub use key::{Distance, KEY_BITS, Key};
 pub use message::{MessageType, PROTOCOL_NAME, Request, Response};
-pub use peer::{ConnectionType, Multiaddr, PeerId, PeerInfo};
+pub use peer::{ConnectionType, Multiaddr, PeerId, PeerInfo, bound_addrs, is_dialable};
 pub use prefix::{ParsePrefixError, Prefix};
 pub use record::{
     K_VALUE, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, ProviderRecord,
@@ -27,4 +27,5 @@ pub use wire::{
 // Re-exported so users name the same versions this crate was built against.
 pub use cid;
 pub use libp2p_identity;
+pub use multiaddr;
 pub use multihash;

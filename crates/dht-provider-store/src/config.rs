@@ -22,6 +22,10 @@ pub struct Config {
     /// Number of DHT keys whose provider lists the LRU cache holds (0 disables the cache).
     /// Default 65,536.
     pub cache_entries: usize,
+    /// Most bytes the provider lists in the LRU cache take, about (0 disables the cache).
+    /// Default 64 MiB. Lists are evicted least recently used first, whichever of this and
+    /// [`Config::cache_entries`] is reached first; a list larger than this is never cached.
+    pub cache_bytes: usize,
     /// The most providers kept per key (default 20, as libp2p-kad). When a key holds this many
     /// unexpired providers, new providers are refused and the established ones kept (a flood of
     /// fake providers cannot evict real ones); a provider already held is always refreshed.
@@ -57,6 +61,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             cache_entries: 65_536,
+            cache_bytes: 64 << 20,
             max_providers_per_key: K_VALUE,
             sync_writes: true,
             block_cache_bytes: 64 << 20,
@@ -73,6 +78,13 @@ impl Config {
     #[must_use]
     pub fn cache_entries(mut self, n: usize) -> Self {
         self.cache_entries = n;
+        self
+    }
+
+    /// Sets [`Config::cache_bytes`].
+    #[must_use]
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -125,7 +137,8 @@ impl Config {
         self
     }
 
-    /// A small-memory profile: 8 MiB block cache, 16 MiB of memtables, 128 open files.
+    /// A small-memory profile: 8 MiB block cache, 16 MiB of memtables, 128 open files, a
+    /// provider cache of 4,096 lists and 8 MiB.
     /// Suits tests, the simulator and keystores read in regions.
     #[must_use]
     pub fn small() -> Self {
@@ -134,5 +147,6 @@ impl Config {
             .write_buffer_bytes(16 << 20)
             .max_open_files(128)
             .cache_entries(4096)
+            .cache_bytes(8 << 20)
     }
 }

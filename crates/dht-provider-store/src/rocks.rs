@@ -146,23 +146,68 @@ impl KeyLocks {
 
 /// The LRU cache of provider lists: Kademlia key → every stored record of the key (expired
 /// ones included; reads filter at their `now`), in read order. Empty lists are cached too, so
-/// repeated misses for keys nobody provides stay cheap.
+/// repeated misses for keys nobody provides stay cheap. Bounded by entries and by bytes
+/// ([`list_bytes`]): least recently used lists go first, and a list larger than the whole
+/// budget is not cached.
 ///
 /// A read that missed must not put a list it read before a concurrent write into the cache
 /// after that write invalidated it. Writers bump a per-stripe epoch after their write lands,
 /// under the LRU lock; a reader notes the epoch before reading the database and inserts only
 /// if it is unchanged.
 struct ProviderCache {
-    lru: Mutex<LruCache<Key, Arc<Vec<ProviderRecord>>>>,
+    lru: Mutex<Lists>,
+    max_bytes: usize,
     epochs: Vec<AtomicU64>,
 }
 
+/// The cached lists and the bytes they take.
+struct Lists {
+    lru: LruCache<Key, Arc<Vec<ProviderRecord>>>,
+    bytes: usize,
+}
+
+impl Lists {
+    fn pop(&mut self, key: &Key) {
+        if let Some(list) = self.lru.pop(key) {
+            self.bytes = self.bytes.saturating_sub(list_bytes(&list));
+        }
+    }
+}
+
+/// What a cached list takes in memory, about: each record's allocations and bookkeeping,
+/// each address's, and the cache entry's own.
+fn list_bytes(list: &[ProviderRecord]) -> usize {
+    const ENTRY: usize = 96;
+    const RECORD: usize = std::mem::size_of::<ProviderRecord>() + 16;
+    const ADDR: usize = 48;
+    ENTRY
+        + list
+            .iter()
+            .map(|r| {
+                RECORD
+                    + r.key.len()
+                    + r.addrs
+                        .iter()
+                        .map(|a| ADDR + a.as_ref().len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
 impl ProviderCache {
-    fn new(entries: NonZeroUsize) -> Self {
+    fn new(entries: NonZeroUsize, max_bytes: usize) -> Self {
         ProviderCache {
-            lru: Mutex::new(LruCache::new(entries)),
+            lru: Mutex::new(Lists {
+                lru: LruCache::new(entries),
+                bytes: 0,
+            }),
+            max_bytes,
             epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    fn bytes(&self) -> usize {
+        self.lru.lock().bytes
     }
 
     fn stripe(&self, key: &Key) -> &AtomicU64 {
@@ -172,7 +217,7 @@ impl ProviderCache {
     }
 
     fn get(&self, key: &Key) -> Option<Arc<Vec<ProviderRecord>>> {
-        self.lru.lock().get(key).cloned()
+        self.lru.lock().lru.get(key).cloned()
     }
 
     fn epoch(&self, key: &Key) -> u64 {
@@ -180,17 +225,29 @@ impl ProviderCache {
     }
 
     fn insert_if_unchanged(&self, key: Key, epoch: u64, list: Arc<Vec<ProviderRecord>>) {
-        let mut lru = self.lru.lock();
-        if self.stripe(&key).load(Ordering::Acquire) == epoch {
-            lru.put(key, list);
+        let size = list_bytes(&list);
+        let mut lists = self.lru.lock();
+        if self.stripe(&key).load(Ordering::Acquire) != epoch || size > self.max_bytes {
+            return;
+        }
+        // Replaces the key's list, or evicts the least recently used at the entry cap.
+        if let Some((_, old)) = lists.lru.push(key, list) {
+            lists.bytes = lists.bytes.saturating_sub(list_bytes(&old));
+        }
+        lists.bytes += size;
+        while lists.bytes > self.max_bytes {
+            match lists.lru.pop_lru() {
+                Some((_, old)) => lists.bytes = lists.bytes.saturating_sub(list_bytes(&old)),
+                None => break,
+            }
         }
     }
 
     fn invalidate<'a>(&self, keys: impl IntoIterator<Item = &'a Key>) {
-        let mut lru = self.lru.lock();
+        let mut lists = self.lru.lock();
         for k in keys {
             self.stripe(k).fetch_add(1, Ordering::AcqRel);
-            lru.pop(k);
+            lists.pop(k);
         }
     }
 }
@@ -333,7 +390,9 @@ impl RocksStore {
             None => 0,
         };
 
-        let cache = NonZeroUsize::new(config.cache_entries).map(ProviderCache::new);
+        let cache = NonZeroUsize::new(config.cache_entries)
+            .filter(|_| config.cache_bytes > 0)
+            .map(|entries| ProviderCache::new(entries, config.cache_bytes));
         tracing::debug!(path = %path.display(), keys = key_count, "opened provider store");
         Ok(RocksStore {
             db,
@@ -357,6 +416,12 @@ impl RocksStore {
     /// The configuration the store was opened with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// About how many bytes the provider lists in the LRU cache take now (at most
+    /// [`Config::cache_bytes`]; 0 without a cache).
+    pub fn provider_cache_bytes(&self) -> usize {
+        self.cache.as_ref().map_or(0, ProviderCache::bytes)
     }
 
     /// Flushes every memtable to SST files (and so the WAL is no longer needed).

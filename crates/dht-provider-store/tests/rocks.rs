@@ -715,3 +715,55 @@ fn concurrent_writers_keep_the_cap_and_every_record() {
         );
     }
 }
+
+/// What `n` addresses of `len` bytes each look like: `/dns4/<name>/tcp/4001`, distinct per `i`.
+fn long_addrs(i: usize, n: usize, len: usize) -> Vec<dht_proto::Multiaddr> {
+    (0..n)
+        .map(|j| {
+            let name = format!("{i:05}-{j:03}-{}", "a".repeat(len.saturating_sub(17)));
+            format!("/dns4/{name}/tcp/4001").parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_provider_cache_is_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 256 * 1024;
+    let store = RocksStore::open(
+        dir.path(),
+        Config::small().sync_writes(false).cache_bytes(budget),
+    )
+    .unwrap();
+    // 200 keys whose lists hold 20 KB of addresses each (4 MB in all), every one read once.
+    let now = 1_700_000_000;
+    for i in 0..200 {
+        let key = format!("key {i:05} ...........................").into_bytes();
+        let record = dht_proto::ProviderRecord {
+            key: key.clone(),
+            provider: dht_proto::PeerId::random(),
+            addrs: long_addrs(i, 100, 200),
+            received_at: now,
+        };
+        store.add_provider(&record).unwrap();
+        assert_eq!(store.providers(&key, 20, now).unwrap(), vec![record]);
+    }
+    let held = store.provider_cache_bytes();
+    assert!(
+        held > budget / 2 && held <= budget,
+        "the cache holds {held} bytes for a budget of {budget}"
+    );
+    // A list larger than the whole budget is served but not cached.
+    let key = b"one big list ........................".to_vec();
+    let records: Vec<_> = (0..20)
+        .map(|i| dht_proto::ProviderRecord {
+            key: key.clone(),
+            provider: dht_proto::PeerId::random(),
+            addrs: long_addrs(1000 + i, 128, 200),
+            received_at: now,
+        })
+        .collect();
+    store.add_providers(&records).unwrap();
+    assert_eq!(store.providers(&key, 20, now).unwrap().len(), 20);
+    assert!(store.provider_cache_bytes() <= budget);
+}

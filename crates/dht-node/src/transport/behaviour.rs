@@ -19,7 +19,7 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::{
     config::{KadConfig, Mode},
@@ -48,6 +48,8 @@ pub struct KadBehaviour {
     mode: Mode,
     inbound_handler: Arc<dyn InboundHandler>,
     stats: Arc<Stats>,
+    /// Permits for the inbound requests being answered, shared by every connection.
+    inbound_permits: Arc<Semaphore>,
     /// Established connections per peer, oldest first.
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// Listen addresses of connected peers, from identify.
@@ -66,6 +68,7 @@ impl KadBehaviour {
             mode: config.mode,
             inbound_handler,
             stats: Arc::default(),
+            inbound_permits: Arc::new(Semaphore::new(config.max_inbound_requests)),
             connections: HashMap::new(),
             peer_addrs: HashMap::new(),
             pending: HashMap::new(),
@@ -183,6 +186,7 @@ impl KadBehaviour {
             self.mode,
             self.inbound_handler.clone(),
             self.stats.clone(),
+            self.inbound_permits.clone(),
         )
     }
 

@@ -69,6 +69,11 @@ pub struct KadConfig {
     /// Most outbound kad streams (busy or idle) on one connection (default 32); further
     /// requests wait for a stream to become free.
     pub max_outbound_streams: usize,
+    /// Most inbound requests being answered at once, over all connections (default 256,
+    /// half of tokio's blocking pool). The node sheds load rather than queueing it: a request
+    /// read while all are taken resets its stream at once, as does a new inbound stream
+    /// (the peer may retry later or ask another node).
+    pub max_inbound_requests: usize,
     /// Whether the [`InboundHandler`] answers record requests (PUT_VALUE, GET_VALUE,
     /// ADD_PROVIDER, GET_PROVIDERS) on tokio's blocking pool (default `true`). Stores that
     /// wait on a disk (an fsync, a read past the caches) need it, or the wait blocks a
@@ -88,6 +93,7 @@ impl Default for KadConfig {
             stream_idle_timeout: Duration::from_secs(60),
             max_inbound_streams: 32,
             max_outbound_streams: 32,
+            max_inbound_requests: 256,
             blocking_record_requests: true,
         }
     }
@@ -140,6 +146,13 @@ impl KadConfig {
     #[must_use]
     pub fn max_outbound_streams(mut self, n: usize) -> Self {
         self.max_outbound_streams = n;
+        self
+    }
+
+    /// Sets [`KadConfig::max_inbound_requests`].
+    #[must_use]
+    pub fn max_inbound_requests(mut self, n: usize) -> Self {
+        self.max_inbound_requests = n;
         self
     }
 

@@ -10,7 +10,8 @@
 //! a stream beyond its limit) is retried once on another stream, within its deadline, as Go
 //! does.
 //!
-//! Inbound, every accepted stream runs a loop: read a request, hand it to the
+//! Inbound, every accepted stream runs a loop: read a request, take one of the node's
+//! [`KadConfig::max_inbound_requests`] permits (none left: reset the stream), hand it to the
 //! [`InboundHandler`] (on tokio's blocking pool for record requests, which may wait on a
 //! disk, unless [`KadConfig::blocking_record_requests`] is off), write the response, read
 //! the next one. The stream is reset on any protocol error (undecodable or oversized
@@ -18,6 +19,7 @@
 //! idle too long.
 //!
 //! [`KadConfig::max_outbound_streams`]: crate::transport::KadConfig::max_outbound_streams
+//! [`KadConfig::max_inbound_requests`]: crate::transport::KadConfig::max_inbound_requests
 //! [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
 //! [`KadConfig::stream_idle_timeout`]: crate::transport::KadConfig::stream_idle_timeout
 
@@ -51,7 +53,7 @@ use libp2p::{
 };
 use parking_lot::RwLock;
 use tokio::{
-    sync::oneshot,
+    sync::{Semaphore, oneshot},
     time::{Instant, Sleep},
 };
 
@@ -162,6 +164,8 @@ pub struct KadHandler {
     mode: Mode,
     inbound_handler: Arc<dyn InboundHandler>,
     stats: Arc<Stats>,
+    /// The node's permits for inbound requests being answered.
+    inbound_permits: Arc<Semaphore>,
     /// Requests waiting for a stream.
     queue: VecDeque<OutboundJob>,
     /// Outbound streams waiting for the next request, most recently used last.
@@ -182,6 +186,7 @@ impl KadHandler {
         mode: Mode,
         inbound_handler: Arc<dyn InboundHandler>,
         stats: Arc<Stats>,
+        inbound_permits: Arc<Semaphore>,
     ) -> Self {
         KadHandler {
             peer,
@@ -195,6 +200,7 @@ impl KadHandler {
             mode,
             inbound_handler,
             stats,
+            inbound_permits,
             queue: VecDeque::new(),
             idle: Vec::new(),
             requested: 0,
@@ -310,6 +316,14 @@ impl KadHandler {
             bump(&self.stats.inbound_streams_refused);
             return;
         }
+        if self.inbound_permits.available_permits() == 0 {
+            tracing::debug!(
+                peer = %self.peer,
+                "answering as many inbound requests as allowed: resetting a new stream"
+            );
+            bump(&self.stats.inbound_shed);
+            return;
+        }
         bump(&self.stats.inbound_streams_accepted);
         self.inbound.push(
             serve(
@@ -318,6 +332,7 @@ impl KadHandler {
                 self.inbound_handler.clone(),
                 self.cfg,
                 self.stats.clone(),
+                self.inbound_permits.clone(),
             )
             .boxed(),
         );
@@ -564,6 +579,7 @@ async fn serve(
     handler: Arc<dyn InboundHandler>,
     cfg: HandlerConfig,
     stats: Arc<Stats>,
+    permits: Arc<Semaphore>,
 ) {
     let peer = remote.peer;
     loop {
@@ -584,6 +600,12 @@ async fn serve(
                 bump(&stats.inbound_stream_errors);
                 return;
             }
+        };
+        // Held until the response is written.
+        let Ok(_permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "answering as many inbound requests as allowed: resetting the stream");
+            bump(&stats.inbound_shed);
+            return;
         };
         bump(&stats.inbound_requests);
         let ty = request.message_type();

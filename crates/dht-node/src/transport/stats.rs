@@ -18,6 +18,9 @@ pub struct TransportStats {
     pub inbound_streams_accepted: u64,
     /// Inbound kad streams reset because the connection had too many.
     pub inbound_streams_refused: u64,
+    /// Inbound streams and requests reset because the node was answering as many requests
+    /// as it may ([`KadConfig::max_inbound_requests`](crate::transport::KadConfig::max_inbound_requests)).
+    pub inbound_shed: u64,
     /// Inbound requests decoded and handed to the [`InboundHandler`](crate::transport::InboundHandler).
     pub inbound_requests: u64,
     /// Inbound streams closed on a protocol error (undecodable or oversized message, handler
@@ -33,6 +36,7 @@ pub(crate) struct Stats {
     pub(crate) outbound_requests_failed: AtomicU64,
     pub(crate) inbound_streams_accepted: AtomicU64,
     pub(crate) inbound_streams_refused: AtomicU64,
+    pub(crate) inbound_shed: AtomicU64,
     pub(crate) inbound_requests: AtomicU64,
     pub(crate) inbound_stream_errors: AtomicU64,
 }
@@ -51,6 +55,7 @@ impl Stats {
             outbound_requests_failed: get(&self.outbound_requests_failed),
             inbound_streams_accepted: get(&self.inbound_streams_accepted),
             inbound_streams_refused: get(&self.inbound_streams_refused),
+            inbound_shed: get(&self.inbound_shed),
             inbound_requests: get(&self.inbound_requests),
             inbound_stream_errors: get(&self.inbound_stream_errors),
         }
