@@ -609,12 +609,13 @@ fn cache_never_serves_stale_lists_under_concurrency() {
         .unwrap(),
     );
     let written = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
         .map(|_| {
-            let (store, written, done) = (store.clone(), written.clone(), done.clone());
+            let (store, written, reads, done) =
+                (store.clone(), written.clone(), reads.clone(), done.clone());
             std::thread::spawn(move || {
-                let mut reads = 0u64;
                 while !done.load(Ordering::Acquire) {
                     let before = written.load(Ordering::Acquire);
                     let got = store.providers(&dht_key(7), 1000, T0 + 1).unwrap().len();
@@ -622,19 +623,31 @@ fn cache_never_serves_stale_lists_under_concurrency() {
                         got >= before,
                         "read {got} providers after {before} were written"
                     );
-                    reads += 1;
+                    reads.fetch_add(1, Ordering::AcqRel);
                 }
-                reads
             })
         })
         .collect();
+    // Every 30 writes the writer waits until a reader has read again, so reads and writes
+    // interleave however a loaded machine schedules the threads (bounded: 10 s per wait).
     for p in 0..300u64 {
         store.add_providers(&[rec(7, p, T0)]).unwrap();
         written.store(p as usize + 1, Ordering::Release);
+        if p % 30 == 29 {
+            let seen = reads.load(Ordering::Acquire);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while reads.load(Ordering::Acquire) <= seen {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no reader read in 10 s"
+                );
+                std::thread::yield_now();
+            }
+        }
     }
     done.store(true, Ordering::Release);
     for r in readers {
-        assert!(r.join().unwrap() > 0);
+        r.join().unwrap();
     }
     assert_eq!(
         store.providers(&dht_key(7), 1000, T0 + 1).unwrap().len(),
