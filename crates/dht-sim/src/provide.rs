@@ -163,6 +163,11 @@ pub struct PhaseReport {
     pub exact_placement_fraction: Option<f64>,
     /// Keys whose placement was checked.
     pub placement_checked: u64,
+    /// Mean number of a checked key's true 20 closest answering servers that hold its
+    /// record, at the end of the phase.
+    pub mean_holders: Option<f64>,
+    /// The 5th percentile of that number over the checked keys.
+    pub p5_holders: Option<u64>,
     /// Share of the sampled keys that `find_providers` found from a random other node.
     pub findable_fraction: Option<f64>,
     /// Keys sampled for findability.
@@ -484,6 +489,8 @@ async fn check(
     };
     let step = every(config.placement_sample);
     let (mut checked, mut placed, mut exact) = (0u64, 0u64, 0u64);
+    // How many keys have each number of holders (0 to k).
+    let mut holders = [0u64; K_VALUE + 1];
     let mut i = 0;
     while i < config.keys {
         let key = key_at(seed, i).to_bytes();
@@ -500,6 +507,7 @@ async fn check(
             })
             .count();
         checked += 1;
+        holders[held.min(K_VALUE)] += 1;
         placed += u64::from(held + 1 >= truth.len());
         exact += u64::from(held == truth.len());
         i += step;
@@ -507,6 +515,13 @@ async fn check(
     phase.placement_checked = checked;
     phase.placement_fraction = Some(placed as f64 / checked.max(1) as f64);
     phase.exact_placement_fraction = Some(exact as f64 / checked.max(1) as f64);
+    let total: u64 = holders.iter().enumerate().map(|(n, c)| n as u64 * c).sum();
+    phase.mean_holders = Some(total as f64 / checked.max(1) as f64);
+    let mut below = 0u64;
+    phase.p5_holders = holders.iter().enumerate().find_map(|(n, c)| {
+        below += c;
+        (below * 20 > checked).then_some(n as u64)
+    });
 
     let step = every(config.findable_sample);
     let (mut sampled, mut found) = (0u64, 0u64);
