@@ -571,6 +571,10 @@ options:
             ));
             rows.push((format!("{name}: mean holders"), f(|p| opt(p.mean_holders))));
             rows.push((
+                format!("{name}: records per key"),
+                f(|p| format!("{:.2}", p.records_per_key)),
+            ));
+            rows.push((
                 format!("{name}: p5 holders"),
                 f(|p| p.p5_holders.map_or("-".into(), |n| n.to_string())),
             ));
