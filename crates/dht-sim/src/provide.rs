@@ -163,6 +163,13 @@ pub struct PhaseReport {
     pub exact_placement_fraction: Option<f64>,
     /// Keys whose placement was checked.
     pub placement_checked: u64,
+    /// Mean number of a checked key's true 20 closest answering servers that hold its
+    /// record, at the end of the phase.
+    pub mean_holders: Option<f64>,
+    /// The 5th percentile of that number over the checked keys.
+    pub p5_holders: Option<u64>,
+    /// ADD_PROVIDER messages sent per key provided.
+    pub records_per_key: f64,
     /// Share of the sampled keys that `find_providers` found from a random other node.
     pub findable_fraction: Option<f64>,
     /// Keys sampled for findability.
@@ -216,6 +223,9 @@ pub struct ProvideReport {
     pub rss_before_provider_bytes: u64,
     /// Resident memory at the end, in bytes.
     pub rss_after_bytes: u64,
+    /// The most the sweep's reprovide walk was behind its schedule, sampled every 10 minutes
+    /// of the cycle (`None` for the per-key provider, or without a cycle).
+    pub max_behind_secs: Option<u64>,
 }
 
 /// The `i`-th key of a run seeded with `seed`: a sha2-256 multihash of 32 bytes drawn from
@@ -367,6 +377,7 @@ where
         }
     }
     let mut provide = before.phase(sim, me, &provider, wall.elapsed().as_secs_f64());
+    provide.records_per_key = provide.add_provider_rpcs as f64 / config.keys.max(1) as f64;
     let mut contacted: HashSet<usize> = sim.contacted(me).into_iter().collect();
     // Let the last messages land before looking at the servers' stores.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -374,6 +385,7 @@ where
     check(sim, me, &info.peer_id, config, &mut provide).await;
 
     let mut reprovide = None;
+    let mut max_behind_secs = None;
     if config.reprovide {
         on_phase("reproviding for one interval");
         sim.clear_provider_records();
@@ -389,7 +401,14 @@ where
         let cycle_end = tokio::time::Instant::now() + config.interval;
         match &provider {
             AnyProvider::Sweep(p) => {
-                tokio::time::sleep_until(cycle_end + Duration::from_secs(60)).await;
+                let mut behind = 0;
+                let until = cycle_end + Duration::from_secs(60);
+                while tokio::time::Instant::now() < until {
+                    let next = (tokio::time::Instant::now() + Duration::from_secs(600)).min(until);
+                    tokio::time::sleep_until(next).await;
+                    behind = behind.max(p.stats().behind_schedule_secs);
+                }
+                max_behind_secs = Some(behind);
                 wait_idle(p, cycle_end + config.interval).await;
             }
             AnyProvider::PerKey(p) => {
@@ -411,6 +430,7 @@ where
             None => ChurnReport::default(),
         };
         let mut phase = before.phase(sim, me, &provider, wall.elapsed().as_secs_f64());
+        phase.records_per_key = phase.add_provider_rpcs as f64 / config.keys.max(1) as f64;
         phase.churn = churn_report;
         contacted.extend(sim.contacted(me));
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -439,6 +459,7 @@ where
         average_region_prefix_len: stats.average_region_prefix_len,
         rss_before_provider_bytes,
         rss_after_bytes: rss_bytes(),
+        max_behind_secs,
         provide,
         reprovide,
     })
@@ -484,6 +505,8 @@ async fn check(
     };
     let step = every(config.placement_sample);
     let (mut checked, mut placed, mut exact) = (0u64, 0u64, 0u64);
+    // How many keys have each number of holders (0 to k).
+    let mut holders = [0u64; K_VALUE + 1];
     let mut i = 0;
     while i < config.keys {
         let key = key_at(seed, i).to_bytes();
@@ -500,6 +523,7 @@ async fn check(
             })
             .count();
         checked += 1;
+        holders[held.min(K_VALUE)] += 1;
         placed += u64::from(held + 1 >= truth.len());
         exact += u64::from(held == truth.len());
         i += step;
@@ -507,6 +531,13 @@ async fn check(
     phase.placement_checked = checked;
     phase.placement_fraction = Some(placed as f64 / checked.max(1) as f64);
     phase.exact_placement_fraction = Some(exact as f64 / checked.max(1) as f64);
+    let total: u64 = holders.iter().enumerate().map(|(n, c)| n as u64 * c).sum();
+    phase.mean_holders = Some(total as f64 / checked.max(1) as f64);
+    let mut below = 0u64;
+    phase.p5_holders = holders.iter().enumerate().find_map(|(n, c)| {
+        below += c;
+        (below * 20 > checked).then_some(n as u64)
+    });
 
     let step = every(config.findable_sample);
     let (mut sampled, mut found) = (0u64, 0u64);

@@ -347,6 +347,9 @@ options:
   --workers W          the sweep's workers (default 4)
   --interval-hours H   reprovide interval (default 22)
   --build MODE         fast (default) or realistic
+  --silent F           share of servers that never answer (default 0)
+  --slow F             share of servers answering 3 s late (default 0)
+  --loss P             probability that a message is lost (default 0)
 ";
 
     #[derive(Serialize)]
@@ -447,6 +450,9 @@ options:
                         other => return Err(format!("--build: unknown mode {other:?}")),
                     });
                 }
+                "--silent" => sim = sim.silent(num(flag, value()?)?),
+                "--slow" => sim = sim.slow(num(flag, value()?)?),
+                "--loss" => sim = sim.loss(num(flag, value()?)?),
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown option {other:?}")),
             }
@@ -562,6 +568,15 @@ options:
             rows.push((
                 format!("{name}: placement 20/20"),
                 f(|p| opt(p.exact_placement_fraction)),
+            ));
+            rows.push((format!("{name}: mean holders"), f(|p| opt(p.mean_holders))));
+            rows.push((
+                format!("{name}: records per key"),
+                f(|p| format!("{:.2}", p.records_per_key)),
+            ));
+            rows.push((
+                format!("{name}: p5 holders"),
+                f(|p| p.p5_holders.map_or("-".into(), |n| n.to_string())),
             ));
             rows.push((format!("{name}: findable"), f(|p| opt(p.findable_fraction))));
             rows.push((

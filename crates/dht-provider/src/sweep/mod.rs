@@ -4,7 +4,7 @@
 //! reprovide schedule's due slices, the others take whichever work waited longest (a failed
 //! slice whose retry time came, the oldest slice with new keys, or the schedule). A job
 //! learns the servers around the slice (from a complete routing table, or with a
-//! [`RegionExplorer`] seeded with the servers of the slice before, which are close), then reads
+//! [`RegionExplorer`](crate::explore::RegionExplorer) seeded with the servers of the slice before, which are close), then reads
 //! the slice's keys a page (`scan_page` keys) at a time and sends each page's keys to their k
 //! closest servers before reading the next, re-exploring past servers that fail or are too
 //! slow. What a job keeps is one page and the keys that failed, whatever the slice holds.
@@ -18,124 +18,30 @@ use std::{
     time::Duration,
 };
 
-use dht_proto::{Key, PeerId, PeerInfo, Prefix, Request, Response, UnixSecs};
+use dht_proto::{Key, PeerInfo, Prefix, Request, Response, UnixSecs};
 use dht_provider_store::Keystore;
-use dht_routing::{Network, key_in_prefix};
+use dht_routing::Network;
 use dht_routing_table::{Clock, RoutingTable};
-use futures::{StreamExt, stream::FuturesUnordered};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+
+mod config;
+mod send;
+
+pub use config::SweepConfig;
+use send::JobOutcome;
+pub use send::find_node_key;
 
 use crate::{
     Multihash,
     error::ProviderError,
-    explore::{Exploration, ExploreAction, ExploreConfig, RegionExplorer, region_from_table},
-    jobs::{JobKind, Waiting, Workers, choose, default_reserved},
+    explore::Exploration,
+    jobs::{JobKind, Waiting, Workers, choose},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
     state::{StateStore, SweepState},
     stats::{Connectivity, ProviderStats},
 };
-
-/// Settings of a [`SweepingProvider`].
-#[derive(Clone, Debug)]
-pub struct SweepConfig {
-    /// How often every key is reprovided (22 h).
-    pub interval: Duration,
-    /// Replication: servers each key is sent to (20).
-    pub k: usize,
-    /// Jobs run at once.
-    pub workers: usize,
-    /// Workers that only reprovide the schedule's due slices, so that new keys never starve
-    /// reprovides (half of them by default).
-    pub reserved_for_schedule: usize,
-    /// Time allowed for one ADD_PROVIDER to be written, and for one FIND_NODE to be answered.
-    pub request_timeout: Duration,
-    /// ADD_PROVIDER messages in flight to one peer at once.
-    pub sends_per_peer: usize,
-    /// Peers sent to at once within a slice.
-    pub peers_in_parallel: usize,
-    /// Failed sends after which a peer is dropped from a slice and the slice re-explored.
-    pub max_peer_failures: usize,
-    /// The longest one slice's sends may take; past it the slice ends with what was sent, and
-    /// keys that reached too few servers are retried.
-    pub slice_deadline: Duration,
-    /// The time a peer is given for its share of a slice: this, plus
-    /// [`peer_time_per_record`](Self::peer_time_per_record) for each record it is sent. A
-    /// peer that answers but too slowly gets what it took in that time, and its remaining
-    /// records go to the next closest servers.
-    pub peer_budget: Duration,
-    /// See [`peer_budget`](Self::peer_budget).
-    pub peer_time_per_record: Duration,
-    /// How long a slice exploration is reused for the slices after it.
-    pub exploration_freshness: Duration,
-    /// How long a failed slice waits before it is retried.
-    pub retry_after: Duration,
-    /// How long without any answer before the provider calls itself offline (2 h).
-    pub offline_after: Duration,
-    /// Keys read from the keystore per page.
-    pub scan_page: usize,
-    /// Settings of each exploration.
-    pub explore: ExploreConfig,
-}
-
-impl Default for SweepConfig {
-    fn default() -> Self {
-        SweepConfig {
-            interval: Duration::from_secs(dht_proto::REPROVIDE_INTERVAL_SECS),
-            k: dht_proto::K_VALUE,
-            workers: 4,
-            reserved_for_schedule: default_reserved(4),
-            request_timeout: Duration::from_secs(10),
-            sends_per_peer: 32,
-            peers_in_parallel: 64,
-            max_peer_failures: 2,
-            slice_deadline: Duration::from_secs(1800),
-            peer_budget: Duration::from_secs(30),
-            peer_time_per_record: Duration::from_millis(100),
-            exploration_freshness: Duration::from_secs(600),
-            retry_after: Duration::from_secs(300),
-            offline_after: Duration::from_secs(2 * 3600),
-            scan_page: 4096,
-            explore: ExploreConfig::default(),
-        }
-    }
-}
-
-impl SweepConfig {
-    /// Sets the reprovide interval.
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval.max(Duration::from_secs(1));
-        self
-    }
-
-    /// Sets how many jobs run at once, half of them reserved for the schedule (none of a
-    /// single worker).
-    pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
-        self.reserved_for_schedule = default_reserved(self.workers);
-        self
-    }
-
-    /// Sets how many workers only reprovide the schedule (at most all but one).
-    pub fn with_reserved_for_schedule(mut self, reserved: usize) -> Self {
-        self.reserved_for_schedule = reserved.min(self.workers.saturating_sub(1));
-        self
-    }
-
-    /// Sets the per-request timeout.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Sets the replication factor k (also the explorer's).
-    pub fn with_k(mut self, k: usize) -> Self {
-        self.k = k.max(1);
-        self.explore = self.explore.with_k(self.k);
-        self
-    }
-}
 
 /// A batch of keys whose first provide a caller waits for.
 #[derive(Debug, Default)]
@@ -260,6 +166,19 @@ struct Shared {
     last_cycle_sent: (u64, u64),
     cycle_started: UnixSecs,
     last_cycle_secs: Option<u64>,
+}
+
+impl Shared {
+    /// How far the walk got: the oldest slice being worked on, or the cursor.
+    fn progress(&self) -> Progress {
+        self.claimed
+            .first()
+            .map(|(cycle, slice)| Progress {
+                cycle: *cycle,
+                next: slice.first_key(),
+            })
+            .unwrap_or(self.cursor)
+    }
 }
 
 /// The parts a [`SweepingProvider`] works with.
@@ -525,14 +444,7 @@ where
 
     fn persist(&self, shared: &Shared) -> Result<(), ProviderError> {
         let mut state = shared.state.clone();
-        state.progress = shared
-            .claimed
-            .first()
-            .map(|(cycle, slice)| Progress {
-                cycle: *cycle,
-                next: slice.first_key(),
-            })
-            .unwrap_or(shared.cursor);
+        state.progress = shared.progress();
         state.slice_len = shared.schedule.slice_len();
         self.parts.state.save(&state.to_bytes())
     }
@@ -963,250 +875,12 @@ where
         }
     }
 
-    /// The servers of `slice` from a complete routing table (fullrt), with no request.
-    fn table_region(&self, slice: Prefix, excluded: &HashSet<PeerId>) -> Exploration {
-        let table = &self.parts.table;
-        let ex = region_from_table(
-            slice,
-            self.config.k,
-            Some(self.parts.local.peer_id),
-            excluded,
-            |key, n| table.closest_peers(key, n),
-        );
-        self.count_region(&ex);
-        ex
-    }
-
-    /// A fresh exploration covering `slice`, if one is cached or the routing table is
-    /// complete; otherwise the best seeds.
-    fn cached(&self, slice: &Prefix) -> Result<Exploration, Vec<PeerInfo>> {
-        if self.parts.table.is_complete() {
-            return Ok(self.table_region(*slice, &HashSet::new()));
-        }
-        let now = self.now();
-        let fresh = self.config.exploration_freshness.as_secs();
-        let shared = self.shared.lock();
-        if let Some((ex, _)) = shared.cache.iter().rev().find(|(ex, at)| {
-            ex.complete && ex.scope.contains_prefix(slice) && now.saturating_sub(*at) <= fresh
-        }) {
-            return Ok(ex.clone());
-        }
-        // Seeds: the servers of the most recent exploration (adjacent in a sweep), then the
-        // routing table's closest peers to the slice.
-        let mut seeds: Vec<PeerInfo> = shared
-            .cache
-            .back()
-            .map(|(ex, _)| ex.servers.clone())
-            .unwrap_or_default();
-        drop(shared);
-        let middle = slice.key_with_suffix(&Key::hash(slice.to_string().as_bytes()));
-        seeds.extend(self.parts.table.closest_peers(&middle, self.config.k));
-        Err(seeds)
-    }
-
-    async fn explore(
-        &self,
-        slice: Prefix,
-        seeds: Vec<PeerInfo>,
-        excluded: &HashSet<PeerId>,
-    ) -> Exploration {
-        let mut explorer = RegionExplorer::new(
-            slice,
-            Some(self.parts.local.peer_id),
-            seeds,
-            self.config.explore.clone(),
-        );
-        explorer.exclude(excluded.iter().copied());
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            match explorer.next_action() {
-                ExploreAction::Ask { peer, target } => {
-                    let key = find_node_key(&target);
-                    let timeout = self.config.request_timeout;
-                    let network = &self.parts.network;
-                    in_flight.push(async move {
-                        let sent = network.request(&peer, Request::FindNode { key });
-                        (peer.peer_id, tokio::time::timeout(timeout, sent).await)
-                    });
-                }
-                ExploreAction::Wait => match in_flight.next().await {
-                    Some((peer, Ok(Ok(Response::FindNode { closer_peers })))) => {
-                        explorer.on_response(&peer, closer_peers);
-                    }
-                    Some((peer, _)) => explorer.on_failure(&peer),
-                    None => break,
-                },
-                ExploreAction::Done => break,
-            }
-        }
-        let ex = explorer.finish();
-        self.count_region(&ex);
-        ex
-    }
-
-    /// Counts a region learned (explored, or taken from a complete table).
-    fn count_region(&self, ex: &Exploration) {
-        let c = &self.counters;
-        c.find_node.fetch_add(ex.requests as u64, Ordering::Relaxed);
-        c.regions_explored.fetch_add(1, Ordering::Relaxed);
-        c.region_prefix_bits
-            .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
-    }
-
-    /// Sends every key to its k closest servers around `slice`.
-    async fn provide_slice(
-        &self,
-        slice: Prefix,
-        keys: &[Multihash],
-        prior: Option<Exploration>,
-    ) -> SliceOutcome {
-        let k = self.config.k;
-        let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
-        let mut excluded: HashSet<PeerId> = HashSet::new();
-        let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
-            Ok(ex) => ex,
-            Err(seeds) => self.explore(slice, seeds, &excluded).await,
-        };
-        let mut answered = !exploration.responded.is_empty();
-        let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
-        let mut outcome = SliceOutcome::default();
-        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
-        for pass in 0..3 {
-            // Each key's k closest live servers that do not hold it yet.
-            let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
-            for (i, key) in kad.iter().enumerate() {
-                if stored[i].len() >= k {
-                    continue;
-                }
-                for peer in exploration.closest(key, k) {
-                    if !stored[i].contains(&peer.peer_id) && !excluded.contains(&peer.peer_id) {
-                        per_peer
-                            .entry(peer.peer_id)
-                            .or_insert_with(|| (peer.clone(), Vec::new()))
-                            .1
-                            .push(i);
-                    }
-                }
-            }
-            if per_peer.is_empty() {
-                break;
-            }
-            let results: Vec<(PeerId, Vec<usize>, bool)> = futures::stream::iter(per_peer)
-                .map(|(peer_id, (peer, idx))| async move {
-                    let (done, dead) = self.send_to_peer(&peer, keys, idx, deadline).await;
-                    (peer_id, done, dead)
-                })
-                .buffer_unordered(self.config.peers_in_parallel.max(1))
-                .collect()
-                .await;
-            let mut newly_dead = 0;
-            for (peer, done, dead) in results {
-                outcome.sent += done.len() as u64;
-                if !done.is_empty() {
-                    answered = true;
-                }
-                for i in done {
-                    stored[i].push(peer);
-                }
-                if dead {
-                    outcome.send_failures += 1;
-                    excluded.insert(peer);
-                    newly_dead += 1;
-                }
-            }
-            if newly_dead == 0 || pass == 2 || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            // Some servers are gone: learn the region again without them.
-            exploration = if self.parts.table.is_complete() {
-                self.table_region(slice, &excluded)
-            } else {
-                let seeds = exploration.servers.clone();
-                self.explore(slice, seeds, &excluded).await
-            };
-            answered |= !exploration.responded.is_empty();
-        }
-        let reachable = exploration.servers.len().min(k);
-        let needed = reachable.div_ceil(2).max(1);
-        outcome.ok = stored.iter().map(|s| s.len() >= needed).collect();
-        outcome.answered = answered;
-        outcome.exploration = Some(exploration);
-        outcome
-    }
-
-    /// Sends ADD_PROVIDER for `keys[idx]` to `peer`; returns the indexes delivered, and
-    /// whether the peer was given up on (it failed, or was too slow for its budget or the
-    /// slice's `deadline`).
-    async fn send_to_peer(
-        &self,
-        peer: &PeerInfo,
-        keys: &[Multihash],
-        idx: Vec<usize>,
-        deadline: tokio::time::Instant,
-    ) -> (Vec<usize>, bool) {
-        let budget = self.config.peer_budget.saturating_add(
-            self.config
-                .peer_time_per_record
-                .saturating_mul(u32::try_from(idx.len()).unwrap_or(u32::MAX)),
-        );
-        let until = deadline.min(tokio::time::Instant::now() + budget);
-        let timeout = self.config.request_timeout;
-        let local = &self.parts.local;
-        let network = &self.parts.network;
-        let mut sends = futures::stream::iter(idx)
-            .map(|i| async move {
-                let request = Request::AddProvider {
-                    key: keys[i].to_bytes(),
-                    providers: vec![local.clone()],
-                };
-                let sent = tokio::time::timeout(timeout, network.send(peer, request)).await;
-                (i, matches!(sent, Ok(Ok(_))))
-            })
-            .buffer_unordered(self.config.sends_per_peer.max(1));
-        let mut done = Vec::new();
-        let mut failures = 0;
-        loop {
-            let (i, ok) = match tokio::time::timeout_at(until, sends.next()).await {
-                Ok(Some(sent)) => sent,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::debug!(
-                        peer = %peer.peer_id,
-                        delivered = done.len(),
-                        "peer too slow for its budget; its other records go to the next closest"
-                    );
-                    return (done, true);
-                }
-            };
-            self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
-            if ok {
-                done.push(i);
-            } else {
-                self.counters
-                    .add_provider_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                failures += 1;
-                if failures >= self.config.max_peer_failures {
-                    return (done, true);
-                }
-            }
-        }
-        (done, false)
-    }
-
     fn stats(&self) -> ProviderStats {
         let now = self.now();
         let shared = self.shared.lock();
         let c = &self.counters;
         let explored = c.regions_explored.load(Ordering::Relaxed);
-        let progress = shared
-            .claimed
-            .first()
-            .map(|(cycle, slice)| Progress {
-                cycle: *cycle,
-                next: slice.first_key(),
-            })
-            .unwrap_or(shared.cursor);
+        let progress = shared.progress();
         ProviderStats {
             keys: self.parts.keystore.count().ok(),
             slices: 1u64 << shared.schedule.slice_len().min(63),
@@ -1244,58 +918,6 @@ where
     }
 }
 
-#[derive(Debug, Default)]
-struct SliceOutcome {
-    /// Per key: reached enough servers.
-    ok: Vec<bool>,
-    sent: u64,
-    send_failures: u64,
-    answered: bool,
-    exploration: Option<Exploration>,
-}
-
-/// What a job did, over all its pages: only the failed keys are kept, and at most
-/// [`MAX_RETRY_KEYS`] of them.
-#[derive(Debug, Default)]
-struct JobOutcome {
-    /// Keys sent.
-    keys: u64,
-    /// Keys that reached too few servers.
-    failed: u64,
-    /// The first of them.
-    weak: Vec<Multihash>,
-    /// More keys failed than `weak` holds.
-    weak_overflow: bool,
-    sent: u64,
-    send_failures: u64,
-    answered: bool,
-    /// The region's servers, reused for the next page.
-    exploration: Option<Exploration>,
-}
-
-impl JobOutcome {
-    /// Adds the outcome of sending `keys`.
-    fn absorb(&mut self, keys: &[Multihash], page: SliceOutcome) {
-        self.keys += keys.len() as u64;
-        for (key, ok) in keys.iter().zip(&page.ok) {
-            if !ok {
-                self.failed += 1;
-                if self.weak.len() < MAX_RETRY_KEYS {
-                    self.weak.push(*key);
-                } else {
-                    self.weak_overflow = true;
-                }
-            }
-        }
-        self.sent += page.sent;
-        self.send_failures += page.send_failures;
-        self.answered |= page.answered;
-        if page.exploration.is_some() {
-            self.exploration = page.exploration;
-        }
-    }
-}
-
 /// Seconds between two probes while disconnected.
 const PROBE_EVERY: u64 = 60;
 
@@ -1314,24 +936,4 @@ fn all_slices(len: usize) -> BTreeSet<Prefix> {
 fn dedup(keys: &[Multihash]) -> Vec<Multihash> {
     let mut seen = HashSet::new();
     keys.iter().filter(|k| seen.insert(**k)).copied().collect()
-}
-
-/// FIND_NODE key bytes whose `sha256` lies in `prefix` (first 16 bits matched from a table,
-/// deeper bits by search, up to 24 bits).
-pub fn find_node_key(prefix: &Prefix) -> Vec<u8> {
-    let quick = key_in_prefix(prefix, &Key::ZERO);
-    if prefix.contains(&Key::hash(&quick)) {
-        return quick;
-    }
-    let mut bytes = quick;
-    let n = bytes.len();
-    for c in 0u32..(1 << 24) {
-        if let Some(tail) = bytes.get_mut(n.saturating_sub(4)..) {
-            tail.copy_from_slice(&c.to_be_bytes());
-        }
-        if prefix.contains(&Key::hash(&bytes)) {
-            return bytes;
-        }
-    }
-    key_in_prefix(prefix, &Key::ZERO)
 }

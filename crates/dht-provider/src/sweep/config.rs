@@ -1,0 +1,105 @@
+//! The settings of a [`SweepingProvider`](super::SweepingProvider).
+
+use std::time::Duration;
+
+use crate::{explore::ExploreConfig, jobs::default_reserved};
+
+/// Settings of a [`SweepingProvider`](super::SweepingProvider).
+#[derive(Clone, Debug)]
+pub struct SweepConfig {
+    /// How often every key is reprovided (22 h).
+    pub interval: Duration,
+    /// Replication: servers each key is sent to (20).
+    pub k: usize,
+    /// Jobs run at once.
+    pub workers: usize,
+    /// Workers that only reprovide the schedule's due slices, so that new keys never starve
+    /// reprovides (half of them by default).
+    pub reserved_for_schedule: usize,
+    /// Time allowed for one ADD_PROVIDER to be written, and for one FIND_NODE to be answered.
+    pub request_timeout: Duration,
+    /// ADD_PROVIDER messages in flight to one peer at once.
+    pub sends_per_peer: usize,
+    /// Peers sent to at once within a slice.
+    pub peers_in_parallel: usize,
+    /// Failed sends after which a peer is dropped from a slice and the slice re-explored.
+    pub max_peer_failures: usize,
+    /// The longest one slice's sends may take; past it the slice ends with what was sent, and
+    /// keys that reached too few servers are retried.
+    pub slice_deadline: Duration,
+    /// The time a peer is given for its share of a slice: this, plus
+    /// [`peer_time_per_record`](Self::peer_time_per_record) for each record it is sent. A
+    /// peer that answers but too slowly gets what it took in that time, and its remaining
+    /// records go to the next closest servers.
+    pub peer_budget: Duration,
+    /// See [`peer_budget`](Self::peer_budget).
+    pub peer_time_per_record: Duration,
+    /// How long a slice exploration is reused for the slices after it.
+    pub exploration_freshness: Duration,
+    /// How long a failed slice waits before it is retried.
+    pub retry_after: Duration,
+    /// How long without any answer before the provider calls itself offline (2 h).
+    pub offline_after: Duration,
+    /// Keys read from the keystore per page.
+    pub scan_page: usize,
+    /// Settings of each exploration.
+    pub explore: ExploreConfig,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        SweepConfig {
+            interval: Duration::from_secs(dht_proto::REPROVIDE_INTERVAL_SECS),
+            k: dht_proto::K_VALUE,
+            workers: 4,
+            reserved_for_schedule: default_reserved(4),
+            request_timeout: Duration::from_secs(10),
+            sends_per_peer: 32,
+            peers_in_parallel: 64,
+            max_peer_failures: 2,
+            slice_deadline: Duration::from_secs(1800),
+            peer_budget: Duration::from_secs(30),
+            peer_time_per_record: Duration::from_millis(100),
+            exploration_freshness: Duration::from_secs(600),
+            retry_after: Duration::from_secs(300),
+            offline_after: Duration::from_secs(2 * 3600),
+            scan_page: 4096,
+            explore: ExploreConfig::default(),
+        }
+    }
+}
+
+impl SweepConfig {
+    /// Sets the reprovide interval.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Sets how many jobs run at once, half of them reserved for the schedule (none of a
+    /// single worker).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self.reserved_for_schedule = default_reserved(self.workers);
+        self
+    }
+
+    /// Sets how many workers only reprovide the schedule (at most all but one).
+    pub fn with_reserved_for_schedule(mut self, reserved: usize) -> Self {
+        self.reserved_for_schedule = reserved.min(self.workers.saturating_sub(1));
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the replication factor k (also the explorer's).
+    pub fn with_k(mut self, k: usize) -> Self {
+        self.k = k.max(1);
+        self.explore = self.explore.with_k(self.k);
+        self
+    }
+}

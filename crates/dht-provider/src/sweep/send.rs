@@ -1,0 +1,330 @@
+//! Sending a slice's keys: learning the region's servers (a complete table, a cached
+//! exploration, or a new one), then each key to its k closest servers, within the slice's
+//! deadline and each peer's budget.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::atomic::Ordering,
+};
+
+use dht_proto::{Key, PeerId, PeerInfo, Prefix, Request, Response};
+use dht_provider_store::Keystore;
+use dht_routing::{Network, key_in_prefix};
+use dht_routing_table::RoutingTable;
+use futures::{StreamExt, stream::FuturesUnordered};
+
+use super::{Inner, MAX_RETRY_KEYS};
+use crate::{
+    Multihash,
+    explore::{Exploration, ExploreAction, RegionExplorer, region_from_table},
+};
+
+impl<N, T, K> Inner<N, T, K>
+where
+    N: Network + 'static,
+    T: RoutingTable + 'static,
+    K: Keystore + 'static,
+{
+    /// The servers of `slice` from a complete routing table (fullrt), with no request.
+    pub(super) fn table_region(&self, slice: Prefix, excluded: &HashSet<PeerId>) -> Exploration {
+        let table = &self.parts.table;
+        let ex = region_from_table(
+            slice,
+            self.config.k,
+            Some(self.parts.local.peer_id),
+            excluded,
+            |key, n| table.closest_peers(key, n),
+        );
+        self.count_region(&ex);
+        ex
+    }
+
+    /// A fresh exploration covering `slice`, if one is cached or the routing table is
+    /// complete; otherwise the best seeds.
+    pub(super) fn cached(&self, slice: &Prefix) -> Result<Exploration, Vec<PeerInfo>> {
+        if self.parts.table.is_complete() {
+            return Ok(self.table_region(*slice, &HashSet::new()));
+        }
+        let now = self.now();
+        let fresh = self.config.exploration_freshness.as_secs();
+        let shared = self.shared.lock();
+        if let Some((ex, _)) = shared.cache.iter().rev().find(|(ex, at)| {
+            ex.complete && ex.scope.contains_prefix(slice) && now.saturating_sub(*at) <= fresh
+        }) {
+            return Ok(ex.clone());
+        }
+        // Seeds: the servers of the most recent exploration (adjacent in a sweep), then the
+        // routing table's closest peers to the slice.
+        let mut seeds: Vec<PeerInfo> = shared
+            .cache
+            .back()
+            .map(|(ex, _)| ex.servers.clone())
+            .unwrap_or_default();
+        drop(shared);
+        let middle = slice.key_with_suffix(&Key::hash(slice.to_string().as_bytes()));
+        seeds.extend(self.parts.table.closest_peers(&middle, self.config.k));
+        Err(seeds)
+    }
+
+    pub(super) async fn explore(
+        &self,
+        slice: Prefix,
+        seeds: Vec<PeerInfo>,
+        excluded: &HashSet<PeerId>,
+    ) -> Exploration {
+        let mut explorer = RegionExplorer::new(
+            slice,
+            Some(self.parts.local.peer_id),
+            seeds,
+            self.config.explore.clone(),
+        );
+        explorer.exclude(excluded.iter().copied());
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            match explorer.next_action() {
+                ExploreAction::Ask { peer, target } => {
+                    let key = find_node_key(&target);
+                    let timeout = self.config.request_timeout;
+                    let network = &self.parts.network;
+                    in_flight.push(async move {
+                        let sent = network.request(&peer, Request::FindNode { key });
+                        (peer.peer_id, tokio::time::timeout(timeout, sent).await)
+                    });
+                }
+                ExploreAction::Wait => match in_flight.next().await {
+                    Some((peer, Ok(Ok(Response::FindNode { closer_peers })))) => {
+                        explorer.on_response(&peer, closer_peers);
+                    }
+                    Some((peer, _)) => explorer.on_failure(&peer),
+                    None => break,
+                },
+                ExploreAction::Done => break,
+            }
+        }
+        let ex = explorer.finish();
+        self.count_region(&ex);
+        ex
+    }
+
+    /// Counts a region learned (explored, or taken from a complete table).
+    pub(super) fn count_region(&self, ex: &Exploration) {
+        let c = &self.counters;
+        c.find_node.fetch_add(ex.requests as u64, Ordering::Relaxed);
+        c.regions_explored.fetch_add(1, Ordering::Relaxed);
+        c.region_prefix_bits
+            .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Sends every key to its k closest servers around `slice`.
+    pub(super) async fn provide_slice(
+        &self,
+        slice: Prefix,
+        keys: &[Multihash],
+        prior: Option<Exploration>,
+    ) -> SliceOutcome {
+        let k = self.config.k;
+        let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
+        let mut excluded: HashSet<PeerId> = HashSet::new();
+        let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
+            Ok(ex) => ex,
+            Err(seeds) => self.explore(slice, seeds, &excluded).await,
+        };
+        let mut answered = !exploration.responded.is_empty();
+        let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
+        let mut outcome = SliceOutcome::default();
+        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
+        for pass in 0..3 {
+            // Each key's k closest live servers that do not hold it yet.
+            let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
+            for (i, key) in kad.iter().enumerate() {
+                if stored[i].len() >= k {
+                    continue;
+                }
+                for peer in exploration.closest(key, k) {
+                    if !stored[i].contains(&peer.peer_id) && !excluded.contains(&peer.peer_id) {
+                        per_peer
+                            .entry(peer.peer_id)
+                            .or_insert_with(|| (peer.clone(), Vec::new()))
+                            .1
+                            .push(i);
+                    }
+                }
+            }
+            if per_peer.is_empty() {
+                break;
+            }
+            let results: Vec<(PeerId, Vec<usize>, bool)> = futures::stream::iter(per_peer)
+                .map(|(peer_id, (peer, idx))| async move {
+                    let (done, dead) = self.send_to_peer(&peer, keys, idx, deadline).await;
+                    (peer_id, done, dead)
+                })
+                .buffer_unordered(self.config.peers_in_parallel.max(1))
+                .collect()
+                .await;
+            let mut newly_dead = 0;
+            for (peer, done, dead) in results {
+                outcome.sent += done.len() as u64;
+                if !done.is_empty() {
+                    answered = true;
+                }
+                for i in done {
+                    stored[i].push(peer);
+                }
+                if dead {
+                    outcome.send_failures += 1;
+                    excluded.insert(peer);
+                    newly_dead += 1;
+                }
+            }
+            if newly_dead == 0 || pass == 2 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            // Some servers are gone: learn the region again without them.
+            exploration = if self.parts.table.is_complete() {
+                self.table_region(slice, &excluded)
+            } else {
+                let seeds = exploration.servers.clone();
+                self.explore(slice, seeds, &excluded).await
+            };
+            answered |= !exploration.responded.is_empty();
+        }
+        let reachable = exploration.servers.len().min(k);
+        let needed = reachable.div_ceil(2).max(1);
+        outcome.ok = stored.iter().map(|s| s.len() >= needed).collect();
+        outcome.answered = answered;
+        outcome.exploration = Some(exploration);
+        outcome
+    }
+
+    /// Sends ADD_PROVIDER for `keys[idx]` to `peer`; returns the indexes delivered, and
+    /// whether the peer was given up on (it failed, or was too slow for its budget or the
+    /// slice's `deadline`).
+    pub(super) async fn send_to_peer(
+        &self,
+        peer: &PeerInfo,
+        keys: &[Multihash],
+        idx: Vec<usize>,
+        deadline: tokio::time::Instant,
+    ) -> (Vec<usize>, bool) {
+        let budget = self.config.peer_budget.saturating_add(
+            self.config
+                .peer_time_per_record
+                .saturating_mul(u32::try_from(idx.len()).unwrap_or(u32::MAX)),
+        );
+        let until = deadline.min(tokio::time::Instant::now() + budget);
+        let timeout = self.config.request_timeout;
+        let local = &self.parts.local;
+        let network = &self.parts.network;
+        let mut sends = futures::stream::iter(idx)
+            .map(|i| async move {
+                let request = Request::AddProvider {
+                    key: keys[i].to_bytes(),
+                    providers: vec![local.clone()],
+                };
+                let sent = tokio::time::timeout(timeout, network.send(peer, request)).await;
+                (i, matches!(sent, Ok(Ok(_))))
+            })
+            .buffer_unordered(self.config.sends_per_peer.max(1));
+        let mut done = Vec::new();
+        let mut failures = 0;
+        loop {
+            let (i, ok) = match tokio::time::timeout_at(until, sends.next()).await {
+                Ok(Some(sent)) => sent,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::debug!(
+                        peer = %peer.peer_id,
+                        delivered = done.len(),
+                        "peer too slow for its budget; its other records go to the next closest"
+                    );
+                    return (done, true);
+                }
+            };
+            self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
+            if ok {
+                done.push(i);
+            } else {
+                self.counters
+                    .add_provider_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                if failures >= self.config.max_peer_failures {
+                    return (done, true);
+                }
+            }
+        }
+        (done, false)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct SliceOutcome {
+    /// Per key: reached enough servers.
+    pub(super) ok: Vec<bool>,
+    pub(super) sent: u64,
+    pub(super) send_failures: u64,
+    pub(super) answered: bool,
+    pub(super) exploration: Option<Exploration>,
+}
+
+/// What a job did, over all its pages: only the failed keys are kept, and at most
+/// [`MAX_RETRY_KEYS`] of them.
+#[derive(Debug, Default)]
+pub(super) struct JobOutcome {
+    /// Keys sent.
+    pub(super) keys: u64,
+    /// Keys that reached too few servers.
+    pub(super) failed: u64,
+    /// The first of them.
+    pub(super) weak: Vec<Multihash>,
+    /// More keys failed than `weak` holds.
+    pub(super) weak_overflow: bool,
+    pub(super) sent: u64,
+    pub(super) send_failures: u64,
+    pub(super) answered: bool,
+    /// The region's servers, reused for the next page.
+    pub(super) exploration: Option<Exploration>,
+}
+
+impl JobOutcome {
+    /// Adds the outcome of sending `keys`.
+    pub(super) fn absorb(&mut self, keys: &[Multihash], page: SliceOutcome) {
+        self.keys += keys.len() as u64;
+        for (key, ok) in keys.iter().zip(&page.ok) {
+            if !ok {
+                self.failed += 1;
+                if self.weak.len() < MAX_RETRY_KEYS {
+                    self.weak.push(*key);
+                } else {
+                    self.weak_overflow = true;
+                }
+            }
+        }
+        self.sent += page.sent;
+        self.send_failures += page.send_failures;
+        self.answered |= page.answered;
+        if page.exploration.is_some() {
+            self.exploration = page.exploration;
+        }
+    }
+}
+
+/// FIND_NODE key bytes whose `sha256` lies in `prefix` (first 16 bits matched from a table,
+/// deeper bits by search, up to 24 bits).
+pub fn find_node_key(prefix: &Prefix) -> Vec<u8> {
+    let quick = key_in_prefix(prefix, &Key::ZERO);
+    if prefix.contains(&Key::hash(&quick)) {
+        return quick;
+    }
+    let mut bytes = quick;
+    let n = bytes.len();
+    for c in 0u32..(1 << 24) {
+        if let Some(tail) = bytes.get_mut(n.saturating_sub(4)..) {
+            tail.copy_from_slice(&c.to_be_bytes());
+        }
+        if prefix.contains(&Key::hash(&bytes)) {
+            return bytes;
+        }
+    }
+    key_in_prefix(prefix, &Key::ZERO)
+}
