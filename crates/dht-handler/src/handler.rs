@@ -348,12 +348,13 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         if let Some(other) = foreign {
             tracing::debug!(sender = %from, %other, "ignoring provider entries of other peers");
         }
-        self.providers.add_provider(&ProviderRecord {
+        // No response acknowledges it: stored without waiting for an fsync.
+        self.providers.add_providers_unsynced(&[ProviderRecord {
             key,
             provider: *from,
             addrs,
             received_at: now,
-        })?;
+        }])?;
         Ok(())
     }
 

@@ -1000,3 +1000,40 @@ fn get_providers_fits_a_message_whatever_the_store_holds() {
             .unwrap_or_else(|e| panic!("{}: the answer does not encode: {e}", stores.name));
     }
 }
+
+#[test]
+fn an_inbound_add_provider_is_not_fsynced() {
+    // ADD_PROVIDER has no response: nothing is acknowledged, so nothing waits for a disk
+    // flush, even on a store that syncs what it acknowledges.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        dht_provider_store::RocksStore::open(
+            dir.path(),
+            dht_provider_store::Config::small()
+                .sync_writes(true)
+                .statistics(true),
+        )
+        .unwrap(),
+    );
+    let stores = Stores {
+        name: "rocksdb with fsync",
+        providers: store.clone(),
+        values: store.clone(),
+        _dir: None,
+    };
+    let h = handler(&stores, &table_peers(), HandlerConfig::default());
+    let base = store.wal_syncs().unwrap();
+    for i in 0..10 {
+        let p = srv(300 + i);
+        let key = format!("provider key {i} .................").into_bytes();
+        assert_eq!(
+            h.handle(&p, add(&key, vec![p.peer.clone()]), NOW).unwrap(),
+            None
+        );
+    }
+    assert_eq!(store.wal_syncs(), Some(base));
+    // A PUT_VALUE is answered, so it is synced.
+    let (key, value) = pk_record(&Keypair::generate_ed25519());
+    h.handle(&cli(99), put(&key, &value), NOW).unwrap();
+    assert!(store.wal_syncs().unwrap() > base);
+}

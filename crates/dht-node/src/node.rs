@@ -7,8 +7,9 @@
 //!   whose inbound requests go to a [`dht_handler::Handler`] over the node's routing table and
 //!   its [`Stores`] (RocksDB under the data directory, or in memory);
 //! - a task that feeds the routing table from the transport's events: a peer that identify
-//!   says is a DHT server is added ([`PeerEvent::Seen`]`(`[`Direction::Inbound`]`)`), one
-//!   that turned client is removed;
+//!   says is a DHT server is sent a FIND_NODE first and added only if it answers
+//!   ([`PeerEvent::Seen`]`(`[`Direction::Outbound`]`)`, as go-libp2p-kad-dht's lookup check),
+//!   one that turned client is removed;
 //! - a [`DhtClient`] over the same table and a [`TransportNetwork`], the [`Network`]
 //!   adapter over the transport;
 //! - a provider ([`NodeProvider`]: the sweeping provider by default, the per-key one as an
@@ -40,7 +41,7 @@ use dht_routing_table::{
 };
 use futures::future::join_all;
 use parking_lot::Mutex;
-use tokio::task::JoinHandle;
+use tokio::{sync::Semaphore, task::JoinHandle};
 
 use crate::{
     metrics::Metrics,
@@ -732,7 +733,12 @@ impl<T: NodeTable> Node<T> {
         events: TransportEvents,
         initial_delay: Option<Duration>,
     ) {
-        let feeder = tokio::spawn(feed_table(events, self.table.clone()));
+        let feeder = tokio::spawn(feed_table(
+            events,
+            self.table.clone(),
+            self.transport.clone(),
+            self.info.peer_id,
+        ));
         let weak = Arc::downgrade(self);
         let period = T::maintenance_interval(&self.table_config);
         let maintenance = tokio::spawn(maintenance_loop(weak.clone(), period, initial_delay));
@@ -807,14 +813,49 @@ pub(crate) async fn dial_and_add<T: RoutingTable + ?Sized>(
     }
 }
 
+/// Most admission probes (see [`feed_table`]) in flight at once; a server identified while
+/// all are busy is probed on its next identify exchange, or found by a lookup.
+const MAX_ADMISSION_PROBES: usize = 16;
+
 /// Keeps the routing table in step with what identify says about connected peers.
-async fn feed_table<T: RoutingTable>(mut events: TransportEvents, table: Arc<T>) {
+///
+/// Saying it serves the DHT costs a peer nothing, so a server is admitted only once it has
+/// answered a FIND_NODE of ours (for our own id, as go-libp2p-kad-dht's lookup check), at
+/// most [`MAX_ADMISSION_PROBES`] probes at a time.
+async fn feed_table<T: RoutingTable + 'static>(
+    mut events: TransportEvents,
+    table: Arc<T>,
+    transport: TransportHandle,
+    local: PeerId,
+) {
+    let probes = Arc::new(Semaphore::new(MAX_ADMISSION_PROBES));
     while let Some(event) = events.recv().await {
         match event {
             TransportEvent::PeerIsServer(peer) => {
-                if !peer.addrs.is_empty() {
-                    table.update(&peer, PeerEvent::Seen(Direction::Inbound));
+                if peer.addrs.is_empty() {
+                    continue;
                 }
+                let Ok(permit) = probes.clone().try_acquire_owned() else {
+                    tracing::debug!(peer = %peer.peer_id, "admission probes busy: not probed");
+                    continue;
+                };
+                let (table, transport) = (table.clone(), transport.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let probe = Request::FindNode {
+                        key: local.to_bytes(),
+                    };
+                    match transport.request(&peer, probe).await {
+                        Ok(Some(Response::FindNode { .. })) => {
+                            table.update(&peer, PeerEvent::Seen(Direction::Outbound));
+                        }
+                        other => tracing::debug!(
+                            peer = %peer.peer_id,
+                            answer = ?other.map(|r| r.map(|r| r.message_type())),
+                            "server did not answer the admission probe: not added"
+                        ),
+                    }
+                });
             }
             TransportEvent::PeerIsClient(id) => {
                 table.update(&PeerInfo::new(id, Vec::new()), PeerEvent::Removed);

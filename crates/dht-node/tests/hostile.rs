@@ -247,3 +247,42 @@ async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_enters_the_routing_table_only_once_it_answered() {
+    use dht_node::builder::NodeBuilder;
+    let node = NodeBuilder::local().build().await.unwrap();
+    // Identify says both serve the DHT; one refuses every request.
+    let liar = Node::start(
+        KadConfig::default(),
+        std::sync::Arc::new(|_, _: &Request| Err("no".into())),
+    )
+    .await;
+    let honest = Node::server().await;
+    liar.handle.dial(node.info()).await.unwrap();
+    honest.handle.dial(node.info()).await.unwrap();
+    within("the honest server is admitted", async {
+        while !node.table().contains(&honest.info.peer_id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !node.table().contains(&liar.info.peer_id),
+        "the liar is left out"
+    );
+    assert_eq!(
+        dht_routing_table::RoutingTable::len(node.table().as_ref()),
+        1
+    );
+    // It was probed too: it saw the FIND_NODE and refused it.
+    within("the liar is probed", async {
+        while liar.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(!node.table().contains(&liar.info.peer_id));
+    node.close().await.unwrap();
+}

@@ -49,6 +49,9 @@ pub struct Config {
     /// Most SST files RocksDB keeps open (`max_open_files`); each open file holds a table
     /// reader. Default 512.
     pub max_open_files: i32,
+    /// Whether RocksDB keeps statistics (default `false`: they cost a little on every
+    /// operation); [`RocksStore::wal_syncs`](crate::RocksStore::wal_syncs) reads them.
+    pub statistics: bool,
     /// RocksDB background flush and compaction threads. Default 2.
     pub max_background_jobs: i32,
     /// How many expired records an expiry sweep removes per write (and per hold of their
@@ -68,6 +71,7 @@ impl Default for Config {
             write_buffer_bytes: 256 << 20,
             max_open_files: 512,
             max_background_jobs: 2,
+            statistics: false,
             expiry_chunk: 4096,
         }
     }
@@ -120,6 +124,13 @@ impl Config {
     #[must_use]
     pub fn max_open_files(mut self, n: i32) -> Self {
         self.max_open_files = n;
+        self
+    }
+
+    /// Sets [`Config::statistics`].
+    #[must_use]
+    pub fn statistics(mut self, on: bool) -> Self {
+        self.statistics = on;
         self
     }
 

@@ -97,6 +97,16 @@ pub trait ProviderStore: Send + Sync {
     /// Removes records expired at `now`; returns how many were removed.
     fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError>;
 
+    /// [`ProviderStore::add_providers`] for records nobody is told were stored, without
+    /// waiting for them to be durable: an inbound ADD_PROVIDER has no response, so an fsync
+    /// per request would acknowledge nothing and only cost a disk flush. A store that syncs
+    /// its writes skips the sync here; the records still survive the process being killed,
+    /// not a machine crash (the provider re-announces within 22 h). Defaults to
+    /// [`ProviderStore::add_providers`].
+    fn add_providers_unsynced(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+        self.add_providers(batch)
+    }
+
     /// Adds one provider record; see [`ProviderStore::add_providers`].
     fn add_provider(&self, record: &ProviderRecord) -> Result<(), StoreError> {
         self.add_providers(std::slice::from_ref(record))
@@ -166,6 +176,9 @@ macro_rules! forward_impls {
         impl<T: ProviderStore + ?Sized> ProviderStore for $wrapper {
             fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
                 (**self).add_providers(batch)
+            }
+            fn add_providers_unsynced(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+                (**self).add_providers_unsynced(batch)
             }
             fn providers(
                 &self,

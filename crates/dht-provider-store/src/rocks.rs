@@ -88,8 +88,11 @@ pub struct RocksStore {
     config: Config,
     /// Options of acknowledged writes (`sync` = [`Config::sync_writes`]).
     write_opts: WriteOptions,
-    /// Options of expiry removals (never synced: redone if lost).
+    /// Options of expiry removals and unacknowledged provider records (never synced: redone
+    /// if lost).
     sweep_opts: WriteOptions,
+    /// RocksDB's statistics, when [`Config::statistics`] is on.
+    stats: Option<Options>,
     /// Serialise the read-modify-write of each key (providers, values) or of the whole store
     /// (the keystore, whose count every put changes); reads never take them.
     provider_locks: KeyLocks,
@@ -275,6 +278,9 @@ impl RocksStore {
         // applies the batches of concurrent writers in turn).
         db_opts.set_allow_concurrent_memtable_write(false);
         db_opts.set_max_log_file_size(1 << 20);
+        if config.statistics {
+            db_opts.enable_statistics();
+        }
 
         let cf = |name: &str, reads: Reads| {
             let mut table = BlockBasedOptions::default();
@@ -393,6 +399,7 @@ impl RocksStore {
         let cache = NonZeroUsize::new(config.cache_entries)
             .filter(|_| config.cache_bytes > 0)
             .map(|entries| ProviderCache::new(entries, config.cache_bytes));
+        let stats = config.statistics.then_some(db_opts);
         tracing::debug!(path = %path.display(), keys = key_count, "opened provider store");
         Ok(RocksStore {
             db,
@@ -400,6 +407,7 @@ impl RocksStore {
             config,
             write_opts,
             sweep_opts,
+            stats,
             provider_locks: KeyLocks::new(),
             value_locks: KeyLocks::new(),
             keystore_lock: Mutex::new(()),
@@ -416,6 +424,14 @@ impl RocksStore {
     /// The configuration the store was opened with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How many times RocksDB has synced its write-ahead log (an fsync each), when
+    /// [`Config::statistics`] is on.
+    pub fn wal_syncs(&self) -> Option<u64> {
+        self.stats
+            .as_ref()
+            .map(|o| o.get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced))
     }
 
     /// About how many bytes the provider lists in the LRU cache take now (at most
@@ -582,6 +598,65 @@ struct Held {
 
 impl ProviderStore for RocksStore {
     fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+        self.add_providers_with(batch, &self.write_opts)
+    }
+
+    fn add_providers_unsynced(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+        self.add_providers_with(batch, &self.sweep_opts)
+    }
+
+    fn providers(
+        &self,
+        key: &[u8],
+        limit: usize,
+        now: UnixSecs,
+    ) -> Result<Vec<ProviderRecord>, StoreError> {
+        let kad = Key::hash(key);
+        let Some(cache) = &self.cache else {
+            return Ok(select_providers(
+                &self.read_providers(key, &kad)?,
+                key,
+                limit,
+                now,
+            ));
+        };
+        if let Some(list) = cache.get(&kad) {
+            return Ok(select_providers(&list, key, limit, now));
+        }
+        let epoch = cache.epoch(&kad);
+        let list = self.read_providers(key, &kad)?;
+        let out = select_providers(&list, key, limit, now);
+        cache.insert_if_unchanged(kad, epoch, Arc::new(list));
+        Ok(out)
+    }
+
+    fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
+        self.sweep(
+            &self.provider_locks,
+            CF_PROVIDERS,
+            PROVIDER_RECORD_TTL_SECS,
+            now,
+            provider_received_at,
+            |removed| {
+                if let Some(cache) = &self.cache {
+                    let kads: Vec<Key> = removed
+                        .iter()
+                        .filter_map(|p| split_kad(p, "provider key").ok().map(|(k, _)| k))
+                        .collect();
+                    cache.invalidate(&kads);
+                }
+            },
+        )
+    }
+}
+
+impl RocksStore {
+    /// [`ProviderStore::add_providers`] with these write options (synced or not).
+    fn add_providers_with(
+        &self,
+        batch: &[ProviderRecord],
+        opts: &WriteOptions,
+    ) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -661,7 +736,9 @@ impl ProviderStore for RocksStore {
             }
         }
         if !wb.is_empty() {
-            self.write(wb)?;
+            self.db
+                .write_opt(wb, opts)
+                .map_err(StoreError::from_rocks)?;
         }
         drop(guard);
         if let Some(cache) = &self.cache {
@@ -671,50 +748,6 @@ impl ProviderStore for RocksStore {
             tracing::debug!(refused, "provider records refused: keys at their cap");
         }
         Ok(())
-    }
-
-    fn providers(
-        &self,
-        key: &[u8],
-        limit: usize,
-        now: UnixSecs,
-    ) -> Result<Vec<ProviderRecord>, StoreError> {
-        let kad = Key::hash(key);
-        let Some(cache) = &self.cache else {
-            return Ok(select_providers(
-                &self.read_providers(key, &kad)?,
-                key,
-                limit,
-                now,
-            ));
-        };
-        if let Some(list) = cache.get(&kad) {
-            return Ok(select_providers(&list, key, limit, now));
-        }
-        let epoch = cache.epoch(&kad);
-        let list = self.read_providers(key, &kad)?;
-        let out = select_providers(&list, key, limit, now);
-        cache.insert_if_unchanged(kad, epoch, Arc::new(list));
-        Ok(out)
-    }
-
-    fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
-        self.sweep(
-            &self.provider_locks,
-            CF_PROVIDERS,
-            PROVIDER_RECORD_TTL_SECS,
-            now,
-            provider_received_at,
-            |removed| {
-                if let Some(cache) = &self.cache {
-                    let kads: Vec<Key> = removed
-                        .iter()
-                        .filter_map(|p| split_kad(p, "provider key").ok().map(|(k, _)| k))
-                        .collect();
-                    cache.invalidate(&kads);
-                }
-            },
-        )
     }
 }
 

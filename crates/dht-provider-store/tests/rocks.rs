@@ -780,3 +780,41 @@ fn the_provider_cache_is_bounded_in_bytes() {
     assert_eq!(store.providers(&key, 20, now).unwrap().len(), 20);
     assert!(store.provider_cache_bytes() <= budget);
 }
+
+#[test]
+fn unacknowledged_provider_records_are_not_fsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(
+        dir.path(),
+        Config::small().sync_writes(true).statistics(true),
+    )
+    .unwrap();
+    let record = |i: u64| ProviderRecord {
+        key: format!("key {i} ..............................").into_bytes(),
+        provider: dht_proto::PeerId::random(),
+        addrs: vec!["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
+        received_at: 1_700_000_000,
+    };
+    let base = store.wal_syncs().unwrap();
+    for i in 0..20 {
+        store.add_providers_unsynced(&[record(i)]).unwrap();
+    }
+    assert_eq!(
+        store.wal_syncs(),
+        Some(base),
+        "no fsync for unacknowledged records"
+    );
+    assert_eq!(
+        store
+            .providers(&record(3).key, 20, 1_700_000_001)
+            .unwrap()
+            .len(),
+        1,
+        "they are stored all the same"
+    );
+    store.add_provider(&record(100)).unwrap();
+    assert!(
+        store.wal_syncs().unwrap() > base,
+        "acknowledged writes are synced"
+    );
+}

@@ -29,10 +29,8 @@ pub struct KBucketConfig {
     /// [`RejectReason::BucketFull`] unless it may replace a member.
     pub replacement_cache_size: usize,
     /// Consecutive failed requests after which a member is dropped and replaced from the
-    /// cache (default 3). One timeout says little: the peer may be busy, or our own link
-    /// congested, and a table that drops members on every timeout churns away its
-    /// long-lived peers whenever the node is loaded. A successful exchange resets the count.
-    /// 0 is treated as 1.
+    /// cache (default 1: a peer that fails to answer is dropped at once, and the cache
+    /// supplies a fresher one). 0 is treated as 1.
     pub max_failures: u32,
     /// The usefulness rule (default one hour): a member that has not answered one of our
     /// requests (a [`Direction::Outbound`] sighting) for this many seconds, counted from when
@@ -52,7 +50,7 @@ impl Default for KBucketConfig {
         KBucketConfig {
             bucket_size: K_VALUE,
             replacement_cache_size: K_VALUE,
-            max_failures: 3,
+            max_failures: 1,
             usefulness_grace: Some(3600),
             refresh_interval: 600,
             diversity: Some(DiversityConfig::default()),
@@ -174,9 +172,6 @@ impl KBucketConfig {
 /// let peer = PeerInfo::new(PeerId::random(), vec!["/ip4/198.51.100.1/tcp/4001".parse()?]);
 /// assert_eq!(table.update(&peer, PeerEvent::Seen(Direction::Outbound)), UpdateOutcome::Inserted);
 /// assert_eq!(table.closest_peers(&Key::hash(b"x"), 20), vec![peer.clone()]);
-/// // Three failed requests in a row, and it is dropped.
-/// assert_eq!(table.update(&peer, PeerEvent::Failed), UpdateOutcome::Updated);
-/// assert_eq!(table.update(&peer, PeerEvent::Failed), UpdateOutcome::Updated);
 /// assert_eq!(table.update(&peer, PeerEvent::Failed), UpdateOutcome::Removed);
 /// assert!(table.is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -45,7 +45,7 @@ pub struct Stores {
     pub name: &'static str,
     pub providers: Arc<dyn ProviderStore>,
     pub values: Arc<dyn ValueStore>,
-    _dir: Option<tempfile::TempDir>,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 impl Stores {

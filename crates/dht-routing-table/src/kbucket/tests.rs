@@ -77,7 +77,6 @@ fn check_steps(config: KBucketConfig, steps: &[(usize, PeerEvent, UpdateOutcome)
 
 fn small() -> KBucketConfig {
     KBucketConfig::default()
-        .with_max_failures(1)
         .with_bucket_size(2)
         .with_replacement_cache_size(2)
         .with_usefulness_grace(None)
@@ -123,26 +122,6 @@ fn promotion_order_is_most_recent_first() {
     assert!(!t.contains(&p[2].peer_id));
     assert_eq!((t.bucket_len(0), t.replacement_len(0)), (2, 0));
     invariants(&t);
-}
-
-#[test]
-fn one_failure_does_not_evict_by_default() {
-    use UpdateOutcome::*;
-    let config = KBucketConfig::default()
-        .with_usefulness_grace(None)
-        .with_diversity(None);
-    check_steps(
-        config,
-        &[
-            (0, OUT, Inserted),
-            (0, PeerEvent::Failed, Updated), // a timeout: still a member
-            (0, PeerEvent::Failed, Updated),
-            (0, OUT, Updated), // it answered: the count starts again
-            (0, PeerEvent::Failed, Updated),
-            (0, PeerEvent::Failed, Updated),
-            (0, PeerEvent::Failed, Removed), // three in a row
-        ],
-    );
 }
 
 #[test]
