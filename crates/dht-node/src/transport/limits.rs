@@ -117,16 +117,30 @@ impl ConnectionLimits {
     }
 }
 
-/// The group an inbound connection's IP counts in: the IPv4 address, or the IPv6 /56.
-fn ip_group(addr: &Multiaddr) -> Option<IpAddr> {
+/// The IP an address starts with.
+fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => {
-            let bits = u128::from(ip) & !((1u128 << (128 - 56)) - 1);
-            Some(IpAddr::V6(bits.into()))
-        }
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
         _ => None,
     }
+}
+
+/// The group an IP counts in: the IPv4 address, or the IPv6 /56.
+fn group_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << (128 - 56)) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+/// The group an inbound connection's IP counts in (see [`group_of`]).
+#[cfg(test)]
+fn ip_group(addr: &Multiaddr) -> Option<IpAddr> {
+    remote_ip(addr).map(group_of)
 }
 
 /// The per-IP limit on inbound connections (pending and established).
@@ -180,12 +194,14 @@ impl NetworkBehaviour for IpLimits {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = ip_group(remote) else {
+        let Some(ip) = remote_ip(remote) else {
             return Ok(());
         };
+        // Before grouping: the /56 of `::1` is `::`, which is not loopback.
         if ip.is_loopback() && !self.limit_loopback {
             return Ok(());
         }
+        let ip = group_of(ip);
         let n = self.counts.entry(ip).or_default();
         if *n >= self.max {
             tracing::debug!(%ip, limit = self.max, "inbound connection refused: per-IP limit");
@@ -258,5 +274,36 @@ mod tests {
         assert_ne!(ip_group(&a), ip_group(&c));
         let v4: Multiaddr = "/ip4/192.0.2.1/tcp/1".parse().expect("valid");
         assert_eq!(ip_group(&v4), Some("192.0.2.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn loopback_is_exempt_over_ipv6_as_over_ipv4() {
+        let mut limits = ConnectionLimits::default();
+        limits.max_incoming_per_ip = 1;
+        let mut ips = IpLimits::new(&limits);
+        let local: Multiaddr = "/ip6/::1/tcp/4001".parse().expect("valid");
+        for remote in ["/ip6/::1/tcp/5000", "/ip4/127.0.0.1/tcp/5000"] {
+            let remote: Multiaddr = remote.parse().expect("valid");
+            for _ in 0..3 {
+                let id = ConnectionId::new_unchecked(ips.groups.len() + 100);
+                assert!(
+                    ips.handle_pending_inbound_connection(id, &local, &remote)
+                        .is_ok(),
+                    "{remote} was limited"
+                );
+            }
+        }
+        // A public IPv6 address is limited.
+        let remote: Multiaddr = "/ip6/2001:db8::1/tcp/5000".parse().expect("valid");
+        let first = ConnectionId::new_unchecked(1);
+        let second = ConnectionId::new_unchecked(2);
+        assert!(
+            ips.handle_pending_inbound_connection(first, &local, &remote)
+                .is_ok()
+        );
+        assert!(
+            ips.handle_pending_inbound_connection(second, &local, &remote)
+                .is_err()
+        );
     }
 }
