@@ -714,6 +714,53 @@ async fn slice_length_recovers_from_a_start_with_a_nearly_empty_table() {
     provider.close().await.unwrap();
 }
 
+/// Peer ids cost nothing: 20 peers made to share 12 bits with our id make the table "show"
+/// 20 * 2^12 servers in a network of 300. Once explorations measure the network, the slices
+/// follow them, not that inference, so such peers cannot multiply the regions explored.
+#[tokio::test(start_paused = true)]
+async fn peers_made_near_our_id_do_not_inflate_the_slices() {
+    let net = Net::new(300, 50);
+    let me = provider_identity();
+    let table = net.provider_table(&me);
+    let mut rng = StdRng::seed_from_u64(51);
+    let mut near = 0;
+    while near < 20 {
+        let id = Multihash::wrap(0x12, &rng.random::<[u8; 32]>()).unwrap();
+        let peer = PeerInfo::new(
+            PeerId::from_multihash(id).unwrap(),
+            vec!["/ip4/10.8.0.1/tcp/4001".parse().unwrap()],
+        );
+        if peer.key().common_prefix_len(&me.key()) >= 12 {
+            // They never answer: the network does not know them.
+            net.0.dead.lock().insert(peer.peer_id);
+            table.update(&peer, PeerEvent::Seen(Direction::Outbound));
+            near += 1;
+        }
+    }
+    let provider = start_with_table(
+        &net,
+        table,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 52);
+    provider.start_providing_async(false, &keys).unwrap();
+    // A whole reprovide cycle, so that every key went out on the measured slices.
+    tokio::time::sleep(Duration::from_secs(23 * 3600)).await;
+    let stats = provider.stats();
+    eprintln!(
+        "20 peers near our id: {} slices, {} regions explored",
+        stats.slices, stats.regions_explored
+    );
+    // 300 servers: a few slices (explorations measured them); the inference alone, 2^12.
+    let placed = net.placement(&keys, 19);
+    eprintln!("placement {placed:.4}");
+    assert!(stats.slices <= 32, "{} slices", stats.slices);
+    assert!(placed >= 0.99, "{placed}");
+    provider.close().await.unwrap();
+}
+
 /// An operator changes the interval of a node that has run for months, from 22 h to 24 h and
 /// back: no key waits longer than the shorter interval (keys already waiting longer when it
 /// shortens wait no longer than the old one).

@@ -857,7 +857,17 @@ where
     /// once a few explorations back it.
     fn resize(&self, shared: &mut Shared) {
         let k = self.config.k;
-        let shown = table_servers(&self.parts.table, &self.parts.local, k);
+        // Once explorations have measured the network, the table's inference from the peers
+        // closest to our id counts for at most twice what they measured (never below the
+        // peers it holds): peer ids made to share many bits with ours would inflate it.
+        let inferred = table_servers(&self.parts.table, &self.parts.local, k);
+        let shown = if shared.size.samples() > 0 {
+            inferred
+                .min(shared.size.servers(0).saturating_mul(2))
+                .max(self.parts.table.len() as u64)
+        } else {
+            inferred
+        };
         let current = shared.schedule.slice_len();
         let estimated = shared.size.slice_len(shown, k);
         let len = if shared.size.samples() >= 4 {
