@@ -1044,12 +1044,12 @@ async fn a_slow_peer_is_given_up_once_per_slice_not_once_per_page() {
     cfg.sends_per_peer = 1;
     let provider = start(&net, store, MemoryStateStore::default(), cfg);
     tokio::time::sleep(Duration::from_secs(3600)).await;
-    let held = net.0.held.lock();
-    let on_slow: Vec<usize> = slow
-        .iter()
-        .map(|p| held.get(p).map_or(0, HashSet::len))
-        .collect();
-    drop(held);
+    let on_slow: Vec<usize> = {
+        let held = net.0.held.lock();
+        slow.iter()
+            .map(|p| held.get(p).map_or(0, HashSet::len))
+            .collect()
+    };
     let placed = net.placement(&keys, 17);
     eprintln!("records taken by the 3 slow servers: {on_slow:?}, placement {placed:.4}");
     // One budget (30 s + 0.1 s per record, at 1.9 s per record) is about 20 records; a

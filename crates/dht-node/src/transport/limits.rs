@@ -278,8 +278,10 @@ mod tests {
 
     #[test]
     fn loopback_is_exempt_over_ipv6_as_over_ipv4() {
-        let mut limits = ConnectionLimits::default();
-        limits.max_incoming_per_ip = 1;
+        let limits = ConnectionLimits {
+            max_incoming_per_ip: 1,
+            ..ConnectionLimits::default()
+        };
         let mut ips = IpLimits::new(&limits);
         let local: Multiaddr = "/ip6/::1/tcp/4001".parse().expect("valid");
         for remote in ["/ip6/::1/tcp/5000", "/ip4/127.0.0.1/tcp/5000"] {
