@@ -71,7 +71,20 @@ pub(crate) fn run_all(install: bool) -> Result<()> {
     } else {
         steps.push((
             "test",
-            always(|| cargo(&["test", "--workspace", "--all-features", "--locked"], &[])),
+            // Every test binary runs even when an earlier one fails, so one run shows every
+            // failing test (as nextest does by default).
+            always(|| {
+                cargo(
+                    &[
+                        "test",
+                        "--workspace",
+                        "--all-features",
+                        "--locked",
+                        "--no-fail-fast",
+                    ],
+                    &[],
+                )
+            }),
         ));
     }
     steps.push((
