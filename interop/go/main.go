@@ -32,10 +32,15 @@ import (
 	"github.com/ipfs/boxo/routing/http/types"
 	"github.com/ipfs/boxo/routing/http/types/iter"
 	"github.com/ipfs/go-cid"
+	"github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/namespace"
+	leveldb "github.com/ipfs/go-ds-leveldb"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p-kad-dht/provider"
+	"github.com/libp2p/go-libp2p-kad-dht/provider/buffered"
+	"github.com/libp2p/go-libp2p-kad-dht/provider/keystore"
 	record "github.com/libp2p/go-libp2p-record"
 	ic "github.com/libp2p/go-libp2p/core/crypto"
 	cryptopb "github.com/libp2p/go-libp2p/core/crypto/pb"
@@ -50,12 +55,30 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// node is one Go DHT server; sweep is its SweepingProvider, made on first use.
+// node is one Go DHT server; sweep is its SweepingProvider, made on first use, and front
+// the provider that StartProviding and StopProviding go through (sweep itself, or with
+// -keystore Kubo's buffered provider around it).
 type node struct {
 	host  host.Host
 	dht   *dht.IpfsDHT
 	sweep *provider.SweepingProvider
+	front interface {
+		StartProviding(force bool, keys ...mh.Multihash) error
+		StopProviding(keys ...mh.Multihash) error
+		Close() error
+	}
 }
+
+// settings are the command-line settings the nodes are made with.
+type settings struct {
+	// keystore, when set, is the directory of a LevelDB datastore that holds the
+	// SweepingProvider's keystore and state, as Kubo's repo datastore does.
+	keystore string
+	// reprovide is the SweepingProvider's reprovide interval (Kubo: Provide.DHT.Interval).
+	reprovide time.Duration
+}
+
+var config settings
 
 // peerJSON is a peer as the commands and answers write it.
 type peerJSON struct {
@@ -82,11 +105,14 @@ type command struct {
 	Seq      uint64    `json:"seq,omitempty"`
 	EOL      int64     `json:"eol,omitempty"`
 	KeyType  string    `json:"key_type,omitempty"`
+	Reset    bool      `json:"reset,omitempty"`
 }
 
 func main() {
 	n := flag.Int("n", 1, "number of Go DHT nodes")
 	clients := flag.Int("clients", 0, "how many of the last nodes run in client mode")
+	flag.StringVar(&config.keystore, "keystore", "", "LevelDB datastore directory of the SweepingProvider (default: in memory)")
+	flag.DurationVar(&config.reprovide, "reprovide", 22*time.Hour, "the SweepingProvider's reprovide interval")
 	flag.Parse()
 	nodes := make([]*node, 0, *n)
 	for i := 0; i < *n; i++ {
@@ -94,12 +120,16 @@ func main() {
 		if i >= *n-*clients {
 			mode = dht.ModeClient
 		}
-		nd, err := newNode(mode)
+		nd, err := newNode(mode, i)
 		if err != nil {
 			fatal(err)
 		}
 		nodes = append(nodes, nd)
 	}
+	for _, nd := range nodes {
+		inbound.local[nd.host.ID()] = true
+	}
+	inbound.index = make([]map[[32]byte]uint8, len(nodes))
 	infos := make([]peerJSON, len(nodes))
 	for i, nd := range nodes {
 		infos[i] = info(peer.AddrInfo{ID: nd.host.ID(), Addrs: nd.host.Addrs()})
@@ -141,8 +171,8 @@ func main() {
 		}
 	}
 	for _, nd := range nodes {
-		if nd.sweep != nil {
-			_ = nd.sweep.Close()
+		if nd.front != nil {
+			_ = nd.front.Close()
 		}
 		_ = nd.dht.Close()
 		_ = nd.host.Close()
@@ -154,7 +184,7 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-func newNode(mode dht.ModeOpt) (*node, error) {
+func newNode(mode dht.ModeOpt, index int) (*node, error) {
 	h, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -167,7 +197,7 @@ func newNode(mode dht.ModeOpt) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := dht.New(h, dht.Mode(mode))
+	d, err := dht.New(h, dht.Mode(mode), dht.OnRequestHook(inbound.hook(index)))
 	if err != nil {
 		return nil, err
 	}
@@ -366,21 +396,52 @@ func (nd *node) sweeper() (*provider.SweepingProvider, error) {
 	if nd.sweep != nil {
 		return nd.sweep, nil
 	}
-	// Kubo's defaults (Provide.DHT.*): 16 workers, 2 periodic, 1 burst, 20 connections each.
-	s, err := provider.New(
+	// Kubo's defaults (Provide.DHT.*, Kubo 0.38+): 16 workers, 2 dedicated periodic, 1
+	// dedicated burst, 20 connections each, 22 h interval, 1 h most reprovide delay, 2 h
+	// offline delay, online check every minute, replication 20.
+	opts := []provider.Option{
 		provider.WithHost(nd.host),
 		provider.WithRouter(nd.dht),
 		provider.WithMessageSender(nd.dht.MessageSender()),
 		provider.WithSelfAddrs(nd.dht.FilteredAddrs),
+		provider.WithReplicationFactor(20),
+		provider.WithReprovideInterval(config.reprovide),
+		provider.WithMaxReprovideDelay(time.Hour),
+		provider.WithOfflineDelay(2 * time.Hour),
+		provider.WithConnectivityCheckOnlineInterval(time.Minute),
 		provider.WithMaxWorkers(16),
 		provider.WithDedicatedPeriodicWorkers(2),
 		provider.WithDedicatedBurstWorkers(1),
 		provider.WithMaxProvideConnsPerWorker(20),
-	)
+	}
+	var ds datastore.Batching
+	if config.keystore != "" {
+		// As Kubo: the keystore (16 prefix bits, batches of 16384) and the provider's state
+		// in the repo's datastore, here a LevelDB datastore on disk (Kubo's default repo keeps everything but blocks in LevelDB).
+		repo, err := leveldb.NewDatastore(config.keystore, nil)
+		if err != nil {
+			return nil, err
+		}
+		ds = namespace.Wrap(repo, datastore.NewKey("provider"))
+		ks, err := keystore.NewKeystore(namespace.Wrap(ds, datastore.NewKey("keystore")),
+			keystore.WithPrefixBits(16), keystore.WithBatchSize(16384))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, provider.WithKeystore(ks), provider.WithDatastore(ds))
+	}
+	s, err := provider.New(opts...)
 	if err != nil {
 		return nil, err
 	}
 	nd.sweep = s
+	nd.front = s
+	if ds != nil {
+		// Kubo puts its buffered provider in front: StartProviding queues on the datastore
+		// and a worker hands the keys on in batches of 1024.
+		nd.front = buffered.New(s, ds, buffered.WithBatchSize(1024),
+			buffered.WithDsName("bprov"), buffered.WithIdleWriteTime(time.Minute))
+	}
 	return s, nil
 }
 
@@ -711,20 +772,43 @@ func run(ctx context.Context, nodes []*node, nd *node, c *command) (any, error) 
 		if err != nil {
 			return nil, err
 		}
-		s, err := nd.sweeper()
-		if err != nil {
+		if _, err := nd.sweeper(); err != nil {
 			return nil, err
 		}
 		if c.Cmd == "stop_providing" {
-			return nil, s.StopProviding(multihashes(cids)...)
+			return nil, nd.front.StopProviding(multihashes(cids)...)
 		}
-		return nil, s.StartProviding(c.Force, multihashes(cids)...)
+		return nil, nd.front.StartProviding(c.Force, multihashes(cids)...)
 	case "sweep_stats":
 		s, err := nd.sweeper()
 		if err != nil {
 			return nil, err
 		}
 		return s.Stats(ctx)
+
+	// inbound {reset}: the requests the nodes of this process received from outside peers,
+	// by type, their bytes and the time of the last one and of the last ADD_PROVIDER
+	// ({"messages":{"FIND_NODE":n,…},"bytes":n,"last":s,"last_add_provider":s}, seconds
+	// since the Unix epoch); with reset, the counters start again from zero.
+	case "inbound":
+		return inbound.read(c.Reset), nil
+
+	// placement {peer: {id}, keys, reset}: for each node, the indices of the CIDs whose
+	// provider record from the peer it holds; with reset, those records are then forgotten.
+	case "placement":
+		id, err := peer.Decode(c.Peer.ID)
+		if err != nil {
+			return nil, err
+		}
+		cids, err := parseCids(c.Keys)
+		if err != nil {
+			return nil, err
+		}
+		keys := make([][]byte, len(cids))
+		for i, k := range cids {
+			keys[i] = k.Hash()
+		}
+		return inbound.placement(id, keys, c.Reset)
 
 	// http_providers {url, key} / http_peers {url, peer: {id}}: boxo's Delegated Routing V1
 	// client against the server at url.

@@ -6,6 +6,12 @@
 //!   time, requests and keys per second of both and their ratio. Runs
 //!   `cargo bench -p dht-node --bench devnet -- …`; `cargo xtask bench devnet --help` lists
 //!   every option.
+//! - `go [--servers N] [--keys K] [--sample S] [--json PATH] [...]`: our sweeping provider
+//!   (the `dht-node` binary) beside go-libp2p-kad-dht's SweepingProvider with Kubo's
+//!   settings, on one network of N Go servers (`interop/go`), one after the other; prints
+//!   keys per second, CPU per 1,000 keys, peak RSS, requests and bytes received by the
+//!   servers, placement and findability of both, and the ratios. Builds the Go peer (needs
+//!   Go) and runs `cargo bench -p dht-node --bench go -- …`.
 //! - `criterion [args…]`: every criterion benchmark of the workspace (`cargo bench
 //!   --workspace --benches`, minus the devnet), arguments passed to criterion.
 //!
@@ -20,6 +26,10 @@ benches:
   devnet [--nodes N] [--keys K] [--kad-keys K2] [--kad-parallel P] [--sample S] [--json PATH]
                              the sweep against libp2p-kad's per-key provide on a local
                              network (default 100 nodes, 100,000 sweep keys)
+  go [--servers N] [--keys K] [--sample S] [--reprovide-secs R] [--json PATH]
+                             our sweep beside go-libp2p-kad-dht's SweepingProvider (Kubo's
+                             settings) on a network of Go servers (default 100 servers,
+                             100,000 keys each; needs Go)
   criterion [args...]        every criterion benchmark of the workspace
 ";
 
@@ -33,6 +43,16 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             ];
             all.extend_from_slice(rest);
             crate::cargo(&all)
+        }
+        Some((&"go", rest)) => {
+            crate::interop::require_go()?;
+            let binary = crate::interop::build_go_peer()?;
+            crate::setup::ensure(true)?;
+            let mut cmd = std::process::Command::new(crate::cargo_bin());
+            cmd.args(["bench", "--locked", "-p", "dht-node", "--bench", "go", "--"])
+                .args(rest)
+                .env(crate::interop::GO_PEER_ENV, &binary);
+            crate::run(&mut cmd)
         }
         Some((&"criterion", rest)) => {
             crate::setup::ensure(true)?;

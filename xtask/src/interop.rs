@@ -60,7 +60,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the Go peer; returns the path of its binary.
-fn build_go_peer() -> Result<PathBuf> {
+pub(crate) fn build_go_peer() -> Result<PathBuf> {
     let out = target_dir().join("interop").join("kadpeers");
     let src: &Path = &workspace_root().join("interop").join("go");
     eprintln!(
@@ -79,14 +79,20 @@ fn build_go_peer() -> Result<PathBuf> {
     Ok(out)
 }
 
-/// `cargo xtask interop [test filter…]`: builds the Go peer and runs the interop tests.
-///
-/// Arguments are passed to the test binary after `--ignored` (e.g. a test name filter).
-pub(crate) fn run_tests(args: &[&str]) -> Result<()> {
+/// Fails with what to install when `go` is missing; prints its version otherwise.
+pub(crate) fn require_go() -> Result<()> {
     let Some(version) = go_version() else {
         bail!("`go` not found. {INSTALL_GO}");
     };
     eprintln!("==> interop: {version}");
+    Ok(())
+}
+
+/// `cargo xtask interop [test filter…]`: builds the Go peer and runs the interop tests.
+///
+/// Arguments are passed to the test binary after `--ignored` (e.g. a test name filter).
+pub(crate) fn run_tests(args: &[&str]) -> Result<()> {
+    require_go()?;
     let binary = build_go_peer()?;
     let mut cmd = Command::new(cargo_bin());
     cmd.args([

@@ -7,7 +7,8 @@
 //! - `fuzz <target> [--seconds N]`: run a cargo-fuzz target, installing cargo-fuzz if missing.
 //! - `sim <experiment> [args…]`: the simulator's experiments, built optimised.
 //! - `devnet [args…]`: the main job of the README.
-//! - `bench <bench> [args…]`: benchmarks; `bench devnet` compares the sweep with libp2p-kad.
+//! - `bench <bench> [args…]`: benchmarks; `bench devnet` compares the sweep with libp2p-kad,
+//!   `bench go` with go-libp2p-kad-dht's SweepingProvider.
 //! - `interop [test filter…]`: the interop tests against go-libp2p-kad-dht (needs Go).
 
 // A command-line tool: its output is its interface.
@@ -41,7 +42,9 @@ commands:
   sim <experiment> [args...] run the simulator (`cargo xtask sim help` lists experiments)
   devnet [args...]           the README's main job: a local network that provides and finds content
   bench <bench> [args...]    benchmarks: `devnet` (the sweep against libp2p-kad on a local
-                             network), `criterion` (every criterion bench); `bench help`
+                             network), `go` (the sweep beside go-libp2p-kad-dht's
+                             SweepingProvider; needs Go), `criterion` (every criterion
+                             bench); `bench help`
   interop [filter...]        build the Go peer of interop/go and run the interop tests
                              against go-libp2p-kad-dht (needs Go)
 ";

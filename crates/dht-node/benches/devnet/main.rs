@@ -23,6 +23,8 @@
 // A benchmark's output is its interface.
 #![allow(clippy::print_stdout)]
 
+// Shared by the devnet and Go benches, each of which uses only some of it.
+#[allow(dead_code)]
 mod cpu;
 mod kad;
 

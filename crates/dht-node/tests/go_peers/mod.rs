@@ -44,6 +44,12 @@ impl GoPeers {
 
     /// Like [`GoPeers::start`], the last `clients` of the `n` nodes in client mode.
     pub async fn start_with(n: usize, clients: usize) -> GoPeers {
+        GoPeers::start_args(n, clients, &[]).await
+    }
+
+    /// Like [`GoPeers::start_with`], with more command-line flags for the Go program (e.g.
+    /// `-keystore DIR`, `-reprovide 2m`).
+    pub async fn start_args(n: usize, clients: usize, flags: &[&str]) -> GoPeers {
         let binary = std::env::var_os(GO_PEER_ENV).unwrap_or_else(|| {
             panic!("{GO_PEER_ENV} is not set: run these tests with `cargo xtask interop`")
         });
@@ -52,6 +58,7 @@ impl GoPeers {
             .arg(n.to_string())
             .arg("-clients")
             .arg(clients.to_string())
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -104,6 +111,11 @@ impl GoPeers {
                 panic!("the Go peer gave no answer within {limit:?}");
             }
         }
+    }
+
+    /// The process id of the Go program.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
     }
 
     /// Runs `command` on the Go side: its result, or Go's error message.
