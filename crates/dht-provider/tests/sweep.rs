@@ -1180,3 +1180,62 @@ async fn a_slice_is_sent_page_by_page() {
     );
     provider.close().await.unwrap();
 }
+
+/// A slice's deadline holds for the whole slice, not for each page: a slice of many pages
+/// whose servers are all slow stops reading and sending once its deadline came, and the rest
+/// of it goes out in later jobs.
+#[tokio::test(start_paused = true)]
+async fn a_slice_of_many_pages_ends_by_its_deadline() {
+    let net = Net::new(300, 53);
+    // Every server takes 1 s per ADD_PROVIDER, one at a time: a page of 25 keys takes about
+    // 10 s, a slice of about 500 keys over 200 s.
+    *net.0.add_provider_delay.lock() = Duration::from_secs(1);
+    // Each page read: the slice, and when (seconds of virtual time).
+    type Reads = Mutex<Vec<(dht_proto::Prefix, u64)>>;
+    let reads: Arc<Reads> = Arc::default();
+    let watching = reads.clone();
+    let store = Arc::new(HookedStore {
+        store: MemoryStore::new(),
+        hook: Box::new(move |prefix, _| {
+            watching.lock().push((*prefix, base().elapsed().as_secs()));
+            Ok(())
+        }),
+    });
+    let keys = keys(2000, 54);
+    // Held without a saved schedule: every slice is provided whole from the keystore.
+    store.put(&keys).unwrap();
+    let mut cfg = config().with_workers(1);
+    cfg.scan_page = 25;
+    cfg.sends_per_peer = 1;
+    cfg.slice_deadline = Duration::from_secs(60);
+    let provider = start(&net, store, MemoryStateStore::default(), cfg);
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    // The runs of one job: consecutive reads of the same slice, less than 40 s apart (a
+    // retry comes 5 minutes later).
+    let log = reads.lock().clone();
+    let mut spans: Vec<u64> = Vec::new();
+    let mut run_start = None;
+    for (i, (prefix, at)) in log.iter().enumerate() {
+        let continues = i > 0 && log[i - 1].0 == *prefix && at - log[i - 1].1 < 40;
+        if !continues {
+            run_start = Some(*at);
+            spans.push(0);
+        }
+        if let (Some(start), Some(span)) = (run_start, spans.last_mut()) {
+            *span = at - start;
+        }
+    }
+    let placed = net.placement(&keys, 17);
+    eprintln!(
+        "{} page reads in {} jobs; longest job read pages for {} s; placement {placed:.4}",
+        log.len(),
+        spans.len(),
+        spans.iter().max().unwrap_or(&0)
+    );
+    // A page read just before the deadline is the last: no job reads past it.
+    assert!(spans.len() >= 4, "{spans:?}");
+    assert!(spans.iter().all(|s| *s <= 60), "{spans:?}");
+    // What the deadline cut off went out afterwards.
+    assert!(placed >= 0.99, "{placed}");
+    provider.close().await.unwrap();
+}

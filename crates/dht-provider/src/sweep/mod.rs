@@ -83,11 +83,37 @@ struct Queued {
     kept: bool,
 }
 
-/// A slice to provide again: when, and which keys (`None`: all of them).
+/// Which of a slice's keys in the keystore are still to be sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Unsent {
+    /// None of them.
+    #[default]
+    Nothing,
+    /// All of them.
+    All,
+    /// Those after this Kademlia key (a job stopped there: its deadline came, or a read
+    /// failed).
+    After(Key),
+}
+
+impl Unsent {
+    /// What is unsent if either `self` or `other` is: the earlier of the two.
+    fn or(self, other: Unsent) -> Unsent {
+        match (self, other) {
+            (Unsent::All, _) | (_, Unsent::All) => Unsent::All,
+            (Unsent::After(a), Unsent::After(b)) => Unsent::After(a.min(b)),
+            (Unsent::Nothing, x) | (x, Unsent::Nothing) => x,
+        }
+    }
+}
+
+/// A slice to provide again: when, the keys that reached too few servers, and which keys of
+/// the slice were not sent at all.
 #[derive(Debug)]
 struct Retry {
     at: UnixSecs,
-    keys: Option<Vec<Multihash>>,
+    keys: Vec<Multihash>,
+    unsent: Unsent,
 }
 
 /// Keys retried one by one in a slice; past this many, the whole slice is retried.
@@ -109,12 +135,14 @@ enum Job {
         keys: Vec<Queued>,
         whole: bool,
     },
-    /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says;
-    /// a retry of keys that failed has them in `only`.
-    Reprovide {
+    /// Every key of a slice, as the schedule says.
+    Reprovide { slice: Prefix, cycle: u64 },
+    /// What failed in a slice: the keys that reached too few servers, and the keys of the
+    /// keystore that were not sent.
+    Retry {
         slice: Prefix,
-        cycle: Option<u64>,
-        only: Option<Vec<Multihash>>,
+        keys: Vec<Multihash>,
+        unsent: Unsent,
     },
     /// While disconnected: one FIND_NODE to see whether the network answers again.
     Probe,
@@ -123,7 +151,7 @@ enum Job {
 impl Job {
     /// Whether the job is the schedule's (may run on a reserved worker).
     fn is_scheduled(&self) -> bool {
-        matches!(self, Job::Reprovide { cycle: Some(_), .. })
+        matches!(self, Job::Reprovide { .. })
     }
 }
 
@@ -591,13 +619,16 @@ where
         };
         let chosen = choose(now, waiting, workers);
         if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
-            let only = shared.retry.remove(&slice).and_then(|r| r.keys);
+            let (keys, unsent) = shared
+                .retry
+                .remove(&slice)
+                .map_or((Vec::new(), Unsent::All), |r| (r.keys, r.unsent));
             shared.busy += 1;
             shared.busy_other += 1;
-            let job = Job::Reprovide {
+            let job = Job::Retry {
                 slice,
-                cycle: None,
-                only,
+                keys,
+                unsent,
             };
             return (Some(job), None);
         }
@@ -624,14 +655,7 @@ where
             shared.cursor = cursor;
             shared.claimed.insert((cycle, slice));
             shared.busy += 1;
-            return (
-                Some(Job::Reprovide {
-                    slice,
-                    cycle: Some(cycle),
-                    only: None,
-                }),
-                None,
-            );
+            return (Some(Job::Reprovide { slice, cycle }), None);
         }
         let next = shared
             .retry
@@ -697,9 +721,9 @@ where
     }
 
     async fn run(&self, job: Job) {
-        // Keys already in memory (queued, or a retry's), and whether to read the slice's keys
-        // from the keystore too (a page at a time, each sent before the next is read).
-        let (slice, first, batches, scan) = match &job {
+        // Keys already in memory (queued, or a retry's), and which keys to read from the
+        // keystore too (a page at a time, each sent before the next is read).
+        let (slice, first, batches, from) = match &job {
             Job::Provide { slice, keys, whole } => {
                 let mut wanted: Vec<Multihash> = Vec::new();
                 let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
@@ -714,19 +738,26 @@ where
                         None => wanted.push(q.key),
                     }
                 }
-                (*slice, dedup(&wanted), batches, *whole)
+                let from = if *whole { Unsent::All } else { Unsent::Nothing };
+                (*slice, dedup(&wanted), batches, from)
             }
             Job::Probe => return self.probe().await,
-            Job::Reprovide {
+            Job::Retry {
                 slice,
-                only: Some(only),
-                ..
-            } => (*slice, only.clone(), HashMap::new(), false),
-            Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), true),
+                keys,
+                unsent,
+            } => (*slice, keys.clone(), HashMap::new(), *unsent),
+            Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), Unsent::All),
         };
+        // One deadline and one set of peers given up on for the whole slice, over all its
+        // pages.
+        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
+        let mut excluded = HashSet::new();
         let mut outcome = JobOutcome::default();
         if !first.is_empty() {
-            let page = self.provide_slice(slice, &first, None).await;
+            let page = self
+                .provide_slice(slice, &first, None, deadline, &mut excluded)
+                .await;
             for (key, ok) in first.iter().zip(&page.ok) {
                 if let Some(bs) = batches.get(key) {
                     for b in bs {
@@ -736,42 +767,54 @@ where
             }
             outcome.absorb(&first, page);
         }
-        let mut scan_failed = false;
-        if scan {
-            let already: HashSet<&Multihash> = first.iter().collect();
-            let page_len = self.config.scan_page.max(1);
-            let mut after: Option<Key> = None;
-            loop {
-                let page = match self.parts.keystore.scan(&slice, after.as_ref(), page_len) {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(
-                            %slice,
-                            error = %e,
-                            errors,
-                            "keystore scan failed; the slice is retried later"
-                        );
-                        scan_failed = true;
-                        break;
-                    }
-                };
-                let last_page = page.len() < page_len;
-                after = page.last().map(|(key, _)| *key);
-                let keys: Vec<Multihash> = page
-                    .into_iter()
-                    .map(|(_, mh)| mh)
-                    .filter(|mh| !already.contains(mh))
-                    .collect();
-                if !keys.is_empty() {
-                    let prior = outcome.exploration.take();
-                    let sent = self.provide_slice(slice, &keys, prior).await;
-                    outcome.absorb(&keys, sent);
-                }
-                if last_page || after.is_none() {
+        let mut after = match from {
+            Unsent::Nothing => None,
+            Unsent::All => Some(None),
+            Unsent::After(key) => Some(Some(key)),
+        };
+        let already: HashSet<&Multihash> = first.iter().collect();
+        let page_len = self.config.scan_page.max(1);
+        while let Some(start) = after {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    %slice,
+                    "slice deadline reached; the rest of the slice is retried later"
+                );
+                outcome.unsent = start.map_or(Unsent::All, Unsent::After);
+                break;
+            }
+            let page = match self.parts.keystore.scan(&slice, start.as_ref(), page_len) {
+                Ok(page) => page,
+                Err(e) => {
+                    let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        %slice,
+                        error = %e,
+                        errors,
+                        "keystore scan failed; the slice is retried later"
+                    );
+                    outcome.unsent = start.map_or(Unsent::All, Unsent::After);
                     break;
                 }
+            };
+            let last_page = page.len() < page_len;
+            let last_key = page.last().map(|(key, _)| *key);
+            let keys: Vec<Multihash> = page
+                .into_iter()
+                .map(|(_, mh)| mh)
+                .filter(|mh| !already.contains(mh))
+                .collect();
+            if !keys.is_empty() {
+                let prior = outcome.exploration.take();
+                let sent = self
+                    .provide_slice(slice, &keys, prior, deadline, &mut excluded)
+                    .await;
+                outcome.absorb(&keys, sent);
             }
+            after = match last_key {
+                Some(key) if !last_page => Some(Some(key)),
+                _ => None,
+            };
         }
         let now = self.now();
         let failed = outcome.failed;
@@ -798,41 +841,36 @@ where
             }
             shared.connectivity = self.disconnected(&shared, now);
         }
-        if failed > 0 || scan_failed {
-            // Retry what failed: the keys that reached too few servers, or the whole slice
-            // when it could not be read (or too many failed). Until that succeeds the slice
-            // stays pending, so a restart provides it rather than waiting for the schedule.
-            let weak = (!scan_failed && !outcome.weak_overflow).then(|| outcome.weak.clone());
+        let incomplete = failed > 0 || outcome.unsent != Unsent::Nothing;
+        if incomplete {
+            // Retry what failed: the keys that reached too few servers, and the keys not sent
+            // (the slice's deadline came or a read failed; past too many weak keys, the whole
+            // slice). Until that succeeds the slice stays pending, so a restart provides it
+            // rather than waiting for the schedule.
             let at = now.saturating_add(self.config.retry_after.as_secs());
-            let keys = match (shared.retry.remove(&slice), weak) {
-                (
-                    Some(Retry {
-                        keys: Some(mut old),
-                        ..
-                    }),
-                    Some(weak),
-                ) => {
-                    old.extend(weak);
-                    Some(dedup(&old))
-                }
-                (None, weak) => weak,
-                _ => None,
+            let mut unsent = outcome.unsent;
+            let mut keys = std::mem::take(&mut outcome.weak);
+            if outcome.weak_overflow {
+                unsent = Unsent::All;
             }
-            .filter(|keys| keys.len() <= MAX_RETRY_KEYS);
-            shared.retry.insert(slice, Retry { at, keys });
+            if let Some(old) = shared.retry.remove(&slice) {
+                unsent = unsent.or(old.unsent);
+                keys.extend(old.keys);
+                keys = dedup(&keys);
+            }
+            if keys.len() > MAX_RETRY_KEYS || unsent == Unsent::All {
+                keys.clear();
+                unsent = Unsent::All;
+            }
+            shared.retry.insert(slice, Retry { at, keys, unsent });
             shared.state.pending.insert(slice);
         }
-        if let Job::Reprovide {
-            cycle: Some(cycle), ..
-        } = job
-        {
+        if let Job::Reprovide { cycle, .. } = job {
             shared.claimed.remove(&(cycle, slice));
         }
         // A slice stays pending (provided whole after a restart) until its provide or retry
         // reached every key.
-        let pending_done = failed == 0 && !scan_failed && !matches!(job, Job::Probe);
-        if pending_done && !shared.retry.contains_key(&slice) && !shared.queue.contains_key(&slice)
-        {
+        if !incomplete && !shared.retry.contains_key(&slice) && !shared.queue.contains_key(&slice) {
             shared.state.pending.remove(&slice);
         }
         if let Some(ex) = &outcome.exploration {

@@ -13,7 +13,7 @@ use dht_routing::{Network, key_in_prefix};
 use dht_routing_table::RoutingTable;
 use futures::{StreamExt, stream::FuturesUnordered};
 
-use super::{Inner, MAX_RETRY_KEYS};
+use super::{Inner, MAX_RETRY_KEYS, Unsent};
 use crate::{
     Multihash,
     explore::{Exploration, ExploreAction, RegionExplorer, region_from_table},
@@ -115,24 +115,26 @@ where
             .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
     }
 
-    /// Sends every key to its k closest servers around `slice`.
+    /// Sends every key of one page of `slice` to its k closest servers, by the slice's
+    /// `deadline`, never to the peers given up on in the slice (`excluded`, which grows with
+    /// those given up on here).
     pub(super) async fn provide_slice(
         &self,
         slice: Prefix,
         keys: &[Multihash],
         prior: Option<Exploration>,
+        deadline: tokio::time::Instant,
+        excluded: &mut HashSet<PeerId>,
     ) -> SliceOutcome {
         let k = self.config.k;
         let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
-        let mut excluded: HashSet<PeerId> = HashSet::new();
         let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
             Ok(ex) => ex,
-            Err(seeds) => self.explore(slice, seeds, &excluded).await,
+            Err(seeds) => self.explore(slice, seeds, excluded).await,
         };
         let mut answered = !exploration.responded.is_empty();
         let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
         let mut outcome = SliceOutcome::default();
-        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
         for pass in 0..3 {
             // Each key's k closest live servers that do not hold it yet.
             let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
@@ -181,10 +183,10 @@ where
             }
             // Some servers are gone: learn the region again without them.
             exploration = if self.parts.table.is_complete() {
-                self.table_region(slice, &excluded)
+                self.table_region(slice, excluded)
             } else {
                 let seeds = exploration.servers.clone();
-                self.explore(slice, seeds, &excluded).await
+                self.explore(slice, seeds, excluded).await
             };
             answered |= !exploration.responded.is_empty();
         }
@@ -279,6 +281,8 @@ pub(super) struct JobOutcome {
     pub(super) weak: Vec<Multihash>,
     /// More keys failed than `weak` holds.
     pub(super) weak_overflow: bool,
+    /// Keys of the keystore not sent (the job stopped before them).
+    pub(super) unsent: Unsent,
     pub(super) sent: u64,
     pub(super) send_failures: u64,
     pub(super) answered: bool,
