@@ -43,8 +43,13 @@ pub struct ProviderStats {
     pub peers_failed_last_cycle: u64,
     /// How long the last full cycle took to walk, in seconds.
     pub last_cycle_secs: Option<u64>,
-    /// How far behind schedule the reprovide walk is, in seconds (0 when on time).
+    /// How far behind schedule the provider is, in seconds (0 when on time): the longer of
+    /// how late the reprovide walk is and how long keys whose provide failed have waited for
+    /// a retry that succeeds ([`oldest_retry_secs`](Self::oldest_retry_secs)).
     pub behind_schedule_secs: u64,
+    /// How long the oldest slice whose provide failed (keys that reached too few servers, or
+    /// were not sent) has waited since, in seconds; 0 when no retry waits.
+    pub oldest_retry_secs: u64,
     /// Whether the network answers.
     pub connectivity: Connectivity,
     /// FIND_NODE requests sent since start.

@@ -1239,3 +1239,48 @@ async fn a_slice_of_many_pages_ends_by_its_deadline() {
     assert!(placed >= 0.99, "{placed}");
     provider.close().await.unwrap();
 }
+
+/// Keys whose provide keeps failing are behind schedule, and the stats say so: `behind`
+/// counts how long they have waited for a retry that succeeds, not only the walk's lag.
+#[tokio::test(start_paused = true)]
+async fn behind_counts_keys_waiting_for_a_retry() {
+    let net = Net::new(300, 55);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(1000, 56);
+    // Every server refuses one key for an hour: each retry of it fails.
+    net.0.refused.lock().insert(keys[0].to_bytes());
+    assert!(provider.start_providing(false, &keys).await.is_err());
+    let mut behind = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let stats = provider.stats();
+        behind.push((stats.behind_schedule_secs, stats.oldest_retry_secs));
+    }
+    net.0.refused.lock().clear();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let stats = provider.stats();
+    eprintln!(
+        "a key refused for an hour: (behind, oldest retry) every 10 min {behind:?}; after: {} s",
+        stats.behind_schedule_secs
+    );
+    // It has been unprovided since the start: an hour behind at the end of that hour, every
+    // sample within a retry period (5 min) of the truth.
+    for (i, (b, r)) in behind.iter().enumerate() {
+        let truth = 600 * (i as u64 + 1);
+        assert!(
+            *b + 300 >= truth && *b <= truth + 60,
+            "sample {i}: {b} s behind"
+        );
+        assert_eq!(b, r);
+    }
+    // Provided at last: on time again.
+    assert_eq!(stats.behind_schedule_secs, 0);
+    assert_eq!(stats.oldest_retry_secs, 0);
+    assert_eq!(net.placement(&keys[..1], 19), 1.0);
+    provider.close().await.unwrap();
+}

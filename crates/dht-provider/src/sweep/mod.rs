@@ -112,6 +112,8 @@ impl Unsent {
 #[derive(Debug)]
 struct Retry {
     at: UnixSecs,
+    /// When the slice first failed (kept while retries fail): its keys are overdue since.
+    since: UnixSecs,
     keys: Vec<Multihash>,
     unsent: Unsent,
 }
@@ -143,6 +145,8 @@ enum Job {
         slice: Prefix,
         keys: Vec<Multihash>,
         unsent: Unsent,
+        /// When the slice first failed.
+        since: UnixSecs,
     },
     /// While disconnected: one FIND_NODE to see whether the network answers again.
     Probe,
@@ -179,6 +183,8 @@ struct Shared {
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
     retry: BTreeMap<Prefix, Retry>,
+    /// Retries running now: since when their slice has failed.
+    retrying: BTreeMap<Prefix, UnixSecs>,
     cache: VecDeque<(Exploration, UnixSecs)>,
     size: SizeEstimator,
     connectivity: Connectivity,
@@ -316,6 +322,7 @@ where
             queued_keys: 0,
             whole,
             retry: BTreeMap::new(),
+            retrying: BTreeMap::new(),
             cache: VecDeque::new(),
             size: SizeEstimator::new(),
             connectivity: Connectivity::Online,
@@ -619,16 +626,20 @@ where
         };
         let chosen = choose(now, waiting, workers);
         if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
-            let (keys, unsent) = shared
+            let (keys, unsent, since) = shared
                 .retry
                 .remove(&slice)
-                .map_or((Vec::new(), Unsent::All), |r| (r.keys, r.unsent));
+                .map_or((Vec::new(), Unsent::All, now), |r| {
+                    (r.keys, r.unsent, r.since)
+                });
             shared.busy += 1;
             shared.busy_other += 1;
+            shared.retrying.insert(slice, since);
             let job = Job::Retry {
                 slice,
                 keys,
                 unsent,
+                since,
             };
             return (Some(job), None);
         }
@@ -746,6 +757,7 @@ where
                 slice,
                 keys,
                 unsent,
+                ..
             } => (*slice, keys.clone(), HashMap::new(), *unsent),
             Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), Unsent::All),
         };
@@ -853,7 +865,12 @@ where
             if outcome.weak_overflow {
                 unsent = Unsent::All;
             }
+            let mut since = match &job {
+                Job::Retry { since, .. } => *since,
+                _ => now,
+            };
             if let Some(old) = shared.retry.remove(&slice) {
+                since = since.min(old.since);
                 unsent = unsent.or(old.unsent);
                 keys.extend(old.keys);
                 keys = dedup(&keys);
@@ -862,11 +879,25 @@ where
                 keys.clear();
                 unsent = Unsent::All;
             }
-            shared.retry.insert(slice, Retry { at, keys, unsent });
+            shared.retry.insert(
+                slice,
+                Retry {
+                    at,
+                    since,
+                    keys,
+                    unsent,
+                },
+            );
             shared.state.pending.insert(slice);
         }
-        if let Job::Reprovide { cycle, .. } = job {
-            shared.claimed.remove(&(cycle, slice));
+        match job {
+            Job::Reprovide { cycle, .. } => {
+                shared.claimed.remove(&(cycle, slice));
+            }
+            Job::Retry { .. } => {
+                shared.retrying.remove(&slice);
+            }
+            Job::Provide { .. } | Job::Probe => {}
         }
         // A slice stays pending (provided whole after a restart) until its provide or retry
         // reached every key.
@@ -929,6 +960,14 @@ where
         let c = &self.counters;
         let explored = c.regions_explored.load(Ordering::Relaxed);
         let progress = shared.progress();
+        let oldest_retry_secs = shared
+            .retry
+            .values()
+            .map(|r| r.since)
+            .chain(shared.retrying.values().copied())
+            .map(|since| now.saturating_sub(since))
+            .max()
+            .unwrap_or(0);
         ProviderStats {
             keys: self.parts.keystore.count().ok(),
             slices: 1u64 << shared.schedule.slice_len().min(63),
@@ -953,7 +992,8 @@ where
             records_sent_last_cycle: shared.last_cycle_sent.0,
             peers_failed_last_cycle: shared.last_cycle_sent.1,
             last_cycle_secs: shared.last_cycle_secs,
-            behind_schedule_secs: shared.schedule.lag(&progress, now),
+            behind_schedule_secs: shared.schedule.lag(&progress, now).max(oldest_retry_secs),
+            oldest_retry_secs,
             connectivity: shared.connectivity,
             find_node_sent: c.find_node.load(Ordering::Relaxed),
             add_provider_sent: c.add_provider.load(Ordering::Relaxed),
