@@ -68,6 +68,8 @@ struct NetInner {
     slow: Mutex<HashSet<PeerId>>,
     /// Provider keys (multihash bytes) every server refuses.
     refused: Mutex<HashSet<Vec<u8>>>,
+    /// Provider keys (multihash bytes) that one server refuses.
+    refused_by: Mutex<HashSet<(PeerId, Vec<u8>)>>,
     counts: Mutex<Counts>,
 }
 
@@ -116,6 +118,7 @@ impl Net {
             add_provider_delay: Mutex::new(Duration::ZERO),
             slow: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
+            refused_by: Mutex::new(HashSet::new()),
             counts: Mutex::new(Counts::default()),
         }))
     }
@@ -245,7 +248,9 @@ impl Network for Net {
                         tokio::time::sleep(delay).await;
                     }
                     net.0.counts.lock().add_provider += 1;
-                    if net.0.refused.lock().contains(&key) {
+                    if net.0.refused.lock().contains(&key)
+                        || net.0.refused_by.lock().contains(&(peer, key.clone()))
+                    {
                         return Err(RpcError::Other("refused".into()));
                     }
                     let now = TokioClock(base()).now();
@@ -1282,5 +1287,121 @@ async fn behind_counts_keys_waiting_for_a_retry() {
     assert_eq!(stats.behind_schedule_secs, 0);
     assert_eq!(stats.oldest_retry_secs, 0);
     assert_eq!(net.placement(&keys[..1], 19), 1.0);
+    provider.close().await.unwrap();
+}
+
+/// A key that reached too few servers is retried only to the servers it missed: 15 of its 20
+/// closest servers refused it, and its retry sends it to those 15, not to all 20 again.
+#[tokio::test(start_paused = true)]
+async fn a_weak_key_is_resent_only_to_the_servers_it_missed() {
+    let net = Net::new(300, 57);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(1000, 58);
+    let weak = keys[0];
+    let closest: Vec<PeerId> = closest_of(&net.live(), &Key::from_multihash(&weak), 20)
+        .iter()
+        .map(|p| p.peer_id)
+        .collect();
+    for peer in &closest[5..] {
+        net.0.refused_by.lock().insert((*peer, weak.to_bytes()));
+    }
+    match provider.start_providing(false, &keys).await {
+        Err(dht_provider::ProviderError::ProvideFailed { failed }) => assert_eq!(failed, [weak]),
+        other => panic!("expected the weak key to fail, got {other:?}"),
+    }
+    assert_eq!(net.placement(&keys[..1], 5), 1.0);
+    net.0.refused_by.lock().clear();
+    let (_, before) = net.counts();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let (_, after) = net.counts();
+    let placed = net.placement(&keys[..1], 20);
+    eprintln!(
+        "retry of a key that reached 5 of 20: {} ADD_PROVIDER, placed on all 20: {placed}",
+        after - before
+    );
+    assert_eq!(placed, 1.0);
+    assert_eq!(after - before, 15);
+    provider.close().await.unwrap();
+}
+
+/// The retries survive a `kill -9`: after the restart only the keys that failed are sent
+/// again, not the slices they are in.
+#[tokio::test(start_paused = true)]
+async fn a_restart_after_a_crash_resends_only_what_failed() {
+    let net = Net::new(300, 59);
+    let store = Arc::new(MemoryStore::new());
+    let state = MemoryStateStore::default();
+    let keys = keys(2000, 60);
+    // Ten keys, in several slices, that every server refuses for now.
+    let weak: Vec<Multihash> = keys.iter().step_by(200).copied().collect();
+    net.0
+        .refused
+        .lock()
+        .extend(weak.iter().map(Multihash::to_bytes));
+    let provider = start(&net, store.clone(), state.clone(), config());
+    // The refused keys fail, and a few others that were queued for servers given up on
+    // (after two refusals) when those servers were dropped.
+    let failed = match provider.start_providing(false, &keys).await {
+        Err(dht_provider::ProviderError::ProvideFailed { failed }) => failed,
+        other => panic!("expected the refused keys to fail, got {other:?}"),
+    };
+    assert!(weak.iter().all(|k| failed.contains(k)));
+    // Killed once the last job saved its state: that state is all a restart sees.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let crashed = MemoryStateStore::default();
+    crashed.save(&state.load().unwrap().unwrap()).unwrap();
+    provider.close().await.unwrap();
+    net.0.refused.lock().clear();
+    let (_, before) = net.counts();
+    let provider = start(&net, store, crashed, config());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let (_, after) = net.counts();
+    let placed = net.placement(&weak, 20);
+    let slices = provider.stats().slices;
+    eprintln!(
+        "after a crash with {} failed keys: {} ADD_PROVIDER over {slices} slices, refused \
+         keys placed {placed}",
+        failed.len(),
+        after - before
+    );
+    assert_eq!(placed, 1.0);
+    // Each failed key to its 20 closest servers at most; a slice would be 2000 / 8 keys.
+    assert!(
+        after - before <= failed.len() as u64 * 20,
+        "{}",
+        after - before
+    );
+    provider.close().await.unwrap();
+}
+
+/// A key stopped while it waits for a retry is not sent by that retry.
+#[tokio::test(start_paused = true)]
+async fn keys_stopped_while_waiting_for_a_retry_are_not_sent() {
+    let net = Net::new(300, 61);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(1000, 62);
+    net.0
+        .refused
+        .lock()
+        .extend(keys[..2].iter().map(Multihash::to_bytes));
+    assert!(provider.start_providing(false, &keys).await.is_err());
+    provider.stop_providing(&keys[..1]).unwrap();
+    net.0.refused.lock().clear();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let stopped = net.held_by(&keys[..1], 1);
+    let kept = net.placement(&keys[1..2], 20);
+    eprintln!("after the retry: stopped key held {stopped}, kept key placed {kept}");
+    assert_eq!(stopped, 0.0, "a stopped key was sent");
+    assert_eq!(kept, 1.0);
     provider.close().await.unwrap();
 }

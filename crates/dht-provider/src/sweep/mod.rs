@@ -39,7 +39,7 @@ use crate::{
     jobs::{JobKind, Waiting, Workers, choose},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
-    state::{StateStore, SweepState},
+    state::{SliceRetry, StateStore, SweepState, Unsent, WeakKey},
     stats::{Connectivity, ProviderStats},
 };
 
@@ -83,43 +83,12 @@ struct Queued {
     kept: bool,
 }
 
-/// Which of a slice's keys in the keystore are still to be sent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Unsent {
-    /// None of them.
-    #[default]
-    Nothing,
-    /// All of them.
-    All,
-    /// Those after this Kademlia key (a job stopped there: its deadline came, or a read
-    /// failed).
-    After(Key),
-}
-
-impl Unsent {
-    /// What is unsent if either `self` or `other` is: the earlier of the two.
-    fn or(self, other: Unsent) -> Unsent {
-        match (self, other) {
-            (Unsent::All, _) | (_, Unsent::All) => Unsent::All,
-            (Unsent::After(a), Unsent::After(b)) => Unsent::After(a.min(b)),
-            (Unsent::Nothing, x) | (x, Unsent::Nothing) => x,
-        }
-    }
-}
-
-/// A slice to provide again: when, the keys that reached too few servers, and which keys of
-/// the slice were not sent at all.
-#[derive(Debug)]
-struct Retry {
-    at: UnixSecs,
-    /// When the slice first failed (kept while retries fail): its keys are overdue since.
-    since: UnixSecs,
-    keys: Vec<Multihash>,
-    unsent: Unsent,
-}
-
 /// Keys retried one by one in a slice; past this many, the whole slice is retried.
 const MAX_RETRY_KEYS: usize = 4096;
+
+/// Keys retried one by one over all slices; past this many, a slice that fails is retried
+/// whole (the retries are persisted after every job, so they stay small).
+const MAX_RETRY_KEYS_IN_ALL: usize = 4 * MAX_RETRY_KEYS;
 
 /// Keys of one slice waiting for their first provide.
 #[derive(Debug)]
@@ -143,10 +112,8 @@ enum Job {
     /// keystore that were not sent.
     Retry {
         slice: Prefix,
-        keys: Vec<Multihash>,
+        keys: Vec<WeakKey>,
         unsent: Unsent,
-        /// When the slice first failed.
-        since: UnixSecs,
     },
     /// While disconnected: one FIND_NODE to see whether the network answers again.
     Probe,
@@ -182,9 +149,11 @@ struct Shared {
     queued_keys: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
-    retry: BTreeMap<Prefix, Retry>,
-    /// Retries running now: since when their slice has failed.
-    retrying: BTreeMap<Prefix, UnixSecs>,
+    /// Slices whose retry runs now (their entry stays in the persisted retries until it
+    /// ends, so that a crash meanwhile loses nothing).
+    retrying: BTreeSet<Prefix>,
+    /// Provide jobs running now, per slice.
+    providing: BTreeMap<Prefix, usize>,
     cache: VecDeque<(Exploration, UnixSecs)>,
     size: SizeEstimator,
     connectivity: Connectivity,
@@ -303,6 +272,10 @@ where
             state.progress = progress;
         }
         state.interval = interval;
+        // What failed before the stop is retried at once.
+        for retry in state.retries.values_mut() {
+            retry.at = retry.at.min(now);
+        }
         let schedule = Schedule::new(state.epoch, interval, state.slice_len);
         let whole = state.pending.clone();
         let shared = Shared {
@@ -321,8 +294,8 @@ where
                 .collect(),
             queued_keys: 0,
             whole,
-            retry: BTreeMap::new(),
-            retrying: BTreeMap::new(),
+            retrying: BTreeSet::new(),
+            providing: BTreeMap::new(),
             cache: VecDeque::new(),
             size: SizeEstimator::new(),
             connectivity: Connectivity::Online,
@@ -409,6 +382,20 @@ where
                 removed += before - queued.len();
             }
             shared.queued_keys = shared.queued_keys.saturating_sub(removed);
+            // Nor are they retried.
+            let mut retries_changed = false;
+            for retry in shared.state.retries.values_mut() {
+                let before = retry.keys.len();
+                retry.keys.retain(|w| !gone.contains(&w.key));
+                retries_changed |= retry.keys.len() != before;
+            }
+            shared
+                .state
+                .retries
+                .retain(|_, r| !r.keys.is_empty() || r.unsent != Unsent::Nothing);
+            if retries_changed {
+                self.inner.persist(&shared)?;
+            }
         }
         // Outside the lock: a report may wake the waiting caller.
         for q in stopped {
@@ -604,9 +591,10 @@ where
         // A walk far behind skips ahead once, whether or not a slice is claimed now.
         shared.cursor = cursor;
         let oldest_retry = shared
-            .retry
+            .state
+            .retries
             .iter()
-            .filter(|(_, r)| r.at <= now)
+            .filter(|(slice, r)| r.at <= now && !shared.retrying.contains(*slice))
             .min_by_key(|(slice, r)| (r.at, **slice))
             .map(|(slice, r)| (*slice, r.at));
         let oldest_queued = shared
@@ -626,20 +614,18 @@ where
         };
         let chosen = choose(now, waiting, workers);
         if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
-            let (keys, unsent, since) = shared
-                .retry
-                .remove(&slice)
-                .map_or((Vec::new(), Unsent::All, now), |r| {
-                    (r.keys, r.unsent, r.since)
-                });
+            let (keys, unsent) = shared
+                .state
+                .retries
+                .get(&slice)
+                .map_or((Vec::new(), Unsent::All), |r| (r.keys.clone(), r.unsent));
             shared.busy += 1;
             shared.busy_other += 1;
-            shared.retrying.insert(slice, since);
+            shared.retrying.insert(slice);
             let job = Job::Retry {
                 slice,
                 keys,
                 unsent,
-                since,
             };
             return (Some(job), None);
         }
@@ -649,6 +635,7 @@ where
             let keys = queued.keys;
             shared.queued_keys = shared.queued_keys.saturating_sub(keys.len());
             let whole = shared.whole.remove(&slice);
+            *shared.providing.entry(slice).or_default() += 1;
             shared.busy += 1;
             shared.busy_other += 1;
             return (Some(Job::Provide { slice, keys, whole }), None);
@@ -669,9 +656,11 @@ where
             return (Some(Job::Reprovide { slice, cycle }), None);
         }
         let next = shared
-            .retry
-            .values()
-            .map(|r| r.at)
+            .state
+            .retries
+            .iter()
+            .filter(|(slice, _)| !shared.retrying.contains(*slice))
+            .map(|(_, r)| r.at)
             .chain([schedule.next_due_time(&shared.cursor)])
             .min();
         (None, next)
@@ -749,15 +738,21 @@ where
                         None => wanted.push(q.key),
                     }
                 }
+                let first = dedup(&wanted)
+                    .into_iter()
+                    .map(|key| WeakKey {
+                        key,
+                        reached: Vec::new(),
+                    })
+                    .collect();
                 let from = if *whole { Unsent::All } else { Unsent::Nothing };
-                (*slice, dedup(&wanted), batches, from)
+                (*slice, first, batches, from)
             }
             Job::Probe => return self.probe().await,
             Job::Retry {
                 slice,
                 keys,
                 unsent,
-                ..
             } => (*slice, keys.clone(), HashMap::new(), *unsent),
             Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), Unsent::All),
         };
@@ -770,10 +765,10 @@ where
             let page = self
                 .provide_slice(slice, &first, None, deadline, &mut excluded)
                 .await;
-            for (key, ok) in first.iter().zip(&page.ok) {
-                if let Some(bs) = batches.get(key) {
+            for (weak, ok) in first.iter().zip(&page.ok) {
+                if let Some(bs) = batches.get(&weak.key) {
                     for b in bs {
-                        b.report(*key, *ok);
+                        b.report(weak.key, *ok);
                     }
                 }
             }
@@ -784,7 +779,7 @@ where
             Unsent::All => Some(None),
             Unsent::After(key) => Some(Some(key)),
         };
-        let already: HashSet<&Multihash> = first.iter().collect();
+        let already: HashSet<&Multihash> = first.iter().map(|w| &w.key).collect();
         let page_len = self.config.scan_page.max(1);
         while let Some(start) = after {
             if tokio::time::Instant::now() >= deadline {
@@ -811,10 +806,14 @@ where
             };
             let last_page = page.len() < page_len;
             let last_key = page.last().map(|(key, _)| *key);
-            let keys: Vec<Multihash> = page
+            let keys: Vec<WeakKey> = page
                 .into_iter()
                 .map(|(_, mh)| mh)
                 .filter(|mh| !already.contains(mh))
+                .map(|key| WeakKey {
+                    key,
+                    reached: Vec::new(),
+                })
                 .collect();
             if !keys.is_empty() {
                 let prior = outcome.exploration.take();
@@ -853,43 +852,7 @@ where
             }
             shared.connectivity = self.disconnected(&shared, now);
         }
-        let incomplete = failed > 0 || outcome.unsent != Unsent::Nothing;
-        if incomplete {
-            // Retry what failed: the keys that reached too few servers, and the keys not sent
-            // (the slice's deadline came or a read failed; past too many weak keys, the whole
-            // slice). Until that succeeds the slice stays pending, so a restart provides it
-            // rather than waiting for the schedule.
-            let at = now.saturating_add(self.config.retry_after.as_secs());
-            let mut unsent = outcome.unsent;
-            let mut keys = std::mem::take(&mut outcome.weak);
-            if outcome.weak_overflow {
-                unsent = Unsent::All;
-            }
-            let mut since = match &job {
-                Job::Retry { since, .. } => *since,
-                _ => now,
-            };
-            if let Some(old) = shared.retry.remove(&slice) {
-                since = since.min(old.since);
-                unsent = unsent.or(old.unsent);
-                keys.extend(old.keys);
-                keys = dedup(&keys);
-            }
-            if keys.len() > MAX_RETRY_KEYS || unsent == Unsent::All {
-                keys.clear();
-                unsent = Unsent::All;
-            }
-            shared.retry.insert(
-                slice,
-                Retry {
-                    at,
-                    since,
-                    keys,
-                    unsent,
-                },
-            );
-            shared.state.pending.insert(slice);
-        }
+        self.settle_retry(&mut shared, &job, slice, &mut outcome, now);
         match job {
             Job::Reprovide { cycle, .. } => {
                 shared.claimed.remove(&(cycle, slice));
@@ -897,12 +860,21 @@ where
             Job::Retry { .. } => {
                 shared.retrying.remove(&slice);
             }
-            Job::Provide { .. } | Job::Probe => {}
-        }
-        // A slice stays pending (provided whole after a restart) until its provide or retry
-        // reached every key.
-        if !incomplete && !shared.retry.contains_key(&slice) && !shared.queue.contains_key(&slice) {
-            shared.state.pending.remove(&slice);
+            Job::Provide { .. } => {
+                // The first provide of the slice's new keys is done (what failed is in the
+                // persisted retries): unless more wait or are being sent, a restart need not
+                // provide the slice whole.
+                let running = shared.providing.get(&slice).copied().unwrap_or(0);
+                if running <= 1 {
+                    shared.providing.remove(&slice);
+                } else {
+                    shared.providing.insert(slice, running - 1);
+                }
+                if running <= 1 && !shared.queue.contains_key(&slice) {
+                    shared.state.pending.remove(&slice);
+                }
+            }
+            Job::Probe => {}
         }
         if let Some(ex) = &outcome.exploration {
             shared.size.observe(ex);
@@ -919,6 +891,62 @@ where
         }
         drop(shared);
         self.wake.notify_waiters();
+    }
+
+    /// Updates the retries of `slice` after `job`: what a retry job took is settled by it
+    /// (unless another job widened it meanwhile), and what this job failed is added: the keys
+    /// that reached too few servers (with the servers they reached), and the keys not sent.
+    fn settle_retry(
+        &self,
+        shared: &mut Shared,
+        job: &Job,
+        slice: Prefix,
+        outcome: &mut JobOutcome,
+        now: UnixSecs,
+    ) {
+        let mut old = shared.state.retries.remove(&slice);
+        let since = old.as_ref().map_or(now, |o| o.since);
+        if let (Some(old), Job::Retry { keys, unsent, .. }) = (old.as_mut(), job) {
+            let settled: HashSet<&Multihash> = keys.iter().map(|w| &w.key).collect();
+            old.keys.retain(|w| !settled.contains(&w.key));
+            if old.unsent == *unsent {
+                old.unsent = Unsent::Nothing;
+            }
+        }
+        let old = old.filter(|o| !o.keys.is_empty() || o.unsent != Unsent::Nothing);
+        let failed_now = outcome.failed > 0 || outcome.unsent != Unsent::Nothing;
+        if !failed_now && old.is_none() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut outcome.weak);
+        let mut unsent = outcome.unsent;
+        if outcome.weak_overflow {
+            unsent = Unsent::All;
+        }
+        let mut at = now.saturating_add(self.config.retry_after.as_secs());
+        if let Some(old) = old {
+            if !failed_now {
+                at = old.at;
+            }
+            unsent = unsent.or(old.unsent);
+            let known: HashSet<Multihash> = keys.iter().map(|w| w.key).collect();
+            keys.extend(old.keys.into_iter().filter(|w| !known.contains(&w.key)));
+        }
+        let elsewhere: usize = shared.state.retries.values().map(|r| r.keys.len()).sum();
+        if unsent == Unsent::All
+            || keys.len() > MAX_RETRY_KEYS
+            || elsewhere + keys.len() > MAX_RETRY_KEYS_IN_ALL
+        {
+            keys.clear();
+            unsent = Unsent::All;
+        }
+        let retry = SliceRetry {
+            at,
+            since,
+            keys,
+            unsent,
+        };
+        shared.state.retries.insert(slice, retry);
     }
 
     /// Moves to the slice length of the network size estimate, never below what the routing
@@ -961,11 +989,10 @@ where
         let explored = c.regions_explored.load(Ordering::Relaxed);
         let progress = shared.progress();
         let oldest_retry_secs = shared
-            .retry
+            .state
+            .retries
             .values()
-            .map(|r| r.since)
-            .chain(shared.retrying.values().copied())
-            .map(|since| now.saturating_sub(since))
+            .map(|r| now.saturating_sub(r.since))
             .max()
             .unwrap_or(0);
         ProviderStats {
@@ -984,7 +1011,7 @@ where
                 .map(|q| now.saturating_sub(q.since))
                 .max()
                 .unwrap_or(0),
-            regions_queued: (shared.queue.len() + shared.retry.len()) as u64,
+            regions_queued: (shared.queue.len() + shared.state.retries.len()) as u64,
             workers: self.config.workers,
             workers_busy: shared.busy,
             records_sent_this_cycle: shared.cycle_sent.0,

@@ -13,10 +13,10 @@ use dht_routing::{Network, key_in_prefix};
 use dht_routing_table::RoutingTable;
 use futures::{StreamExt, stream::FuturesUnordered};
 
-use super::{Inner, MAX_RETRY_KEYS, Unsent};
+use super::{Inner, MAX_RETRY_KEYS};
 use crate::{
-    Multihash,
     explore::{Exploration, ExploreAction, RegionExplorer, region_from_table},
+    state::{PeerTag, Unsent, WeakKey, peer_tag},
 };
 
 impl<N, T, K> Inner<N, T, K>
@@ -121,19 +121,21 @@ where
     pub(super) async fn provide_slice(
         &self,
         slice: Prefix,
-        keys: &[Multihash],
+        keys: &[WeakKey],
         prior: Option<Exploration>,
         deadline: tokio::time::Instant,
         excluded: &mut HashSet<PeerId>,
     ) -> SliceOutcome {
         let k = self.config.k;
-        let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
+        let kad: Vec<Key> = keys.iter().map(|w| Key::from_multihash(&w.key)).collect();
         let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
             Ok(ex) => ex,
             Err(seeds) => self.explore(slice, seeds, excluded).await,
         };
         let mut answered = !exploration.responded.is_empty();
-        let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
+        // Per key, the servers that hold it: those a retry's key reached before, then those
+        // it reaches here.
+        let mut stored: Vec<Vec<PeerTag>> = keys.iter().map(|w| w.reached.clone()).collect();
         let mut outcome = SliceOutcome::default();
         for pass in 0..3 {
             // Each key's k closest live servers that do not hold it yet.
@@ -143,7 +145,9 @@ where
                     continue;
                 }
                 for peer in exploration.closest(key, k) {
-                    if !stored[i].contains(&peer.peer_id) && !excluded.contains(&peer.peer_id) {
+                    if !stored[i].contains(&peer_tag(&peer.peer_id))
+                        && !excluded.contains(&peer.peer_id)
+                    {
                         per_peer
                             .entry(peer.peer_id)
                             .or_insert_with(|| (peer.clone(), Vec::new()))
@@ -169,8 +173,9 @@ where
                 if !done.is_empty() {
                     answered = true;
                 }
+                let tag = peer_tag(&peer);
                 for i in done {
-                    stored[i].push(peer);
+                    stored[i].push(tag);
                 }
                 if dead {
                     outcome.send_failures += 1;
@@ -193,6 +198,7 @@ where
         let reachable = exploration.servers.len().min(k);
         let needed = reachable.div_ceil(2).max(1);
         outcome.ok = stored.iter().map(|s| s.len() >= needed).collect();
+        outcome.reached = stored;
         outcome.answered = answered;
         outcome.exploration = Some(exploration);
         outcome
@@ -204,7 +210,7 @@ where
     pub(super) async fn send_to_peer(
         &self,
         peer: &PeerInfo,
-        keys: &[Multihash],
+        keys: &[WeakKey],
         idx: Vec<usize>,
         deadline: tokio::time::Instant,
     ) -> (Vec<usize>, bool) {
@@ -220,7 +226,7 @@ where
         let mut sends = futures::stream::iter(idx)
             .map(|i| async move {
                 let request = Request::AddProvider {
-                    key: keys[i].to_bytes(),
+                    key: keys[i].key.to_bytes(),
                     providers: vec![local.clone()],
                 };
                 let sent = tokio::time::timeout(timeout, network.send(peer, request)).await;
@@ -263,6 +269,8 @@ where
 pub(super) struct SliceOutcome {
     /// Per key: reached enough servers.
     pub(super) ok: Vec<bool>,
+    /// Per key: the servers that hold it.
+    pub(super) reached: Vec<Vec<PeerTag>>,
     pub(super) sent: u64,
     pub(super) send_failures: u64,
     pub(super) answered: bool,
@@ -277,8 +285,8 @@ pub(super) struct JobOutcome {
     pub(super) keys: u64,
     /// Keys that reached too few servers.
     pub(super) failed: u64,
-    /// The first of them.
-    pub(super) weak: Vec<Multihash>,
+    /// The first of them, with the servers they reached.
+    pub(super) weak: Vec<WeakKey>,
     /// More keys failed than `weak` holds.
     pub(super) weak_overflow: bool,
     /// Keys of the keystore not sent (the job stopped before them).
@@ -292,13 +300,17 @@ pub(super) struct JobOutcome {
 
 impl JobOutcome {
     /// Adds the outcome of sending `keys`.
-    pub(super) fn absorb(&mut self, keys: &[Multihash], page: SliceOutcome) {
+    pub(super) fn absorb(&mut self, keys: &[WeakKey], mut page: SliceOutcome) {
         self.keys += keys.len() as u64;
-        for (key, ok) in keys.iter().zip(&page.ok) {
+        let reached = std::mem::take(&mut page.reached);
+        for ((weak, ok), reached) in keys.iter().zip(&page.ok).zip(reached) {
             if !ok {
                 self.failed += 1;
                 if self.weak.len() < MAX_RETRY_KEYS {
-                    self.weak.push(*key);
+                    self.weak.push(WeakKey {
+                        key: weak.key,
+                        reached,
+                    });
                 } else {
                     self.weak_overflow = true;
                 }
