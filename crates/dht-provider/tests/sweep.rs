@@ -767,8 +767,8 @@ async fn peers_made_near_our_id_do_not_inflate_the_slices() {
 }
 
 /// An operator changes the interval of a node that has run for months, from 22 h to 24 h and
-/// back: no key waits longer than the shorter interval (keys already waiting longer when it
-/// shortens wait no longer than the old one).
+/// back: no key waits longer than the shorter interval, keys already waiting when it shortens
+/// included (those that had waited longer than 22 h already go out at once).
 #[tokio::test(start_paused = true)]
 async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
     use dht_provider::{schedule::Progress, state::SweepState};
@@ -809,11 +809,37 @@ async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
     provider.close().await.unwrap();
 
     let changed = now();
+    // How long each key had waited when the interval shortened: one that had waited longer
+    // than 22 h already can only be sent at once.
+    let waited: Vec<u64> = {
+        let waits = net.0.waits.lock();
+        keys.iter()
+            .map(|k| changed - waits[&k.to_bytes()].0)
+            .collect()
+    };
     net.reset_waits();
     let provider = start(&net, store.clone(), state.clone(), with_interval(22));
     tokio::time::sleep(window).await;
     let back_to_22 = net.longest_wait();
     assert_eq!(net.not_sent_since(&keys, changed), 0);
+    let too_long: Vec<(u64, u64)> = {
+        let waits = net.0.waits.lock();
+        keys.iter()
+            .zip(&waited)
+            .map(|(k, w)| (*w, waits[&k.to_bytes()].1))
+            .filter(|(w, longest)| *longest > (*w).max(22 * H) + 600)
+            .collect()
+    };
+    eprintln!(
+        "24 -> 22 h: {} keys had waited over 22 h at the change; keys waiting longer than \
+         22 h or than they had then: {}",
+        waited.iter().filter(|w| **w > 22 * H).count(),
+        too_long.len()
+    );
+    assert!(
+        too_long.is_empty(),
+        "(waited at the change, longest wait): {too_long:?}"
+    );
     net.reset_waits();
     tokio::time::sleep(Duration::from_secs(48 * H)).await;
     let after = net.longest_wait();
