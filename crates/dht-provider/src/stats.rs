@@ -25,6 +25,9 @@ pub struct ProviderStats {
     pub average_region_prefix_len: f64,
     /// Keys waiting for their first provide.
     pub keys_queued: u64,
+    /// How many of them are held in memory (the others are only marked, and read back from
+    /// the keystore).
+    pub keys_queued_in_memory: u64,
     /// How long the oldest of them has waited, in seconds.
     pub oldest_queued_secs: u64,
     /// Slices waiting: with new keys, or failed and waiting for a retry.

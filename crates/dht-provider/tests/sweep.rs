@@ -1431,3 +1431,54 @@ async fn keys_stopped_while_waiting_for_a_retry_are_not_sent() {
     assert_eq!(kept, 1.0);
     provider.close().await.unwrap();
 }
+
+/// Keys queued while the network is away do not pile up in memory: past the bound, a slice's
+/// new keys are only marked (a fixed-size filter), and read back from the keystore once the
+/// network answers again. Every one of them is then provided, and the keys held before are
+/// not sent again with them (the marker picks out the new ones).
+#[tokio::test(start_paused = true)]
+async fn queued_keys_past_the_bound_are_marked_and_read_back() {
+    let net = Net::new(300, 63);
+    let store = Arc::new(MemoryStore::new());
+    let mut cfg = config();
+    cfg.queued_in_memory = 200;
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), cfg);
+    let held = keys(1000, 64);
+    provider.start_providing(false, &held).await.unwrap();
+    // The network goes away; the next provide finds nobody.
+    let everyone: HashSet<PeerId> = net.0.servers.iter().map(|s| s.peer_id).collect();
+    *net.0.dead.lock() = everyone;
+    let first = keys(1, 65);
+    provider.start_providing_async(false, &first).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_ne!(
+        provider.stats().connectivity,
+        dht_provider::Connectivity::Online
+    );
+    let mut queued = Vec::new();
+    let mut in_memory = Vec::new();
+    for round in 0..4 {
+        let new = keys(1000, 66 + round);
+        provider.start_providing_async(false, &new).unwrap();
+        queued.extend(new);
+        in_memory.push(provider.stats().keys_queued_in_memory);
+    }
+    let stats = provider.stats();
+    eprintln!(
+        "{} keys queued offline; held in memory after each 1000: {in_memory:?}",
+        stats.keys_queued
+    );
+    assert!(stats.keys_queued >= queued.len() as u64);
+    assert!(in_memory.iter().all(|n| *n <= 200), "{in_memory:?}");
+    // Back: every queued key goes out, read back from the keystore.
+    net.0.dead.lock().clear();
+    net.clear_held();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let placed = net.placement(&queued, 19);
+    let old_resent = net.held_by(&held, 1);
+    eprintln!("back: queued keys placed {placed:.4}, old keys sent again {old_resent:.4}");
+    assert!(placed >= 0.99, "{placed}");
+    assert!(old_resent <= 0.05, "{old_resent}");
+    assert_eq!(provider.stats().keys_queued, 0);
+    provider.close().await.unwrap();
+}

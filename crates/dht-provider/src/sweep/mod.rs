@@ -95,16 +95,68 @@ const MAX_RETRY_KEYS_IN_ALL: usize = 4 * MAX_RETRY_KEYS;
 struct QueuedSlice {
     /// When the oldest of them arrived.
     since: UnixSecs,
+    /// The keys held in memory: those a caller waits for, those not kept in the keystore,
+    /// and others while few keys are queued.
     keys: Vec<Queued>,
+    /// The other keys, marked only: they are read back from the keystore.
+    marked: Option<Marker>,
+}
+
+/// Words of a [`Marker`]: 4 KiB, whatever the number of keys marked.
+const MARKER_WORDS: usize = 512;
+
+/// Keys queued in a slice without being held: a Bloom filter of fixed size over their
+/// Kademlia keys (uniform hashes already), and their number. The job reads the slice back
+/// from the keystore and sends the keys the marker holds; the few other keys it holds by
+/// chance are sent early, which does no harm.
+#[derive(Clone, Debug)]
+struct Marker {
+    bits: Vec<u64>,
+    count: u64,
+}
+
+impl Marker {
+    fn new() -> Self {
+        Marker {
+            bits: vec![0; MARKER_WORDS],
+            count: 0,
+        }
+    }
+
+    /// The three bit positions of `key`, from three 8-byte words of it.
+    fn positions(key: &Key) -> [usize; 3] {
+        let b = key.as_bytes();
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            (u64::from_be_bytes(w) % (MARKER_WORDS as u64 * 64)) as usize
+        };
+        [word(8), word(16), word(24)]
+    }
+
+    fn insert(&mut self, key: &Key) {
+        for p in Self::positions(key) {
+            self.bits[p / 64] |= 1 << (p % 64);
+        }
+        self.count += 1;
+    }
+
+    fn contains(&self, key: &Key) -> bool {
+        Self::positions(key)
+            .iter()
+            .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    }
 }
 
 #[derive(Debug)]
 enum Job {
-    /// New keys of one slice (or, with `whole`, every key of the slice).
+    /// New keys of one slice: those held, and those `marked` read back from the keystore
+    /// (or, with `whole`, every key of the slice).
     Provide {
         slice: Prefix,
         keys: Vec<Queued>,
         whole: bool,
+        marked: Option<Marker>,
     },
     /// Every key of a slice, as the schedule says.
     Reprovide { slice: Prefix, cycle: u64 },
@@ -147,6 +199,8 @@ struct Shared {
     cursor: Progress,
     queue: BTreeMap<Prefix, QueuedSlice>,
     queued_keys: usize,
+    /// Queued keys held in memory (the others are marked).
+    queued_in_memory: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
     /// Slices whose retry runs now (their entry stays in the persisted retries until it
@@ -288,11 +342,13 @@ where
                     let queued = QueuedSlice {
                         since: now,
                         keys: Vec::new(),
+                        marked: None,
                     };
                     (*p, queued)
                 })
                 .collect(),
             queued_keys: 0,
+            queued_in_memory: 0,
             whole,
             retrying: BTreeSet::new(),
             providing: BTreeMap::new(),
@@ -382,6 +438,7 @@ where
                 removed += before - queued.len();
             }
             shared.queued_keys = shared.queued_keys.saturating_sub(removed);
+            shared.queued_in_memory = shared.queued_in_memory.saturating_sub(removed);
             // Nor are they retried.
             let mut retries_changed = false;
             for retry in shared.state.retries.values_mut() {
@@ -499,19 +556,30 @@ where
         let now = self.now();
         let mut shared = self.shared.lock();
         let mut slices = BTreeSet::new();
+        let room = self.config.queued_in_memory;
         for key in fresh {
-            let slice = shared.schedule.slice_of(&Key::from_multihash(&key));
+            let kad = Key::from_multihash(&key);
+            let slice = shared.schedule.slice_of(&kad);
             slices.insert(slice);
+            // A key nobody waits for, already in the keystore, is only marked once many are
+            // queued: the queue's memory does not grow with the keys.
+            let in_memory = batch.is_some() || !keep || shared.queued_in_memory < room;
             let queued = shared.queue.entry(slice).or_insert_with(|| QueuedSlice {
                 since: now,
                 keys: Vec::new(),
+                marked: None,
             });
-            queued.keys.push(Queued {
-                key,
-                batch: batch.clone(),
-                kept: keep,
-            });
+            if in_memory {
+                queued.keys.push(Queued {
+                    key,
+                    batch: batch.clone(),
+                    kept: keep,
+                });
+            } else {
+                queued.marked.get_or_insert_with(Marker::new).insert(&kad);
+            }
             shared.queued_keys += 1;
+            shared.queued_in_memory += usize::from(in_memory);
         }
         if keep {
             let before = shared.state.pending.len();
@@ -632,13 +700,21 @@ where
         if let (Some(JobKind::Provide), Some((slice, _))) = (chosen, oldest_queued)
             && let Some(queued) = shared.queue.remove(&slice)
         {
-            let keys = queued.keys;
-            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len());
+            let QueuedSlice { keys, marked, .. } = queued;
+            let marked_count = marked.as_ref().map_or(0, |m| m.count) as usize;
+            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len() + marked_count);
+            shared.queued_in_memory = shared.queued_in_memory.saturating_sub(keys.len());
             let whole = shared.whole.remove(&slice);
             *shared.providing.entry(slice).or_default() += 1;
             shared.busy += 1;
             shared.busy_other += 1;
-            return (Some(Job::Provide { slice, keys, whole }), None);
+            let job = Job::Provide {
+                slice,
+                keys,
+                whole,
+                marked,
+            };
+            return (Some(job), None);
         }
         if let (Some(JobKind::Reprovide), Some((slice, _))) = (chosen, due) {
             let cycle = cursor.cycle;
@@ -723,8 +799,14 @@ where
     async fn run(&self, job: Job) {
         // Keys already in memory (queued, or a retry's), and which keys to read from the
         // keystore too (a page at a time, each sent before the next is read).
+        let mut wanted_only: Option<&Marker> = None;
         let (slice, first, batches, from) = match &job {
-            Job::Provide { slice, keys, whole } => {
+            Job::Provide {
+                slice,
+                keys,
+                whole,
+                marked,
+            } => {
                 let mut wanted: Vec<Multihash> = Vec::new();
                 let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
                 for q in keys {
@@ -745,7 +827,14 @@ where
                         reached: Vec::new(),
                     })
                     .collect();
-                let from = if *whole { Unsent::All } else { Unsent::Nothing };
+                let from = if *whole {
+                    Unsent::All
+                } else if marked.is_some() {
+                    wanted_only = marked.as_ref();
+                    Unsent::All
+                } else {
+                    Unsent::Nothing
+                };
                 (*slice, first, batches, from)
             }
             Job::Probe => return self.probe().await,
@@ -808,6 +897,7 @@ where
             let last_key = page.last().map(|(key, _)| *key);
             let keys: Vec<WeakKey> = page
                 .into_iter()
+                .filter(|(kad, _)| wanted_only.is_none_or(|m| m.contains(kad)))
                 .map(|(_, mh)| mh)
                 .filter(|mh| !already.contains(mh))
                 .map(|key| WeakKey {
@@ -1005,6 +1095,7 @@ where
                 c.region_prefix_bits.load(Ordering::Relaxed) as f64 / explored as f64
             },
             keys_queued: shared.queued_keys as u64,
+            keys_queued_in_memory: shared.queued_in_memory as u64,
             oldest_queued_secs: shared
                 .queue
                 .values()
@@ -1051,4 +1142,24 @@ fn all_slices(len: usize) -> BTreeSet<Prefix> {
 fn dedup(keys: &[Multihash]) -> Vec<Multihash> {
     let mut seen = HashSet::new();
     keys.iter().filter(|k| seen.insert(**k)).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_holds_what_was_marked_and_little_else() {
+        let key = |i: u32| Key::hash(&i.to_be_bytes());
+        let mut marker = Marker::new();
+        for i in 0..2000 {
+            marker.insert(&key(i));
+        }
+        assert_eq!(marker.count, 2000);
+        assert!((0..2000).all(|i| marker.contains(&key(i))));
+        // 2000 keys in 32,768 bits with three positions each: under 1% of others match.
+        let others = (2000..12_000).filter(|i| marker.contains(&key(*i))).count();
+        assert!(others < 100, "{others} of 10,000 others match");
+        assert_eq!(marker.bits.len() * 8, 4096);
+    }
 }

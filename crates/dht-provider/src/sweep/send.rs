@@ -128,11 +128,17 @@ where
     ) -> SliceOutcome {
         let k = self.config.k;
         let kad: Vec<Key> = keys.iter().map(|w| Key::from_multihash(&w.key)).collect();
-        let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
-            Ok(ex) => ex,
-            Err(seeds) => self.explore(slice, seeds, excluded).await,
-        };
-        let mut answered = !exploration.responded.is_empty();
+        // Only servers that answer now say the network is there: not those that answered an
+        // exploration reused from before (cached, or the page before's).
+        let (mut exploration, mut answered) =
+            match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
+                Ok(ex) => (ex, false),
+                Err(seeds) => {
+                    let ex = self.explore(slice, seeds, excluded).await;
+                    let answered = !ex.responded.is_empty();
+                    (ex, answered)
+                }
+            };
         // Per key, the servers that hold it: those a retry's key reached before, then those
         // it reaches here.
         let mut stored: Vec<Vec<PeerTag>> = keys.iter().map(|w| w.reached.clone()).collect();
