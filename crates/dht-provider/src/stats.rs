@@ -25,6 +25,9 @@ pub struct ProviderStats {
     pub average_region_prefix_len: f64,
     /// Keys waiting for their first provide.
     pub keys_queued: u64,
+    /// How many of them are held in memory (the others are only marked, and read back from
+    /// the keystore).
+    pub keys_queued_in_memory: u64,
     /// How long the oldest of them has waited, in seconds.
     pub oldest_queued_secs: u64,
     /// Slices waiting: with new keys, or failed and waiting for a retry.
@@ -43,8 +46,13 @@ pub struct ProviderStats {
     pub peers_failed_last_cycle: u64,
     /// How long the last full cycle took to walk, in seconds.
     pub last_cycle_secs: Option<u64>,
-    /// How far behind schedule the reprovide walk is, in seconds (0 when on time).
+    /// How far behind schedule the provider is, in seconds (0 when on time): the longer of
+    /// how late the reprovide walk is and how long keys whose provide failed have waited for
+    /// a retry that succeeds ([`oldest_retry_secs`](Self::oldest_retry_secs)).
     pub behind_schedule_secs: u64,
+    /// How long the oldest slice whose provide failed (keys that reached too few servers, or
+    /// were not sent) has waited since, in seconds; 0 when no retry waits.
+    pub oldest_retry_secs: u64,
     /// Whether the network answers.
     pub connectivity: Connectivity,
     /// FIND_NODE requests sent since start.

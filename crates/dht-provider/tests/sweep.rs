@@ -68,6 +68,8 @@ struct NetInner {
     slow: Mutex<HashSet<PeerId>>,
     /// Provider keys (multihash bytes) every server refuses.
     refused: Mutex<HashSet<Vec<u8>>>,
+    /// Provider keys (multihash bytes) that one server refuses.
+    refused_by: Mutex<HashSet<(PeerId, Vec<u8>)>>,
     counts: Mutex<Counts>,
 }
 
@@ -116,6 +118,7 @@ impl Net {
             add_provider_delay: Mutex::new(Duration::ZERO),
             slow: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
+            refused_by: Mutex::new(HashSet::new()),
             counts: Mutex::new(Counts::default()),
         }))
     }
@@ -245,7 +248,9 @@ impl Network for Net {
                         tokio::time::sleep(delay).await;
                     }
                     net.0.counts.lock().add_provider += 1;
-                    if net.0.refused.lock().contains(&key) {
+                    if net.0.refused.lock().contains(&key)
+                        || net.0.refused_by.lock().contains(&(peer, key.clone()))
+                    {
                         return Err(RpcError::Other("refused".into()));
                     }
                     let now = TokioClock(base()).now();
@@ -762,8 +767,8 @@ async fn peers_made_near_our_id_do_not_inflate_the_slices() {
 }
 
 /// An operator changes the interval of a node that has run for months, from 22 h to 24 h and
-/// back: no key waits longer than the shorter interval (keys already waiting longer when it
-/// shortens wait no longer than the old one).
+/// back: no key waits longer than the shorter interval, keys already waiting when it shortens
+/// included (those that had waited longer than 22 h already go out at once).
 #[tokio::test(start_paused = true)]
 async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
     use dht_provider::{schedule::Progress, state::SweepState};
@@ -804,11 +809,37 @@ async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
     provider.close().await.unwrap();
 
     let changed = now();
+    // How long each key had waited when the interval shortened: one that had waited longer
+    // than 22 h already can only be sent at once.
+    let waited: Vec<u64> = {
+        let waits = net.0.waits.lock();
+        keys.iter()
+            .map(|k| changed - waits[&k.to_bytes()].0)
+            .collect()
+    };
     net.reset_waits();
     let provider = start(&net, store.clone(), state.clone(), with_interval(22));
     tokio::time::sleep(window).await;
     let back_to_22 = net.longest_wait();
     assert_eq!(net.not_sent_since(&keys, changed), 0);
+    let too_long: Vec<(u64, u64)> = {
+        let waits = net.0.waits.lock();
+        keys.iter()
+            .zip(&waited)
+            .map(|(k, w)| (*w, waits[&k.to_bytes()].1))
+            .filter(|(w, longest)| *longest > (*w).max(22 * H) + 600)
+            .collect()
+    };
+    eprintln!(
+        "24 -> 22 h: {} keys had waited over 22 h at the change; keys waiting longer than \
+         22 h or than they had then: {}",
+        waited.iter().filter(|w| **w > 22 * H).count(),
+        too_long.len()
+    );
+    assert!(
+        too_long.is_empty(),
+        "(waited at the change, longest wait): {too_long:?}"
+    );
     net.reset_waits();
     tokio::time::sleep(Duration::from_secs(48 * H)).await;
     let after = net.longest_wait();
@@ -1178,5 +1209,276 @@ async fn a_slice_is_sent_page_by_page() {
         continued.iter().all(|c| *c),
         "a page was read before the one before went out"
     );
+    provider.close().await.unwrap();
+}
+
+/// A slice's deadline holds for the whole slice, not for each page: a slice of many pages
+/// whose servers are all slow stops reading and sending once its deadline came, and the rest
+/// of it goes out in later jobs.
+#[tokio::test(start_paused = true)]
+async fn a_slice_of_many_pages_ends_by_its_deadline() {
+    let net = Net::new(300, 53);
+    // Every server takes 1 s per ADD_PROVIDER, one at a time: a page of 25 keys takes about
+    // 10 s, a slice of about 500 keys over 200 s.
+    *net.0.add_provider_delay.lock() = Duration::from_secs(1);
+    // Each page read: the slice, and when (seconds of virtual time).
+    type Reads = Mutex<Vec<(dht_proto::Prefix, u64)>>;
+    let reads: Arc<Reads> = Arc::default();
+    let watching = reads.clone();
+    let store = Arc::new(HookedStore {
+        store: MemoryStore::new(),
+        hook: Box::new(move |prefix, _| {
+            watching.lock().push((*prefix, base().elapsed().as_secs()));
+            Ok(())
+        }),
+    });
+    let keys = keys(2000, 54);
+    // Held without a saved schedule: every slice is provided whole from the keystore.
+    store.put(&keys).unwrap();
+    let mut cfg = config().with_workers(1);
+    cfg.scan_page = 25;
+    cfg.sends_per_peer = 1;
+    cfg.slice_deadline = Duration::from_secs(60);
+    let provider = start(&net, store, MemoryStateStore::default(), cfg);
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    // The runs of one job: consecutive reads of the same slice, less than 40 s apart (a
+    // retry comes 5 minutes later).
+    let log = reads.lock().clone();
+    let mut spans: Vec<u64> = Vec::new();
+    let mut run_start = None;
+    for (i, (prefix, at)) in log.iter().enumerate() {
+        let continues = i > 0 && log[i - 1].0 == *prefix && at - log[i - 1].1 < 40;
+        if !continues {
+            run_start = Some(*at);
+            spans.push(0);
+        }
+        if let (Some(start), Some(span)) = (run_start, spans.last_mut()) {
+            *span = at - start;
+        }
+    }
+    let placed = net.placement(&keys, 17);
+    eprintln!(
+        "{} page reads in {} jobs; longest job read pages for {} s; placement {placed:.4}",
+        log.len(),
+        spans.len(),
+        spans.iter().max().unwrap_or(&0)
+    );
+    // A page read just before the deadline is the last: no job reads past it.
+    assert!(spans.len() >= 4, "{spans:?}");
+    assert!(spans.iter().all(|s| *s <= 60), "{spans:?}");
+    // What the deadline cut off went out afterwards.
+    assert!(placed >= 0.99, "{placed}");
+    provider.close().await.unwrap();
+}
+
+/// Keys whose provide keeps failing are behind schedule, and the stats say so: `behind`
+/// counts how long they have waited for a retry that succeeds, not only the walk's lag.
+#[tokio::test(start_paused = true)]
+async fn behind_counts_keys_waiting_for_a_retry() {
+    let net = Net::new(300, 55);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(1000, 56);
+    // Every server refuses one key for an hour: each retry of it fails.
+    net.0.refused.lock().insert(keys[0].to_bytes());
+    assert!(provider.start_providing(false, &keys).await.is_err());
+    let mut behind = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let stats = provider.stats();
+        behind.push((stats.behind_schedule_secs, stats.oldest_retry_secs));
+    }
+    net.0.refused.lock().clear();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let stats = provider.stats();
+    eprintln!(
+        "a key refused for an hour: (behind, oldest retry) every 10 min {behind:?}; after: {} s",
+        stats.behind_schedule_secs
+    );
+    // It has been unprovided since the start: an hour behind at the end of that hour, every
+    // sample within a retry period (5 min) of the truth.
+    for (i, (b, r)) in behind.iter().enumerate() {
+        let truth = 600 * (i as u64 + 1);
+        assert!(
+            *b + 300 >= truth && *b <= truth + 60,
+            "sample {i}: {b} s behind"
+        );
+        assert_eq!(b, r);
+    }
+    // Provided at last: on time again.
+    assert_eq!(stats.behind_schedule_secs, 0);
+    assert_eq!(stats.oldest_retry_secs, 0);
+    assert_eq!(net.placement(&keys[..1], 19), 1.0);
+    provider.close().await.unwrap();
+}
+
+/// A key that reached too few servers is retried only to the servers it missed: 15 of its 20
+/// closest servers refused it, and its retry sends it to those 15, not to all 20 again.
+#[tokio::test(start_paused = true)]
+async fn a_weak_key_is_resent_only_to_the_servers_it_missed() {
+    let net = Net::new(300, 57);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(1000, 58);
+    let weak = keys[0];
+    let closest: Vec<PeerId> = closest_of(&net.live(), &Key::from_multihash(&weak), 20)
+        .iter()
+        .map(|p| p.peer_id)
+        .collect();
+    for peer in &closest[5..] {
+        net.0.refused_by.lock().insert((*peer, weak.to_bytes()));
+    }
+    match provider.start_providing(false, &keys).await {
+        Err(dht_provider::ProviderError::ProvideFailed { failed }) => assert_eq!(failed, [weak]),
+        other => panic!("expected the weak key to fail, got {other:?}"),
+    }
+    assert_eq!(net.placement(&keys[..1], 5), 1.0);
+    net.0.refused_by.lock().clear();
+    let (_, before) = net.counts();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let (_, after) = net.counts();
+    let placed = net.placement(&keys[..1], 20);
+    eprintln!(
+        "retry of a key that reached 5 of 20: {} ADD_PROVIDER, placed on all 20: {placed}",
+        after - before
+    );
+    assert_eq!(placed, 1.0);
+    assert_eq!(after - before, 15);
+    provider.close().await.unwrap();
+}
+
+/// The retries survive a `kill -9`: after the restart only the keys that failed are sent
+/// again, not the slices they are in.
+#[tokio::test(start_paused = true)]
+async fn a_restart_after_a_crash_resends_only_what_failed() {
+    let net = Net::new(300, 59);
+    let store = Arc::new(MemoryStore::new());
+    let state = MemoryStateStore::default();
+    let keys = keys(2000, 60);
+    // Ten keys, in several slices, that every server refuses for now.
+    let weak: Vec<Multihash> = keys.iter().step_by(200).copied().collect();
+    net.0
+        .refused
+        .lock()
+        .extend(weak.iter().map(Multihash::to_bytes));
+    let provider = start(&net, store.clone(), state.clone(), config());
+    // The refused keys fail, and a few others that were queued for servers given up on
+    // (after two refusals) when those servers were dropped.
+    let failed = match provider.start_providing(false, &keys).await {
+        Err(dht_provider::ProviderError::ProvideFailed { failed }) => failed,
+        other => panic!("expected the refused keys to fail, got {other:?}"),
+    };
+    assert!(weak.iter().all(|k| failed.contains(k)));
+    // Killed once the last job saved its state: that state is all a restart sees.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let crashed = MemoryStateStore::default();
+    crashed.save(&state.load().unwrap().unwrap()).unwrap();
+    provider.close().await.unwrap();
+    net.0.refused.lock().clear();
+    let (_, before) = net.counts();
+    let provider = start(&net, store, crashed, config());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let (_, after) = net.counts();
+    let placed = net.placement(&weak, 20);
+    let slices = provider.stats().slices;
+    eprintln!(
+        "after a crash with {} failed keys: {} ADD_PROVIDER over {slices} slices, refused \
+         keys placed {placed}",
+        failed.len(),
+        after - before
+    );
+    assert_eq!(placed, 1.0);
+    // Each failed key to its 20 closest servers at most; a slice would be 2000 / 8 keys.
+    assert!(
+        after - before <= failed.len() as u64 * 20,
+        "{}",
+        after - before
+    );
+    provider.close().await.unwrap();
+}
+
+/// A key stopped while it waits for a retry is not sent by that retry.
+#[tokio::test(start_paused = true)]
+async fn keys_stopped_while_waiting_for_a_retry_are_not_sent() {
+    let net = Net::new(300, 61);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(1000, 62);
+    net.0
+        .refused
+        .lock()
+        .extend(keys[..2].iter().map(Multihash::to_bytes));
+    assert!(provider.start_providing(false, &keys).await.is_err());
+    provider.stop_providing(&keys[..1]).unwrap();
+    net.0.refused.lock().clear();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let stopped = net.held_by(&keys[..1], 1);
+    let kept = net.placement(&keys[1..2], 20);
+    eprintln!("after the retry: stopped key held {stopped}, kept key placed {kept}");
+    assert_eq!(stopped, 0.0, "a stopped key was sent");
+    assert_eq!(kept, 1.0);
+    provider.close().await.unwrap();
+}
+
+/// Keys queued while the network is away do not pile up in memory: past the bound, a slice's
+/// new keys are only marked (a fixed-size filter), and read back from the keystore once the
+/// network answers again. Every one of them is then provided, and the keys held before are
+/// not sent again with them (the marker picks out the new ones).
+#[tokio::test(start_paused = true)]
+async fn queued_keys_past_the_bound_are_marked_and_read_back() {
+    let net = Net::new(300, 63);
+    let store = Arc::new(MemoryStore::new());
+    let mut cfg = config();
+    cfg.queued_in_memory = 200;
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), cfg);
+    let held = keys(1000, 64);
+    provider.start_providing(false, &held).await.unwrap();
+    // The network goes away; the next provide finds nobody.
+    let everyone: HashSet<PeerId> = net.0.servers.iter().map(|s| s.peer_id).collect();
+    *net.0.dead.lock() = everyone;
+    let first = keys(1, 65);
+    provider.start_providing_async(false, &first).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_ne!(
+        provider.stats().connectivity,
+        dht_provider::Connectivity::Online
+    );
+    let mut queued = Vec::new();
+    let mut in_memory = Vec::new();
+    for round in 0..4 {
+        let new = keys(1000, 66 + round);
+        provider.start_providing_async(false, &new).unwrap();
+        queued.extend(new);
+        in_memory.push(provider.stats().keys_queued_in_memory);
+    }
+    let stats = provider.stats();
+    eprintln!(
+        "{} keys queued offline; held in memory after each 1000: {in_memory:?}",
+        stats.keys_queued
+    );
+    assert!(stats.keys_queued >= queued.len() as u64);
+    assert!(in_memory.iter().all(|n| *n <= 200), "{in_memory:?}");
+    // Back: every queued key goes out, read back from the keystore.
+    net.0.dead.lock().clear();
+    net.clear_held();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let placed = net.placement(&queued, 19);
+    let old_resent = net.held_by(&held, 1);
+    eprintln!("back: queued keys placed {placed:.4}, old keys sent again {old_resent:.4}");
+    assert!(placed >= 0.99, "{placed}");
+    assert!(old_resent <= 0.05, "{old_resent}");
+    assert_eq!(provider.stats().keys_queued, 0);
     provider.close().await.unwrap();
 }

@@ -42,6 +42,10 @@ pub struct SweepConfig {
     pub offline_after: Duration,
     /// Keys read from the keystore per page.
     pub scan_page: usize,
+    /// Keys waiting for their first provide held in memory at most (65,536). Past it, new
+    /// keys that nobody waits for are only marked in their slice (4 KiB per slice, whatever
+    /// their number) and read back from the keystore when the slice is provided.
+    pub queued_in_memory: usize,
     /// Settings of each exploration.
     pub explore: ExploreConfig,
 }
@@ -64,6 +68,7 @@ impl Default for SweepConfig {
             retry_after: Duration::from_secs(300),
             offline_after: Duration::from_secs(2 * 3600),
             scan_page: 4096,
+            queued_in_memory: 65_536,
             explore: ExploreConfig::default(),
         }
     }

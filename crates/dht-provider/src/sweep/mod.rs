@@ -39,7 +39,7 @@ use crate::{
     jobs::{JobKind, Waiting, Workers, choose},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
-    state::{StateStore, SweepState},
+    state::{SliceRetry, StateStore, SweepState, Unsent, WeakKey},
     stats::{Connectivity, ProviderStats},
 };
 
@@ -83,38 +83,89 @@ struct Queued {
     kept: bool,
 }
 
-/// A slice to provide again: when, and which keys (`None`: all of them).
-#[derive(Debug)]
-struct Retry {
-    at: UnixSecs,
-    keys: Option<Vec<Multihash>>,
-}
-
 /// Keys retried one by one in a slice; past this many, the whole slice is retried.
 const MAX_RETRY_KEYS: usize = 4096;
+
+/// Keys retried one by one over all slices; past this many, a slice that fails is retried
+/// whole (the retries are persisted after every job, so they stay small).
+const MAX_RETRY_KEYS_IN_ALL: usize = 4 * MAX_RETRY_KEYS;
 
 /// Keys of one slice waiting for their first provide.
 #[derive(Debug)]
 struct QueuedSlice {
     /// When the oldest of them arrived.
     since: UnixSecs,
+    /// The keys held in memory: those a caller waits for, those not kept in the keystore,
+    /// and others while few keys are queued.
     keys: Vec<Queued>,
+    /// The other keys, marked only: they are read back from the keystore.
+    marked: Option<Marker>,
+}
+
+/// Words of a [`Marker`]: 4 KiB, whatever the number of keys marked.
+const MARKER_WORDS: usize = 512;
+
+/// Keys queued in a slice without being held: a Bloom filter of fixed size over their
+/// Kademlia keys (uniform hashes already), and their number. The job reads the slice back
+/// from the keystore and sends the keys the marker holds; the few other keys it holds by
+/// chance are sent early, which does no harm.
+#[derive(Clone, Debug)]
+struct Marker {
+    bits: Vec<u64>,
+    count: u64,
+}
+
+impl Marker {
+    fn new() -> Self {
+        Marker {
+            bits: vec![0; MARKER_WORDS],
+            count: 0,
+        }
+    }
+
+    /// The three bit positions of `key`, from three 8-byte words of it.
+    fn positions(key: &Key) -> [usize; 3] {
+        let b = key.as_bytes();
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            (u64::from_be_bytes(w) % (MARKER_WORDS as u64 * 64)) as usize
+        };
+        [word(8), word(16), word(24)]
+    }
+
+    fn insert(&mut self, key: &Key) {
+        for p in Self::positions(key) {
+            self.bits[p / 64] |= 1 << (p % 64);
+        }
+        self.count += 1;
+    }
+
+    fn contains(&self, key: &Key) -> bool {
+        Self::positions(key)
+            .iter()
+            .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    }
 }
 
 #[derive(Debug)]
 enum Job {
-    /// New keys of one slice (or, with `whole`, every key of the slice).
+    /// New keys of one slice: those held, and those `marked` read back from the keystore
+    /// (or, with `whole`, every key of the slice).
     Provide {
         slice: Prefix,
         keys: Vec<Queued>,
         whole: bool,
+        marked: Option<Marker>,
     },
-    /// Every key of a slice, as the schedule (cycle `Some`) or the retry queue (`None`) says;
-    /// a retry of keys that failed has them in `only`.
-    Reprovide {
+    /// Every key of a slice, as the schedule says.
+    Reprovide { slice: Prefix, cycle: u64 },
+    /// What failed in a slice: the keys that reached too few servers, and the keys of the
+    /// keystore that were not sent.
+    Retry {
         slice: Prefix,
-        cycle: Option<u64>,
-        only: Option<Vec<Multihash>>,
+        keys: Vec<WeakKey>,
+        unsent: Unsent,
     },
     /// While disconnected: one FIND_NODE to see whether the network answers again.
     Probe,
@@ -123,7 +174,7 @@ enum Job {
 impl Job {
     /// Whether the job is the schedule's (may run on a reserved worker).
     fn is_scheduled(&self) -> bool {
-        matches!(self, Job::Reprovide { cycle: Some(_), .. })
+        matches!(self, Job::Reprovide { .. })
     }
 }
 
@@ -148,9 +199,15 @@ struct Shared {
     cursor: Progress,
     queue: BTreeMap<Prefix, QueuedSlice>,
     queued_keys: usize,
+    /// Queued keys held in memory (the others are marked).
+    queued_in_memory: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
-    retry: BTreeMap<Prefix, Retry>,
+    /// Slices whose retry runs now (their entry stays in the persisted retries until it
+    /// ends, so that a crash meanwhile loses nothing).
+    retrying: BTreeSet<Prefix>,
+    /// Provide jobs running now, per slice.
+    providing: BTreeMap<Prefix, usize>,
     cache: VecDeque<(Exploration, UnixSecs)>,
     size: SizeEstimator,
     connectivity: Connectivity,
@@ -269,6 +326,10 @@ where
             state.progress = progress;
         }
         state.interval = interval;
+        // What failed before the stop is retried at once.
+        for retry in state.retries.values_mut() {
+            retry.at = retry.at.min(now);
+        }
         let schedule = Schedule::new(state.epoch, interval, state.slice_len);
         let whole = state.pending.clone();
         let shared = Shared {
@@ -281,13 +342,16 @@ where
                     let queued = QueuedSlice {
                         since: now,
                         keys: Vec::new(),
+                        marked: None,
                     };
                     (*p, queued)
                 })
                 .collect(),
             queued_keys: 0,
+            queued_in_memory: 0,
             whole,
-            retry: BTreeMap::new(),
+            retrying: BTreeSet::new(),
+            providing: BTreeMap::new(),
             cache: VecDeque::new(),
             size: SizeEstimator::new(),
             connectivity: Connectivity::Online,
@@ -374,6 +438,21 @@ where
                 removed += before - queued.len();
             }
             shared.queued_keys = shared.queued_keys.saturating_sub(removed);
+            shared.queued_in_memory = shared.queued_in_memory.saturating_sub(removed);
+            // Nor are they retried.
+            let mut retries_changed = false;
+            for retry in shared.state.retries.values_mut() {
+                let before = retry.keys.len();
+                retry.keys.retain(|w| !gone.contains(&w.key));
+                retries_changed |= retry.keys.len() != before;
+            }
+            shared
+                .state
+                .retries
+                .retain(|_, r| !r.keys.is_empty() || r.unsent != Unsent::Nothing);
+            if retries_changed {
+                self.inner.persist(&shared)?;
+            }
         }
         // Outside the lock: a report may wake the waiting caller.
         for q in stopped {
@@ -477,19 +556,30 @@ where
         let now = self.now();
         let mut shared = self.shared.lock();
         let mut slices = BTreeSet::new();
+        let room = self.config.queued_in_memory;
         for key in fresh {
-            let slice = shared.schedule.slice_of(&Key::from_multihash(&key));
+            let kad = Key::from_multihash(&key);
+            let slice = shared.schedule.slice_of(&kad);
             slices.insert(slice);
+            // A key nobody waits for, already in the keystore, is only marked once many are
+            // queued: the queue's memory does not grow with the keys.
+            let in_memory = batch.is_some() || !keep || shared.queued_in_memory < room;
             let queued = shared.queue.entry(slice).or_insert_with(|| QueuedSlice {
                 since: now,
                 keys: Vec::new(),
+                marked: None,
             });
-            queued.keys.push(Queued {
-                key,
-                batch: batch.clone(),
-                kept: keep,
-            });
+            if in_memory {
+                queued.keys.push(Queued {
+                    key,
+                    batch: batch.clone(),
+                    kept: keep,
+                });
+            } else {
+                queued.marked.get_or_insert_with(Marker::new).insert(&kad);
+            }
             shared.queued_keys += 1;
+            shared.queued_in_memory += usize::from(in_memory);
         }
         if keep {
             let before = shared.state.pending.len();
@@ -569,9 +659,10 @@ where
         // A walk far behind skips ahead once, whether or not a slice is claimed now.
         shared.cursor = cursor;
         let oldest_retry = shared
-            .retry
+            .state
+            .retries
             .iter()
-            .filter(|(_, r)| r.at <= now)
+            .filter(|(slice, r)| r.at <= now && !shared.retrying.contains(*slice))
             .min_by_key(|(slice, r)| (r.at, **slice))
             .map(|(slice, r)| (*slice, r.at));
         let oldest_queued = shared
@@ -591,25 +682,39 @@ where
         };
         let chosen = choose(now, waiting, workers);
         if let (Some(JobKind::Retry), Some((slice, _))) = (chosen, oldest_retry) {
-            let only = shared.retry.remove(&slice).and_then(|r| r.keys);
+            let (keys, unsent) = shared
+                .state
+                .retries
+                .get(&slice)
+                .map_or((Vec::new(), Unsent::All), |r| (r.keys.clone(), r.unsent));
             shared.busy += 1;
             shared.busy_other += 1;
-            let job = Job::Reprovide {
+            shared.retrying.insert(slice);
+            let job = Job::Retry {
                 slice,
-                cycle: None,
-                only,
+                keys,
+                unsent,
             };
             return (Some(job), None);
         }
         if let (Some(JobKind::Provide), Some((slice, _))) = (chosen, oldest_queued)
             && let Some(queued) = shared.queue.remove(&slice)
         {
-            let keys = queued.keys;
-            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len());
+            let QueuedSlice { keys, marked, .. } = queued;
+            let marked_count = marked.as_ref().map_or(0, |m| m.count) as usize;
+            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len() + marked_count);
+            shared.queued_in_memory = shared.queued_in_memory.saturating_sub(keys.len());
             let whole = shared.whole.remove(&slice);
+            *shared.providing.entry(slice).or_default() += 1;
             shared.busy += 1;
             shared.busy_other += 1;
-            return (Some(Job::Provide { slice, keys, whole }), None);
+            let job = Job::Provide {
+                slice,
+                keys,
+                whole,
+                marked,
+            };
+            return (Some(job), None);
         }
         if let (Some(JobKind::Reprovide), Some((slice, _))) = (chosen, due) {
             let cycle = cursor.cycle;
@@ -624,19 +729,14 @@ where
             shared.cursor = cursor;
             shared.claimed.insert((cycle, slice));
             shared.busy += 1;
-            return (
-                Some(Job::Reprovide {
-                    slice,
-                    cycle: Some(cycle),
-                    only: None,
-                }),
-                None,
-            );
+            return (Some(Job::Reprovide { slice, cycle }), None);
         }
         let next = shared
-            .retry
-            .values()
-            .map(|r| r.at)
+            .state
+            .retries
+            .iter()
+            .filter(|(slice, _)| !shared.retrying.contains(*slice))
+            .map(|(_, r)| r.at)
             .chain([schedule.next_due_time(&shared.cursor)])
             .min();
         (None, next)
@@ -697,10 +797,16 @@ where
     }
 
     async fn run(&self, job: Job) {
-        // Keys already in memory (queued, or a retry's), and whether to read the slice's keys
-        // from the keystore too (a page at a time, each sent before the next is read).
-        let (slice, first, batches, scan) = match &job {
-            Job::Provide { slice, keys, whole } => {
+        // Keys already in memory (queued, or a retry's), and which keys to read from the
+        // keystore too (a page at a time, each sent before the next is read).
+        let mut wanted_only: Option<&Marker> = None;
+        let (slice, first, batches, from) = match &job {
+            Job::Provide {
+                slice,
+                keys,
+                whole,
+                marked,
+            } => {
                 let mut wanted: Vec<Multihash> = Vec::new();
                 let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
                 for q in keys {
@@ -714,64 +820,102 @@ where
                         None => wanted.push(q.key),
                     }
                 }
-                (*slice, dedup(&wanted), batches, *whole)
+                let first = dedup(&wanted)
+                    .into_iter()
+                    .map(|key| WeakKey {
+                        key,
+                        reached: Vec::new(),
+                    })
+                    .collect();
+                let from = if *whole {
+                    Unsent::All
+                } else if marked.is_some() {
+                    wanted_only = marked.as_ref();
+                    Unsent::All
+                } else {
+                    Unsent::Nothing
+                };
+                (*slice, first, batches, from)
             }
             Job::Probe => return self.probe().await,
-            Job::Reprovide {
+            Job::Retry {
                 slice,
-                only: Some(only),
-                ..
-            } => (*slice, only.clone(), HashMap::new(), false),
-            Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), true),
+                keys,
+                unsent,
+            } => (*slice, keys.clone(), HashMap::new(), *unsent),
+            Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), Unsent::All),
         };
+        // One deadline and one set of peers given up on for the whole slice, over all its
+        // pages.
+        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
+        let mut excluded = HashSet::new();
         let mut outcome = JobOutcome::default();
         if !first.is_empty() {
-            let page = self.provide_slice(slice, &first, None).await;
-            for (key, ok) in first.iter().zip(&page.ok) {
-                if let Some(bs) = batches.get(key) {
+            let page = self
+                .provide_slice(slice, &first, None, deadline, &mut excluded)
+                .await;
+            for (weak, ok) in first.iter().zip(&page.ok) {
+                if let Some(bs) = batches.get(&weak.key) {
                     for b in bs {
-                        b.report(*key, *ok);
+                        b.report(weak.key, *ok);
                     }
                 }
             }
             outcome.absorb(&first, page);
         }
-        let mut scan_failed = false;
-        if scan {
-            let already: HashSet<&Multihash> = first.iter().collect();
-            let page_len = self.config.scan_page.max(1);
-            let mut after: Option<Key> = None;
-            loop {
-                let page = match self.parts.keystore.scan(&slice, after.as_ref(), page_len) {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(
-                            %slice,
-                            error = %e,
-                            errors,
-                            "keystore scan failed; the slice is retried later"
-                        );
-                        scan_failed = true;
-                        break;
-                    }
-                };
-                let last_page = page.len() < page_len;
-                after = page.last().map(|(key, _)| *key);
-                let keys: Vec<Multihash> = page
-                    .into_iter()
-                    .map(|(_, mh)| mh)
-                    .filter(|mh| !already.contains(mh))
-                    .collect();
-                if !keys.is_empty() {
-                    let prior = outcome.exploration.take();
-                    let sent = self.provide_slice(slice, &keys, prior).await;
-                    outcome.absorb(&keys, sent);
-                }
-                if last_page || after.is_none() {
+        let mut after = match from {
+            Unsent::Nothing => None,
+            Unsent::All => Some(None),
+            Unsent::After(key) => Some(Some(key)),
+        };
+        let already: HashSet<&Multihash> = first.iter().map(|w| &w.key).collect();
+        let page_len = self.config.scan_page.max(1);
+        while let Some(start) = after {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    %slice,
+                    "slice deadline reached; the rest of the slice is retried later"
+                );
+                outcome.unsent = start.map_or(Unsent::All, Unsent::After);
+                break;
+            }
+            let page = match self.parts.keystore.scan(&slice, start.as_ref(), page_len) {
+                Ok(page) => page,
+                Err(e) => {
+                    let errors = self.counters.scan_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        %slice,
+                        error = %e,
+                        errors,
+                        "keystore scan failed; the slice is retried later"
+                    );
+                    outcome.unsent = start.map_or(Unsent::All, Unsent::After);
                     break;
                 }
+            };
+            let last_page = page.len() < page_len;
+            let last_key = page.last().map(|(key, _)| *key);
+            let keys: Vec<WeakKey> = page
+                .into_iter()
+                .filter(|(kad, _)| wanted_only.is_none_or(|m| m.contains(kad)))
+                .map(|(_, mh)| mh)
+                .filter(|mh| !already.contains(mh))
+                .map(|key| WeakKey {
+                    key,
+                    reached: Vec::new(),
+                })
+                .collect();
+            if !keys.is_empty() {
+                let prior = outcome.exploration.take();
+                let sent = self
+                    .provide_slice(slice, &keys, prior, deadline, &mut excluded)
+                    .await;
+                outcome.absorb(&keys, sent);
             }
+            after = match last_key {
+                Some(key) if !last_page => Some(Some(key)),
+                _ => None,
+            };
         }
         let now = self.now();
         let failed = outcome.failed;
@@ -798,42 +942,29 @@ where
             }
             shared.connectivity = self.disconnected(&shared, now);
         }
-        if failed > 0 || scan_failed {
-            // Retry what failed: the keys that reached too few servers, or the whole slice
-            // when it could not be read (or too many failed). Until that succeeds the slice
-            // stays pending, so a restart provides it rather than waiting for the schedule.
-            let weak = (!scan_failed && !outcome.weak_overflow).then(|| outcome.weak.clone());
-            let at = now.saturating_add(self.config.retry_after.as_secs());
-            let keys = match (shared.retry.remove(&slice), weak) {
-                (
-                    Some(Retry {
-                        keys: Some(mut old),
-                        ..
-                    }),
-                    Some(weak),
-                ) => {
-                    old.extend(weak);
-                    Some(dedup(&old))
-                }
-                (None, weak) => weak,
-                _ => None,
+        self.settle_retry(&mut shared, &job, slice, &mut outcome, now);
+        match job {
+            Job::Reprovide { cycle, .. } => {
+                shared.claimed.remove(&(cycle, slice));
             }
-            .filter(|keys| keys.len() <= MAX_RETRY_KEYS);
-            shared.retry.insert(slice, Retry { at, keys });
-            shared.state.pending.insert(slice);
-        }
-        if let Job::Reprovide {
-            cycle: Some(cycle), ..
-        } = job
-        {
-            shared.claimed.remove(&(cycle, slice));
-        }
-        // A slice stays pending (provided whole after a restart) until its provide or retry
-        // reached every key.
-        let pending_done = failed == 0 && !scan_failed && !matches!(job, Job::Probe);
-        if pending_done && !shared.retry.contains_key(&slice) && !shared.queue.contains_key(&slice)
-        {
-            shared.state.pending.remove(&slice);
+            Job::Retry { .. } => {
+                shared.retrying.remove(&slice);
+            }
+            Job::Provide { .. } => {
+                // The first provide of the slice's new keys is done (what failed is in the
+                // persisted retries): unless more wait or are being sent, a restart need not
+                // provide the slice whole.
+                let running = shared.providing.get(&slice).copied().unwrap_or(0);
+                if running <= 1 {
+                    shared.providing.remove(&slice);
+                } else {
+                    shared.providing.insert(slice, running - 1);
+                }
+                if running <= 1 && !shared.queue.contains_key(&slice) {
+                    shared.state.pending.remove(&slice);
+                }
+            }
+            Job::Probe => {}
         }
         if let Some(ex) = &outcome.exploration {
             shared.size.observe(ex);
@@ -850,6 +981,62 @@ where
         }
         drop(shared);
         self.wake.notify_waiters();
+    }
+
+    /// Updates the retries of `slice` after `job`: what a retry job took is settled by it
+    /// (unless another job widened it meanwhile), and what this job failed is added: the keys
+    /// that reached too few servers (with the servers they reached), and the keys not sent.
+    fn settle_retry(
+        &self,
+        shared: &mut Shared,
+        job: &Job,
+        slice: Prefix,
+        outcome: &mut JobOutcome,
+        now: UnixSecs,
+    ) {
+        let mut old = shared.state.retries.remove(&slice);
+        let since = old.as_ref().map_or(now, |o| o.since);
+        if let (Some(old), Job::Retry { keys, unsent, .. }) = (old.as_mut(), job) {
+            let settled: HashSet<&Multihash> = keys.iter().map(|w| &w.key).collect();
+            old.keys.retain(|w| !settled.contains(&w.key));
+            if old.unsent == *unsent {
+                old.unsent = Unsent::Nothing;
+            }
+        }
+        let old = old.filter(|o| !o.keys.is_empty() || o.unsent != Unsent::Nothing);
+        let failed_now = outcome.failed > 0 || outcome.unsent != Unsent::Nothing;
+        if !failed_now && old.is_none() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut outcome.weak);
+        let mut unsent = outcome.unsent;
+        if outcome.weak_overflow {
+            unsent = Unsent::All;
+        }
+        let mut at = now.saturating_add(self.config.retry_after.as_secs());
+        if let Some(old) = old {
+            if !failed_now {
+                at = old.at;
+            }
+            unsent = unsent.or(old.unsent);
+            let known: HashSet<Multihash> = keys.iter().map(|w| w.key).collect();
+            keys.extend(old.keys.into_iter().filter(|w| !known.contains(&w.key)));
+        }
+        let elsewhere: usize = shared.state.retries.values().map(|r| r.keys.len()).sum();
+        if unsent == Unsent::All
+            || keys.len() > MAX_RETRY_KEYS
+            || elsewhere + keys.len() > MAX_RETRY_KEYS_IN_ALL
+        {
+            keys.clear();
+            unsent = Unsent::All;
+        }
+        let retry = SliceRetry {
+            at,
+            since,
+            keys,
+            unsent,
+        };
+        shared.state.retries.insert(slice, retry);
     }
 
     /// Moves to the slice length of the network size estimate, never below what the routing
@@ -891,6 +1078,13 @@ where
         let c = &self.counters;
         let explored = c.regions_explored.load(Ordering::Relaxed);
         let progress = shared.progress();
+        let oldest_retry_secs = shared
+            .state
+            .retries
+            .values()
+            .map(|r| now.saturating_sub(r.since))
+            .max()
+            .unwrap_or(0);
         ProviderStats {
             keys: self.parts.keystore.count().ok(),
             slices: 1u64 << shared.schedule.slice_len().min(63),
@@ -901,13 +1095,14 @@ where
                 c.region_prefix_bits.load(Ordering::Relaxed) as f64 / explored as f64
             },
             keys_queued: shared.queued_keys as u64,
+            keys_queued_in_memory: shared.queued_in_memory as u64,
             oldest_queued_secs: shared
                 .queue
                 .values()
                 .map(|q| now.saturating_sub(q.since))
                 .max()
                 .unwrap_or(0),
-            regions_queued: (shared.queue.len() + shared.retry.len()) as u64,
+            regions_queued: (shared.queue.len() + shared.state.retries.len()) as u64,
             workers: self.config.workers,
             workers_busy: shared.busy,
             records_sent_this_cycle: shared.cycle_sent.0,
@@ -915,7 +1110,8 @@ where
             records_sent_last_cycle: shared.last_cycle_sent.0,
             peers_failed_last_cycle: shared.last_cycle_sent.1,
             last_cycle_secs: shared.last_cycle_secs,
-            behind_schedule_secs: shared.schedule.lag(&progress, now),
+            behind_schedule_secs: shared.schedule.lag(&progress, now).max(oldest_retry_secs),
+            oldest_retry_secs,
             connectivity: shared.connectivity,
             find_node_sent: c.find_node.load(Ordering::Relaxed),
             add_provider_sent: c.add_provider.load(Ordering::Relaxed),
@@ -946,4 +1142,24 @@ fn all_slices(len: usize) -> BTreeSet<Prefix> {
 fn dedup(keys: &[Multihash]) -> Vec<Multihash> {
     let mut seen = HashSet::new();
     keys.iter().filter(|k| seen.insert(**k)).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_holds_what_was_marked_and_little_else() {
+        let key = |i: u32| Key::hash(&i.to_be_bytes());
+        let mut marker = Marker::new();
+        for i in 0..2000 {
+            marker.insert(&key(i));
+        }
+        assert_eq!(marker.count, 2000);
+        assert!((0..2000).all(|i| marker.contains(&key(i))));
+        // 2000 keys in 32,768 bits with three positions each: under 1% of others match.
+        let others = (2000..12_000).filter(|i| marker.contains(&key(*i))).count();
+        assert!(others < 100, "{others} of 10,000 others match");
+        assert_eq!(marker.bits.len() * 8, 4096);
+    }
 }

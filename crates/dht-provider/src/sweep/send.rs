@@ -15,8 +15,8 @@ use futures::{StreamExt, stream::FuturesUnordered};
 
 use super::{Inner, MAX_RETRY_KEYS};
 use crate::{
-    Multihash,
     explore::{Exploration, ExploreAction, RegionExplorer, region_from_table},
+    state::{PeerTag, Unsent, WeakKey, peer_tag},
 };
 
 impl<N, T, K> Inner<N, T, K>
@@ -115,24 +115,34 @@ where
             .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
     }
 
-    /// Sends every key to its k closest servers around `slice`.
+    /// Sends every key of one page of `slice` to its k closest servers, by the slice's
+    /// `deadline`, never to the peers given up on in the slice (`excluded`, which grows with
+    /// those given up on here).
     pub(super) async fn provide_slice(
         &self,
         slice: Prefix,
-        keys: &[Multihash],
+        keys: &[WeakKey],
         prior: Option<Exploration>,
+        deadline: tokio::time::Instant,
+        excluded: &mut HashSet<PeerId>,
     ) -> SliceOutcome {
         let k = self.config.k;
-        let kad: Vec<Key> = keys.iter().map(Key::from_multihash).collect();
-        let mut excluded: HashSet<PeerId> = HashSet::new();
-        let mut exploration = match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
-            Ok(ex) => ex,
-            Err(seeds) => self.explore(slice, seeds, &excluded).await,
-        };
-        let mut answered = !exploration.responded.is_empty();
-        let mut stored: Vec<Vec<PeerId>> = vec![Vec::new(); keys.len()];
+        let kad: Vec<Key> = keys.iter().map(|w| Key::from_multihash(&w.key)).collect();
+        // Only servers that answer now say the network is there: not those that answered an
+        // exploration reused from before (cached, or the page before's).
+        let (mut exploration, mut answered) =
+            match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
+                Ok(ex) => (ex, false),
+                Err(seeds) => {
+                    let ex = self.explore(slice, seeds, excluded).await;
+                    let answered = !ex.responded.is_empty();
+                    (ex, answered)
+                }
+            };
+        // Per key, the servers that hold it: those a retry's key reached before, then those
+        // it reaches here.
+        let mut stored: Vec<Vec<PeerTag>> = keys.iter().map(|w| w.reached.clone()).collect();
         let mut outcome = SliceOutcome::default();
-        let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
         for pass in 0..3 {
             // Each key's k closest live servers that do not hold it yet.
             let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
@@ -141,7 +151,9 @@ where
                     continue;
                 }
                 for peer in exploration.closest(key, k) {
-                    if !stored[i].contains(&peer.peer_id) && !excluded.contains(&peer.peer_id) {
+                    if !stored[i].contains(&peer_tag(&peer.peer_id))
+                        && !excluded.contains(&peer.peer_id)
+                    {
                         per_peer
                             .entry(peer.peer_id)
                             .or_insert_with(|| (peer.clone(), Vec::new()))
@@ -167,8 +179,9 @@ where
                 if !done.is_empty() {
                     answered = true;
                 }
+                let tag = peer_tag(&peer);
                 for i in done {
-                    stored[i].push(peer);
+                    stored[i].push(tag);
                 }
                 if dead {
                     outcome.send_failures += 1;
@@ -181,16 +194,17 @@ where
             }
             // Some servers are gone: learn the region again without them.
             exploration = if self.parts.table.is_complete() {
-                self.table_region(slice, &excluded)
+                self.table_region(slice, excluded)
             } else {
                 let seeds = exploration.servers.clone();
-                self.explore(slice, seeds, &excluded).await
+                self.explore(slice, seeds, excluded).await
             };
             answered |= !exploration.responded.is_empty();
         }
         let reachable = exploration.servers.len().min(k);
         let needed = reachable.div_ceil(2).max(1);
         outcome.ok = stored.iter().map(|s| s.len() >= needed).collect();
+        outcome.reached = stored;
         outcome.answered = answered;
         outcome.exploration = Some(exploration);
         outcome
@@ -202,7 +216,7 @@ where
     pub(super) async fn send_to_peer(
         &self,
         peer: &PeerInfo,
-        keys: &[Multihash],
+        keys: &[WeakKey],
         idx: Vec<usize>,
         deadline: tokio::time::Instant,
     ) -> (Vec<usize>, bool) {
@@ -218,7 +232,7 @@ where
         let mut sends = futures::stream::iter(idx)
             .map(|i| async move {
                 let request = Request::AddProvider {
-                    key: keys[i].to_bytes(),
+                    key: keys[i].key.to_bytes(),
                     providers: vec![local.clone()],
                 };
                 let sent = tokio::time::timeout(timeout, network.send(peer, request)).await;
@@ -261,6 +275,8 @@ where
 pub(super) struct SliceOutcome {
     /// Per key: reached enough servers.
     pub(super) ok: Vec<bool>,
+    /// Per key: the servers that hold it.
+    pub(super) reached: Vec<Vec<PeerTag>>,
     pub(super) sent: u64,
     pub(super) send_failures: u64,
     pub(super) answered: bool,
@@ -275,10 +291,12 @@ pub(super) struct JobOutcome {
     pub(super) keys: u64,
     /// Keys that reached too few servers.
     pub(super) failed: u64,
-    /// The first of them.
-    pub(super) weak: Vec<Multihash>,
+    /// The first of them, with the servers they reached.
+    pub(super) weak: Vec<WeakKey>,
     /// More keys failed than `weak` holds.
     pub(super) weak_overflow: bool,
+    /// Keys of the keystore not sent (the job stopped before them).
+    pub(super) unsent: Unsent,
     pub(super) sent: u64,
     pub(super) send_failures: u64,
     pub(super) answered: bool,
@@ -288,13 +306,17 @@ pub(super) struct JobOutcome {
 
 impl JobOutcome {
     /// Adds the outcome of sending `keys`.
-    pub(super) fn absorb(&mut self, keys: &[Multihash], page: SliceOutcome) {
+    pub(super) fn absorb(&mut self, keys: &[WeakKey], mut page: SliceOutcome) {
         self.keys += keys.len() as u64;
-        for (key, ok) in keys.iter().zip(&page.ok) {
+        let reached = std::mem::take(&mut page.reached);
+        for ((weak, ok), reached) in keys.iter().zip(&page.ok).zip(reached) {
             if !ok {
                 self.failed += 1;
                 if self.weak.len() < MAX_RETRY_KEYS {
-                    self.weak.push(*key);
+                    self.weak.push(WeakKey {
+                        key: weak.key,
+                        reached,
+                    });
                 } else {
                     self.weak_overflow = true;
                 }
