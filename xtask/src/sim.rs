@@ -25,7 +25,8 @@ experiments:
   provide --servers S --keys N --strategy sweep|per-key|both [--churn F] [--seed X]
           [--json PATH] [--keystore rocksdb|memory] [--records store|count] [--preload]
           [--no-reprovide] [--placement-sample N] [--findable-sample N]
-          [--build fast|realistic] [--silent F] [--slow F] [--loss P]
+          [--build fast|realistic] [--silent F] [--slow F] [--loss P] [--workers W]
+          [--interval-hours H]
                              a provide and a reprovide cycle from one node, measured
                              (`cargo xtask sim provide --help` lists every option)
 ";

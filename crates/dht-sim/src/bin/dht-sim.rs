@@ -1,39 +1,17 @@
 //! The simulator's command line: `dht-sim lookup --nodes N --lookups M [...]` and
-//! `dht-sim provide --servers S --keys N --strategy sweep|per-key|both [...]`.
+//! `dht-sim provide --servers S --keys N --strategy sweep|per-key|both [...]`;
+//! `dht-sim <command> --help` lists every option.
 
 // A command-line tool: its output is its interface.
 #![allow(clippy::print_stdout)]
 
 use std::{process::ExitCode, time::Instant};
 
+use clap::{Parser, Subcommand, ValueEnum};
 use dht_proto::{K_VALUE, MessageType};
 use dht_routing::QueryConfig;
 use dht_sim::{LookupReport, Sim, SimConfig, TableBuild, TableQuality, provide::peak_rss_bytes};
 use serde::Serialize;
-
-const USAGE: &str = "\
-usage: dht-sim lookup [options]
-       dht-sim provide [options]     (dht-sim provide --help)
-
-Builds a simulated network and runs lookups from random nodes to random keys, checked
-against the ground truth (the true k closest live nodes).
-
-options:
-  --nodes N            nodes in the network (default 1000)
-  --lookups M          lookups to run (default 1000)
-  --seed S             seed of every random draw (default 0)
-  --json PATH          also write the summary as JSON to PATH
-  --build MODE         fast (tables filled directly, default) or realistic (nodes join
-                       through bootstrap peers and real lookups)
-  --silent F           share of nodes that never answer (default 0)
-  --random-peers F     share of nodes answering with random peers (default 0)
-  --far-peers F        share of nodes answering with far peers (default 0)
-  --slow F             share of nodes answering 3 s late (default 0)
-  --loss P             probability that a message is lost (default 0)
-  --alpha A            requests in flight per lookup (default 10)
-  --beta B             convergence width of the lookup (default 3)
-  --k K                peers per lookup (default 20)
-";
 
 /// The JSON summary.
 #[derive(Serialize)]
@@ -69,64 +47,9 @@ struct Summary {
     rpcs_sent: std::collections::BTreeMap<String, u64>,
 }
 
-struct Args {
-    config: SimConfig,
-    lookups: usize,
-    k: usize,
-    json: Option<String>,
-}
-
-/// A flag's value as a number, or an error naming the flag.
-fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: cannot read {v:?}"))
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut config = SimConfig::default();
-    let mut query = QueryConfig::default();
-    let (mut lookups, mut k, mut json) = (1000usize, K_VALUE, None);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--nodes" => config = config.nodes(num(flag, value()?)?),
-            "--lookups" => lookups = num(flag, value()?)?,
-            "--seed" => config = config.seed(num(flag, value()?)?),
-            "--json" => json = Some(value()?),
-            "--build" => {
-                config = config.build(match value()?.as_str() {
-                    "fast" => TableBuild::Fast,
-                    "realistic" => TableBuild::Realistic,
-                    other => return Err(format!("--build: unknown mode {other:?}")),
-                });
-            }
-            "--silent" => config = config.silent(num(flag, value()?)?),
-            "--random-peers" => config = config.random_peers(num(flag, value()?)?),
-            "--far-peers" => config = config.far_peers(num(flag, value()?)?),
-            "--slow" => config = config.slow(num(flag, value()?)?),
-            "--loss" => config = config.loss(num(flag, value()?)?),
-            "--alpha" => query = query.with_alpha(num(flag, value()?)?),
-            "--beta" => query = query.with_beta(num(flag, value()?)?),
-            "--k" => k = num(flag, value()?)?,
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    let client = config.client.clone().with_query(query);
-    Ok(Args {
-        config: config.client(client),
-        lookups,
-        k,
-        json,
-    })
-}
-
-fn lookup(args: Args) -> Result<Summary, Box<dyn std::error::Error>> {
+fn lookup(args: &LookupArgs) -> Result<Summary, Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let config = args.config;
+    let config = args.config();
     let runtime = dht_sim::runtime()?;
     let (sim, build_secs, report, lookups_secs) = runtime.block_on(async {
         let sim = Sim::build(config.clone()).await?;
@@ -248,35 +171,130 @@ fn print_table(s: &Summary) {
     }
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, rest)) = args.split_first() else {
-        eprint!("{USAGE}");
-        return ExitCode::FAILURE;
-    };
-    match cmd.as_str() {
-        "lookup" => {}
-        "provide" => return provide_cmd::main(rest),
-        "help" | "--help" | "-h" => {
-            eprint!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        other => {
-            eprint!("{USAGE}");
-            eprintln!("unknown command {other:?}");
-            return ExitCode::FAILURE;
+/// The simulator's command line.
+#[derive(Parser)]
+#[command(
+    name = "dht-sim",
+    version,
+    about = "A deterministic simulator of the IPFS Amino DHT: lookups, or a provider's \
+             provide and reprovide cycle, measured against the ground truth."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Builds a simulated network and runs lookups from random nodes to random keys,
+    /// checked against the ground truth (the true k closest live nodes).
+    Lookup(LookupArgs),
+    /// Builds a simulated network, adds one provider node, provides N keys with the
+    /// sweeping provider or the per-key baseline, then drops every record and lets one
+    /// reprovide cycle pass; measures requests, placement (records on the true 20 closest
+    /// live servers) and findability (find_providers from a random node).
+    Provide(provide_cmd::ProvideArgs),
+}
+
+/// How routing tables are filled.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Build {
+    /// Tables filled directly with up to k random peers per bucket.
+    Fast,
+    /// Nodes join through bootstrap peers and real lookups.
+    Realistic,
+}
+
+impl Build {
+    fn table_build(self) -> TableBuild {
+        match self {
+            Build::Fast => TableBuild::Fast,
+            Build::Realistic => TableBuild::Realistic,
         }
     }
-    let args = match parse(rest) {
-        Ok(args) => args,
-        Err(e) => {
-            eprint!("{USAGE}");
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+}
+
+/// A share or a probability: a number within 0..=1.
+fn share(v: &str) -> Result<f64, String> {
+    let f: f64 = v
+        .parse()
+        .map_err(|_| format!("cannot read {v:?} as a number"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("{f} is not within 0..=1"))
+    }
+}
+
+/// `dht-sim lookup`'s options.
+#[derive(clap::Args)]
+struct LookupArgs {
+    /// Nodes in the network.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Lookups to run.
+    #[arg(long, default_value_t = 1000)]
+    lookups: usize,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the summary as JSON to this path.
+    #[arg(long, value_name = "PATH")]
+    json: Option<String>,
+    /// How routing tables are filled.
+    #[arg(long, value_enum, default_value_t = Build::Fast)]
+    build: Build,
+    /// Share of nodes that never answer.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
+    silent: f64,
+    /// Share of nodes answering with random peers.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
+    random_peers: f64,
+    /// Share of nodes answering with far peers.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
+    far_peers: f64,
+    /// Share of nodes answering 3 s late.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
+    slow: f64,
+    /// Probability that a message is lost.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "P")]
+    loss: f64,
+    /// Requests in flight per lookup.
+    #[arg(long, default_value_t = QueryConfig::default().alpha)]
+    alpha: usize,
+    /// Convergence width of the lookup.
+    #[arg(long, default_value_t = QueryConfig::default().beta)]
+    beta: usize,
+    /// Peers per lookup.
+    #[arg(long, default_value_t = K_VALUE)]
+    k: usize,
+}
+
+impl LookupArgs {
+    fn config(&self) -> SimConfig {
+        let config = SimConfig::default()
+            .nodes(self.nodes)
+            .seed(self.seed)
+            .build(self.build.table_build())
+            .silent(self.silent)
+            .random_peers(self.random_peers)
+            .far_peers(self.far_peers)
+            .slow(self.slow)
+            .loss(self.loss);
+        let query = QueryConfig::default()
+            .with_alpha(self.alpha)
+            .with_beta(self.beta);
+        let client = config.client.clone().with_query(query);
+        config.client(client)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match Cli::parse().command {
+        Command::Provide(args) => return provide_cmd::main(args),
+        Command::Lookup(args) => args,
     };
-    let json = args.json.clone();
-    let summary = match lookup(args) {
+    let summary = match lookup(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("dht-sim: {e}");
@@ -284,8 +302,8 @@ fn main() -> ExitCode {
         }
     };
     print_table(&summary);
-    match json {
-        Some(path) => write_json(&path, &summary),
+    match &args.json {
+        Some(path) => write_json(path, &summary),
         None => ExitCode::SUCCESS,
     }
 }
@@ -313,44 +331,12 @@ mod provide_cmd {
     use std::{process::ExitCode, time::Duration, time::Instant};
 
     use dht_sim::{
-        ProviderRecords, Sim, SimConfig, TableBuild,
+        ProviderRecords, Sim, SimConfig,
         provide::{ProvideConfig, ProvideReport, Strategy, peak_rss_bytes, run_provide},
     };
     use serde::Serialize;
 
-    use super::num;
-
-    const USAGE: &str = "\
-usage: dht-sim provide [options]
-
-Builds a simulated network, adds one provider node, provides N keys with the sweeping
-provider or the per-key baseline, then drops every record and lets one reprovide cycle
-pass; measures requests, placement (records on the true 20 closest live servers) and
-findability (find_providers from a random node).
-
-options:
-  --servers S          servers in the network (default 1000)
-  --keys N             keys to provide (default 10000)
-  --strategy X         sweep, per-key, or both (one after the other on the same network,
-                       compared; default sweep)
-  --churn F            share of servers replaced during the reprovide cycle (default 0)
-  --seed S             seed of every random draw (default 0)
-  --json PATH          also write the report as JSON to PATH
-  --keystore K         memory or rocksdb (the default where built with it; a temporary
-                       directory)
-  --records R          store (servers keep records; default) or count (servers count them
-                       only: placement and findability are not measured)
-  --preload            write the keys to the keystore before the provider starts (sweep)
-  --no-reprovide       stop after the first provide
-  --placement-sample N keys whose placement is checked (default 0: every key)
-  --findable-sample N  keys looked up with find_providers (default 1000)
-  --workers W          the sweep's workers (default 4)
-  --interval-hours H   reprovide interval (default 22)
-  --build MODE         fast (default) or realistic
-  --silent F           share of servers that never answer (default 0)
-  --slow F             share of servers answering 3 s late (default 0)
-  --loss P             probability that a message is lost (default 0)
-";
+    use clap::ValueEnum;
 
     #[derive(Serialize)]
     struct Output {
@@ -373,6 +359,129 @@ options:
         peak_rss_bytes: u64,
     }
 
+    /// Which provider announces the keys.
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    pub(super) enum StrategyArg {
+        /// The sweeping provider.
+        Sweep,
+        /// The per-key baseline.
+        PerKey,
+        /// Both, one after the other on the same network, compared.
+        Both,
+    }
+
+    /// The provider's keystore.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+    pub(super) enum KeystoreArg {
+        /// In memory.
+        Memory,
+        /// RocksDB in a temporary directory (needs the `rocksdb` feature).
+        Rocksdb,
+    }
+
+    impl KeystoreArg {
+        fn as_str(self) -> &'static str {
+            match self {
+                KeystoreArg::Memory => "memory",
+                KeystoreArg::Rocksdb => "rocksdb",
+            }
+        }
+    }
+
+    impl std::fmt::Display for KeystoreArg {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// What servers do with the provider records.
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    pub(super) enum RecordsArg {
+        /// Servers keep records.
+        Store,
+        /// Servers count them only: placement and findability are not measured.
+        Count,
+    }
+
+    /// `dht-sim provide`'s options.
+    #[derive(clap::Args)]
+    pub(super) struct ProvideArgs {
+        /// Servers in the network.
+        #[arg(long, alias = "nodes", default_value_t = 1000)]
+        servers: usize,
+        /// Keys to provide.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// The provider (both: one after the other on the same network, compared).
+        #[arg(long, value_enum, default_value_t = StrategyArg::Sweep)]
+        strategy: StrategyArg,
+        /// Share of servers replaced during the reprovide cycle.
+        #[arg(long, default_value_t = 0.0, value_parser = super::share, value_name = "F")]
+        churn: f64,
+        /// Seed of every random draw.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the report as JSON to this path.
+        #[arg(long, value_name = "PATH")]
+        json: Option<String>,
+        /// The provider's keystore (RocksDB is the default where built with it).
+        #[arg(long, value_enum, default_value_t = default_keystore())]
+        keystore: KeystoreArg,
+        /// What servers do with the records they receive.
+        #[arg(long, value_enum, default_value_t = RecordsArg::Store)]
+        records: RecordsArg,
+        /// Write the keys to the keystore before the provider starts (sweep).
+        #[arg(long)]
+        preload: bool,
+        /// Stop after the first provide.
+        #[arg(long)]
+        no_reprovide: bool,
+        /// Keys whose placement is checked (0: every key).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        placement_sample: usize,
+        /// Keys looked up with find_providers.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        findable_sample: usize,
+        /// The sweep's workers.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Reprovide interval, in hours.
+        #[arg(long, default_value_t = 22.0, value_parser = positive_hours, value_name = "H")]
+        interval_hours: f64,
+        /// How routing tables are filled.
+        #[arg(long, value_enum, default_value_t = super::Build::Fast)]
+        build: super::Build,
+        /// Share of servers that never answer.
+        #[arg(long, default_value_t = 0.0, value_parser = super::share, value_name = "F")]
+        silent: f64,
+        /// Share of servers answering 3 s late.
+        #[arg(long, default_value_t = 0.0, value_parser = super::share, value_name = "F")]
+        slow: f64,
+        /// Probability that a message is lost.
+        #[arg(long, default_value_t = 0.0, value_parser = super::share, value_name = "P")]
+        loss: f64,
+    }
+
+    fn default_keystore() -> KeystoreArg {
+        if cfg!(feature = "rocksdb") {
+            KeystoreArg::Rocksdb
+        } else {
+            KeystoreArg::Memory
+        }
+    }
+
+    fn positive_hours(v: &str) -> Result<f64, String> {
+        let h: f64 = v
+            .parse()
+            .map_err(|_| format!("cannot read {v:?} as a number"))?;
+        if h > 0.0 && h.is_finite() {
+            Ok(h)
+        } else {
+            Err(format!("{h} is not a positive number of hours"))
+        }
+    }
+
+    /// What to run, from the options.
     struct Args {
         sim: SimConfig,
         strategies: Vec<Strategy>,
@@ -381,89 +490,46 @@ options:
         keystore: &'static str,
     }
 
-    fn parse(args: &[String]) -> Result<Args, String> {
-        let mut sim = SimConfig::default();
-        let mut config = ProvideConfig::default();
-        let mut strategies = vec![Strategy::Sweep];
-        let mut json = None;
-        let mut keystore = if cfg!(feature = "rocksdb") {
-            "rocksdb"
-        } else {
-            "memory"
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--servers" | "--nodes" => sim = sim.nodes(num(flag, value()?)?),
-                "--keys" => config.keys = num(flag, value()?)?,
-                "--strategy" => {
-                    strategies = match value()?.as_str() {
-                        "sweep" => vec![Strategy::Sweep],
-                        "per-key" => vec![Strategy::PerKey],
-                        "both" => vec![Strategy::Sweep, Strategy::PerKey],
-                        other => return Err(format!("--strategy: unknown {other:?}")),
-                    }
-                }
-                "--churn" => config = config.churn(num(flag, value()?)?),
-                "--seed" => sim = sim.seed(num(flag, value()?)?),
-                "--json" => json = Some(value()?),
-                "--keystore" => {
-                    keystore = match value()?.as_str() {
-                        "memory" => "memory",
-                        "rocksdb" if cfg!(feature = "rocksdb") => "rocksdb",
-                        "rocksdb" => {
-                            return Err("--keystore rocksdb: built without the rocksdb \
-                                        feature (cargo xtask sim provide enables it)"
-                                .into());
-                        }
-                        other => return Err(format!("--keystore: unknown {other:?}")),
-                    }
-                }
-                "--records" => {
-                    sim = sim.provider_records(match value()?.as_str() {
-                        "store" => ProviderRecords::Store,
-                        "count" => ProviderRecords::Count,
-                        other => return Err(format!("--records: unknown {other:?}")),
-                    })
-                }
-                "--preload" => config = config.preload(true),
-                "--no-reprovide" => config = config.reprovide(false),
-                "--placement-sample" => config = config.placement_sample(num(flag, value()?)?),
-                "--findable-sample" => config = config.findable_sample(num(flag, value()?)?),
-                "--workers" => config = config.workers(num(flag, value()?)?),
-                "--interval-hours" => {
-                    let h: f64 = num(flag, value()?)?;
-                    if !(h > 0.0 && h.is_finite()) {
-                        return Err(format!("--interval-hours: {h} is not a positive number"));
-                    }
-                    config = config.interval(Duration::from_secs_f64(h * 3600.0));
-                }
-                "--build" => {
-                    sim = sim.build(match value()?.as_str() {
-                        "fast" => TableBuild::Fast,
-                        "realistic" => TableBuild::Realistic,
-                        other => return Err(format!("--build: unknown mode {other:?}")),
-                    });
-                }
-                "--silent" => sim = sim.silent(num(flag, value()?)?),
-                "--slow" => sim = sim.slow(num(flag, value()?)?),
-                "--loss" => sim = sim.loss(num(flag, value()?)?),
-                "--help" | "-h" => return Err(String::new()),
-                other => return Err(format!("unknown option {other:?}")),
+    impl ProvideArgs {
+        fn resolve(self) -> Result<Args, String> {
+            if self.keystore == KeystoreArg::Rocksdb && !cfg!(feature = "rocksdb") {
+                return Err("--keystore rocksdb: built without the rocksdb feature \
+                            (cargo xtask sim provide enables it)"
+                    .into());
             }
+            let sim = SimConfig::default()
+                .nodes(self.servers)
+                .seed(self.seed)
+                .build(self.build.table_build())
+                .silent(self.silent)
+                .slow(self.slow)
+                .loss(self.loss)
+                .provider_records(match self.records {
+                    RecordsArg::Store => ProviderRecords::Store,
+                    RecordsArg::Count => ProviderRecords::Count,
+                });
+            let mut config = ProvideConfig::default()
+                .churn(self.churn)
+                .preload(self.preload)
+                .reprovide(!self.no_reprovide)
+                .placement_sample(self.placement_sample)
+                .findable_sample(self.findable_sample)
+                .workers(self.workers)
+                .interval(Duration::from_secs_f64(self.interval_hours * 3600.0));
+            config.keys = self.keys;
+            let strategies = match self.strategy {
+                StrategyArg::Sweep => vec![Strategy::Sweep],
+                StrategyArg::PerKey => vec![Strategy::PerKey],
+                StrategyArg::Both => vec![Strategy::Sweep, Strategy::PerKey],
+            };
+            Ok(Args {
+                sim,
+                strategies,
+                config,
+                json: self.json,
+                keystore: self.keystore.as_str(),
+            })
         }
-        Ok(Args {
-            sim,
-            strategies,
-            config,
-            json,
-            keystore,
-        })
     }
 
     fn run_one(args: &Args, strategy: Strategy) -> Result<Run, Box<dyn std::error::Error>> {
@@ -632,15 +698,11 @@ options:
         }
     }
 
-    pub(super) fn main(rest: &[String]) -> ExitCode {
-        let args = match parse(rest) {
+    pub(super) fn main(args: ProvideArgs) -> ExitCode {
+        let args = match args.resolve() {
             Ok(a) => a,
             Err(e) => {
-                eprint!("{USAGE}");
-                if e.is_empty() {
-                    return ExitCode::SUCCESS;
-                }
-                eprintln!("{e}");
+                eprintln!("dht-sim provide: {e}");
                 return ExitCode::FAILURE;
             }
         };
