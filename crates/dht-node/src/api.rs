@@ -1,6 +1,7 @@
-//! The node's HTTP API (axum), served on 127.0.0.1 by default.
+//! The node's HTTP API (axum): two listeners, both on 127.0.0.1 by default.
 //!
-//! **Delegated Routing V1** (as other IPFS routers serve it):
+//! The **routing listener** ([`DEFAULT_HTTP_ADDR`], [`routing_router`]) serves Delegated
+//! Routing V1 only, as other IPFS routers serve it, and may be exposed to the public:
 //!
 //! - `GET /routing/v1/providers/{cid}`: the providers of a CID, as
 //!   `{"Providers":[{"Schema":"peer","ID":"12D3…","Addrs":["/ip4/…"],"Protocols":[]}]}`, or one
@@ -11,7 +12,13 @@
 //! - `GET /routing/v1/peers/{peer-id}`: the addresses of a peer (peer id in base58 or as a
 //!   CIDv1 `libp2p-key`), as `{"Peers":[…]}` or NDJSON; 404 when not found.
 //!
-//! **Management** (JSON):
+//! The **management listener** ([`DEFAULT_API_ADDR`], [`management_router`]) serves what
+//! changes the node's state or is not Delegated Routing. Every request must carry
+//! `Authorization: Bearer <token>` (401 otherwise; [`ManagementAccess`], by default the token
+//! in `<data dir>/api.token`, created on first start) and a `Host` header that is an IP
+//! address, `localhost` or one of the configured names (403 otherwise), so a web page whose
+//! name is rebound to 127.0.0.1 (DNS rebinding) cannot reach it. Binding it to an address
+//! other than loopback is logged as a warning.
 //!
 //! - `POST /api/v1/provide` `{"cids":["bafy…",…],"wait":false,"force":false}`: adds the
 //!   CIDs to the keystore (persisted before the answer) and provides them; with `wait`,
@@ -24,16 +31,21 @@
 //! - `GET /api/v1/values/{hex key}`: the value record's value (raw bytes), 404 if none;
 //!   `PUT` with the value as the body stores it locally and on the k closest peers (the
 //!   Amino validators apply: `/pk/…` and `/ipns/…` keys). → `{"accepted_by":N}`.
-//!
-//! **Metrics**: `GET /metrics`, the Prometheus text format ([`Metrics`](crate::metrics::Metrics)).
+//! - `GET /metrics`: the Prometheus text format ([`Metrics`](crate::metrics::Metrics)).
 
-use std::{convert::Infallible, net::SocketAddr, str::FromStr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    sync::Arc,
+};
 
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, Path, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -50,8 +62,14 @@ use crate::{
     node::{Node, NodeError, NodeTable},
 };
 
-/// The default address of the HTTP API.
+/// The default address of the routing listener (Delegated Routing V1).
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:5480";
+
+/// The default address of the management listener.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:5481";
+
+/// The file, under the data directory, that holds the management API's token.
+pub const TOKEN_FILE: &str = "api.token";
 
 /// The most providers one `/routing/v1/providers` answer lists.
 pub const MAX_PROVIDERS: usize = 100;
@@ -259,6 +277,147 @@ pub fn hex_decode(text: &str) -> Result<Vec<u8>, ApiError> {
         .collect()
 }
 
+/// Who may use the management API: the bearer token every request carries, and the host
+/// names (besides IP addresses and `localhost`) its `Host` header may name.
+#[derive(Clone)]
+pub struct ManagementAccess {
+    token: String,
+    hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for ManagementAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagementAccess")
+            .field("token", &"<hidden>")
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+impl ManagementAccess {
+    /// Access with `token`; `Host` may name an IP address or `localhost`.
+    pub fn new(token: impl Into<String>) -> Self {
+        ManagementAccess {
+            token: token.into(),
+            hosts: Vec::new(),
+        }
+    }
+
+    /// Access with the token in `path`, created (32 random bytes, hex, readable by its owner
+    /// only) when the file does not exist.
+    ///
+    /// # Errors
+    /// The I/O error when the file cannot be read or written; `InvalidData` when it is empty.
+    pub fn load_or_create(path: &std::path::Path) -> std::io::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Ok(ManagementAccess::new(token))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                rand::Rng::fill(&mut rand::rng(), &mut bytes);
+                let token = hex_encode(&bytes);
+                let tmp = path.with_extension("tmp");
+                crate::builder::write_private(&tmp, token.as_bytes())?;
+                std::fs::rename(&tmp, path)?;
+                tracing::info!(path = %path.display(), "created the management API token");
+                Ok(ManagementAccess::new(token))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The same access, with more host names allowed in `Host` (e.g. the name a reverse
+    /// proxy forwards).
+    #[must_use]
+    pub fn with_hosts(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        self.hosts
+            .extend(hosts.into_iter().map(|h| normal_host(&h).to_owned()));
+        self
+    }
+
+    /// The token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether a `Host` header value names this node: an IP address (a rebound DNS name
+    /// never is one), `localhost`, or a configured name.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let name = normal_host(host);
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok()
+            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <the token>` (compared in constant time).
+    pub fn authorized(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| same_bytes(given.trim().as_bytes(), self.token.as_bytes()))
+    }
+}
+
+/// A host without its port and trailing dot (`[::1]:5481` → `[::1]`, `a.b.:80` → `a.b`).
+fn normal_host(host: &str) -> &str {
+    let host = host.trim();
+    let name = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    name.trim_end_matches('.')
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn guard(
+    State(access): State<Arc<ManagementAccess>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(|h| access.host_allowed(h)) {
+        tracing::warn!(host = ?host, path = %request.uri().path(), "management API: refused an unknown Host (DNS rebinding?)");
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "error": "unknown Host" })),
+        )
+            .into_response();
+    }
+    if !access.authorized(request.headers()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({ "error": "the management API needs Authorization: Bearer <token> (see api.token in the data directory)" })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
 fn wants_ndjson(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -267,11 +426,18 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
         .any(|v| v.contains(NDJSON))
 }
 
-/// The API's routes over `node`.
-pub fn router<T: NodeTable>(node: Arc<Node<T>>) -> Router {
+/// The routes of the routing listener (Delegated Routing V1, public) over `node`.
+pub fn routing_router<T: NodeTable>(node: Arc<Node<T>>) -> Router {
     Router::new()
         .route("/routing/v1/providers/{cid}", get(providers::<T>))
         .route("/routing/v1/peers/{peer}", get(peers::<T>))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(node)
+}
+
+/// The routes of the management listener over `node`, behind `access` (token and `Host`).
+pub fn management_router<T: NodeTable>(node: Arc<Node<T>>, access: ManagementAccess) -> Router {
+    Router::new()
         .route("/api/v1/provide", post(provide::<T>))
         .route("/api/v1/stop", post(stop::<T>))
         .route("/api/v1/stats", get(stats::<T>))
@@ -285,10 +451,30 @@ pub fn router<T: NodeTable>(node: Arc<Node<T>>) -> Router {
         .route("/metrics", get(metrics::<T>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
+        .layer(middleware::from_fn_with_state(Arc::new(access), guard))
 }
 
-/// Serves the API of `node` on `addr` until `shutdown` resolves; returns the bound address
-/// (useful with port 0) and the server's task.
+/// Serves `router` on `listener` until `shutdown` resolves; returns the bound address and
+/// the server's task.
+///
+/// # Errors
+/// The I/O error when the listener's address cannot be read.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok((local, task))
+}
+
+/// Serves the routing listener of `node` on `addr` until `shutdown` resolves; returns the
+/// bound address (useful with port 0) and the server's task.
 ///
 /// # Errors
 /// The I/O error when `addr` cannot be bound.
@@ -298,15 +484,39 @@ pub async fn serve<T: NodeTable>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let app = router(node);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
-    tracing::info!(addr = %local, "HTTP API listening");
-    Ok((local, task))
+    let served = serve_on(listener, routing_router(node), shutdown)?;
+    tracing::info!(addr = %served.0, "Delegated Routing API listening");
+    Ok(served)
+}
+
+/// Serves the management listener of `node` on `addr`, behind `access`, until `shutdown`
+/// resolves; warns when `addr` is not a loopback address.
+///
+/// # Errors
+/// The I/O error when `addr` cannot be bound.
+pub async fn serve_management<T: NodeTable>(
+    node: Arc<Node<T>>,
+    addr: SocketAddr,
+    access: ManagementAccess,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    warn_if_exposed(addr);
+    let served = serve_on(listener, management_router(node, access), shutdown)?;
+    tracing::info!(addr = %served.0, "management API listening");
+    Ok(served)
+}
+
+/// Logs a warning when the management API is bound beyond loopback.
+pub fn warn_if_exposed(addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the management API (provide, stop, put) listens beyond loopback: whoever reaches it \
+             with the token can change what this node provides and stores, and the token crosses \
+             the network in clear (plain HTTP); bind it to 127.0.0.1 or put TLS in front"
+        );
+    }
 }
 
 /// Runs `find_providers` for `key` in a task; the providers come through the channel, the

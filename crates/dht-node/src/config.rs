@@ -7,7 +7,10 @@
 //! mode = "server"            # or "client"
 //! reprovide-interval = "22h" # s, m, h or d
 //! workers = 4
-//! http = "127.0.0.1:5480"    # or "off"
+//! http = "127.0.0.1:5480"    # Delegated Routing (public), or "off"
+//! api = "127.0.0.1:5481"     # management (token and Host checked), or "off"
+//! api-hosts = ["dht.example.org"] # names its Host header may carry, besides IPs and localhost
+//! api-token-file = "/var/lib/dht-node/api.token" # default: api.token in the data directory
 //! strategy = "sweep"         # or "per-key"
 //! store = "rocksdb"          # or "memory"
 //! table = "kbucket"          # or "full"
@@ -22,7 +25,7 @@ use dht_proto::{Multiaddr, PeerInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::DEFAULT_HTTP_ADDR,
+    api::{DEFAULT_API_ADDR, DEFAULT_HTTP_ADDR, TOKEN_FILE},
     builder::{amino_bootstrap_peers, parse_peer},
     transport::Mode,
 };
@@ -63,8 +66,15 @@ pub struct RunConfig {
     pub reprovide_interval: Option<String>,
     /// Provider workers (sweep) or keys provided at once (per-key).
     pub workers: Option<usize>,
-    /// The HTTP API's address, or `off`.
+    /// The routing listener's address (Delegated Routing V1), or `off`.
     pub http: Option<String>,
+    /// The management listener's address, or `off`.
+    pub api: Option<String>,
+    /// Host names the management listener's `Host` header may carry, besides IP addresses
+    /// and `localhost`.
+    pub api_hosts: Option<Vec<String>>,
+    /// The file that holds the management API's token (created when missing).
+    pub api_token_file: Option<PathBuf>,
     /// `sweep` or `per-key`.
     pub strategy: Option<String>,
     /// `rocksdb` or `memory`.
@@ -99,8 +109,14 @@ pub struct Settings {
     pub reprovide_interval: Option<Duration>,
     /// Workers, if set.
     pub workers: Option<usize>,
-    /// The HTTP API's address, `None` for off.
+    /// The routing listener's address, `None` for off.
     pub http: Option<SocketAddr>,
+    /// The management listener's address, `None` for off.
+    pub api: Option<SocketAddr>,
+    /// Host names allowed on the management listener.
+    pub api_hosts: Vec<String>,
+    /// The management API's token file.
+    pub api_token_file: PathBuf,
     /// Whether the per-key provider runs instead of the sweep.
     pub per_key: bool,
     /// Whether the stores are in memory instead of RocksDB.
@@ -129,6 +145,9 @@ impl RunConfig {
             reprovide_interval: flags.reprovide_interval.or(self.reprovide_interval),
             workers: flags.workers.or(self.workers),
             http: flags.http.or(self.http),
+            api: flags.api.or(self.api),
+            api_hosts: flags.api_hosts.or(self.api_hosts),
+            api_token_file: flags.api_token_file.or(self.api_token_file),
             strategy: flags.strategy.or(self.strategy),
             store: flags.store.or(self.store),
             table: flags.table.or(self.table),
@@ -137,7 +156,9 @@ impl RunConfig {
 
     /// Checks every value and fills in the defaults: data directory
     /// [`DEFAULT_DATA_DIR`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
-    /// server mode, HTTP on [`DEFAULT_HTTP_ADDR`], sweep, RocksDB, k-buckets.
+    /// server mode, Delegated Routing on [`DEFAULT_HTTP_ADDR`], management on
+    /// [`DEFAULT_API_ADDR`] with the token in [`TOKEN_FILE`] of the data directory, sweep,
+    /// RocksDB, k-buckets.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad setting.
@@ -172,18 +193,18 @@ impl RunConfig {
         if self.workers == Some(0) {
             return Err(err("workers", "at least 1"));
         }
-        let http = match self.http.as_deref() {
-            Some("off") => None,
-            Some(addr) => Some(
-                addr.parse()
-                    .map_err(|e| err("http", format!("{addr:?}: {e}")))?,
-            ),
-            None => Some(
-                DEFAULT_HTTP_ADDR
-                    .parse()
-                    .map_err(|e| err("http", format!("{e}")))?,
-            ),
-        };
+        let http = listener("http", self.http.as_deref(), DEFAULT_HTTP_ADDR)?;
+        let api = listener("api", self.api.as_deref(), DEFAULT_API_ADDR)?;
+        if api.is_some_and(|a| a.port() != 0) && api == http {
+            return Err(err(
+                "api",
+                "the management and routing listeners need two addresses",
+            ));
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let per_key = match self.strategy.as_deref() {
             None | Some("sweep") => false,
             Some("per-key") => true,
@@ -200,10 +221,13 @@ impl RunConfig {
             Some(other) => return Err(err("table", format!("{other:?}: kbucket or full"))),
         };
         Ok(Settings {
-            data_dir: self
-                .data_dir
+            api_token_file: self
+                .api_token_file
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+                .unwrap_or_else(|| data_dir.join(TOKEN_FILE)),
+            api_hosts: self.api_hosts.clone().unwrap_or_default(),
+            api,
+            data_dir,
             listen,
             bootstrap,
             mode,
@@ -214,6 +238,21 @@ impl RunConfig {
             memory_store,
             table,
         })
+    }
+}
+
+/// A listener's address: `off`, a `host:port`, or the default.
+fn listener(
+    setting: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match value.unwrap_or(default) {
+        "off" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| err(setting, format!("{addr:?}: {e}"))),
     }
 }
 
@@ -272,6 +311,8 @@ mod tests {
             reprovide-interval = "1h"
             workers = 3
             http = "off"
+            api = "127.0.0.1:7000"
+            api-hosts = ["dht.example.org"]
             "#,
         )
         .expect("valid TOML");
@@ -287,10 +328,14 @@ mod tests {
         assert_eq!(settings.workers, Some(8));
         assert_eq!(settings.reprovide_interval, Some(Duration::from_secs(3600)));
         assert_eq!(settings.http.map(|a| a.port()), Some(0));
+        assert_eq!(settings.api.map(|a| a.port()), Some(7000));
+        assert_eq!(settings.api_hosts, ["dht.example.org"]);
+        assert_eq!(settings.api_token_file, PathBuf::from("/tmp/x/api.token"));
     }
 
     #[test]
     fn defaults_and_errors() {
+        let bad = |c: RunConfig| c.resolve().expect_err("refused").setting;
         let settings = RunConfig::default().resolve().expect("defaults");
         assert_eq!(settings.listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
         assert!(!settings.bootstrap.is_empty());
@@ -298,8 +343,19 @@ mod tests {
             settings.http.map(|a| a.to_string()).as_deref(),
             Some(DEFAULT_HTTP_ADDR)
         );
+        assert_eq!(
+            settings.api.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_API_ADDR)
+        );
+        assert_eq!(settings.api_token_file, settings.data_dir.join(TOKEN_FILE));
+        assert_eq!(
+            bad(RunConfig {
+                api: Some(DEFAULT_HTTP_ADDR.into()),
+                ..Default::default()
+            }),
+            "api"
+        );
         assert!(RunConfig::from_toml("nonsense = 1").is_err());
-        let bad = |c: RunConfig| c.resolve().expect_err("refused").setting;
         assert_eq!(
             bad(RunConfig {
                 mode: Some("both".into()),

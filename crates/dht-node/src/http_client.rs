@@ -5,9 +5,13 @@
 //! use dht_node::http_client::ApiClient;
 //!
 //! # async fn demo() -> Result<(), dht_node::http_client::ClientError> {
-//! let api = ApiClient::new("http://127.0.0.1:5480")?;
+//! // The management listener needs the token (`api.token` in the node's data directory).
+//! let token = std::fs::read_to_string("dht-node-data/api.token").unwrap_or_default();
+//! let api = ApiClient::new("http://127.0.0.1:5481")?.with_token(token.trim());
 //! api.provide(&["bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".into()], false).await?;
-//! for provider in api.find_providers("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy").await? {
+//! // Delegated Routing is on the routing listener.
+//! let routing = ApiClient::new("http://127.0.0.1:5480")?;
+//! for provider in routing.find_providers("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy").await? {
 //!     println!("{} {:?}", provider.id, provider.addrs);
 //! }
 //! # Ok(())
@@ -53,12 +57,24 @@ pub enum ClientError {
     Json(#[from] serde_json::Error),
 }
 
-/// A client of one node's HTTP API.
-#[derive(Clone, Debug)]
+/// A client of one of a node's HTTP listeners: the management API (with its token) or the
+/// Delegated Routing API.
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("timeout", &self.timeout)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl ApiClient {
@@ -77,7 +93,15 @@ impl ApiClient {
             base,
             client: Client::builder(TokioExecutor::new()).build_http(),
             timeout: Duration::from_secs(300),
+            token: None,
         })
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` (the management API's).
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// The same client with another per-request timeout.
@@ -109,6 +133,9 @@ impl ApiClient {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(accept) = accept {
             request = request.header(header::ACCEPT, accept);
+        }
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = match body {
             Some((content_type, bytes)) => request

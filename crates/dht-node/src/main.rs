@@ -34,9 +34,17 @@ use libp2p::multiaddr::Protocol;
 #[derive(Debug, Parser)]
 #[command(name = "dht-node", version, about)]
 struct Cli {
-    /// The HTTP API of the running node the client commands talk to.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:5480")]
+    /// The management API of the running node the client commands talk to.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:5481")]
     api: String,
+    /// The Delegated Routing API of the running node (find-providers, find-peer).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:5480")]
+    routing: String,
+    /// The management API's token file: where `run` keeps it (created when missing) and
+    /// what the client commands send (default: api.token in the default data directory;
+    /// the client commands take $DHT_NODE_API_TOKEN first).
+    #[arg(long, global = true)]
+    api_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,9 +117,16 @@ struct RunArgs {
     /// Provider workers.
     #[arg(long)]
     workers: Option<usize>,
-    /// The HTTP API's address (host:port), or off.
+    /// The Delegated Routing API's address (host:port), or off.
     #[arg(long)]
     http: Option<String>,
+    /// The management API's address (host:port), or off.
+    #[arg(long)]
+    api_addr: Option<String>,
+    /// A host name the management API's Host header may carry, besides IP addresses and
+    /// localhost (repeat for several).
+    #[arg(long = "api-host")]
+    api_host: Vec<String>,
     /// sweep or per-key.
     #[arg(long)]
     strategy: Option<String>,
@@ -124,8 +139,11 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn flags(&self) -> RunConfig {
+    fn flags(&self, api_token_file: Option<PathBuf>) -> RunConfig {
         RunConfig {
+            api: self.api_addr.clone(),
+            api_hosts: (!self.api_host.is_empty()).then(|| self.api_host.clone()),
+            api_token_file,
             data_dir: self.data_dir.clone(),
             listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
             bootstrap: if self.no_bootstrap {
@@ -223,13 +241,35 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Devnet(args) => run_devnet(args).await,
-            Command::Run(args) => run_node(args).await,
-            command => client_command(&cli.api, command).await,
+            Command::Run(args) => run_node(args, cli.api_token_file).await,
+            command => {
+                let token = client_token(cli.api_token_file.as_deref())?;
+                let api = ApiClient::new(&cli.api)?;
+                let api = match token {
+                    Some(token) => api.with_token(token),
+                    None => api,
+                };
+                client_command(&api, &ApiClient::new(&cli.routing)?, command).await
+            }
         }
     })
 }
 
-async fn run_node(args: RunArgs) -> anyhow::Result<()> {
+/// The token the client commands send: `$DHT_NODE_API_TOKEN`, else the token file's.
+fn client_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Ok(token) = std::env::var("DHT_NODE_API_TOKEN") {
+        return Ok(Some(token.trim().to_owned()));
+    }
+    let default = PathBuf::from(dht_node::config::DEFAULT_DATA_DIR).join(api::TOKEN_FILE);
+    let path = file.unwrap_or(&default);
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.is_none() => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the API token {}", path.display())),
+    }
+}
+
+async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => RunConfig::from_toml(
             &std::fs::read_to_string(path)
@@ -237,7 +277,7 @@ async fn run_node(args: RunArgs) -> anyhow::Result<()> {
         )?,
         None => RunConfig::default(),
     };
-    let settings = file.merge(args.flags()).resolve()?;
+    let settings = file.merge(args.flags(api_token_file)).resolve()?;
     let mut builder = NodeBuilder::new()
         .data_dir(settings.data_dir.clone())
         .listen_addrs(settings.listen.clone())
@@ -289,15 +329,39 @@ async fn serve_node<T: NodeTable>(
     settings: &Settings,
 ) -> anyhow::Result<()> {
     let node: Arc<Node<T>> = builder.build().await.context("starting the node")?;
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = http_stopped.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut tasks = Vec::new();
     let http = match settings.http {
         Some(addr) => {
-            let (bound, task) = api::serve(node.clone(), addr, async {
-                let _ = http_stopped.await;
-            })
-            .await
-            .with_context(|| format!("binding the HTTP API to {addr}"))?;
-            Some((bound, task))
+            let (bound, task) = api::serve(node.clone(), addr, stopped())
+                .await
+                .with_context(|| format!("binding the Delegated Routing API to {addr}"))?;
+            tasks.push(task);
+            Some(bound)
+        }
+        None => None,
+    };
+    let management = match settings.api {
+        Some(addr) => {
+            let access = api::ManagementAccess::load_or_create(&settings.api_token_file)
+                .with_context(|| {
+                    format!(
+                        "reading or creating the API token {}",
+                        settings.api_token_file.display()
+                    )
+                })?
+                .with_hosts(settings.api_hosts.clone());
+            let (bound, task) = api::serve_management(node.clone(), addr, access, stopped())
+                .await
+                .with_context(|| format!("binding the management API to {addr}"))?;
+            tasks.push(task);
+            Some(bound)
         }
         None => None,
     };
@@ -305,21 +369,24 @@ async fn serve_node<T: NodeTable>(
     let info = serde_json::json!({
         "peer_id": node.peer_id().to_string(),
         "addrs": node.info().addrs.iter().map(|a| format!("{a}/p2p/{}", node.peer_id())).collect::<Vec<_>>(),
-        "http": http.as_ref().map(|(a, _)| format!("http://{a}")),
+        "http": http.map(|a| format!("http://{a}")),
+        "api": management.map(|a| format!("http://{a}")),
+        "api_token_file": management.map(|_| settings.api_token_file.display().to_string()),
         "pid": std::process::id(),
     });
     write_atomically(&info_path, &serde_json::to_vec_pretty(&info)?)?;
     tracing::info!(
         peer_id = %node.peer_id(),
-        http = ?http.as_ref().map(|(a, _)| *a),
+        routing_api = ?http,
+        management_api = ?management,
         info = %info_path.display(),
         "node running"
     );
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
-    let _ = stop_http.send(());
-    if let Some((_, task)) = http {
+    let _ = stop_http.send(true);
+    for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     let closed = node.close().await;
@@ -417,8 +484,11 @@ fn progress(total: u64, quiet: bool, what: &str) -> anyhow::Result<ProgressBar> 
 }
 
 #[allow(clippy::print_stdout)]
-async fn client_command(api_url: &str, command: Command) -> anyhow::Result<()> {
-    let api = ApiClient::new(api_url)?;
+async fn client_command(
+    api: &ApiClient,
+    routing: &ApiClient,
+    command: Command,
+) -> anyhow::Result<()> {
     match command {
         Command::Provide(args) => {
             let cids = read_cids(&args)?;
@@ -443,7 +513,7 @@ async fn client_command(api_url: &str, command: Command) -> anyhow::Result<()> {
             println!("{stopped} CIDs no longer provided");
         }
         Command::FindProviders { cid } => {
-            let providers = api.find_providers(&cid).await?;
+            let providers = routing.find_providers(&cid).await?;
             if providers.is_empty() {
                 bail!("no provider of {cid} found");
             }
@@ -451,7 +521,7 @@ async fn client_command(api_url: &str, command: Command) -> anyhow::Result<()> {
                 println!("{} {}", p.id, p.addrs.join(" "));
             }
         }
-        Command::FindPeer { peer } => match api.find_peer(&peer).await? {
+        Command::FindPeer { peer } => match routing.find_peer(&peer).await? {
             Some(p) => println!("{} {}", p.id, p.addrs.join(" ")),
             None => bail!("peer {peer} not found"),
         },

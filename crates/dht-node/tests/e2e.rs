@@ -1,6 +1,8 @@
 //! End-to-end tests with real `dht-node run` processes on 127.0.0.1: each node writes
-//! `<data dir>/node.json` (peer id, addresses, HTTP API address) once it runs; the tests talk
-//! to the nodes' HTTP APIs with the crate's hyper-based [`ApiClient`].
+//! `<data dir>/node.json` (peer id, addresses, the addresses of its Delegated Routing and
+//! management listeners) once it runs; the tests talk to the nodes' HTTP APIs with the
+//! crate's hyper-based [`ApiClient`], to the management API with the token of
+//! `<data dir>/api.token`.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -19,7 +21,10 @@ use sha2::{Digest, Sha256};
 struct NodeProc {
     child: Child,
     dir: PathBuf,
+    /// The management API, with the node's token.
     api: ApiClient,
+    /// The Delegated Routing API.
+    routing: ApiClient,
     peer_id: String,
     /// Multiaddrs with /p2p/<peer id>.
     addrs: Vec<String>,
@@ -57,6 +62,9 @@ impl NodeProc {
         for peer in bootstrap {
             cmd.arg("--bootstrap").arg(&peer.addrs[0]);
         }
+        if !extra.contains(&"--api-addr") {
+            cmd.args(["--api-addr", "127.0.0.1:0"]);
+        }
         cmd.args(extra);
         let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,13 +84,19 @@ impl NodeProc {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let api = ApiClient::new(json["http"].as_str().unwrap())
+        let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+        let api = ApiClient::new(json["api"].as_str().unwrap())
+            .unwrap()
+            .with_timeout(Duration::from_secs(30))
+            .with_token(token.trim());
+        let routing = ApiClient::new(json["http"].as_str().unwrap())
             .unwrap()
             .with_timeout(Duration::from_secs(30));
         NodeProc {
             child,
             dir: dir.to_owned(),
             api,
+            routing,
             peer_id: json["peer_id"].as_str().unwrap().to_owned(),
             addrs: json["addrs"]
                 .as_array()
@@ -181,7 +195,7 @@ async fn three_processes_provide_through_one_and_find_through_another() {
 
     // Find each through C's Delegated Routing endpoint (NDJSON) and A's (JSON).
     for key in &keys {
-        let found = c.api.find_providers(key).await.unwrap();
+        let found = c.routing.find_providers(key).await.unwrap();
         assert!(
             found
                 .iter()
@@ -191,7 +205,7 @@ async fn three_processes_provide_through_one_and_find_through_another() {
         assert!(found.iter().all(|p| p.schema == "peer"));
     }
     let (status, body) = a
-        .api
+        .routing
         .send(
             Method::GET,
             &format!("/routing/v1/providers/{}", keys[0]),
@@ -210,7 +224,7 @@ async fn three_processes_provide_through_one_and_find_through_another() {
     // Unknown CID: 404; garbage: 400.
     let unknown = &cids("e2e-nobody-provides", 1)[0];
     let (status, _) = c
-        .api
+        .routing
         .send(
             Method::GET,
             &format!("/routing/v1/providers/{unknown}"),
@@ -221,14 +235,14 @@ async fn three_processes_provide_through_one_and_find_through_another() {
         .unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = c
-        .api
+        .routing
         .send(Method::GET, "/routing/v1/providers/not-a-cid", None, None)
         .await
         .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Find B's addresses through C.
-    let peer = c.api.find_peer(&b.peer_id).await.unwrap().unwrap();
+    let peer = c.routing.find_peer(&b.peer_id).await.unwrap().unwrap();
     assert_eq!(peer.id, b.peer_id);
     assert!(!peer.addrs.is_empty());
 
@@ -356,7 +370,7 @@ async fn kill_9_during_a_large_provide_keeps_acknowledged_keys_and_provides_them
         Duration::from_secs(40),
         "the sample is found through C",
         || {
-            let api = c.api.clone();
+            let api = c.routing.clone();
             let sample = sample.clone();
             let b_id = b_id.clone();
             async move {
@@ -374,7 +388,7 @@ async fn kill_9_during_a_large_provide_keeps_acknowledged_keys_and_provides_them
     let new_addr = b.addrs[0].clone();
     let mut at_new_addr = 0;
     for key in &sample {
-        let found = c.api.find_providers(key).await.unwrap();
+        let found = c.routing.find_providers(key).await.unwrap();
         if found
             .iter()
             .any(|p| p.id == b_id && p.addrs.iter().any(|a| new_addr.starts_with(a.as_str())))
@@ -389,11 +403,14 @@ async fn kill_9_during_a_large_provide_keeps_acknowledged_keys_and_provides_them
     }
 }
 
-/// Runs a `dht-node` client command against `api`; returns its exit success, stdout, stderr.
-fn cli(api: &ApiClient, args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
+/// Runs a `dht-node` client command against `node`'s APIs (with its token file); returns
+/// its exit success, stdout, stderr.
+fn cli(node: &NodeProc, args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
-        .args(["--api", api.base()])
+        .args(["--api", node.api.base(), "--routing", node.routing.base()])
+        .arg("--api-token-file")
+        .arg(node.dir.join("api.token"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -423,7 +440,7 @@ async fn client_commands_work_against_running_nodes() {
     let list = root.path().join("cids.txt");
     std::fs::write(&list, format!("# CIDs\n{}\n", keys[..20].join("\n"))).unwrap();
     let (ok, out, err) = cli(
-        &b.api,
+        &b,
         &[
             "provide",
             "--wait",
@@ -437,7 +454,7 @@ async fn client_commands_work_against_running_nodes() {
     assert_eq!(String::from_utf8_lossy(&out).trim(), "20 CIDs accepted");
     let stdin = keys[20..].join("\n");
     let (ok, out, err) = cli(
-        &b.api,
+        &b,
         &["provide", "--wait", "--quiet"],
         Some(stdin.as_bytes()),
     );
@@ -445,14 +462,14 @@ async fn client_commands_work_against_running_nodes() {
     assert_eq!(String::from_utf8_lossy(&out).trim(), "10 CIDs accepted");
 
     // stat: JSON with the provider and the routing table.
-    let (ok, out, err) = cli(&b.api, &["stat"], None);
+    let (ok, out, err) = cli(&b, &["stat"], None);
     assert!(ok, "{err}");
     let stat: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(stat["provider"]["keystore_keys"], 30);
     assert_eq!(stat["routing_table"]["kind"], "kbucket");
 
     // find-providers through A: B's peer id and address.
-    let (ok, out, err) = cli(&a.api, &["find-providers", &keys[25]], None);
+    let (ok, out, err) = cli(&a, &["find-providers", &keys[25]], None);
     assert!(ok, "{err}");
     let out = String::from_utf8_lossy(&out).into_owned();
     assert!(
@@ -460,16 +477,16 @@ async fn client_commands_work_against_running_nodes() {
         "{out}"
     );
     let nobody = &cids("e2e-cli-nobody", 1)[0];
-    let (ok, _, err) = cli(&a.api, &["find-providers", nobody], None);
+    let (ok, _, err) = cli(&a, &["find-providers", nobody], None);
     assert!(!ok && err.contains("no provider"), "{err}");
 
     // find-peer through A.
-    let (ok, out, err) = cli(&a.api, &["find-peer", &b.peer_id], None);
+    let (ok, out, err) = cli(&a, &["find-peer", &b.peer_id], None);
     assert!(ok, "{err}");
     assert!(String::from_utf8_lossy(&out).starts_with(&b.peer_id));
 
     // stop.
-    let (ok, out, err) = cli(&b.api, &["stop", "--quiet", &keys[0], &keys[1]], None);
+    let (ok, out, err) = cli(&b, &["stop", "--quiet", &keys[0], &keys[1]], None);
     assert!(ok, "{err}");
     assert_eq!(
         String::from_utf8_lossy(&out).trim(),
@@ -482,18 +499,18 @@ async fn client_commands_work_against_running_nodes() {
     let peer = keypair.public().to_peer_id().to_string();
     let value = keypair.public().encode_protobuf();
     let key = format!("/pk/{peer}");
-    let (ok, out, err) = cli(&b.api, &["put", &key], Some(&value));
+    let (ok, out, err) = cli(&b, &["put", &key], Some(&value));
     assert!(ok, "{err}");
     assert!(String::from_utf8_lossy(&out).starts_with("stored on "));
     let got = root.path().join("value.bin");
-    let (ok, _, err) = cli(&a.api, &["get", &key, "--out", got.to_str().unwrap()], None);
+    let (ok, _, err) = cli(&a, &["get", &key, "--out", got.to_str().unwrap()], None);
     assert!(ok, "{err}");
     assert_eq!(std::fs::read(&got).unwrap(), value);
 
     // Bad input is a clear error, not a panic.
-    let (ok, _, err) = cli(&b.api, &["provide", "--quiet", "not-a-cid"], None);
+    let (ok, _, err) = cli(&b, &["provide", "--quiet", "not-a-cid"], None);
     assert!(!ok && err.contains("not a CID"), "{err}");
-    let (ok, _, err) = cli(&b.api, &["get", "/nope/x"], None);
+    let (ok, _, err) = cli(&b, &["get", "/nope/x"], None);
     assert!(!ok && err.contains("a key is"), "{err}");
 }
 
@@ -539,7 +556,7 @@ async fn a_config_file_selects_the_full_table_the_per_key_provider_and_memory_st
     assert_eq!(stats.strategy, "per-key");
     assert_eq!(stats.keys_provided, 10);
     for key in &keys {
-        let found = a.api.find_providers(key).await.unwrap();
+        let found = a.routing.find_providers(key).await.unwrap();
         assert!(found.iter().any(|p| p.id == c.peer_id), "{key}: {found:?}");
     }
     // Memory stores: nothing under the data directory but the identity and node.json.
@@ -556,4 +573,147 @@ async fn a_config_file_selects_the_full_table_the_per_key_provider_and_memory_st
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("table"));
+}
+
+/// Sends a raw HTTP/1.1 request (so the test chooses the `Host` header) to `base`; returns
+/// the status code.
+async fn raw_status(base: &str, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_is_apart_from_routing_and_needs_the_token_and_a_known_host() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("solo");
+    let node = NodeProc::start_with(&dir, &[], &["--api-host", "dht.example.org"]);
+    let keys = cids("e2e-apart", 2);
+    let body = serde_json::to_vec(&serde_json::json!({ "cids": keys })).unwrap();
+    let json = Some(("application/json", body.clone()));
+
+    // The public listener serves Delegated Routing only.
+    let (status, _) = node
+        .routing
+        .send(Method::POST, "/api/v1/provide", None, json.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "provide on the routing listener"
+    );
+    let (status, _) = node
+        .routing
+        .send(Method::GET, "/metrics", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "metrics on the routing listener"
+    );
+
+    // The management listener: no token or a wrong one is 401, and nothing is provided.
+    let bare = ApiClient::new(node.api.base()).unwrap();
+    for client in [bare.clone(), bare.clone().with_token("0123")] {
+        let (status, _) = client
+            .send(Method::POST, "/api/v1/provide", None, json.clone())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = client
+            .send(Method::GET, "/api/v1/stats", None, None)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(node.api.stats().await.unwrap().keystore_keys, 0);
+
+    // The token is in the data directory, readable by its owner only.
+    let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+    assert_eq!(token.trim().len(), 64, "32 random bytes, hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("api.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    }
+
+    // Host: a name other than localhost and the configured ones is refused, token or not
+    // (a page whose name was rebound to 127.0.0.1).
+    let port = node.api.base().rsplit(':').next().unwrap().to_owned();
+    let request = |host: &str| {
+        format!(
+            "GET /api/v1/stats HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            token.trim()
+        )
+    };
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".into(),
+        "localhost.evil.example".into(),
+    ] {
+        assert_eq!(
+            raw_status(node.api.base(), &request(&host)).await,
+            403,
+            "{host}"
+        );
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "DHT.example.org".into(),
+    ] {
+        assert_eq!(
+            raw_status(node.api.base(), &request(&host)).await,
+            200,
+            "{host}"
+        );
+    }
+
+    // With the token, provide works; the client commands send the token file's token.
+    assert_eq!(node.api.provide(&keys, false).await.unwrap(), 2);
+    let (ok, out, err) = cli(&node, &["stat"], None);
+    assert!(ok, "{err}");
+    let stat: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(stat["provider"]["keystore_keys"], 2);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(["--api", node.api.base(), "stat"])
+        .arg("--api-token-file")
+        .arg(root.path().join("no-such-token"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(!child.wait().unwrap().success(), "no token file, no stat");
+    let _ = child.stderr.take();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_management_api_bound_beyond_loopback_is_logged_as_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("exposed");
+    let node = NodeProc::start_with(&dir, &[], &["--api-addr", "0.0.0.0:0"]);
+    assert!(node.api.base().contains("0.0.0.0"), "{}", node.api.base());
+    let log = read_log(&dir);
+    assert!(
+        log.contains("WARN") && log.contains("management API") && log.contains("beyond loopback"),
+        "{log}"
+    );
+    // Loopback: no such warning.
+    let quiet = NodeProc::start(&root.path().join("quiet"), &[]);
+    assert!(!read_log(&quiet.dir).contains("beyond loopback"));
 }
