@@ -62,7 +62,8 @@ options:
   --servers N          Go DHT servers (default 100)
   --keys K             fresh random keys each provider provides (default 100000)
   --sample S           keys of each provider looked up with Go's FindProviders (default 200)
-  --reprovide-secs R   both providers' reprovide interval (default 240)
+  --reprovide-secs R   both providers' reprovide interval (default 240; longer than a
+                       provide, or reprovides are counted in it)
   --idle-secs I        a phase ends when no ADD_PROVIDER arrived for I s (default 20)
   --timeout-secs T     the most a provide phase may take (default 1800)
   --seed S             seed of the keys
@@ -413,16 +414,15 @@ impl Provider {
         })
     }
 
-    /// Whether the provider says it has nothing left to provide of the `keys` it was given.
+    /// Whether the provider says it has no first provide left of the `keys` it was given
+    /// (reprovides may still run when the interval is shorter than the provide).
     async fn idle(&self, keys: usize) -> Result<bool> {
         let s = self.stats().await?;
         let n = |v: &Value| v.as_u64().unwrap_or(0);
         Ok(match self {
+            // Reprovides may keep its workers busy: only first provides count.
             Provider::Ours { .. } => {
-                n(&s["keystore_keys"]) >= keys as u64
-                    && n(&s["keys_queued"]) == 0
-                    && n(&s["regions_queued"]) == 0
-                    && n(&s["workers_busy"]) == 0
+                n(&s["keystore_keys"]) >= keys as u64 && n(&s["keys_queued"]) == 0
             }
             Provider::Go { .. } => {
                 let q = &s["queues"];
