@@ -22,7 +22,9 @@ pub struct SweepConfig {
     pub sends_per_peer: usize,
     /// Peers sent to at once within a slice.
     pub peers_in_parallel: usize,
-    /// Failed sends after which a peer is dropped from a slice and the slice re-explored.
+    /// Failed sends in a row after which a peer is dropped from a slice and the slice
+    /// re-explored (a success in between starts the count again: an occasional loss is not
+    /// a dead peer).
     pub max_peer_failures: usize,
     /// The longest one slice's sends may take; past it the slice ends with what was sent, and
     /// keys that reached too few servers are retried.
@@ -60,7 +62,7 @@ impl Default for SweepConfig {
             request_timeout: Duration::from_secs(10),
             sends_per_peer: 32,
             peers_in_parallel: 64,
-            max_peer_failures: 2,
+            max_peer_failures: 3,
             slice_deadline: Duration::from_secs(1800),
             peer_budget: Duration::from_secs(30),
             peer_time_per_record: Duration::from_millis(100),

@@ -165,17 +165,21 @@ where
             if per_peer.is_empty() {
                 break;
             }
-            let results: Vec<(PeerId, Vec<usize>, bool)> = futures::stream::iter(per_peer)
+            let results: Vec<(PeerId, usize, Vec<usize>, bool)> = futures::stream::iter(per_peer)
                 .map(|(peer_id, (peer, idx))| async move {
+                    let assigned = idx.len();
                     let (done, dead) = self.send_to_peer(&peer, keys, idx, deadline).await;
-                    (peer_id, done, dead)
+                    (peer_id, assigned, done, dead)
                 })
                 .buffer_unordered(self.config.peers_in_parallel.max(1))
                 .collect()
                 .await;
-            let mut newly_dead = 0;
-            for (peer, done, dead) in results {
+            let (mut newly_dead, mut lost) = (0, 0);
+            for (peer, assigned, done, dead) in results {
                 outcome.sent += done.len() as u64;
+                if !dead {
+                    lost += assigned - done.len();
+                }
                 if !done.is_empty() {
                     answered = true;
                 }
@@ -189,8 +193,15 @@ where
                     newly_dead += 1;
                 }
             }
-            if newly_dead == 0 || pass == 2 || tokio::time::Instant::now() >= deadline {
+            if (newly_dead == 0 && lost == 0)
+                || pass == 2
+                || tokio::time::Instant::now() >= deadline
+            {
                 break;
+            }
+            if newly_dead == 0 {
+                // Only records lost on the way: send them again, to the same servers.
+                continue;
             }
             // Some servers are gone: learn the region again without them.
             exploration = if self.parts.table.is_complete() {
@@ -257,6 +268,8 @@ where
             self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
             if ok {
                 done.push(i);
+                // A loss now and then is not a dead peer: only failures in a row count.
+                failures = 0;
             } else {
                 self.counters
                     .add_provider_failed
