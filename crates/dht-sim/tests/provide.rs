@@ -170,3 +170,30 @@ fn sweep_keeps_keys_findable_when_servers_are_silent_slow_and_lossy() {
         );
     });
 }
+
+/// Keys arriving every second during the cycle are each provided within minutes, and the
+/// walk does not fall behind its schedule.
+#[test]
+fn ingested_keys_are_provided_within_minutes() {
+    dht_sim::runtime().unwrap().block_on(async {
+        let sim = Sim::build(sim_config(300, 24)).await.unwrap();
+        let config = ProvideConfig::new(Strategy::Sweep, 2_000)
+            .findable_sample(50)
+            .interval(Duration::from_secs(3_600))
+            .ingest(2);
+        let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
+            .await
+            .unwrap();
+        eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+        // Two keys a second for the hour of the cycle.
+        assert_eq!(report.ingested_keys, 2 * 3_600);
+        assert_eq!(report.ingest_failed_keys, 0);
+        assert_eq!(report.ingest_late_keys, 0);
+        let longest = report.ingest_max_first_provide_secs.unwrap();
+        assert!(longest > 0.0 && longest < 600.0, "{longest} s");
+        assert!(report.max_behind_secs.unwrap() < 600);
+        // The cycle sent the ingested keys too.
+        let reprovide = report.reprovide.as_ref().unwrap();
+        assert!(reprovide.add_provider_rpcs >= (2_000 + 2 * 3_600) * 20);
+    });
+}
