@@ -20,13 +20,13 @@ usage: cargo xtask sim <experiment> [options]
 experiments:
   lookup --nodes N --lookups M [--seed S] [--json PATH] [--build fast|realistic]
          [--silent F] [--random-peers F] [--far-peers F] [--slow F] [--loss P]
-         [--alpha A] [--beta B] [--k K]
+         [--omit F] [--alpha A] [--beta B] [--k K]
                              lookups in a simulated network, against the ground truth
   provide --servers S --keys N --strategy sweep|per-key|both [--churn F] [--seed X]
           [--json PATH] [--keystore rocksdb|memory] [--records store|count] [--preload]
           [--no-reprovide] [--placement-sample N] [--findable-sample N]
-          [--build fast|realistic] [--silent F] [--slow F] [--loss P] [--workers W]
-          [--interval-hours H]
+          [--build fast|realistic] [--silent F] [--slow F] [--loss P] [--omit F]
+          [--ingest R] [--workers W] [--interval-hours H]
                              a provide and a reprovide cycle from one node, measured
                              (`cargo xtask sim provide --help` lists every option)
 ";

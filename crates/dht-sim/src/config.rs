@@ -149,6 +149,10 @@ pub struct SimConfig {
     /// Probability that a message (request or response) is lost; the requester's timeout
     /// fires (default 0).
     pub loss: f64,
+    /// Share of the peers it knows that a server leaves out of each answer (FIND_NODE,
+    /// GET_VALUE, GET_PROVIDERS), as servers with stale address books do: each peer of an
+    /// answer is dropped with this probability (default 0).
+    pub omit: f64,
     /// Misbehaving nodes (default none).
     pub misbehaviour: Misbehaviour,
     /// Extra delay of a slow node's answers (default 3 s: past the lookup's 2 s stall
@@ -200,6 +204,7 @@ impl Default for SimConfig {
             seed: 0,
             latency: Latency::default(),
             loss: 0.0,
+            omit: 0.0,
             misbehaviour: Misbehaviour::default(),
             slow_delay: Duration::from_secs(3),
             dial_timeout: Duration::from_secs(5),
@@ -238,6 +243,8 @@ impl SimConfig {
         latency: Latency;
         /// Sets [`SimConfig::loss`].
         loss: f64;
+        /// Sets [`SimConfig::omit`].
+        omit: f64;
         /// Sets [`SimConfig::misbehaviour`].
         misbehaviour: Misbehaviour;
         /// Sets [`SimConfig::slow_delay`].
@@ -299,6 +306,7 @@ impl SimConfig {
         let m = &self.misbehaviour;
         let shares = [
             ("loss", self.loss),
+            ("omit", self.omit),
             ("silent", m.silent),
             ("slow", m.slow),
             ("random_peers", m.random_peers),
@@ -355,6 +363,7 @@ mod tests {
                 .is_err()
         );
         assert!(SimConfig::default().loss(-0.1).validate().is_err());
+        assert!(SimConfig::default().omit(1.5).validate().is_err());
         assert!(SimConfig::default().loss(f64::NAN).validate().is_err());
     }
 }

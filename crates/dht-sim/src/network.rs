@@ -36,6 +36,9 @@ use crate::{
 /// server handles it one latency later, in a task of its own, so that a provider announcing
 /// many keys does not wait a round trip for each.
 ///
+/// With [`SimConfig::omit`](crate::SimConfig::omit), every server leaves each peer of an
+/// answer out with that probability.
+///
 /// Every random draw of a message (latencies, loss, a misbehaving server's peers) comes from
 /// the seed, the two ends and the sender's message count, so runs are reproducible.
 #[derive(Clone)]
@@ -222,7 +225,45 @@ fn serve(
         )),
         (_, _, answer) => answer,
     };
+    let answer = match answer {
+        Some(response) if sim.config.omit > 0.0 && target_key.is_some() => {
+            Some(omit_peers(response, sim.config.omit, rng))
+        }
+        answer => answer,
+    };
     Some(Ok(answer))
+}
+
+/// `response` with each of its closer peers left out with probability `share`.
+fn omit_peers(response: Response, share: f64, rng: &mut SmallRng) -> Response {
+    let mut keep = |mut peers: Vec<PeerInfo>| {
+        peers.retain(|_| rng.random::<f64>() >= share);
+        peers
+    };
+    match response {
+        Response::FindNode { closer_peers } => Response::FindNode {
+            closer_peers: keep(closer_peers),
+        },
+        Response::GetValue {
+            key,
+            record,
+            closer_peers,
+        } => Response::GetValue {
+            key,
+            record,
+            closer_peers: keep(closer_peers),
+        },
+        Response::GetProviders {
+            key,
+            providers,
+            closer_peers,
+        } => Response::GetProviders {
+            key,
+            providers,
+            closer_peers: keep(closer_peers),
+        },
+        other => other,
+    }
 }
 
 fn replace_peers(response: Response, peers: Vec<PeerInfo>) -> Response {

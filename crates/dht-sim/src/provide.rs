@@ -64,6 +64,17 @@ pub struct ProvideConfig {
     pub preload: bool,
     /// Run the reprovide cycle after the first provide (default true).
     pub reprovide: bool,
+    /// New keys per second that arrive during the reprovide cycle, on top of
+    /// [`ProvideConfig::keys`] (default 0). Each second's keys are given to
+    /// `start_providing`, and the time until it returns (their first provide) is measured.
+    /// Sweep only.
+    pub ingest: u64,
+    /// Moments of the reprovide cycle at which holders are sampled: every
+    /// `interval / holder_samples`, the last at the cycle's end (default 8; 0: only the
+    /// check at the end).
+    pub holder_samples: u32,
+    /// Keys whose holders each sample counts, spread over all keys (default 10,000).
+    pub holder_sample_keys: u64,
 }
 
 impl Default for ProvideConfig {
@@ -78,6 +89,9 @@ impl Default for ProvideConfig {
             workers: 4,
             preload: false,
             reprovide: true,
+            ingest: 0,
+            holder_samples: 8,
+            holder_sample_keys: 10_000,
         }
     }
 }
@@ -140,6 +154,27 @@ impl ProvideConfig {
         self.reprovide = on;
         self
     }
+
+    /// Sets [`ProvideConfig::holder_samples`].
+    #[must_use]
+    pub fn holder_samples(mut self, n: u32) -> Self {
+        self.holder_samples = n;
+        self
+    }
+
+    /// Sets [`ProvideConfig::holder_sample_keys`].
+    #[must_use]
+    pub fn holder_sample_keys(mut self, n: u64) -> Self {
+        self.holder_sample_keys = n.max(1);
+        self
+    }
+
+    /// Sets [`ProvideConfig::ingest`].
+    #[must_use]
+    pub fn ingest(mut self, keys_per_sec: u64) -> Self {
+        self.ingest = keys_per_sec;
+        self
+    }
 }
 
 /// What one phase (the first provide, or the reprovide cycle) cost and achieved.
@@ -182,6 +217,28 @@ pub struct PhaseReport {
     pub wall_secs: f64,
     /// Churn during the phase.
     pub churn: ChurnReport,
+    /// Holders sampled during the phase (the reprovide cycle only): at each moment, the
+    /// records (from either phase) that the sampled keys' true 20 closest answering live
+    /// servers hold; the last entry is the end-of-phase check ([`PhaseReport::mean_holders`]).
+    pub holder_samples: Vec<HolderSample>,
+    /// The lowest `mean_holders` of [`PhaseReport::holder_samples`].
+    pub min_mean_holders: Option<f64>,
+    /// The lowest `p5_holders` of [`PhaseReport::holder_samples`].
+    pub min_p5_holders: Option<u64>,
+}
+
+/// One sample of the holders of the keys.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct HolderSample {
+    /// Virtual seconds since the phase started.
+    pub at_secs: u64,
+    /// Keys counted.
+    pub keys: u64,
+    /// Mean holders per key.
+    pub mean_holders: f64,
+    /// 5th percentile of holders per key.
+    pub p5_holders: Option<u64>,
 }
 
 /// The result of [`run_provide`].
@@ -226,6 +283,40 @@ pub struct ProvideReport {
     /// The most the sweep's reprovide walk was behind its schedule, sampled every 10 minutes
     /// of the cycle (`None` for the per-key provider, or without a cycle).
     pub max_behind_secs: Option<u64>,
+    /// Keys that arrived during the cycle ([`ProvideConfig::ingest`] per second).
+    pub ingested_keys: u64,
+    /// The longest time from an ingested key's arrival to the end of its first provide
+    /// (`start_providing` returned), in seconds (`None` without ingest).
+    pub ingest_max_first_provide_secs: Option<f64>,
+    /// Ingested keys whose first provide took longer than 10 minutes.
+    pub ingest_late_keys: u64,
+    /// Ingested keys whose first provide failed, or had not ended when the run stopped.
+    pub ingest_failed_keys: u64,
+}
+
+/// What the keys ingested during the cycle saw.
+#[derive(Debug, Default)]
+struct Ingest {
+    keys: u64,
+    max_first_provide_secs: Option<f64>,
+    late_keys: u64,
+    failed_keys: u64,
+}
+
+impl Ingest {
+    /// A batch of `n` keys that arrived at `arrived` ended its first provide now.
+    fn ended(&mut self, arrived: tokio::time::Instant, n: u64, ok: bool) {
+        if !ok {
+            self.failed_keys += n;
+            return;
+        }
+        let secs = arrived.elapsed().as_secs_f64();
+        self.max_first_provide_secs =
+            Some(self.max_first_provide_secs.map_or(secs, |m| m.max(secs)));
+        if secs > 600.0 {
+            self.late_keys += n;
+        }
+    }
 }
 
 /// The `i`-th key of a run seeded with `seed`: a sha2-256 multihash of 32 bytes drawn from
@@ -296,6 +387,11 @@ where
             "churn {} is not a share in 0..=1",
             config.churn
         )));
+    }
+    if config.ingest > 0 && config.strategy == Strategy::PerKey {
+        return Err(SimError::Config(
+            "ingest is measured for the sweep only".into(),
+        ));
     }
     if config.preload && config.strategy == Strategy::PerKey {
         return Err(SimError::Config(
@@ -386,9 +482,13 @@ where
 
     let mut reprovide = None;
     let mut max_behind_secs = None;
+    let mut ingest = Ingest::default();
     if config.reprovide {
         on_phase("reproviding for one interval");
-        sim.clear_provider_records();
+        // Records of the first provide stay (as on a real network) while the cycle is
+        // sampled; they are dropped before the end-of-cycle check, so that what it finds was
+        // placed by the reprovide.
+        let cycle_start_unix = sim.now();
         let before = Snapshot::take(sim, me, &provider);
         sim.track_contacts(me);
         let wall = std::time::Instant::now();
@@ -399,43 +499,64 @@ where
             tokio::spawn(sim.clone().run_churn_with(config.interval, rate))
         });
         let cycle_end = tokio::time::Instant::now() + config.interval;
-        match &provider {
-            AnyProvider::Sweep(p) => {
-                let mut behind = 0;
-                let until = cycle_end + Duration::from_secs(60);
-                while tokio::time::Instant::now() < until {
-                    let next = (tokio::time::Instant::now() + Duration::from_secs(600)).min(until);
-                    tokio::time::sleep_until(next).await;
-                    behind = behind.max(p.stats().behind_schedule_secs);
+        let sampling = sample_holders(sim, me, &info.peer_id, config, cycle_end);
+        let strategy = async {
+            match &provider {
+                AnyProvider::Sweep(p) => {
+                    let (behind, ingested) = sweep_cycle(sim, p, config, cycle_end).await;
+                    max_behind_secs = Some(behind);
+                    ingest = ingested;
+                    wait_idle(p, cycle_end + config.interval).await;
                 }
-                max_behind_secs = Some(behind);
-                wait_idle(p, cycle_end + config.interval).await;
+                AnyProvider::PerKey(p) => {
+                    // The baseline reprovides everything one interval after it started.
+                    let done_at = started + config.interval;
+                    tokio::time::sleep_until(done_at.max(tokio::time::Instant::now())).await;
+                    let deadline = cycle_end + config.interval;
+                    while p.stats().last_cycle_secs.is_none()
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    if tokio::time::Instant::now() < cycle_end {
+                        tokio::time::sleep_until(cycle_end).await;
+                    }
+                }
             }
-            AnyProvider::PerKey(p) => {
-                // The baseline reprovides everything one interval after it started.
-                let done_at = started + config.interval;
-                tokio::time::sleep_until(done_at.max(tokio::time::Instant::now())).await;
-                let deadline = cycle_end + config.interval;
-                while p.stats().last_cycle_secs.is_none() && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                }
-                if tokio::time::Instant::now() < cycle_end {
-                    tokio::time::sleep_until(cycle_end).await;
-                }
-            }
-        }
+        };
+        let (samples, ()) = futures::join!(sampling, strategy);
         let churn_report = match churn {
             Some(task) => task.await.unwrap_or_default(),
             None => ChurnReport::default(),
         };
         let mut phase = before.phase(sim, me, &provider, wall.elapsed().as_secs_f64());
-        phase.records_per_key = phase.add_provider_rpcs as f64 / config.keys.max(1) as f64;
+        phase.records_per_key =
+            phase.add_provider_rpcs as f64 / (config.keys + ingest.keys).max(1) as f64;
         phase.churn = churn_report;
         contacted.extend(sim.contacted(me));
         tokio::time::sleep(Duration::from_secs(5)).await;
         on_phase("checking the reprovide");
+        sim.clear_provider_records_before(cycle_start_unix);
         check(sim, me, &info.peer_id, config, &mut phase).await;
+        phase.holder_samples = samples;
+        if let Some(mean) = phase.mean_holders {
+            phase.holder_samples.push(HolderSample {
+                at_secs: phase.virtual_secs as u64,
+                keys: phase.placement_checked,
+                mean_holders: mean,
+                p5_holders: phase.p5_holders,
+            });
+        }
+        phase.min_mean_holders = phase
+            .holder_samples
+            .iter()
+            .map(|h| h.mean_holders)
+            .reduce(f64::min);
+        phase.min_p5_holders = phase
+            .holder_samples
+            .iter()
+            .filter_map(|h| h.p5_holders)
+            .min();
         reprovide = Some(phase);
     }
     let stats = provider.stats();
@@ -460,9 +581,117 @@ where
         rss_before_provider_bytes,
         rss_after_bytes: rss_bytes(),
         max_behind_secs,
+        ingested_keys: ingest.keys,
+        ingest_max_first_provide_secs: ingest.max_first_provide_secs,
+        ingest_late_keys: ingest.late_keys,
+        ingest_failed_keys: ingest.failed_keys,
         provide,
         reprovide,
     })
+}
+
+/// Samples the holders of [`ProvideConfig::holder_sample_keys`] keys at
+/// [`ProvideConfig::holder_samples`] moments of the cycle that ends at `cycle_end` (the last
+/// at its end); none when servers only count records.
+async fn sample_holders(
+    sim: &Sim,
+    me: usize,
+    provider: &PeerId,
+    config: &ProvideConfig,
+    cycle_end: tokio::time::Instant,
+) -> Vec<HolderSample> {
+    let mut samples = Vec::new();
+    if sim.config().provider_records != crate::ProviderRecords::Store
+        || config.keys == 0
+        || config.holder_samples == 0
+    {
+        return samples;
+    }
+    let started = tokio::time::Instant::now();
+    let step = (config.keys / config.holder_sample_keys.max(1)).max(1) as usize;
+    for i in 1..=config.holder_samples {
+        let at = started
+            + config
+                .interval
+                .mul_f64(f64::from(i) / f64::from(config.holder_samples));
+        tokio::time::sleep_until(at.min(cycle_end)).await;
+        let h = Holders::count(sim, me, provider, (0..config.keys).step_by(step));
+        samples.push(HolderSample {
+            at_secs: started.elapsed().as_secs(),
+            keys: h.checked,
+            mean_holders: h.mean(),
+            p5_holders: h.p5(),
+        });
+    }
+    samples
+}
+
+/// The sweep's reprovide cycle until `cycle_end` (and a minute more): samples how far
+/// behind its schedule it is every 10 minutes, and gives it [`ProvideConfig::ingest`] new
+/// keys every second until `cycle_end`, timing each second's first provide. Returns the
+/// most it was behind, and what the ingested keys saw.
+async fn sweep_cycle<N, T, K>(
+    sim: &Sim,
+    p: &SweepingProvider<N, T, K>,
+    config: &ProvideConfig,
+    cycle_end: tokio::time::Instant,
+) -> (u64, Ingest)
+where
+    N: dht_routing::Network + 'static,
+    T: dht_routing_table::RoutingTable + 'static,
+    K: Keystore + 'static,
+{
+    use tokio::time::{Instant, sleep_until};
+    let seed = sim.config().seed;
+    let until = cycle_end + Duration::from_secs(60);
+    // Ingested keys still waiting at this point count as failed.
+    let give_up = cycle_end + config.interval;
+    let mut behind = 0;
+    let mut ingest = Ingest::default();
+    let mut waiting = futures::stream::FuturesUnordered::new();
+    let mut next_key = config.keys;
+    let mut next_arrival = (config.ingest > 0).then(Instant::now);
+    let mut next_sample = Instant::now() + Duration::from_secs(600);
+    loop {
+        let now = Instant::now();
+        if now >= until && waiting.is_empty() {
+            break;
+        }
+        if now >= give_up {
+            ingest.failed_keys += waiting.len() as u64 * config.ingest;
+            break;
+        }
+        let wake = next_arrival
+            .map_or(next_sample, |a| a.min(next_sample))
+            .min(until);
+        tokio::select! {
+            Some((arrived, n, ok)) = waiting.next(), if !waiting.is_empty() => {
+                ingest.ended(arrived, n, ok);
+            }
+            () = sleep_until(wake), if now < until => {
+                let now = Instant::now();
+                if let Some(at) = next_arrival.filter(|&a| a <= now) {
+                    let batch: Vec<Multihash> = (next_key..next_key + config.ingest)
+                        .map(|i| key_at(seed, i))
+                        .collect();
+                    next_key += config.ingest;
+                    ingest.keys += config.ingest;
+                    let n = config.ingest;
+                    waiting.push(async move {
+                        let ok = p.start_providing(false, &batch).await.is_ok();
+                        (at, n, ok)
+                    });
+                    next_arrival = Some(at + Duration::from_secs(1)).filter(|&a| a < cycle_end);
+                }
+                if next_sample <= now {
+                    behind = behind.max(p.stats().behind_schedule_secs);
+                    next_sample += Duration::from_secs(600);
+                }
+            }
+            () = sleep_until(give_up), if now >= until => {}
+        }
+    }
+    (behind, ingest)
 }
 
 /// Waits until the sweep has nothing queued and no worker busy, or until `deadline`.
@@ -498,46 +727,17 @@ async fn check(
         return;
     }
     let seed = sim.config().seed;
-    let now = sim.now();
     let every = |sample: usize| match sample {
         0 => 1,
         n => (config.keys / n as u64).max(1),
     };
     let step = every(config.placement_sample);
-    let (mut checked, mut placed, mut exact) = (0u64, 0u64, 0u64);
-    // How many keys have each number of holders (0 to k).
-    let mut holders = [0u64; K_VALUE + 1];
-    let mut i = 0;
-    while i < config.keys {
-        let key = key_at(seed, i).to_bytes();
-        let truth = sim.true_closest_by(&Key::hash(&key), K_VALUE, |n| {
-            n.index() != me && n.behaviour().answers()
-        });
-        let held = truth
-            .iter()
-            .filter_map(|&t| sim.node(t))
-            .filter(|n| {
-                n.store()
-                    .providers(&key, usize::MAX, now)
-                    .is_ok_and(|rs| rs.iter().any(|r| r.provider == *provider))
-            })
-            .count();
-        checked += 1;
-        holders[held.min(K_VALUE)] += 1;
-        placed += u64::from(held + 1 >= truth.len());
-        exact += u64::from(held == truth.len());
-        i += step;
-    }
-    phase.placement_checked = checked;
-    phase.placement_fraction = Some(placed as f64 / checked.max(1) as f64);
-    phase.exact_placement_fraction = Some(exact as f64 / checked.max(1) as f64);
-    let total: u64 = holders.iter().enumerate().map(|(n, c)| n as u64 * c).sum();
-    phase.mean_holders = Some(total as f64 / checked.max(1) as f64);
-    let mut below = 0u64;
-    phase.p5_holders = holders.iter().enumerate().find_map(|(n, c)| {
-        below += c;
-        (below * 20 > checked).then_some(n as u64)
-    });
+    let h = Holders::count(sim, me, provider, (0..config.keys).step_by(step as usize));
+    phase.placement_checked = h.checked;
+    phase.placement_fraction = Some(h.placed as f64 / h.checked.max(1) as f64);
+    phase.exact_placement_fraction = Some(h.exact as f64 / h.checked.max(1) as f64);
+    phase.mean_holders = Some(h.mean());
+    phase.p5_holders = h.p5();
 
     let step = every(config.findable_sample);
     let (mut sampled, mut found) = (0u64, 0u64);
@@ -558,6 +758,70 @@ async fn check(
     }
     phase.findable_checked = sampled;
     phase.findable_fraction = Some(found as f64 / sampled.max(1) as f64);
+}
+
+/// How many of each checked key's true 20 closest answering live servers hold its record.
+struct Holders {
+    checked: u64,
+    /// Keys on at least all but one of them.
+    placed: u64,
+    /// Keys on all of them.
+    exact: u64,
+    /// How many keys have each number of holders (0 to k).
+    histogram: [u64; K_VALUE + 1],
+}
+
+impl Holders {
+    /// Counts the holders of the keys numbered `keys` (see [`key_at`]) now.
+    fn count(sim: &Sim, me: usize, provider: &PeerId, keys: impl Iterator<Item = u64>) -> Holders {
+        let seed = sim.config().seed;
+        let now = sim.now();
+        let mut h = Holders {
+            checked: 0,
+            placed: 0,
+            exact: 0,
+            histogram: [0; K_VALUE + 1],
+        };
+        for i in keys {
+            let key = key_at(seed, i).to_bytes();
+            let truth = sim.true_closest_by(&Key::hash(&key), K_VALUE, |n| {
+                n.index() != me && n.behaviour().answers()
+            });
+            let held = truth
+                .iter()
+                .filter_map(|&t| sim.node(t))
+                .filter(|n| {
+                    n.store()
+                        .providers(&key, usize::MAX, now)
+                        .is_ok_and(|rs| rs.iter().any(|r| r.provider == *provider))
+                })
+                .count();
+            h.checked += 1;
+            h.histogram[held.min(K_VALUE)] += 1;
+            h.placed += u64::from(held + 1 >= truth.len());
+            h.exact += u64::from(held == truth.len());
+        }
+        h
+    }
+
+    fn mean(&self) -> f64 {
+        let total: u64 = self
+            .histogram
+            .iter()
+            .enumerate()
+            .map(|(n, c)| n as u64 * c)
+            .sum();
+        total as f64 / self.checked.max(1) as f64
+    }
+
+    /// The 5th percentile.
+    fn p5(&self) -> Option<u64> {
+        let mut below = 0u64;
+        self.histogram.iter().enumerate().find_map(|(n, c)| {
+            below += c;
+            (below * 20 > self.checked).then_some(n as u64)
+        })
+    }
 }
 
 fn provider_error(e: impl std::fmt::Display) -> SimError {

@@ -356,12 +356,19 @@ impl Sim {
     /// Drops every provider record that every node stores (e.g. between a provide and a
     /// reprovide, so that what is found afterwards was placed by the reprovide).
     pub fn clear_provider_records(&self) {
+        self.clear_provider_records_before(self.now().saturating_add(1));
+    }
+
+    /// Drops the provider records every node received before `at` (unix seconds); younger
+    /// ones stay.
+    pub fn clear_provider_records_before(&self, at: UnixSecs) {
         use dht_provider_store::ProviderStore;
-        let far = self
-            .now()
-            .saturating_add(dht_proto::PROVIDER_RECORD_TTL_SECS + 1);
+        // A record is expired at `now` once `now >= received_at + TTL`.
+        let now = at
+            .saturating_add(dht_proto::PROVIDER_RECORD_TTL_SECS)
+            .saturating_sub(1);
         for node in self.inner.nodes.read().iter() {
-            let _ = node.store.remove_expired(far);
+            let _ = node.store.remove_expired(now);
         }
     }
 

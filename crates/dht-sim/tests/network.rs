@@ -146,3 +146,45 @@ fn behaviours_on_the_wire() {
         assert_eq!(sim.net_stats().unanswered, 1);
     });
 }
+
+/// With `omit`, every server leaves about that share of its peers out of each answer; the
+/// peers it does give are still from its closest.
+#[test]
+fn servers_omit_a_share_of_their_peers() {
+    let answered = |omit: f64| {
+        let config = SimConfig::default().nodes(200).seed(43).omit(omit);
+        dht_sim::runtime().unwrap().block_on(async {
+            let sim = Sim::build(config).await.unwrap();
+            let network = sim.network(0);
+            let (mut given, mut asked) = (0usize, 0usize);
+            for to in 1..101 {
+                let key = sim.random_key();
+                let peer = sim.node(to).unwrap().info().clone();
+                let closest: Vec<_> = sim
+                    .node(to)
+                    .unwrap()
+                    .table()
+                    .closest_peers(&Key::hash(&key), K_VALUE + 1)
+                    .into_iter()
+                    .map(|p| p.peer_id)
+                    .collect();
+                match network.send(&peer, Request::FindNode { key }).await {
+                    Ok(Some(Response::FindNode { closer_peers })) => {
+                        assert!(closer_peers.iter().all(|p| closest.contains(&p.peer_id)));
+                        given += closer_peers.len();
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+                asked += 1;
+            }
+            given as f64 / asked as f64
+        })
+    };
+    let all = answered(0.0);
+    let some = answered(0.2);
+    assert!(all >= 19.0, "{all} peers per answer");
+    assert!(
+        (0.7..0.9).contains(&(some / all)),
+        "{some} of {all} peers per answer with omit 0.2"
+    );
+}

@@ -170,3 +170,69 @@ fn sweep_keeps_keys_findable_when_servers_are_silent_slow_and_lossy() {
         );
     });
 }
+
+/// Keys arriving every second during the cycle are each provided within minutes, and the
+/// walk does not fall behind its schedule.
+#[test]
+fn ingested_keys_are_provided_within_minutes() {
+    dht_sim::runtime().unwrap().block_on(async {
+        let sim = Sim::build(sim_config(300, 24)).await.unwrap();
+        let config = ProvideConfig::new(Strategy::Sweep, 2_000)
+            .findable_sample(50)
+            .interval(Duration::from_secs(3_600))
+            .ingest(2);
+        let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
+            .await
+            .unwrap();
+        eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+        // Two keys a second for the hour of the cycle.
+        assert_eq!(report.ingested_keys, 2 * 3_600);
+        assert_eq!(report.ingest_failed_keys, 0);
+        assert_eq!(report.ingest_late_keys, 0);
+        let longest = report.ingest_max_first_provide_secs.unwrap();
+        assert!(longest > 0.0 && longest < 600.0, "{longest} s");
+        assert!(report.max_behind_secs.unwrap() < 600);
+        // The cycle sent the ingested keys too.
+        let reprovide = report.reprovide.as_ref().unwrap();
+        assert!(reprovide.add_provider_rpcs >= (2_000 + 2 * 3_600) * 20);
+    });
+}
+
+/// The targets at 10,000 servers, at small scale: 500 servers with realistic
+/// tables, a tenth silent, a tenth slow, 1% of messages lost, a fifth of every answer's
+/// peers omitted, a tenth of the servers replaced during the cycle. At every sample of the
+/// cycle a key's true 20 closest hold its record 17 times on average, the 5th percentile
+/// at least 12 times, and the keys are findable.
+///
+/// Fails today (seed 25): with `omit 0.2` the first provide leaves keys on no server of
+/// their true 20 (p5 0, mean 13.5, findable 0.892), the cycle's samples reach a mean of
+/// 13.3. Without `omit` the same network gives a mean of 18.3 / p5 16 after the provide;
+/// with `omit` and fast tables a mean of 16.0 / p5 8. Run with `--ignored`.
+#[test]
+#[ignore = "the sweep misses the targets when servers omit a fifth of their peers"]
+fn small_scale_targets_in_a_network_that_misbehaves() {
+    dht_sim::runtime().unwrap().block_on(async {
+        let config = sim_config(500, 25)
+            .build(dht_sim::TableBuild::Realistic)
+            .silent(0.1)
+            .slow(0.1)
+            .loss(0.01)
+            .omit(0.2);
+        let sim = Sim::build(config).await.unwrap();
+        let config = ProvideConfig::new(Strategy::Sweep, 5_000)
+            .findable_sample(1_000)
+            .churn(0.1);
+        let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
+            .await
+            .unwrap();
+        eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+        let reprovide = report.reprovide.as_ref().unwrap();
+        assert!(reprovide.holder_samples.len() >= 8, "{reprovide:?}");
+        assert!(reprovide.min_mean_holders.unwrap() >= 17.0, "{reprovide:?}");
+        assert!(reprovide.min_p5_holders.unwrap() >= 12, "{reprovide:?}");
+        for phase in [&report.provide, reprovide] {
+            assert!(phase.findable_fraction.unwrap() >= 0.999, "{phase:?}");
+        }
+        assert!(report.max_behind_secs.unwrap() < 3_600);
+    });
+}

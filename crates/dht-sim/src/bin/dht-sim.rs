@@ -26,6 +26,7 @@ struct Summary {
     far_peers: f64,
     slow: f64,
     loss: f64,
+    omit: f64,
     alpha: usize,
     beta: usize,
     exact_fraction: f64,
@@ -76,6 +77,7 @@ fn lookup(args: &LookupArgs) -> Result<Summary, Box<dyn std::error::Error>> {
         far_peers: m.far_peers,
         slow: m.slow,
         loss: config.loss,
+        omit: config.omit,
         alpha: config.client.query.alpha,
         beta: config.client.query.beta,
         exact_fraction: report.exact_fraction,
@@ -107,8 +109,8 @@ fn print_table(s: &Summary) {
         (
             "misbehaving",
             format!(
-                "silent {} random {} far {} slow {}; loss {}",
-                s.silent, s.random_peers, s.far_peers, s.slow, s.loss
+                "silent {} random {} far {} slow {}; loss {}; omit {}",
+                s.silent, s.random_peers, s.far_peers, s.slow, s.loss, s.omit
             ),
         ),
         (
@@ -259,6 +261,9 @@ struct LookupArgs {
     /// Probability that a message is lost.
     #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "P")]
     loss: f64,
+    /// Share of the peers it knows that every server leaves out of each answer.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
+    omit: f64,
     /// Requests in flight per lookup.
     #[arg(long, default_value_t = QueryConfig::default().alpha)]
     alpha: usize,
@@ -280,7 +285,8 @@ impl LookupArgs {
             .random_peers(self.random_peers)
             .far_peers(self.far_peers)
             .slow(self.slow)
-            .loss(self.loss);
+            .loss(self.loss)
+            .omit(self.omit);
         let query = QueryConfig::default()
             .with_alpha(self.alpha)
             .with_beta(self.beta);
@@ -460,6 +466,12 @@ mod provide_cmd {
         /// Probability that a message is lost.
         #[arg(long, default_value_t = 0.0, value_parser = super::share, value_name = "P")]
         loss: f64,
+        /// Share of the peers it knows that every server leaves out of each answer.
+        #[arg(long, default_value_t = 0.0, value_parser = super::share, value_name = "F")]
+        omit: f64,
+        /// New keys per second arriving during the reprovide cycle, on top of --keys (sweep).
+        #[arg(long, default_value_t = 0, value_name = "R")]
+        ingest: u64,
     }
 
     fn default_keystore() -> KeystoreArg {
@@ -504,6 +516,7 @@ mod provide_cmd {
                 .silent(self.silent)
                 .slow(self.slow)
                 .loss(self.loss)
+                .omit(self.omit)
                 .provider_records(match self.records {
                     RecordsArg::Store => ProviderRecords::Store,
                     RecordsArg::Count => ProviderRecords::Count,
@@ -515,6 +528,7 @@ mod provide_cmd {
                 .placement_sample(self.placement_sample)
                 .findable_sample(self.findable_sample)
                 .workers(self.workers)
+                .ingest(self.ingest)
                 .interval(Duration::from_secs_f64(self.interval_hours * 3600.0));
             config.keys = self.keys;
             let strategies = match self.strategy {
@@ -660,6 +674,36 @@ mod provide_cmd {
             rows.push((
                 format!("{name}: churn left/joined"),
                 f(|p| format!("{}/{}", p.churn.left, p.churn.joined)),
+            ));
+        }
+        rows.push((
+            "max behind schedule".into(),
+            col(&|r| {
+                r.report
+                    .max_behind_secs
+                    .map_or("-".into(), |s| format!("{s} s"))
+            }),
+        ));
+        if runs.iter().any(|r| r.report.ingested_keys > 0) {
+            rows.push((
+                "ingested keys".into(),
+                col(&|r| r.report.ingested_keys.to_string()),
+            ));
+            rows.push((
+                "ingest: longest first provide".into(),
+                col(&|r| {
+                    r.report
+                        .ingest_max_first_provide_secs
+                        .map_or("-".into(), |s| format!("{s:.0} s"))
+                }),
+            ));
+            rows.push((
+                "ingest: keys over 10 min".into(),
+                col(&|r| r.report.ingest_late_keys.to_string()),
+            ));
+            rows.push((
+                "ingest: keys failed".into(),
+                col(&|r| r.report.ingest_failed_keys.to_string()),
             ));
         }
         rows.push(("slices".into(), col(&|r| r.report.slices.to_string())));
