@@ -260,7 +260,7 @@ fn client_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     if let Ok(token) = std::env::var("DHT_NODE_API_TOKEN") {
         return Ok(Some(token.trim().to_owned()));
     }
-    let default = PathBuf::from(dht_node::config::DEFAULT_DATA_DIR).join(api::TOKEN_FILE);
+    let default = dht_node::config::default_data_dir().join(api::TOKEN_FILE);
     let path = file.unwrap_or(&default);
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text.trim().to_owned())),
