@@ -1,16 +1,25 @@
 //! The node's HTTP API (axum): two listeners, both on 127.0.0.1 by default.
 //!
 //! The **routing listener** ([`DEFAULT_HTTP_ADDR`], [`routing_router`]) serves Delegated
-//! Routing V1 only, as other IPFS routers serve it, and may be exposed to the public:
+//! Routing V1 only (<https://specs.ipfs.tech/routing/http-routing-v1/>), as boxo's server
+//! does, and may be exposed to the public:
 //!
 //! - `GET /routing/v1/providers/{cid}`: the providers of a CID, as
 //!   `{"Providers":[{"Schema":"peer","ID":"12D3…","Addrs":["/ip4/…"],"Protocols":[]}]}`, or one
 //!   such record per line (`application/x-ndjson`, streamed as the lookup finds them) when
-//!   the request's `Accept` header asks for NDJSON. 404 when none is found. The node's own
-//!   provider records (held as a DHT server) and itself (when it provides the CID) come
-//!   first, then the DHT lookup's.
+//!   the request's `Accept` header asks for NDJSON. 200 with an empty list when none is
+//!   found. The node's own provider records (held as a DHT server) and itself (when it
+//!   provides the CID) come first, then the DHT lookup's.
 //! - `GET /routing/v1/peers/{peer-id}`: the addresses of a peer (peer id in base58 or as a
-//!   CIDv1 `libp2p-key`), as `{"Peers":[…]}` or NDJSON; 404 when not found.
+//!   CIDv1 `libp2p-key`), as `{"Peers":[…]}` or NDJSON; an empty list when not found.
+//! - `GET /routing/v1/ipns/{name}`: the IPNS record of a name
+//!   (`application/vnd.ipfs.ipns-record`); 200 with a text body when there is none.
+//!   `PUT` stores a record (validated as the DHT validates it) and puts it on the DHT.
+//! - Both lists take `filter-addrs` and `filter-protocols` ([`RecordFilter`]). `Accept`
+//!   other than JSON, NDJSON or `*/*` is 406. Answers carry `Cache-Control` (5 minutes with
+//!   results, 15 s without) and `Vary: Accept`; CORS allows any origin (on this listener
+//!   only). Other `/routing/v1/` requests are 501. Lookups are bounded ([`RoutingLimits`]:
+//!   64 at once, 503 beyond; 30 s each).
 //!
 //! The **management listener** ([`DEFAULT_API_ADDR`], [`management_router`]) serves what
 //! changes the node's state or is not Delegated Routing. Every request must carry
@@ -38,24 +47,29 @@ use std::{
     net::{IpAddr, SocketAddr},
     str::FromStr,
     sync::Arc,
+    time::Duration,
 };
 
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, Path, Request, State},
+    extract::{DefaultBodyLimit, Path, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use dht_handler::MAX_IPNS_RECORD_SIZE;
 use dht_proto::{PeerId, PeerInfo, Record, cid::Cid};
 use dht_provider::{DhtProvider, Multihash, ProviderStats};
 use dht_provider_store::{Keystore, ProviderStore};
 use dht_routing_table::{Clock, SystemClock};
 use futures::{SinkExt, StreamExt, channel::mpsc};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
 
 use crate::{
     metrics::Snapshot,
@@ -196,6 +210,15 @@ pub enum ApiError {
     /// Nothing was found.
     #[error("{0}")]
     NotFound(String),
+    /// No representation the request accepts (406).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// Too much in flight already (503).
+    #[error("{0}")]
+    Busy(String),
+    /// The lookup did not finish in time (504).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     /// The node failed to do it.
     #[error("{0}")]
     Node(#[from] NodeError),
@@ -214,6 +237,9 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Node(NodeError::Routing(dht_routing::Error::NoPeers)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -418,21 +444,84 @@ async fn guard(
     next.run(request).await
 }
 
-fn wants_ndjson(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains(NDJSON))
+/// The bounds of the routing listener's lookups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoutingLimits {
+    /// Lookups (providers, peers, IPNS) in flight at once; more are answered 503 at once.
+    pub max_lookups: usize,
+    /// The longest one lookup runs: a providers answer ends with what was found by then, a
+    /// peer or IPNS lookup answers "none found", an IPNS put 504.
+    pub timeout: Duration,
 }
 
-/// The routes of the routing listener (Delegated Routing V1, public) over `node`.
+impl Default for RoutingLimits {
+    /// 64 lookups, 30 s each (boxo's server's default timeout).
+    fn default() -> Self {
+        RoutingLimits {
+            max_lookups: 64,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RoutingLimits {
+    /// Limits of `max_lookups` lookups in flight, each of at most `timeout`.
+    pub fn new(max_lookups: usize, timeout: Duration) -> Self {
+        RoutingLimits {
+            max_lookups,
+            timeout,
+        }
+    }
+}
+
+struct RoutingState<T: NodeTable> {
+    node: Arc<Node<T>>,
+    lookups: Arc<Semaphore>,
+    limits: RoutingLimits,
+}
+
+impl<T: NodeTable> Clone for RoutingState<T> {
+    fn clone(&self) -> Self {
+        RoutingState {
+            node: self.node.clone(),
+            lookups: self.lookups.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
+/// The routes of the routing listener (Delegated Routing V1, public) over `node`, with the
+/// default [`RoutingLimits`].
 pub fn routing_router<T: NodeTable>(node: Arc<Node<T>>) -> Router {
+    routing_router_with(node, RoutingLimits::default())
+}
+
+/// The routes of the routing listener over `node`: providers, peers and IPNS (`GET`, `PUT`),
+/// 501 for the rest of `/routing/v1/`, CORS for any origin.
+pub fn routing_router_with<T: NodeTable>(node: Arc<Node<T>>, limits: RoutingLimits) -> Router {
+    let state = RoutingState {
+        node,
+        lookups: Arc::new(Semaphore::new(limits.max_lookups)),
+        limits,
+    };
     Router::new()
-        .route("/routing/v1/providers/{cid}", get(providers::<T>))
-        .route("/routing/v1/peers/{peer}", get(peers::<T>))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(node)
+        .route(
+            "/routing/v1/providers/{cid}",
+            get(providers::<T>).fallback(not_served),
+        )
+        .route(
+            "/routing/v1/peers/{peer}",
+            get(peers::<T>).fallback(not_served),
+        )
+        .route(
+            "/routing/v1/ipns/{name}",
+            get(get_ipns::<T>).put(put_ipns::<T>).fallback(not_served),
+        )
+        .fallback(not_served)
+        .layer(DefaultBodyLimit::max(MAX_IPNS_RECORD_SIZE))
+        .with_state(state)
+        .layer(middleware::from_fn(cors))
 }
 
 /// The routes of the management listener over `node`, behind `access` (token and `Host`).
@@ -483,8 +572,21 @@ pub async fn serve<T: NodeTable>(
     addr: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    serve_with(node, addr, RoutingLimits::default(), shutdown).await
+}
+
+/// [`serve`] with other [`RoutingLimits`].
+///
+/// # Errors
+/// The I/O error when `addr` cannot be bound.
+pub async fn serve_with<T: NodeTable>(
+    node: Arc<Node<T>>,
+    addr: SocketAddr,
+    limits: RoutingLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let served = serve_on(listener, routing_router(node), shutdown)?;
+    let served = serve_on(listener, routing_router_with(node, limits), shutdown)?;
     tracing::info!(addr = %served.0, "Delegated Routing API listening");
     Ok(served)
 }
@@ -519,13 +621,22 @@ pub fn warn_if_exposed(addr: SocketAddr) {
     }
 }
 
-/// Runs `find_providers` for `key` in a task; the providers come through the channel, the
-/// node's own records first.
-fn provider_stream<T: NodeTable>(node: Arc<Node<T>>, key: Multihash) -> mpsc::Receiver<PeerInfo> {
-    let (mut tx, rx) = mpsc::channel::<PeerInfo>(16);
+/// Runs `find_providers` for `key` in a task, holding `permit` until it ends and stopping at
+/// `deadline`; the records that pass `filter` come through the channel, the node's own
+/// records first, at most [`MAX_PROVIDERS`].
+fn provider_stream<T: NodeTable>(
+    node: Arc<Node<T>>,
+    key: Multihash,
+    filter: RecordFilter,
+    deadline: tokio::time::Instant,
+    permit: OwnedSemaphorePermit,
+) -> mpsc::Receiver<PeerRecord> {
+    let (mut tx, rx) = mpsc::channel::<PeerRecord>(16);
     tokio::spawn(async move {
+        let _permit = permit;
         let bytes = key.to_bytes();
         let mut seen = std::collections::HashSet::new();
+        let mut sent = 0;
         let mut local: Vec<PeerInfo> = Vec::new();
         if node.holds(&key).unwrap_or(false) {
             local.push(node.info().clone());
@@ -542,17 +653,29 @@ fn provider_stream<T: NodeTable>(node: Arc<Node<T>>, key: Multihash) -> mpsc::Re
             Err(e) => tracing::warn!(error = %e, "reading local provider records"),
         }
         for peer in local {
-            if seen.insert(peer.peer_id) && tx.send(peer).await.is_err() {
-                return;
+            if !seen.insert(peer.peer_id) {
+                continue;
+            }
+            if let Some(record) = filter.apply(PeerRecord::of(&peer)) {
+                if tx.send(record).await.is_err() {
+                    return;
+                }
+                sent += 1;
             }
         }
         let mut found = dht_routing::find_providers(&**node.client(), &bytes, MAX_PROVIDERS);
-        while let Some(peer) = found.next().await {
-            if seen.len() >= MAX_PROVIDERS {
+        while sent < MAX_PROVIDERS {
+            let Ok(Some(peer)) = tokio::time::timeout_at(deadline, found.next()).await else {
                 break;
+            };
+            if !seen.insert(peer.peer_id) {
+                continue;
             }
-            if seen.insert(peer.peer_id) && tx.send(peer).await.is_err() {
-                break;
+            if let Some(record) = filter.apply(PeerRecord::of(&peer)) {
+                if tx.send(record).await.is_err() {
+                    break;
+                }
+                sent += 1;
             }
         }
         node.metrics().lookup("find_providers", &found.stats());
@@ -560,32 +683,202 @@ fn provider_stream<T: NodeTable>(node: Arc<Node<T>>, key: Multihash) -> mpsc::Re
     rx
 }
 
+/// The `filter-addrs` and `filter-protocols` query parameters of Delegated Routing
+/// (IPIP-484), comma-separated and case-insensitive.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FilterQuery {
+    /// Multiaddr protocol names to keep (`tcp`, `quic-v1`), `!name` to drop, `unknown` to keep
+    /// peers without addresses.
+    #[serde(rename = "filter-addrs")]
+    pub filter_addrs: Option<String>,
+    /// Transfer protocols to keep (`transport-bitswap`), `unknown` for peers that list none.
+    #[serde(rename = "filter-protocols")]
+    pub filter_protocols: Option<String>,
+}
+
+/// The filters of a [`FilterQuery`], applied to each record before the answer's cap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordFilter {
+    addrs: Vec<String>,
+    protocols: Vec<String>,
+}
+
+fn filter_list(text: Option<&str>) -> Vec<String> {
+    text.map(|t| {
+        t.split(',')
+            .map(|f| f.trim().to_ascii_lowercase())
+            .filter(|f| !f.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl RecordFilter {
+    /// The filters of `query`.
+    pub fn of(query: &FilterQuery) -> Self {
+        RecordFilter {
+            addrs: filter_list(query.filter_addrs.as_deref()),
+            protocols: filter_list(query.filter_protocols.as_deref()),
+        }
+    }
+
+    /// `record` with only the addresses the filters keep, or `None` when the filters drop it:
+    /// its protocols match none of `filter-protocols` (`unknown` matches a record that lists
+    /// none), or `filter-addrs` leaves it no address (`unknown` keeps a record that had none).
+    pub fn apply(&self, mut record: PeerRecord) -> Option<PeerRecord> {
+        if !self.protocols.is_empty() {
+            let allowed = self.protocols.iter().any(|f| {
+                (f == "unknown" && record.protocols.is_empty())
+                    || record.protocols.iter().any(|p| p.eq_ignore_ascii_case(f))
+            });
+            if !allowed {
+                return None;
+            }
+        }
+        if self.addrs.is_empty()
+            || (record.addrs.is_empty() && self.addrs.iter().any(|f| f == "unknown"))
+        {
+            return Some(record);
+        }
+        let (drop, keep): (Vec<&str>, Vec<&str>) = self
+            .addrs
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != "unknown")
+            .partition(|f| f.starts_with('!'));
+        let drop: Vec<&str> = drop.iter().map(|f| &f[1..]).collect();
+        record.addrs.retain(|addr| {
+            let Ok(addr) = addr.parse::<dht_proto::Multiaddr>() else {
+                return false;
+            };
+            let has = |names: &[&str]| addr.iter().any(|p| names.contains(&p.tag()));
+            !has(&drop) && (keep.is_empty() || has(&keep))
+        });
+        (!record.addrs.is_empty()).then_some(record)
+    }
+}
+
+/// Which representation a Delegated Routing answer takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Media {
+    Json,
+    Ndjson,
+}
+
+/// Accept negotiation as other Delegated Routing servers do it: no `Accept` is JSON;
+/// NDJSON when accepted, else JSON when `application/json`, `application/*` or `*/*` is;
+/// 406 otherwise.
+fn negotiate(headers: &HeaderMap) -> Result<Media, ApiError> {
+    let mut values = headers.get_all(header::ACCEPT).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(Media::Json);
+    }
+    let (mut json, mut ndjson) = (false, false);
+    for value in values {
+        let text = value.to_str().unwrap_or_default();
+        for item in text.split(',') {
+            let media = item.split(';').next().unwrap_or_default().trim();
+            if media.eq_ignore_ascii_case(NDJSON) {
+                ndjson = true;
+            } else if ["application/json", "application/*", "*/*"]
+                .iter()
+                .any(|m| media.eq_ignore_ascii_case(m))
+            {
+                json = true;
+            }
+        }
+    }
+    match (ndjson, json) {
+        (true, _) => Ok(Media::Ndjson),
+        (false, true) => Ok(Media::Json),
+        _ => Err(ApiError::NotAcceptable(format!(
+            "Accept: {NDJSON} or application/json"
+        ))),
+    }
+}
+
+/// How long a Delegated Routing answer with results may be cached, as other routers say
+/// (5 minutes; stale for 48 h, the records' lifetime).
+const MAX_AGE_FOUND: u64 = 300;
+/// How long an answer without results may be cached (15 s).
+const MAX_AGE_NOT_FOUND: u64 = 15;
+const MAX_STALE: u64 = 48 * 3600;
+
+/// Sets `Cache-Control` (by whether anything was found) and `Vary: Accept`.
+fn cache_headers(response: &mut Response, found: bool) {
+    let max_age = if found {
+        MAX_AGE_FOUND
+    } else {
+        MAX_AGE_NOT_FOUND
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "public, max-age={max_age}, stale-while-revalidate={MAX_STALE}, stale-if-error={MAX_STALE}"
+    )) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    headers.append(header::VARY, HeaderValue::from_static("Accept"));
+}
+
+/// The records as JSON (`{"<field>":[…]}`) or NDJSON, with the cache headers.
+fn records_response(field: &str, media: Media, records: &[PeerRecord]) -> Response {
+    let mut response = match media {
+        Media::Json => Json(serde_json::json!({ field: records })).into_response(),
+        Media::Ndjson => {
+            let body: Vec<u8> = records
+                .iter()
+                .flat_map(|r| ndjson_line(r).to_vec())
+                .collect();
+            ([(header::CONTENT_TYPE, NDJSON)], body).into_response()
+        }
+    };
+    cache_headers(&mut response, !records.is_empty());
+    response
+}
+
+fn lookup_permit<T: NodeTable>(state: &RoutingState<T>) -> Result<OwnedSemaphorePermit, ApiError> {
+    state
+        .lookups
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy("too many lookups in flight; retry later".into()))
+}
+
 async fn providers<T: NodeTable>(
-    State(node): State<Arc<Node<T>>>,
+    State(state): State<RoutingState<T>>,
     Path(cid): Path<String>,
+    Query(query): Query<FilterQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    node.metrics().api_request("providers");
+    state.node.metrics().api_request("providers");
+    let media = negotiate(&headers)?;
     let key = parse_cid(&cid)?;
-    let mut rx = provider_stream(node, key);
-    if wants_ndjson(&headers) {
+    let permit = lookup_permit(&state)?;
+    let deadline = tokio::time::Instant::now() + state.limits.timeout;
+    let mut rx = provider_stream(
+        state.node.clone(),
+        key,
+        RecordFilter::of(&query),
+        deadline,
+        permit,
+    );
+    if media == Media::Ndjson {
+        // Streamed as the lookup finds them; the headers go out with the first record.
         let Some(first) = rx.next().await else {
-            return Err(ApiError::NotFound(format!("no provider of {cid} found")));
+            return Ok(records_response("Providers", media, &[]));
         };
         let lines = futures::stream::iter([first])
             .chain(rx)
-            .map(|peer| Ok::<_, Infallible>(ndjson_line(&PeerRecord::of(&peer))));
+            .map(|record| Ok::<_, Infallible>(ndjson_line(&record)));
         let mut response = Body::from_stream(lines).into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+        cache_headers(&mut response, true);
         Ok(response)
     } else {
-        let found: Vec<PeerRecord> = rx.map(|p| PeerRecord::of(&p)).collect().await;
-        if found.is_empty() {
-            return Err(ApiError::NotFound(format!("no provider of {cid} found")));
-        }
-        Ok(Json(serde_json::json!({ "Providers": found })).into_response())
+        let found: Vec<PeerRecord> = rx.collect().await;
+        Ok(records_response("Providers", media, &found))
     }
 }
 
@@ -596,34 +889,167 @@ fn ndjson_line(record: &PeerRecord) -> Bytes {
 }
 
 async fn peers<T: NodeTable>(
-    State(node): State<Arc<Node<T>>>,
+    State(state): State<RoutingState<T>>,
     Path(peer): Path<String>,
+    Query(query): Query<FilterQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let node = &state.node;
     node.metrics().api_request("peers");
+    let media = negotiate(&headers)?;
     let peer = parse_peer_id(&peer)?;
     let found = if peer == node.peer_id() {
         Some(node.info().clone())
     } else {
-        let outcome = dht_routing::find_peer(&**node.client(), peer)
-            .await
-            .map_err(NodeError::from)?;
-        node.metrics().lookup("find_peer", &outcome.stats);
-        outcome.value
+        let _permit = lookup_permit(&state)?;
+        match tokio::time::timeout(
+            state.limits.timeout,
+            dht_routing::find_peer(&**node.client(), peer),
+        )
+        .await
+        {
+            Ok(outcome) => {
+                let outcome = outcome.map_err(NodeError::from)?;
+                node.metrics().lookup("find_peer", &outcome.stats);
+                outcome.value
+            }
+            Err(_) => None,
+        }
     };
-    let Some(found) = found else {
-        return Err(ApiError::NotFound(format!("peer {peer} not found")));
-    };
-    let record = PeerRecord::of(&found);
-    if wants_ndjson(&headers) {
-        let mut response = Body::from(ndjson_line(&record)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
-        Ok(response)
-    } else {
-        Ok(Json(serde_json::json!({ "Peers": [record] })).into_response())
+    let records: Vec<PeerRecord> = found
+        .and_then(|p| RecordFilter::of(&query).apply(PeerRecord::of(&p)))
+        .into_iter()
+        .collect();
+    Ok(records_response("Peers", media, &records))
+}
+
+/// The content type of IPNS records.
+pub const IPNS_RECORD: &str = "application/vnd.ipfs.ipns-record";
+
+/// The DHT key of an IPNS name (a CIDv1 `libp2p-key` or a peer id): `/ipns/<peer id bytes>`.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] when `name` is not a peer id.
+pub fn ipns_key(name: &str) -> Result<Vec<u8>, ApiError> {
+    let peer = parse_peer_id(name)?;
+    let mut key = b"/ipns/".to_vec();
+    key.extend(peer.to_bytes());
+    Ok(key)
+}
+
+async fn get_ipns<T: NodeTable>(
+    State(state): State<RoutingState<T>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let node = &state.node;
+    node.metrics().api_request("get_ipns");
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    if !(accept.is_empty() || accept.contains("*/*") || accept.contains(IPNS_RECORD)) {
+        return Err(ApiError::NotAcceptable(format!("Accept: {IPNS_RECORD}")));
     }
+    let key = ipns_key(&name)?;
+    let _permit = lookup_permit(&state)?;
+    let found = match tokio::time::timeout(state.limits.timeout, node.get_value(&key)).await {
+        Ok(found) => found?,
+        Err(_) => None,
+    };
+    let Some(record) = found else {
+        // No record is a 200 with a text body (IPIP-0513), cached briefly.
+        let mut response = (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "no IPNS record found\n",
+        )
+            .into_response();
+        cache_headers(&mut response, false);
+        return Ok(response);
+    };
+    // The record's TTL and validity are not read here, so caches must revalidate.
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, IPNS_RECORD),
+            (header::CACHE_CONTROL, "public, no-cache"),
+        ],
+        record.value,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Accept"));
+    Ok(response)
+}
+
+async fn put_ipns<T: NodeTable>(
+    State(state): State<RoutingState<T>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let node = &state.node;
+    node.metrics().api_request("put_ipns");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.contains(IPNS_RECORD) {
+        return Err(ApiError::NotAcceptable(format!(
+            "Content-Type: {IPNS_RECORD}"
+        )));
+    }
+    let key = ipns_key(&name)?;
+    let _permit = lookup_permit(&state)?;
+    let record = Record::new(key, body.to_vec());
+    match tokio::time::timeout(state.limits.timeout, node.put_value(record)).await {
+        Ok(put) => put?,
+        Err(_) => return Err(ApiError::Timeout(state.limits.timeout)),
+    };
+    Ok(StatusCode::OK.into_response())
+}
+
+/// What the routing listener does not serve: 501 under `/routing/v1/`, 404 elsewhere.
+async fn not_served(request: Request) -> Response {
+    let path = request.uri().path();
+    let (status, message) = if path.starts_with("/routing/v1/") {
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{} {path} is not served", request.method()),
+        )
+    } else {
+        (StatusCode::NOT_FOUND, format!("{path}: no such endpoint"))
+    };
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// CORS on the routing listener: any origin may read it (`OPTIONS` preflights answered).
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == axum::http::Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, PUT, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Accept, Content-Type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
 }
 
 fn parse_cids(list: &CidList) -> Result<Vec<Multihash>, ApiError> {

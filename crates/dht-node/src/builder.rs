@@ -363,7 +363,13 @@ impl<T: NodeTable> NodeBuilder<T> {
             self.transport = self.transport.kad(kad);
         }
         let state: Box<dyn StateStore> = match (&self.data_dir, persistent) {
-            (Some(dir), true) => Box::new(FileStateStore::new(dir.join("provider.state"))),
+            (Some(dir), true) => {
+                let path = dir.join("provider.state");
+                if matches!(self.provider, ProviderChoice::Sweep(_)) {
+                    set_aside_corrupt_state(&path)?;
+                }
+                Box::new(FileStateStore::new(path))
+            }
             _ => Box::new(MemoryStateStore::default()),
         };
 
@@ -516,6 +522,34 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, NodeError> {
             source,
         }),
     }
+}
+
+/// Renames a sweep state file that does not decode to `<path>.corrupt-<unix secs>` and logs
+/// it, so that the node starts with a new schedule (the keystore still holds every key)
+/// rather than not at all.
+fn set_aside_corrupt_state(path: &Path) -> Result<(), NodeError> {
+    let io = |what, source| NodeError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("reading the provider state", e)),
+    };
+    let Err(error) = dht_provider::state::SweepState::from_bytes(&bytes) else {
+        return Ok(());
+    };
+    let aside = path.with_extension(format!("state.corrupt-{}", SystemClock.now()));
+    std::fs::rename(path, &aside).map_err(|e| io("setting the provider state aside", e))?;
+    tracing::warn!(
+        path = %path.display(),
+        set_aside = %aside.display(),
+        %error,
+        "the provider state is corrupt: set aside; the sweep starts a new schedule"
+    );
+    Ok(())
 }
 
 /// Writes `bytes` to `path`, readable by its owner only (0600 on Unix), and syncs it.

@@ -30,8 +30,29 @@ use crate::{
     transport::Mode,
 };
 
-/// The default data directory, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "dht-node-data";
+/// The name of the default data directory, under the user's data directory.
+pub const DATA_DIR_NAME: &str = "dht-node";
+
+/// The default data directory, absolute: `$XDG_DATA_HOME/dht-node`, else
+/// `~/.local/share/dht-node` (`~/Library/Application Support/dht-node` on macOS,
+/// `%APPDATA%\dht-node` on Windows); relative to the working directory only when none of
+/// these variables is set to an absolute path.
+pub fn default_data_dir() -> PathBuf {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let base = if cfg!(windows) {
+        absolute("APPDATA")
+    } else if cfg!(target_os = "macos") {
+        absolute("HOME").map(|h| h.join("Library").join("Application Support"))
+    } else {
+        absolute("XDG_DATA_HOME")
+            .or_else(|| absolute("HOME").map(|h| h.join(".local").join("share")))
+    };
+    base.unwrap_or_default().join(DATA_DIR_NAME)
+}
 
 /// A configuration error: which setting and why.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +176,7 @@ impl RunConfig {
     }
 
     /// Checks every value and fills in the defaults: data directory
-    /// [`DEFAULT_DATA_DIR`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
+    /// [`default_data_dir`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
     /// server mode, Delegated Routing on [`DEFAULT_HTTP_ADDR`], management on
     /// [`DEFAULT_API_ADDR`] with the token in [`TOKEN_FILE`] of the data directory, sweep,
     /// RocksDB, k-buckets.
@@ -201,10 +222,7 @@ impl RunConfig {
                 "the management and routing listeners need two addresses",
             ));
         }
-        let data_dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         let per_key = match self.strategy.as_deref() {
             None | Some("sweep") => false,
             Some("per-key") => true,
@@ -331,6 +349,17 @@ mod tests {
         assert_eq!(settings.api.map(|a| a.port()), Some(7000));
         assert_eq!(settings.api_hosts, ["dht.example.org"]);
         assert_eq!(settings.api_token_file, PathBuf::from("/tmp/x/api.token"));
+    }
+
+    #[test]
+    fn the_default_data_directory_is_absolute() {
+        let settings = RunConfig::default().resolve().expect("defaults");
+        assert!(
+            settings.data_dir.is_absolute(),
+            "{}",
+            settings.data_dir.display()
+        );
+        assert!(settings.data_dir.ends_with(DATA_DIR_NAME));
     }
 
     #[test]

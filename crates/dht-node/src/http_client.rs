@@ -6,7 +6,8 @@
 //!
 //! # async fn demo() -> Result<(), dht_node::http_client::ClientError> {
 //! // The management listener needs the token (`api.token` in the node's data directory).
-//! let token = std::fs::read_to_string("dht-node-data/api.token").unwrap_or_default();
+//! let token_file = dht_node::config::default_data_dir().join("api.token");
+//! let token = std::fs::read_to_string(token_file).unwrap_or_default();
 //! let api = ApiClient::new("http://127.0.0.1:5481")?.with_token(token.trim());
 //! api.provide(&["bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".into()], false).await?;
 //! // Delegated Routing is on the routing listener.

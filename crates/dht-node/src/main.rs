@@ -26,6 +26,7 @@ use dht_node::{
 };
 use dht_proto::Multiaddr;
 use dht_provider::{LegacyConfig, SweepConfig};
+use dht_provider_store::Keystore;
 use dht_routing_table::KBucketTable;
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::multiaddr::Protocol;
@@ -226,14 +227,20 @@ enum StrategyArg {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The daemon says what it does (info); the client commands only what goes wrong.
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -260,7 +267,7 @@ fn client_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     if let Ok(token) = std::env::var("DHT_NODE_API_TOKEN") {
         return Ok(Some(token.trim().to_owned()));
     }
-    let default = PathBuf::from(dht_node::config::DEFAULT_DATA_DIR).join(api::TOKEN_FILE);
+    let default = dht_node::config::default_data_dir().join(api::TOKEN_FILE);
     let path = file.unwrap_or(&default);
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text.trim().to_owned())),
@@ -377,8 +384,11 @@ async fn serve_node<T: NodeTable>(
     write_atomically(&info_path, &serde_json::to_vec_pretty(&info)?)?;
     tracing::info!(
         peer_id = %node.peer_id(),
+        addrs = ?node.info().addrs,
         routing_api = ?http,
         management_api = ?management,
+        keystore_keys = node.stores().count().unwrap_or(0),
+        data_dir = %settings.data_dir.display(),
         info = %info_path.display(),
         "node running"
     );

@@ -169,3 +169,40 @@ async fn the_per_key_provider_is_an_option() {
     node.close().await.unwrap();
     close_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_provider_state_is_set_aside_and_the_node_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = NodeBuilder::local()
+        .rocks_store(StoreConfig::small())
+        .data_dir(dir.path());
+    let provided = keys("corrupt-state", 5);
+    let first = builder.clone().build().await.unwrap();
+    first
+        .provider()
+        .start_providing_async(false, &provided)
+        .unwrap();
+    first.close().await.unwrap();
+    drop(first);
+    let state = dir.path().join("provider.state");
+    std::fs::write(&state, b"not a sweep state").unwrap();
+
+    let again = builder.build().await.unwrap();
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("provider.state.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join(&aside[0])).unwrap(),
+        b"not a sweep state"
+    );
+    // The keystore still holds the keys; the sweep starts a new schedule.
+    assert_eq!(
+        dht_provider_store::Keystore::count(&**again.stores()).unwrap(),
+        5
+    );
+    again.close().await.unwrap();
+    assert!(state.exists(), "a fresh state is saved on close");
+}

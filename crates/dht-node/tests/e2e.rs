@@ -39,6 +39,16 @@ impl NodeProc {
 
     /// [`start`](Self::start) with more arguments to `run`.
     fn start_with(dir: &Path, bootstrap: &[&NodeProc], extra: &[&str]) -> NodeProc {
+        NodeProc::start_logging(dir, bootstrap, extra, Some("info,dht_provider=debug"))
+    }
+
+    /// [`start_with`](Self::start_with) with `RUST_LOG` set to `rust_log` (unset: `None`).
+    fn start_logging(
+        dir: &Path,
+        bootstrap: &[&NodeProc],
+        extra: &[&str],
+        rust_log: Option<&str>,
+    ) -> NodeProc {
         let info = dir.join("node.json");
         let _ = std::fs::remove_file(&info);
         std::fs::create_dir_all(dir).unwrap();
@@ -52,10 +62,13 @@ impl NodeProc {
             .arg("--data-dir")
             .arg(dir)
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
-            .env("RUST_LOG", "info,dht_provider=debug")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
         if bootstrap.is_empty() {
             cmd.arg("--no-bootstrap");
         }
@@ -221,9 +234,9 @@ async fn three_processes_provide_through_one_and_find_through_another() {
         && p["Schema"] == "peer"
         && p["Addrs"].as_array().is_some_and(|a| !a.is_empty())));
 
-    // Unknown CID: 404; garbage: 400.
+    // Unknown CID: 200 with an empty list (as the current spec says); garbage: 400.
     let unknown = &cids("e2e-nobody-provides", 1)[0];
-    let (status, _) = c
+    let (status, body) = c
         .routing
         .send(
             Method::GET,
@@ -233,7 +246,9 @@ async fn three_processes_provide_through_one_and_find_through_another() {
         )
         .await
         .unwrap();
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json, serde_json::json!({ "Providers": [] }));
     let (status, _) = c
         .routing
         .send(Method::GET, "/routing/v1/providers/not-a-cid", None, None)
@@ -716,4 +731,34 @@ async fn a_management_api_bound_beyond_loopback_is_logged_as_a_warning() {
     // Loopback: no such warning.
     let quiet = NodeProc::start(&root.path().join("quiet"), &[]);
     assert!(!read_log(&quiet.dir).contains("beyond loopback"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_where_it_listens_at_info_by_default() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("quiet");
+    let first = NodeProc::start_logging(&dir, &[], &[], None);
+    assert_eq!(
+        first.api.provide(&cids("e2e-log", 3), false).await.unwrap(),
+        3
+    );
+    drop(first);
+    let node = NodeProc::start_logging(&dir, &[], &[], None);
+    let log = read_log(&dir);
+    let running = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("node running"))
+        .unwrap_or_else(|| panic!("no 'node running' line: {log}"));
+    assert!(running.contains("INFO"), "{running}");
+    assert!(
+        running.contains(node.routing.base().trim_start_matches("http://")),
+        "{running}"
+    );
+    assert!(
+        running.contains(node.api.base().trim_start_matches("http://")),
+        "{running}"
+    );
+    assert!(running.contains("/ip4/127.0.0.1/tcp/"), "{running}");
+    assert!(running.contains("keystore_keys=3"), "{running}");
 }
