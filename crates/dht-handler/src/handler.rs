@@ -23,7 +23,8 @@ pub struct Sender {
     /// The sender's peer id and the addresses it is known at.
     pub peer: PeerInfo,
     /// Whether the sender is a DHT server (identify lists `/ipfs/kad/1.0.0`); only servers
-    /// are reported to the routing table.
+    /// are reported to the routing table, which refreshes them if it holds them and never
+    /// adds them for sending a request.
     pub is_server: bool,
 }
 
@@ -61,7 +62,7 @@ impl Sender {
 /// use dht_handler::{Handler, HandlerConfig, Sender};
 /// use dht_proto::{Key, PeerId, PeerInfo, Request, Response};
 /// use dht_provider_store::MemoryStore;
-/// use dht_routing_table::{KBucketTable, ManualClock};
+/// use dht_routing_table::{Direction, KBucketTable, ManualClock, PeerEvent, RoutingTable};
 ///
 /// let local = PeerInfo::new(PeerId::random(), vec!["/ip4/192.0.2.1/tcp/4001".parse()?]);
 /// let table = KBucketTable::new(local.key(), Default::default(), ManualClock::new(0));
@@ -77,8 +78,10 @@ impl Sender {
 /// let add = Request::AddProvider { key: key.clone(), providers: vec![provider.clone()] };
 /// assert_eq!(handler.handle(&from, add, now)?, None);
 ///
-/// // The sender, a server, is now in the routing table; GET_PROVIDERS from another peer finds
-/// // it both as provider and as closer peer.
+/// // A request sent to us admits nobody to the routing table; once the provider has answered
+/// // one of ours, GET_PROVIDERS from another peer finds it both as provider and as closer peer.
+/// assert!(handler.table().is_empty());
+/// handler.table().update(&provider, PeerEvent::Seen(Direction::Outbound));
 /// let asker = Sender::client(PeerInfo::new(PeerId::random(), vec![]));
 /// let Some(Response::GetProviders { providers, closer_peers, .. }) =
 ///     handler.handle(&asker, Request::GetProviders { key }, now + 1)?
@@ -175,7 +178,8 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     ///
     /// In order: the sender's rate is checked ([`HandlerError::RateLimited`]); a sender that
     /// is a server is reported to the routing table as
-    /// [`PeerEvent::Seen`]`(`[`Direction::Inbound`]`)`; the request is checked and answered.
+    /// [`PeerEvent::Seen`]`(`[`Direction::Inbound`]`)`, which refreshes a peer the table holds
+    /// and adds none; the request is checked and answered.
     pub fn handle(
         &self,
         from: &Sender,

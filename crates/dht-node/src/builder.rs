@@ -397,6 +397,7 @@ impl<T: NodeTable> NodeBuilder<T> {
                 .map_err(|e| Box::new(e) as HandlerError)
         });
         let (transport, events) = transport::spawn(keypair, self.transport, inbound).await?;
+        table.use_address_book(Arc::new(transport.peer_book()));
         let addrs = transport.listen_addrs().await?;
         handler.set_local_addrs(addrs.clone());
         let info = PeerInfo::new(peer_id, addrs);

@@ -36,8 +36,8 @@ use dht_provider::{
 use dht_provider_store::{Keystore, ProviderStore, StoreError, ValueStore};
 use dht_routing::{DhtClient, Network, OpStats, Outcome, RecordValidator, RpcError, crawl};
 use dht_routing_table::{
-    Clock, Direction, FullRoutingTable, FullRtConfig, KBucketConfig, KBucketTable, PeerEvent,
-    RoutingTable, SystemClock,
+    AddressBook, Clock, Direction, FullRoutingTable, FullRtConfig, KBucketConfig, KBucketTable,
+    PeerEvent, RoutingTable, SystemClock,
 };
 use futures::future::join_all;
 use parking_lot::Mutex;
@@ -209,6 +209,10 @@ pub trait NodeTable: RoutingTable + fmt::Debug + Sized + 'static {
     /// A new table for the node whose Kademlia key is `local`.
     fn create(local: Key, config: &Self::Config) -> Self;
 
+    /// Gives the table the transport's first-hand knowledge of connected peers, by which it
+    /// groups and addresses the peers it admits (see [`AddressBook`]).
+    fn use_address_book(&self, book: Arc<dyn AddressBook>);
+
     /// Whether the first maintenance round runs right after the node starts (a full table is
     /// empty until crawled) rather than an interval later.
     const MAINTAIN_AT_START: bool = false;
@@ -233,6 +237,10 @@ impl NodeTable for KBucketTable {
 
     fn create(local: Key, config: &KBucketConfig) -> Self {
         KBucketTable::new(local, config.clone(), SystemClock)
+    }
+
+    fn use_address_book(&self, book: Arc<dyn AddressBook>) {
+        self.set_address_book(book);
     }
 
     fn maintenance_interval(config: &KBucketConfig) -> Duration {
@@ -347,6 +355,10 @@ impl NodeTable for FullRoutingTable {
 
     fn create(local: Key, config: &FullTableConfig) -> Self {
         FullRoutingTable::new(local, config.table.clone(), SystemClock)
+    }
+
+    fn use_address_book(&self, book: Arc<dyn AddressBook>) {
+        self.set_address_book(book);
     }
 
     fn maintenance_interval(config: &FullTableConfig) -> Duration {

@@ -286,3 +286,39 @@ async fn a_server_enters_the_routing_table_only_once_it_answered() {
     assert!(!node.table().contains(&liar.info.peer_id));
     node.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_to_us_admits_nobody_to_the_routing_table() {
+    use dht_node::builder::NodeBuilder;
+    let node = NodeBuilder::local().build().await.unwrap();
+    // Identify says it serves the DHT, it refuses the admission probe, and it keeps sending
+    // requests: before, the first request after identify put it in the table.
+    let hostile = Node::start(
+        KadConfig::default(),
+        std::sync::Arc::new(|_, _: &Request| Err("no".into())),
+    )
+    .await;
+    for _ in 0..10 {
+        let out = within(
+            "a hostile request",
+            hostile
+                .handle
+                .request(node.info(), Request::FindNode { key: b"x".to_vec() }),
+        )
+        .await;
+        assert!(matches!(out, Ok(Some(_))), "{out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    within("the node probed it", async {
+        while hostile.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(!node.table().contains(&hostile.info.peer_id));
+    assert_eq!(
+        dht_routing_table::RoutingTable::len(node.table().as_ref()),
+        0
+    );
+    node.close().await.unwrap();
+}

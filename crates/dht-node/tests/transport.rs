@@ -518,6 +518,14 @@ async fn the_handler_sees_the_sender_as_identify_describes_it() {
         .await;
         assert_eq!(sender.peer.addrs, node.info.addrs);
         assert_eq!(sender.is_server, node.info.peer_id == server_id);
+        // The IP its connection comes from, and the same in the transport's peer book.
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+        assert_eq!(sender.remote_ip, Some(loopback));
+        let observed =
+            dht_routing_table::AddressBook::observed(&b.handle.peer_book(), &node.info.peer_id)
+                .expect("connected peers are in the book");
+        assert_eq!(observed.remote_ip, loopback);
+        assert_eq!(observed.listen_addrs, node.info.addrs);
     }
 }
 

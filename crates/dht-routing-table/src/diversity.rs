@@ -159,7 +159,9 @@ fn is_local_v4(v4: Ipv4Addr) -> bool {
 /// it is accepted only if it fits in *all* its groups, and then counts once in each. This is
 /// the conservative reading, and the one go-libp2p-kbucket's filter uses. A peer with no IP
 /// address at all (e.g. only `/dns` addresses, which the table does not resolve) belongs to no
-/// group and is always accepted.
+/// group and is always accepted. Tables given an [`AddressBook`](crate::AddressBook) group
+/// a connected peer by the IP its connection comes from instead
+/// ([`groups_of_ip`](Self::groups_of_ip)), whatever addresses it claims.
 ///
 /// ```
 /// use dht_routing_table::{DiversityConfig, DiversityFilter};
@@ -201,18 +203,27 @@ impl DiversityFilter {
     pub fn groups(&self, addrs: &[Multiaddr]) -> Vec<IpGroup> {
         let mut groups: Vec<IpGroup> = addrs
             .iter()
-            .flat_map(|a| a.iter())
-            .filter_map(|p| match p {
-                Protocol::Ip4(v4) => Some(IpAddr::V4(v4)),
-                Protocol::Ip6(v6) => Some(IpAddr::V6(v6)),
-                _ => None,
-            })
-            .filter(|ip| !(self.config.local_network && is_local_ip(*ip)))
+            .flat_map(ips)
+            .filter(|ip| !self.exempt(*ip))
             .map(IpGroup::of)
             .collect();
         groups.sort_unstable();
         groups.dedup();
         groups
+    }
+
+    /// The groups of a peer known to connect from `ip`: its group, or none for a local
+    /// address when [`DiversityConfig::local_network`] is set.
+    pub fn groups_of_ip(&self, ip: IpAddr) -> Vec<IpGroup> {
+        if self.exempt(ip) {
+            Vec::new()
+        } else {
+            vec![IpGroup::of(ip)]
+        }
+    }
+
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.config.local_network && is_local_ip(ip)
     }
 
     /// Whether one more peer of `groups` fits in bucket `bucket` and in the table.
@@ -258,6 +269,15 @@ impl DiversityFilter {
     pub fn table_count(&self, group: IpGroup) -> usize {
         self.per_table.get(&group).copied().unwrap_or(0)
     }
+}
+
+/// Every IP address an address carries (its `/ip4` and `/ip6` components).
+pub(crate) fn ips(addr: &Multiaddr) -> impl Iterator<Item = IpAddr> + '_ {
+    addr.iter().filter_map(|p| match p {
+        Protocol::Ip4(v4) => Some(IpAddr::V4(v4)),
+        Protocol::Ip6(v6) => Some(IpAddr::V6(v6)),
+        _ => None,
+    })
 }
 
 fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {

@@ -1,11 +1,20 @@
 //! The full routing table ("fullrt"): every known DHT server, filled by a crawl.
 
-use std::{fmt, mem::size_of};
+use std::{
+    collections::HashMap,
+    fmt,
+    mem::size_of,
+    net::IpAddr,
+    sync::{Arc, OnceLock},
+};
 
 use dht_proto::{K_VALUE, Key, Multiaddr, PeerId, PeerInfo, UnixSecs};
 use parking_lot::RwLock;
 
-use crate::{Clock, PeerEvent, RejectReason, RoutingTable, UpdateOutcome, keep_closest};
+use crate::{
+    AddressBook, Clock, Direction, IpGroup, MAX_PEER_ADDRS, PeerEvent, RejectReason, RoutingTable,
+    UpdateOutcome, diversity::ips, is_local_ip, keep_closest, vouched,
+};
 
 /// Settings of a [`FullRoutingTable`].
 ///
@@ -24,6 +33,14 @@ pub struct FullRtConfig {
     /// The fewest peers a complete table holds (default [`K_VALUE`], 20): a crawl that found
     /// almost nothing is not trusted to be the whole network.
     pub min_peers: usize,
+    /// The most peers the table holds (default 250,000, about ten times the servers of the
+    /// Amino DHT): a newcomer to a full table is rejected ([`RejectReason::TableFull`]), and a
+    /// crawl that found more keeps an even sample of them across the keyspace.
+    pub max_peers: usize,
+    /// The most peers of one IP group (a `/24` or `/48`, see [`IpGroup`]) the table holds
+    /// (default 256): one host, or one attacker's subnet, cannot fill the table with free
+    /// peer ids. Local addresses ([`is_local_ip`]) are not counted, for devnets and LANs.
+    pub max_per_group: usize,
 }
 
 impl Default for FullRtConfig {
@@ -31,6 +48,8 @@ impl Default for FullRtConfig {
         FullRtConfig {
             freshness: 2 * 3600,
             min_peers: K_VALUE,
+            max_peers: 250_000,
+            max_per_group: 256,
         }
     }
 }
@@ -49,6 +68,20 @@ impl FullRtConfig {
         self.min_peers = n;
         self
     }
+
+    /// Sets [`FullRtConfig::max_peers`].
+    #[must_use]
+    pub fn with_max_peers(mut self, n: usize) -> Self {
+        self.max_peers = n;
+        self
+    }
+
+    /// Sets [`FullRtConfig::max_per_group`].
+    #[must_use]
+    pub fn with_max_per_group(mut self, n: usize) -> Self {
+        self.max_per_group = n;
+        self
+    }
 }
 
 /// A routing table holding every known DHT server, ordered by Kademlia key.
@@ -58,8 +91,20 @@ impl FullRtConfig {
 /// [`FullRtConfig::freshness`] of a fill it reports itself [complete](RoutingTable::is_complete),
 /// so routing may answer closest-peer questions from it without a network walk.
 ///
-/// Between crawls, [`PeerEvent::Seen`] adds or updates a peer, and [`PeerEvent::Failed`] and
-/// [`PeerEvent::Removed`] remove it (the next crawl brings it back if it is still a server).
+/// Between crawls, [`PeerEvent::Seen`]`(`[`Direction::Outbound`]`)` adds or updates a peer,
+/// `Seen(`[`Direction::Inbound`]`)` only updates one the table holds, and
+/// [`PeerEvent::Failed`] and [`PeerEvent::Removed`] remove it (the next crawl brings it back
+/// if it is still a server).
+///
+/// # Bounds
+///
+/// The table holds at most [`FullRtConfig::max_peers`] peers, at most
+/// [`FullRtConfig::max_per_group`] of one IP group, and at most
+/// [`MAX_PEER_ADDRS`] addresses per peer. A peer's group is that of the IP its
+/// connection comes from when an [`AddressBook`] knows it
+/// ([`with_address_book`](Self::with_address_book), which also keeps only the addresses the
+/// peer announced about itself, as in [`KBucketTable`](crate::KBucketTable)), else that of
+/// its first IP address.
 ///
 /// # Layout and locking
 ///
@@ -108,6 +153,7 @@ pub struct FullRoutingTable {
     local_key: Key,
     config: FullRtConfig,
     clock: Box<dyn Clock>,
+    book: OnceLock<Arc<dyn AddressBook>>,
     inner: RwLock<Inner>,
 }
 
@@ -115,6 +161,47 @@ pub struct FullRoutingTable {
 struct Inner {
     store: Store,
     last_filled: Option<UnixSecs>,
+    /// The group each peer counts in (peers without one are absent).
+    group_of: HashMap<Key, IpGroup>,
+    /// Peers per group.
+    per_group: HashMap<IpGroup, usize>,
+}
+
+impl Inner {
+    fn count(&self, group: IpGroup) -> usize {
+        self.per_group.get(&group).copied().unwrap_or(0)
+    }
+
+    fn set_group(&mut self, key: Key, group: Option<IpGroup>) {
+        if let Some(old) = self.group_of.remove(&key)
+            && let Some(n) = self.per_group.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_group.remove(&old);
+            }
+        }
+        if let Some(group) = group {
+            self.group_of.insert(key, group);
+            *self.per_group.entry(group).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<PeerInfo> {
+        let peer = self.store.remove(key)?;
+        self.set_group(*key, None);
+        Some(peer)
+    }
+}
+
+/// The group a peer counts in: its connection's IP's when known, else its first IP
+/// address's; `None` for a local address or none.
+fn group_for(peer: &PeerInfo, ip: Option<IpAddr>) -> Option<IpGroup> {
+    let ip = match ip {
+        Some(ip) => ip,
+        None => peer.addrs.iter().flat_map(ips).next()?,
+    };
+    (!is_local_ip(ip)).then(|| IpGroup::of(ip))
 }
 
 /// Entries per chunk after a bulk fill, leaving room for inserts.
@@ -577,8 +664,23 @@ impl FullRoutingTable {
             local_key,
             config,
             clock: Box::new(clock),
+            book: OnceLock::new(),
             inner: RwLock::new(Inner::default()),
         }
+    }
+
+    /// This table, grouping and addressing the peers it is told about by what `book` knows
+    /// first-hand of them (see [Bounds](Self#bounds)).
+    #[must_use]
+    pub fn with_address_book(self, book: Arc<dyn AddressBook>) -> Self {
+        self.set_address_book(book);
+        self
+    }
+
+    /// Gives the table its [`AddressBook`] once it exists (the node's transport starts after
+    /// the table); `false`, and the book is dropped, when the table already has one.
+    pub fn set_address_book(&self, book: Arc<dyn AddressBook>) -> bool {
+        self.book.set(book).is_ok()
     }
 
     /// The local node's Kademlia key.
@@ -618,6 +720,37 @@ impl FullRoutingTable {
             }
             same
         });
+        let max = self.config.max_peers;
+        if entries.len() > max {
+            // An even sample across the keyspace, not its lower part.
+            let len = entries.len();
+            let mut i = 0;
+            entries.retain(|_| {
+                i += 1;
+                (i - 1) * max / len != i * max / len
+            });
+        }
+        let mut group_of = HashMap::new();
+        let mut per_group: HashMap<IpGroup, usize> = HashMap::new();
+        entries.retain_mut(|(key, peer)| {
+            let ip = self
+                .book
+                .get()
+                .map(|b| b.as_ref())
+                .and_then(|b| b.observed(&peer.peer_id))
+                .map(|o| o.remote_ip);
+            peer.addrs.truncate(MAX_PEER_ADDRS);
+            let Some(group) = group_for(peer, ip) else {
+                return true;
+            };
+            let n = per_group.entry(group).or_insert(0);
+            if *n >= self.config.max_per_group {
+                return false;
+            }
+            *n += 1;
+            group_of.insert(*key, group);
+            true
+        });
         for (_, peer) in &mut entries {
             peer.addrs = relocated(&peer.addrs);
         }
@@ -626,6 +759,8 @@ impl FullRoutingTable {
         let old = {
             let mut inner = self.inner.write();
             inner.last_filled = Some(now);
+            inner.group_of = group_of;
+            inner.per_group = per_group;
             std::mem::replace(&mut inner.store, store)
         };
         drop(old); // Freed outside the lock.
@@ -668,7 +803,10 @@ impl FullRoutingTable {
     /// Allocator overhead and the reference-counted headers that cloned addresses share are
     /// not counted.
     pub fn heap_size_estimate(&self) -> usize {
-        self.inner.read().store.heap_size_estimate()
+        let inner = self.inner.read();
+        inner.store.heap_size_estimate()
+            + inner.group_of.capacity() * size_of::<(Key, IpGroup)>()
+            + inner.per_group.capacity() * size_of::<(IpGroup, usize)>()
     }
 
     #[cfg(test)]
@@ -713,6 +851,49 @@ impl fmt::Debug for FullRoutingTable {
     }
 }
 
+impl FullRoutingTable {
+    fn seen(&self, key: Key, peer: &PeerInfo, direction: Direction) -> UpdateOutcome {
+        let vouched = vouched(self.book.get().map(|b| b.as_ref()), peer);
+        let mut inner = self.inner.write();
+        let known = inner.store.find(&Words::of(&key)).is_some();
+        let Some((peer, ip)) = vouched else {
+            // Not connected: nothing first-hand to add or update.
+            return if known {
+                UpdateOutcome::Updated
+            } else {
+                UpdateOutcome::Ignored
+            };
+        };
+        if !known && direction == Direction::Inbound {
+            return UpdateOutcome::Ignored;
+        }
+        let group = match (ip, peer.addrs.is_empty()) {
+            (None, true) => inner.group_of.get(&key).copied(),
+            _ => group_for(&peer, ip),
+        };
+        let old = inner.group_of.get(&key).copied();
+        if let Some(g) = group
+            && group != old
+            && inner.count(g) >= self.config.max_per_group
+        {
+            if known {
+                // Keep the old addresses rather than break the group limit.
+                return UpdateOutcome::Updated;
+            }
+            return UpdateOutcome::Rejected(RejectReason::TableDiversity { group: g });
+        }
+        if !known && inner.store.len >= self.config.max_peers {
+            return UpdateOutcome::Rejected(RejectReason::TableFull);
+        }
+        inner.set_group(key, group);
+        if inner.store.upsert(key, &peer) {
+            UpdateOutcome::Inserted
+        } else {
+            UpdateOutcome::Updated
+        }
+    }
+}
+
 impl RoutingTable for FullRoutingTable {
     fn closest_peers(&self, key: &Key, n: usize) -> Vec<PeerInfo> {
         self.inner.read().store.closest(key, n)
@@ -726,16 +907,9 @@ impl RoutingTable for FullRoutingTable {
                 _ => UpdateOutcome::Ignored,
             };
         }
-        let mut inner = self.inner.write();
         match event {
-            PeerEvent::Seen(_) => {
-                if inner.store.upsert(key, peer) {
-                    UpdateOutcome::Inserted
-                } else {
-                    UpdateOutcome::Updated
-                }
-            }
-            PeerEvent::Failed | PeerEvent::Removed => match inner.store.remove(&key) {
+            PeerEvent::Seen(direction) => self.seen(key, peer, direction),
+            PeerEvent::Failed | PeerEvent::Removed => match self.inner.write().remove(&key) {
                 Some(_) => UpdateOutcome::Removed,
                 None => UpdateOutcome::Ignored,
             },

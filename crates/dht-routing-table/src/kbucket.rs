@@ -2,12 +2,17 @@
 
 use std::fmt;
 
+use std::{
+    net::IpAddr,
+    sync::{Arc, OnceLock},
+};
+
 use dht_proto::{K_VALUE, KEY_BITS, Key, PeerId, PeerInfo, Prefix, UnixSecs};
 use parking_lot::RwLock;
 
 use crate::{
-    Clock, Direction, DiversityConfig, DiversityFilter, Error, IpGroup, PeerEvent, RejectReason,
-    RoutingTable, UpdateOutcome, Xor, keep_closest,
+    AddressBook, Clock, Direction, DiversityConfig, DiversityFilter, Error, IpGroup, PeerEvent,
+    RejectReason, RoutingTable, UpdateOutcome, Xor, keep_closest, vouched,
 };
 
 /// Settings of a [`KBucketTable`]; `Default` gives the Amino DHT's values.
@@ -135,13 +140,24 @@ impl KBucketConfig {
 ///
 /// | event | member | in the cache | unknown |
 /// |---|---|---|---|
-/// | `Seen` | `Updated` | `Inserted` if it may join now, else `Pending` | `Inserted`, `Pending`, or `Rejected` |
+/// | `Seen(Outbound)` | `Updated` | `Inserted` if it may join now, else `Pending` | `Inserted`, `Pending`, or `Rejected` |
+/// | `Seen(Inbound)` | `Updated` | `Ignored` | `Ignored` |
 /// | `Failed` | `Updated`, or `Removed` at the failure limit | `Removed` | `Ignored` |
 /// | `Removed` | `Removed` | `Removed` | `Ignored` |
 ///
 /// `Seen` refreshes a member's addresses when the peer lists any (kept unchanged if the new
 /// ones would break the diversity limits) and, for [`Direction::Outbound`], its usefulness.
-/// The local peer is `Rejected` ([`RejectReason::LocalPeer`]).
+/// `Seen(`[`Direction::Inbound`]`)` of a peer that is not a member is `Ignored`: a request
+/// sent to us admits nobody. The local peer is `Rejected` ([`RejectReason::LocalPeer`]).
+/// At most [`MAX_PEER_ADDRS`](crate::MAX_PEER_ADDRS) addresses are kept per peer.
+///
+/// # First-hand knowledge
+///
+/// With an [`AddressBook`] ([`with_address_book`](Self::with_address_book)), a `Seen` peer
+/// is grouped by the IP its connection comes from and keeps only the addresses it announced
+/// about itself (see [`Observed`](crate::Observed)), whatever the reporter lists for it; a
+/// peer the book does not know (not connected) is not added, and a member keeps its
+/// addresses.
 ///
 /// # Diversity
 ///
@@ -180,6 +196,7 @@ pub struct KBucketTable {
     local_key: Key,
     config: KBucketConfig,
     clock: Box<dyn Clock>,
+    book: OnceLock<Arc<dyn AddressBook>>,
     inner: RwLock<Inner>,
 }
 
@@ -189,6 +206,8 @@ struct Entry {
     peer: PeerInfo,
     /// The peer's IP groups as the diversity filter counts them (empty without a filter).
     groups: Vec<IpGroup>,
+    /// Whether `groups` is the group of the peer's connection, not of its addresses.
+    by_ip: bool,
     /// When the peer became a member (or entered the cache).
     added_at: UnixSecs,
     /// The last exchange in either direction.
@@ -235,6 +254,7 @@ impl KBucketTable {
             local_key,
             config,
             clock: Box::new(clock),
+            book: OnceLock::new(),
             inner: RwLock::new(Inner {
                 buckets: vec![Bucket::default(); KEY_BITS],
                 nonempty: [0; 4],
@@ -243,6 +263,20 @@ impl KBucketTable {
                 refreshed_at: vec![None; KEY_BITS],
             }),
         }
+    }
+
+    /// This table, grouping and addressing the peers it admits by what `book` knows
+    /// first-hand of them (see [First-hand knowledge](Self#first-hand-knowledge)).
+    #[must_use]
+    pub fn with_address_book(self, book: Arc<dyn AddressBook>) -> Self {
+        self.set_address_book(book);
+        self
+    }
+
+    /// Gives the table its [`AddressBook`] once it exists (the node's transport starts after
+    /// the table); `false`, and the book is dropped, when the table already has one.
+    pub fn set_address_book(&self, book: Arc<dyn AddressBook>) -> bool {
+        self.book.set(book).is_ok()
     }
 
     /// The local node's Kademlia key.
@@ -272,7 +306,21 @@ impl KBucketTable {
         }
         let mut inner = self.inner.write();
         match event {
-            PeerEvent::Seen(direction) => inner.seen(&self.config, cpl, key, peer, direction, now),
+            PeerEvent::Seen(direction) => {
+                let (peer, ip, admit) = match vouched(self.book.get().map(|b| b.as_ref()), peer) {
+                    Some((peer, ip)) => (peer, ip, direction == Direction::Outbound),
+                    None => (PeerInfo::new(peer.peer_id, Vec::new()), None, false),
+                };
+                let seen = Seen {
+                    cpl,
+                    key,
+                    peer: &peer,
+                    ip,
+                    admit,
+                    direction,
+                };
+                inner.seen(&self.config, seen, now)
+            }
             PeerEvent::Failed => inner.failed(&self.config, cpl, &key, now),
             PeerEvent::Removed => inner.forget(&self.config, cpl, &key, now),
         }
@@ -464,8 +512,32 @@ impl RoutingTable for KBucketTable {
     }
 }
 
-fn groups_of(filter: Option<&DiversityFilter>, peer: &PeerInfo) -> Vec<IpGroup> {
-    filter.map_or_else(Vec::new, |f| f.groups(&peer.addrs))
+/// The groups of a peer connected from `ip`, or else with these addresses; `None` when
+/// there is neither (nothing to group by: keep what was known).
+fn groups_of(
+    filter: Option<&DiversityFilter>,
+    peer: &PeerInfo,
+    ip: Option<IpAddr>,
+) -> Option<Vec<IpGroup>> {
+    match (filter, ip) {
+        (None, _) => Some(Vec::new()),
+        (Some(f), Some(ip)) => Some(f.groups_of_ip(ip)),
+        (Some(_), None) if peer.addrs.is_empty() => None,
+        (Some(f), None) => Some(f.groups(&peer.addrs)),
+    }
+}
+
+/// A `Seen` event as [`Inner::seen`] applies it.
+struct Seen<'a> {
+    cpl: usize,
+    key: Key,
+    /// The peer with the addresses to keep.
+    peer: &'a PeerInfo,
+    /// The IP of its connection, when the table groups by it.
+    ip: Option<IpAddr>,
+    /// Whether a peer that is not a member may join.
+    admit: bool,
+    direction: Direction,
 }
 
 impl Inner {
@@ -494,15 +566,15 @@ impl Inner {
         }
     }
 
-    fn seen(
-        &mut self,
-        config: &KBucketConfig,
-        cpl: usize,
-        key: Key,
-        peer: &PeerInfo,
-        direction: Direction,
-        now: UnixSecs,
-    ) -> UpdateOutcome {
+    fn seen(&mut self, config: &KBucketConfig, seen: Seen<'_>, now: UnixSecs) -> UpdateOutcome {
+        let Seen {
+            cpl,
+            key,
+            peer,
+            ip,
+            admit,
+            direction,
+        } = seen;
         let Inner {
             buckets, diversity, ..
         } = self;
@@ -518,24 +590,29 @@ impl Inner {
                 e.last_useful = Some(now);
             }
             e.peer.connection = peer.connection;
-            if !peer.addrs.is_empty() && peer.addrs != e.peer.addrs {
-                let groups = groups_of(diversity.as_ref(), peer);
-                match diversity.as_mut() {
-                    Some(filter) if groups != e.groups => {
-                        filter.remove(cpl, &e.groups);
-                        if filter.check(cpl, &groups).is_ok() {
-                            filter.add(cpl, &groups);
-                            e.groups = groups;
+            let groups = groups_of(diversity.as_ref(), peer, ip);
+            match (diversity.as_mut(), groups) {
+                (Some(filter), Some(groups)) if groups != e.groups => {
+                    filter.remove(cpl, &e.groups);
+                    if filter.check(cpl, &groups).is_ok() {
+                        filter.add(cpl, &groups);
+                        e.groups = groups;
+                        e.by_ip = ip.is_some();
+                        if !peer.addrs.is_empty() {
                             e.peer.addrs.clone_from(&peer.addrs);
-                        } else {
-                            filter.add(cpl, &e.groups);
-                            tracing::debug!(peer = %e.peer.peer_id, "new addresses break the diversity limits; keeping the old ones");
                         }
+                    } else {
+                        filter.add(cpl, &e.groups);
+                        tracing::debug!(peer = %e.peer.peer_id, "new addresses break the diversity limits; keeping the old ones");
                     }
-                    _ => e.peer.addrs.clone_from(&peer.addrs),
                 }
+                _ if !peer.addrs.is_empty() => e.peer.addrs.clone_from(&peer.addrs),
+                _ => {}
             }
             return UpdateOutcome::Updated;
+        }
+        if !admit {
+            return UpdateOutcome::Ignored;
         }
 
         // Known from the cache or new: build its entry and try to place it.
@@ -543,6 +620,7 @@ impl Inner {
             key,
             peer: peer.clone(),
             groups: Vec::new(),
+            by_ip: ip.is_some(),
             added_at: now,
             last_seen: now,
             last_useful: (direction == Direction::Outbound).then_some(now),
@@ -556,7 +634,7 @@ impl Inner {
             entry.last_useful = entry.last_useful.or(old.last_useful);
             entry.added_at = old.added_at;
         }
-        entry.groups = groups_of(diversity.as_ref(), &entry.peer);
+        entry.groups = groups_of(diversity.as_ref(), &entry.peer, ip).unwrap_or_default();
 
         let k = config.k();
         if bucket.members.len() < k {
@@ -743,7 +821,7 @@ impl Inner {
             }
             for e in &b.members {
                 if let Some(f) = filter.as_mut() {
-                    if e.groups != f.groups(&e.peer.addrs) {
+                    if !e.by_ip && e.groups != f.groups(&e.peer.addrs) {
                         return Err(format!("stale groups of {}", e.peer.peer_id));
                     }
                     f.check(cpl, &e.groups)

@@ -53,9 +53,9 @@
 //! ```
 #![deny(missing_docs)]
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
-use dht_proto::{Key, PeerInfo};
+use dht_proto::{Key, Multiaddr, PeerId, PeerInfo};
 
 pub mod clock;
 mod diversity;
@@ -68,20 +68,84 @@ pub use fullrt::{FullRoutingTable, FullRtConfig};
 pub use kbucket::{KBucketConfig, KBucketTable};
 
 /// Which side opened the exchange in which we saw the peer act as a DHT server.
+///
+/// Only [`Outbound`](Direction::Outbound) admits a peer: sending us a request costs a peer
+/// nothing (peer ids are free), answering one of ours shows it serves the DHT at an address
+/// we reached. Both tables ignore [`Inbound`](Direction::Inbound) for a peer they do not
+/// hold ([`UpdateOutcome::Ignored`]), and use it to refresh a peer they do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// The peer sent us a request (and is known to be a DHT server, e.g. through identify).
+    /// Refreshes a peer already in the table; never adds one.
     Inbound,
-    /// We sent the peer a request and it answered: the peer was *useful*.
+    /// We sent the peer a request and it answered: the peer was *useful*. Adds the peer or
+    /// refreshes it.
     Outbound,
+}
+
+/// What the node knows first-hand about a connected peer: the IP address its connection
+/// comes from, and the listen addresses the peer announced about itself (libp2p identify).
+///
+/// Tables given an [`AddressBook`] group a peer for their diversity limits by
+/// [`remote_ip`](Self::remote_ip) rather than by the addresses it or others claim, and keep
+/// only the addresses the peer gave about itself (at most [`MAX_PEER_ADDRS`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The IP address of the peer's connection to us (or ours to it).
+    pub remote_ip: IpAddr,
+    /// The listen addresses the peer announced about itself; empty until it has.
+    pub listen_addrs: Vec<Multiaddr>,
+}
+
+/// Where a table learns what the node knows first-hand about its peers (implemented by the
+/// node's transport, which sees connections and identify).
+pub trait AddressBook: Send + Sync {
+    /// What is known of `peer`, or `None` when it is not connected.
+    fn observed(&self, peer: &PeerId) -> Option<Observed>;
+}
+
+/// The most addresses a table keeps per peer.
+pub const MAX_PEER_ADDRS: usize = 8;
+
+/// The peer as a table given `book` stores it, and the IP to group it by.
+///
+/// Without a book, the peer as given (its addresses capped) and no IP: the table groups it by
+/// its addresses. With a book and a connected peer, the addresses it announced about itself,
+/// or when it announced none, the given addresses at the IP it is connected from (the only
+/// ones a connection vouches for), capped; the IP is the connection's. `None` for a peer
+/// the book does not know: nothing first-hand says it is where anyone claims.
+pub(crate) fn vouched(
+    book: Option<&dyn AddressBook>,
+    peer: &PeerInfo,
+) -> Option<(PeerInfo, Option<IpAddr>)> {
+    let Some(book) = book else {
+        let mut peer = peer.clone();
+        peer.addrs.truncate(MAX_PEER_ADDRS);
+        return Some((peer, None));
+    };
+    let observed = book.observed(&peer.peer_id)?;
+    let mut addrs = if observed.listen_addrs.is_empty() {
+        peer.addrs
+            .iter()
+            .filter(|a| diversity::ips(a).any(|ip| ip == observed.remote_ip))
+            .cloned()
+            .collect()
+    } else {
+        observed.listen_addrs
+    };
+    addrs.truncate(MAX_PEER_ADDRS);
+    let mut out = PeerInfo::new(peer.peer_id, addrs);
+    out.connection = peer.connection;
+    Some((out, Some(observed.remote_ip)))
 }
 
 /// Something that happened to a peer, as reported to [`RoutingTable::update`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PeerEvent {
-    /// The peer acted as a DHT server in an exchange (it answered our request, or it sent us
-    /// one and is known to be a server).
+    /// The peer acted as a DHT server in an exchange: it answered our request
+    /// ([`Direction::Outbound`], which may add it), or it sent us one and is known to be a
+    /// server ([`Direction::Inbound`], which only refreshes a peer already held).
     Seen(Direction),
     /// A request to the peer failed or timed out.
     Failed,
@@ -132,6 +196,9 @@ pub enum RejectReason {
     /// The bucket is full, no member may be replaced, and there is no replacement cache.
     #[error("the bucket is full and the table keeps no replacement cache")]
     BucketFull,
+    /// The table holds as many peers as it may ([`FullRtConfig::max_peers`]).
+    #[error("the table holds as many peers as it may")]
+    TableFull,
 }
 
 /// The errors of this crate.

@@ -22,6 +22,7 @@ use libp2p::{
 use tokio::sync::{Semaphore, oneshot};
 
 use super::{
+    book::PeerBook,
     config::{KadConfig, Mode},
     error::TransportError,
     handler::{HandlerConfig, HandlerIn, HandlerInKind, KadHandler, OutboundJob, Reply},
@@ -54,6 +55,8 @@ pub struct KadBehaviour {
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// Listen addresses of connected peers, from identify.
     peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// What is known first-hand of connected peers, shared with the routing table.
+    book: PeerBook,
     /// Requests waiting for a connection to their peer.
     pending: HashMap<PeerId, Vec<OutboundJob>>,
     actions: VecDeque<ToSwarm<Infallible, HandlerIn>>,
@@ -71,6 +74,7 @@ impl KadBehaviour {
             inbound_permits: Arc::new(Semaphore::new(config.max_inbound_requests)),
             connections: HashMap::new(),
             peer_addrs: HashMap::new(),
+            book: PeerBook::default(),
             pending: HashMap::new(),
             actions: VecDeque::new(),
             waker: None,
@@ -119,8 +123,15 @@ impl KadBehaviour {
                 event: HandlerIn(HandlerInKind::RemoteAddrs(addrs.clone())),
             });
         }
+        self.book.announced(peer, &addrs);
         self.peer_addrs.insert(peer, addrs);
         self.wake();
+    }
+
+    /// The connected peers' connection IPs and announced addresses, as they change: the
+    /// [`AddressBook`](dht_routing_table::AddressBook) to give the routing table.
+    pub fn peer_book(&self) -> PeerBook {
+        self.book.clone()
     }
 
     /// The counters so far.
@@ -178,10 +189,13 @@ impl KadBehaviour {
         }
     }
 
-    fn new_handler(&self, peer: PeerId) -> KadHandler {
+    fn new_handler(&self, peer: PeerId, remote: &Multiaddr) -> KadHandler {
         KadHandler::new(
-            peer,
-            self.peer_addrs.get(&peer).cloned().unwrap_or_default(),
+            PeerInfo::new(
+                peer,
+                self.peer_addrs.get(&peer).cloned().unwrap_or_default(),
+            ),
+            super::limits::remote_ip(remote),
             self.cfg,
             self.mode,
             self.inbound_handler.clone(),
@@ -245,20 +259,20 @@ impl NetworkBehaviour for KadBehaviour {
         _: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(peer))
+        Ok(self.new_handler(peer, remote))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         _: ConnectionId,
         peer: PeerId,
-        _: &Multiaddr,
+        addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(peer))
+        Ok(self.new_handler(peer, addr))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
@@ -266,8 +280,10 @@ impl NetworkBehaviour for KadBehaviour {
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
             }) => {
+                self.book.connected(peer_id, endpoint.get_remote_address());
                 self.connections
                     .entry(peer_id)
                     .or_default()
@@ -291,6 +307,7 @@ impl NetworkBehaviour for KadBehaviour {
                     if conns.is_empty() {
                         self.connections.remove(&peer_id);
                         self.peer_addrs.remove(&peer_id);
+                        self.book.disconnected(&peer_id);
                     }
                 }
             }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     behaviour::{KadBehaviour, dial_opts},
+    book::PeerBook,
     config::{Mode, TransportConfig},
     error::TransportError,
     limits::IpLimits,
@@ -110,6 +111,7 @@ pub struct TransportHandle {
     commands: mpsc::Sender<Command>,
     local_peer_id: PeerId,
     stats: Arc<Stats>,
+    book: PeerBook,
     /// Upper bound on one `request` call: dial, stream and exchange.
     request_guard: Duration,
     dial_guard: Duration,
@@ -119,6 +121,11 @@ impl TransportHandle {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// What the transport knows first-hand of connected peers (see [`PeerBook`]).
+    pub fn peer_book(&self) -> PeerBook {
+        self.book.clone()
     }
 
     /// Sends `request` to `peer` and waits for its response; `Ok(None)` for ADD_PROVIDER,
@@ -211,6 +218,7 @@ pub async fn spawn(
 ) -> Result<(TransportHandle, TransportEvents), TransportError> {
     let kad = KadBehaviour::new(&config.kad, inbound_handler);
     let stats = kad.stats_handle();
+    let book = kad.peer_book();
     let identify_config =
         identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
             .with_agent_version(config.agent_version.clone());
@@ -264,6 +272,7 @@ pub async fn spawn(
         commands,
         local_peer_id,
         stats,
+        book,
         request_guard: config
             .dial_timeout
             .saturating_add(config.kad.request_timeout)

@@ -26,6 +26,7 @@
 use std::{
     collections::VecDeque,
     convert::Infallible,
+    net::IpAddr,
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
@@ -97,6 +98,8 @@ pub(crate) enum HandlerInKind {
 #[derive(Debug)]
 struct Remote {
     peer: PeerId,
+    /// The IP address of the connection's remote end.
+    ip: Option<IpAddr>,
     addrs: RwLock<Vec<Multiaddr>>,
     is_server: AtomicBool,
 }
@@ -106,6 +109,7 @@ impl Remote {
         RemotePeer {
             peer: PeerInfo::new(self.peer, self.addrs.read().clone()),
             is_server: self.is_server.load(Ordering::Relaxed),
+            remote_ip: self.ip,
         }
     }
 }
@@ -179,20 +183,23 @@ pub struct KadHandler {
 }
 
 impl KadHandler {
+    /// A handler for the connection to `remote` (its listen addresses so far), from `ip`.
     pub(crate) fn new(
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
+        remote: PeerInfo,
+        ip: Option<IpAddr>,
         cfg: HandlerConfig,
         mode: Mode,
         inbound_handler: Arc<dyn InboundHandler>,
         stats: Arc<Stats>,
         inbound_permits: Arc<Semaphore>,
     ) -> Self {
+        let peer = remote.peer_id;
         KadHandler {
             peer,
             remote: Arc::new(Remote {
                 peer,
-                addrs: RwLock::new(addrs),
+                ip,
+                addrs: RwLock::new(remote.addrs),
                 is_server: AtomicBool::new(false),
             }),
             remote_protocols: SupportedProtocols::default(),

@@ -118,7 +118,7 @@ impl ConnectionLimits {
 }
 
 /// The IP an address starts with.
-fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),

@@ -14,6 +14,7 @@
 //!   peers are DHT servers.
 
 mod behaviour;
+mod book;
 mod config;
 mod driver;
 mod error;
@@ -23,6 +24,7 @@ mod protocol;
 mod stats;
 
 pub use behaviour::{KadBehaviour, ResponseFuture};
+pub use book::PeerBook;
 pub use config::{DEFAULT_MAX_REQUEST_SIZE, KadConfig, Mode, TransportConfig};
 pub use driver::{
     IDENTIFY_PROTOCOL_VERSION, TransportEvent, TransportEvents, TransportHandle, spawn,

@@ -1,6 +1,6 @@
 //! The protocol upgrade of `/ipfs/kad/1.0.0` and the inbound request handler seam.
 
-use std::{convert::Infallible, future::Ready, sync::Arc};
+use std::{convert::Infallible, future::Ready, net::IpAddr, sync::Arc};
 
 use dht_proto::{PROTOCOL_NAME, PeerInfo, Request, Response};
 use libp2p::{
@@ -20,6 +20,9 @@ pub struct RemotePeer {
     /// Whether identify lists `/ipfs/kad/1.0.0` for the sender, i.e. it is a DHT server; only
     /// servers belong in the routing table.
     pub is_server: bool,
+    /// The IP address the sender's connection comes from (`None` for a transport without
+    /// IP, e.g. in memory).
+    pub remote_ip: Option<IpAddr>,
 }
 
 /// The error an [`InboundHandler`] returns to refuse a request; the transport logs it and

@@ -316,3 +316,84 @@ fn readers_see_whole_crawls() {
     });
     t.check_invariants().expect("invariants");
 }
+
+#[test]
+fn a_request_sent_to_us_admits_nobody() {
+    let (t, _) = table(FullRtConfig::default());
+    let p = &POOL[0].1;
+    assert_eq!(
+        t.update(p, PeerEvent::Seen(Direction::Inbound)),
+        UpdateOutcome::Ignored
+    );
+    assert_eq!(t.len(), 0);
+    assert_eq!(
+        t.update(p, PeerEvent::Seen(Direction::Outbound)),
+        UpdateOutcome::Inserted
+    );
+    assert_eq!(
+        t.update(p, PeerEvent::Seen(Direction::Inbound)),
+        UpdateOutcome::Updated
+    );
+}
+
+#[test]
+fn the_table_is_bounded_in_peers_and_per_ip_group() {
+    let (t, _) = table(
+        FullRtConfig::default()
+            .with_max_peers(10)
+            .with_max_per_group(3),
+    );
+    let out = PeerEvent::Seen(Direction::Outbound);
+    // Five peers of one /24: three fit.
+    let same: Vec<UpdateOutcome> = (0..5u64)
+        .map(|s| {
+            t.update(
+                &peer(10_000 + s, &[&format!("/ip4/203.0.113.{s}/tcp/1")]),
+                out,
+            )
+        })
+        .collect();
+    let group = IpGroup::of("203.0.113.0".parse().expect("ip"));
+    assert_eq!(
+        same.iter()
+            .filter(|o| **o == UpdateOutcome::Inserted)
+            .count(),
+        3
+    );
+    assert_eq!(
+        same[3],
+        UpdateOutcome::Rejected(RejectReason::TableDiversity { group })
+    );
+    // Peers of other groups fill the table up to ten, then are refused.
+    let others: Vec<UpdateOutcome> = (0..10u64)
+        .map(|s| {
+            t.update(
+                &peer(20_000 + s, &[&format!("/ip4/198.51.{s}.1/tcp/1")]),
+                out,
+            )
+        })
+        .collect();
+    assert_eq!(t.len(), 10);
+    assert_eq!(others[7], UpdateOutcome::Rejected(RejectReason::TableFull));
+    // A removal frees a place in the group.
+    t.update(&peer(10_000, &[]), PeerEvent::Removed);
+    assert_eq!(
+        t.update(&peer(10_004, &["/ip4/203.0.113.4/tcp/1"]), out),
+        UpdateOutcome::Inserted
+    );
+    // A crawl is bounded the same way, and keeps an even sample of what it found.
+    let crawl: Vec<PeerInfo> = POOL[..100].iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(t.replace_all(crawl.clone(), T0), 10);
+    let mut keys: Vec<Key> = crawl.iter().map(PeerInfo::key).collect();
+    keys.sort();
+    let kept: Vec<Key> = t.peers().iter().map(PeerInfo::key).collect();
+    assert!(
+        kept[0] < keys[10] && kept[9] > keys[89],
+        "spread over the keyspace"
+    );
+    let grouped: Vec<PeerInfo> = (0..10u64)
+        .map(|s| peer(30_000 + s, &["/ip4/192.0.2.1/tcp/1"]))
+        .collect();
+    assert_eq!(t.replace_all(grouped, T0), 3);
+    t.check_invariants().expect("invariants");
+}

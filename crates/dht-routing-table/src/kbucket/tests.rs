@@ -89,15 +89,17 @@ fn bucket_and_cache_lifecycle() {
     check_steps(
         small(),
         &[
-            (0, IN, Inserted),
-            (0, OUT, Updated),
+            (0, IN, Ignored), // a request sent to us admits nobody
+            (0, OUT, Inserted),
+            (0, IN, Updated),
             (1, OUT, Inserted),
             (2, OUT, Pending), // bucket full
-            (3, IN, Pending),
-            (2, IN, Pending), // seen again: now the most recent in the cache
-            (4, IN, Pending), // cache full: drops 3, the least recently seen
-            (0, PeerEvent::Failed, Removed), // replaced by 4, the most recent
-            (0, OUT, Pending), // back, but only to the cache
+            (3, OUT, Pending),
+            (3, IN, Ignored),                 // nor promotes a cache entry
+            (2, OUT, Pending),                // seen again: now the most recent in the cache
+            (4, OUT, Pending),                // cache full: drops 3, the least recently seen
+            (0, PeerEvent::Failed, Removed),  // replaced by 4, the most recent
+            (0, OUT, Pending),                // back, but only to the cache
             (1, PeerEvent::Removed, Removed), // replaced by 0
             (2, PeerEvent::Removed, Removed), // from the cache
             (3, PeerEvent::Removed, Ignored), // dropped from the cache earlier
@@ -157,22 +159,22 @@ fn no_cache_rejects_newcomers_to_full_bucket() {
 fn usefulness_rule_replaces_the_least_recently_useful() {
     let (t, clock) = table(small().with_usefulness_grace(Some(100)));
     let p = peers_in_bucket(0, 5, 0);
-    assert_eq!(t.update(&p[0], IN), UpdateOutcome::Inserted); // never useful, joined at T0
+    assert_eq!(t.update(&p[0], OUT), UpdateOutcome::Inserted); // useful at T0
     assert_eq!(t.update(&p[1], OUT), UpdateOutcome::Inserted); // useful at T0
     clock.advance(50);
     assert_eq!(
-        t.update(&p[2], IN),
+        t.update(&p[2], OUT),
         UpdateOutcome::Pending,
         "within the grace period"
     );
     clock.advance(30);
     t.update(&p[1], OUT); // p1 useful again at T0 + 80
     clock.advance(20); // T0 + 100: p0 is 100 s without use, p1 20 s
-    assert_eq!(t.update(&p[3], IN), UpdateOutcome::Inserted);
+    assert_eq!(t.update(&p[3], OUT), UpdateOutcome::Inserted);
     assert!(!t.contains(&p[0].peer_id));
     assert!(t.contains(&p[1].peer_id) && t.contains(&p[3].peer_id));
     // p3 just joined: it has its own grace period.
-    assert_eq!(t.update(&p[4], IN), UpdateOutcome::Pending);
+    assert_eq!(t.update(&p[4], OUT), UpdateOutcome::Pending);
     invariants(&t);
 }
 
@@ -180,8 +182,8 @@ fn usefulness_rule_replaces_the_least_recently_useful() {
 fn pure_kademlia_keeps_old_members() {
     let (t, clock) = table(small());
     let p = peers_in_bucket(0, 3, 0);
-    t.update(&p[0], IN);
-    t.update(&p[1], IN);
+    t.update(&p[0], OUT);
+    t.update(&p[1], OUT);
     clock.advance(1_000_000);
     assert_eq!(t.update(&p[2], OUT), UpdateOutcome::Pending);
 }
@@ -469,6 +471,7 @@ proptest! {
                     match outcome {
                         UpdateOutcome::Inserted => prop_assert!(!was && t.contains(&peers[i].peer_id)),
                         UpdateOutcome::Updated => prop_assert!(was),
+                        UpdateOutcome::Ignored => prop_assert!(!was && !out),
                         UpdateOutcome::Pending | UpdateOutcome::Rejected(_) => {
                             prop_assert!(!was && !t.contains(&peers[i].peer_id))
                         }
@@ -530,4 +533,129 @@ fn concurrent_readers_and_writers() {
     invariants(&t);
     let counts: HashMap<usize, usize> = (0..KEY_BITS).map(|c| (c, t.bucket_len(c))).collect();
     assert_eq!(counts.values().sum::<usize>(), t.len());
+}
+
+/// An [`AddressBook`](crate::AddressBook) over a fixed map.
+#[derive(Default)]
+struct Book(parking_lot::Mutex<HashMap<PeerId, crate::Observed>>);
+
+impl Book {
+    fn connect(&self, peer: &PeerInfo, ip: &str, listen: &[&str]) {
+        self.0.lock().insert(
+            peer.peer_id,
+            crate::Observed {
+                remote_ip: ip.parse().expect("ip"),
+                listen_addrs: listen.iter().map(|a| a.parse().expect("addr")).collect(),
+            },
+        );
+    }
+}
+
+impl crate::AddressBook for Book {
+    fn observed(&self, peer: &PeerId) -> Option<crate::Observed> {
+        self.0.lock().get(peer).cloned()
+    }
+}
+
+#[test]
+fn a_request_sent_to_us_admits_nobody() {
+    let (t, _) = table(KBucketConfig::default());
+    let p = &peers_in_bucket(0, 1, 0)[0];
+    assert_eq!(t.update(p, IN), UpdateOutcome::Ignored);
+    assert!(t.is_empty());
+    assert_eq!(t.update(p, OUT), UpdateOutcome::Inserted);
+    assert_eq!(t.update(p, IN), UpdateOutcome::Updated);
+    invariants(&t);
+}
+
+#[test]
+fn peers_are_grouped_by_the_ip_they_connect_from() {
+    let book = Arc::new(Book::default());
+    let (t, _) = table(KBucketConfig::default());
+    let t = t.with_address_book(book.clone());
+    // Three peers of one bucket connect from one /24, each claiming another /24, or only
+    // a DNS name: the connection decides, so two fit in the bucket (the default limit).
+    let peers = peers_in_bucket(0, 3, 0);
+    let claims = [
+        "/ip4/198.51.100.1/tcp/4001",
+        "/ip4/192.0.2.1/tcp/4001",
+        "/dns4/example.com/tcp/4001",
+    ];
+    let mut outcomes = Vec::new();
+    for (i, (p, claim)) in peers.iter().zip(claims).enumerate() {
+        book.connect(p, &format!("203.0.113.{}", i + 1), &[claim]);
+        outcomes.push(t.update(p, OUT));
+    }
+    let group = IpGroup::of("203.0.113.1".parse().expect("ip"));
+    assert_eq!(
+        outcomes,
+        [
+            UpdateOutcome::Inserted,
+            UpdateOutcome::Inserted,
+            UpdateOutcome::Rejected(RejectReason::BucketDiversity { group, bucket: 0 })
+        ]
+    );
+    invariants(&t);
+}
+
+#[test]
+fn only_addresses_a_peer_gave_about_itself_are_kept_and_capped() {
+    let book = Arc::new(Book::default());
+    let (t, _) = table(KBucketConfig::default());
+    let t = t.with_address_book(book.clone());
+    let peers = peers_in_bucket(0, 3, 0);
+    let third_party = |p: &PeerInfo| {
+        let mut p = p.clone();
+        p.addrs = vec![
+            "/ip4/192.0.2.9/tcp/1".parse().expect("addr"),
+            "/ip4/203.0.113.5/tcp/4001".parse().expect("addr"),
+        ];
+        p
+    };
+    // Not connected: nothing first-hand, not added.
+    assert_eq!(
+        t.update(&third_party(&peers[0]), OUT),
+        UpdateOutcome::Ignored
+    );
+    // Connected, nothing announced yet: only the listed address at its connection's IP.
+    book.connect(&peers[0], "203.0.113.5", &[]);
+    assert_eq!(
+        t.update(&third_party(&peers[0]), OUT),
+        UpdateOutcome::Inserted
+    );
+    // Announced: its own addresses, at most MAX_PEER_ADDRS of them.
+    let own: Vec<String> = (0..20)
+        .map(|i| format!("/ip4/203.0.113.6/tcp/{i}"))
+        .collect();
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    book.connect(&peers[1], "203.0.113.6", &own);
+    assert_eq!(
+        t.update(&third_party(&peers[1]), OUT),
+        UpdateOutcome::Inserted
+    );
+    let kept: HashMap<PeerId, Vec<Multiaddr>> = t
+        .peers()
+        .into_iter()
+        .map(|p| (p.peer_id, p.addrs))
+        .collect();
+    assert_eq!(
+        kept[&peers[0].peer_id],
+        vec![
+            "/ip4/203.0.113.5/tcp/4001"
+                .parse::<Multiaddr>()
+                .expect("addr")
+        ]
+    );
+    let expected: Vec<Multiaddr> = own[..crate::MAX_PEER_ADDRS]
+        .iter()
+        .map(|a| a.parse().expect("addr"))
+        .collect();
+    assert_eq!(kept[&peers[1].peer_id], expected);
+    // Without a book, addresses are capped too.
+    let (plain, _) = table(KBucketConfig::default().with_diversity(None));
+    let mut many = peers[2].clone();
+    many.addrs = expected.iter().chain(&expected).cloned().collect();
+    plain.update(&many, OUT);
+    assert_eq!(plain.peers()[0].addrs.len(), crate::MAX_PEER_ADDRS);
+    invariants(&t);
 }
