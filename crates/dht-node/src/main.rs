@@ -335,6 +335,33 @@ async fn serve_node<T: NodeTable>(
     builder: NodeBuilder<T>,
     settings: &Settings,
 ) -> anyhow::Result<()> {
+    // Both listeners are bound before the node starts (the bootstrap may take a minute):
+    // until it runs they answer 503.
+    let routing = settings
+        .http
+        .map(EarlyListener::bind)
+        .transpose()
+        .context("binding the Delegated Routing API")?;
+    let management = match settings.api {
+        Some(addr) => {
+            if let Some(dir) = settings.api_token_file.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let access = api::ManagementAccess::load_or_create(&settings.api_token_file)
+                .with_context(|| {
+                    format!(
+                        "reading or creating the API token {}",
+                        settings.api_token_file.display()
+                    )
+                })?
+                .with_hosts(settings.api_hosts.clone());
+            api::warn_if_exposed(addr);
+            let early = EarlyListener::bind(addr).context("binding the management API")?;
+            Some((early, access))
+        }
+        None => None,
+    };
     let node: Arc<Node<T>> = builder.build().await.context("starting the node")?;
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -344,29 +371,19 @@ async fn serve_node<T: NodeTable>(
         }
     };
     let mut tasks = Vec::new();
-    let http = match settings.http {
-        Some(addr) => {
-            let (bound, task) = api::serve(node.clone(), addr, stopped())
-                .await
-                .with_context(|| format!("binding the Delegated Routing API to {addr}"))?;
+    let http = match routing {
+        Some(early) => {
+            let router = api::routing_router(node.clone());
+            let (bound, task) = api::serve_on(early.into_listener().await?, router, stopped())?;
             tasks.push(task);
             Some(bound)
         }
         None => None,
     };
-    let management = match settings.api {
-        Some(addr) => {
-            let access = api::ManagementAccess::load_or_create(&settings.api_token_file)
-                .with_context(|| {
-                    format!(
-                        "reading or creating the API token {}",
-                        settings.api_token_file.display()
-                    )
-                })?
-                .with_hosts(settings.api_hosts.clone());
-            let (bound, task) = api::serve_management(node.clone(), addr, access, stopped())
-                .await
-                .with_context(|| format!("binding the management API to {addr}"))?;
+    let management = match management {
+        Some((early, access)) => {
+            let router = api::management_router(node.clone(), access);
+            let (bound, task) = api::serve_on(early.into_listener().await?, router, stopped())?;
             tasks.push(task);
             Some(bound)
         }
@@ -404,6 +421,49 @@ async fn serve_node<T: NodeTable>(
     closed.context("closing the node")?;
     tracing::info!("provider state saved; stopped");
     Ok(())
+}
+
+/// A listener bound before the node starts, answering 503 until
+/// [`into_listener`](Self::into_listener) hands its socket to the real API.
+struct EarlyListener {
+    /// A second handle of the same socket, kept for the real API.
+    spare: std::net::TcpListener,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl EarlyListener {
+    fn bind(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let socket =
+            std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        socket.set_nonblocking(true)?;
+        let spare = socket.try_clone()?;
+        let starting = axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "1")],
+                axum::Json(serde_json::json!({ "error": "the node is starting" })),
+            )
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound, task) = api::serve_on(
+            tokio::net::TcpListener::from_std(socket)?,
+            starting,
+            async {
+                let _ = stopped.await;
+            },
+        )?;
+        tracing::info!(addr = %bound, "HTTP listener bound; 503 until the node runs");
+        Ok(EarlyListener { spare, stop, task })
+    }
+
+    /// Stops the 503 server and returns the socket (connections that arrive meanwhile wait
+    /// in its backlog).
+    async fn into_listener(self) -> anyhow::Result<tokio::net::TcpListener> {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        Ok(tokio::net::TcpListener::from_std(self.spare)?)
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

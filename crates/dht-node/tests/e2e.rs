@@ -762,3 +762,63 @@ async fn run_logs_where_it_listens_at_info_by_default() {
     assert!(running.contains("/ip4/127.0.0.1/tcp/"), "{running}");
     assert!(running.contains("keystore_keys=3"), "{running}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_while_the_node_bootstraps() {
+    // A bootstrap peer that accepts TCP and never speaks: the bootstrap waits for its dial
+    // timeout (10 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let peer = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+        silent_addr.port(),
+        libp2p::PeerId::random()
+    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = free.local_addr().unwrap();
+    drop(free);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("slow");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--http", &http.to_string(), "--bootstrap", &peer])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(root.path().join("slow.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let routing = ApiClient::new(&format!("http://{http}"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(2));
+    let path = format!("/routing/v1/providers/{}", cids("e2e-early", 1)[0]);
+    let started = Instant::now();
+    let mut answered = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Ok((status, _)) = routing.send(Method::GET, &path, None, None).await {
+            answered = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let still_bootstrapping = !dir.join("node.json").exists();
+    let log = std::fs::read_to_string(root.path().join("slow.log")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(silent);
+    assert_eq!(
+        answered,
+        Some(StatusCode::SERVICE_UNAVAILABLE),
+        "the API answers 503 within 5 s of the start; log: {log}"
+    );
+    assert!(still_bootstrapping, "the node was still bootstrapping");
+}
