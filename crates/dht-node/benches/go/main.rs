@@ -277,7 +277,8 @@ impl Provider {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--mode", "client"])
-            .args(["--http", "127.0.0.1:0", "--store", "rocksdb"])
+            .args(["--http", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+            .args(["--store", "rocksdb"])
             .args(["--strategy", "sweep", "--table", "kbucket"])
             .arg("--reprovide-interval")
             .arg(format!("{}s", args.reprovide.as_secs()));
@@ -316,13 +317,19 @@ impl Provider {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let http = info["http"].as_str().context("node.json without http")?;
+        let api_url = info["api"].as_str().context("node.json without api")?;
+        let token_file = info["api_token_file"]
+            .as_str()
+            .context("node.json without api_token_file")?;
+        let token = std::fs::read_to_string(token_file).context("reading the API token")?;
         let id: PeerId = info["peer_id"]
             .as_str()
             .context("node.json without peer_id")?
             .parse()?;
         if let Provider::Ours { api, peer, .. } = &mut provider {
-            *api = ApiClient::new(http)?.with_timeout(Duration::from_secs(300));
+            *api = ApiClient::new(api_url)?
+                .with_token(token.trim())
+                .with_timeout(Duration::from_secs(300));
             *peer = id;
         }
         Ok(provider)
