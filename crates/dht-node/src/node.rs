@@ -146,10 +146,10 @@ impl Network for TransportNetwork {
 pub fn rpc_error(error: TransportError) -> RpcError {
     match error {
         TransportError::Timeout => RpcError::Timeout,
-        e @ (TransportError::Dial(_)
-        | TransportError::UnsupportedProtocol
-        | TransportError::ConnectionClosed
-        | TransportError::Stream(_)) => RpcError::Unreachable(e.to_string()),
+        // No connection could be made, or the peer does not serve the DHT: the table drops it.
+        e @ (TransportError::Dial(_) | TransportError::UnsupportedProtocol) => {
+            RpcError::Unreachable(e.to_string())
+        }
         TransportError::Codec(CodecError::Truncated) => RpcError::NoResponse,
         TransportError::UnexpectedResponse { sent, got } => RpcError::UnexpectedResponse {
             expected: sent,
@@ -897,12 +897,13 @@ mod tests {
         check(TransportError::UnsupportedProtocol, |e| {
             matches!(e, RpcError::Unreachable(_))
         });
+        // Errors on a live connection only count against the peer.
         check(TransportError::ConnectionClosed, |e| {
-            matches!(e, RpcError::Unreachable(_))
+            matches!(e, RpcError::Other(_))
         });
         check(
             TransportError::Stream(std::io::Error::other("reset")),
-            |e| matches!(e, RpcError::Unreachable(_)),
+            |e| matches!(e, RpcError::Other(_)),
         );
         check(TransportError::Codec(CodecError::Truncated), |e| {
             matches!(e, RpcError::NoResponse)

@@ -93,7 +93,8 @@ impl FullRtConfig {
 ///
 /// Between crawls, [`PeerEvent::Seen`]`(`[`Direction::Outbound`]`)` adds or updates a peer,
 /// `Seen(`[`Direction::Inbound`]`)` only updates one the table holds, and
-/// [`PeerEvent::Failed`] and [`PeerEvent::Removed`] remove it (the next crawl brings it back
+/// [`PeerEvent::Unreachable`] and [`PeerEvent::Removed`] remove it, as do three
+/// [`PeerEvent::Failed`] in a row ([`FULLRT_MAX_FAILURES`]; the next crawl brings it back
 /// if it is still a server).
 ///
 /// # Bounds
@@ -165,6 +166,8 @@ struct Inner {
     group_of: HashMap<Key, IpGroup>,
     /// Peers per group.
     per_group: HashMap<IpGroup, usize>,
+    /// Consecutive failed requests of peers the table holds (those with none are absent).
+    failures: HashMap<Key, u32>,
 }
 
 impl Inner {
@@ -190,6 +193,7 @@ impl Inner {
     fn remove(&mut self, key: &Key) -> Option<PeerInfo> {
         let peer = self.store.remove(key)?;
         self.set_group(*key, None);
+        self.failures.remove(key);
         Some(peer)
     }
 }
@@ -203,6 +207,10 @@ fn group_for(peer: &PeerInfo, ip: Option<IpAddr>) -> Option<IpGroup> {
     };
     (!is_local_ip(ip)).then(|| IpGroup::of(ip))
 }
+
+/// Consecutive [`PeerEvent::Failed`] after which a [`FullRoutingTable`] drops a peer (3, as
+/// [`KBucketConfig::max_failures`](crate::KBucketConfig::max_failures) by default).
+pub const FULLRT_MAX_FAILURES: u32 = 3;
 
 /// Entries per chunk after a bulk fill, leaving room for inserts.
 const CHUNK_FILL: usize = 128;
@@ -761,6 +769,7 @@ impl FullRoutingTable {
             inner.last_filled = Some(now);
             inner.group_of = group_of;
             inner.per_group = per_group;
+            inner.failures.clear();
             std::mem::replace(&mut inner.store, store)
         };
         drop(old); // Freed outside the lock.
@@ -886,6 +895,7 @@ impl FullRoutingTable {
             return UpdateOutcome::Rejected(RejectReason::TableFull);
         }
         inner.set_group(key, group);
+        inner.failures.remove(&key);
         if inner.store.upsert(key, &peer) {
             UpdateOutcome::Inserted
         } else {
@@ -909,7 +919,20 @@ impl RoutingTable for FullRoutingTable {
         }
         match event {
             PeerEvent::Seen(direction) => self.seen(key, peer, direction),
-            PeerEvent::Failed | PeerEvent::Removed => match self.inner.write().remove(&key) {
+            PeerEvent::Failed => {
+                let mut inner = self.inner.write();
+                if inner.store.find(&Words::of(&key)).is_none() {
+                    return UpdateOutcome::Ignored;
+                }
+                let n = inner.failures.entry(key).or_insert(0);
+                *n += 1;
+                if *n < FULLRT_MAX_FAILURES {
+                    return UpdateOutcome::Updated;
+                }
+                inner.remove(&key);
+                UpdateOutcome::Removed
+            }
+            _ => match self.inner.write().remove(&key) {
                 Some(_) => UpdateOutcome::Removed,
                 None => UpdateOutcome::Ignored,
             },

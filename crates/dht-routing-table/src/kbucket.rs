@@ -33,9 +33,9 @@ pub struct KBucketConfig {
     /// (default 20). 0 turns the cache off: a newcomer to a full bucket is then rejected with
     /// [`RejectReason::BucketFull`] unless it may replace a member.
     pub replacement_cache_size: usize,
-    /// Consecutive failed requests after which a member is dropped and replaced from the
-    /// cache (default 1: a peer that fails to answer is dropped at once, and the cache
-    /// supplies a fresher one). 0 is treated as 1.
+    /// Consecutive failed requests ([`PeerEvent::Failed`]: a timeout or error on a live
+    /// connection) after which a member is dropped and replaced from the cache (default 3).
+    /// A dial failure ([`PeerEvent::Unreachable`]) drops it at once. 0 is treated as 1.
     pub max_failures: u32,
     /// The usefulness rule (default one hour): a member that has not answered one of our
     /// requests (a [`Direction::Outbound`] sighting) for this many seconds, counted from when
@@ -55,7 +55,7 @@ impl Default for KBucketConfig {
         KBucketConfig {
             bucket_size: K_VALUE,
             replacement_cache_size: K_VALUE,
-            max_failures: 1,
+            max_failures: 3,
             usefulness_grace: Some(3600),
             refresh_interval: 600,
             diversity: Some(DiversityConfig::default()),
@@ -143,7 +143,7 @@ impl KBucketConfig {
 /// | `Seen(Outbound)` | `Updated` | `Inserted` if it may join now, else `Pending` | `Inserted`, `Pending`, or `Rejected` |
 /// | `Seen(Inbound)` | `Updated` | `Ignored` | `Ignored` |
 /// | `Failed` | `Updated`, or `Removed` at the failure limit | `Removed` | `Ignored` |
-/// | `Removed` | `Removed` | `Removed` | `Ignored` |
+/// | `Unreachable`, `Removed` | `Removed` | `Removed` | `Ignored` |
 ///
 /// `Seen` refreshes a member's addresses when the peer lists any (kept unchanged if the new
 /// ones would break the diversity limits) and, for [`Direction::Outbound`], its usefulness.
@@ -188,7 +188,8 @@ impl KBucketConfig {
 /// let peer = PeerInfo::new(PeerId::random(), vec!["/ip4/198.51.100.1/tcp/4001".parse()?]);
 /// assert_eq!(table.update(&peer, PeerEvent::Seen(Direction::Outbound)), UpdateOutcome::Inserted);
 /// assert_eq!(table.closest_peers(&Key::hash(b"x"), 20), vec![peer.clone()]);
-/// assert_eq!(table.update(&peer, PeerEvent::Failed), UpdateOutcome::Removed);
+/// assert_eq!(table.update(&peer, PeerEvent::Failed), UpdateOutcome::Updated); // counts
+/// assert_eq!(table.update(&peer, PeerEvent::Unreachable), UpdateOutcome::Removed);
 /// assert!(table.is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -322,7 +323,9 @@ impl KBucketTable {
                 inner.seen(&self.config, seen, now)
             }
             PeerEvent::Failed => inner.failed(&self.config, cpl, &key, now),
-            PeerEvent::Removed => inner.forget(&self.config, cpl, &key, now),
+            PeerEvent::Removed | PeerEvent::Unreachable => {
+                inner.forget(&self.config, cpl, &key, now)
+            }
         }
     }
 

@@ -64,7 +64,7 @@ mod kbucket;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use diversity::{DiversityConfig, DiversityFilter, IpGroup, is_local_ip};
-pub use fullrt::{FullRoutingTable, FullRtConfig};
+pub use fullrt::{FULLRT_MAX_FAILURES, FullRoutingTable, FullRtConfig};
 pub use kbucket::{KBucketConfig, KBucketTable};
 
 /// Which side opened the exchange in which we saw the peer act as a DHT server.
@@ -147,8 +147,13 @@ pub enum PeerEvent {
     /// ([`Direction::Outbound`], which may add it), or it sent us one and is known to be a
     /// server ([`Direction::Inbound`], which only refreshes a peer already held).
     Seen(Direction),
-    /// A request to the peer failed or timed out.
+    /// A request to the peer failed or timed out on a live connection: it counts, and the
+    /// peer is dropped after a few in a row ([`KBucketConfig::max_failures`], 3; the same in
+    /// [`FullRoutingTable`]). A slow or briefly overloaded peer is not lost to one timeout.
     Failed,
+    /// No connection to the peer could be made (the dial failed): the peer is dropped at
+    /// once, as go-libp2p-kad-dht drops a peer it cannot dial.
+    Unreachable,
     /// Forget the peer.
     Removed,
 }

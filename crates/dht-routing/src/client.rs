@@ -34,7 +34,8 @@ pub struct ClientConfig {
     /// The crawl.
     pub crawl: CrawlConfig,
     /// Whether peers that answer are reported to the routing table as
-    /// [`PeerEvent::Seen`]`(Outbound)` and peers that fail as [`PeerEvent::Failed`]
+    /// [`PeerEvent::Seen`]`(Outbound)`, peers that cannot be reached as
+    /// [`PeerEvent::Unreachable`] and peers that fail otherwise as [`PeerEvent::Failed`]
     /// (default `true`).
     pub update_table: bool,
 }

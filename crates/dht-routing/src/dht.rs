@@ -468,7 +468,17 @@ pub(crate) async fn correct_outdated<N: Network + ?Sized>(
 pub(crate) fn event_of<T>(result: &Result<T, RpcError>) -> PeerEvent {
     match result {
         Ok(_) => PeerEvent::Seen(dht_routing_table::Direction::Outbound),
-        Err(_) => PeerEvent::Failed,
+        Err(error) => failure_event(error),
+    }
+}
+
+/// What a failed request says of the peer: [`RpcError::Unreachable`] (no connection could be
+/// made) makes it [`PeerEvent::Unreachable`], dropped at once; anything else (a timeout or an
+/// error on a live connection) [`PeerEvent::Failed`], which only counts.
+pub(crate) fn failure_event(error: &RpcError) -> PeerEvent {
+    match error {
+        RpcError::Unreachable(_) => PeerEvent::Unreachable,
+        _ => PeerEvent::Failed,
     }
 }
 

@@ -72,7 +72,9 @@ type Pending<'a> = BoxFuture<'a, (PeerInfo, bool, Result<Response, RpcError>)>;
 ///
 /// Time comes from `tokio::time`, so on a paused clock the whole lookup runs in virtual time.
 /// With [`with_table`](Self::with_table), peers that answer are reported to the routing
-/// table as [`PeerEvent::Seen`]`(`[`Direction::Outbound`]`)` and peers that fail as
+/// table as [`PeerEvent::Seen`]`(`[`Direction::Outbound`]`)`, peers that cannot be reached
+/// ([`RpcError::Unreachable`](crate::RpcError::Unreachable)) as [`PeerEvent::Unreachable`],
+/// and peers that fail otherwise (a timeout, an error on a live connection) as
 /// [`PeerEvent::Failed`].
 pub struct QueryDriver<'a, N: ?Sized> {
     network: &'a N,
@@ -195,7 +197,7 @@ impl<'a, N: Network + ?Sized> QueryDriver<'a, N> {
                     tracing::trace!(peer = %peer.peer_id, %error, "request failed");
                     self.query.on_failure(&peer.peer_id, now);
                     if let Some(table) = self.table {
-                        table.update(&peer, PeerEvent::Failed);
+                        table.update(&peer, crate::dht::failure_event(&error));
                     }
                 }
             }

@@ -11,7 +11,12 @@ pub enum RpcError {
     /// No answer within the driver's per-request timeout.
     #[error("the request timed out")]
     Timeout,
-    /// The peer could not be reached (dial failure, no address, refused protocol).
+    /// The peer could not be reached (dial failure, no address, refused protocol): the
+    /// routing table drops it at once ([`PeerEvent::Unreachable`]). Errors on a live
+    /// connection are [`Other`](Self::Other) or [`NoResponse`](Self::NoResponse), which only
+    /// count against it.
+    ///
+    /// [`PeerEvent::Unreachable`]: dht_routing_table::PeerEvent::Unreachable
     #[error("the peer could not be reached: {0}")]
     Unreachable(String),
     /// The stream closed before the peer answered a request that expects an answer.

@@ -11,6 +11,7 @@ use std::{
 use dht_handler::Sender;
 use dht_proto::{K_VALUE, Key, PeerId, PeerInfo, Request, Response};
 use dht_routing::{Network, RpcError};
+use dht_routing_table::{Direction, PeerEvent};
 use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use serde::Serialize;
 
@@ -155,9 +156,10 @@ async fn deliver(
         } else {
             let sim = sim.clone();
             let from = sender.info.clone();
+            let answers = sender.behaviour.answers();
             tokio::spawn(async move {
                 tokio::time::sleep(out).await;
-                let _ = serve(&sim, &target, from, request, &mut rng);
+                let _ = serve(&sim, &target, (from, answers), request, &mut rng);
             });
         }
         if !config.write_delay.is_zero() {
@@ -171,7 +173,8 @@ async fn deliver(
         bump(&sim.net.lost);
         return std::future::pending().await;
     }
-    let Some(result) = serve(&sim, &target, sender.info.clone(), request, &mut rng) else {
+    let from = (sender.info.clone(), sender.behaviour.answers());
+    let Some(result) = serve(&sim, &target, from, request, &mut rng) else {
         return std::future::pending().await;
     };
     if target.behaviour == Behaviour::Slow {
@@ -185,11 +188,12 @@ async fn deliver(
     result
 }
 
-/// The server's side: `None` if it does not answer at all.
+/// The server's side: `None` if it does not answer at all. `from` is the sender, and whether
+/// it answers requests.
 fn serve(
     sim: &SimInner,
     target: &SimNode,
-    from: PeerInfo,
+    (from, from_answers): (PeerInfo, bool),
     request: Request,
     rng: &mut SmallRng,
 ) -> Option<Result<Option<Response>, RpcError>> {
@@ -206,6 +210,13 @@ fn serve(
         _ => None,
     };
     let now = dht_routing_table::Clock::now(&sim.clock);
+    // A request admits nobody to the table; a node probes a new server first and admits it
+    // if it answers (dht-node's admission probe). Modelled without the probe's messages.
+    if from_answers && !target.table.contains(&from.peer_id) {
+        target
+            .table
+            .update_at(&from, PeerEvent::Seen(Direction::Outbound), now);
+    }
     let answer = match target.handler.handle(&Sender::server(from), request, now) {
         Ok(answer) => answer,
         Err(err) => {

@@ -123,7 +123,7 @@ fn updates_between_crawls() {
         vec![moved],
         "an empty address list keeps the known addresses"
     );
-    assert_eq!(t.update(&p, PeerEvent::Failed), UpdateOutcome::Removed);
+    assert_eq!(t.update(&p, PeerEvent::Unreachable), UpdateOutcome::Removed);
     assert_eq!(t.update(&p, PeerEvent::Removed), UpdateOutcome::Ignored);
     assert!(t.is_empty());
     assert!(t.closest_peers(&Key::ZERO, 20).is_empty());
@@ -396,4 +396,26 @@ fn the_table_is_bounded_in_peers_and_per_ip_group() {
         .collect();
     assert_eq!(t.replace_all(grouped, T0), 3);
     t.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_timeout_counts_and_a_dial_failure_evicts() {
+    let (t, _) = table(FullRtConfig::default());
+    let (a, b) = (&POOL[0].1, &POOL[1].1);
+    let out = PeerEvent::Seen(Direction::Outbound);
+    t.update(a, out);
+    t.update(b, out);
+    let fail = |p| t.update(p, PeerEvent::Failed);
+    assert_eq!([fail(a), fail(a)], [UpdateOutcome::Updated; 2]);
+    t.update(a, out); // an answer resets the count
+    assert_eq!(
+        [fail(a), fail(a), fail(a)],
+        [
+            UpdateOutcome::Updated,
+            UpdateOutcome::Updated,
+            UpdateOutcome::Removed
+        ]
+    );
+    assert_eq!(t.update(b, PeerEvent::Unreachable), UpdateOutcome::Removed);
+    assert_eq!(t.len(), 0);
 }

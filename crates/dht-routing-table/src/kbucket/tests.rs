@@ -81,6 +81,7 @@ fn small() -> KBucketConfig {
         .with_replacement_cache_size(2)
         .with_usefulness_grace(None)
         .with_diversity(None)
+        .with_max_failures(1)
 }
 
 #[test]
@@ -658,4 +659,25 @@ fn only_addresses_a_peer_gave_about_itself_are_kept_and_capped() {
     plain.update(&many, OUT);
     assert_eq!(plain.peers()[0].addrs.len(), crate::MAX_PEER_ADDRS);
     invariants(&t);
+}
+
+#[test]
+fn a_timeout_counts_and_a_dial_failure_evicts() {
+    use UpdateOutcome::*;
+    // The defaults: three failed requests in a row on a live connection, or one dial failure.
+    check_steps(
+        small().with_max_failures(KBucketConfig::default().max_failures),
+        &[
+            (0, OUT, Inserted),
+            (0, PeerEvent::Failed, Updated),
+            (0, PeerEvent::Failed, Updated),
+            (0, OUT, Updated), // an answer resets the count
+            (0, PeerEvent::Failed, Updated),
+            (0, PeerEvent::Failed, Updated),
+            (0, PeerEvent::Failed, Removed),
+            (1, OUT, Inserted),
+            (1, PeerEvent::Unreachable, Removed),
+            (1, PeerEvent::Unreachable, Ignored),
+        ],
+    );
 }
