@@ -1524,3 +1524,50 @@ async fn occasional_loss_does_not_drop_servers_from_the_slice() {
     );
     provider.close().await.unwrap();
 }
+
+/// What `dht-node stat` shows comes from counters kept as the work happens: the schedule's
+/// next region, the jobs, the servers per region and per key, the peers reached, and since
+/// when the connectivity holds.
+#[tokio::test(start_paused = true)]
+async fn stats_show_the_schedule_the_network_and_since_when_offline() {
+    const H: u64 = 3600;
+    let net = Net::new(300, 40);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let held = keys(2000, 41);
+    provider.start_providing(false, &held).await.unwrap();
+    let stats = provider.stats();
+    assert_eq!(stats.started_at, START);
+    assert_eq!(stats.connectivity_since, START);
+    assert!(stats.region_jobs >= 1, "{stats:?}");
+    assert!(stats.regions_explored >= 1);
+    // Every key reached its 20 closest servers; every region holds at least 20.
+    let holders = stats.mean_holders_per_key();
+    assert!((19.5..=20.0).contains(&holders), "{holders}");
+    assert!(stats.mean_servers_per_region() >= 20.0, "{stats:?}");
+    assert_eq!(stats.reachable_share(), Some(1.0));
+    assert_eq!(stats.workers_reserved, config().reserved_for_schedule);
+    assert_eq!(stats.regions_queued_provide, 0);
+    assert_eq!(stats.regions_queued_retry, 0);
+    assert_eq!(stats.regions_due, 0);
+    let next = stats.next_region.clone().unwrap();
+    assert_eq!(next.len() as u64, stats.slices.trailing_zeros() as u64);
+    assert!(stats.next_region_due.unwrap() >= START);
+    assert_eq!(stats.cycle_started_at, Some(START));
+    assert!(stats.keys_per_minute(START + 60) > 0.0);
+
+    // The network goes away: a job finds nobody, the provider goes disconnected then, and the
+    // schedule's due regions pile up.
+    let everyone: HashSet<PeerId> = net.0.servers.iter().map(|s| s.peer_id).collect();
+    *net.0.dead.lock() = everyone;
+    tokio::time::sleep(Duration::from_secs(2 * H)).await;
+    let stats = provider.stats();
+    assert_ne!(stats.connectivity, dht_provider::Connectivity::Online);
+    assert!(
+        stats.connectivity_since > START && stats.connectivity_since <= START + 2 * H,
+        "{stats:?}"
+    );
+    assert!(stats.regions_due > 0, "{stats:?}");
+    assert!(stats.behind_schedule_secs > 0);
+    provider.close().await.unwrap();
+}

@@ -188,6 +188,11 @@ struct Counters {
     keys_provided: AtomicU64,
     keys_failed: AtomicU64,
     scan_errors: AtomicU64,
+    region_jobs: AtomicU64,
+    region_job_millis: AtomicU64,
+    region_servers: AtomicU64,
+    record_holders: AtomicU64,
+    state_save_errors: AtomicU64,
 }
 
 struct Shared {
@@ -211,6 +216,10 @@ struct Shared {
     cache: VecDeque<(Exploration, UnixSecs)>,
     size: SizeEstimator,
     connectivity: Connectivity,
+    /// Since when `connectivity` holds.
+    connectivity_since: UnixSecs,
+    /// When the provider started.
+    started: UnixSecs,
     last_answer: UnixSecs,
     /// When the last probe was sent (or the provider found itself disconnected).
     last_probe: UnixSecs,
@@ -221,11 +230,21 @@ struct Shared {
     /// Records sent and failed in the cycle being walked, and in the last full cycle.
     cycle_sent: (u64, u64),
     last_cycle_sent: (u64, u64),
+    /// Peers sent to in the cycle being walked, and in the last full cycle.
+    cycle_tried: (u64, u64),
     cycle_started: UnixSecs,
     last_cycle_secs: Option<u64>,
 }
 
 impl Shared {
+    /// Sets the connectivity, noting when it changed.
+    fn set_connectivity(&mut self, connectivity: Connectivity, now: UnixSecs) {
+        if self.connectivity != connectivity {
+            self.connectivity = connectivity;
+            self.connectivity_since = now;
+        }
+    }
+
     /// How far the walk got: the oldest slice being worked on, or the cursor.
     fn progress(&self) -> Progress {
         self.claimed
@@ -355,6 +374,8 @@ where
             cache: VecDeque::new(),
             size: SizeEstimator::new(),
             connectivity: Connectivity::Online,
+            connectivity_since: now,
+            started: now,
             last_answer: now,
             last_probe: now,
             probing: false,
@@ -362,6 +383,7 @@ where
             busy_other: 0,
             cycle_sent: (0, 0),
             last_cycle_sent: (0, 0),
+            cycle_tried: (0, 0),
             cycle_started: now,
             last_cycle_secs: None,
             state,
@@ -725,6 +747,7 @@ where
                 shared.cycle_started = now;
                 shared.last_cycle_sent = shared.cycle_sent;
                 shared.cycle_sent = (0, 0);
+                shared.cycle_tried = (0, shared.cycle_tried.0);
             }
             shared.cursor = cursor;
             shared.claimed.insert((cycle, slice));
@@ -778,12 +801,13 @@ where
         if answered {
             tracing::info!("the network answers again; resuming");
             shared.last_answer = now;
-            shared.connectivity = Connectivity::Online;
+            shared.set_connectivity(Connectivity::Online, now);
             drop(shared);
             self.wake.notify_waiters();
         } else {
             shared.last_probe = now;
-            shared.connectivity = self.disconnected(&shared, now);
+            let connectivity = self.disconnected(&shared, now);
+            shared.set_connectivity(connectivity, now);
         }
     }
 
@@ -850,6 +874,7 @@ where
         let deadline = tokio::time::Instant::now() + self.config.slice_deadline;
         let mut excluded = HashSet::new();
         let mut outcome = JobOutcome::default();
+        let started = tokio::time::Instant::now();
         if !first.is_empty() {
             let page = self
                 .provide_slice(slice, &first, None, deadline, &mut excluded)
@@ -919,6 +944,14 @@ where
         }
         let now = self.now();
         let failed = outcome.failed;
+        let c = &self.counters;
+        c.region_jobs.fetch_add(1, Ordering::Relaxed);
+        c.region_job_millis.fetch_add(
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        c.record_holders
+            .fetch_add(outcome.holders, Ordering::Relaxed);
         self.counters
             .keys_provided
             .fetch_add(outcome.keys - failed, Ordering::Relaxed);
@@ -928,19 +961,21 @@ where
         let mut shared = self.shared.lock();
         shared.cycle_sent.0 += outcome.sent;
         shared.cycle_sent.1 += outcome.send_failures;
+        shared.cycle_tried.0 += outcome.peers_tried;
         shared.busy = shared.busy.saturating_sub(1);
         if !job.is_scheduled() {
             shared.busy_other = shared.busy_other.saturating_sub(1);
         }
         if outcome.answered {
             shared.last_answer = now;
-            shared.connectivity = Connectivity::Online;
+            shared.set_connectivity(Connectivity::Online, now);
         } else if outcome.keys > 0 {
             if shared.connectivity == Connectivity::Online {
                 tracing::warn!("no server answered; sending nothing but a probe a minute");
                 shared.last_probe = now;
             }
-            shared.connectivity = self.disconnected(&shared, now);
+            let connectivity = self.disconnected(&shared, now);
+            shared.set_connectivity(connectivity, now);
         }
         self.settle_retry(&mut shared, &job, slice, &mut outcome, now);
         match job {
@@ -977,7 +1012,8 @@ where
             }
         }
         if let Err(e) = self.persist(&shared) {
-            tracing::warn!(error = %e, "could not persist the sweep state");
+            let errors = c.state_save_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(error = %e, errors, "could not persist the sweep state");
         }
         drop(shared);
         self.wake.notify_waiters();
@@ -1085,6 +1121,7 @@ where
             .map(|r| now.saturating_sub(r.since))
             .max()
             .unwrap_or(0);
+        let next_slice = shared.schedule.slice_at(&shared.cursor.next);
         ProviderStats {
             keys: self.parts.keystore.count().ok(),
             slices: 1u64 << shared.schedule.slice_len().min(63),
@@ -1120,8 +1157,36 @@ where
             keys_failed: c.keys_failed.load(Ordering::Relaxed),
             keystore_scan_errors: c.scan_errors.load(Ordering::Relaxed),
             cycle: progress.cycle,
+            started_at: shared.started,
+            connectivity_since: shared.connectivity_since,
+            regions_queued_provide: shared.queue.len() as u64,
+            regions_queued_retry: shared.state.retries.len() as u64,
+            regions_due: regions_due(&shared.schedule, &shared.cursor, now),
+            next_region: Some(next_slice.to_string()),
+            next_region_due: Some(shared.schedule.next_due_time(&shared.cursor)),
+            workers_reserved: self.config.reserved_for_schedule,
+            cycle_started_at: Some(shared.cycle_started),
+            region_jobs: c.region_jobs.load(Ordering::Relaxed),
+            region_job_millis: c.region_job_millis.load(Ordering::Relaxed),
+            region_servers: c.region_servers.load(Ordering::Relaxed),
+            record_holders: c.record_holders.load(Ordering::Relaxed),
+            peers_tried_this_cycle: shared.cycle_tried.0,
+            peers_tried_last_cycle: shared.cycle_tried.1,
+            state_save_errors: c.state_save_errors.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The slices of the walk due at `now` after `cursor`: how far behind it is, in slices (at
+/// most the number of slices; never a scan).
+fn regions_due(schedule: &Schedule, cursor: &Progress, now: UnixSecs) -> u64 {
+    let lag = schedule.lag(cursor, now);
+    if lag == 0 {
+        return 0;
+    }
+    let slices = 1u64 << schedule.slice_len().min(63);
+    let per_slice = (schedule.interval() / slices).max(1);
+    (lag / per_slice + 1).min(slices)
 }
 
 /// Seconds between two probes while disconnected.

@@ -111,6 +111,8 @@ where
         let c = &self.counters;
         c.find_node.fetch_add(ex.requests as u64, Ordering::Relaxed);
         c.regions_explored.fetch_add(1, Ordering::Relaxed);
+        c.region_servers
+            .fetch_add(ex.servers.len() as u64, Ordering::Relaxed);
         c.region_prefix_bits
             .fetch_add(ex.scope.len() as u64, Ordering::Relaxed);
     }
@@ -175,6 +177,7 @@ where
                 .collect()
                 .await;
             let (mut newly_dead, mut lost) = (0, 0);
+            outcome.peers_tried += results.len() as u64;
             for (peer, assigned, done, dead) in results {
                 outcome.sent += done.len() as u64;
                 if !dead {
@@ -292,6 +295,8 @@ pub(super) struct SliceOutcome {
     pub(super) reached: Vec<Vec<PeerTag>>,
     pub(super) sent: u64,
     pub(super) send_failures: u64,
+    /// Peers sent to (some more than once, over the passes).
+    pub(super) peers_tried: u64,
     pub(super) answered: bool,
     pub(super) exploration: Option<Exploration>,
 }
@@ -312,6 +317,10 @@ pub(super) struct JobOutcome {
     pub(super) unsent: Unsent,
     pub(super) sent: u64,
     pub(super) send_failures: u64,
+    /// Peers sent to (some more than once, over the passes).
+    pub(super) peers_tried: u64,
+    /// Over the keys sent, the servers that hold their record.
+    pub(super) holders: u64,
     pub(super) answered: bool,
     /// The region's servers, reused for the next page.
     pub(super) exploration: Option<Exploration>,
@@ -323,6 +332,7 @@ impl JobOutcome {
         self.keys += keys.len() as u64;
         let reached = std::mem::take(&mut page.reached);
         for ((weak, ok), reached) in keys.iter().zip(&page.ok).zip(reached) {
+            self.holders += reached.len() as u64;
             if !ok {
                 self.failed += 1;
                 if self.weak.len() < MAX_RETRY_KEYS {
@@ -337,6 +347,7 @@ impl JobOutcome {
         }
         self.sent += page.sent;
         self.send_failures += page.send_failures;
+        self.peers_tried += page.peers_tried;
         self.answered |= page.answered;
         if page.exploration.is_some() {
             self.exploration = page.exploration;
