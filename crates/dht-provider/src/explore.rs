@@ -142,7 +142,10 @@ pub struct RegionExplorer {
     /// Requests in flight: peer → the prefix asked about.
     in_flight: BTreeMap<PeerId, Prefix>,
     requests: usize,
+    first_asks: usize,
     failures: usize,
+    checked: usize,
+    left_out: usize,
     exhausted: bool,
 }
 
@@ -163,8 +166,17 @@ pub struct Exploration {
     pub complete: bool,
     /// FIND_NODE requests sent.
     pub requests: usize,
+    /// Of those, the requests to servers not heard from before in the exploration: the
+    /// share of them that failed is the share of servers that do not answer.
+    pub first_asks: usize,
     /// Requests that failed or timed out.
     pub failures: usize,
+    /// Known servers that answers claiming to list every server of a prefix should have
+    /// listed (those the explorer knew there before the answer).
+    pub checked: usize,
+    /// Of those, the ones the answers left out: `left_out / checked` is the share of peers
+    /// the network's answers omit.
+    pub left_out: usize,
 }
 
 impl Exploration {
@@ -217,7 +229,10 @@ impl RegionExplorer {
             asked: HashSet::new(),
             in_flight: BTreeMap::new(),
             requests: 0,
+            first_asks: 0,
             failures: 0,
+            checked: 0,
+            left_out: 0,
             exhausted: false,
         };
         for seed in seeds {
@@ -319,6 +334,7 @@ impl RegionExplorer {
                 };
                 if entry.state == PeerState::Known {
                     entry.state = PeerState::InFlight;
+                    self.first_asks += 1;
                 }
                 let peer = entry.peer.clone();
                 self.asked.insert((peer.peer_id, q));
@@ -370,6 +386,12 @@ impl RegionExplorer {
             .filter(|p| q.contains(&p.key()))
             .map(|p| p.peer_id)
             .collect();
+        // The servers of q known before the answer, which a full answer lists.
+        let known_before: Vec<PeerId> = self
+            .live_in(&q)
+            .map(|(_, e)| e.peer.peer_id)
+            .filter(|p| p != peer)
+            .collect();
         for p in closer_peers {
             self.learn(p);
         }
@@ -385,21 +407,26 @@ impl RegionExplorer {
         }
         if answer.len() >= self.config.k {
             // At least k servers inside q: learn each half.
-            self.open.remove(&q);
-            if let Some((left, right)) = q.children() {
-                self.open.insert(left);
-                self.open.insert(right);
-            } else {
-                self.complete.insert(q);
-            }
+            self.split(q);
             return;
         }
+        let missing = known_before.iter().filter(|p| !answer.contains(p)).count();
+        self.checked += known_before.len();
+        self.left_out += missing;
         // Fewer than k: complete, unless it leaves out a server of q we already know.
-        let consistent = self
-            .live_in(&q)
-            .all(|(_, e)| e.peer.peer_id == *peer || answer.contains(&e.peer.peer_id));
-        if consistent {
+        if missing == 0 {
             self.open.remove(&q);
+            self.complete.insert(q);
+        }
+    }
+
+    /// `q` holds at least k servers: learn each half instead.
+    fn split(&mut self, q: Prefix) {
+        self.open.remove(&q);
+        if let Some((left, right)) = q.children() {
+            self.open.insert(left);
+            self.open.insert(right);
+        } else {
             self.complete.insert(q);
         }
     }
@@ -442,7 +469,10 @@ impl RegionExplorer {
             servers,
             responded,
             requests: self.requests,
+            first_asks: self.first_asks,
             failures: self.failures,
+            checked: self.checked,
+            left_out: self.left_out,
         }
     }
 }
@@ -496,7 +526,10 @@ pub fn region_from_table(
             servers,
             responded: BTreeSet::new(),
             requests: 0,
+            first_asks: 0,
             failures: 0,
+            checked: 0,
+            left_out: 0,
         };
     }
 }

@@ -84,7 +84,10 @@ mod tests {
             responded: BTreeSet::new(),
             complete,
             requests: 1,
+            first_asks: 1,
             failures: 0,
+            checked: 0,
+            left_out: 0,
         }
     }
 

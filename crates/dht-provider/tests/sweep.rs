@@ -1407,9 +1407,10 @@ async fn a_restart_after_a_crash_resends_only_what_failed() {
         after - before
     );
     assert_eq!(placed, 1.0);
-    // Each failed key to its 20 closest servers at most; a slice would be 2000 / 8 keys.
+    // Each failed key to its 20 closest servers at most, and the spares past them for those
+    // not heard from (at most half as many again); a slice would be 2000 / 8 keys.
     assert!(
-        after - before <= failed.len() as u64 * 20,
+        after - before <= failed.len() as u64 * 30,
         "{}",
         after - before
     );

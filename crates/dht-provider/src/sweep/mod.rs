@@ -25,9 +25,11 @@ use dht_routing_table::{Clock, RoutingTable};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+mod assign;
 mod config;
 mod send;
 
+use assign::NetworkQuality;
 pub use config::SweepConfig;
 use send::JobOutcome;
 pub use send::find_node_key;
@@ -215,6 +217,8 @@ struct Shared {
     providing: BTreeMap<Prefix, usize>,
     cache: VecDeque<(Exploration, UnixSecs)>,
     size: SizeEstimator,
+    /// What explorations showed of silent servers and answers that leave peers out.
+    quality: NetworkQuality,
     connectivity: Connectivity,
     /// Since when `connectivity` holds.
     connectivity_since: UnixSecs,
@@ -373,6 +377,7 @@ where
             providing: BTreeMap::new(),
             cache: VecDeque::new(),
             size: SizeEstimator::new(),
+            quality: NetworkQuality::default(),
             connectivity: Connectivity::Online,
             connectivity_since: now,
             started: now,

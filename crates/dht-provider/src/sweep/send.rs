@@ -2,10 +2,7 @@
 //! exploration, or a new one), then each key to its k closest servers, within the slice's
 //! deadline and each peer's budget.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::atomic::Ordering,
-};
+use std::{collections::HashSet, sync::atomic::Ordering};
 
 use dht_proto::{Key, PeerId, PeerInfo, Prefix, Request, Response};
 use dht_provider_store::Keystore;
@@ -13,7 +10,7 @@ use dht_routing::{Network, key_in_prefix};
 use dht_routing_table::RoutingTable;
 use futures::{StreamExt, stream::FuturesUnordered};
 
-use super::{Inner, MAX_RETRY_KEYS};
+use super::{Inner, MAX_RETRY_KEYS, assign::assign};
 use crate::{
     explore::{Exploration, ExploreAction, RegionExplorer, region_from_table},
     state::{PeerTag, Unsent, WeakKey, peer_tag},
@@ -103,6 +100,7 @@ where
         }
         let ex = explorer.finish();
         self.count_region(&ex);
+        self.shared.lock().quality.observe(&ex);
         ex
     }
 
@@ -146,24 +144,14 @@ where
         let mut stored: Vec<Vec<PeerTag>> = keys.iter().map(|w| w.reached.clone()).collect();
         let mut outcome = SliceOutcome::default();
         for pass in 0..3 {
-            // Each key's k closest live servers that do not hold it yet.
-            let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
-            for (i, key) in kad.iter().enumerate() {
-                if stored[i].len() >= k {
-                    continue;
-                }
-                for peer in exploration.closest(key, k) {
-                    if !stored[i].contains(&peer_tag(&peer.peer_id))
-                        && !excluded.contains(&peer.peer_id)
-                    {
-                        per_peer
-                            .entry(peer.peer_id)
-                            .or_insert_with(|| (peer.clone(), Vec::new()))
-                            .1
-                            .push(i);
-                    }
-                }
-            }
+            // Each key's closest live servers (with spares for those never heard from) that
+            // do not hold it yet. A complete table holds servers that answered its crawl.
+            let silent = if self.parts.table.is_complete() {
+                0.0
+            } else {
+                self.shared.lock().quality.silent_share()
+            };
+            let per_peer = assign(&exploration, &kad, &stored, k, silent, excluded);
             if per_peer.is_empty() {
                 break;
             }

@@ -1,0 +1,219 @@
+//! Which servers each key is sent to, and what explorations showed of the network.
+//!
+//! A key belongs on its k closest servers that answer. An exploration asks only a few of a
+//! region's servers; the others it knows from answers, and some of those may be silent
+//! (they accept a connection and never answer). ADD_PROVIDER has no answer, so a record sent
+//! to a silent server is lost without a sign, and the key misses one of its true closest.
+//! So a key goes to its k closest servers and, when some of them were never heard from, to
+//! the next closest as well: as many more as the unheard ones among the k may hold silent
+//! servers, judging by the share of FIND_NODE requests that went unanswered lately. In a
+//! network where every server answers, that is exactly the k closest.
+//!
+//! Sans-IO: it takes explorations and keys, and does no I/O.
+
+use std::collections::{BTreeMap, HashSet};
+
+use dht_proto::{Key, PeerId, PeerInfo};
+
+use crate::{
+    explore::{Exploration, closest_of},
+    state::{PeerTag, peer_tag},
+};
+
+/// Requests seen after which older ones count for half (the shares follow the network).
+const HALF_LIFE_REQUESTS: f64 = 2000.0;
+
+/// The silent share assumed before any request: one failure in ten requests, weighing as
+/// much as ten requests seen.
+const PRIOR_FAILED: f64 = 1.0;
+/// See [`PRIOR_FAILED`].
+const PRIOR_ASKED: f64 = 10.0;
+
+/// What recent explorations showed of the network: the share of FIND_NODE requests left
+/// unanswered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NetworkQuality {
+    asked: f64,
+    failed: f64,
+}
+
+impl NetworkQuality {
+    /// Takes what `exploration` saw (nothing for one taken from a complete table).
+    pub(crate) fn observe(&mut self, exploration: &Exploration) {
+        self.asked += exploration.first_asks as f64;
+        self.failed += exploration.failures as f64;
+        if self.asked > HALF_LIFE_REQUESTS {
+            self.asked /= 2.0;
+            self.failed /= 2.0;
+        }
+    }
+
+    /// The share of servers that do not answer (silent, or losing messages): the share of
+    /// FIND_NODE requests to servers not heard from before that went unanswered, leaning
+    /// towards a tenth while few were sent (an exploration sends a handful), so that the
+    /// first regions get spares too and a network where all answer soon gets none.
+    pub(crate) fn silent_share(&self) -> f64 {
+        ((self.failed + PRIOR_FAILED) / (self.asked + PRIOR_ASKED)).clamp(0.0, 1.0)
+    }
+}
+
+/// How many servers past the k closest a key goes to, when `unheard` of its k closest never
+/// answered and a `silent` share of requests goes unanswered: the silent servers expected
+/// among the unheard and one and a half standard deviations more, rounded, at most k / 2.
+pub(crate) fn spare_servers(unheard: usize, silent: f64, k: usize) -> usize {
+    if unheard == 0 || silent <= 0.0 {
+        return 0;
+    }
+    let u = unheard as f64;
+    let silent = silent.min(1.0);
+    let mean = u * silent;
+    let sd = (u * silent * (1.0 - silent)).sqrt();
+    ((mean + 1.5 * sd).round() as usize).min(k / 2)
+}
+
+/// The servers of `exploration` that `key` goes to, closest first: its k closest that are
+/// not `excluded`, and [`spare_servers`] more for the unheard among them.
+pub(crate) fn targets<'a>(
+    exploration: &'a Exploration,
+    key: &Key,
+    k: usize,
+    silent: f64,
+    excluded: &HashSet<PeerId>,
+) -> Vec<&'a PeerInfo> {
+    let wide = k + k / 2 + excluded.len().min(k);
+    let mut closest: Vec<&PeerInfo> = closest_of(&exploration.servers, key, wide)
+        .into_iter()
+        .filter(|p| !excluded.contains(&p.peer_id))
+        .collect();
+    let unheard = closest
+        .iter()
+        .take(k)
+        .filter(|p| !exploration.responded.contains(&p.peer_id))
+        .count();
+    closest.truncate(k + spare_servers(unheard, silent, k));
+    closest
+}
+
+/// Each peer's share of `keys`: the indexes of the keys it is to be sent, for the keys'
+/// [`targets`] that do not hold them yet (`stored`, per key).
+pub(crate) fn assign(
+    exploration: &Exploration,
+    keys: &[Key],
+    stored: &[Vec<PeerTag>],
+    k: usize,
+    silent: f64,
+    excluded: &HashSet<PeerId>,
+) -> BTreeMap<PeerId, (PeerInfo, Vec<usize>)> {
+    let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        let held = stored.get(i).map_or(&[][..], Vec::as_slice);
+        for peer in targets(exploration, key, k, silent, excluded) {
+            if !held.contains(&peer_tag(&peer.peer_id)) {
+                per_peer
+                    .entry(peer.peer_id)
+                    .or_insert_with(|| (peer.clone(), Vec::new()))
+                    .1
+                    .push(i);
+            }
+        }
+    }
+    per_peer
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use dht_proto::Prefix;
+
+    use super::*;
+
+    fn exploration(servers: usize, responded: usize) -> Exploration {
+        let servers: Vec<PeerInfo> = (0..servers)
+            .map(|_| PeerInfo::new(PeerId::random(), Vec::new()))
+            .collect();
+        Exploration {
+            region: Prefix::ROOT,
+            scope: Prefix::ROOT,
+            responded: servers.iter().take(responded).map(|p| p.peer_id).collect(),
+            servers,
+            complete: true,
+            requests: 3,
+            first_asks: 3,
+            failures: 0,
+            checked: 0,
+            left_out: 0,
+        }
+    }
+
+    #[test]
+    fn every_server_answering_means_exactly_k() {
+        let ex = exploration(40, 3);
+        let key = Key::hash(b"a key");
+        let t = targets(&ex, &key, 20, 0.0, &HashSet::new());
+        assert_eq!(t.len(), 20);
+        let want: Vec<PeerId> = ex.closest(&key, 20).iter().map(|p| p.peer_id).collect();
+        let got: Vec<PeerId> = t.iter().map(|p| p.peer_id).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unheard_servers_get_spares_in_a_network_with_silent_ones() {
+        assert_eq!(spare_servers(0, 0.1, 20), 0);
+        assert_eq!(spare_servers(20, 0.0, 20), 0);
+        // 20 unheard, a tenth silent: 2 expected, 1.5 sd of 1.34 more.
+        assert_eq!(spare_servers(20, 0.1, 20), 4);
+        // A network where nearly all answer: none.
+        assert_eq!(spare_servers(20, 0.001, 20), 0);
+        assert_eq!(spare_servers(20, 0.9, 20), 10);
+        let ex = exploration(40, 0);
+        let key = Key::hash(b"a key");
+        let t = targets(&ex, &key, 20, 0.1, &HashSet::new());
+        assert_eq!(t.len(), 24);
+        // Servers heard from need no spare.
+        let all = exploration(40, 40);
+        assert_eq!(targets(&all, &key, 20, 0.1, &HashSet::new()).len(), 20);
+        // Excluded servers are never targets.
+        let gone: HashSet<PeerId> = ex.closest(&key, 3).iter().map(|p| p.peer_id).collect();
+        let t = targets(&ex, &key, 20, 0.1, &gone);
+        assert_eq!(t.len(), 24);
+        assert!(t.iter().all(|p| !gone.contains(&p.peer_id)));
+    }
+
+    #[test]
+    fn keys_go_only_where_they_are_not_held() {
+        let ex = exploration(30, 30);
+        let keys = [Key::hash(b"one"), Key::hash(b"two")];
+        let held: Vec<PeerTag> = ex
+            .closest(&keys[0], 5)
+            .iter()
+            .map(|p| peer_tag(&p.peer_id))
+            .collect();
+        let stored = vec![held, Vec::new()];
+        let per_peer = assign(&ex, &keys, &stored, 20, 0.0, &HashSet::new());
+        let sends: usize = per_peer.values().map(|(_, idx)| idx.len()).sum();
+        assert_eq!(sends, 15 + 20);
+        let to: BTreeSet<usize> = per_peer.values().flat_map(|(_, i)| i.clone()).collect();
+        assert_eq!(to, BTreeSet::from([0, 1]));
+    }
+
+    #[test]
+    fn shares_follow_what_explorations_saw() {
+        let mut q = NetworkQuality::default();
+        // Before any request: a tenth.
+        assert!((q.silent_share() - 0.1).abs() < 1e-9);
+        let mut ex = exploration(20, 3);
+        ex.first_asks = 10;
+        ex.failures = 1;
+        for _ in 0..1000 {
+            q.observe(&ex);
+        }
+        assert!((q.silent_share() - 0.1).abs() < 1e-3);
+        // A network that stops failing is followed.
+        ex.failures = 0;
+        for _ in 0..2000 {
+            q.observe(&ex);
+        }
+        assert!(q.silent_share() < 0.01, "{}", q.silent_share());
+    }
+}

@@ -1,0 +1,38 @@
+//! The sweep in a network that misbehaves, one misbehaviour at a time, at small scale: where
+//! its records land, and what its explorations cost.
+
+use dht_provider_store::MemoryStore;
+use dht_sim::{
+    Sim, SimConfig,
+    provide::{ProvideConfig, Strategy, run_provide},
+};
+
+fn sim_config(servers: usize, seed: u64) -> SimConfig {
+    SimConfig::default().nodes(servers).seed(seed)
+}
+
+/// A tenth of the servers silent: they accept records and never store them, and nothing
+/// tells a sender so. Each key still lands on (all but at most one of) its true 20 closest
+/// answering servers: the sweep sends it to spare servers past its 20 closest, for those of
+/// them never heard from.
+///
+/// Before the spares (seed 23): placement 0.4232, mean holders 18.10, 20.0 records per key.
+#[test]
+fn keys_reach_their_true_closest_when_a_tenth_of_the_servers_are_silent() {
+    dht_sim::runtime().unwrap().block_on(async {
+        let sim = Sim::build(sim_config(500, 23).silent(0.1)).await.unwrap();
+        let config = ProvideConfig::new(Strategy::Sweep, 5_000)
+            .findable_sample(200)
+            .reprovide(false);
+        let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
+            .await
+            .unwrap();
+        let provide = &report.provide;
+        eprintln!("{}", serde_json::to_string_pretty(provide).unwrap());
+        assert!(provide.placement_fraction.unwrap() >= 0.85, "{provide:?}");
+        assert!(provide.mean_holders.unwrap() >= 19.3, "{provide:?}");
+        assert_eq!(provide.findable_fraction, Some(1.0));
+        // The spares cost a few records per key, not a second copy.
+        assert!(provide.records_per_key < 25.0, "{provide:?}");
+    });
+}
