@@ -44,6 +44,7 @@ use libp2p::{identity::Keypair, multiaddr::Protocol};
 use parking_lot::Mutex;
 
 use crate::{
+    fds::{self, FdPlan},
     metrics::Metrics,
     node::{Node, NodeError, NodeProvider, NodeTable, SharedStores, Stores, TransportNetwork},
     transport::{self, HandlerError, Mode, RemotePeer, TransportConfig},
@@ -129,6 +130,7 @@ pub struct NodeBuilder<T: NodeTable = KBucketTable> {
     handler: HandlerConfig,
     bootstrap: Vec<PeerInfo>,
     bootstrap_timeout: Duration,
+    raise_fd_limit: bool,
 }
 
 impl<T: NodeTable> Clone for NodeBuilder<T> {
@@ -144,6 +146,7 @@ impl<T: NodeTable> Clone for NodeBuilder<T> {
             handler: self.handler.clone(),
             bootstrap: self.bootstrap.clone(),
             bootstrap_timeout: self.bootstrap_timeout,
+            raise_fd_limit: self.raise_fd_limit,
         }
     }
 }
@@ -170,6 +173,7 @@ impl NodeBuilder<KBucketTable> {
             handler: HandlerConfig::default(),
             bootstrap: amino_bootstrap_peers(),
             bootstrap_timeout: Duration::from_secs(60),
+            raise_fd_limit: true,
         }
     }
 
@@ -219,6 +223,7 @@ impl<T: NodeTable> NodeBuilder<T> {
             handler: self.handler,
             bootstrap: self.bootstrap,
             bootstrap_timeout: self.bootstrap_timeout,
+            raise_fd_limit: self.raise_fd_limit,
         }
     }
 
@@ -320,6 +325,14 @@ impl<T: NodeTable> NodeBuilder<T> {
         self
     }
 
+    /// Whether [`build`](Self::build) raises the soft file-descriptor limit to the hard one
+    /// and shares the limit out between RocksDB's files and the connections (default `true`;
+    /// see [`crate::fds`]). The plan assumes the node is alone in its process.
+    pub fn raise_fd_limit(mut self, on: bool) -> Self {
+        self.raise_fd_limit = on;
+        self
+    }
+
     /// Starts the node: loads or creates its identity, opens the stores, starts the
     /// transport, bootstraps (dial the bootstrap peers, self-lookup; at most the bootstrap
     /// timeout; skipped without bootstrap peers), starts the provider and the background
@@ -330,7 +343,15 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// [`NodeError`] when the data directory, the identity, the stores, the transport or
     /// the provider's state cannot be used. A bootstrap that finds nobody is logged, not an
     /// error: the node keeps trying at each maintenance round.
+    ///
+    /// First, unless [`raise_fd_limit`](Self::raise_fd_limit) is off, the soft
+    /// file-descriptor limit is raised to the hard one and shared out ([`FdPlan`]): RocksDB's
+    /// `max_open_files` and the connection limits are lowered where the limit has no room for
+    /// both, and the figures are logged.
     pub async fn build(mut self) -> Result<Arc<Node<T>>, NodeError> {
+        if self.raise_fd_limit {
+            self.plan_fds();
+        }
         if let Some(dir) = &self.data_dir {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
                 what: "creating the data directory",
@@ -466,6 +487,25 @@ impl<T: NodeTable> NodeBuilder<T> {
         let first = T::MAINTAIN_AT_START.then_some(Duration::ZERO);
         node.spawn_tasks(events, first);
         Ok(node)
+    }
+}
+
+impl<T: NodeTable> NodeBuilder<T> {
+    /// Raises the soft file-descriptor limit and applies its [`FdPlan`].
+    fn plan_fds(&mut self) {
+        let Some(limit) = fds::raise_soft_limit() else {
+            return;
+        };
+        let rocks = match (&self.store, &self.data_dir) {
+            (StoreChoice::Rocks(config), Some(_)) => Some(config.max_open_files),
+            _ => None,
+        };
+        let plan = FdPlan::new(limit.soft, rocks, &self.transport.limits);
+        plan.log(Some(limit));
+        if let (StoreChoice::Rocks(config), Some(files)) = (&mut self.store, plan.rocks_files) {
+            config.max_open_files = files;
+        }
+        self.transport.limits = plan.connections;
     }
 }
 

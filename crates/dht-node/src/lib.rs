@@ -5,6 +5,7 @@ pub mod api;
 pub mod builder;
 pub mod config;
 pub mod devnet;
+pub mod fds;
 pub mod http_client;
 pub mod metrics;
 pub mod node;

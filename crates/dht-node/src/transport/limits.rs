@@ -33,6 +33,11 @@ use libp2p::{
 pub struct ConnectionLimits {
     /// Most inbound connections in their handshake at once (default 64).
     pub max_pending_incoming: u32,
+    /// Most outbound dials in flight at once (default `None`: unbounded, as a provider dials
+    /// many peers at once; the file-descriptor plan of
+    /// [`NodeBuilder::build`](crate::builder::NodeBuilder::build) sets it when the limit
+    /// has no room for them). A dial beyond it fails at once.
+    pub max_pending_outgoing: Option<u32>,
     /// Most established inbound connections (default 512, half of the common default limit
     /// of 1,024 file descriptors, leaving room for outbound connections and RocksDB's files).
     pub max_established_incoming: u32,
@@ -53,6 +58,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_pending_incoming: 64,
+            max_pending_outgoing: None,
             max_established_incoming: 512,
             max_established_total: 1024,
             max_established_per_peer: 4,
@@ -67,6 +73,13 @@ impl ConnectionLimits {
     #[must_use]
     pub fn max_pending_incoming(mut self, n: u32) -> Self {
         self.max_pending_incoming = n;
+        self
+    }
+
+    /// Sets [`ConnectionLimits::max_pending_outgoing`].
+    #[must_use]
+    pub fn max_pending_outgoing(mut self, n: Option<u32>) -> Self {
+        self.max_pending_outgoing = n;
         self
     }
 
@@ -110,6 +123,7 @@ impl ConnectionLimits {
         connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
                 .with_max_pending_incoming(Some(self.max_pending_incoming))
+                .with_max_pending_outgoing(self.max_pending_outgoing)
                 .with_max_established_incoming(Some(self.max_established_incoming))
                 .with_max_established(Some(self.max_established_total))
                 .with_max_established_per_peer(Some(self.max_established_per_peer)),
