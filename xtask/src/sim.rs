@@ -9,6 +9,10 @@
 //!   cycle; requests, placement and findability, sweep beside per-key. Built with the
 //!   simulator's `rocksdb` feature, so the provider's keystore is RocksDB as in a node.
 //!
+//! - `memory [--servers S] [--keys N,N,...]`: the provider's own peak memory at each key
+//!   count (`provide --records count --preload`, RocksDB keystore), one process per count,
+//!   printed side by side.
+//!
 //! The simulator is its own binary (`dht-sim`), built with `--release`, so xtask stays light.
 //! Relative paths (e.g. `--json out.json`) are relative to the workspace root.
 
@@ -29,16 +33,19 @@ experiments:
           [--ingest R] [--workers W] [--interval-hours H]
                              a provide and a reprovide cycle from one node, measured
                              (`cargo xtask sim provide --help` lists every option)
+  memory [--servers S] [--keys N,N,...] [--seed X] [--json PATH] [-- PROVIDE OPTIONS]
+                             the provider's own peak memory (heap and RocksDB) at each key
+                             count (default 3 M, 10 M, 30 M on 10,000 servers), side by side
 ";
 
 /// Runs `cargo xtask sim …` with the arguments after `sim`.
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     match args.split_first() {
         Some((&"lookup", rest)) => simulator(&[], "lookup", rest),
-        Some((&"provide", rest)) => {
+        Some((&experiment @ ("provide" | "memory"), rest)) => {
             // RocksDB is the provider's keystore: its build needs libclang.
             crate::setup::ensure(true)?;
-            simulator(&["--features", "rocksdb"], "provide", rest)
+            simulator(&["--features", "rocksdb"], experiment, rest)
         }
         Some((&("help" | "--help" | "-h"), _)) => {
             eprint!("{USAGE}");

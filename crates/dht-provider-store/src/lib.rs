@@ -64,7 +64,7 @@ pub use dht_proto::{Key, Prefix, ProviderRecord, Record, UnixSecs};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 #[cfg(feature = "rocksdb")]
-pub use rocks::RocksStore;
+pub use rocks::{RocksMemory, RocksStore};
 
 /// The multihash type the keystore holds (up to 64-byte digests).
 pub type Multihash = dht_proto::multihash::Multihash<64>;

@@ -112,6 +112,27 @@ impl fmt::Debug for RocksStore {
     }
 }
 
+/// The memory RocksDB holds, from [`RocksStore::rocksdb_memory`], in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RocksMemory {
+    /// Active and unflushed memtables of every column family
+    /// (`rocksdb.cur-size-all-mem-tables`).
+    pub memtables_bytes: u64,
+    /// The block cache's use (`rocksdb.block-cache-usage`): blocks, indexes and filters.
+    pub block_cache_bytes: u64,
+    /// Index and filter blocks held by open SST files outside the block cache
+    /// (`rocksdb.estimate-table-readers-mem`).
+    pub table_readers_bytes: u64,
+}
+
+impl RocksMemory {
+    /// The three together.
+    pub fn total_bytes(&self) -> u64 {
+        self.memtables_bytes + self.block_cache_bytes + self.table_readers_bytes
+    }
+}
+
 /// Write locks of Kademlia keys, striped. A writer holds the stripes of the keys it reads and
 /// writes, taken in stripe order (so writers never deadlock). Writers of different keys go on
 /// together, and RocksDB commits their writes as one group: one WAL write and one fsync for
@@ -438,6 +459,32 @@ impl RocksStore {
     /// [`Config::cache_bytes`]; 0 without a cache).
     pub fn provider_cache_bytes(&self) -> usize {
         self.cache.as_ref().map_or(0, ProviderCache::bytes)
+    }
+
+    /// The memory RocksDB itself holds now, from its properties (its allocations are C++'s,
+    /// not seen by Rust's allocator): the memtables and table readers of every column
+    /// family, and the shared block cache.
+    pub fn rocksdb_memory(&self) -> Result<RocksMemory, StoreError> {
+        let mut memory = RocksMemory::default();
+        for name in [
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            CF_PROVIDERS,
+            CF_VALUES,
+            CF_KEYSTORE,
+        ] {
+            let cf = self.cf(name)?;
+            let read = |property| {
+                self.db
+                    .property_int_value_cf(cf, property)
+                    .map(Option::unwrap_or_default)
+                    .map_err(StoreError::from_rocks)
+            };
+            memory.memtables_bytes += read(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES)?;
+            memory.table_readers_bytes += read(rocksdb::properties::ESTIMATE_TABLE_READERS_MEM)?;
+            // One cache for all column families: each reports the whole of it.
+            memory.block_cache_bytes = read(rocksdb::properties::BLOCK_CACHE_USAGE)?;
+        }
+        Ok(memory)
     }
 
     /// Flushes every memtable to SST files (and so the WAL is no longer needed).

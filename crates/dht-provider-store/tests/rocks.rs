@@ -201,6 +201,39 @@ fn reopen_keeps_everything() {
     assert!(s.providers(&dht_key(1), 20, T0).unwrap().is_empty());
 }
 
+#[test]
+fn rocksdb_memory_follows_memtables_and_the_block_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RocksStore::open(dir.path(), Config::small()).unwrap();
+    let empty = s.rocksdb_memory().unwrap();
+    let keys: Vec<Multihash> = (0..20_000).map(mh).collect();
+    s.put(&keys).unwrap();
+    let written = s.rocksdb_memory().unwrap();
+    // 20,000 keys of 66 bytes each (Kademlia key and multihash) sit in the memtables.
+    assert!(
+        written.memtables_bytes >= empty.memtables_bytes + 20_000 * 66,
+        "{empty:?} then {written:?}"
+    );
+    s.flush().unwrap();
+    let flushed = s.rocksdb_memory().unwrap();
+    assert!(
+        flushed.memtables_bytes < written.memtables_bytes / 2,
+        "{written:?} then {flushed:?}"
+    );
+    // Reading the keys back brings their blocks into the cache.
+    let all = s.scan_all(&Prefix::ROOT, 1000).unwrap();
+    assert_eq!(all.len(), 20_000);
+    let read = s.rocksdb_memory().unwrap();
+    assert!(
+        read.block_cache_bytes > flushed.block_cache_bytes,
+        "{flushed:?} then {read:?}"
+    );
+    assert_eq!(
+        read.total_bytes(),
+        read.memtables_bytes + read.block_cache_bytes + read.table_readers_bytes
+    );
+}
+
 // ---------------------------------------------------------------- locking
 
 #[test]

@@ -5,6 +5,7 @@ mod clock;
 mod config;
 mod error;
 mod lookup;
+pub mod memory;
 mod network;
 mod node;
 pub mod provide;

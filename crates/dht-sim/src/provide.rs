@@ -18,7 +18,11 @@ use dht_routing_table::Clock;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{Behaviour, ChurnReport, Sim, SimError, sim::mix};
+use crate::{
+    Behaviour, ChurnReport, Sim, SimError,
+    memory::{MemoryPeaks, MemoryProbes, MemoryWatch},
+    sim::mix,
+};
 
 /// Which provider announces the keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +79,8 @@ pub struct ProvideConfig {
     pub holder_samples: u32,
     /// Keys whose holders each sample counts, spread over all keys (default 10,000).
     pub holder_sample_keys: u64,
+    /// Where the provider's memory is read while it runs (default: nowhere).
+    pub memory: MemoryProbes,
 }
 
 impl Default for ProvideConfig {
@@ -92,6 +98,7 @@ impl Default for ProvideConfig {
             ingest: 0,
             holder_samples: 8,
             holder_sample_keys: 10_000,
+            memory: MemoryProbes::default(),
         }
     }
 }
@@ -166,6 +173,13 @@ impl ProvideConfig {
     #[must_use]
     pub fn holder_sample_keys(mut self, n: u64) -> Self {
         self.holder_sample_keys = n.max(1);
+        self
+    }
+
+    /// Sets [`ProvideConfig::memory`].
+    #[must_use]
+    pub fn memory(mut self, probes: MemoryProbes) -> Self {
+        self.memory = probes;
         self
     }
 
@@ -292,6 +306,9 @@ pub struct ProvideReport {
     pub ingest_late_keys: u64,
     /// Ingested keys whose first provide failed, or had not ended when the run stopped.
     pub ingest_failed_keys: u64,
+    /// The provider's own memory, from its start to its close (with
+    /// [`ProvideConfig::memory`]'s probes, sampled every millisecond of wall time).
+    pub provider_memory: MemoryPeaks,
 }
 
 /// What the keys ingested during the cycle saw.
@@ -350,6 +367,9 @@ fn proc_status_kb(field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// How often the provider's memory is sampled, in wall time.
+const MEMORY_PERIOD: Duration = Duration::from_millis(1);
 
 /// Keys added per call to the provider.
 const CHUNK: u64 = 50_000;
@@ -414,6 +434,7 @@ where
     let clock: Arc<dyn Clock> = Arc::new(sim.clock());
     let rss_before_provider_bytes = rss_bytes();
 
+    let watch;
     let provider = match config.strategy {
         Strategy::Sweep => {
             if config.preload {
@@ -422,6 +443,7 @@ where
                     keystore.put(&chunk).map_err(provider_error)?;
                 }
             }
+            watch = MemoryWatch::start(&config.memory, MEMORY_PERIOD);
             let parts = SweepParts {
                 local: info.clone(),
                 network: sim.network(me),
@@ -436,6 +458,7 @@ where
             AnyProvider::Sweep(SweepingProvider::start(parts, sweep).map_err(provider_error)?)
         }
         Strategy::PerKey => {
+            watch = MemoryWatch::start(&config.memory, MEMORY_PERIOD);
             let client = sim
                 .client(me)
                 .ok_or(SimError::Config("provider node vanished".into()))?;
@@ -561,6 +584,7 @@ where
     }
     let stats = provider.stats();
     provider.close().await;
+    let provider_memory = watch.finish();
 
     let last = reprovide.as_ref().unwrap_or(&provide);
     let both = |f: fn(&PhaseReport) -> u64| f(&provide) + reprovide.as_ref().map_or(0, f);
@@ -585,6 +609,7 @@ where
         ingest_max_first_provide_secs: ingest.max_first_provide_secs,
         ingest_late_keys: ingest.late_keys,
         ingest_failed_keys: ingest.failed_keys,
+        provider_memory,
         provide,
         reprovide,
     })

@@ -5,13 +5,25 @@
 // A command-line tool: its output is its interface.
 #![allow(clippy::print_stdout)]
 
-use std::{process::ExitCode, time::Instant};
+use std::{alloc::System, process::ExitCode, time::Instant};
+
+use cap::Cap;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dht_proto::{K_VALUE, MessageType};
 use dht_routing::QueryConfig;
 use dht_sim::{LookupReport, Sim, SimConfig, TableBuild, TableQuality, provide::peak_rss_bytes};
 use serde::Serialize;
+
+/// Rust's heap, counted: the live bytes are the provider's own memory (above their level
+/// when it starts) in `dht-sim provide` and `dht-sim memory`.
+#[global_allocator]
+static HEAP: Cap<System> = Cap::new(System, usize::MAX);
+
+/// Live bytes of Rust's heap now.
+fn heap_bytes() -> u64 {
+    HEAP.allocated() as u64
+}
 
 /// The JSON summary.
 #[derive(Serialize)]
@@ -196,6 +208,10 @@ enum Command {
     /// reprovide cycle pass; measures requests, placement (records on the true 20 closest
     /// live servers) and findability (find_providers from a random node).
     Provide(provide_cmd::ProvideArgs),
+    /// The provider's own memory at several key counts, side by side: one
+    /// `dht-sim provide --records count --preload` run per count (RocksDB keystore), each
+    /// in a process of its own.
+    Memory(memory_cmd::MemoryArgs),
 }
 
 /// How routing tables are filled.
@@ -298,6 +314,7 @@ impl LookupArgs {
 fn main() -> ExitCode {
     let args = match Cli::parse().command {
         Command::Provide(args) => return provide_cmd::main(args),
+        Command::Memory(args) => return memory_cmd::main(&args),
         Command::Lookup(args) => args,
     };
     let summary = match lookup(&args) {
@@ -550,6 +567,7 @@ mod provide_cmd {
         let started = Instant::now();
         let mut config = args.config.clone();
         config.strategy = strategy;
+        config.memory.heap_bytes = Some(super::heap_bytes);
         let runtime = dht_sim::runtime()?;
         let progress = |phase: &str| {
             eprintln!(
@@ -565,10 +583,20 @@ mod provide_cmd {
             let report = match args.keystore {
                 #[cfg(feature = "rocksdb")]
                 "rocksdb" => {
-                    let store = dht_provider_store::RocksStore::open(
+                    let store = std::sync::Arc::new(dht_provider_store::RocksStore::open(
                         dir.join("keystore"),
                         dht_provider_store::Config::default(),
-                    )?;
+                    )?);
+                    let probe = store.clone();
+                    config.memory.store_bytes = Some(std::sync::Arc::new(move || {
+                        probe.rocksdb_memory().map_or([0; 3], |m| {
+                            [
+                                m.memtables_bytes,
+                                m.block_cache_bytes,
+                                m.table_readers_bytes,
+                            ]
+                        })
+                    }));
                     run_provide(&sim, store, &config, progress).await?
                 }
                 _ => {
@@ -724,6 +752,24 @@ mod provide_cmd {
                 )
             }),
         ));
+        let mib =
+            |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+        rows.push((
+            "provider memory peak".into(),
+            col(&|r| mib(r.report.provider_memory.total_bytes)),
+        ));
+        rows.push((
+            "  heap above its start".into(),
+            col(&|r| mib(r.report.provider_memory.heap_bytes)),
+        ));
+        rows.push((
+            "  RocksDB".into(),
+            col(&|r| mib(r.report.provider_memory.store_bytes)),
+        ));
+        rows.push((
+            "network heap (at start)".into(),
+            col(&|r| mib(r.report.provider_memory.heap_at_start_bytes)),
+        ));
         rows.push((
             "peak RSS (process)".into(),
             col(&|r| format!("{:.1} MiB", r.peak_rss_bytes as f64 / 1048576.0)),
@@ -785,6 +831,206 @@ mod provide_cmd {
         print(&out);
         match &args.json {
             Some(path) => super::write_json(path, &out),
+            None => ExitCode::SUCCESS,
+        }
+    }
+}
+
+mod memory_cmd {
+    //! `dht-sim memory`: `dht-sim provide` at several key counts, the provider's memory side
+    //! by side.
+
+    use std::{
+        os::fd::AsFd,
+        process::{Command, ExitCode, Stdio},
+    };
+
+    use serde::Serialize;
+    use serde_json::Value;
+
+    /// `dht-sim memory`'s options.
+    #[derive(clap::Args)]
+    pub(super) struct MemoryArgs {
+        /// Servers in the network.
+        #[arg(long, default_value_t = 10_000)]
+        servers: usize,
+        /// Key counts, one run each (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_values_t = [3_000_000u64, 10_000_000, 30_000_000]
+        )]
+        keys: Vec<u64>,
+        /// Seed of every random draw.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the table as JSON to this path.
+        #[arg(long, value_name = "PATH")]
+        json: Option<String>,
+        /// Further options of every `dht-sim provide` run (after `--`).
+        #[arg(last = true)]
+        provide: Vec<String>,
+    }
+
+    /// One key count's figures, in bytes.
+    #[derive(Serialize)]
+    struct Row {
+        keys: u64,
+        /// The most of heap growth plus RocksDB's memory, in one sample.
+        provider_peak_bytes: u64,
+        provider_heap_bytes: u64,
+        rocksdb_bytes: u64,
+        rocksdb_memtables_bytes: u64,
+        rocksdb_block_cache_bytes: u64,
+        rocksdb_table_readers_bytes: u64,
+        network_heap_bytes: u64,
+        /// Peak RSS of the process minus its RSS when the provider started.
+        rss_growth_bytes: u64,
+        samples: u64,
+        wall_secs: f64,
+    }
+
+    #[derive(Serialize)]
+    struct Table {
+        servers: usize,
+        seed: u64,
+        rows: Vec<Row>,
+        /// The largest key count's provider peak over the smallest's.
+        largest_over_smallest: Option<f64>,
+    }
+
+    /// Runs `dht-sim provide` for `keys` in a child process; reads its JSON report.
+    fn run(args: &MemoryArgs, keys: u64) -> Result<Row, String> {
+        let json =
+            std::env::temp_dir().join(format!("dht-sim-memory-{}-{keys}.json", std::process::id()));
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // The child's table goes to stderr: stdout is the table of all runs.
+        let stdout = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?;
+        let status = Command::new(exe)
+            .args([
+                "provide",
+                "--records",
+                "count",
+                "--preload",
+                "--keystore",
+                "rocksdb",
+            ])
+            .args(["--servers", &args.servers.to_string()])
+            .args(["--keys", &keys.to_string()])
+            .args(["--seed", &args.seed.to_string()])
+            .arg("--json")
+            .arg(&json)
+            .args(&args.provide)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .status()
+            .map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(&json);
+        let _ = std::fs::remove_file(&json);
+        if !status.success() {
+            return Err(format!("the run of {keys} keys failed: {status}"));
+        }
+        let report: Value =
+            serde_json::from_str(&text.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let run = &report["runs"][0];
+        let mem = &run["provider_memory"];
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        Ok(Row {
+            keys,
+            provider_peak_bytes: n(&mem["total_bytes"]),
+            provider_heap_bytes: n(&mem["heap_bytes"]),
+            rocksdb_bytes: n(&mem["store_bytes"]),
+            rocksdb_memtables_bytes: n(&mem["store_memtables_bytes"]),
+            rocksdb_block_cache_bytes: n(&mem["store_block_cache_bytes"]),
+            rocksdb_table_readers_bytes: n(&mem["store_table_readers_bytes"]),
+            network_heap_bytes: n(&mem["heap_at_start_bytes"]),
+            rss_growth_bytes: n(&run["peak_rss_bytes"])
+                .saturating_sub(n(&run["rss_before_provider_bytes"])),
+            samples: n(&mem["samples"]),
+            wall_secs: run["wall_secs"].as_f64().unwrap_or(0.0),
+        })
+    }
+
+    fn print(table: &Table) {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+        type Field = fn(&Row) -> u64;
+        let rows: [(&str, Field); 9] = [
+            ("provider peak (heap + RocksDB)", |r| r.provider_peak_bytes),
+            ("  heap above its start", |r| r.provider_heap_bytes),
+            ("  RocksDB", |r| r.rocksdb_bytes),
+            ("    memtables", |r| r.rocksdb_memtables_bytes),
+            ("    block cache", |r| r.rocksdb_block_cache_bytes),
+            ("    table readers", |r| r.rocksdb_table_readers_bytes),
+            ("network heap (provider start)", |r| r.network_heap_bytes),
+            ("RSS growth (upper bound)", |r| r.rss_growth_bytes),
+            ("memory samples", |r| r.samples),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let cells = |f: &dyn Fn(&Row) -> String| {
+            table
+                .rows
+                .iter()
+                .map(|r| format!("{:>14}", f(r)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("{:<width$}  {}", "keys", cells(&|r| r.keys.to_string()));
+        for (name, get) in rows {
+            let text = if name == "memory samples" {
+                cells(&|r| get(r).to_string())
+            } else {
+                cells(&|r| mib(get(r)))
+            };
+            println!("{name:<width$}  {text}");
+        }
+        println!(
+            "{:<width$}  {}",
+            "wall time",
+            cells(&|r| format!("{:.1} s", r.wall_secs))
+        );
+        if let Some(ratio) = table.largest_over_smallest {
+            println!("largest / smallest provider peak: {ratio:.3}");
+        }
+    }
+
+    pub(super) fn main(args: &MemoryArgs) -> ExitCode {
+        if !cfg!(feature = "rocksdb") {
+            eprintln!(
+                "dht-sim memory: built without the rocksdb feature (cargo xtask sim memory \
+                 enables it)"
+            );
+            return ExitCode::FAILURE;
+        }
+        let mut rows = Vec::new();
+        for &keys in &args.keys {
+            match run(args, keys) {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    eprintln!("dht-sim memory: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let peak = |r: Option<&Row>| r.map(|r| r.provider_peak_bytes as f64);
+        let by_keys = |f: fn(&Row, &Row) -> std::cmp::Ordering| rows.iter().max_by(|a, b| f(a, b));
+        let largest = peak(by_keys(|a, b| a.keys.cmp(&b.keys)));
+        let smallest = peak(by_keys(|a, b| b.keys.cmp(&a.keys)));
+        let largest_over_smallest = match (largest, smallest) {
+            (Some(l), Some(s)) if s > 0.0 && rows.len() > 1 => Some(l / s),
+            _ => None,
+        };
+        let table = Table {
+            servers: args.servers,
+            seed: args.seed,
+            rows,
+            largest_over_smallest,
+        };
+        print(&table);
+        match &args.json {
+            Some(path) => super::write_json(path, &table),
             None => ExitCode::SUCCESS,
         }
     }
