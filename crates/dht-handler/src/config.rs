@@ -69,7 +69,10 @@ pub struct HandlerConfig {
     ///
     /// How many providers are *kept* per key is the store's setting
     /// (`dht_provider_store::Config::max_providers_per_key`, default 20): a new provider of a
-    /// full key is refused silently and the established ones are kept.
+    /// full key is refused silently and the established ones are kept, unless it comes from
+    /// a network (/24 or /48 of its connection) the key holds no provider of while another
+    /// holds several: it then takes the oldest slot of the most crowded one
+    /// (`ProviderStore::add_inbound_provider`).
     pub max_providers_returned: usize,
     /// Most addresses of the sender an ADD_PROVIDER may carry (default 128).
     pub max_provider_addrs: usize,

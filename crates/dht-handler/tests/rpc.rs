@@ -1033,3 +1033,47 @@ fn an_inbound_add_provider_is_not_fsynced() {
     h.handle(&cli(99), put(&key, &value), NOW).unwrap();
     assert!(store.wal_syncs().unwrap() > base);
 }
+
+#[test]
+fn squatters_from_one_network_cannot_lock_a_provider_out() {
+    // 20 fresh peer ids from one IP take every slot of a key (the cap is 20), re-announcing;
+    // an honest provider from another network is still stored and served.
+    let squatter_ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let honest_ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let key = b"\x12\x20a CID twenty squatters want....".to_vec();
+    for kind in &KINDS {
+        let stores = Stores::new(kind);
+        let h = handler(&stores, &table_peers(), HandlerConfig::default());
+        let squatters: Vec<Sender> = (0..20).map(|i| srv(600 + i).from_ip(squatter_ip)).collect();
+        for round in 0..2 {
+            for (i, s) in squatters.iter().enumerate() {
+                let at = NOW + round * 3600 + i as u64;
+                h.handle(s, add(&key, vec![s.peer.clone()]), at).unwrap();
+            }
+        }
+        let honest = srv(700).from_ip(honest_ip);
+        h.handle(&honest, add(&key, vec![honest.peer.clone()]), NOW + 7200)
+            .unwrap();
+        // The squatters keep re-announcing after it.
+        for (i, s) in squatters.iter().enumerate() {
+            h.handle(s, add(&key, vec![s.peer.clone()]), NOW + 7300 + i as u64)
+                .unwrap();
+        }
+        let Some(Response::GetProviders { providers, .. }) = h
+            .handle(
+                &cli(99),
+                Request::GetProviders { key: key.clone() },
+                NOW + 7400,
+            )
+            .unwrap()
+        else {
+            panic!("GET_PROVIDERS is answered");
+        };
+        assert_eq!(providers.len(), 20, "[{}]", stores.name);
+        assert!(
+            providers.iter().any(|p| p.peer_id == honest.peer.peer_id),
+            "[{}] the honest provider is not listed",
+            stores.name
+        );
+    }
+}

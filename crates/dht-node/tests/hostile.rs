@@ -322,3 +322,91 @@ async fn a_request_sent_to_us_admits_nobody_to_the_routing_table() {
     );
     node.close().await.unwrap();
 }
+
+/// Sends ADD_PROVIDER for `key` from `peer` (its own record, at `addr`) on a new stream to
+/// `server`, and closes the stream.
+async fn announce(peer: &RawPeer, server: &dht_proto::PeerInfo, key: &[u8], addr: &str) {
+    let request = Request::AddProvider {
+        key: key.to_vec(),
+        providers: vec![dht_proto::PeerInfo::new(
+            peer.peer_id,
+            vec![addr.parse().unwrap()],
+        )],
+    };
+    let mut frame = Vec::new();
+    dht_proto::Codec::default()
+        .encode_request(&request, &mut frame)
+        .unwrap();
+    let mut stream = peer.open(server.peer_id).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    stream.flush().await.unwrap();
+    stream.close().await.unwrap();
+}
+
+/// The providers of `key` that `asker` gets from `server`.
+async fn providers_of(
+    asker: &Node,
+    server: &dht_proto::PeerInfo,
+    key: &[u8],
+) -> Vec<dht_proto::PeerId> {
+    let out = within(
+        "GET_PROVIDERS",
+        asker
+            .handle
+            .request(server, Request::GetProviders { key: key.to_vec() }),
+    )
+    .await;
+    match out {
+        Ok(Some(Response::GetProviders { providers, .. })) => {
+            providers.into_iter().map(|p| p.peer_id).collect()
+        }
+        other => panic!("GET_PROVIDERS: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squatters_from_one_network_cannot_lock_an_honest_provider_out() {
+    use dht_node::builder::NodeBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::local()
+        .data_dir(dir.path())
+        .rocks_store(dht_provider_store::Config::small())
+        .build()
+        .await
+        .unwrap();
+    let server = node.info().clone();
+    let asker = Node::server().await;
+    let key = b"\x12\x20a CID that twenty squatters want".to_vec();
+    // 20 fresh peer ids from one network (127.0.1.1: its /24 is 127.0.1.0) take every slot.
+    let squatter_ip: std::net::IpAddr = "127.0.1.1".parse().unwrap();
+    let squatters: Vec<RawPeer> = (0..20).map(|_| RawPeer::start_from(squatter_ip)).collect();
+    for s in &squatters {
+        s.connect(&server).await.unwrap();
+        announce(s, &server, &key, "/ip4/127.0.1.1/tcp/4001").await;
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while providers_of(&asker, &server, &key).await.len() < 20 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(providers_of(&asker, &server, &key).await.len(), 20);
+    // An honest provider from another network announces; the squatters keep re-announcing.
+    let honest = RawPeer::start_from("127.0.2.1".parse().unwrap());
+    honest.connect(&server).await.unwrap();
+    announce(&honest, &server, &key, "/ip4/127.0.2.1/tcp/4001").await;
+    for s in &squatters {
+        announce(s, &server, &key, "/ip4/127.0.1.1/tcp/4001").await;
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut listed = providers_of(&asker, &server, &key).await;
+    while !listed.contains(&honest.peer_id) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        listed = providers_of(&asker, &server, &key).await;
+    }
+    assert!(
+        listed.contains(&honest.peer_id),
+        "the honest provider is locked out: {} squatters listed",
+        listed.len()
+    );
+    assert_eq!(listed.len(), 20);
+    node.close().await.unwrap();
+}
