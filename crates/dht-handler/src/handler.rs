@@ -116,7 +116,8 @@ pub struct Handler<T, P, V> {
     values: V,
     validator: Box<dyn Validator>,
     config: HandlerConfig,
-    rate: Option<RateLimiter>,
+    rate: Option<RateLimiter<PeerId>>,
+    ip_rate: Option<RateLimiter<IpAddr>>,
     put_locks: Box<[Mutex<()>]>,
 }
 
@@ -137,6 +138,9 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         let rate = config
             .rate_limit
             .map(|limit| RateLimiter::new(limit, config.max_tracked_peers));
+        let ip_rate = config
+            .ip_rate_limit
+            .map(|limit| RateLimiter::new(limit, config.max_tracked_ips));
         Handler {
             local: RwLock::new(local),
             table,
@@ -145,6 +149,7 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             validator: Box::new(NamespacedValidator::new()),
             config,
             rate,
+            ip_rate,
             put_locks: (0..PUT_LOCKS).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -193,7 +198,9 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     /// `Ok(None)` for ADD_PROVIDER (no response is sent), `Ok(Some(_))` for the five others.
     /// Any `Err` means: close the stream; nothing was stored.
     ///
-    /// In order: the sender's rate is checked ([`HandlerError::RateLimited`]); a sender that
+    /// In order: the sender's rate is checked, that of its peer id
+    /// ([`HandlerError::RateLimited`]) and that of its IP ([`HandlerError::IpRateLimited`],
+    /// unless the IP is loopback and [`HandlerConfig::rate_limit_loopback`] is off); a sender that
     /// is a server is reported to the routing table as
     /// [`PeerEvent::Seen`]`(`[`Direction::Inbound`]`)`, which refreshes a peer the table holds
     /// and adds none; the request is checked and answered.
@@ -222,6 +229,14 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             && !rate.allow(sender, now)
         {
             return Err(HandlerError::RateLimited { peer: *sender });
+        }
+        if let (Some(rate), Some(ip)) = (&self.ip_rate, from.remote_ip)
+            && (self.config.rate_limit_loopback || !ip.is_loopback())
+        {
+            let ip = crate::rate::ip_bucket(ip);
+            if !rate.allow(&ip, now) {
+                return Err(HandlerError::IpRateLimited { ip });
+            }
         }
         if from.is_server {
             self.table
