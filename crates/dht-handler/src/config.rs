@@ -69,7 +69,10 @@ pub struct HandlerConfig {
     ///
     /// How many providers are *kept* per key is the store's setting
     /// (`dht_provider_store::Config::max_providers_per_key`, default 20): a new provider of a
-    /// full key is refused silently and the established ones are kept.
+    /// full key is refused silently and the established ones are kept, unless it comes from
+    /// a network (/24 or /48 of its connection) the key holds no provider of while another
+    /// holds several: it then takes the oldest slot of the most crowded one
+    /// (`ProviderStore::add_inbound_provider`).
     pub max_providers_returned: usize,
     /// Most addresses of the sender an ADD_PROVIDER may carry (default 128).
     pub max_provider_addrs: usize,
@@ -88,8 +91,18 @@ pub struct HandlerConfig {
     /// The per-peer request rate, or `None` for no limit (default [`RateLimit::default`]).
     pub rate_limit: Option<RateLimit>,
     /// How many senders the rate limiter remembers (least recently seen forgotten first;
-    /// default 10,000). A forgotten sender starts again with a full bucket.
+    /// default 10,000, about 1.5 MB). A forgotten sender starts again with a full bucket.
     pub max_tracked_peers: usize,
+    /// The request rate per IP (IPv4 address or IPv6 /56, see [`ip_bucket`](crate::ip_bucket)),
+    /// shared by every peer id connecting from it, or `None` for no limit (default 2,000 per
+    /// second, bursts of 20,000: twice one peer's, for a few honest peers behind one address).
+    /// Fresh peer ids from one IP thus share one budget.
+    pub ip_rate_limit: Option<RateLimit>,
+    /// How many IPs the per-IP limiter remembers (default 10,000, about 0.8 MB).
+    pub max_tracked_ips: usize,
+    /// Whether the per-IP rate applies to loopback senders too (default `false`: a devnet runs
+    /// every node on 127.0.0.1, and the connection limits exempt loopback alike).
+    pub rate_limit_loopback: bool,
 }
 
 impl Default for HandlerConfig {
@@ -105,6 +118,9 @@ impl Default for HandlerConfig {
             max_value_size: 10 * 1024,
             rate_limit: Some(RateLimit::default()),
             max_tracked_peers: 10_000,
+            ip_rate_limit: Some(RateLimit::new(2_000, 20_000)),
+            max_tracked_ips: 10_000,
+            rate_limit_loopback: false,
         }
     }
 }
@@ -177,6 +193,27 @@ impl HandlerConfig {
     #[must_use]
     pub fn max_tracked_peers(mut self, n: usize) -> Self {
         self.max_tracked_peers = n.max(1);
+        self
+    }
+
+    /// Sets [`HandlerConfig::ip_rate_limit`].
+    #[must_use]
+    pub fn ip_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.ip_rate_limit = limit;
+        self
+    }
+
+    /// Sets [`HandlerConfig::max_tracked_ips`] (at least 1).
+    #[must_use]
+    pub fn max_tracked_ips(mut self, n: usize) -> Self {
+        self.max_tracked_ips = n.max(1);
+        self
+    }
+
+    /// Sets [`HandlerConfig::rate_limit_loopback`].
+    #[must_use]
+    pub fn rate_limit_loopback(mut self, on: bool) -> Self {
+        self.rate_limit_loopback = on;
         self
     }
 }

@@ -79,6 +79,13 @@ pub enum HandlerError {
         /// The sender.
         peer: PeerId,
     },
+    /// The sender's IP (its IPv4 address or IPv6 /56) exceeded its request rate, which all
+    /// peer ids connecting from it share.
+    #[error("{ip} exceeded its request rate")]
+    IpRateLimited {
+        /// The IP (IPv6: the /56), as counted.
+        ip: std::net::IpAddr,
+    },
     /// The store failed; not the requester's fault.
     #[error("store error: {0}")]
     Store(#[from] StoreError),

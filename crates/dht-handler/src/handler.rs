@@ -4,8 +4,10 @@ use dht_proto::{
     Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request, Response,
     UnixSecs, bound_addrs,
 };
-use dht_provider_store::{ProviderStore, ValueStore};
-use dht_routing_table::{Direction, PeerEvent, RoutingTable};
+use std::net::IpAddr;
+
+use dht_provider_store::{ProviderStore, SourceGroup, ValueStore};
+use dht_routing_table::{Direction, IpGroup, PeerEvent, RoutingTable};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::HandlerConfig;
@@ -17,7 +19,8 @@ use crate::validator::{NamespacedValidator, Validator};
 /// Locks serialising PUT_VALUE's read-compare-write per key (by the key's last byte, as Go).
 const PUT_LOCKS: usize = 256;
 
-/// Who sent a request: the peer as the node knows it, and whether it is a DHT server.
+/// Who sent a request: the peer as the node knows it, whether it is a DHT server, and the IP
+/// its connection comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sender {
     /// The sender's peer id and the addresses it is known at.
@@ -26,6 +29,11 @@ pub struct Sender {
     /// are reported to the routing table, which refreshes them if it holds them and never
     /// adds them for sending a request.
     pub is_server: bool,
+    /// The IP address the sender's connection comes from (`None` when the transport has
+    /// none). Its /24 or /48 is the group its provider records are stored from, so that peer
+    /// ids of one network cannot take every provider slot of a key
+    /// ([`ProviderStore::add_inbound_provider`]).
+    pub remote_ip: Option<IpAddr>,
 }
 
 impl Sender {
@@ -34,6 +42,7 @@ impl Sender {
         Sender {
             peer,
             is_server: true,
+            remote_ip: None,
         }
     }
 
@@ -42,7 +51,15 @@ impl Sender {
         Sender {
             peer,
             is_server: false,
+            remote_ip: None,
         }
+    }
+
+    /// This sender, connected from `ip`.
+    #[must_use]
+    pub fn from_ip(mut self, ip: IpAddr) -> Self {
+        self.remote_ip = Some(ip);
+        self
     }
 
     /// The sender's peer id.
@@ -99,7 +116,8 @@ pub struct Handler<T, P, V> {
     values: V,
     validator: Box<dyn Validator>,
     config: HandlerConfig,
-    rate: Option<RateLimiter>,
+    rate: Option<RateLimiter<PeerId>>,
+    ip_rate: Option<RateLimiter<IpAddr>>,
     put_locks: Box<[Mutex<()>]>,
 }
 
@@ -120,6 +138,9 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         let rate = config
             .rate_limit
             .map(|limit| RateLimiter::new(limit, config.max_tracked_peers));
+        let ip_rate = config
+            .ip_rate_limit
+            .map(|limit| RateLimiter::new(limit, config.max_tracked_ips));
         Handler {
             local: RwLock::new(local),
             table,
@@ -128,6 +149,7 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             validator: Box::new(NamespacedValidator::new()),
             config,
             rate,
+            ip_rate,
             put_locks: (0..PUT_LOCKS).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -176,7 +198,9 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     /// `Ok(None)` for ADD_PROVIDER (no response is sent), `Ok(Some(_))` for the five others.
     /// Any `Err` means: close the stream; nothing was stored.
     ///
-    /// In order: the sender's rate is checked ([`HandlerError::RateLimited`]); a sender that
+    /// In order: the sender's rate is checked, that of its peer id
+    /// ([`HandlerError::RateLimited`]) and that of its IP ([`HandlerError::IpRateLimited`],
+    /// unless the IP is loopback and [`HandlerConfig::rate_limit_loopback`] is off); a sender that
     /// is a server is reported to the routing table as
     /// [`PeerEvent::Seen`]`(`[`Direction::Inbound`]`)`, which refreshes a peer the table holds
     /// and adds none; the request is checked and answered.
@@ -206,6 +230,14 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         {
             return Err(HandlerError::RateLimited { peer: *sender });
         }
+        if let (Some(rate), Some(ip)) = (&self.ip_rate, from.remote_ip)
+            && (self.config.rate_limit_loopback || !ip.is_loopback())
+        {
+            let ip = crate::rate::ip_bucket(ip);
+            if !rate.allow(&ip, now) {
+                return Err(HandlerError::IpRateLimited { ip });
+            }
+        }
         if from.is_server {
             self.table
                 .update(&from.peer, PeerEvent::Seen(Direction::Inbound));
@@ -213,9 +245,9 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         match request {
             Request::FindNode { key } => self.find_node(sender, key).map(Some),
             Request::GetProviders { key } => self.get_providers(sender, key, now).map(Some),
-            Request::AddProvider { key, providers } => self
-                .add_provider(sender, key, providers, now)
-                .map(|()| None),
+            Request::AddProvider { key, providers } => {
+                self.add_provider(from, key, providers, now).map(|()| None)
+            }
             Request::GetValue { key } => self.get_value(sender, key, now).map(Some),
             Request::PutValue { record } => self.put_value(record, now).map(Some),
             Request::Ping => Ok(Some(Response::Ping)),
@@ -312,13 +344,16 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     /// counts for nothing. With no address left, the request is refused: as
     /// [`HandlerError::ProviderNotSender`] if it named another peer, else as
     /// [`HandlerError::NoValidProviderEntries`].
+    ///
+    /// The record is stored from the group of the sender's IP (its /24 or /48), when known.
     fn add_provider(
         &self,
-        from: &PeerId,
+        sender: &Sender,
         key: Vec<u8>,
         providers: Vec<PeerInfo>,
         now: UnixSecs,
     ) -> Result<(), HandlerError> {
+        let from = sender.peer_id();
         self.check_key(
             MessageType::AddProvider,
             &key,
@@ -353,12 +388,20 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             tracing::debug!(sender = %from, %other, "ignoring provider entries of other peers");
         }
         // No response acknowledges it: stored without waiting for an fsync.
-        self.providers.add_providers_unsynced(&[ProviderRecord {
+        let record = ProviderRecord {
             key,
             provider: *from,
             addrs,
             received_at: now,
-        }])?;
+        };
+        match sender.remote_ip {
+            Some(ip) => self
+                .providers
+                .add_inbound_provider(&record, source_group(ip))?,
+            None => self
+                .providers
+                .add_providers_unsynced(std::slice::from_ref(&record))?,
+        }
         Ok(())
     }
 
@@ -431,5 +474,14 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         };
         self.values.put_value(&stored, now)?;
         Ok(Response::PutValue { record: stored })
+    }
+}
+
+/// The group a provider record from `ip` is stored from: its /24 or /48 ([`IpGroup`]), with
+/// the address family told apart.
+pub(crate) fn source_group(ip: IpAddr) -> SourceGroup {
+    match IpGroup::of(ip) {
+        IpGroup::V4([a, b, c]) => SourceGroup::from_bytes(&[4, a, b, c]),
+        IpGroup::V6([a, b, c, d, e, f]) => SourceGroup::from_bytes(&[6, a, b, c, d, e, f]),
     }
 }

@@ -1,9 +1,10 @@
-//! A token bucket per peer, in a bounded table.
+//! A token bucket per peer, or per IP, in a bounded table.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
-use dht_proto::{PeerId, UnixSecs};
+use dht_proto::UnixSecs;
 use lru::LruCache;
 use parking_lot::Mutex;
 
@@ -18,20 +19,48 @@ struct Bucket {
     last: UnixSecs,
 }
 
-/// Token buckets for the most recently seen peers (an LRU of bounded size, split in shards).
+/// Token buckets for the most recently seen senders, keyed by `K` (a peer id or an IP): an
+/// LRU of bounded size, split in shards. Each entry is the key and 16 bytes, so the table
+/// takes at most about `max_keys × (size of K + 64)` bytes (about 1.5 MB for 10,000 peer ids).
 ///
-/// A peer forgotten by the LRU starts again with a full bucket: bounded memory costs a little
-/// precision, never correctness for honest peers.
-pub(crate) struct RateLimiter {
+/// A sender forgotten by the LRU starts again with a full bucket: bounded memory costs a
+/// little precision, never correctness for honest peers. Fresh peer ids cost nothing, so a
+/// peer that cycles through more ids than the table holds escapes its per-peer limit; the
+/// per-IP limiter is what bounds it (every id from one IP shares one bucket).
+pub(crate) struct RateLimiter<K> {
     rate: u64,
     capacity: u64,
     hasher: RandomState,
-    shards: Box<[Mutex<LruCache<PeerId, Bucket>>]>,
+    shards: Box<[Mutex<LruCache<K, Bucket>>]>,
 }
 
-impl RateLimiter {
-    pub(crate) fn new(limit: RateLimit, max_peers: usize) -> Self {
-        let per_shard = max_peers.max(1).div_ceil(SHARDS);
+/// What the per-IP limiter counts: an IPv4 address, or an IPv6 /56 (a single subscriber's
+/// prefix is commonly a /56 to a /64, so one host cannot hop addresses within it).
+///
+/// ```
+/// use dht_handler::ip_bucket;
+/// let a = ip_bucket("2001:db8:aa:bb01::1".parse()?);
+/// assert_eq!(a, ip_bucket("2001:db8:aa:bbff::2".parse()?));
+/// assert_ne!(a, ip_bucket("2001:db8:aa:cc00::1".parse()?));
+/// assert_eq!(ip_bucket("192.0.2.1".parse()?), "192.0.2.1".parse::<std::net::IpAddr>()?);
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn ip_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << (128 - 56)) - 1);
+                IpAddr::V6(bits.into())
+            }
+        },
+    }
+}
+
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
+    pub(crate) fn new(limit: RateLimit, max_keys: usize) -> Self {
+        let per_shard = max_keys.max(1).div_ceil(SHARDS);
         let cap = NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN);
         RateLimiter {
             rate: limit.rate(),
@@ -44,7 +73,7 @@ impl RateLimiter {
     }
 
     /// Spends one of `peer`'s tokens at `now`; `false` if it has none left.
-    pub(crate) fn allow(&self, peer: &PeerId, now: UnixSecs) -> bool {
+    pub(crate) fn allow(&self, peer: &K, now: UnixSecs) -> bool {
         let i = (self.hasher.hash_one(peer) as usize) % self.shards.len();
         let Some(shard) = self.shards.get(i) else {
             return true;
@@ -87,13 +116,14 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dht_proto::PeerId;
 
     #[test]
     fn bucket_cases() {
         // (rate, burst, [(now, requests, expected allowed)])
         type Step = (UnixSecs, u32, u32);
         fn check(rate: u32, burst: u32, steps: &[Step]) {
-            let rl = RateLimiter::new(RateLimit::new(rate, burst), 100);
+            let rl = RateLimiter::<PeerId>::new(RateLimit::new(rate, burst), 100);
             let peer = PeerId::random();
             for &(now, n, expected) in steps {
                 let allowed = (0..n).filter(|_| rl.allow(&peer, now)).count() as u32;

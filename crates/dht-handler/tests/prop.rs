@@ -129,6 +129,7 @@ fn run(kind: &StoreKind, steps: &[(u64, bool, Request, u64)], rate: Option<RateL
         let from = Sender {
             peer: peer(500 + who),
             is_server: *is_server,
+            remote_ip: None,
         };
         let result = h.handle(&from, request.clone(), now);
         let at = format!("step {i}: {request:?} -> {result:?}");

@@ -1033,3 +1033,110 @@ fn an_inbound_add_provider_is_not_fsynced() {
     h.handle(&cli(99), put(&key, &value), NOW).unwrap();
     assert!(store.wal_syncs().unwrap() > base);
 }
+
+#[test]
+fn squatters_from_one_network_cannot_lock_a_provider_out() {
+    // 20 fresh peer ids from one IP take every slot of a key (the cap is 20), re-announcing;
+    // an honest provider from another network is still stored and served.
+    let squatter_ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let honest_ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let key = b"\x12\x20a CID twenty squatters want....".to_vec();
+    for kind in &KINDS {
+        let stores = Stores::new(kind);
+        let h = handler(&stores, &table_peers(), HandlerConfig::default());
+        let squatters: Vec<Sender> = (0..20).map(|i| srv(600 + i).from_ip(squatter_ip)).collect();
+        for round in 0..2 {
+            for (i, s) in squatters.iter().enumerate() {
+                let at = NOW + round * 3600 + i as u64;
+                h.handle(s, add(&key, vec![s.peer.clone()]), at).unwrap();
+            }
+        }
+        let honest = srv(700).from_ip(honest_ip);
+        h.handle(&honest, add(&key, vec![honest.peer.clone()]), NOW + 7200)
+            .unwrap();
+        // The squatters keep re-announcing after it.
+        for (i, s) in squatters.iter().enumerate() {
+            h.handle(s, add(&key, vec![s.peer.clone()]), NOW + 7300 + i as u64)
+                .unwrap();
+        }
+        let Some(Response::GetProviders { providers, .. }) = h
+            .handle(
+                &cli(99),
+                Request::GetProviders { key: key.clone() },
+                NOW + 7400,
+            )
+            .unwrap()
+        else {
+            panic!("GET_PROVIDERS is answered");
+        };
+        assert_eq!(providers.len(), 20, "[{}]", stores.name);
+        assert!(
+            providers.iter().any(|p| p.peer_id == honest.peer.peer_id),
+            "[{}] the honest provider is not listed",
+            stores.name
+        );
+    }
+}
+
+#[test]
+fn fresh_peer_ids_from_one_ip_share_one_rate_budget() {
+    let config = HandlerConfig::default()
+        .rate_limit(Some(RateLimit::new(1, 5)))
+        .ip_rate_limit(Some(RateLimit::new(1, 8)));
+    let one_ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    // Another address of the same IPv6 /56 counts as the same IP.
+    let v6: std::net::IpAddr = "2001:db8:aa:bb01::1".parse().unwrap();
+    let v6_same: std::net::IpAddr = "2001:db8:aa:bbff::2".parse().unwrap();
+    for kind in &KINDS {
+        let stores = Stores::new(kind);
+        let h = handler(&stores, &table_peers(), config.clone());
+        // 20 fresh ids, 1 request each: each is within its own budget, the IP's runs out.
+        let allowed = (0..20)
+            .filter(|i| {
+                let s = cli(800 + i).from_ip(one_ip);
+                h.handle(&s, find_node(b"k"), NOW).is_ok()
+            })
+            .count();
+        assert_eq!(allowed, 8, "[{}]", stores.name);
+        let refused = h.handle(&cli(900).from_ip(one_ip), find_node(b"k"), NOW);
+        assert!(
+            matches!(refused, Err(HandlerError::IpRateLimited { ip }) if ip == one_ip),
+            "{refused:?}"
+        );
+        // Another IP has its own budget; a second later the first earns one more token.
+        assert!(
+            h.handle(&cli(901).from_ip(v6), find_node(b"k"), NOW)
+                .is_ok()
+        );
+        assert!(
+            h.handle(&cli(902).from_ip(one_ip), find_node(b"k"), NOW + 1)
+                .is_ok()
+        );
+        let six = (0..10)
+            .filter(|i| {
+                let s = cli(910 + i).from_ip(v6_same);
+                h.handle(&s, find_node(b"k"), NOW).is_ok()
+            })
+            .count();
+        assert_eq!(six, 7, "[{}] the /56 shares one budget", stores.name);
+        // Loopback is exempt unless asked; senders without an IP are limited per peer only.
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let from_lo = (0..20)
+            .filter(|i| {
+                let s = cli(950 + i).from_ip(lo);
+                h.handle(&s, find_node(b"k"), NOW).is_ok()
+            })
+            .count();
+        assert_eq!(from_lo, 20, "[{}]", stores.name);
+    }
+    let stores = Stores::new(&KINDS[0]);
+    let h = handler(&stores, &table_peers(), config.rate_limit_loopback(true));
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let from_lo = (0..20)
+        .filter(|i| {
+            h.handle(&cli(950 + i).from_ip(lo), find_node(b"k"), NOW)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(from_lo, 8);
+}

@@ -412,6 +412,7 @@ impl<T: NodeTable> NodeBuilder<T> {
             let sender = Sender {
                 peer: from.peer.clone(),
                 is_server: from.is_server,
+                remote_ip: from.remote_ip,
             };
             serving
                 .handle(&sender, request, SystemClock.now())

@@ -161,26 +161,41 @@ async fn connections_per_peer_and_in_total_are_limited() {
     assert_eq!(total, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
+/// Whether a server's "slow" requests may finish, and how many entered its handler. Opens
+/// when dropped, however the test ends, so that no handler thread blocks for ever.
+struct Gate {
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    entered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn entered(&self) -> usize {
+        self.entered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.open();
+    }
+}
+
+/// A server whose GET_PROVIDERS of "slow" blocks (a store waiting on its disk) until its
+/// [`Gate`] opens.
+async fn slow_server(config: TransportConfig) -> (Node, Gate) {
     use std::sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     };
-    // GET_PROVIDERS of "slow" blocks (a store waiting on its disk) until `open` is set.
     let open = Arc::new(AtomicBool::new(false));
     let entered = Arc::new(AtomicUsize::new(0));
     let (gate, count) = (open.clone(), entered.clone());
-    // Opens the gate however the test ends, so that no handler thread blocks for ever.
-    struct Release(Arc<AtomicBool>);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-    let _release = Release(open.clone());
-    let server = Node::start(
-        KadConfig::default().max_inbound_requests(2),
+    let server = Node::start_with(
+        config,
         Arc::new(move |peer, request: &Request| {
             if request.key() == b"slow" {
                 count.fetch_add(1, Ordering::SeqCst);
@@ -192,6 +207,14 @@ async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
         }),
     )
     .await;
+    (server, Gate { open, entered })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
+    let (server, gate) =
+        slow_server(TransportConfig::default().kad(KadConfig::default().max_inbound_requests(2)))
+            .await;
     let slow = || Request::GetProviders {
         key: b"slow".to_vec(),
     };
@@ -204,7 +227,7 @@ async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
         ));
     }
     within("two requests being answered", async {
-        while entered.load(Ordering::SeqCst) < 2 {
+        while gate.entered() < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -226,14 +249,10 @@ async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        entered.load(Ordering::SeqCst),
-        2,
-        "the third never reached the handler"
-    );
+    assert_eq!(gate.entered(), 2, "the third never reached the handler");
     assert!(server.handle.stats().inbound_shed >= 1);
     // Once the work is done, requests are answered again.
-    open.store(true, Ordering::SeqCst);
+    gate.open();
     for w in waiting {
         let out = within("the slow ones", w).await.unwrap();
         assert!(
@@ -321,4 +340,182 @@ async fn a_request_sent_to_us_admits_nobody_to_the_routing_table() {
         0
     );
     node.close().await.unwrap();
+}
+
+/// Writes `request` on a new stream from `peer` to `server`; returns the stream, open (an
+/// error if the server reset it already).
+async fn write_on_new_stream(
+    peer: &RawPeer,
+    server: &dht_proto::PeerInfo,
+    request: &Request,
+) -> std::io::Result<libp2p::Stream> {
+    let mut frame = Vec::new();
+    dht_proto::Codec::default()
+        .encode_request(request, &mut frame)
+        .unwrap();
+    let mut stream = peer.open(server.peer_id).await.unwrap();
+    stream.write_all(&frame).await?;
+    stream.flush().await?;
+    Ok(stream)
+}
+
+/// Sends ADD_PROVIDER for `key` from `peer` (its own record, at `addr`) on a new stream to
+/// `server`, and closes the stream.
+async fn announce(peer: &RawPeer, server: &dht_proto::PeerInfo, key: &[u8], addr: &str) {
+    let request = Request::AddProvider {
+        key: key.to_vec(),
+        providers: vec![dht_proto::PeerInfo::new(
+            peer.peer_id,
+            vec![addr.parse().unwrap()],
+        )],
+    };
+    let mut stream = write_on_new_stream(peer, server, &request).await.unwrap();
+    stream.close().await.unwrap();
+}
+
+/// The providers of `key` that `asker` gets from `server`.
+async fn providers_of(
+    asker: &Node,
+    server: &dht_proto::PeerInfo,
+    key: &[u8],
+) -> Vec<dht_proto::PeerId> {
+    let out = within(
+        "GET_PROVIDERS",
+        asker
+            .handle
+            .request(server, Request::GetProviders { key: key.to_vec() }),
+    )
+    .await;
+    match out {
+        Ok(Some(Response::GetProviders { providers, .. })) => {
+            providers.into_iter().map(|p| p.peer_id).collect()
+        }
+        other => panic!("GET_PROVIDERS: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squatters_from_one_network_cannot_lock_an_honest_provider_out() {
+    use dht_node::builder::NodeBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::local()
+        .data_dir(dir.path())
+        .rocks_store(dht_provider_store::Config::small())
+        .build()
+        .await
+        .unwrap();
+    let server = node.info().clone();
+    let asker = Node::server().await;
+    let key = b"\x12\x20a CID that twenty squatters want".to_vec();
+    // 20 fresh peer ids from one network (127.0.1.1: its /24 is 127.0.1.0) take every slot.
+    let squatter_ip: std::net::IpAddr = "127.0.1.1".parse().unwrap();
+    let squatters: Vec<RawPeer> = (0..20).map(|_| RawPeer::start_from(squatter_ip)).collect();
+    for s in &squatters {
+        s.connect(&server).await.unwrap();
+        announce(s, &server, &key, "/ip4/127.0.1.1/tcp/4001").await;
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while providers_of(&asker, &server, &key).await.len() < 20 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(providers_of(&asker, &server, &key).await.len(), 20);
+    // An honest provider from another network announces; the squatters keep re-announcing.
+    let honest = RawPeer::start_from("127.0.2.1".parse().unwrap());
+    honest.connect(&server).await.unwrap();
+    announce(&honest, &server, &key, "/ip4/127.0.2.1/tcp/4001").await;
+    for s in &squatters {
+        announce(s, &server, &key, "/ip4/127.0.1.1/tcp/4001").await;
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut listed = providers_of(&asker, &server, &key).await;
+    while !listed.contains(&honest.peer_id) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        listed = providers_of(&asker, &server, &key).await;
+    }
+    assert!(
+        listed.contains(&honest.peer_id),
+        "the honest provider is locked out: {} squatters listed",
+        listed.len()
+    );
+    assert_eq!(listed.len(), 20);
+    node.close().await.unwrap();
+}
+
+/// Sends `request` on a new stream from `peer` to `server` and reads the answer.
+async fn raw_request(
+    peer: &RawPeer,
+    server: &dht_proto::PeerInfo,
+    request: &Request,
+) -> Result<Response, String> {
+    let codec = dht_proto::Codec::default();
+    let mut stream = peer.open(server.peer_id).await?;
+    codec
+        .write_request(&mut stream, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    codec
+        .read_response(&mut stream)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ip_holding_all_its_streams_cannot_make_another_ip_shed() {
+    // 8 permits, 2 per IP; loopback counted, so 127.0.1.1 and 127.0.2.1 are two IPs.
+    let (server, gate) = slow_server(
+        TransportConfig::default()
+            .kad(
+                KadConfig::default()
+                    .max_inbound_requests(8)
+                    .max_inbound_requests_per_ip(2),
+            )
+            .limits(ConnectionLimits::default().limit_loopback(true)),
+    )
+    .await;
+    let hostile = RawPeer::start_from("127.0.1.1".parse().unwrap());
+    hostile.connect(&server.info).await.unwrap();
+    let slow = Request::GetProviders {
+        key: b"slow".to_vec(),
+    };
+    // It opens 8 streams (all the node's permits, before) and asks something slow on each;
+    // the node resets those beyond the IP's share.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.extend(
+            write_on_new_stream(&hostile, &server.info, &slow)
+                .await
+                .ok(),
+        );
+    }
+    within(
+        "each hostile request entered the handler or was shed",
+        async {
+            let shed = || server.handle.stats().inbound_shed;
+            while gate.entered() as u64 + shed() < 8 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
+    .await;
+    // Another IP is answered at once.
+    let honest = RawPeer::start_from("127.0.2.1".parse().unwrap());
+    honest.connect(&server.info).await.unwrap();
+    let started = Instant::now();
+    let out = within(
+        "the other IP's request",
+        raw_request(
+            &honest,
+            &server.info,
+            &Request::FindNode {
+                key: b"honest".to_vec(),
+            },
+        ),
+    )
+    .await;
+    assert!(matches!(out, Ok(Response::FindNode { .. })), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(gate.entered(), 2, "one IP holds its share only");
+    assert!(server.handle.stats().inbound_shed >= 6);
+    gate.open();
+    drop(held);
 }

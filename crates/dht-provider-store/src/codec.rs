@@ -9,7 +9,7 @@
 
 use dht_proto::{Key, Multiaddr, PeerId, ProviderRecord, Record, UnixSecs};
 
-use crate::StoreError;
+use crate::{SourceGroup, StoreError};
 
 /// Version byte at the start of every encoded value record.
 pub(crate) const VALUE_RECORD_VERSION: u8 = 1;
@@ -17,6 +17,9 @@ pub(crate) const VALUE_RECORD_VERSION: u8 = 1;
 /// also held the DHT key, which every reader has already: `providers(key)` is asked for it
 /// and the column-family key holds its hash. Both versions are read.
 pub(crate) const PROVIDER_RECORD_VERSION: u8 = 2;
+/// Version byte of a provider record stored with the [`SourceGroup`] it came from: version 2
+/// with the group (u64 BE) after `received_at`.
+pub(crate) const PROVIDER_RECORD_GROUPED: u8 = 3;
 
 /// A cursor over untrusted bytes; every read is bounds-checked.
 struct Reader<'a> {
@@ -148,11 +151,27 @@ pub(crate) fn check_provider(r: &ProviderRecord) -> Result<(), StoreError> {
 }
 
 /// `2 ‖ received_at u64 ‖ n_addrs u16 ‖ (len u16 ‖ addr)*`.
+#[cfg(test)]
 pub(crate) fn encode_provider(r: &ProviderRecord) -> Result<Vec<u8>, StoreError> {
+    encode_provider_from(r, None)
+}
+
+/// [`encode_provider`] without a group; with one, `3 ‖ received_at u64 ‖ group u64 ‖ n_addrs
+/// u16 ‖ (len u16 ‖ addr)*`.
+pub(crate) fn encode_provider_from(
+    r: &ProviderRecord,
+    group: Option<SourceGroup>,
+) -> Result<Vec<u8>, StoreError> {
     let addr_bytes: usize = r.addrs.iter().map(|a| 2 + a.as_ref().len()).sum();
-    let mut v = Vec::with_capacity(1 + 8 + 2 + addr_bytes);
-    v.push(PROVIDER_RECORD_VERSION);
+    let mut v = Vec::with_capacity(1 + 8 + 8 + 2 + addr_bytes);
+    v.push(match group {
+        None => PROVIDER_RECORD_VERSION,
+        Some(_) => PROVIDER_RECORD_GROUPED,
+    });
     v.extend_from_slice(&r.received_at.to_be_bytes());
+    if let Some(g) = group {
+        v.extend_from_slice(&g.to_u64().to_be_bytes());
+    }
     v.extend_from_slice(&len_u16(r.addrs.len(), "address count")?.to_be_bytes());
     for a in &r.addrs {
         let b = a.as_ref();
@@ -163,14 +182,28 @@ pub(crate) fn encode_provider(r: &ProviderRecord) -> Result<Vec<u8>, StoreError>
 }
 
 /// Provider record versions this build reads: 1 (`1 ‖ received_at u64 ‖ key_len u16 ‖ key ‖
-/// n_addrs u16 ‖ (len u16 ‖ addr)*`) and [`PROVIDER_RECORD_VERSION`].
-const PROVIDER_VERSIONS: [u8; 2] = [1, PROVIDER_RECORD_VERSION];
+/// n_addrs u16 ‖ (len u16 ‖ addr)*`), [`PROVIDER_RECORD_VERSION`] and
+/// [`PROVIDER_RECORD_GROUPED`].
+const PROVIDER_VERSIONS: [u8; 3] = [1, PROVIDER_RECORD_VERSION, PROVIDER_RECORD_GROUPED];
 
 /// Only the received_at of an encoded provider record (for the cap and expiry).
 pub(crate) fn provider_received_at(value: &[u8]) -> Result<UnixSecs, StoreError> {
     let mut r = Reader::new(value, "provider record");
     r.version(&PROVIDER_VERSIONS)?;
     r.u64()
+}
+
+/// The received_at and the group (if stored) of an encoded provider record (for the cap).
+pub(crate) fn provider_slot(value: &[u8]) -> Result<crate::Slot, StoreError> {
+    let mut r = Reader::new(value, "provider record");
+    let version = r.version(&PROVIDER_VERSIONS)?;
+    let received_at = r.u64()?;
+    let group = if version == PROVIDER_RECORD_GROUPED {
+        SourceGroup::from_u64(r.u64()?)
+    } else {
+        None
+    };
+    Ok(crate::Slot { group, received_at })
 }
 
 /// Decodes a provider record of `dht_key` from its column-family key (for the peer) and
@@ -187,6 +220,9 @@ pub(crate) fn decode_provider(
     let mut r = Reader::new(value, "provider record");
     let version = r.version(&PROVIDER_VERSIONS)?;
     let received_at = r.u64()?;
+    if version == PROVIDER_RECORD_GROUPED {
+        r.u64()?;
+    }
     let dht_key = if version == 1 {
         let key_len = usize::from(r.u16()?);
         r.take(key_len)?.to_vec()
@@ -326,11 +362,25 @@ mod tests {
     }
 
     #[test]
+    fn grouped_provider_records_roundtrip() {
+        let r = record(2);
+        let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
+        let group = SourceGroup::from_bytes(&[4, 192, 0, 2]);
+        let v = encode_provider_from(&r, Some(group)).unwrap();
+        assert_eq!(decode_provider(&r.key, &key, &v).unwrap(), r);
+        assert_eq!(provider_received_at(&v).unwrap(), r.received_at);
+        let slot = provider_slot(&v).unwrap();
+        assert_eq!((slot.group, slot.received_at), (Some(group), r.received_at));
+        let plain = provider_slot(&encode_provider(&r).unwrap()).unwrap();
+        assert_eq!(plain.group, None);
+    }
+
+    #[test]
     fn unknown_provider_versions_are_corrupt() {
         let r = record(1);
         let key = kad_prefixed(&r.kad_key(), &r.provider.to_bytes());
         let mut v = encode_provider(&r).unwrap();
-        for version in [0, 3, 0xff] {
+        for version in [0, 4, 0xff] {
             v[0] = version;
             assert!(matches!(
                 decode_provider(&r.key, &key, &v),

@@ -29,6 +29,9 @@ pub struct Config {
     /// The most providers kept per key (default 20, as libp2p-kad). When a key holds this many
     /// unexpired providers, new providers are refused and the established ones kept (a flood of
     /// fake providers cannot evict real ones); a provider already held is always refreshed.
+    /// Records a peer sent, stored with the network group they came from
+    /// ([`ProviderStore::add_inbound_provider`](crate::ProviderStore::add_inbound_provider)),
+    /// keep room for newcomers of other groups: a crowded group gives up its oldest slot.
     pub max_providers_per_key: usize,
     /// Whether acknowledged writes are fsynced (RocksDB `WriteOptions::sync`), default `true`.
     ///

@@ -57,7 +57,7 @@ mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 
-use std::sync::Arc;
+use std::{collections::HashMap, num::NonZeroU64, sync::Arc};
 
 pub use config::Config;
 pub use dht_proto::{Key, Prefix, ProviderRecord, Record, UnixSecs};
@@ -110,6 +110,129 @@ pub trait ProviderStore: Send + Sync {
     /// Adds one provider record; see [`ProviderStore::add_providers`].
     fn add_provider(&self, record: &ProviderRecord) -> Result<(), StoreError> {
         self.add_providers(std::slice::from_ref(record))
+    }
+
+    /// Adds a record a peer sent, from the network `group` its connection came from, without
+    /// waiting for it to be durable (as [`ProviderStore::add_providers_unsynced`]).
+    ///
+    /// The group keeps room for newcomers: a key holding `max_providers_per_key` unexpired
+    /// providers still admits a provider from a group it holds none of, in place of the
+    /// oldest record of the group holding most (if one holds two or more), and a provider
+    /// from a group it holds replaces that group's oldest record. So peer ids from one
+    /// network, however many, cannot lock providers from other networks out of a key: under
+    /// pressure each group keeps one slot. Records stored without a group count as a group
+    /// each, and are refused or kept as [`ProviderStore::add_providers`] says.
+    ///
+    /// Stores that keep no groups (the default) treat it as
+    /// [`ProviderStore::add_providers_unsynced`].
+    fn add_inbound_provider(
+        &self,
+        record: &ProviderRecord,
+        group: SourceGroup,
+    ) -> Result<(), StoreError> {
+        let _ = group;
+        self.add_providers_unsynced(std::slice::from_ref(record))
+    }
+}
+
+/// The network a provider record came from, as the node groups connections (e.g. the /24 of
+/// an IPv4 address or the /48 of an IPv6 one): an opaque tag of at most 7 bytes, stored with
+/// the record. See [`ProviderStore::add_inbound_provider`].
+///
+/// ```
+/// use dht_provider_store::SourceGroup;
+/// let a = SourceGroup::from_bytes(&[4, 192, 0, 2]);
+/// assert_eq!(a, SourceGroup::from_bytes(&[4, 192, 0, 2]));
+/// assert_ne!(a, SourceGroup::from_bytes(&[4, 192, 0, 3]));
+/// assert_eq!(SourceGroup::from_u64(a.to_u64()), Some(a));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceGroup(NonZeroU64);
+
+impl SourceGroup {
+    /// The group named by `bytes` (only the first 7 count).
+    pub fn from_bytes(bytes: &[u8]) -> SourceGroup {
+        let used = bytes.get(..7).unwrap_or(bytes);
+        // The top byte holds the length with its high bit set: never zero, and tags of
+        // different lengths never collide.
+        let mut v = 0x80u64 | used.len() as u64;
+        for &b in used {
+            v = (v << 8) | u64::from(b);
+        }
+        v <<= 8 * (7 - used.len() as u32);
+        SourceGroup(NonZeroU64::new(v).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The group as a number, to store it.
+    pub fn to_u64(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The group a number stored by [`SourceGroup::to_u64`] names (`None` for 0).
+    pub fn from_u64(v: u64) -> Option<SourceGroup> {
+        NonZeroU64::new(v).map(SourceGroup)
+    }
+}
+
+/// A key's stored provider, as the per-key cap sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub(crate) group: Option<SourceGroup>,
+    pub(crate) received_at: UnixSecs,
+}
+
+/// What becomes of a new provider of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Stored beside the others.
+    Add,
+    /// Stored in place of the provider at this index.
+    Replace(usize),
+    /// Refused: the key is full.
+    Refuse,
+}
+
+/// Whether a new provider from `group`, received at `at`, enters a key holding `held` (the
+/// new provider not among them), at most `cap` unexpired; see
+/// [`ProviderStore::add_inbound_provider`].
+pub(crate) fn admit(
+    held: &[Slot],
+    group: Option<SourceGroup>,
+    at: UnixSecs,
+    cap: usize,
+) -> Admission {
+    let live = |s: &Slot| {
+        at < s
+            .received_at
+            .saturating_add(dht_proto::PROVIDER_RECORD_TTL_SECS)
+    };
+    if held.iter().filter(|s| live(s)).count() < cap {
+        return Admission::Add;
+    }
+    let Some(group) = group else {
+        return Admission::Refuse;
+    };
+    let oldest_of = |g: SourceGroup| {
+        held.iter()
+            .enumerate()
+            .filter(|(_, s)| live(s) && s.group == Some(g))
+            .min_by_key(|(_, s)| s.received_at)
+            .map(|(i, _)| i)
+    };
+    if let Some(i) = oldest_of(group) {
+        return Admission::Replace(i);
+    }
+    let mut counts: HashMap<SourceGroup, usize> = HashMap::new();
+    for g in held.iter().filter(|s| live(s)).filter_map(|s| s.group) {
+        *counts.entry(g).or_default() += 1;
+    }
+    let crowded = counts
+        .into_iter()
+        .filter(|&(_, n)| n >= 2)
+        .max_by_key(|&(g, n)| (n, std::cmp::Reverse(g)));
+    match crowded.and_then(|(g, _)| oldest_of(g)) {
+        Some(i) => Admission::Replace(i),
+        None => Admission::Refuse,
     }
 }
 
@@ -190,6 +313,13 @@ macro_rules! forward_impls {
             }
             fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
                 (**self).remove_expired(now)
+            }
+            fn add_inbound_provider(
+                &self,
+                record: &ProviderRecord,
+                group: SourceGroup,
+            ) -> Result<(), StoreError> {
+                (**self).add_inbound_provider(record, group)
             }
         }
 

@@ -3,14 +3,21 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
-use dht_proto::{Key, Prefix, ProviderRecord, Record, UnixSecs, VALUE_RECORD_TTL_SECS};
+use dht_proto::{Key, PeerId, Prefix, ProviderRecord, Record, UnixSecs, VALUE_RECORD_TTL_SECS};
 use parking_lot::RwLock;
 
 use crate::codec::key_successor;
 use crate::{
-    Config, Keystore, Multihash, ProviderStore, StoreError, ValueStore, select_providers,
-    sort_for_read,
+    Admission, Config, Keystore, Multihash, ProviderStore, Slot, SourceGroup, StoreError,
+    ValueStore, admit, select_providers, sort_for_read,
 };
+
+/// One key's provider records, in read order, and the groups they came from.
+#[derive(Debug, Default)]
+struct KeyProviders {
+    records: Vec<ProviderRecord>,
+    groups: HashMap<PeerId, SourceGroup>,
+}
 
 /// All three stores in memory, with the same semantics as [`RocksStore`](crate::RocksStore)
 /// (the same conformance suite runs against both). Nothing is persisted.
@@ -28,8 +35,8 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     max_providers_per_key: Option<usize>,
-    /// Kademlia key → the key's provider records, in read order.
-    providers: RwLock<HashMap<Key, Vec<ProviderRecord>>>,
+    /// Kademlia key → the key's provider records.
+    providers: RwLock<HashMap<Key, KeyProviders>>,
     /// DHT key → record and when it was received.
     values: RwLock<HashMap<Vec<u8>, (Record, UnixSecs)>>,
     /// (Kademlia key, multihash bytes) → multihash.
@@ -56,8 +63,9 @@ impl MemoryStore {
     }
 }
 
-impl ProviderStore for MemoryStore {
-    fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+impl MemoryStore {
+    /// Adds `batch`, each record from `group`.
+    fn add(&self, batch: &[ProviderRecord], group: Option<SourceGroup>) -> Result<(), StoreError> {
         for r in batch {
             crate::codec::check_provider(r)?;
         }
@@ -66,20 +74,56 @@ impl ProviderStore for MemoryStore {
         for r in batch {
             let kad = r.kad_key();
             let list = map.entry(kad).or_default();
-            if let Some(existing) = list.iter_mut().find(|e| e.provider == r.provider) {
+            if let Some(existing) = list.records.iter_mut().find(|e| e.provider == r.provider) {
                 *existing = r.clone();
-                sort_for_read(list);
-            } else if list.iter().filter(|e| !e.is_expired(r.received_at)).count() < cap {
-                list.push(r.clone());
-                sort_for_read(list);
             } else {
-                tracing::debug!(provider = %r.provider, "provider refused: key is full");
+                let slots: Vec<Slot> = list
+                    .records
+                    .iter()
+                    .map(|e| Slot {
+                        group: list.groups.get(&e.provider).copied(),
+                        received_at: e.received_at,
+                    })
+                    .collect();
+                match admit(&slots, group, r.received_at, cap) {
+                    Admission::Add => list.records.push(r.clone()),
+                    Admission::Replace(i) => {
+                        if let Some(slot) = list.records.get_mut(i) {
+                            tracing::debug!(provider = %r.provider, evicted = %slot.provider, "provider replaces one of a crowded group");
+                            list.groups.remove(&slot.provider);
+                            *slot = r.clone();
+                        }
+                    }
+                    Admission::Refuse => {
+                        tracing::debug!(provider = %r.provider, "provider refused: key is full");
+                        if list.records.is_empty() {
+                            map.remove(&kad);
+                        }
+                        continue;
+                    }
+                }
             }
-            if list.is_empty() {
-                map.remove(&kad);
-            }
+            match group {
+                Some(g) => list.groups.insert(r.provider, g),
+                None => list.groups.remove(&r.provider),
+            };
+            sort_for_read(&mut list.records);
         }
         Ok(())
+    }
+}
+
+impl ProviderStore for MemoryStore {
+    fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
+        self.add(batch, None)
+    }
+
+    fn add_inbound_provider(
+        &self,
+        record: &ProviderRecord,
+        group: SourceGroup,
+    ) -> Result<(), StoreError> {
+        self.add(std::slice::from_ref(record), Some(group))
     }
 
     fn providers(
@@ -91,7 +135,7 @@ impl ProviderStore for MemoryStore {
         let map = self.providers.read();
         Ok(map
             .get(&Key::hash(key))
-            .map(|l| select_providers(l, key, limit, now))
+            .map(|l| select_providers(&l.records, key, limit, now))
             .unwrap_or_default())
     }
 
@@ -99,10 +143,17 @@ impl ProviderStore for MemoryStore {
         let mut map = self.providers.write();
         let mut removed = 0u64;
         map.retain(|_, list| {
-            let before = list.len();
-            list.retain(|r| !r.is_expired(now));
-            removed += (before - list.len()) as u64;
-            !list.is_empty()
+            let before = list.records.len();
+            let groups = &mut list.groups;
+            list.records.retain(|r| {
+                let keep = !r.is_expired(now);
+                if !keep {
+                    groups.remove(&r.provider);
+                }
+                keep
+            });
+            removed += (before - list.records.len()) as u64;
+            !list.records.is_empty()
         });
         Ok(removed)
     }

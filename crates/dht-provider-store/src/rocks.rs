@@ -19,12 +19,13 @@ use rocksdb::{
 };
 
 use crate::codec::{
-    check_provider, decode_provider, decode_u32, decode_u64, decode_value, encode_provider,
-    encode_value, kad_prefixed, key_successor, provider_received_at, split_kad, value_received_at,
+    check_provider, decode_provider, decode_u32, decode_u64, decode_value, encode_provider_from,
+    encode_value, kad_prefixed, key_successor, provider_received_at, provider_slot, split_kad,
+    value_received_at,
 };
 use crate::{
-    Config, Keystore, Multihash, ProviderStore, StoreError, ValueStore, select_providers,
-    sort_for_read,
+    Admission, Config, Keystore, Multihash, ProviderStore, Slot, SourceGroup, StoreError,
+    ValueStore, admit, select_providers, sort_for_read,
 };
 
 const CF_PROVIDERS: &str = "providers";
@@ -40,8 +41,10 @@ const META_KEY_COUNT: &[u8] = b"keystore/count";
 /// Formats 1 and 2 wrote provider records of version 1, which also hold the DHT key; format 3
 /// writes version 2, without it. Both record versions are read, so opening an older format
 /// rewrites nothing: it records format 3 (which older builds refuse) before any write, and
-/// version-1 records give way as they are refreshed or expire (48 h).
-const FORMAT_VERSION: u32 = 3;
+/// version-1 records give way as they are refreshed or expire (48 h). Format 4 adds provider
+/// records of version 3, which carry the group they came from (older builds cannot read
+/// them); opening format 3 rewrites nothing either.
+const FORMAT_VERSION: u32 = 4;
 
 /// Number of write epochs the provider cache keeps (see [`ProviderCache`]).
 const EPOCH_STRIPES: usize = 4096;
@@ -383,7 +386,7 @@ impl RocksStore {
         };
         match format {
             Some(FORMAT_VERSION) => {}
-            Some(old @ (1 | 2)) => {
+            Some(old @ 1..=3) => {
                 // Drop format 1's expiry indexes (the sweep scans the records now), then
                 // record the new format, synced before any record of the new version is
                 // written. A crash in between leaves the old format, and the next open
@@ -640,16 +643,24 @@ enum Reads {
 /// An existing provider of a key, as the add path needs it.
 struct Held {
     peer: Vec<u8>,
-    received_at: UnixSecs,
+    slot: Slot,
 }
 
 impl ProviderStore for RocksStore {
     fn add_providers(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
-        self.add_providers_with(batch, &self.write_opts)
+        self.add_providers_with(batch, None, &self.write_opts)
     }
 
     fn add_providers_unsynced(&self, batch: &[ProviderRecord]) -> Result<(), StoreError> {
-        self.add_providers_with(batch, &self.sweep_opts)
+        self.add_providers_with(batch, None, &self.sweep_opts)
+    }
+
+    fn add_inbound_provider(
+        &self,
+        record: &ProviderRecord,
+        group: SourceGroup,
+    ) -> Result<(), StoreError> {
+        self.add_providers_with(std::slice::from_ref(record), Some(group), &self.sweep_opts)
     }
 
     fn providers(
@@ -698,10 +709,12 @@ impl ProviderStore for RocksStore {
 }
 
 impl RocksStore {
-    /// [`ProviderStore::add_providers`] with these write options (synced or not).
+    /// [`ProviderStore::add_providers`] with these write options (synced or not), each
+    /// record from `group` (see [`ProviderStore::add_inbound_provider`]).
     fn add_providers_with(
         &self,
         batch: &[ProviderRecord],
+        group: Option<SourceGroup>,
         opts: &WriteOptions,
     ) -> Result<(), StoreError> {
         if batch.is_empty() {
@@ -724,6 +737,7 @@ impl RocksStore {
         let mut wb = WriteBatch::default();
         let mut touched: Vec<Key> = Vec::new();
         let mut refused = 0usize;
+        let mut replaced = 0usize;
         let guard = self
             .provider_locks
             .lock(items.iter().map(|(kad, _)| kad.as_bytes().as_slice()));
@@ -731,8 +745,8 @@ impl RocksStore {
             let mut ro = ReadOptions::default();
             ro.set_prefix_same_as_start(true);
             let mut it = self.db.raw_iterator_cf_opt(cf_p, ro);
-            for group in items.chunk_by(|a, b| a.0 == b.0) {
-                let Some(&(kad, _)) = group.first() else {
+            for same_key in items.chunk_by(|a, b| a.0 == b.0) {
+                let Some(&(kad, _)) = same_key.first() else {
                     continue;
                 };
                 let mut held: Vec<Held> = Vec::new();
@@ -743,38 +757,41 @@ impl RocksStore {
                     };
                     held.push(Held {
                         peer: peer.to_vec(),
-                        received_at: provider_received_at(v)?,
+                        slot: provider_slot(v)?,
                     });
                     it.next();
                 }
                 it.status().map_err(StoreError::from_rocks)?;
 
                 let mut changed = false;
-                for &(_, i) in group {
+                for &(_, i) in same_key {
                     let Some(r) = batch.get(i) else { continue };
                     let peer = r.provider.to_bytes();
                     let primary = kad_prefixed(&kad, &peer);
+                    let slot = Slot {
+                        group,
+                        received_at: r.received_at,
+                    };
                     if let Some(h) = held.iter_mut().find(|h| h.peer == peer) {
                         // A re-announce refreshes, whatever the cap.
-                        h.received_at = r.received_at;
+                        h.slot = slot;
                     } else {
-                        let live = held
-                            .iter()
-                            .filter(|h| {
-                                r.received_at
-                                    < h.received_at.saturating_add(PROVIDER_RECORD_TTL_SECS)
-                            })
-                            .count();
-                        if live >= cap {
-                            refused += 1;
-                            continue;
+                        let slots: Vec<Slot> = held.iter().map(|h| h.slot).collect();
+                        match admit(&slots, group, r.received_at, cap) {
+                            Admission::Add => {}
+                            Admission::Replace(i) => {
+                                let evicted = held.swap_remove(i);
+                                wb.delete_cf(cf_p, kad_prefixed(&kad, &evicted.peer));
+                                replaced += 1;
+                            }
+                            Admission::Refuse => {
+                                refused += 1;
+                                continue;
+                            }
                         }
-                        held.push(Held {
-                            peer,
-                            received_at: r.received_at,
-                        });
+                        held.push(Held { peer, slot });
                     }
-                    wb.put_cf(cf_p, &primary, encode_provider(r)?);
+                    wb.put_cf(cf_p, &primary, encode_provider_from(r, group)?);
                     changed = true;
                 }
                 if changed {
@@ -791,8 +808,12 @@ impl RocksStore {
         if let Some(cache) = &self.cache {
             cache.invalidate(&touched);
         }
-        if refused > 0 {
-            tracing::debug!(refused, "provider records refused: keys at their cap");
+        if refused > 0 || replaced > 0 {
+            tracing::debug!(
+                refused,
+                replaced,
+                "provider records refused or replacing others: keys at their cap"
+            );
         }
         Ok(())
     }

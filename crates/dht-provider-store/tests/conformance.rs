@@ -10,7 +10,7 @@ use dht_proto::{
     Key, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, Prefix, Record, VALUE_RECORD_TTL_SECS,
 };
 use dht_provider_store::{
-    Config, Keystore, MemoryStore, Multihash, ProviderStore, RocksStore, ValueStore,
+    Config, Keystore, MemoryStore, Multihash, ProviderStore, RocksStore, SourceGroup, ValueStore,
 };
 
 /// What the suite needs of a store.
@@ -19,6 +19,17 @@ impl<T: ProviderStore + ValueStore + Keystore> Stores for T {}
 
 mod suite {
     use super::*;
+
+    /// The providers of key `k` at `now`, sorted.
+    fn sorted_peers(s: &impl Stores, k: u64, now: u64) -> Vec<dht_proto::PeerId> {
+        let providers = s.providers(&dht_key(k), 20, now).unwrap();
+        sorted(summary(&providers).into_iter().map(|(p, _)| p).collect())
+    }
+
+    fn sorted(mut v: Vec<dht_proto::PeerId>) -> Vec<dht_proto::PeerId> {
+        v.sort();
+        v
+    }
 
     pub(crate) fn providers_read_back(s: &impl Stores) {
         s.add_providers(&[rec(1, 1, T0), rec(1, 2, T0 + 10), rec(2, 3, T0)])
@@ -105,18 +116,7 @@ mod suite {
     pub(crate) fn cap_keeps_established(s: &impl Stores) {
         s.add_providers(&[rec(1, 1, T0), rec(1, 2, T0), rec(1, 3, T0)])
             .unwrap();
-        let peers = |now| -> Vec<_> {
-            let mut v: Vec<_> = summary(&s.providers(&dht_key(1), 20, now).unwrap())
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect();
-            v.sort();
-            v
-        };
-        let sorted = |mut v: Vec<dht_proto::PeerId>| {
-            v.sort();
-            v
-        };
+        let peers = |now| sorted_peers(s, 1, now);
         // A fourth provider is refused, the established ones kept.
         s.add_providers(&[rec(1, 4, T0 + 1)]).unwrap();
         assert_eq!(peers(T0 + 1), sorted(vec![peer(1), peer(2), peer(3)]));
@@ -145,6 +145,49 @@ mod suite {
         s.add_providers(&[rec(1, 9, later), rec(1, 10, later)])
             .unwrap();
         assert_eq!(peers(later), sorted(vec![peer(2), peer(4), peer(9)]));
+    }
+
+    /// Store opened with `max_providers_per_key = 3`.
+    pub(crate) fn groups_keep_room_for_newcomers(s: &impl Stores) {
+        let a = SourceGroup::from_bytes(&[4, 192, 0, 2]);
+        let b = SourceGroup::from_bytes(&[4, 198, 51, 100]);
+        let c = SourceGroup::from_bytes(&[4, 203, 0, 113]);
+        let peers = |now| sorted_peers(s, 1, now);
+        // Three squatters of one group fill the key.
+        for (i, p) in [1, 2, 3].into_iter().enumerate() {
+            s.add_inbound_provider(&rec(1, p, T0 + i as u64), a)
+                .unwrap();
+        }
+        assert_eq!(peers(T0 + 3), sorted(vec![peer(1), peer(2), peer(3)]));
+        // A newcomer of another group takes the oldest squatter's slot.
+        s.add_inbound_provider(&rec(1, 4, T0 + 10), b).unwrap();
+        assert_eq!(peers(T0 + 10), sorted(vec![peer(2), peer(3), peer(4)]));
+        // The evicted squatter coming back replaces its own group's oldest, not the newcomer.
+        s.add_inbound_provider(&rec(1, 1, T0 + 20), a).unwrap();
+        assert_eq!(peers(T0 + 20), sorted(vec![peer(1), peer(3), peer(4)]));
+        // Re-announces refresh, whatever the cap.
+        s.add_inbound_provider(&rec(1, 4, T0 + 30), b).unwrap();
+        s.add_inbound_provider(&rec(1, 3, T0 + 31), a).unwrap();
+        assert_eq!(peers(T0 + 31), sorted(vec![peer(1), peer(3), peer(4)]));
+        // A third group takes a slot of the only group holding two.
+        s.add_inbound_provider(&rec(1, 5, T0 + 40), c).unwrap();
+        assert_eq!(peers(T0 + 40), sorted(vec![peer(3), peer(4), peer(5)]));
+        // Now every group holds one: a fourth group is refused, as are records without a
+        // group, and a newcomer of a present group replaces that group's record only.
+        let d = SourceGroup::from_bytes(&[4, 233, 252, 0]);
+        s.add_inbound_provider(&rec(1, 6, T0 + 50), d).unwrap();
+        s.add_providers(&[rec(1, 7, T0 + 50)]).unwrap();
+        assert_eq!(peers(T0 + 50), sorted(vec![peer(3), peer(4), peer(5)]));
+        s.add_inbound_provider(&rec(1, 8, T0 + 60), c).unwrap();
+        assert_eq!(peers(T0 + 60), sorted(vec![peer(3), peer(4), peer(8)]));
+        // Records without a group are never replaced by grouped ones beyond their share.
+        s.add_providers(&[rec(2, 1, T0), rec(2, 2, T0), rec(2, 3, T0)])
+            .unwrap();
+        s.add_inbound_provider(&rec(2, 4, T0 + 1), a).unwrap();
+        assert_eq!(
+            sorted_peers(s, 2, T0 + 1),
+            sorted(vec![peer(1), peer(2), peer(3)])
+        );
     }
 
     pub(crate) fn remove_expired_counts(s: &impl Stores) {
@@ -367,6 +410,11 @@ macro_rules! conformance {
             fn cap_keeps_established() {
                 let (_dir, s) = make(Config::small().max_providers_per_key(3));
                 suite::cap_keeps_established(&s);
+            }
+            #[test]
+            fn groups_keep_room_for_newcomers() {
+                let (_dir, s) = make(Config::small().max_providers_per_key(3));
+                suite::groups_keep_room_for_newcomers(&s);
             }
             #[test]
             fn remove_expired_counts() {

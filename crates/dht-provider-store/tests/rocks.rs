@@ -490,11 +490,11 @@ fn corrupt_keystore_entry_is_an_error() {
     assert_corrupt(s.scan(&Prefix::ROOT, None, 10));
 }
 
-/// Opening `dir` fails with UnsupportedFormat naming `found` (and this build's format, 2).
+/// Opening `dir` fails with UnsupportedFormat naming `found` (and this build's format, 4).
 fn assert_refused_as_format(dir: &Path, found: u32) {
     let r = RocksStore::open(dir, Config::small()).map(drop);
     assert!(
-        matches!(r, Err(StoreError::UnsupportedFormat { found: f, expected: 3 }) if f == found),
+        matches!(r, Err(StoreError::UnsupportedFormat { found: f, expected: 4 }) if f == found),
         "{r:?}"
     );
 }
@@ -588,7 +588,7 @@ fn format_2_is_upgraded() {
     assert_eq!(raw.first(), Some(&2), "refreshed in the version-2 encoding");
     assert_eq!(
         raw_get(dir.path(), "default", b"format").unwrap(),
-        3u32.to_be_bytes()
+        4u32.to_be_bytes()
     );
     let s = RocksStore::open(dir.path(), Config::small()).unwrap();
     assert_eq!(s.remove_expired(T0 + 49 * H).unwrap(), 2);
@@ -605,9 +605,9 @@ fn unknown_format_with_unknown_column_families_is_refused() {
         let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &cfs).unwrap();
         db.create_cf("from_the_future", &rocksdb::Options::default())
             .unwrap();
-        db.put(b"format", 4u32.to_be_bytes()).unwrap();
+        db.put(b"format", 5u32.to_be_bytes()).unwrap();
     }
-    assert_refused_as_format(dir.path(), 4);
+    assert_refused_as_format(dir.path(), 5);
 }
 
 /// A record that does not decode is swept away (it cannot be served, and its age is unknown)

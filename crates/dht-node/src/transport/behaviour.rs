@@ -19,13 +19,14 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
     book::PeerBook,
     config::{KadConfig, Mode},
     error::TransportError,
     handler::{HandlerConfig, HandlerIn, HandlerInKind, KadHandler, OutboundJob, Reply},
+    permits::InboundPermits,
     protocol::InboundHandler,
     stats::{Stats, TransportStats, bump},
 };
@@ -50,7 +51,7 @@ pub struct KadBehaviour {
     inbound_handler: Arc<dyn InboundHandler>,
     stats: Arc<Stats>,
     /// Permits for the inbound requests being answered, shared by every connection.
-    inbound_permits: Arc<Semaphore>,
+    inbound_permits: Arc<InboundPermits>,
     /// Established connections per peer, oldest first.
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// Listen addresses of connected peers, from identify.
@@ -71,7 +72,10 @@ impl KadBehaviour {
             mode: config.mode,
             inbound_handler,
             stats: Arc::default(),
-            inbound_permits: Arc::new(Semaphore::new(config.max_inbound_requests)),
+            inbound_permits: InboundPermits::new(
+                config.max_inbound_requests,
+                config.max_inbound_requests_per_ip,
+            ),
             connections: HashMap::new(),
             peer_addrs: HashMap::new(),
             book: PeerBook::default(),
@@ -79,6 +83,14 @@ impl KadBehaviour {
             actions: VecDeque::new(),
             waker: None,
         }
+    }
+
+    /// Whether the per-IP share of inbound requests
+    /// ([`KadConfig::max_inbound_requests_per_ip`]) applies to loopback senders too (default
+    /// `false`); [`spawn`](crate::transport::spawn) sets it from
+    /// [`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback).
+    pub fn set_limit_loopback(&mut self, on: bool) {
+        self.inbound_permits.set_limit_loopback(on);
     }
 
     /// The current mode.

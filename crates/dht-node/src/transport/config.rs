@@ -74,6 +74,13 @@ pub struct KadConfig {
     /// read while all are taken resets its stream at once, as does a new inbound stream
     /// (the peer may retry later or ask another node).
     pub max_inbound_requests: usize,
+    /// Most of those permits that the senders of one IP (IPv4 address or IPv6 /56) hold at
+    /// once (default 64, a quarter): beyond, their new streams and requests are reset, so
+    /// one IP holding all its streams cannot make another IP's requests shed. Loopback
+    /// senders are bounded by the total only, unless
+    /// [`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback)
+    /// is set.
+    pub max_inbound_requests_per_ip: usize,
     /// Whether the [`InboundHandler`] answers record requests (PUT_VALUE, GET_VALUE,
     /// ADD_PROVIDER, GET_PROVIDERS) on tokio's blocking pool (default `true`). Stores that
     /// wait on a disk (an fsync, a read past the caches) need it, or the wait blocks a
@@ -94,6 +101,7 @@ impl Default for KadConfig {
             max_inbound_streams: 32,
             max_outbound_streams: 32,
             max_inbound_requests: 256,
+            max_inbound_requests_per_ip: 64,
             blocking_record_requests: true,
         }
     }
@@ -153,6 +161,13 @@ impl KadConfig {
     #[must_use]
     pub fn max_inbound_requests(mut self, n: usize) -> Self {
         self.max_inbound_requests = n;
+        self
+    }
+
+    /// Sets [`KadConfig::max_inbound_requests_per_ip`].
+    #[must_use]
+    pub fn max_inbound_requests_per_ip(mut self, n: usize) -> Self {
+        self.max_inbound_requests_per_ip = n;
         self
     }
 

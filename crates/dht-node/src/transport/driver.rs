@@ -216,7 +216,8 @@ pub async fn spawn(
     config: TransportConfig,
     inbound_handler: Arc<dyn InboundHandler>,
 ) -> Result<(TransportHandle, TransportEvents), TransportError> {
-    let kad = KadBehaviour::new(&config.kad, inbound_handler);
+    let mut kad = KadBehaviour::new(&config.kad, inbound_handler);
+    kad.set_limit_loopback(config.limits.limit_loopback);
     let stats = kad.stats_handle();
     let book = kad.peer_book();
     let identify_config =

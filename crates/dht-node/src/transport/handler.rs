@@ -11,7 +11,8 @@
 //! does.
 //!
 //! Inbound, every accepted stream runs a loop: read a request, take one of the node's
-//! [`KadConfig::max_inbound_requests`] permits (none left: reset the stream), hand it to the
+//! [`KadConfig::max_inbound_requests`] permits (none left, or the sender's IP holding its
+//! [`KadConfig::max_inbound_requests_per_ip`]: reset the stream), hand it to the
 //! [`InboundHandler`] (on tokio's blocking pool for record requests, which may wait on a
 //! disk, unless [`KadConfig::blocking_record_requests`] is off), write the response, read
 //! the next one. The stream is reset on any protocol error (undecodable or oversized
@@ -20,6 +21,7 @@
 //!
 //! [`KadConfig::max_outbound_streams`]: crate::transport::KadConfig::max_outbound_streams
 //! [`KadConfig::max_inbound_requests`]: crate::transport::KadConfig::max_inbound_requests
+//! [`KadConfig::max_inbound_requests_per_ip`]: crate::transport::KadConfig::max_inbound_requests_per_ip
 //! [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
 //! [`KadConfig::stream_idle_timeout`]: crate::transport::KadConfig::stream_idle_timeout
 
@@ -54,13 +56,14 @@ use libp2p::{
 };
 use parking_lot::RwLock;
 use tokio::{
-    sync::{Semaphore, oneshot},
+    sync::oneshot,
     time::{Instant, Sleep},
 };
 
 use super::{
     config::{KadConfig, Mode},
     error::TransportError,
+    permits::InboundPermits,
     protocol::{InboundHandler, KAD_PROTOCOL, KadUpgrade, RemotePeer},
     stats::{Stats, bump},
 };
@@ -169,7 +172,7 @@ pub struct KadHandler {
     inbound_handler: Arc<dyn InboundHandler>,
     stats: Arc<Stats>,
     /// The node's permits for inbound requests being answered.
-    inbound_permits: Arc<Semaphore>,
+    inbound_permits: Arc<InboundPermits>,
     /// Requests waiting for a stream.
     queue: VecDeque<OutboundJob>,
     /// Outbound streams waiting for the next request, most recently used last.
@@ -191,7 +194,7 @@ impl KadHandler {
         mode: Mode,
         inbound_handler: Arc<dyn InboundHandler>,
         stats: Arc<Stats>,
-        inbound_permits: Arc<Semaphore>,
+        inbound_permits: Arc<InboundPermits>,
     ) -> Self {
         let peer = remote.peer_id;
         KadHandler {
@@ -323,10 +326,11 @@ impl KadHandler {
             bump(&self.stats.inbound_streams_refused);
             return;
         }
-        if self.inbound_permits.available_permits() == 0 {
+        if !self.inbound_permits.available(self.remote.ip) {
             tracing::debug!(
                 peer = %self.peer,
-                "answering as many inbound requests as allowed: resetting a new stream"
+                ip = ?self.remote.ip,
+                "answering as many inbound requests as allowed (in total or from this IP): resetting a new stream"
             );
             bump(&self.stats.inbound_shed);
             return;
@@ -586,7 +590,7 @@ async fn serve(
     handler: Arc<dyn InboundHandler>,
     cfg: HandlerConfig,
     stats: Arc<Stats>,
-    permits: Arc<Semaphore>,
+    permits: Arc<InboundPermits>,
 ) {
     let peer = remote.peer;
     loop {
@@ -609,8 +613,8 @@ async fn serve(
             }
         };
         // Held until the response is written.
-        let Ok(_permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "answering as many inbound requests as allowed: resetting the stream");
+        let Some(_permit) = permits.try_take(remote.ip) else {
+            tracing::debug!(%peer, ip = ?remote.ip, "answering as many inbound requests as allowed (in total or from this IP): resetting the stream");
             bump(&stats.inbound_shed);
             return;
         };

@@ -140,15 +140,10 @@ pub(crate) fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
     }
 }
 
-/// The group an IP counts in: the IPv4 address, or the IPv6 /56.
+/// The group an IP counts in: the IPv4 address, or the IPv6 /56 (as the handler's per-IP
+/// rate limit counts it).
 fn group_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << (128 - 56)) - 1);
-            IpAddr::V6(bits.into())
-        }
-    }
+    dht_handler::ip_bucket(ip)
 }
 
 /// The group an inbound connection's IP counts in (see [`group_of`]).

@@ -20,6 +20,7 @@ mod driver;
 mod error;
 mod handler;
 mod limits;
+mod permits;
 mod protocol;
 mod stats;
 

@@ -19,7 +19,9 @@ pub struct TransportStats {
     /// Inbound kad streams reset because the connection had too many.
     pub inbound_streams_refused: u64,
     /// Inbound streams and requests reset because the node was answering as many requests
-    /// as it may ([`KadConfig::max_inbound_requests`](crate::transport::KadConfig::max_inbound_requests)).
+    /// as it may ([`KadConfig::max_inbound_requests`](crate::transport::KadConfig::max_inbound_requests)),
+    /// or as many from the sender's IP
+    /// ([`KadConfig::max_inbound_requests_per_ip`](crate::transport::KadConfig::max_inbound_requests_per_ip)).
     pub inbound_shed: u64,
     /// Inbound requests decoded and handed to the [`InboundHandler`](crate::transport::InboundHandler).
     pub inbound_requests: u64,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod bound;
 mod raw;
 
 #[allow(unused_imports)]

@@ -4,17 +4,18 @@
 use std::{
     collections::{HashMap, VecDeque},
     convert::Infallible,
+    net::IpAddr,
     task::{Context, Poll},
 };
 
 use dht_proto::{PROTOCOL_NAME, PeerId, PeerInfo};
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, Stream, StreamProtocol, SwarmBuilder,
+    Multiaddr, Stream, StreamProtocol, Swarm, SwarmBuilder, Transport,
     core::{
         Endpoint,
         transport::PortUse,
-        upgrade::{DeniedUpgrade, ReadyUpgrade},
+        upgrade::{DeniedUpgrade, ReadyUpgrade, Version},
     },
     identity::Keypair,
     noise,
@@ -159,12 +160,14 @@ enum Command {
 /// one more kad stream. Stops when dropped.
 pub struct RawPeer {
     commands: mpsc::UnboundedSender<Command>,
+    /// Its peer id.
+    pub peer_id: PeerId,
 }
 
 impl RawPeer {
     /// Starts a hostile peer with a fresh identity.
     pub fn start() -> RawPeer {
-        let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+        let swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
             .with_tokio()
             .with_tcp(
                 tcp::Config::default(),
@@ -175,6 +178,29 @@ impl RawPeer {
             .with_behaviour(|_| RawBehaviour::default())
             .expect("behaviour")
             .build();
+        RawPeer::run(swarm)
+    }
+
+    /// Starts a peer with a fresh identity whose connections come from `source` (see
+    /// [`BoundTcp`](super::bound::BoundTcp)).
+    pub fn start_from(source: IpAddr) -> RawPeer {
+        let swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+            .with_tokio()
+            .with_other_transport(|key| {
+                super::bound::BoundTcp { source }
+                    .upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key).expect("noise keys"))
+                    .multiplex(yamux::Config::default())
+            })
+            .expect("bound tcp transport")
+            .with_behaviour(|_| RawBehaviour::default())
+            .expect("behaviour")
+            .build();
+        RawPeer::run(swarm)
+    }
+
+    fn run(mut swarm: Swarm<RawBehaviour>) -> RawPeer {
+        let peer_id = *swarm.local_peer_id();
         let (commands, mut rx) = mpsc::unbounded_channel::<Command>();
         tokio::spawn(async move {
             let mut dialling: HashMap<ConnectionId, oneshot::Sender<Result<(), String>>> =
@@ -228,7 +254,7 @@ impl RawPeer {
                 }
             }
         });
-        RawPeer { commands }
+        RawPeer { commands, peer_id }
     }
 
     /// Opens one more connection to `peer`: `Err` when the dial or its handshake fails.
