@@ -43,6 +43,13 @@ pub struct ExploreConfig {
     /// Upper bound on requests for one region; past it the explorer finishes with what it
     /// knows and reports the result as incomplete.
     pub max_requests: usize,
+    /// Answers that must each claim a prefix holds fewer than k servers before it counts as
+    /// learned (1). With 1, one answer is believed when it leaves out no server already known
+    /// there. Where servers leave peers out of their answers (stale address books), one
+    /// answer misses some of a prefix's servers: with 2 or more, the prefix is learned from
+    /// the union of that many answers from different servers, and split as soon as the union
+    /// holds k.
+    pub confirmations: usize,
 }
 
 impl Default for ExploreConfig {
@@ -51,6 +58,7 @@ impl Default for ExploreConfig {
             k: K_VALUE,
             parallelism: 4,
             max_requests: 64,
+            confirmations: 1,
         }
     }
 }
@@ -71,6 +79,13 @@ impl ExploreConfig {
     /// Sets the most requests one region may cost.
     pub fn with_max_requests(mut self, n: usize) -> Self {
         self.max_requests = n.max(1);
+        self
+    }
+
+    /// Sets how many answers must agree that a prefix holds fewer than k servers (see
+    /// [`confirmations`](Self::confirmations)).
+    pub fn with_confirmations(mut self, n: usize) -> Self {
+        self.confirmations = n.max(1);
         self
     }
 }
@@ -141,6 +156,8 @@ pub struct RegionExplorer {
     asked: HashSet<(PeerId, Prefix)>,
     /// Requests in flight: peer → the prefix asked about.
     in_flight: BTreeMap<PeerId, Prefix>,
+    /// Per open prefix, the servers inside its parent that answered it holds fewer than k.
+    confirmed: BTreeMap<Prefix, BTreeSet<PeerId>>,
     requests: usize,
     first_asks: usize,
     failures: usize,
@@ -228,6 +245,7 @@ impl RegionExplorer {
             complete: BTreeSet::new(),
             asked: HashSet::new(),
             in_flight: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
             requests: 0,
             first_asks: 0,
             failures: 0,
@@ -413,6 +431,21 @@ impl RegionExplorer {
         let missing = known_before.iter().filter(|p| !answer.contains(p)).count();
         self.checked += known_before.len();
         self.left_out += missing;
+        if self.config.confirmations > 1 {
+            // Answers leave peers out: learn q from the union of several.
+            if self.live_in(&q).count() >= self.config.k {
+                self.split(q);
+                return;
+            }
+            let confirmed = self.confirmed.entry(q).or_default();
+            confirmed.insert(*peer);
+            if confirmed.len() >= self.config.confirmations {
+                self.confirmed.remove(&q);
+                self.open.remove(&q);
+                self.complete.insert(q);
+            }
+            return;
+        }
         // Fewer than k: complete, unless it leaves out a server of q we already know.
         if missing == 0 {
             self.open.remove(&q);
@@ -423,6 +456,7 @@ impl RegionExplorer {
     /// `q` holds at least k servers: learn each half instead.
     fn split(&mut self, q: Prefix) {
         self.open.remove(&q);
+        self.confirmed.remove(&q);
         if let Some((left, right)) = q.children() {
             self.open.insert(left);
             self.open.insert(right);

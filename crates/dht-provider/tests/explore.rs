@@ -21,6 +21,8 @@ struct Net {
     tables: HashMap<PeerId, KBucketTable>,
     dead: BTreeSet<PeerId>,
     liars: BTreeSet<PeerId>,
+    /// The share of its peers each answer leaves out.
+    omit: f64,
 }
 
 impl Net {
@@ -55,6 +57,7 @@ impl Net {
             tables,
             dead: BTreeSet::new(),
             liars: BTreeSet::new(),
+            omit: 0.0,
         }
     }
 
@@ -79,7 +82,11 @@ impl Net {
                     .collect(),
             );
         }
-        Some(self.tables[&to.peer_id].closest_peers(&target, 20))
+        let mut peers = self.tables[&to.peer_id].closest_peers(&target, 20);
+        if self.omit > 0.0 {
+            peers.retain(|_| rng.random::<f64>() >= self.omit);
+        }
+        Some(peers)
     }
 
     fn explore(&self, region: Prefix, seeds: Vec<PeerInfo>, rng: &mut StdRng) -> Exploration {
@@ -93,7 +100,18 @@ impl Net {
         excluded: Vec<PeerId>,
         rng: &mut StdRng,
     ) -> Exploration {
-        let mut ex = RegionExplorer::new(region, None, seeds, ExploreConfig::default());
+        self.explore_with(region, seeds, excluded, ExploreConfig::default(), rng)
+    }
+
+    fn explore_with(
+        &self,
+        region: Prefix,
+        seeds: Vec<PeerInfo>,
+        excluded: Vec<PeerId>,
+        config: ExploreConfig,
+        rng: &mut StdRng,
+    ) -> Exploration {
+        let mut ex = RegionExplorer::new(region, None, seeds, config);
         ex.exclude(excluded);
         // Answers are delivered one at a time, in the order asked: enough for a sans-IO test.
         let mut queue = Vec::new();
@@ -260,4 +278,55 @@ fn tiny_network_grows_to_the_root() {
     assert_eq!(ex.scope, Prefix::ROOT);
     assert_eq!(ex.servers.len(), 12);
     assert!(ex.complete);
+}
+
+/// Answers that leave out a fifth of their peers: one answer with fewer than k servers of a
+/// prefix misses some, and the explorer measures it (`left_out` of `checked`). Learning each
+/// such prefix from the union of two answers finds nearly every server of the scope, and
+/// costs far fewer requests than asking again after every answer that leaves out a known
+/// server (one confirmation: 0.83 of the servers found with 1571 FIND_NODE, seed 11).
+#[test]
+fn answers_that_omit_peers_are_measured_and_two_confirmations_find_the_servers() {
+    let mut net = Net::new(1000, 11);
+    net.omit = 0.2;
+    let len = 5;
+    let run = |confirmations: usize| {
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut seeds: Vec<PeerInfo> = net.servers.choose_multiple(&mut rng, 5).cloned().collect();
+        let (mut found, mut truth, mut requests, mut checked, mut left_out) = (0, 0, 0, 0, 0);
+        for i in 0..(1u32 << len) {
+            let mut bytes = [0u8; 32];
+            bytes[0] = (i << (8 - len)) as u8;
+            let region = Prefix::new(&Key::from_bytes(bytes), len);
+            let config = ExploreConfig::default().with_confirmations(confirmations);
+            let ex = net.explore_with(region, seeds.clone(), Vec::new(), config, &mut rng);
+            let want = true_servers(&net, &ex.scope);
+            found += ex
+                .servers
+                .iter()
+                .filter(|p| want.contains(&p.peer_id))
+                .count();
+            truth += want.len();
+            requests += ex.requests;
+            checked += ex.checked;
+            left_out += ex.left_out;
+            seeds = ex.servers.clone();
+        }
+        let share = found as f64 / truth as f64;
+        let omitted = left_out as f64 / checked.max(1) as f64;
+        eprintln!(
+            "{confirmations} confirmations: {share:.4} of the servers found, {requests} \
+             FIND_NODE, {omitted:.3} of known servers left out"
+        );
+        (share, requests, omitted)
+    };
+    let (one, _, omitted) = run(1);
+    let (two, requests, _) = run(2);
+    // More than the fifth omitted: a prefix of just over k servers gets answers of k, and
+    // the servers past those k count as left out too.
+    assert!(omitted > 0.15, "{omitted}");
+    assert!(two >= 0.97, "{two} (one confirmation: {one})");
+    assert!(two > one, "{two} against {one}");
+    // Still a handful of requests per region: 32 regions of about 31 servers.
+    assert!(requests <= 32 * 8, "{requests}");
 }

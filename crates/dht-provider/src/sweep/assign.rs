@@ -30,11 +30,13 @@ const PRIOR_FAILED: f64 = 1.0;
 const PRIOR_ASKED: f64 = 10.0;
 
 /// What recent explorations showed of the network: the share of FIND_NODE requests left
-/// unanswered.
+/// unanswered, and the share of already known servers that answers left out.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct NetworkQuality {
     asked: f64,
     failed: f64,
+    checked: f64,
+    left_out: f64,
 }
 
 impl NetworkQuality {
@@ -42,9 +44,13 @@ impl NetworkQuality {
     pub(crate) fn observe(&mut self, exploration: &Exploration) {
         self.asked += exploration.first_asks as f64;
         self.failed += exploration.failures as f64;
+        self.checked += exploration.checked as f64;
+        self.left_out += exploration.left_out as f64;
         if self.asked > HALF_LIFE_REQUESTS {
             self.asked /= 2.0;
             self.failed /= 2.0;
+            self.checked /= 2.0;
+            self.left_out /= 2.0;
         }
     }
 
@@ -54,6 +60,16 @@ impl NetworkQuality {
     /// first regions get spares too and a network where all answer soon gets none.
     pub(crate) fn silent_share(&self) -> f64 {
         ((self.failed + PRIOR_FAILED) / (self.asked + PRIOR_ASKED)).clamp(0.0, 1.0)
+    }
+
+    /// The share of known servers that answers claiming to list all of a prefix left out
+    /// (answers that omit peers, or servers whose tables miss them).
+    pub(crate) fn omit_share(&self) -> f64 {
+        if self.checked < 1.0 {
+            0.0
+        } else {
+            (self.left_out / self.checked).clamp(0.0, 1.0)
+        }
     }
 }
 
@@ -202,18 +218,24 @@ mod tests {
         let mut q = NetworkQuality::default();
         // Before any request: a tenth.
         assert!((q.silent_share() - 0.1).abs() < 1e-9);
+        assert_eq!(q.omit_share(), 0.0);
         let mut ex = exploration(20, 3);
         ex.first_asks = 10;
         ex.failures = 1;
+        ex.checked = 50;
+        ex.left_out = 10;
         for _ in 0..1000 {
             q.observe(&ex);
         }
         assert!((q.silent_share() - 0.1).abs() < 1e-3);
+        assert!((q.omit_share() - 0.2).abs() < 1e-9);
         // A network that stops failing is followed.
         ex.failures = 0;
+        ex.left_out = 0;
         for _ in 0..2000 {
             q.observe(&ex);
         }
         assert!(q.silent_share() < 0.01, "{}", q.silent_share());
+        assert!(q.omit_share() < 0.01, "{}", q.omit_share());
     }
 }

@@ -16,6 +16,19 @@ use crate::{
     state::{PeerTag, Unsent, WeakKey, peer_tag},
 };
 
+/// The answers a prefix needs before it counts as learned when answers leave out an `omit`
+/// share of the peers they should list: enough that a server is left out of all of them with
+/// a chance of at most 5 % (1 when nothing is left out, at most 3).
+pub(super) fn confirmations_for(omit: f64) -> usize {
+    let mut n = 1;
+    let mut missed = omit.clamp(0.0, 1.0);
+    while missed > 0.05 && n < 3 {
+        n += 1;
+        missed *= omit;
+    }
+    n
+}
+
 impl<N, T, K> Inner<N, T, K>
 where
     N: Network + 'static,
@@ -69,12 +82,14 @@ where
         seeds: Vec<PeerInfo>,
         excluded: &HashSet<PeerId>,
     ) -> Exploration {
-        let mut explorer = RegionExplorer::new(
-            slice,
-            Some(self.parts.local.peer_id),
-            seeds,
-            self.config.explore.clone(),
-        );
+        let confirmations = confirmations_for(self.shared.lock().quality.omit_share());
+        let config = self
+            .config
+            .explore
+            .clone()
+            .with_confirmations(self.config.explore.confirmations.max(confirmations));
+        let mut explorer =
+            RegionExplorer::new(slice, Some(self.parts.local.peer_id), seeds, config);
         explorer.exclude(excluded.iter().copied());
         let mut in_flight = FuturesUnordered::new();
         loop {
