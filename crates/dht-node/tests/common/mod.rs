@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
 mod raw;
 
 #[allow(unused_imports)]
