@@ -5,8 +5,10 @@
 //!   table and writes a JSON summary. `cargo xtask sim lookup --help` lists every option.
 //!
 //! - `provide --servers S --keys N --strategy sweep|per-key|both [--churn F] [--seed X]
-//!   [--json PATH] [...]`: one provider node provides N keys, then reprovides them for one
-//!   cycle; requests, placement and findability, sweep beside per-key. Built with the
+//!   [--json PATH] [--plot DIR] [...]`: one provider node provides N keys, then reprovides
+//!   them for one cycle; requests, placement and findability, sweep beside per-key; with
+//!   `--plot DIR`, SVG plots of the run (holders, requests per minute, behind schedule,
+//!   memory). Built with the
 //!   simulator's `rocksdb` feature, so the provider's keystore is RocksDB as in a node.
 //!
 //! - `memory [--servers S] [--keys N,N,...]`: the provider's own peak memory at each key
@@ -30,7 +32,7 @@ experiments:
           [--json PATH] [--keystore rocksdb|memory] [--records store|count] [--preload]
           [--no-reprovide] [--placement-sample N] [--findable-sample N]
           [--build fast|realistic] [--silent F] [--slow F] [--loss P] [--omit F]
-          [--ingest R] [--workers W] [--interval-hours H]
+          [--ingest R] [--workers W] [--interval-hours H] [--plot DIR]
                              a provide and a reprovide cycle from one node, measured
                              (`cargo xtask sim provide --help` lists every option)
   memory [--servers S] [--keys N,N,...] [--seed X] [--json PATH] [-- PROVIDE OPTIONS]

@@ -13,4 +13,7 @@ pub enum SimError {
     /// A provider on a simulated node failed to start, or its keystore failed.
     #[error("provider failed: {0}")]
     Provider(String),
+    /// A plot could not be drawn or written.
+    #[error("cannot write a plot: {0}")]
+    Plot(String),
 }

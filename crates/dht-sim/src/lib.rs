@@ -8,6 +8,7 @@ mod lookup;
 pub mod memory;
 mod network;
 mod node;
+pub mod plot;
 pub mod provide;
 mod sim;
 mod validator;

@@ -81,6 +81,8 @@ pub struct ProvideConfig {
     pub holder_sample_keys: u64,
     /// Where the provider's memory is read while it runs (default: nowhere).
     pub memory: MemoryProbes,
+    /// Sample [`ProvideReport::timeline`] every minute of virtual time (default off).
+    pub timeline: bool,
 }
 
 impl Default for ProvideConfig {
@@ -99,6 +101,7 @@ impl Default for ProvideConfig {
             holder_samples: 8,
             holder_sample_keys: 10_000,
             memory: MemoryProbes::default(),
+            timeline: false,
         }
     }
 }
@@ -180,6 +183,13 @@ impl ProvideConfig {
     #[must_use]
     pub fn memory(mut self, probes: MemoryProbes) -> Self {
         self.memory = probes;
+        self
+    }
+
+    /// Sets [`ProvideConfig::timeline`].
+    #[must_use]
+    pub fn timeline(mut self, on: bool) -> Self {
+        self.timeline = on;
         self
     }
 
@@ -309,6 +319,76 @@ pub struct ProvideReport {
     /// The provider's own memory, from its start to its close (with
     /// [`ProvideConfig::memory`]'s probes, sampled every millisecond of wall time).
     pub provider_memory: MemoryPeaks,
+    /// The provider minute by minute of virtual time, from its start to its close (with
+    /// [`ProvideConfig::timeline`]; empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineSample>,
+}
+
+/// The provider in one minute of virtual time (see [`ProvideReport::timeline`]).
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct TimelineSample {
+    /// Virtual seconds since the provider started (the end of the minute).
+    pub at_secs: u64,
+    /// FIND_NODE requests the provider sent in the minute.
+    pub find_node: u64,
+    /// ADD_PROVIDER messages the provider sent in the minute.
+    pub add_provider: u64,
+    /// Other requests the provider sent in the minute.
+    pub other: u64,
+    /// How far behind its reprovide schedule the provider was.
+    pub behind_schedule_secs: u64,
+    /// Keys waiting for their first provide.
+    pub keys_queued: u64,
+    /// Live heap bytes above their level when the provider started (with a heap probe).
+    pub heap_bytes: Option<u64>,
+    /// The keystore's memory outside the heap (with a store probe).
+    pub store_bytes: Option<u64>,
+}
+
+/// Samples `provider` every minute of virtual time until `stop` is set.
+async fn sample_timeline<K: Keystore + 'static>(
+    sim: Sim,
+    me: usize,
+    provider: AnyProvider<K>,
+    probes: MemoryProbes,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<TimelineSample> {
+    use std::sync::atomic::Ordering;
+    let heap_at_start = probes.heap_bytes.map(|f| f());
+    let sent = |sim: &Sim| {
+        let c = sim.node(me).map(|n| n.counts()).unwrap_or_default();
+        let find_node = c.sent_of(MessageType::FindNode);
+        let add_provider = c.sent_of(MessageType::AddProvider);
+        let total: u64 = c.sent.values().sum();
+        (find_node, add_provider, total - find_node - add_provider)
+    };
+    let started = tokio::time::Instant::now();
+    let mut before = sent(&sim);
+    let mut samples = Vec::new();
+    let mut next = started;
+    while !stop.load(Ordering::Relaxed) {
+        next += Duration::from_secs(60);
+        tokio::time::sleep_until(next).await;
+        let now = sent(&sim);
+        let stats = provider.stats();
+        samples.push(TimelineSample {
+            at_secs: started.elapsed().as_secs(),
+            find_node: now.0 - before.0,
+            add_provider: now.1 - before.1,
+            other: now.2 - before.2,
+            behind_schedule_secs: stats.behind_schedule_secs,
+            keys_queued: stats.keys_queued,
+            heap_bytes: probes
+                .heap_bytes
+                .zip(heap_at_start)
+                .map(|(f, at)| f().saturating_sub(at)),
+            store_bytes: probes.store_bytes.as_ref().map(|f| f().iter().sum()),
+        });
+        before = now;
+    }
+    samples
 }
 
 /// What the keys ingested during the cycle saw.
@@ -472,6 +552,16 @@ where
         }
     };
     let started = tokio::time::Instant::now();
+    let timeline_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timeline = config.timeline.then(|| {
+        tokio::spawn(sample_timeline(
+            sim.clone(),
+            me,
+            provider.clone(),
+            config.memory.clone(),
+            timeline_stop.clone(),
+        ))
+    });
 
     // The first provide.
     on_phase("providing");
@@ -585,6 +675,11 @@ where
     let stats = provider.stats();
     provider.close().await;
     let provider_memory = watch.finish();
+    timeline_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let timeline = match timeline {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
 
     let last = reprovide.as_ref().unwrap_or(&provide);
     let both = |f: fn(&PhaseReport) -> u64| f(&provide) + reprovide.as_ref().map_or(0, f);
@@ -610,6 +705,7 @@ where
         ingest_late_keys: ingest.late_keys,
         ingest_failed_keys: ingest.failed_keys,
         provider_memory,
+        timeline,
         provide,
         reprovide,
     })
@@ -857,6 +953,15 @@ fn provider_error(e: impl std::fmt::Display) -> SimError {
 enum AnyProvider<K> {
     Sweep(SweepingProvider<crate::NodeNetwork, Arc<dht_routing_table::KBucketTable>, K>),
     PerKey(LegacyProvider<crate::SimClient, K>),
+}
+
+impl<K> Clone for AnyProvider<K> {
+    fn clone(&self) -> Self {
+        match self {
+            AnyProvider::Sweep(p) => AnyProvider::Sweep(p.clone()),
+            AnyProvider::PerKey(p) => AnyProvider::PerKey(p.clone()),
+        }
+    }
 }
 
 impl<K: Keystore + 'static> AnyProvider<K> {

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 mod bound;
+pub mod process;
 mod raw;
 
 #[allow(unused_imports)]

@@ -489,6 +489,11 @@ mod provide_cmd {
         /// New keys per second arriving during the reprovide cycle, on top of --keys (sweep).
         #[arg(long, default_value_t = 0, value_name = "R")]
         ingest: u64,
+        /// Write SVG plots of the run into this directory: record holders over the cycle,
+        /// requests per minute by type, behind schedule, memory (one subdirectory per
+        /// strategy with `--strategy both`).
+        #[arg(long, value_name = "DIR")]
+        plot: Option<String>,
     }
 
     fn default_keystore() -> KeystoreArg {
@@ -516,6 +521,7 @@ mod provide_cmd {
         strategies: Vec<Strategy>,
         config: ProvideConfig,
         json: Option<String>,
+        plot: Option<String>,
         keystore: &'static str,
     }
 
@@ -546,6 +552,7 @@ mod provide_cmd {
                 .findable_sample(self.findable_sample)
                 .workers(self.workers)
                 .ingest(self.ingest)
+                .timeline(self.plot.is_some())
                 .interval(Duration::from_secs_f64(self.interval_hours * 3600.0));
             config.keys = self.keys;
             let strategies = match self.strategy {
@@ -558,6 +565,7 @@ mod provide_cmd {
                 strategies,
                 config,
                 json: self.json,
+                plot: self.plot,
                 keystore: self.keystore.as_str(),
             })
         }
@@ -829,6 +837,21 @@ mod provide_cmd {
             peak_rss_bytes: peak_rss_bytes(),
         };
         print(&out);
+        if let Some(dir) = &args.plot {
+            for run in &out.runs {
+                let mut dir = std::path::PathBuf::from(dir);
+                if out.runs.len() > 1 {
+                    dir.push(run.report.strategy);
+                }
+                match dht_sim::plot::write_plots(&run.report, &dir) {
+                    Ok(_) => println!("plots written to {}", dir.display()),
+                    Err(e) => {
+                        eprintln!("dht-sim provide: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
         match &args.json {
             Some(path) => super::write_json(path, &out),
             None => ExitCode::SUCCESS,
