@@ -18,6 +18,7 @@ pub use config::{HandlerConfig, RateLimit};
 pub use error::HandlerError;
 pub use handler::{Handler, Sender};
 pub use ipns::{IpnsValidator, MAX_IPNS_RECORD_SIZE};
+pub use time::format_rfc3339;
 pub use validator::{
     NamespacedValidator, PublicKeyValidator, ValidationError, Validator, split_key,
 };
