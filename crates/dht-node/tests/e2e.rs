@@ -992,3 +992,88 @@ async fn provided_lists_the_keys_given_to_provide() {
     let (ok, _, err) = cli(&alone, &["provided", "--cid", "--codec", "nope"], None);
     assert!(!ok && err.contains("a codec is"), "{err}");
 }
+
+/// Every metric `deploy/grafana/dht-node.json` queries, with the `field`/`kind` label values
+/// it selects, and from both sides of a connection.
+fn dashboard_metrics() -> Vec<(String, Vec<(String, String)>)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/dht-node.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    exprs.push(
+        dashboard["templating"]["list"][1]["definition"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let mut found = Vec::new();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("dht_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = tail[..end].to_owned();
+            let mut labels = Vec::new();
+            let after = &tail[end..];
+            if let Some(inside) = after.strip_prefix('{') {
+                let close = inside.find('}').unwrap();
+                for matcher in inside[..close].split(',') {
+                    if let Some((label, value)) = matcher.split_once("=\"")
+                        && ["field", "kind"].contains(&label.trim())
+                    {
+                        labels.push((
+                            label.trim().to_owned(),
+                            value.trim_end_matches('"').to_owned(),
+                        ));
+                    }
+                }
+            }
+            found.push((name, labels));
+            rest = &tail[end..];
+        }
+    }
+    assert!(found.len() > 20, "{found:?}");
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_names_only_metrics_a_node_exports() {
+    let root = tempfile::tempdir().unwrap();
+    let a = NodeProc::start(&root.path().join("a"), &[]);
+    let b = NodeProc::start(&root.path().join("b"), &[&a]);
+    eventually(Duration::from_secs(20), "b knows a", || {
+        let api = b.api.clone();
+        async move { table_len(&api).await >= 1 }
+    })
+    .await;
+    let keys = cids("e2e-grafana", 3);
+    b.api.provide(&keys, true).await.unwrap();
+    // A lookup through the routing API: the lookup and HTTP counters have samples too.
+    b.routing.find_providers(&keys[0]).await.unwrap();
+    let text = b.api.metrics().await.unwrap();
+    for (name, labels) in dashboard_metrics() {
+        let exported = text.lines().any(|line| {
+            let Some(rest) = line.strip_prefix(name.as_str()) else {
+                return false;
+            };
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(label, value)| rest.contains(&format!("{label}=\"{value}\"")))
+        });
+        assert!(
+            exported,
+            "the dashboard's {name} {labels:?} is not exported:\n{text}"
+        );
+    }
+}
