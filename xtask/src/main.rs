@@ -91,19 +91,44 @@ fn main() -> Result<()> {
 }
 
 /// The main job: `dht-node devnet`, optimised, after the system set-up.
+/// The README's main job: `dht-node devnet`, built as `cargo xtask ci` builds, so that the two
+/// share one RocksDB build (its C++ takes most of a fresh machine's first build).
+///
+/// RocksDB's build script runs bindgen; `cargo build -p dht-node` (and `--release`) build
+/// bindgen's dependencies with other profile settings than `cargo test --workspace` does
+/// (bitflags, shared with normal crates, is merged with them or not depending on which
+/// targets are selected), and then RocksDB's C++ is compiled again. With its test targets
+/// selected, the dev build of dht-node makes the same RocksDB unit as ci's clippy, test and
+/// doc steps (checked with `cargo +nightly … --unit-graph -Z unstable-options`).
 fn devnet(args: &[&str]) -> Result<()> {
     setup::ensure(true)?;
-    let mut all = vec![
-        "run",
-        "--release",
+    cargo(&[
+        "build",
         "--locked",
         "-p",
         "dht-node",
-        "--",
-        "devnet",
-    ];
-    all.extend_from_slice(args);
-    cargo(&all)
+        "--all-features",
+        "--tests",
+    ])?;
+    let bin = target_dir()
+        .join("debug")
+        .join(format!("dht-node{}", std::env::consts::EXE_SUFFIX));
+    run(Command::new(bin).arg("devnet").args(args))
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR`, else `target` in the workspace root.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
 }
 
 /// The workspace root: the parent of this crate's manifest directory as `cargo run` reports it
