@@ -7,6 +7,7 @@
 //! - `fuzz <target> [--seconds N]`: run a cargo-fuzz target, installing cargo-fuzz if missing.
 //! - `sim <experiment> [args…]`: the simulator's experiments, built optimised.
 //! - `devnet [args…]`: the main job of the README.
+//! - `package`: `cargo package` of every publishable crate, its metadata and README checked.
 //! - `bench <bench> [args…]`: benchmarks; `bench devnet` compares the sweep with libp2p-kad,
 //!   `bench go` with go-libp2p-kad-dht's SweepingProvider.
 //! - `interop [test filter…]`: the interop tests against go-libp2p-kad-dht (needs Go).
@@ -25,6 +26,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod interop;
+mod package;
 mod setup;
 mod sim;
 mod tidy;
@@ -41,6 +43,7 @@ commands:
                              run a fuzz target of crates/*/fuzz (default 60 s)
   sim <experiment> [args...] run the simulator (`cargo xtask sim help` lists experiments)
   devnet [args...]           the README's main job: a local network that provides and finds content
+  package                    package every publishable crate and check its metadata and README
   bench <bench> [args...]    benchmarks: `devnet` (the sweep against libp2p-kad on a local
                              network), `go` (the sweep beside go-libp2p-kad-dht's
                              SweepingProvider; needs Go), `criterion` (every criterion
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run_target(&rest),
         "sim" => sim::run(&rest),
         "devnet" => devnet(&rest),
+        "package" => package::ci_step().map(drop),
         "bench" => bench::run(&rest),
         "interop" => {
             setup::ensure(true)?;
