@@ -4,7 +4,7 @@ use std::{process::Command, time::Instant};
 
 use anyhow::{Result, bail};
 
-use crate::{cargo_bin, interop, run, setup, tidy, workspace_root};
+use crate::{cargo_bin, interop, package, run, setup, tidy, workspace_root};
 
 /// One named check: `Ok(true)` when it ran and passed, `Ok(false)` when it was skipped.
 type Step = Box<dyn Fn() -> Result<bool>>;
@@ -117,6 +117,8 @@ pub(crate) fn run_all(install: bool) -> Result<()> {
         }),
     ));
 
+    // Every publishable crate packages, with its metadata and a README docs.rs renders.
+    steps.push(("package", Box::new(package::ci_step)));
     // Against go-libp2p-kad-dht, where Go is installed (see `interop`).
     steps.push(("interop", Box::new(interop::ci_step)));
 

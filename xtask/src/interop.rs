@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo_bin, run, workspace_root};
+use crate::{cargo_bin, run, target_dir, workspace_root};
 
 /// The variable through which the tests find the Go peer's binary.
 pub(crate) const GO_PEER_ENV: &str = "AMINO_GO_KADPEERS";
@@ -42,21 +42,6 @@ fn go_version() -> Option<String> {
 /// Whether the CI run must fail rather than skip when Go is missing.
 pub(crate) fn go_required() -> bool {
     std::env::var(REQUIRE_GO_ENV).is_ok_and(|v| v == "1")
-}
-
-/// The cargo target directory: `CARGO_TARGET_DIR`, else `target` in the workspace root.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        }
-        None => workspace_root().join("target"),
-    }
 }
 
 /// Builds the Go peer; returns the path of its binary.

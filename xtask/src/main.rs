@@ -7,6 +7,7 @@
 //! - `fuzz <target> [--seconds N]`: run a cargo-fuzz target, installing cargo-fuzz if missing.
 //! - `sim <experiment> [args…]`: the simulator's experiments, built optimised.
 //! - `devnet [args…]`: the main job of the README.
+//! - `package`: `cargo package` of every publishable crate, its metadata and README checked.
 //! - `bench <bench> [args…]`: benchmarks; `bench devnet` compares the sweep with libp2p-kad,
 //!   `bench go` with go-libp2p-kad-dht's SweepingProvider.
 //! - `interop [test filter…]`: the interop tests against go-libp2p-kad-dht (needs Go).
@@ -25,6 +26,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod interop;
+mod package;
 mod setup;
 mod sim;
 mod tidy;
@@ -41,6 +43,7 @@ commands:
                              run a fuzz target of crates/*/fuzz (default 60 s)
   sim <experiment> [args...] run the simulator (`cargo xtask sim help` lists experiments)
   devnet [args...]           the README's main job: a local network that provides and finds content
+  package                    package every publishable crate and check its metadata and README
   bench <bench> [args...]    benchmarks: `devnet` (the sweep against libp2p-kad on a local
                              network), `go` (the sweep beside go-libp2p-kad-dht's
                              SweepingProvider; needs Go), `criterion` (every criterion
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run_target(&rest),
         "sim" => sim::run(&rest),
         "devnet" => devnet(&rest),
+        "package" => package::ci_step().map(drop),
         "bench" => bench::run(&rest),
         "interop" => {
             setup::ensure(true)?;
@@ -91,19 +95,44 @@ fn main() -> Result<()> {
 }
 
 /// The main job: `dht-node devnet`, optimised, after the system set-up.
+/// The README's main job: `dht-node devnet`, built as `cargo xtask ci` builds, so that the two
+/// share one RocksDB build (its C++ takes most of a fresh machine's first build).
+///
+/// RocksDB's build script runs bindgen; `cargo build -p dht-node` (and `--release`) build
+/// bindgen's dependencies with other profile settings than `cargo test --workspace` does
+/// (bitflags, shared with normal crates, is merged with them or not depending on which
+/// targets are selected), and then RocksDB's C++ is compiled again. With its test targets
+/// selected, the dev build of dht-node makes the same RocksDB unit as ci's clippy, test and
+/// doc steps (checked with `cargo +nightly … --unit-graph -Z unstable-options`).
 fn devnet(args: &[&str]) -> Result<()> {
     setup::ensure(true)?;
-    let mut all = vec![
-        "run",
-        "--release",
+    cargo(&[
+        "build",
         "--locked",
         "-p",
         "dht-node",
-        "--",
-        "devnet",
-    ];
-    all.extend_from_slice(args);
-    cargo(&all)
+        "--all-features",
+        "--tests",
+    ])?;
+    let bin = target_dir()
+        .join("debug")
+        .join(format!("dht-node{}", std::env::consts::EXE_SUFFIX));
+    run(Command::new(bin).arg("devnet").args(args))
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR`, else `target` in the workspace root.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
 }
 
 /// The workspace root: the parent of this crate's manifest directory as `cargo run` reports it

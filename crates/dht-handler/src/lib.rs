@@ -19,6 +19,7 @@ pub use error::HandlerError;
 pub use handler::{Handler, Sender};
 pub use ipns::{IpnsValidator, MAX_IPNS_RECORD_SIZE};
 pub use rate::ip_bucket;
+pub use time::format_rfc3339;
 pub use validator::{
     NamespacedValidator, PublicKeyValidator, ValidationError, Validator, split_key,
 };

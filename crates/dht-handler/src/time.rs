@@ -134,7 +134,7 @@ pub(crate) fn parse_rfc3339(s: &[u8]) -> Option<UnixNanos> {
 
 /// `now` as an RFC 3339 UTC timestamp with whole seconds (`2006-01-02T15:04:05Z`), as
 /// go-libp2p-kad-dht writes a record's `timeReceived`.
-pub(crate) fn format_rfc3339(now: UnixSecs) -> String {
+pub fn format_rfc3339(now: UnixSecs) -> String {
     let days = i64::try_from(now / 86_400).unwrap_or(i64::MAX / 2);
     let rem = now % 86_400;
     let (y, m, d) = civil_from_days(days);

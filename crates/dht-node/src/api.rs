@@ -35,6 +35,12 @@
 //! - `POST /api/v1/stop` `{"cids":[…]}`: stops reproviding them. → `{"stopped":N}`.
 //! - `GET /api/v1/stats`: the provider's counters and the keystore size.
 //! - `GET /api/v1/provided/{cid}`: `{"held":true|false}`, whether the keystore holds it.
+//! - `GET /api/v1/provided`: every key provided (ProvideList), one
+//!   `{"multihash":"<base58btc>","kad":"<hex Kademlia key>"}` per line (NDJSON), in keyspace
+//!   order, streamed: read from the keystore `page` keys at a time (default
+//!   [`PROVIDED_PAGE`], at most [`MAX_LIST_PAGE`](dht_provider::MAX_LIST_PAGE)) as the client
+//!   reads. `after=<hex Kademlia key>` resumes after a key, `limit=N` stops after N keys. A
+//!   store error ends the stream with a line `{"error":"…"}`.
 //! - `GET /api/v1/routing-table`: a [`TableSummary`](crate::node::TableSummary).
 //! - `GET /api/v1/id`: `{"ID":…,"Addrs":[…]}`.
 //! - `GET /api/v1/values/{hex key}`: the value record's value (raw bytes), 404 if none;
@@ -60,7 +66,7 @@ use axum::{
     routing::{get, post},
 };
 use dht_handler::MAX_IPNS_RECORD_SIZE;
-use dht_proto::{PeerId, PeerInfo, Record, cid::Cid};
+use dht_proto::{Key, PeerId, PeerInfo, Record, cid::Cid};
 use dht_provider::{DhtProvider, Multihash, ProviderStats};
 use dht_provider_store::{Keystore, ProviderStore};
 use dht_routing_table::{Clock, SystemClock};
@@ -136,66 +142,197 @@ pub struct CidList {
     pub force: bool,
 }
 
-/// The provider's counters as `GET /api/v1/stats` shows them.
+/// The provider's state and counters as `GET /api/v1/stats` shows them (and `dht-node stat`
+/// prints in sections): read from counters kept up to date, never from a keystore scan.
+/// Times are Unix seconds; `now` is the node's clock when the answer was made.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StatsView {
+    /// The node's clock at the answer (Unix seconds).
+    #[serde(default)]
+    pub now: u64,
     /// `"sweep"` or `"per-key"`.
     pub strategy: String,
-    /// Keys in the keystore.
-    pub keystore_keys: u64,
-    /// Keys whose first provide (or reprovide) succeeded since the start.
-    pub keys_provided: u64,
-    /// Keys whose provide failed since the start.
-    pub keys_failed: u64,
+    /// Warnings an operator must not miss ([`Warning`](crate::health::Warning)).
+    #[serde(default)]
+    pub warnings: Vec<crate::health::Warning>,
+
+    // Connectivity.
+    /// Online, disconnected or offline.
+    pub connectivity: String,
+    /// Since when it holds.
+    #[serde(default)]
+    pub connectivity_since: u64,
+
+    // Queues.
     /// Keys waiting for their first provide.
     pub keys_queued: u64,
-    /// Regions waiting.
+    /// How many of them are held in memory (the others are read back from the keystore).
+    #[serde(default)]
+    pub keys_queued_in_memory: u64,
+    /// How long the oldest of them has waited, in seconds.
+    #[serde(default)]
+    pub oldest_queued_secs: u64,
+    /// Regions waiting: with new keys, or for a retry.
     pub regions_queued: u64,
-    /// Workers, and those busy.
+    /// Regions waiting with new keys.
+    #[serde(default)]
+    pub regions_queued_provide: u64,
+    /// Regions waiting for a retry.
+    #[serde(default)]
+    pub regions_queued_retry: u64,
+    /// How long the oldest retry has waited, in seconds.
+    #[serde(default)]
+    pub oldest_retry_secs: u64,
+    /// Regions of the schedule due for their reprovide, not yet taken.
+    #[serde(default)]
+    pub regions_due: u64,
+
+    // Schedule.
+    /// Keys in the keystore.
+    pub keystore_keys: u64,
+    /// Regions of the schedule.
+    #[serde(default)]
+    pub regions: u64,
+    /// Mean prefix length of the regions explored.
+    #[serde(default)]
+    pub mean_region_prefix_len: f64,
+    /// The next region of the reprovide walk (its prefix bits).
+    #[serde(default)]
+    pub next_region: Option<String>,
+    /// When it is due.
+    #[serde(default)]
+    pub next_region_due: Option<u64>,
+
+    // Workers.
+    /// Workers.
     pub workers: usize,
     /// Workers busy.
     pub workers_busy: usize,
-    /// Regions explored since the start.
-    pub regions_explored: u64,
+    /// Workers kept for the schedule.
+    #[serde(default)]
+    pub workers_reserved: usize,
+
+    // Timings.
+    /// When the provider started.
+    #[serde(default)]
+    pub started_at: u64,
+    /// Seconds since then.
+    #[serde(default)]
+    pub uptime_secs: u64,
+    /// When the cycle being walked started.
+    #[serde(default)]
+    pub cycle_started_at: Option<u64>,
+    /// How long the last full cycle took, in seconds.
+    #[serde(default)]
+    pub last_cycle_secs: Option<u64>,
+    /// How far behind schedule, in seconds.
+    pub behind_schedule_secs: u64,
+    /// The reprovide cycle number.
+    pub cycle: u64,
+
+    // Operations.
+    /// Keys whose provide (or reprovide) succeeded since the start.
+    pub keys_provided: u64,
+    /// Keys whose provide failed since the start.
+    pub keys_failed: u64,
+    /// ADD_PROVIDER messages (records) sent.
+    pub add_provider_sent: u64,
+    /// ADD_PROVIDER messages that failed.
+    pub add_provider_failed: u64,
     /// Records sent in the current cycle.
     pub records_sent_this_cycle: u64,
     /// Records sent in the last complete cycle.
     pub records_sent_last_cycle: u64,
-    /// How far the reprovide schedule is behind, in seconds.
-    pub behind_schedule_secs: u64,
+    /// Keys provided per minute since start.
+    #[serde(default)]
+    pub keys_per_minute: f64,
+    /// Mean time of a region job, in seconds.
+    #[serde(default)]
+    pub mean_region_secs: f64,
     /// FIND_NODE requests sent.
     pub find_node_sent: u64,
-    /// ADD_PROVIDER messages sent.
-    pub add_provider_sent: u64,
-    /// ADD_PROVIDER messages that failed.
-    pub add_provider_failed: u64,
-    /// The reprovide cycle number.
-    pub cycle: u64,
-    /// Online, disconnected or offline.
-    pub connectivity: String,
+    /// Regions explored since the start.
+    pub regions_explored: u64,
+
+    // Network.
+    /// Peers in the routing table.
+    #[serde(default)]
+    pub table_peers: u64,
+    /// Share of the peers sent to in the last cycle that answered.
+    #[serde(default)]
+    pub reachable_share: Option<f64>,
+    /// Mean servers per region explored.
+    #[serde(default)]
+    pub mean_servers_per_region: f64,
+    /// Mean servers holding each key's record.
+    #[serde(default)]
+    pub mean_holders_per_key: f64,
+
+    // Errors.
+    /// Keystore reads that failed.
+    #[serde(default)]
+    pub keystore_scan_errors: u64,
+    /// Saves of the provider's state that failed.
+    #[serde(default)]
+    pub state_save_errors: u64,
 }
 
 impl StatsView {
-    fn of(strategy: &str, keystore_keys: u64, p: &ProviderStats) -> Self {
+    /// The view of `p` at `now`, with the keystore's size, the routing table's and the
+    /// warnings.
+    pub fn of(
+        strategy: &str,
+        now: u64,
+        keystore_keys: u64,
+        table_peers: u64,
+        p: &ProviderStats,
+        warnings: Vec<crate::health::Warning>,
+    ) -> Self {
         StatsView {
+            now,
             strategy: strategy.into(),
-            keystore_keys,
-            keys_provided: p.keys_provided,
-            keys_failed: p.keys_failed,
+            warnings,
+            connectivity: format!("{:?}", p.connectivity).to_lowercase(),
+            connectivity_since: p.connectivity_since,
             keys_queued: p.keys_queued,
+            keys_queued_in_memory: p.keys_queued_in_memory,
+            oldest_queued_secs: p.oldest_queued_secs,
             regions_queued: p.regions_queued,
+            regions_queued_provide: p.regions_queued_provide,
+            regions_queued_retry: p.regions_queued_retry,
+            oldest_retry_secs: p.oldest_retry_secs,
+            regions_due: p.regions_due,
+            keystore_keys,
+            regions: p.slices,
+            mean_region_prefix_len: p.average_region_prefix_len,
+            next_region: p.next_region.clone(),
+            next_region_due: p.next_region_due,
             workers: p.workers,
             workers_busy: p.workers_busy,
-            regions_explored: p.regions_explored,
-            records_sent_this_cycle: p.records_sent_this_cycle,
-            records_sent_last_cycle: p.records_sent_last_cycle,
+            workers_reserved: p.workers_reserved,
+            started_at: p.started_at,
+            uptime_secs: p.uptime_secs(now),
+            cycle_started_at: p.cycle_started_at,
+            last_cycle_secs: p.last_cycle_secs,
             behind_schedule_secs: p.behind_schedule_secs,
-            find_node_sent: p.find_node_sent,
+            cycle: p.cycle,
+            keys_provided: p.keys_provided,
+            keys_failed: p.keys_failed,
             add_provider_sent: p.add_provider_sent,
             add_provider_failed: p.add_provider_failed,
-            cycle: p.cycle,
-            connectivity: format!("{:?}", p.connectivity).to_lowercase(),
+            records_sent_this_cycle: p.records_sent_this_cycle,
+            records_sent_last_cycle: p.records_sent_last_cycle,
+            keys_per_minute: p.keys_per_minute(now),
+            mean_region_secs: p.mean_region_secs(),
+            find_node_sent: p.find_node_sent,
+            regions_explored: p.regions_explored,
+            table_peers,
+            reachable_share: p.reachable_share(),
+            mean_servers_per_region: p.mean_servers_per_region(),
+            mean_holders_per_key: p.mean_holders_per_key(),
+            keystore_scan_errors: p.keystore_scan_errors,
+            state_save_errors: p.state_save_errors,
         }
     }
 }
@@ -530,6 +667,7 @@ pub fn management_router<T: NodeTable>(node: Arc<Node<T>>, access: ManagementAcc
         .route("/api/v1/provide", post(provide::<T>))
         .route("/api/v1/stop", post(stop::<T>))
         .route("/api/v1/stats", get(stats::<T>))
+        .route("/api/v1/provided", get(provided_list::<T>))
         .route("/api/v1/provided/{cid}", get(provided::<T>))
         .route("/api/v1/routing-table", get(routing_table::<T>))
         .route("/api/v1/id", get(id::<T>))
@@ -1085,10 +1223,16 @@ async fn stats<T: NodeTable>(
 ) -> Result<Json<StatsView>, ApiError> {
     node.metrics().api_request("stats");
     let keys = node.stores().count()?;
+    let now = SystemClock.now();
+    let provider = node.provider().stats();
+    let warnings = node.metrics().health().observe(now, &provider);
     Ok(Json(StatsView::of(
         node.provider().strategy(),
+        now,
         keys,
-        &node.provider().stats(),
+        node.table().len() as u64,
+        &provider,
+        warnings,
     )))
 }
 
@@ -1099,6 +1243,125 @@ async fn provided<T: NodeTable>(
     node.metrics().api_request("provided");
     let key = parse_cid(&cid)?;
     Ok(Json(serde_json::json!({ "held": node.holds(&key)? })))
+}
+
+/// The keys `GET /api/v1/provided` reads from the keystore at a time, by default.
+pub const PROVIDED_PAGE: usize = 1000;
+
+/// The query of `GET /api/v1/provided`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ProvidedQuery {
+    /// Start strictly after this Kademlia key (hex, 32 bytes).
+    pub after: Option<String>,
+    /// Stop after this many keys.
+    pub limit: Option<u64>,
+    /// Keys read from the keystore at a time.
+    pub page: Option<usize>,
+}
+
+/// One line of `GET /api/v1/provided`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvidedKey {
+    /// The multihash, base58btc (as a CIDv0 shows a sha2-256 one).
+    pub multihash: String,
+    /// Its Kademlia key (sha256 of the multihash bytes), hex: pass the last one as `after`
+    /// to resume.
+    pub kad: String,
+}
+
+impl ProvidedKey {
+    /// The line of `key` (`kad` its Kademlia key).
+    pub fn of(kad: &Key, key: &Multihash) -> Self {
+        ProvidedKey {
+            multihash: dht_proto::cid::multibase::Base::Base58Btc.encode(key.to_bytes()),
+            kad: hex_encode(kad.as_bytes()),
+        }
+    }
+}
+
+/// The keys a page source gives (`list(after, page)`: the keys strictly after `after`, at
+/// most `page`), as NDJSON chunks, one page per chunk, each page read (on a blocking
+/// thread) only when the one before was taken: whatever the number of keys, one page is
+/// in memory. Stops after `limit` keys; a failed read ends with an `{"error":…}` line.
+pub fn provided_lines<F>(
+    list: F,
+    after: Option<Key>,
+    page: usize,
+    limit: Option<u64>,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static
+where
+    F: Fn(Option<Key>, usize) -> Result<Vec<(Key, Multihash)>, ApiError> + Send + Sync + 'static,
+{
+    let page = page.clamp(1, dht_provider::MAX_LIST_PAGE);
+    let list = Arc::new(list);
+    let left = limit.unwrap_or(u64::MAX);
+    futures::stream::unfold(Some((after, left)), move |cursor| {
+        let list = list.clone();
+        async move {
+            let (after, left) = cursor?;
+            if left == 0 {
+                return None;
+            }
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(page);
+            let read = tokio::task::spawn_blocking(move || list(after, want)).await;
+            let keys = match read {
+                Ok(Ok(keys)) => keys,
+                Ok(Err(e)) => return Some((error_line(&e.to_string()), None)),
+                Err(e) => return Some((error_line(&e.to_string()), None)),
+            };
+            let mut chunk = Vec::with_capacity(keys.len() * 120);
+            for (kad, key) in &keys {
+                chunk.extend(serde_json::to_vec(&ProvidedKey::of(kad, key)).unwrap_or_default());
+                chunk.push(b'\n');
+            }
+            let next = (keys.len() == want)
+                .then(|| {
+                    keys.last()
+                        .map(|(kad, _)| (Some(*kad), left - keys.len() as u64))
+                })
+                .flatten();
+            if keys.is_empty() {
+                return None;
+            }
+            Some((Bytes::from(chunk), next))
+        }
+    })
+}
+
+fn error_line(message: &str) -> Bytes {
+    let mut line = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn provided_list<T: NodeTable>(
+    State(node): State<Arc<Node<T>>>,
+    Query(query): Query<ProvidedQuery>,
+) -> Result<Response, ApiError> {
+    node.metrics().api_request("provided_list");
+    let after = query
+        .after
+        .as_deref()
+        .map(|hex| {
+            let bytes = hex_decode(hex)?;
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| ApiError::BadRequest("after: a Kademlia key is 32 bytes".into()))?;
+            Ok::<_, ApiError>(Key::from_bytes(bytes))
+        })
+        .transpose()?;
+    let lines = provided_lines(
+        move |after, page| {
+            node.provider()
+                .provide_list(after.as_ref(), page)
+                .map_err(ApiError::from)
+        },
+        after,
+        query.page.unwrap_or(PROVIDED_PAGE),
+        query.limit,
+    );
+    let body = Body::from_stream(lines.map(Ok::<_, Infallible>));
+    Ok(([(header::CONTENT_TYPE, NDJSON)], body).into_response())
 }
 
 async fn routing_table<T: NodeTable>(State(node): State<Arc<Node<T>>>) -> Response {
@@ -1164,6 +1427,81 @@ async fn metrics<T: NodeTable>(State(node): State<Arc<Node<T>>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listing reads a page only when the one before was taken, never more than the
+    /// page size at a time, and stops at the limit.
+    #[tokio::test]
+    async fn provided_lines_read_one_page_at_a_time_as_the_client_reads() {
+        use dht_provider_store::{Keystore, MemoryStore};
+        let store = Arc::new(MemoryStore::new());
+        let keys: Vec<Multihash> = (0..5000u32)
+            .map(|i| {
+                Multihash::wrap(0x12, &dht_proto::Key::hash(&i.to_be_bytes()).as_bytes()[..])
+                    .expect("mh")
+            })
+            .collect();
+        store.put(&keys).expect("put");
+        let reads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let source = |store: Arc<MemoryStore>, reads: Arc<parking_lot::Mutex<Vec<usize>>>| {
+            move |after: Option<Key>, page: usize| {
+                reads.lock().push(page);
+                Ok(store.scan(&dht_proto::Prefix::ROOT, after.as_ref(), page)?)
+            }
+        };
+        let mut lines = Box::pin(provided_lines(
+            source(store.clone(), reads.clone()),
+            None,
+            700,
+            None,
+        ));
+        let first = lines.next().await.expect("a page");
+        assert_eq!(first.iter().filter(|b| **b == b'\n').count(), 700);
+        assert_eq!(*reads.lock(), [700], "only the first page was read");
+        let mut all: Vec<ProvidedKey> = first
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("line"))
+            .collect();
+        while let Some(chunk) = lines.next().await {
+            assert!(chunk.iter().filter(|b| **b == b'\n').count() <= 700);
+            all.extend(
+                chunk
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_slice::<ProvidedKey>(l).expect("line")),
+            );
+        }
+        assert_eq!(all.len(), 5000);
+        assert!(reads.lock().iter().all(|p| *p == 700));
+        assert_eq!(reads.lock().len(), 5000usize.div_ceil(700));
+        assert!(
+            all.windows(2).all(|w| w[0].kad < w[1].kad),
+            "keyspace order"
+        );
+
+        // A limit stops the reads; `after` resumes.
+        reads.lock().clear();
+        let resumed: Vec<Bytes> = provided_lines(
+            source(store.clone(), reads.clone()),
+            Some(Key::from_bytes(
+                hex_decode(&all[99].kad)
+                    .expect("hex")
+                    .try_into()
+                    .expect("32"),
+            )),
+            700,
+            Some(10),
+        )
+        .collect()
+        .await;
+        assert_eq!(*reads.lock(), [10]);
+        let text = String::from_utf8(resumed.concat()).expect("utf8");
+        assert!(
+            text.starts_with(&format!("{{\"multihash\":\"{}\"", all[100].multihash)),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 10);
+    }
 
     #[test]
     fn hex_round_trips_and_rejects_garbage() {

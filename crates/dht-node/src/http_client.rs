@@ -30,7 +30,7 @@ use hyper_util::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::api::{CidList, PeerRecord, StatsView, hex_encode};
+use crate::api::{CidList, PeerRecord, ProvidedKey, StatsView, hex_encode};
 
 /// What can go wrong talking to a node's API.
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +228,64 @@ impl ApiClient {
         Ok(v["held"].as_bool().unwrap_or(false))
     }
 
+    /// Every key the node provides (`GET /api/v1/provided`), in keyspace order, handed to
+    /// `each` as the lines arrive (one line at a time in memory, whatever their number);
+    /// returns how many. The timeout applies to each wait for more of the answer.
+    ///
+    /// # Errors
+    /// [`ClientError`]; a store error on the node's side is a [`ClientError::Status`] with
+    /// its message, after the keys before it were handed over.
+    pub async fn provided(
+        &self,
+        mut each: impl FnMut(ProvidedKey) -> Result<(), ClientError>,
+    ) -> Result<u64, ClientError> {
+        let url = format!("{}/api/v1/provided", self.base);
+        let uri: Uri = url.parse().map_err(|_| ClientError::Url(url.clone()))?;
+        let mut request = Request::builder().method(Method::GET).uri(uri);
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))?
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = tokio::time::timeout(self.timeout, body.collect())
+                .await
+                .map_err(|_| ClientError::Timeout(self.timeout))?
+                .map_err(|e| ClientError::Http(e.to_string()))?
+                .to_bytes();
+            ok(status, &bytes)?;
+            return Err(ClientError::Http(format!("unexpected status {status}")));
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        let mut count = 0;
+        loop {
+            let frame = tokio::time::timeout(self.timeout, body.frame())
+                .await
+                .map_err(|_| ClientError::Timeout(self.timeout))?;
+            let data = match frame {
+                None => break,
+                Some(frame) => frame.map_err(|e| ClientError::Http(e.to_string()))?,
+            };
+            let Ok(data) = data.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                count += provided_line(&line[..end], &mut each)?;
+            }
+        }
+        count += provided_line(&pending, &mut each)?;
+        Ok(count)
+    }
+
     /// The routing table's summary.
     ///
     /// # Errors
@@ -322,6 +380,25 @@ impl ApiClient {
         ok(status, &bytes)?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
+}
+
+/// One line of `GET /api/v1/provided`, handed to `each`: 1 key, or 0 for an empty line.
+fn provided_line(
+    line: &[u8],
+    each: &mut impl FnMut(ProvidedKey) -> Result<(), ClientError>,
+) -> Result<u64, ClientError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(0);
+    }
+    let value: serde_json::Value = serde_json::from_slice(line)?;
+    if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+        return Err(ClientError::Status {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: error.to_owned(),
+        });
+    }
+    each(serde_json::from_value(value)?)?;
+    Ok(1)
 }
 
 fn ok(status: StatusCode, body: &[u8]) -> Result<(), ClientError> {

@@ -21,11 +21,11 @@ use dht_node::{
     builder::NodeBuilder,
     config::{RunConfig, Settings, TableKind},
     devnet::{self, DevnetConfig, Strategy},
-    http_client::ApiClient,
+    http_client::{ApiClient, ClientError},
     node::{Node, NodeTable},
 };
 use dht_proto::Multiaddr;
-use dht_provider::{LegacyConfig, SweepConfig};
+use dht_provider::{LegacyConfig, Multihash, SweepConfig};
 use dht_provider_store::Keystore;
 use dht_routing_table::KBucketTable;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -85,8 +85,12 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
-    /// Shows the provider's counters and the routing table's summary.
-    Stat,
+    /// Lists the keys provided, one per line, in keyspace order: base58btc multihashes, or
+    /// CIDv1 with --cid.
+    Provided(ProvidedArgs),
+    /// Shows the provider's state in sections (connectivity, queues, schedule, workers,
+    /// timings, operations, network) and its warnings.
+    Stat(StatArgs),
     /// Starts N nodes on 127.0.0.1 in this process, provides K random CIDs from one of them,
     /// looks a sample up from the others and prints what it cost.
     Devnet(DevnetArgs),
@@ -179,6 +183,54 @@ struct CidArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ProvidedArgs {
+    /// Print CIDv1 (base32) instead of multihashes.
+    #[arg(long)]
+    cid: bool,
+    /// The CIDs' codec (--cid): raw, dag-pb, dag-cbor, dag-json, libp2p-key, or a number
+    /// (0x55).
+    #[arg(long, default_value = "raw", requires = "cid")]
+    codec: String,
+}
+
+/// The multicodec code of a codec name (or a decimal or 0x number).
+fn codec(name: &str) -> anyhow::Result<u64> {
+    Ok(match name {
+        "raw" => 0x55,
+        "dag-pb" => 0x70,
+        "dag-cbor" => 0x71,
+        "dag-json" => 0x0129,
+        "libp2p-key" => 0x72,
+        other => match other.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => other.parse(),
+        }
+        .with_context(|| {
+            format!("{other:?}: a codec is raw, dag-pb, dag-cbor, dag-json, libp2p-key or a number")
+        })?,
+    })
+}
+
+#[derive(Debug, clap::Args)]
+struct StatArgs {
+    /// JSON (`{"provider":…,"routing_table":…}`), for scripts.
+    #[arg(long, conflicts_with = "compact")]
+    json: bool,
+    /// One line.
+    #[arg(long)]
+    compact: bool,
+    /// Refresh every --interval seconds.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between two refreshes (--watch).
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// Stop after this many refreshes (--watch; 0: until interrupted).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -399,6 +451,18 @@ async fn serve_node<T: NodeTable>(
         "pid": std::process::id(),
     });
     write_atomically(&info_path, &serde_json::to_vec_pretty(&info)?)?;
+    // The provider's warnings reach the log even when nobody asks for the stats.
+    let watched = node.clone();
+    let health = tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(Duration::from_secs(dht_node::health::SAMPLE_EVERY_SECS));
+        loop {
+            tick.tick().await;
+            let stats = dht_provider::DhtProvider::stats(watched.provider());
+            let now = dht_routing_table::Clock::now(&dht_routing_table::SystemClock);
+            watched.metrics().health().observe(now, &stats);
+        }
+    });
     tracing::info!(
         peer_id = %node.peer_id(),
         addrs = ?node.info().addrs,
@@ -412,6 +476,7 @@ async fn serve_node<T: NodeTable>(
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    health.abort();
     let _ = stop_http.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -623,20 +688,63 @@ async fn client_command(
             let n = api.put_value(&record_key(&key)?, value).await?;
             println!("stored on {n} peers");
         }
-        Command::Stat => {
-            let stats = api.stats().await?;
-            let table = api.routing_table().await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "provider": stats,
-                    "routing_table": table,
-                }))?
-            );
+        Command::Stat(args) => stat(api, &args).await?,
+        Command::Provided(args) => {
+            let codec = args.cid.then(|| codec(&args.codec)).transpose()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            api.provided(|key| {
+                let text = match codec {
+                    None => key.multihash,
+                    Some(codec) => {
+                        let bytes = dht_proto::cid::multibase::Base::Base58Btc
+                            .decode(&key.multihash)
+                            .map_err(|e| ClientError::Http(format!("bad multihash: {e}")))?;
+                        let mh = Multihash::from_bytes(&bytes)
+                            .map_err(|e| ClientError::Http(format!("bad multihash: {e}")))?;
+                        dht_proto::cid::Cid::new_v1(codec, mh).to_string()
+                    }
+                };
+                writeln!(out, "{text}").map_err(|e| ClientError::Http(format!("stdout: {e}")))
+            })
+            .await?;
+            out.flush().context("writing stdout")?;
         }
         Command::Run(_) | Command::Devnet(_) => bail!("not a client command"),
     }
     Ok(())
+}
+
+/// `dht-node stat`: once, or every `--interval` with `--watch` (`--count` times).
+#[allow(clippy::print_stdout)]
+async fn stat(api: &ApiClient, args: &StatArgs) -> anyhow::Result<()> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let interval = Duration::from_secs_f64(args.interval.clamp(0.1, 86_400.0));
+    let mut shown = 0u64;
+    loop {
+        let stats = api.stats().await?;
+        let table = api.routing_table().await?;
+        let text = if args.json {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "provider": stats,
+                "routing_table": table,
+            }))?
+        } else if args.compact {
+            dht_node::stat::compact(&stats)
+        } else {
+            dht_node::stat::render(&stats, &table)
+        };
+        if args.watch && terminal && !args.compact {
+            // Clear the screen and go home, as `watch` does.
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{}", text.trim_end());
+        std::io::stdout().flush().context("writing stdout")?;
+        shown += 1;
+        if !args.watch || (args.count > 0 && shown >= args.count) {
+            return Ok(());
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {

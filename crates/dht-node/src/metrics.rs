@@ -6,15 +6,20 @@
 //! ([`Metrics::encode`]).
 
 use dht_proto::MessageType;
-use dht_provider::ProviderStats;
+use dht_provider::{Connectivity, ProviderStats};
 use dht_routing::OpStats;
+use dht_routing_table::{Clock, SystemClock};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-use crate::transport::TransportStats;
+use crate::{health::Health, transport::TransportStats};
+
+/// The kinds of [`Warning`](crate::health::Warning), as the `dht_provider_warning` gauge
+/// labels them.
+pub const WARNING_KINDS: [&str; 4] = ["behind_schedule", "offline", "queue_growing", "store_error"];
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -27,6 +32,7 @@ pub struct Metrics {
     lookup_requests: Family<Labels, Counter>,
     api_requests: Family<Labels, Counter>,
     gauges: Gauges,
+    health: Health,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +40,8 @@ struct Gauges {
     table_peers: Gauge,
     keystore_keys: Gauge,
     provider: Family<Labels, Gauge>,
+    provider_ratios: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    warnings: Family<Labels, Gauge>,
     transport: Family<Labels, Gauge>,
 }
 
@@ -102,6 +110,16 @@ impl Metrics {
             gauges.provider.clone(),
         );
         registry.register(
+            "provider_ratio",
+            "The provider's means and shares, by field",
+            gauges.provider_ratios.clone(),
+        );
+        registry.register(
+            "provider_warning",
+            "1 while the provider's warning of this kind holds (behind_schedule, offline, queue_growing, store_error)",
+            gauges.warnings.clone(),
+        );
+        registry.register(
             "transport",
             "The transport's counters, by field",
             gauges.transport.clone(),
@@ -113,7 +131,13 @@ impl Metrics {
             lookup_requests,
             api_requests,
             gauges,
+            health: Health::default(),
         }
+    }
+
+    /// The provider's warnings and their short history.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Counts an inbound request of type `ty`.
@@ -149,7 +173,47 @@ impl Metrics {
         g.table_peers.set(to_i64(snapshot.table_peers as u64));
         g.keystore_keys.set(to_i64(snapshot.keystore_keys));
         let p = &snapshot.provider;
+        let now = SystemClock.now();
+        let warnings = self.health.observe(now, p);
+        for kind in WARNING_KINDS {
+            let on = warnings.iter().any(|w| w.kind() == kind);
+            g.warnings
+                .get_or_create(&vec![("kind", kind.into())])
+                .set(i64::from(on));
+        }
         for (field, value) in [
+            ("mean_region_prefix_len", p.average_region_prefix_len),
+            ("keys_per_minute", p.keys_per_minute(now)),
+            ("mean_region_secs", p.mean_region_secs()),
+            ("mean_servers_per_region", p.mean_servers_per_region()),
+            ("mean_holders_per_key", p.mean_holders_per_key()),
+            ("reachable_share", p.reachable_share().unwrap_or(0.0)),
+        ] {
+            g.provider_ratios
+                .get_or_create(&vec![("field", field.into())])
+                .set(value);
+        }
+        for (field, value) in [
+            ("keys_queued_in_memory", p.keys_queued_in_memory),
+            ("oldest_queued_secs", p.oldest_queued_secs),
+            ("oldest_retry_secs", p.oldest_retry_secs),
+            ("regions_queued_provide", p.regions_queued_provide),
+            ("regions_queued_retry", p.regions_queued_retry),
+            ("regions_due", p.regions_due),
+            ("slices", p.slices),
+            ("workers_reserved", p.workers_reserved as u64),
+            ("uptime_secs", p.uptime_secs(now)),
+            (
+                "connectivity_online",
+                u64::from(p.connectivity == Connectivity::Online),
+            ),
+            ("connectivity_since", p.connectivity_since),
+            ("last_cycle_secs", p.last_cycle_secs.unwrap_or(0)),
+            ("peers_failed_last_cycle", p.peers_failed_last_cycle),
+            ("peers_tried_last_cycle", p.peers_tried_last_cycle),
+            ("region_jobs", p.region_jobs),
+            ("keystore_scan_errors", p.keystore_scan_errors),
+            ("state_save_errors", p.state_save_errors),
             ("keys_queued", p.keys_queued),
             ("regions_queued", p.regions_queued),
             ("workers", p.workers as u64),

@@ -465,6 +465,17 @@ impl<T: NodeTable> DhtProvider for NodeProvider<T> {
         }
     }
 
+    fn provide_list(
+        &self,
+        after: Option<&dht_proto::Key>,
+        limit: usize,
+    ) -> Result<Vec<(dht_proto::Key, Multihash)>, ProviderError> {
+        match self {
+            NodeProvider::Sweep(p) => p.provide_list(after, limit),
+            NodeProvider::Legacy(p) => p.provide_list(after, limit),
+        }
+    }
+
     fn stats(&self) -> ProviderStats {
         match self {
             NodeProvider::Sweep(p) => p.stats(),

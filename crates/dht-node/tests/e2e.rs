@@ -326,8 +326,8 @@ async fn client_commands_work_against_running_nodes() {
     assert!(ok, "{err}");
     assert_eq!(String::from_utf8_lossy(&out).trim(), "10 CIDs accepted");
 
-    // stat: JSON with the provider and the routing table.
-    let (ok, out, err) = cli(&b, &["stat"], None);
+    // stat --json: the provider and the routing table.
+    let (ok, out, err) = cli(&b, &["stat", "--json"], None);
     assert!(ok, "{err}");
     let stat: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(stat["provider"]["keystore_keys"], 30);
@@ -551,7 +551,7 @@ async fn management_is_apart_from_routing_and_needs_the_token_and_a_known_host()
 
     // With the token, provide works; the client commands send the token file's token.
     assert_eq!(node.api.provide(&keys, false).await.unwrap(), 2);
-    let (ok, out, err) = cli(&node, &["stat"], None);
+    let (ok, out, err) = cli(&node, &["stat", "--json"], None);
     assert!(ok, "{err}");
     let stat: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(stat["provider"]["keystore_keys"], 2);
@@ -671,4 +671,259 @@ async fn the_http_api_answers_while_the_node_bootstraps() {
         "the API answers 503 within 5 s of the start; log: {log}"
     );
     assert!(still_bootstrapping, "the node was still bootstrapping");
+}
+
+/// `dht-node stat` against a real node that nobody answers: the sections a person reads,
+/// `--json` for scripts, `--compact` on one line, `--watch` refreshing (bounded by
+/// `--count`), and the warning (disconnected, since when) in the output, the metrics and the
+/// node's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_shows_sections_json_compact_watch_and_warns_when_nobody_answers() {
+    let root = tempfile::tempdir().unwrap();
+    let alone = NodeProc::start(&root.path().join("alone"), &[]);
+    let key = &cids("e2e-stat", 1)[0];
+    let (ok, _, err) = cli(&alone, &["provide", "--quiet", key], None);
+    assert!(ok, "{err}");
+    // The first provide finds no server: the provider goes disconnected.
+    eventually(
+        Duration::from_secs(20),
+        "the provider is disconnected",
+        || {
+            let api = alone.api.clone();
+            async move { api.stats().await.is_ok_and(|s| s.connectivity != "online") }
+        },
+    )
+    .await;
+
+    let (ok, out, err) = cli(&alone, &["stat", "--json"], None);
+    assert!(ok, "{err}");
+    let stat: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let p = &stat["provider"];
+    assert_eq!(p["keystore_keys"], 1);
+    assert_eq!(p["connectivity"], "disconnected");
+    assert!(p["connectivity_since"].as_u64().unwrap() >= p["started_at"].as_u64().unwrap());
+    for field in [
+        "keys_queued_in_memory",
+        "oldest_retry_secs",
+        "regions_queued_retry",
+        "regions_due",
+        "workers_reserved",
+        "uptime_secs",
+        "keys_per_minute",
+        "mean_region_secs",
+        "table_peers",
+        "mean_holders_per_key",
+    ] {
+        assert!(!p[field].is_null(), "{field} missing: {p}");
+    }
+    assert_eq!(p["warnings"][0]["kind"], "offline", "{p}");
+    assert_eq!(p["warnings"][0]["state"], "disconnected");
+
+    let (ok, out, err) = cli(&alone, &["stat"], None);
+    assert!(ok, "{err}");
+    let text = String::from_utf8(out).unwrap();
+    eprintln!("{text}");
+    let mut at = 0;
+    for section in [
+        "Connectivity",
+        "Queues",
+        "Schedule",
+        "Workers",
+        "Timings",
+        "Operations",
+        "Network",
+        "Warnings",
+    ] {
+        let found = text[at..]
+            .find(&format!("\n{section}"))
+            .map(|i| at + i)
+            .or_else(|| (at == 0 && text.starts_with(section)).then_some(0));
+        let i = found.unwrap_or_else(|| panic!("no section {section} in order: {text}"));
+        at = i + 1;
+    }
+    assert!(text.contains("disconnected, since 20"), "{text}");
+    assert!(text.contains("! disconnected since"), "{text}");
+    assert!(text.contains("keys              1\n"), "{text}");
+
+    let (ok, out, err) = cli(&alone, &["stat", "--compact"], None);
+    assert!(ok, "{err}");
+    let line = String::from_utf8(out).unwrap();
+    assert_eq!(line.trim_end().lines().count(), 1, "{line}");
+    assert!(
+        line.contains("disconnected") && line.contains("keys 1 ") && line.contains("WARN offline"),
+        "{line}"
+    );
+
+    let started = Instant::now();
+    let (ok, out, err) = cli(
+        &alone,
+        &[
+            "stat",
+            "--compact",
+            "--watch",
+            "--interval",
+            "0.3",
+            "--count",
+            "3",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let lines = String::from_utf8(out).unwrap();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    let metrics = alone.api.metrics().await.unwrap();
+    for line in [
+        "dht_provider_warning{kind=\"offline\"} 1",
+        "dht_provider_warning{kind=\"behind_schedule\"} 0",
+        "dht_provider{field=\"oldest_retry_secs\"}",
+        "dht_provider{field=\"keys_queued_in_memory\"}",
+        "dht_provider{field=\"connectivity_online\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+    let log = std::fs::read_to_string(alone.dir.join("node.log")).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("provider: disconnected since"),
+        "{}",
+        read_log(&alone.dir)
+    );
+}
+
+/// `dht-node provided` lists what `provide` was given: the same set (a clean diff once both
+/// are sorted), as base58btc multihashes by default and as the same CIDv1 with `--cid
+/// --codec raw`, in keyspace order, streamed from the node's keystore in pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provided_lists_the_keys_given_to_provide() {
+    let root = tempfile::tempdir().unwrap();
+    let alone = NodeProc::start(&root.path().join("alone"), &[]);
+    let given = cids("e2e-provided", 2500);
+    let list = root.path().join("pins.txt");
+    std::fs::write(&list, given.join("\n")).unwrap();
+    let (ok, out, err) = cli(
+        &alone,
+        &["provide", "--quiet", "--file", list.to_str().unwrap()],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "2500 CIDs accepted");
+
+    let (ok, out, err) = cli(&alone, &["provided", "--cid", "--codec", "raw"], None);
+    assert!(ok, "{err}");
+    let listed: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (mut a, mut b) = (listed.clone(), given.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the list diffs clean against the pins");
+
+    let (ok, out, err) = cli(&alone, &["provided"], None);
+    assert!(ok, "{err}");
+    let multihashes: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(multihashes.len(), 2500);
+    // sha2-256 multihashes in base58btc are what a CIDv0 shows: `Qm…`.
+    let mut kad = Vec::new();
+    for (mh, cid) in multihashes.iter().zip(&listed) {
+        let v0: Cid = mh.parse().unwrap();
+        let v1: Cid = cid.parse().unwrap();
+        assert_eq!(v0.hash(), v1.hash(), "same key, same order");
+        kad.push(Sha256::digest(v0.hash().to_bytes()).to_vec());
+    }
+    assert!(kad.windows(2).all(|w| w[0] < w[1]), "keyspace order");
+
+    let (ok, _, err) = cli(&alone, &["provided", "--cid", "--codec", "nope"], None);
+    assert!(!ok && err.contains("a codec is"), "{err}");
+}
+
+/// Every metric `deploy/grafana/dht-node.json` queries, with the `field`/`kind` label values
+/// it selects, and from both sides of a connection.
+fn dashboard_metrics() -> Vec<(String, Vec<(String, String)>)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/dht-node.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    exprs.push(
+        dashboard["templating"]["list"][1]["definition"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let mut found = Vec::new();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("dht_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = tail[..end].to_owned();
+            let mut labels = Vec::new();
+            let after = &tail[end..];
+            if let Some(inside) = after.strip_prefix('{') {
+                let close = inside.find('}').unwrap();
+                for matcher in inside[..close].split(',') {
+                    if let Some((label, value)) = matcher.split_once("=\"")
+                        && ["field", "kind"].contains(&label.trim())
+                    {
+                        labels.push((
+                            label.trim().to_owned(),
+                            value.trim_end_matches('"').to_owned(),
+                        ));
+                    }
+                }
+            }
+            found.push((name, labels));
+            rest = &tail[end..];
+        }
+    }
+    assert!(found.len() > 20, "{found:?}");
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_names_only_metrics_a_node_exports() {
+    let root = tempfile::tempdir().unwrap();
+    let a = NodeProc::start(&root.path().join("a"), &[]);
+    let b = NodeProc::start(&root.path().join("b"), &[&a]);
+    eventually(Duration::from_secs(20), "b knows a", || {
+        let api = b.api.clone();
+        async move { table_len(&api).await >= 1 }
+    })
+    .await;
+    let keys = cids("e2e-grafana", 3);
+    b.api.provide(&keys, true).await.unwrap();
+    // A lookup through the routing API: the lookup and HTTP counters have samples too.
+    b.routing.find_providers(&keys[0]).await.unwrap();
+    let text = b.api.metrics().await.unwrap();
+    for (name, labels) in dashboard_metrics() {
+        let exported = text.lines().any(|line| {
+            let Some(rest) = line.strip_prefix(name.as_str()) else {
+                return false;
+            };
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(label, value)| rest.contains(&format!("{label}=\"{value}\"")))
+        });
+        assert!(
+            exported,
+            "the dashboard's {name} {labels:?} is not exported:\n{text}"
+        );
+    }
 }

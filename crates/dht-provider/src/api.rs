@@ -1,6 +1,21 @@
 //! The provider interface of the seed `provider-interface.md`, in Rust.
 
+use dht_proto::{Key, Prefix};
+use dht_provider_store::Keystore;
+
 use crate::{Multihash, error::ProviderError, stats::ProviderStats};
+
+/// The most keys one [`DhtProvider::provide_list`] page holds.
+pub const MAX_LIST_PAGE: usize = 10_000;
+
+/// One page of a keystore's keys over the whole keyspace, for `provide_list`.
+pub(crate) fn list_page<K: Keystore>(
+    keystore: &K,
+    after: Option<&Key>,
+    limit: usize,
+) -> Result<Vec<(Key, Multihash)>, ProviderError> {
+    Ok(keystore.scan(&Prefix::ROOT, after, limit.clamp(1, MAX_LIST_PAGE))?)
+}
 
 /// Keeps keys advertised on the DHT: provides them, and reprovides them before their
 /// records expire, until told to stop.
@@ -31,6 +46,16 @@ pub trait DhtProvider: Send + Sync {
         keys: &[Multihash],
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
+    /// ProvideList: the keys provided (held in the keystore) in keyspace order (by Kademlia
+    /// key), strictly after `after` when given, at most `limit` of them (capped at
+    /// [`MAX_LIST_PAGE`]). Page through every key by passing the last Kademlia key of a page
+    /// as the next `after`; nothing but one page is in memory.
+    fn provide_list(
+        &self,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, ProviderError>;
+
     /// State and counters, as `ipfs provide stat` shows them.
     fn stats(&self) -> ProviderStats;
 
@@ -56,6 +81,9 @@ macro_rules! impl_dht_provider {
             }
             fn provide_once(&self, keys: &[Multihash]) -> impl Future<Output = Result<(), ProviderError>> + Send {
                 crate::$ty::provide_once(self, keys)
+            }
+            fn provide_list(&self, after: Option<&Key>, limit: usize) -> Result<Vec<(Key, Multihash)>, ProviderError> {
+                crate::$ty::provide_list(self, after, limit)
             }
             fn stats(&self) -> ProviderStats {
                 crate::$ty::stats(self)

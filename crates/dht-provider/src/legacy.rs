@@ -230,6 +230,15 @@ where
         self.inner.provide_many(keys).await
     }
 
+    /// The keys provided, in keyspace order; see [`DhtProvider::provide_list`](crate::DhtProvider::provide_list).
+    pub fn provide_list(
+        &self,
+        after: Option<&dht_proto::Key>,
+        limit: usize,
+    ) -> Result<Vec<(dht_proto::Key, Multihash)>, ProviderError> {
+        crate::api::list_page(&self.inner.keystore, after, limit)
+    }
+
     /// Counters in the sweep's terms, for side-by-side reports.
     pub fn stats(&self) -> ProviderStats {
         let c = &self.inner.counters;

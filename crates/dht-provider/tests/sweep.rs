@@ -1572,3 +1572,39 @@ async fn stats_show_the_schedule_the_network_and_since_when_offline() {
     assert!(stats.behind_schedule_secs > 0);
     provider.close().await.unwrap();
 }
+
+/// ProvideList: the keys come back from the keystore in keyspace order, a page at a time,
+/// each page at most as long as asked, all of them once.
+#[tokio::test(start_paused = true)]
+async fn provide_list_pages_through_the_keys_in_keyspace_order() {
+    let net = Net::new(50, 50);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let held = keys(2500, 51);
+    provider.start_providing_async(false, &held).unwrap();
+    let mut listed: Vec<(Key, Multihash)> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let after = listed.last().map(|(k, _)| *k);
+        let page = provider.provide_list(after.as_ref(), 1000).unwrap();
+        assert!(page.len() <= 1000);
+        pages += 1;
+        let done = page.len() < 1000;
+        listed.extend(page);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(listed.len(), 2500);
+    assert!(listed.windows(2).all(|w| w[0].0 < w[1].0), "keyspace order");
+    assert!(listed.iter().all(|(k, mh)| *k == Key::from_multihash(mh)));
+    let mut want = held.clone();
+    want.sort_by_key(Key::from_multihash);
+    let got: Vec<Multihash> = listed.into_iter().map(|(_, mh)| mh).collect();
+    assert_eq!(got, want);
+    // A page is never longer than the cap.
+    let capped = provider.provide_list(None, usize::MAX).unwrap();
+    assert_eq!(capped.len(), 2500.min(dht_provider::MAX_LIST_PAGE));
+    provider.close().await.unwrap();
+}

@@ -498,6 +498,15 @@ where
         }
     }
 
+    /// The keys provided, in keyspace order; see [`DhtProvider::provide_list`](crate::DhtProvider::provide_list).
+    pub fn provide_list(
+        &self,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, ProviderError> {
+        crate::api::list_page(&self.inner.parts.keystore, after, limit)
+    }
+
     /// What an operator needs to know.
     pub fn stats(&self) -> ProviderStats {
         self.inner.stats()
