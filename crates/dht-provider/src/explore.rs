@@ -423,8 +423,9 @@ impl RegionExplorer {
         if !inside_parent {
             return;
         }
-        if answer.len() >= self.config.k {
-            // At least k servers inside q: learn each half.
+        if answer.len() >= self.config.k || self.live_in(&q).count() >= self.config.k {
+            // At least k servers inside q (listed, or known with those listed): learn each
+            // half. (An answer that leaves peers out may list fewer than k of a large q.)
             self.split(q);
             return;
         }
@@ -437,10 +438,6 @@ impl RegionExplorer {
         }
         if self.confirmations() > 1 {
             // Answers leave peers out: learn q from the union of several.
-            if self.live_in(&q).count() >= self.config.k {
-                self.split(q);
-                return;
-            }
             let confirmed = self.confirmed.entry(q).or_default();
             confirmed.insert(*peer);
             if confirmed.len() >= self.confirmations() {
