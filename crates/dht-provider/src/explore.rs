@@ -423,23 +423,24 @@ impl RegionExplorer {
         if !inside_parent {
             return;
         }
-        if answer.len() >= self.config.k {
-            // At least k servers inside q: learn each half.
+        if answer.len() >= self.config.k || self.live_in(&q).count() >= self.config.k {
+            // At least k servers inside q (listed, or known with those listed): learn each
+            // half. (An answer that leaves peers out may list fewer than k of a large q.)
             self.split(q);
             return;
         }
         let missing = known_before.iter().filter(|p| !answer.contains(p)).count();
-        self.checked += known_before.len();
-        self.left_out += missing;
-        if self.config.confirmations > 1 {
+        // An answer of k peers may leave out known servers past its k closest; only one
+        // that could have listed them all says what answers omit.
+        if answer.len() + missing < self.config.k {
+            self.checked += known_before.len();
+            self.left_out += missing;
+        }
+        if self.confirmations() > 1 {
             // Answers leave peers out: learn q from the union of several.
-            if self.live_in(&q).count() >= self.config.k {
-                self.split(q);
-                return;
-            }
             let confirmed = self.confirmed.entry(q).or_default();
             confirmed.insert(*peer);
-            if confirmed.len() >= self.config.confirmations {
+            if confirmed.len() >= self.confirmations() {
                 self.confirmed.remove(&q);
                 self.open.remove(&q);
                 self.complete.insert(q);
@@ -450,6 +451,19 @@ impl RegionExplorer {
         if missing == 0 {
             self.open.remove(&q);
             self.complete.insert(q);
+        }
+    }
+
+    /// The answers a prefix needs: as configured, and at least 2 once this exploration's own
+    /// answers left out more than a twentieth of the servers they should have listed (so
+    /// that the first exploration in such a network does not spend its budget asking again
+    /// after every answer that leaves one out).
+    fn confirmations(&self) -> usize {
+        let omitting = self.checked >= 10 && self.left_out * 20 > self.checked;
+        if omitting {
+            self.config.confirmations.max(2)
+        } else {
+            self.config.confirmations
         }
     }
 

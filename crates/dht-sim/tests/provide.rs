@@ -209,7 +209,6 @@ fn ingested_keys_are_provided_within_minutes() {
 /// 13.3. Without `omit` the same network gives a mean of 18.3 / p5 16 after the provide;
 /// with `omit` and fast tables a mean of 16.0 / p5 8. Run with `--ignored`.
 #[test]
-#[ignore = "the sweep misses the targets when servers omit a fifth of their peers"]
 fn small_scale_targets_in_a_network_that_misbehaves() {
     dht_sim::runtime().unwrap().block_on(async {
         let config = sim_config(500, 25)

@@ -18,11 +18,11 @@ use crate::{
 
 /// The answers a prefix needs before it counts as learned when answers leave out an `omit`
 /// share of the peers they should list: enough that a server is left out of all of them with
-/// a chance of at most 5 % (1 when nothing is left out, at most 3).
+/// a chance of at most 1 % (1 when at most that share is left out, at most 3).
 pub(super) fn confirmations_for(omit: f64) -> usize {
     let mut n = 1;
     let mut missed = omit.clamp(0.0, 1.0);
-    while missed > 0.05 && n < 3 {
+    while missed > 0.01 && n < 3 {
         n += 1;
         missed *= omit;
     }
@@ -209,7 +209,16 @@ where
                 // Only records lost on the way: send them again, to the same servers.
                 continue;
             }
-            // Some servers are gone: learn the region again without them.
+            // Some servers are gone. The region's other servers are still known: without the
+            // gone ones, each key goes to its next closest, and the region is learned again
+            // only when fewer than k are left.
+            exploration
+                .servers
+                .retain(|p| !excluded.contains(&p.peer_id));
+            exploration.responded.retain(|p| !excluded.contains(p));
+            if exploration.servers.len() >= k {
+                continue;
+            }
             exploration = if self.parts.table.is_complete() {
                 self.table_region(slice, excluded)
             } else {
