@@ -52,9 +52,8 @@ use crate::{
 
 /// The Amino DHT's public bootstrap peers (as go-libp2p-kad-dht and Kubo list them).
 ///
-/// The `/dnsaddr` entries need a transport that resolves DNS; this node's transport dials
-/// IP addresses, so of these only the `/ip4` one is dialled (the others are skipped with a
-/// warning at bootstrap). Pass your own list with [`NodeBuilder::bootstrap_peers`].
+/// The transport resolves `/dnsaddr` (TXT records of `_dnsaddr.<name>`) and `/dns*` addresses
+/// with the system's resolver. Pass your own list with [`NodeBuilder::bootstrap_peers`].
 pub const AMINO_BOOTSTRAP: &[&str] = &[
     "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
     "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
@@ -294,6 +293,14 @@ impl<T: NodeTable> NodeBuilder<T> {
         self
     }
 
+    /// Addresses others reach this node at (e.g. a public address behind NAT), announced by
+    /// identify and in the node's own records (FIND_NODE answers about itself, the provider
+    /// records it sends) before the listen addresses.
+    pub fn external_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.transport = self.transport.external_addrs(addrs);
+        self
+    }
+
     /// Server (answers the DHT, the default) or client mode.
     pub fn mode(mut self, mode: Mode) -> Self {
         let kad = self.transport.kad.clone().mode(mode);
@@ -418,9 +425,15 @@ impl<T: NodeTable> NodeBuilder<T> {
                 .handle(&sender, request, SystemClock.now())
                 .map_err(|e| Box::new(e) as HandlerError)
         });
+        let external = self.transport.external_addrs.clone();
         let (transport, events) = transport::spawn(keypair, self.transport, inbound).await?;
         table.use_address_book(Arc::new(transport.peer_book()));
-        let addrs = transport.listen_addrs().await?;
+        let mut addrs = external;
+        for addr in transport.listen_addrs().await? {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
         handler.set_local_addrs(addrs.clone());
         let info = PeerInfo::new(peer_id, addrs);
         tracing::info!(peer_id = %peer_id, addrs = ?info.addrs, "node listening");
@@ -521,9 +534,43 @@ impl<T: NodeTable> Bootstrapper<'_, T> {
     /// Dials the peers, adds those that answered, runs a self-lookup; returns the table size.
     async fn run(&self, peers: &[PeerInfo]) -> Result<usize, NodeError> {
         crate::node::dial_and_add(self.transport, &**self.table, peers).await;
+        self.add_once_identified(peers).await;
         let key = self.peer_id.to_bytes();
         dht_routing::find_closest_peers(&**self.client, &key, dht_proto::K_VALUE).await?;
         Ok(self.table.len())
+    }
+}
+
+impl<T: NodeTable> Bootstrapper<'_, T> {
+    /// A peer named by DNS (`/dns*`, `/dnsaddr`) has no address its connection vouches for
+    /// until identify tells its listen addresses, so the table could not hold it yet: adds
+    /// such peers again once identify has (waiting at most 5 s for those connected).
+    async fn add_once_identified(&self, peers: &[PeerInfo]) {
+        use dht_routing_table::AddressBook;
+        let by_ip =
+            |a: &Multiaddr| matches!(a.iter().next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
+        let mut waiting: Vec<&PeerInfo> = peers
+            .iter()
+            .filter(|p| !p.addrs.iter().any(by_ip))
+            .collect();
+        let book = self.transport.peer_book();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !waiting.is_empty() {
+            waiting.retain(|p| match book.observed(&p.peer_id) {
+                Some(seen) if !seen.listen_addrs.is_empty() => {
+                    let seen =
+                        dht_routing_table::PeerEvent::Seen(dht_routing_table::Direction::Outbound);
+                    self.table.update(p, seen);
+                    false
+                }
+                Some(_) => true,
+                None => book.awaiting_identify(&p.peer_id),
+            });
+            if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -79,6 +79,9 @@ pub struct RunConfig {
     pub data_dir: Option<PathBuf>,
     /// Multiaddrs to listen on.
     pub listen: Option<Vec<String>>,
+    /// Multiaddrs others reach this node at (a public address behind NAT or a proxy),
+    /// announced by identify and in the node's own records besides the listen addresses.
+    pub external_addrs: Option<Vec<String>>,
     /// Bootstrap peers (multiaddrs ending in `/p2p/<peer id>`); empty for none.
     pub bootstrap: Option<Vec<String>>,
     /// `server` or `client`.
@@ -122,6 +125,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Listen addresses.
     pub listen: Vec<Multiaddr>,
+    /// External addresses (none by default).
+    pub external_addrs: Vec<Multiaddr>,
     /// Bootstrap peers.
     pub bootstrap: Vec<PeerInfo>,
     /// Server or client.
@@ -161,6 +166,7 @@ impl RunConfig {
         RunConfig {
             data_dir: flags.data_dir.or(self.data_dir),
             listen: flags.listen.or(self.listen),
+            external_addrs: flags.external_addrs.or(self.external_addrs),
             bootstrap: flags.bootstrap.or(self.bootstrap),
             mode: flags.mode.or(self.mode),
             reprovide_interval: flags.reprovide_interval.or(self.reprovide_interval),
@@ -194,6 +200,15 @@ impl RunConfig {
                 .collect::<Result<Vec<_>, _>>()?,
             None => vec![default_listen()],
         };
+        let external_addrs = self
+            .external_addrs
+            .iter()
+            .flatten()
+            .map(|a| {
+                a.parse::<Multiaddr>()
+                    .map_err(|e| err("external-addrs", format!("{a:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let bootstrap = match &self.bootstrap {
             Some(peers) => peers
                 .iter()
@@ -247,6 +262,7 @@ impl RunConfig {
             api,
             data_dir,
             listen,
+            external_addrs,
             bootstrap,
             mode,
             reprovide_interval,

@@ -50,6 +50,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of `run`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the node until SIGINT or SIGTERM.
@@ -107,6 +109,10 @@ struct RunArgs {
     /// A multiaddr to listen on (repeat for several).
     #[arg(long = "listen")]
     listen: Vec<String>,
+    /// A multiaddr others reach this node at, announced besides the listen addresses (repeat
+    /// for several).
+    #[arg(long = "external-addr")]
+    external_addr: Vec<String>,
     /// A bootstrap peer, a multiaddr ending in /p2p/<peer id> (repeat for several).
     #[arg(long = "bootstrap")]
     bootstrap: Vec<String>,
@@ -151,6 +157,7 @@ impl RunArgs {
             api_token_file,
             data_dir: self.data_dir.clone(),
             listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
+            external_addrs: (!self.external_addr.is_empty()).then(|| self.external_addr.clone()),
             bootstrap: if self.no_bootstrap {
                 Some(Vec::new())
             } else {
@@ -340,6 +347,7 @@ async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Res
     let mut builder = NodeBuilder::new()
         .data_dir(settings.data_dir.clone())
         .listen_addrs(settings.listen.clone())
+        .external_addrs(settings.external_addrs.clone())
         .bootstrap_peers(settings.bootstrap.clone())
         .mode(settings.mode);
     if settings.listen.iter().any(is_local) {

@@ -574,3 +574,102 @@ async fn idle_pooled_streams_do_not_keep_the_connection_open() {
     let out = within("again", a.handle.request(&b.info, Request::Ping)).await;
     assert!(out.is_ok(), "{out:?}");
 }
+
+/// The TCP port of a node's first listen address.
+fn tcp_port(peer: &PeerInfo) -> u16 {
+    peer.addrs
+        .iter()
+        .flat_map(|a| a.iter())
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_address_is_resolved_and_dialled() {
+    let a = Node::server().await;
+    let b = Node::server().await;
+    let at_name = PeerInfo::new(
+        a.info.peer_id,
+        vec![
+            format!("/dns4/localhost/tcp/{}", tcp_port(&a.info))
+                .parse()
+                .unwrap(),
+        ],
+    );
+    let out = within(
+        "a request to a /dns4 address",
+        b.handle.request(&at_name, find_node(b"by name")),
+    )
+    .await;
+    assert!(
+        matches!(out, Ok(Some(Response::FindNode { .. }))),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_bootstraps_from_a_peer_named_by_dns() {
+    use dht_node::builder::{NodeBuilder, parse_peer};
+    let seed = NodeBuilder::local().build().await.unwrap();
+    let named = parse_peer(&format!(
+        "/dns4/localhost/tcp/{}/p2p/{}",
+        tcp_port(seed.info()),
+        seed.peer_id()
+    ))
+    .unwrap();
+    let node = NodeBuilder::local()
+        .bootstrap_peers(vec![named])
+        .bootstrap_timeout(Duration::from_secs(15))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        node.table().contains(&seed.peer_id()),
+        "the bootstrap peer named by DNS was not reached"
+    );
+    node.close().await.unwrap();
+    seed.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_addresses_are_announced_by_identify_and_in_our_own_records() {
+    use dht_node::builder::NodeBuilder;
+    let external: dht_proto::Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
+    let node = NodeBuilder::local()
+        .external_addrs(vec![external.clone()])
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(node.info().addrs.first(), Some(&external));
+    let mut other = Node::server().await;
+    other.handle.dial(node.info()).await.unwrap();
+    let peer_id = node.peer_id();
+    let announced = other
+        .event(|e| match e {
+            TransportEvent::PeerIsServer(p) if p.peer_id == peer_id => Some(p.addrs),
+            _ => None,
+        })
+        .await;
+    assert!(announced.contains(&external), "identify: {announced:?}");
+    // Asked for itself, it answers with itself first, at its external address too.
+    let out = within(
+        "FIND_NODE of its own id",
+        other
+            .handle
+            .request(node.info(), find_node(&peer_id.to_bytes())),
+    )
+    .await;
+    let Ok(Some(Response::FindNode { closer_peers })) = out else {
+        panic!("{out:?}");
+    };
+    assert_eq!(closer_peers.first().map(|p| p.peer_id), Some(peer_id));
+    assert!(
+        closer_peers[0].addrs.contains(&external),
+        "{:?}",
+        closer_peers[0].addrs
+    );
+    node.close().await.unwrap();
+}

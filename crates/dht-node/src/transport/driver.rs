@@ -231,6 +231,11 @@ pub async fn spawn(
             yamux::Config::default,
         )
         .map_err(|e| TransportError::Setup(e.to_string()))?
+        // `/dns`, `/dns4`, `/dns6` and `/dnsaddr` addresses are resolved with the system's
+        // resolver configuration (as Kubo does): five of the six Amino bootstrap peers are
+        // `/dnsaddr`.
+        .with_dns()
+        .map_err(|e| TransportError::Setup(format!("reading the system's DNS configuration: {e}")))?
         .with_behaviour(|_| NodeBehaviour {
             limits: config.limits.libp2p_behaviour(),
             ip_limits: IpLimits::new(&config.limits),

@@ -1,4 +1,5 @@
-//! The libp2p transport: TCP + noise + yamux, identify, ping, and `/ipfs/kad/1.0.0` over the
+//! The libp2p transport: TCP + noise + yamux (dialling `/dns*` and `/dnsaddr` addresses through
+//! the system's DNS resolver), identify, ping, and `/ipfs/kad/1.0.0` over the
 //! [`dht_proto::Codec`] with stream reuse.
 //!
 //! Two layers:

@@ -1,7 +1,7 @@
-//! The file-descriptor limit of a real `dht-node run` process: the soft limit raised to the
+//! Real `dht-node run` processes: the file-descriptor limit (the soft limit raised to the
 //! hard one at start, and a hard limit too small for the defaults shared out so that RocksDB
-//! keeps its files (`dht_node::fds`). The limits are set with the shell's `ulimit` before
-//! `exec`, so they are the process's own from its start.
+//! keeps its files, `dht_node::fds`; the limits are set with the shell's `ulimit` before
+//! `exec`, so they are the process's own from its start), and `--external-addr`.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +14,11 @@ use std::{
 /// Starts `dht-node run` on `dir` with `ulimit` arguments `ulimit` applied first, waits for its
 /// `node.json` (at most 30 s) and returns the child.
 fn start_under(dir: &Path, ulimit: &str) -> Child {
+    start_with(dir, ulimit, &[])
+}
+
+/// [`start_under`] with more arguments to `run`.
+fn start_with(dir: &Path, ulimit: &str, extra: &[&str]) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::File::create(dir.join("node.log")).unwrap();
     let mut child = Command::new("sh")
@@ -25,6 +30,7 @@ fn start_under(dir: &Path, ulimit: &str) -> Child {
         .arg(dir)
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
         .args(["--api-addr", "127.0.0.1:0", "--no-bootstrap"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -121,4 +127,38 @@ fn a_small_hard_limit_keeps_rocksdb_its_share() {
         number("established_incoming") <= number("established"),
         "{line}"
     );
+}
+
+#[test]
+fn external_addresses_given_on_the_command_line_are_announced() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("external");
+    let child = start_with(
+        &dir,
+        "-Sn 4096",
+        &[
+            "--external-addr",
+            "/ip4/198.51.100.7/tcp/4001",
+            "--external-addr",
+            "/dns4/node.example.org/tcp/4001",
+        ],
+    );
+    let info = std::fs::read_to_string(dir.join("node.json")).unwrap();
+    stop(child);
+    let json: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let addrs: Vec<&str> = json["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    for want in [
+        "/ip4/198.51.100.7/tcp/4001",
+        "/dns4/node.example.org/tcp/4001",
+    ] {
+        assert!(
+            addrs.iter().any(|a| a.starts_with(want)),
+            "{want} not in {addrs:?}"
+        );
+    }
 }
