@@ -775,6 +775,18 @@ mod provide_cmd {
             col(&|r| mib(r.report.provider_memory.store_bytes)),
         ));
         rows.push((
+            "    memtables (most)".into(),
+            col(&|r| mib(r.report.provider_memory.store_memtables_bytes)),
+        ));
+        rows.push((
+            "    block cache (most)".into(),
+            col(&|r| mib(r.report.provider_memory.store_block_cache_bytes)),
+        ));
+        rows.push((
+            "    table readers (most)".into(),
+            col(&|r| mib(r.report.provider_memory.store_table_readers_bytes)),
+        ));
+        rows.push((
             "network heap (at start)".into(),
             col(&|r| mib(r.report.provider_memory.heap_at_start_bytes)),
         ));
