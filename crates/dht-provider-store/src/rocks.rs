@@ -863,34 +863,56 @@ impl ValueStore for RocksStore {
     }
 }
 
-/// The keystore keys of `keys`, first occurrences only, in input order.
-fn keystore_keys(keys: &[Multihash]) -> Vec<(Vec<u8>, Multihash)> {
-    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(keys.len());
-    keys.iter()
-        .filter_map(|mh| {
-            let bytes = mh.to_bytes();
-            let k = kad_prefixed(&Key::hash(&bytes), &bytes);
-            seen.insert(bytes).then_some((k, *mh))
-        })
-        .collect()
+/// How many keystore keys one existence check reads at once (one `MultiGet`). RocksDB's
+/// `MultiGet` takes a few hundred bytes per key for its contexts and results, so a provide
+/// call of 100,000 keys read at once took about 50 MB for a moment; in chunks it takes
+/// this many keys' worth.
+const KEYSTORE_READ_CHUNK: usize = 1024;
+
+impl RocksStore {
+    /// Calls `f(keystore key, multihash, held)` for the first occurrence of each of `keys`,
+    /// in input order, reading the keystore in chunks of [`KEYSTORE_READ_CHUNK`].
+    fn keystore_presence(
+        &self,
+        cf: &ColumnFamily,
+        keys: &[Multihash],
+        mut f: impl FnMut(Vec<u8>, &Multihash, bool),
+    ) -> Result<(), StoreError> {
+        // A key's keystore key starts with the SHA-256 of its bytes: equal hashes, equal keys.
+        let mut seen: HashSet<Key> = HashSet::with_capacity(keys.len());
+        let mut chunk: Vec<(Vec<u8>, &Multihash)> = Vec::with_capacity(KEYSTORE_READ_CHUNK);
+        for part in keys.chunks(KEYSTORE_READ_CHUNK) {
+            chunk.clear();
+            for mh in part {
+                let bytes = mh.to_bytes();
+                let kad = Key::hash(&bytes);
+                if seen.insert(kad) {
+                    chunk.push((kad_prefixed(&kad, &bytes), mh));
+                }
+            }
+            let found = self
+                .db
+                .batched_multi_get_cf(cf, chunk.iter().map(|(k, _)| k), false);
+            for ((k, mh), held) in chunk.drain(..).zip(found) {
+                f(k, mh, held.map_err(StoreError::from_rocks)?.is_some());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Keystore for RocksStore {
     fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, StoreError> {
         let cf = self.cf(CF_KEYSTORE)?;
-        let candidates = keystore_keys(keys);
         let _guard = self.keystore_lock.lock();
-        let found = self
-            .db
-            .batched_multi_get_cf(cf, candidates.iter().map(|(k, _)| k), false);
         let mut wb = WriteBatch::default();
         let mut new = Vec::new();
-        for ((k, mh), f) in candidates.iter().zip(found) {
-            if f.map_err(StoreError::from_rocks)?.is_none() {
+        self.keystore_presence(cf, keys, |k, mh, held| {
+            if !held {
                 wb.put_cf(cf, k, b"");
                 new.push(*mh);
             }
-        }
+        })?;
         if new.is_empty() {
             return Ok(new);
         }
@@ -906,19 +928,15 @@ impl Keystore for RocksStore {
 
     fn delete(&self, keys: &[Multihash]) -> Result<u64, StoreError> {
         let cf = self.cf(CF_KEYSTORE)?;
-        let candidates = keystore_keys(keys);
         let _guard = self.keystore_lock.lock();
-        let found = self
-            .db
-            .batched_multi_get_cf(cf, candidates.iter().map(|(k, _)| k), false);
         let mut wb = WriteBatch::default();
         let mut removed = 0u64;
-        for ((k, _), f) in candidates.iter().zip(found) {
-            if f.map_err(StoreError::from_rocks)?.is_some() {
+        self.keystore_presence(cf, keys, |k, _, held| {
+            if held {
                 wb.delete_cf(cf, k);
                 removed += 1;
             }
-        }
+        })?;
         if removed == 0 {
             return Ok(0);
         }
