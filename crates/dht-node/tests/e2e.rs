@@ -15,7 +15,9 @@ use std::{
 
 use common::process::{NodeProc, cids, eventually, read_log};
 use dht_node::http_client::ApiClient;
+use dht_proto::cid::Cid;
 use hyper::{Method, StatusCode};
+use sha2::{Digest, Sha256};
 
 async fn table_len(api: &ApiClient) -> u64 {
     api.routing_table()

@@ -1542,9 +1542,11 @@ async fn stats_show_the_schedule_the_network_and_since_when_offline() {
     assert_eq!(stats.connectivity_since, START);
     assert!(stats.region_jobs >= 1, "{stats:?}");
     assert!(stats.regions_explored >= 1);
-    // Every key reached its 20 closest servers; every region holds at least 20.
+    // Every key reached its 20 closest servers, plus the spares the sweep adds while it
+    // still assumes a share of silent servers (at most k/2 a key); every region holds at
+    // least 20.
     let holders = stats.mean_holders_per_key();
-    assert!((19.5..=20.0).contains(&holders), "{holders}");
+    assert!((19.5..=30.0).contains(&holders), "{holders}");
     assert!(stats.mean_servers_per_region() >= 20.0, "{stats:?}");
     assert_eq!(stats.reachable_share(), Some(1.0));
     assert_eq!(stats.workers_reserved, config().reserved_for_schedule);
