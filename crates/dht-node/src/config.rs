@@ -14,6 +14,11 @@
 //! strategy = "sweep"         # or "per-key"
 //! store = "rocksdb"          # or "memory"
 //! table = "kbucket"          # or "full"
+//!
+//! [rocksdb]                  # RocksDB sizing; defaults depend on the mode (see RocksSizes)
+//! block-cache-mib = 64
+//! write-buffer-mib = 256
+//! provider-cache-mib = 64
 //! ```
 //!
 //! Every field is optional; [`RunConfig::merge`] lets flags override the file, and
@@ -22,6 +27,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use dht_proto::{Multiaddr, PeerInfo};
+use dht_provider_store::Config as StoreConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -105,6 +111,57 @@ pub struct RunConfig {
     pub store: Option<String>,
     /// `kbucket` or `full`.
     pub table: Option<String>,
+    /// RocksDB sizing (the `[rocksdb]` table); unset sizes take the mode's default.
+    pub rocksdb: Option<RocksSizes>,
+}
+
+/// The memory RocksDB may take, in MiB (the `[rocksdb]` table of the file); each unset
+/// size takes its mode's default.
+///
+/// A server stores the provider records and values of the network: its defaults are those
+/// of [`StoreConfig::default`] (block cache 64 MiB, memtables 256 MiB, provider cache
+/// 64 MiB). A client stores no records, only its own keystore, which the sweep reads one
+/// region at a time: its defaults are [`StoreConfig::small`] (block cache 8 MiB, memtables
+/// 16 MiB, provider cache 8 MiB).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RocksSizes {
+    /// RocksDB's block cache ([`StoreConfig::block_cache_bytes`]).
+    pub block_cache_mib: Option<usize>,
+    /// RocksDB's memtable budget ([`StoreConfig::write_buffer_bytes`]).
+    pub write_buffer_mib: Option<usize>,
+    /// The LRU cache of provider lists ([`StoreConfig::cache_bytes`]; 0 turns it off).
+    pub provider_cache_mib: Option<usize>,
+}
+
+impl RocksSizes {
+    /// The store configuration for `mode` with these sizes applied.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a memtable budget under 1 MiB or a size beyond the address space.
+    pub fn store_config(&self, mode: Mode) -> Result<StoreConfig, ConfigError> {
+        let mib = |setting: &'static str, v: usize| {
+            v.checked_mul(1 << 20)
+                .ok_or_else(|| err(setting, format!("{v} MiB is out of range")))
+        };
+        let mut config = match mode {
+            Mode::Server => StoreConfig::default(),
+            Mode::Client => StoreConfig::small(),
+        };
+        if let Some(v) = self.block_cache_mib {
+            config = config.block_cache_bytes(mib("rocksdb.block-cache-mib", v)?);
+        }
+        if let Some(v) = self.write_buffer_mib {
+            if v == 0 {
+                return Err(err("rocksdb.write-buffer-mib", "at least 1"));
+            }
+            config = config.write_buffer_bytes(mib("rocksdb.write-buffer-mib", v)?);
+        }
+        if let Some(v) = self.provider_cache_mib {
+            config = config.cache_bytes(mib("rocksdb.provider-cache-mib", v)?);
+        }
+        Ok(config)
+    }
 }
 
 /// Which routing table the node runs.
@@ -147,6 +204,8 @@ pub struct Settings {
     pub per_key: bool,
     /// Whether the stores are in memory instead of RocksDB.
     pub memory_store: bool,
+    /// RocksDB's settings (sizes by mode and `[rocksdb]`), when the stores are on RocksDB.
+    pub rocksdb: StoreConfig,
     /// The routing table.
     pub table: TableKind,
 }
@@ -178,6 +237,7 @@ impl RunConfig {
             strategy: flags.strategy.or(self.strategy),
             store: flags.store.or(self.store),
             table: flags.table.or(self.table),
+            rocksdb: flags.rocksdb.or(self.rocksdb),
         }
     }
 
@@ -185,7 +245,7 @@ impl RunConfig {
     /// [`default_data_dir`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
     /// server mode, Delegated Routing on [`DEFAULT_HTTP_ADDR`], management on
     /// [`DEFAULT_API_ADDR`] with the token in [`TOKEN_FILE`] of the data directory, sweep,
-    /// RocksDB, k-buckets.
+    /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad setting.
@@ -253,7 +313,13 @@ impl RunConfig {
             Some("full") => TableKind::Full,
             Some(other) => return Err(err("table", format!("{other:?}: kbucket or full"))),
         };
+        let rocksdb = self
+            .rocksdb
+            .clone()
+            .unwrap_or_default()
+            .store_config(mode)?;
         Ok(Settings {
+            rocksdb,
             api_token_file: self
                 .api_token_file
                 .clone()
@@ -365,6 +431,49 @@ mod tests {
         assert_eq!(settings.api.map(|a| a.port()), Some(7000));
         assert_eq!(settings.api_hosts, ["dht.example.org"]);
         assert_eq!(settings.api_token_file, PathBuf::from("/tmp/x/api.token"));
+    }
+
+    #[test]
+    fn rocksdb_sizes_follow_the_mode_and_the_file() {
+        let mib = 1 << 20;
+        let server = RunConfig::default().resolve().expect("defaults").rocksdb;
+        assert_eq!(server, StoreConfig::default());
+        assert_eq!(server.write_buffer_bytes, 256 * mib);
+        let client = RunConfig {
+            mode: Some("client".into()),
+            ..RunConfig::default()
+        };
+        let small = client.resolve().expect("client").rocksdb;
+        assert_eq!(small.block_cache_bytes, 8 * mib);
+        assert_eq!(small.write_buffer_bytes, 16 * mib);
+        assert_eq!(small.cache_bytes, 8 * mib);
+
+        let file = RunConfig::from_toml(
+            r#"
+            mode = "client"
+            [rocksdb]
+            block-cache-mib = 2
+            write-buffer-mib = 4
+            provider-cache-mib = 0
+            "#,
+        )
+        .expect("valid TOML");
+        let set = file
+            .merge(RunConfig::default())
+            .resolve()
+            .expect("valid")
+            .rocksdb;
+        assert_eq!(set.block_cache_bytes, 2 * mib);
+        assert_eq!(set.write_buffer_bytes, 4 * mib);
+        assert_eq!(set.cache_bytes, 0);
+        assert_eq!(set.max_open_files, small.max_open_files);
+
+        let bad = RunConfig::from_toml("[rocksdb]\nwrite-buffer-mib = 0").expect("TOML");
+        assert_eq!(
+            bad.resolve().expect_err("refused").setting,
+            "rocksdb.write-buffer-mib"
+        );
+        assert!(RunConfig::from_toml("[rocksdb]\nblock-cache = 1").is_err());
     }
 
     #[test]

@@ -170,6 +170,7 @@ impl RunArgs {
             strategy: self.strategy.clone(),
             store: self.store.clone(),
             table: self.table.clone(),
+            ..RunConfig::default()
         }
     }
 }
@@ -353,9 +354,11 @@ async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Res
     if settings.listen.iter().any(is_local) {
         builder = builder.allow_local_networks();
     }
-    if settings.memory_store {
-        builder = builder.memory_store();
-    }
+    builder = if settings.memory_store {
+        builder.memory_store()
+    } else {
+        builder.rocks_store(settings.rocksdb.clone())
+    };
     builder = if settings.per_key {
         let mut config = LegacyConfig::default();
         if let Some(interval) = settings.reprovide_interval {
