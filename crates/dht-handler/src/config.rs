@@ -103,6 +103,12 @@ pub struct HandlerConfig {
     /// Whether the per-IP rate applies to loopback senders too (default `false`: a devnet runs
     /// every node on 127.0.0.1, and the connection limits exempt loopback alike).
     pub rate_limit_loopback: bool,
+    /// Whether answers carry public addresses only (default `false`): loopback, private,
+    /// link-local and unspecified IP addresses ([`is_public_addr`](crate::is_public_addr))
+    /// learned from others are left out of closer peers and provider records, and a closer
+    /// peer left with no address is left out. `dht-node`'s builder turns it on for a node on
+    /// the internet and off for a devnet or a LAN.
+    pub public_addrs_only: bool,
 }
 
 impl Default for HandlerConfig {
@@ -121,6 +127,7 @@ impl Default for HandlerConfig {
             ip_rate_limit: Some(RateLimit::new(2_000, 20_000)),
             max_tracked_ips: 10_000,
             rate_limit_loopback: false,
+            public_addrs_only: false,
         }
     }
 }
@@ -207,6 +214,13 @@ impl HandlerConfig {
     #[must_use]
     pub fn max_tracked_ips(mut self, n: usize) -> Self {
         self.max_tracked_ips = n.max(1);
+        self
+    }
+
+    /// Sets [`HandlerConfig::public_addrs_only`].
+    #[must_use]
+    pub fn public_addrs_only(mut self, on: bool) -> Self {
+        self.public_addrs_only = on;
         self
     }
 

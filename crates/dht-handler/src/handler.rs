@@ -275,6 +275,11 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         let mut peers = self
             .table
             .closest_peers(&Key::hash(key), k.saturating_add(2));
+        if self.config.public_addrs_only {
+            for p in &mut peers {
+                p.addrs.retain(is_public_addr);
+            }
+        }
         peers.retain(|p| p.peer_id != *requester && p.peer_id != *local && !p.addrs.is_empty());
         peers.truncate(k);
         peers
@@ -317,7 +322,7 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             .providers
             .providers(&key, self.config.max_providers_returned, now)?
             .into_iter()
-            .map(|r| PeerInfo::new(r.provider, self.bound_provider_addrs(r.addrs)))
+            .map(|r| PeerInfo::new(r.provider, self.served_provider_addrs(r.addrs)))
             .collect();
         let local = self.local.read().peer_id;
         let closer_peers = self.closer_peers(&key, from, &local);
@@ -326,6 +331,16 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             providers,
             closer_peers,
         })
+    }
+
+    /// The addresses of a stored provider record that an answer carries: bounded, and public
+    /// only when [`HandlerConfig::public_addrs_only`] is set.
+    fn served_provider_addrs(&self, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        let mut addrs = self.bound_provider_addrs(addrs);
+        if self.config.public_addrs_only {
+            addrs.retain(is_public_addr);
+        }
+        addrs
     }
 
     /// The addresses of a provider record worth storing and serving: dialable, each within
@@ -483,5 +498,34 @@ pub(crate) fn source_group(ip: IpAddr) -> SourceGroup {
     match IpGroup::of(ip) {
         IpGroup::V4([a, b, c]) => SourceGroup::from_bytes(&[4, a, b, c]),
         IpGroup::V6([a, b, c, d, e, f]) => SourceGroup::from_bytes(&[6, a, b, c, d, e, f]),
+    }
+}
+
+/// Whether `addr` may be served or dialled on the internet: its IP, if it starts with one, is
+/// not loopback, private, link-local or unspecified
+/// ([`dht_routing_table::is_local_ip`]); a DNS name may be.
+///
+/// ```
+/// use dht_handler::is_public_addr;
+/// for (addr, public) in [
+///     ("/ip4/198.51.100.7/tcp/4001", true),
+///     ("/dns4/node.example.org/tcp/4001", true),
+///     ("/ip4/127.0.0.1/tcp/4001", false),
+///     ("/ip4/10.1.2.3/tcp/4001", false),
+///     ("/ip6/fe80::1/tcp/4001", false),
+/// ] {
+///     assert_eq!(is_public_addr(&addr.parse()?), public, "{addr}");
+/// }
+/// # Ok::<(), dht_proto::multiaddr::Error>(())
+/// ```
+pub fn is_public_addr(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(dht_proto::multiaddr::Protocol::Ip4(ip)) => {
+            !dht_routing_table::is_local_ip(IpAddr::V4(ip))
+        }
+        Some(dht_proto::multiaddr::Protocol::Ip6(ip)) => {
+            !dht_routing_table::is_local_ip(IpAddr::V6(ip))
+        }
+        _ => true,
     }
 }

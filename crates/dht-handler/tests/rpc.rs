@@ -1140,3 +1140,34 @@ fn fresh_peer_ids_from_one_ip_share_one_rate_budget() {
         .count();
     assert_eq!(from_lo, 8);
 }
+
+#[test]
+fn answers_carry_public_addresses_only_when_asked() {
+    // The table's peers are all at 10.x addresses (private).
+    for kind in &KINDS {
+        let stores = Stores::new(kind);
+        let lan = handler(&stores, &table_peers(), HandlerConfig::default());
+        let Some(Response::FindNode { closer_peers }) =
+            lan.handle(&cli(99), find_node(b"k"), NOW).unwrap()
+        else {
+            panic!("FIND_NODE is answered");
+        };
+        assert_eq!(closer_peers.len(), K_VALUE, "[{}]", stores.name);
+        let stores = Stores::new(kind);
+        let wan = handler(
+            &stores,
+            &table_peers(),
+            HandlerConfig::default().public_addrs_only(true),
+        );
+        let Some(Response::FindNode { closer_peers }) =
+            wan.handle(&cli(99), find_node(b"k"), NOW).unwrap()
+        else {
+            panic!("FIND_NODE is answered");
+        };
+        assert!(
+            closer_peers.is_empty(),
+            "[{}] {closer_peers:?}",
+            stores.name
+        );
+    }
+}

@@ -130,6 +130,7 @@ pub struct NodeBuilder<T: NodeTable = KBucketTable> {
     bootstrap: Vec<PeerInfo>,
     bootstrap_timeout: Duration,
     raise_fd_limit: bool,
+    public_addrs_only: bool,
 }
 
 impl<T: NodeTable> Clone for NodeBuilder<T> {
@@ -146,6 +147,7 @@ impl<T: NodeTable> Clone for NodeBuilder<T> {
             bootstrap: self.bootstrap.clone(),
             bootstrap_timeout: self.bootstrap_timeout,
             raise_fd_limit: self.raise_fd_limit,
+            public_addrs_only: self.public_addrs_only,
         }
     }
 }
@@ -173,6 +175,7 @@ impl NodeBuilder<KBucketTable> {
             bootstrap: amino_bootstrap_peers(),
             bootstrap_timeout: Duration::from_secs(60),
             raise_fd_limit: true,
+            public_addrs_only: true,
         }
     }
 
@@ -197,9 +200,12 @@ impl NodeBuilder<KBucketTable> {
         self
     }
 
-    /// Lets loopback and private addresses past the routing table's IP diversity filter
-    /// (for networks on one machine or one LAN).
+    /// Lets loopback and private addresses past the routing table's IP diversity filter, and
+    /// turns the public-address filter off (see
+    /// [`public_addrs_only`](NodeBuilder::public_addrs_only)), for networks on one machine or
+    /// one LAN.
     pub fn allow_local_networks(mut self) -> Self {
+        self.public_addrs_only = false;
         let diversity = self.table.diversity.unwrap_or_default();
         self.table = self
             .table
@@ -223,6 +229,7 @@ impl<T: NodeTable> NodeBuilder<T> {
             bootstrap: self.bootstrap,
             bootstrap_timeout: self.bootstrap_timeout,
             raise_fd_limit: self.raise_fd_limit,
+            public_addrs_only: self.public_addrs_only,
         }
     }
 
@@ -332,6 +339,18 @@ impl<T: NodeTable> NodeBuilder<T> {
         self
     }
 
+    /// Whether the node dials and serves public addresses only (default `true`; `false` after
+    /// [`allow_local_networks`](NodeBuilder::allow_local_networks) and in
+    /// [`NodeBuilder::local`]): loopback, private, link-local and unspecified IP addresses
+    /// learned from others are neither dialled ([`KadConfig::public_addrs_only`]) nor served
+    /// in answers ([`HandlerConfig::public_addrs_only`]). It overrides both settings.
+    ///
+    /// [`KadConfig::public_addrs_only`]: crate::transport::KadConfig::public_addrs_only
+    pub fn public_addrs_only(mut self, on: bool) -> Self {
+        self.public_addrs_only = on;
+        self
+    }
+
     /// Whether [`build`](Self::build) raises the soft file-descriptor limit to the hard one
     /// and shares the limit out between RocksDB's files and the connections (default `true`;
     /// see [`crate::fds`]). The plan assumes the node is alone in its process.
@@ -359,6 +378,8 @@ impl<T: NodeTable> NodeBuilder<T> {
         if self.raise_fd_limit {
             self.plan_fds();
         }
+        self.transport.kad.public_addrs_only = self.public_addrs_only;
+        self.handler.public_addrs_only = self.public_addrs_only;
         if let Some(dir) = &self.data_dir {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
                 what: "creating the data directory",

@@ -119,6 +119,10 @@ struct RunArgs {
     /// Bootstrap from nobody (overrides the Amino default and the file).
     #[arg(long, conflicts_with = "bootstrap")]
     no_bootstrap: bool,
+    /// A node on a LAN or one machine: loopback and private addresses are dialled and served,
+    /// and pass the routing table's diversity filter (implied when listening on one).
+    #[arg(long)]
+    lan: bool,
     /// server or client.
     #[arg(long)]
     mode: Option<String>,
@@ -351,7 +355,7 @@ async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Res
         .external_addrs(settings.external_addrs.clone())
         .bootstrap_peers(settings.bootstrap.clone())
         .mode(settings.mode);
-    if settings.listen.iter().any(is_local) {
+    if args.lan || settings.listen.iter().any(is_local) {
         builder = builder.allow_local_networks();
     }
     builder = if settings.memory_store {

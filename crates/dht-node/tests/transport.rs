@@ -673,3 +673,69 @@ async fn external_addresses_are_announced_by_identify_and_in_our_own_records() {
     );
     node.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_the_internet_neither_dials_nor_serves_non_public_addresses() {
+    use dht_node::builder::NodeBuilder;
+    // WAN mode (the default of NodeBuilder::new), listening on loopback for the test.
+    let wan = NodeBuilder::new()
+        .listen_addrs(vec![common::loopback()])
+        .bootstrap_peers(Vec::new())
+        .memory_store()
+        .raise_fd_limit(false)
+        .build()
+        .await
+        .unwrap();
+    let other = Node::server().await;
+    // Known at a loopback address only (as a lookup would have learnt it): not dialled.
+    let out = within(
+        "a request to a loopback-only peer",
+        wan.transport().request(&other.info, find_node(b"x")),
+    )
+    .await;
+    assert!(matches!(out, Err(TransportError::Dial(_))), "{out:?}");
+    assert!(other.seen().is_empty());
+    // A devnet node dials it.
+    let lan = NodeBuilder::local().build().await.unwrap();
+    let out = within(
+        "the same from a devnet node",
+        lan.transport().request(&other.info, find_node(b"x")),
+    )
+    .await;
+    assert!(matches!(out, Ok(Some(_))), "{out:?}");
+    // Served: a provider record keeps its addresses, but answers carry the public one only.
+    let key = b"\x12\x20a CID provided at two addresses..".to_vec();
+    let public: dht_proto::Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
+    let private: dht_proto::Multiaddr = "/ip4/10.1.2.3/tcp/4001".parse().unwrap();
+    let add = Request::AddProvider {
+        key: key.clone(),
+        providers: vec![PeerInfo::new(
+            other.info.peer_id,
+            vec![public.clone(), private],
+        )],
+    };
+    within("ADD_PROVIDER", other.handle.request(wan.info(), add))
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let providers = loop {
+        let out = within(
+            "GET_PROVIDERS",
+            other
+                .handle
+                .request(wan.info(), Request::GetProviders { key: key.clone() }),
+        )
+        .await;
+        let Ok(Some(Response::GetProviders { providers, .. })) = out else {
+            panic!("{out:?}");
+        };
+        if !providers.is_empty() || Instant::now() > until {
+            break providers;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(providers.len(), 1, "{providers:?}");
+    assert_eq!(providers[0].addrs, vec![public]);
+    wan.close().await.unwrap();
+    lan.close().await.unwrap();
+}

@@ -48,6 +48,8 @@ use super::{
 pub struct KadBehaviour {
     cfg: HandlerConfig,
     mode: Mode,
+    /// Dial public addresses only ([`KadConfig::public_addrs_only`]).
+    public_addrs_only: bool,
     inbound_handler: Arc<dyn InboundHandler>,
     stats: Arc<Stats>,
     /// Permits for the inbound requests being answered, shared by every connection.
@@ -70,6 +72,7 @@ impl KadBehaviour {
         KadBehaviour {
             cfg: HandlerConfig::from(config),
             mode: config.mode,
+            public_addrs_only: config.public_addrs_only,
             inbound_handler,
             stats: Arc::default(),
             inbound_permits: InboundPermits::new(
@@ -187,8 +190,22 @@ impl KadBehaviour {
             }),
             None => {
                 self.pending.entry(peer_id).or_default().push(job);
+                let addrs: Vec<Multiaddr> = if self.public_addrs_only {
+                    let public: Vec<Multiaddr> = peer
+                        .addrs
+                        .iter()
+                        .filter(|a| dht_handler::is_public_addr(a))
+                        .cloned()
+                        .collect();
+                    if public.len() < peer.addrs.len() {
+                        tracing::trace!(peer = %peer_id, "not dialling its non-public addresses");
+                    }
+                    public
+                } else {
+                    peer.addrs.clone()
+                };
                 self.actions.push_back(ToSwarm::Dial {
-                    opts: dial_opts(peer_id, &peer.addrs),
+                    opts: dial_opts(peer_id, &addrs),
                 });
             }
         }

@@ -81,6 +81,15 @@ pub struct KadConfig {
     /// [`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback)
     /// is set.
     pub max_inbound_requests_per_ip: usize,
+    /// Whether requests dial public addresses only (default `false`): loopback, private,
+    /// link-local and unspecified IP addresses of a peer
+    /// ([`dht_handler::is_public_addr`]) are not dialled, since a node on the internet learns
+    /// them from others, where they name someone else's network. Set by `NodeBuilder` for a
+    /// node on the internet; [`TransportHandle::dial`] (the bootstrap peers one chose) is not
+    /// filtered.
+    ///
+    /// [`TransportHandle::dial`]: crate::transport::TransportHandle::dial
+    pub public_addrs_only: bool,
     /// Whether the [`InboundHandler`] answers record requests (PUT_VALUE, GET_VALUE,
     /// ADD_PROVIDER, GET_PROVIDERS) on tokio's blocking pool (default `true`). Stores that
     /// wait on a disk (an fsync, a read past the caches) need it, or the wait blocks a
@@ -102,6 +111,7 @@ impl Default for KadConfig {
             max_outbound_streams: 32,
             max_inbound_requests: 256,
             max_inbound_requests_per_ip: 64,
+            public_addrs_only: false,
             blocking_record_requests: true,
         }
     }
@@ -168,6 +178,13 @@ impl KadConfig {
     #[must_use]
     pub fn max_inbound_requests_per_ip(mut self, n: usize) -> Self {
         self.max_inbound_requests_per_ip = n;
+        self
+    }
+
+    /// Sets [`KadConfig::public_addrs_only`].
+    #[must_use]
+    pub fn public_addrs_only(mut self, on: bool) -> Self {
+        self.public_addrs_only = on;
         self
     }
 
