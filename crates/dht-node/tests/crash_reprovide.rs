@@ -164,9 +164,11 @@ async fn kill_9_mid_reprovide_resends_at_most_the_slice_in_flight() {
         .map(|c| kad(c))
         .filter(|k| slice.contains(k))
         .collect();
-    let slice_records = slice_keys.len() * K_VALUE;
+    // The most a slice's keys are sent: each to its k closest, plus at most k/2 spares
+    // while the sweep still assumes some servers are silent.
+    let slice_records = slice_keys.len() * (K_VALUE + K_VALUE / 2);
     eprintln!(
-        "killed after {} ADD_PROVIDER of the reprovide of slice {slice} ({} keys, {slice_records} records)",
+        "killed after {} ADD_PROVIDER of the reprovide of slice {slice} ({} keys, at most {slice_records} records)",
         in_flight.len(),
         slice_keys.len()
     );
@@ -213,7 +215,7 @@ async fn kill_9_mid_reprovide_resends_at_most_the_slice_in_flight() {
     );
     assert!(
         after.len() <= slice_records,
-        "{} ADD_PROVIDER after the restart, more than the slice's {slice_records}",
+        "{} ADD_PROVIDER after the restart, more than the slice's most, {slice_records}",
         after.len()
     );
     // And the slice is done: each of its keys was sent, before the kill or after.
