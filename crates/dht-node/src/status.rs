@@ -108,7 +108,11 @@ fn band(out: &mut String, v: &StatsView) {
         "<h2>Keyspace</h2>\n<p id=\"cursor\">{} regions (mean prefix length {:.1}); next region: {}{}</p>\n",
         regions,
         v.mean_region_prefix_len,
-        escape(v.next_region.as_deref().unwrap_or("none")),
+        escape(match v.next_region.as_deref() {
+            None => "none",
+            Some("") => "the whole keyspace (prefix ∅)",
+            Some(bits) => bits,
+        }),
         v.next_region_due
             .map(|due| format!(", due {}", escape(&utc(due))))
             .unwrap_or_default()
@@ -137,23 +141,35 @@ fn band(out: &mut String, v: &StatsView) {
     for cell in 0..cells {
         let first = cell * per_cell;
         let last = (first + per_cell).min(regions) - 1;
-        // The cell's oldest region decides its colour.
+        // The cell's oldest region passed decides its colour; in the first cycle, the
+        // regions at and after the cursor were not passed yet (grey).
+        let first_cycle = v.cycle <= 1;
         let share = match cursor {
             Some(c) => (first..=last)
+                .filter(|&i| !(first_cycle && i >= c))
                 .map(|i| cycle_share(i, c, regions))
-                .fold(0.0, f64::max),
-            None => 1.0,
+                .reduce(f64::max),
+            None => Some(1.0),
         };
-        let age = cycle
-            .map(|secs| format!("~{} ago", duration((share * secs as f64) as u64)))
-            .unwrap_or_else(|| format!("{:.0}% of a cycle ago", share * 100.0));
+        let (fill, age) = match share {
+            Some(share) => (
+                colour(share),
+                cycle
+                    .map(|secs| format!("passed ~{} ago", duration((share * secs as f64) as u64)))
+                    .unwrap_or_else(|| format!("passed {:.0}% of a cycle ago", share * 100.0)),
+            ),
+            None => (
+                "#bbb".to_owned(),
+                "not passed since the start (first cycle)".to_owned(),
+            ),
+        };
         let _ = write!(
             out,
             "<rect class=\"region\" x=\"{:.2}\" y=\"0\" width=\"{:.2}\" height=\"{height}\" \
-             fill=\"{}\"><title>regions {first}–{last}: passed {}</title></rect>",
+             fill=\"{}\"><title>regions {first}–{last}: {}</title></rect>",
             cell as f64 * cell_w,
             cell_w,
-            colour(share),
+            fill,
             escape(&age)
         );
     }
@@ -169,7 +185,7 @@ fn band(out: &mut String, v: &StatsView) {
             height + 20.0
         );
     }
-    out.push_str("</svg>\n<p>Green: the sweep passed it just now; red: a whole cycle ago (estimated from the schedule).</p>\n");
+    out.push_str("</svg>\n<p>Green: the sweep passed it just now; red: a whole cycle ago; grey: not passed since the start (estimated from the schedule: regions in keyspace order, the cursor, the last cycle's length).</p>\n");
 }
 
 fn queues(out: &mut String, v: &StatsView) {
