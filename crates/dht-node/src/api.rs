@@ -532,6 +532,16 @@ impl ManagementAccess {
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| same_bytes(given.trim().as_bytes(), self.token.as_bytes()))
     }
+
+    /// Whether the URI's `query` carries `token=<the token>` (compared in constant time), as a
+    /// browser opening the status page can send it.
+    pub fn authorized_query(&self, query: Option<&str>) -> bool {
+        query.is_some_and(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.strip_prefix("token="))
+                .any(|given| same_bytes(given.as_bytes(), self.token.as_bytes()))
+        })
+    }
 }
 
 /// A host without its port and trailing dot (`[::1]:5481` → `[::1]`, `a.b.:80` → `a.b`).
@@ -570,7 +580,11 @@ async fn guard(
         )
             .into_response();
     }
-    if !access.authorized(request.headers()) {
+    // The status page (`GET /`) also takes the token as `?token=`, for a browser.
+    let by_query = request.uri().path() == "/"
+        && request.method() == axum::http::Method::GET
+        && access.authorized_query(request.uri().query());
+    if !by_query && !access.authorized(request.headers()) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -664,6 +678,7 @@ pub fn routing_router_with<T: NodeTable>(node: Arc<Node<T>>, limits: RoutingLimi
 /// The routes of the management listener over `node`, behind `access` (token and `Host`).
 pub fn management_router<T: NodeTable>(node: Arc<Node<T>>, access: ManagementAccess) -> Router {
     Router::new()
+        .route("/", get(status_page::<T>))
         .route("/api/v1/provide", post(provide::<T>))
         .route("/api/v1/stop", post(stop::<T>))
         .route("/api/v1/stats", get(stats::<T>))
@@ -1222,18 +1237,38 @@ async fn stats<T: NodeTable>(
     State(node): State<Arc<Node<T>>>,
 ) -> Result<Json<StatsView>, ApiError> {
     node.metrics().api_request("stats");
+    Ok(Json(stats_view(&node)?))
+}
+
+/// The status page ([`crate::status`]).
+async fn status_page<T: NodeTable>(State(node): State<Arc<Node<T>>>) -> Result<Response, ApiError> {
+    node.metrics().api_request("status");
+    let view = stats_view(&node)?;
+    let page = crate::status::render(&view, &node.metrics().health().records_per_minute());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        page,
+    )
+        .into_response())
+}
+
+fn stats_view<T: NodeTable>(node: &Node<T>) -> Result<StatsView, ApiError> {
     let keys = node.stores().count()?;
     let now = SystemClock.now();
     let provider = node.provider().stats();
     let warnings = node.metrics().health().observe(now, &provider);
-    Ok(Json(StatsView::of(
+    Ok(StatsView::of(
         node.provider().strategy(),
         now,
         keys,
         node.table().len() as u64,
         &provider,
         warnings,
-    )))
+    ))
 }
 
 async fn provided<T: NodeTable>(

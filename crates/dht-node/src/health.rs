@@ -24,6 +24,10 @@ pub const BEHIND_WARN_SECS: u64 = 300;
 /// The most samples kept, whatever the window.
 const MAX_SAMPLES: usize = 256;
 
+/// The points of the records series kept ([`Health::records_per_minute`]): 2 hours at one
+/// per [`SAMPLE_EVERY_SECS`].
+pub const SERIES_POINTS: usize = 240;
+
 /// A warning, with what an operator needs to judge it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -137,6 +141,9 @@ impl Sample {
 #[derive(Debug, Default)]
 struct State {
     samples: VecDeque<Sample>,
+    /// `(Unix seconds, provider records sent since start)`, oldest first, at most
+    /// [`SERIES_POINTS`].
+    records: VecDeque<(u64, u64)>,
     /// The identities of the warnings that held at the last observation.
     active: Vec<String>,
 }
@@ -180,6 +187,10 @@ impl Health {
             .is_none_or(|last| now >= last.at.saturating_add(SAMPLE_EVERY_SECS) || now < last.at);
         if take {
             state.samples.push_back(sample);
+            state.records.push_back((now, stats.add_provider_sent));
+            while state.records.len() > SERIES_POINTS {
+                state.records.pop_front();
+            }
         }
         let oldest_kept = now.saturating_sub(self.window.saturating_mul(2));
         while state.samples.len() > MAX_SAMPLES
@@ -201,6 +212,21 @@ impl Health {
         }
         state.active = now_active;
         warnings
+    }
+
+    /// Provider records sent per minute over the last hours (at most [`SERIES_POINTS`] − 1
+    /// points, oldest first): `(Unix seconds at the end of a step, records per minute in it)`.
+    pub fn records_per_minute(&self) -> Vec<(u64, f64)> {
+        let state = self.state.lock();
+        let points: Vec<(u64, u64)> = state.records.iter().copied().collect();
+        points
+            .windows(2)
+            .filter(|w| w[1].0 > w[0].0)
+            .map(|w| {
+                let secs = (w[1].0 - w[0].0) as f64;
+                (w[1].0, w[1].1.saturating_sub(w[0].1) as f64 * 60.0 / secs)
+            })
+            .collect()
     }
 
     fn judge(
@@ -274,6 +300,28 @@ mod tests {
             keys_queued,
             ..ProviderStats::default()
         }
+    }
+
+    #[test]
+    fn records_per_minute_is_a_bounded_series_of_rates() {
+        let health = Health::new(600);
+        assert!(health.records_per_minute().is_empty());
+        for i in 0..(SERIES_POINTS as u64 + 50) {
+            let s = ProviderStats {
+                add_provider_sent: i * 20,
+                ..ProviderStats::default()
+            };
+            health.observe(1000 + i * 30, &s);
+            // Within the spacing: no new point.
+            health.observe(1000 + i * 30 + 1, &s);
+        }
+        let series = health.records_per_minute();
+        assert_eq!(series.len(), SERIES_POINTS - 1);
+        assert!(series.iter().all(|&(_, rate)| rate == 40.0), "{series:?}");
+        assert_eq!(
+            series.last().unwrap().0,
+            1000 + (SERIES_POINTS as u64 + 49) * 30
+        );
     }
 
     #[test]

@@ -11,4 +11,5 @@ pub mod http_client;
 pub mod metrics;
 pub mod node;
 pub mod stat;
+pub mod status;
 pub mod transport;
