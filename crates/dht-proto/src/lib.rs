@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod batch;
 mod key;
 mod message;
 mod peer;
@@ -11,6 +12,7 @@ pub mod wire;
 #[cfg(feature = "libp2p-kad")]
 pub mod kad;
 
+pub use batch::PROVIDE_BATCH_PROTOCOL;
 pub use key::{Distance, KEY_BITS, Key};
 pub use message::{MessageType, PROTOCOL_NAME, Request, Response};
 pub use peer::{ConnectionType, Multiaddr, PeerId, PeerInfo, bound_addrs, is_dialable};
