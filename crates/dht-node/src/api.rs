@@ -276,6 +276,29 @@ pub struct StatsView {
     /// Saves of the provider's state that failed.
     #[serde(default)]
     pub state_save_errors: u64,
+
+    // Regions.
+    /// The reprovide interval, in seconds (0 if unknown).
+    #[serde(default)]
+    pub interval_secs: u64,
+    /// When each region was last reprovided and last given new keys, as the provider noted
+    /// them when its jobs ended (at most [`dht_provider::MAX_REGION_TIMES`]), in keyspace
+    /// order.
+    #[serde(default)]
+    pub region_times: Vec<RegionTimeView>,
+}
+
+/// One region's times in [`StatsView::region_times`] ([`dht_provider::RegionTime`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionTimeView {
+    /// The region's prefix bits (`0`s and `1`s; empty for the whole keyspace).
+    pub prefix: String,
+    /// When every key of it was last sent (Unix seconds).
+    #[serde(default)]
+    pub reprovided_at: Option<u64>,
+    /// When its new keys were last sent (Unix seconds).
+    #[serde(default)]
+    pub provided_at: Option<u64>,
 }
 
 impl StatsView {
@@ -333,6 +356,16 @@ impl StatsView {
             mean_holders_per_key: p.mean_holders_per_key(),
             keystore_scan_errors: p.keystore_scan_errors,
             state_save_errors: p.state_save_errors,
+            interval_secs: p.interval_secs,
+            region_times: p
+                .region_times
+                .iter()
+                .map(|t| RegionTimeView {
+                    prefix: t.prefix.to_string(),
+                    reprovided_at: t.reprovided_at,
+                    provided_at: t.provided_at,
+                })
+                .collect(),
         }
     }
 }

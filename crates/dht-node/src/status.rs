@@ -1,12 +1,15 @@
 //! The status page, `GET /` on the management listener: one server-rendered HTML page with
 //! inline SVG and no script. It shows the keyspace as a band of the schedule's regions, each
-//! coloured by how long ago the sweep passed it (estimated from the schedule: the regions in
-//! keyspace order, the cursor, the last cycle's length), the cursor, the queues, and the
+//! coloured by how long ago the sweep last sent every key of it (the times the provider notes
+//! as each region's job ends, [`StatsView::region_times`]), the cursor, the queues, and the
 //! provider records sent per minute over the last hours
 //! ([`Health::records_per_minute`](crate::health::Health::records_per_minute)). It reloads
 //! itself every 30 seconds.
 
 use std::fmt::Write as _;
+
+use dht_proto::Prefix;
+use dht_provider::{RegionTime, RegionTimes};
 
 use crate::{
     api::StatsView,
@@ -46,20 +49,60 @@ pub fn region_index(bits: &str, regions: u64) -> Option<u64> {
     (index < regions.max(1)).then_some(index)
 }
 
-/// The share of a cycle (in `(0, 1]`) since the sweep passed region `index` of `regions`,
-/// the cursor being at `cursor`: the region just behind the cursor was passed last, the one
-/// at the cursor a whole cycle ago.
-fn cycle_share(index: u64, cursor: u64, regions: u64) -> f64 {
-    let behind = (cursor + regions - index % regions) % regions;
-    let behind = if behind == 0 { regions } else { behind };
-    behind as f64 / regions as f64
+/// Green (just passed) to red (a whole interval ago); dark red past that (overdue).
+fn colour(share: f64) -> String {
+    if share > 1.0 {
+        return "hsl(0,70%,28%)".to_owned();
+    }
+    let hue = 120.0 * (1.0 - share.max(0.0));
+    format!("hsl({hue:.0},70%,45%)")
 }
 
-/// Green (just passed) to red (a whole cycle ago).
-fn colour(share: f64) -> String {
-    let share = share.clamp(0.0, 1.0);
-    let hue = 120.0 * (1.0 - share);
-    format!("hsl({hue:.0},70%,45%)")
+/// The fill of a region only given new keys since the start, and of one not passed at all.
+const PROVIDED_ONLY: &str = "#90caf9";
+const NOT_PASSED: &str = "#bbb";
+
+/// The region `index` of `2^bits` regions in keyspace order.
+fn nth_region(index: u64, bits: u32) -> Prefix {
+    let text = if bits == 0 {
+        String::new()
+    } else {
+        format!("{index:0width$b}", width = bits as usize)
+    };
+    text.parse().unwrap_or(Prefix::ROOT)
+}
+
+/// The fill and the tooltip of `region` at `now`, from the provider's times.
+fn region_look(times: &RegionTimes, region: &Prefix, now: u64, interval: u64) -> (String, String) {
+    let ago = |at: u64| duration(now.saturating_sub(at));
+    let provided = times.provided_last(region);
+    match times.reprovided_since(region) {
+        Some(at) => {
+            let share = if interval == 0 {
+                0.0
+            } else {
+                now.saturating_sub(at) as f64 / interval as f64
+            };
+            let mut text = format!("every key sent {} ago", ago(at));
+            if let Some(p) = provided.filter(|&p| p > at) {
+                let _ = write!(text, "; new keys {} ago", ago(p));
+            }
+            (colour(share), text)
+        }
+        None => match provided {
+            Some(p) => (
+                PROVIDED_ONLY.to_owned(),
+                format!(
+                    "new keys sent {} ago; not reprovided since the start",
+                    ago(p)
+                ),
+            ),
+            None => (
+                NOT_PASSED.to_owned(),
+                "nothing sent since the start".to_owned(),
+            ),
+        },
+    }
 }
 
 /// The page for `view` (from `GET /api/v1/stats`) and `records_per_minute` (oldest first).
@@ -137,32 +180,24 @@ fn band(out: &mut String, v: &StatsView) {
     let per_cell = regions.div_ceil(cells);
     let cells = regions.div_ceil(per_cell);
     let cell_w = width / cells as f64;
-    let cycle = v.last_cycle_secs;
+    let list: Vec<RegionTime> = v
+        .region_times
+        .iter()
+        .filter_map(|t| {
+            Some(RegionTime {
+                prefix: t.prefix.parse().ok()?,
+                reprovided_at: t.reprovided_at,
+                provided_at: t.provided_at,
+            })
+        })
+        .collect();
+    let times = RegionTimes::from_list(&list);
+    // Regions are 2^n; so are cells, each the region of a shorter prefix.
+    let bits = cells.trailing_zeros();
     for cell in 0..cells {
         let first = cell * per_cell;
         let last = (first + per_cell).min(regions) - 1;
-        // The cell's oldest region passed decides its colour; in the first cycle, the
-        // regions at and after the cursor were not passed yet (grey).
-        let first_cycle = v.cycle <= 1;
-        let share = match cursor {
-            Some(c) => (first..=last)
-                .filter(|&i| !(first_cycle && i >= c))
-                .map(|i| cycle_share(i, c, regions))
-                .reduce(f64::max),
-            None => Some(1.0),
-        };
-        let (fill, age) = match share {
-            Some(share) => (
-                colour(share),
-                cycle
-                    .map(|secs| format!("passed ~{} ago", duration((share * secs as f64) as u64)))
-                    .unwrap_or_else(|| format!("passed {:.0}% of a cycle ago", share * 100.0)),
-            ),
-            None => (
-                "#bbb".to_owned(),
-                "not passed since the start (first cycle)".to_owned(),
-            ),
-        };
+        let (fill, text) = region_look(&times, &nth_region(cell, bits), v.now, v.interval_secs);
         let _ = write!(
             out,
             "<rect class=\"region\" x=\"{:.2}\" y=\"0\" width=\"{:.2}\" height=\"{height}\" \
@@ -170,7 +205,7 @@ fn band(out: &mut String, v: &StatsView) {
             cell as f64 * cell_w,
             cell_w,
             fill,
-            escape(&age)
+            escape(&text)
         );
     }
     if let Some(c) = cursor {
@@ -185,7 +220,15 @@ fn band(out: &mut String, v: &StatsView) {
             height + 20.0
         );
     }
-    out.push_str("</svg>\n<p>Green: the sweep passed it just now; red: a whole cycle ago; grey: not passed since the start (estimated from the schedule: regions in keyspace order, the cursor, the last cycle's length).</p>\n");
+    out.push_str("</svg>\n");
+    let _ = writeln!(
+        out,
+        "<p id=\"legend\">How long ago every key of a region was last sent: green just now, \
+         red one interval ({}) ago, dark red longer (overdue); blue: only new keys sent since \
+         the start; grey: nothing sent since the start. The times are those the provider noted \
+         as each region's job ended.</p>",
+        escape(&duration(v.interval_secs))
+    );
 }
 
 fn queues(out: &mut String, v: &StatsView) {
@@ -294,6 +337,7 @@ fn series(out: &mut String, points: &[(u64, f64)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::RegionTimeView;
 
     #[test]
     fn escapes_markup() {
@@ -309,9 +353,45 @@ mod tests {
         assert_eq!(region_index("", 1), Some(0));
         assert_eq!(region_index("2", 16), None);
         assert_eq!(region_index("10000", 16), None);
-        // Just behind the cursor: passed last; at the cursor: a cycle ago.
-        assert_eq!(cycle_share(5, 6, 16), 1.0 / 16.0);
-        assert_eq!(cycle_share(6, 6, 16), 1.0);
-        assert_eq!(cycle_share(7, 6, 16), 15.0 / 16.0);
+    }
+
+    fn times(prefix: &str, reprovided_at: Option<u64>, provided_at: Option<u64>) -> RegionTimeView {
+        RegionTimeView {
+            prefix: prefix.into(),
+            reprovided_at,
+            provided_at,
+        }
+    }
+
+    /// The band's colours come from the times the provider noted, region by region.
+    #[test]
+    fn regions_are_coloured_by_their_noted_times() {
+        let now = 1_000_000;
+        let view = StatsView {
+            now,
+            regions: 4,
+            interval_secs: 4000,
+            next_region: Some("10".into()),
+            region_times: vec![
+                times("00", Some(now - 10), None),
+                times("01", Some(now - 5000), Some(now - 60)),
+                times("10", None, Some(now - 120)),
+            ],
+            ..StatsView::default()
+        };
+        let page = render(&view, &[]);
+        let cells: Vec<&str> = page.split("<rect class=\"region\"").skip(1).collect();
+        let has = |cell: usize, text: &str| {
+            assert!(cells[cell].contains(text), "cell {cell}: {}", cells[cell]);
+        };
+        assert_eq!(cells.len(), 4);
+        has(0, "fill=\"hsl(120,70%,45%)\"");
+        has(0, "regions 0–0: every key sent 10s ago<");
+        // Older than the interval: overdue.
+        has(1, "fill=\"hsl(0,70%,28%)\"");
+        has(1, "new keys 1m");
+        has(2, &format!("fill=\"{PROVIDED_ONLY}\""));
+        has(3, &format!("fill=\"{NOT_PASSED}\""));
+        has(3, "nothing sent since the start");
     }
 }

@@ -16,7 +16,9 @@ pub use api::{DhtProvider, MAX_LIST_PAGE};
 pub use error::ProviderError;
 pub use legacy::{LegacyConfig, LegacyProvider};
 pub use state::{FileStateStore, MemoryStateStore, StateStore};
-pub use stats::{Connectivity, ProviderStats};
+pub use stats::{
+    Connectivity, MAX_REGION_TIMES, ProviderStats, REGION_TIMES_BITS, RegionTime, RegionTimes,
+};
 pub use sweep::{SweepConfig, SweepParts, SweepingProvider, find_node_key};
 
 /// The keys a provider announces: multihashes (of CIDs) of up to 64-byte digests.

@@ -1,5 +1,9 @@
 //! What an operator sees of a provider (`ipfs provide stat`).
 
+use std::collections::BTreeMap;
+
+use dht_proto::Prefix;
+
 /// Whether the provider can reach the network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Connectivity {
@@ -106,6 +110,12 @@ pub struct ProviderStats {
     pub peers_tried_last_cycle: u64,
     /// Saves of the provider's state that failed since start.
     pub state_save_errors: u64,
+    /// The reprovide interval, in seconds (0 if unknown).
+    pub interval_secs: u64,
+    /// When each region was last reprovided whole and last given new keys, as the sweep
+    /// finished its jobs since the start (at most [`MAX_REGION_TIMES`] regions; see
+    /// [`RegionTimes`]). Empty for the per-key provider.
+    pub region_times: Vec<RegionTime>,
 }
 
 impl ProviderStats {
@@ -156,4 +166,240 @@ impl ProviderStats {
 /// `x / n`, 0 when `n` is 0.
 fn per(x: f64, n: u64) -> f64 {
     if n == 0 { 0.0 } else { x / n as f64 }
+}
+
+/// The longest prefix [`RegionTimes`] keeps: slices of longer prefixes are kept as their
+/// ancestor of this length (regions of 2^-12 of the keyspace).
+pub const REGION_TIMES_BITS: usize = 12;
+
+/// The most regions [`RegionTimes`] keeps in each of its two maps.
+pub const MAX_REGION_TIMES: usize = 1 << REGION_TIMES_BITS;
+
+/// When one region was last passed by the sweep, as [`ProviderStats::region_times`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionTime {
+    /// The region (at most [`REGION_TIMES_BITS`] bits).
+    pub prefix: Prefix,
+    /// When a job that sent every key of the region ended (a reprovide, or a whole provide
+    /// after a restart), in Unix seconds.
+    pub reprovided_at: Option<u64>,
+    /// When a job that sent the region's new keys (only those) last ended, in Unix seconds.
+    pub provided_at: Option<u64>,
+}
+
+/// When each region was last passed: real times, kept as the sweep's jobs end, bounded.
+///
+/// A slice's time is kept under its prefix, cut to [`REGION_TIMES_BITS`] bits; a whole pass
+/// of a region replaces what is kept of the regions inside it. Each map holds at most
+/// [`MAX_REGION_TIMES`] regions: past that, the one passed longest ago is dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegionTimes {
+    reprovided: BTreeMap<Prefix, u64>,
+    provided: BTreeMap<Prefix, u64>,
+}
+
+impl RegionTimes {
+    /// Notes that a job on `slice` ended at `at`: one that sent every key of the slice if
+    /// `whole`, else one that sent only its new keys.
+    pub fn record(&mut self, slice: &Prefix, whole: bool, at: u64) {
+        let region = slice.truncate(slice.len().min(REGION_TIMES_BITS));
+        let map = if whole {
+            // What was kept of the regions inside is older than this pass.
+            let inside: Vec<Prefix> = descendants(&self.reprovided, &region).collect();
+            for p in inside {
+                self.reprovided.remove(&p);
+            }
+            &mut self.reprovided
+        } else {
+            &mut self.provided
+        };
+        map.insert(region, at);
+        if map.len() > MAX_REGION_TIMES
+            && let Some(oldest) = map.iter().min_by_key(|(_, at)| **at).map(|(p, _)| *p)
+        {
+            map.remove(&oldest);
+        }
+    }
+
+    /// The times kept, in keyspace order.
+    pub fn list(&self) -> Vec<RegionTime> {
+        let mut all: BTreeMap<Prefix, RegionTime> = BTreeMap::new();
+        for (p, at) in &self.reprovided {
+            all.entry(*p)
+                .or_insert_with(|| RegionTime::empty(*p))
+                .reprovided_at = Some(*at);
+        }
+        for (p, at) in &self.provided {
+            all.entry(*p)
+                .or_insert_with(|| RegionTime::empty(*p))
+                .provided_at = Some(*at);
+        }
+        all.into_values().collect()
+    }
+
+    /// The times of `list` (as [`list`](Self::list) gives them), to look regions up in.
+    pub fn from_list(list: &[RegionTime]) -> Self {
+        let mut times = RegionTimes::default();
+        for t in list {
+            if let Some(at) = t.reprovided_at {
+                times.reprovided.insert(t.prefix, at);
+            }
+            if let Some(at) = t.provided_at {
+                times.provided.insert(t.prefix, at);
+            }
+        }
+        times
+    }
+
+    /// Since when every key of `region` was reprovided at least once: the oldest of the
+    /// last passes over its parts; `None` if a part of it was not passed whole yet.
+    pub fn reprovided_since(&self, region: &Prefix) -> Option<u64> {
+        let mut inherited = None;
+        let mut up = region.truncate(region.len().min(REGION_TIMES_BITS));
+        loop {
+            inherited = inherited.max(self.reprovided.get(&up).copied());
+            match up.parent() {
+                Some(parent) => up = parent,
+                None => break,
+            }
+        }
+        covered_since(&self.reprovided, region, inherited)
+    }
+
+    /// When new keys of `region` (or of a region overlapping it) were last provided.
+    pub fn provided_last(&self, region: &Prefix) -> Option<u64> {
+        let mut up = *region;
+        let mut last = descendants(&self.provided, region)
+            .filter_map(|p| self.provided.get(&p).copied())
+            .max();
+        loop {
+            last = last.max(self.provided.get(&up).copied());
+            match up.parent() {
+                Some(parent) => up = parent,
+                None => break,
+            }
+        }
+        last
+    }
+}
+
+impl RegionTime {
+    fn empty(prefix: Prefix) -> Self {
+        RegionTime {
+            prefix,
+            reprovided_at: None,
+            provided_at: None,
+        }
+    }
+}
+
+/// The prefixes of `map` strictly inside `region` (in keyspace order, a prefix comes right
+/// before its descendants).
+fn descendants<'a>(
+    map: &'a BTreeMap<Prefix, u64>,
+    region: &'a Prefix,
+) -> impl Iterator<Item = Prefix> + 'a {
+    map.range(region..)
+        .map(|(p, _)| *p)
+        .take_while(move |p| region.contains_prefix(p))
+        .filter(move |p| p != region)
+}
+
+/// Since when every point of `region` was passed, given the time `inherited` of the latest
+/// pass over a region holding it whole.
+fn covered_since(
+    map: &BTreeMap<Prefix, u64>,
+    region: &Prefix,
+    inherited: Option<u64>,
+) -> Option<u64> {
+    let here = inherited.max(map.get(region).copied());
+    if descendants(map, region).next().is_none() {
+        return here;
+    }
+    let (left, right) = region.children()?;
+    let left = covered_since(map, &left, here)?;
+    let right = covered_since(map, &right, here)?;
+    Some(left.min(right))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(bits: &str) -> Prefix {
+        bits.parse().unwrap()
+    }
+
+    #[test]
+    fn region_times_are_the_passes_that_ended() {
+        let mut t = RegionTimes::default();
+        assert_eq!(t.reprovided_since(&p("01")), None);
+        t.record(&p("00"), true, 100);
+        t.record(&p("01"), true, 200);
+        t.record(&p("10"), false, 300);
+        assert_eq!(t.reprovided_since(&p("00")), Some(100));
+        assert_eq!(t.reprovided_since(&p("01")), Some(200));
+        // A region inside one passed whole was passed then.
+        assert_eq!(t.reprovided_since(&p("0110")), Some(200));
+        // Its oldest part decides for a region passed in parts; a part never passed, None.
+        assert_eq!(t.reprovided_since(&p("0")), Some(100));
+        assert_eq!(t.reprovided_since(&p("")), None);
+        // New keys are not a reprovide.
+        assert_eq!(t.reprovided_since(&p("10")), None);
+        assert_eq!(t.provided_last(&p("10")), Some(300));
+        assert_eq!(t.provided_last(&p("1")), Some(300));
+        assert_eq!(t.provided_last(&p("101")), Some(300));
+        assert_eq!(t.provided_last(&p("11")), None);
+        // A whole pass of a larger region replaces its parts.
+        t.record(&p("0"), true, 400);
+        assert_eq!(t.reprovided_since(&p("01")), Some(400));
+        assert_eq!(
+            t.list(),
+            vec![
+                RegionTime {
+                    prefix: p("0"),
+                    reprovided_at: Some(400),
+                    provided_at: None
+                },
+                RegionTime {
+                    prefix: p("10"),
+                    reprovided_at: None,
+                    provided_at: Some(300)
+                },
+            ]
+        );
+        assert_eq!(RegionTimes::from_list(&t.list()), t);
+    }
+
+    #[test]
+    fn region_times_stay_bounded() {
+        let mut t = RegionTimes::default();
+        // Slices of 16 bits are kept at 12: 65,536 slices, 4,096 regions.
+        for i in 0..(1u64 << 16) {
+            let bits = format!("{i:016b}");
+            t.record(&p(&bits), true, i);
+            t.record(&p(&bits), false, i);
+        }
+        assert_eq!(t.reprovided.len(), MAX_REGION_TIMES);
+        assert_eq!(t.provided.len(), MAX_REGION_TIMES);
+        // The region's time is its last slice's.
+        assert_eq!(t.reprovided_since(&p("000000000000")), Some(15));
+        assert_eq!(t.reprovided_since(&p("0000000000001111")), Some(15));
+        // Regions of every length up to 12 bits: still at most the bound.
+        let mut t = RegionTimes::default();
+        let mut at = 0;
+        for len in (0..=REGION_TIMES_BITS).rev() {
+            for i in 0..(1u64 << len) {
+                let bits = if len == 0 {
+                    String::new()
+                } else {
+                    format!("{i:0len$b}")
+                };
+                at += 1;
+                t.record(&p(&bits), false, at);
+            }
+        }
+        assert_eq!(t.provided.len(), MAX_REGION_TIMES);
+        assert_eq!(t.provided_last(&p("")), Some(at));
+    }
 }

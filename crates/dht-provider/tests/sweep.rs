@@ -1610,3 +1610,64 @@ async fn provide_list_pages_through_the_keys_in_keyspace_order() {
     assert_eq!(capped.len(), 2500.min(dht_provider::MAX_LIST_PAGE));
     provider.close().await.unwrap();
 }
+
+/// The stats carry when each region was really passed: the first provide's time for the new
+/// keys, then each region's reprovide, spread over the interval in keyspace order.
+#[tokio::test(start_paused = true)]
+async fn stats_carry_when_each_region_was_provided_and_reprovided() {
+    let net = Net::new(300, 60);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    provider
+        .start_providing(false, &keys(2000, 61))
+        .await
+        .unwrap();
+    let provided = START + base().elapsed().as_secs();
+    let stats = provider.stats();
+    let slices = stats.slices;
+    assert!(slices >= 4, "{slices}");
+    let times = dht_provider::RegionTimes::from_list(&stats.region_times);
+    let regions: Vec<dht_proto::Prefix> = (0..slices)
+        .map(|i| {
+            let len = slices.trailing_zeros() as usize;
+            format!("{i:0len$b}").parse().unwrap()
+        })
+        .collect();
+    for r in &regions {
+        let at = times.provided_last(r);
+        assert!(
+            at.is_some_and(|at| at >= START && at <= provided),
+            "{r}: {at:?}"
+        );
+        assert_eq!(times.reprovided_since(r), None, "{r} not reprovided yet");
+    }
+
+    // After one interval every region was reprovided, each at its turn of the walk.
+    tokio::time::sleep(Duration::from_secs(8 * 3600 + 600)).await;
+    let now = START + base().elapsed().as_secs();
+    let stats = provider.stats();
+    assert_eq!(stats.slices, slices);
+    let times = dht_provider::RegionTimes::from_list(&stats.region_times);
+    let passed: Vec<u64> = regions
+        .iter()
+        .map(|r| {
+            times
+                .reprovided_since(r)
+                .unwrap_or_else(|| panic!("{r} {stats:?}"))
+        })
+        .collect();
+    assert!(
+        passed.iter().all(|&at| at > provided && at <= now),
+        "{passed:?}"
+    );
+    // In keyspace order from where the walk started (the cycle wraps around once), and
+    // spread over the interval (not one time for all).
+    let wraps = passed.windows(2).filter(|w| w[0] > w[1]).count();
+    assert!(wraps <= 1, "{passed:?}");
+    let spread = passed.iter().max().unwrap() - passed.iter().min().unwrap();
+    assert!(
+        spread >= 8 * 3600 * (slices - 1) / slices - 600,
+        "{spread} s over {slices} slices"
+    );
+    provider.close().await.unwrap();
+}

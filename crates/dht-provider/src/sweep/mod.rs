@@ -42,7 +42,7 @@ use crate::{
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
     state::{SliceRetry, StateStore, SweepState, Unsent, WeakKey},
-    stats::{Connectivity, ProviderStats},
+    stats::{Connectivity, ProviderStats, RegionTimes},
 };
 
 /// A batch of keys whose first provide a caller waits for.
@@ -238,6 +238,8 @@ struct Shared {
     cycle_tried: (u64, u64),
     cycle_started: UnixSecs,
     last_cycle_secs: Option<u64>,
+    /// When each region's last job ended (for the stats).
+    region_times: RegionTimes,
 }
 
 impl Shared {
@@ -391,6 +393,7 @@ where
             cycle_tried: (0, 0),
             cycle_started: now,
             last_cycle_secs: None,
+            region_times: RegionTimes::default(),
             state,
         };
         let inner = Arc::new(Inner {
@@ -991,6 +994,12 @@ where
             let connectivity = self.disconnected(&shared, now);
             shared.set_connectivity(connectivity, now);
         }
+        let whole = matches!(
+            job,
+            Job::Reprovide { .. } | Job::Provide { whole: true, .. }
+        );
+        let whole = whole && outcome.unsent == Unsent::Nothing;
+        shared.region_times.record(&slice, whole, now);
         self.settle_retry(&mut shared, &job, slice, &mut outcome, now);
         match job {
             Job::Reprovide { cycle, .. } => {
@@ -1187,6 +1196,8 @@ where
             peers_tried_this_cycle: shared.cycle_tried.0,
             peers_tried_last_cycle: shared.cycle_tried.1,
             state_save_errors: c.state_save_errors.load(Ordering::Relaxed),
+            interval_secs: shared.schedule.interval(),
+            region_times: shared.region_times.list(),
         }
     }
 }
