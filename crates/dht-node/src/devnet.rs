@@ -273,11 +273,12 @@ impl fmt::Display for DevnetReport {
         let t = &self.provider_transport;
         writeln!(
             f,
-            "  provider transport: {} requests ok, {} failed, {} streams opened, {} reused",
+            "  provider transport: {} requests ok, {} failed, {} streams opened, {} reused, {} stream writes",
             t.outbound_requests_ok,
             t.outbound_requests_failed,
             t.outbound_streams_opened,
-            t.outbound_streams_reused
+            t.outbound_streams_reused,
+            t.outbound_writes
         )?;
         let l = &self.lookups;
         writeln!(

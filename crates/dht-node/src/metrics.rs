@@ -240,6 +240,7 @@ impl Metrics {
             ("outbound_streams_reused", t.outbound_streams_reused),
             ("outbound_requests_ok", t.outbound_requests_ok),
             ("outbound_requests_failed", t.outbound_requests_failed),
+            ("outbound_writes", t.outbound_writes),
             ("inbound_streams_accepted", t.inbound_streams_accepted),
             ("inbound_streams_refused", t.inbound_streams_refused),
             ("inbound_shed", t.inbound_shed),

@@ -104,6 +104,68 @@ async fn add_provider_has_no_response_and_is_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_add_providers_share_stream_writes() {
+    let a = Node::server().await;
+    let b = Node::server().await;
+    // Connected, with a stream to reuse.
+    let out = within("ping", a.handle.request(&b.info, Request::Ping)).await;
+    assert!(out.is_ok(), "{out:?}");
+    let before = a.handle.stats();
+    let adds: Vec<Request> = (0..500u32)
+        .map(|i| Request::AddProvider {
+            key: format!("cid-multihash-{i:04}").into_bytes(),
+            providers: vec![a.info.clone()],
+        })
+        .collect();
+    // A request with a response among them is answered as usual.
+    let (written, found) = within(
+        "500 add providers and a find node",
+        futures::future::join(
+            futures::future::join_all(adds.iter().map(|r| a.handle.request(&b.info, r.clone()))),
+            a.handle.request(&b.info, find_node(b"meanwhile")),
+        ),
+    )
+    .await;
+    for out in written {
+        assert_eq!(out.expect("written"), None);
+    }
+    assert!(
+        matches!(found, Ok(Some(Response::FindNode { .. }))),
+        "{found:?}"
+    );
+    let sent = a.handle.stats();
+    let writes = sent.outbound_writes - before.outbound_writes;
+    let requests = sent.outbound_requests_ok - before.outbound_requests_ok;
+    println!("{writes} stream writes for {requests} requests");
+    assert_eq!(requests, 501, "{sent:?}");
+    // One write per request before batching; now a few per peer.
+    assert!(writes <= 50, "{writes} writes for 501 requests: {sent:?}");
+    // Every record arrives, once.
+    let expect: std::collections::BTreeSet<Vec<u8>> =
+        adds.iter().map(|r| r.key().to_vec()).collect();
+    within("all delivered", async {
+        loop {
+            let seen: Vec<Vec<u8>> = b
+                .seen()
+                .into_iter()
+                .filter(|(_, r)| matches!(r, Request::AddProvider { .. }))
+                .map(|(_, r)| r.key().to_vec())
+                .collect();
+            if seen.len() >= expect.len() {
+                assert_eq!(seen.len(), expect.len(), "a record arrived twice");
+                assert_eq!(
+                    seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+                    expect
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_providers_response_larger_than_16_kib() {
     let a = Node::server().await;
     // Within the decoder's cap of 256 peers per list.

@@ -10,6 +10,13 @@
 //! a stream beyond its limit) is retried once on another stream, within its deadline, as Go
 //! does.
 //!
+//! Requests without a response (ADD_PROVIDER) queued for one peer share a stream write: the
+//! first takes the others queued behind it, up to [`MAX_BATCHED_REQUESTS`] requests and
+//! [`MAX_BATCHED_BYTES`] bytes, into one write and one flush, and while such a write is under
+//! way the next ones wait for it, so that a sweep's hundreds of records for one peer cost a
+//! few writes instead of one per record. The frames on the wire are the same; the remote
+//! reads them one by one, as from any reused stream.
+//!
 //! Inbound, every accepted stream runs a loop: read a request, take one of the node's
 //! [`KadConfig::max_inbound_requests`] permits (none left, or the sender's IP holding its
 //! [`KadConfig::max_inbound_requests_per_ip`]: reset the stream), hand it to the
@@ -67,6 +74,13 @@ use super::{
     protocol::{InboundHandler, KAD_PROTOCOL, KadUpgrade, RemotePeer},
     stats::{Stats, bump},
 };
+
+/// The most requests without a response (ADD_PROVIDER) written to a stream together.
+pub const MAX_BATCHED_REQUESTS: usize = 256;
+
+/// The most bytes of requests without a response written to a stream together (a single
+/// request larger than this is written alone).
+pub const MAX_BATCHED_BYTES: usize = 64 * 1024;
 
 /// Where the outcome of one outbound request goes.
 pub(crate) type Reply = oneshot::Sender<Result<Option<Response>, TransportError>>;
@@ -157,9 +171,13 @@ enum OutboundOutcome {
     Reusable(Stream),
     /// The stream was dropped (error or timeout); the reply has been sent.
     Dropped,
-    /// The stream failed before an answer: run the job again on another stream.
-    Retry(OutboundJob),
+    /// The stream failed before an answer: run the jobs again on another stream.
+    Retry(Vec<OutboundJob>),
 }
+
+/// What one outbound stream carries next: a request with a response, or requests without one
+/// (in queue order), written together.
+type Work = Vec<OutboundJob>;
 
 /// The [`ConnectionHandler`] of `/ipfs/kad/1.0.0` for one connection (opaque).
 pub struct KadHandler {
@@ -179,7 +197,10 @@ pub struct KadHandler {
     idle: Vec<IdleStream>,
     /// Outbound streams requested from the connection and not yet negotiated.
     requested: usize,
-    outbound: FuturesUnordered<BoxFuture<'static, OutboundOutcome>>,
+    /// Exchanges under way, each with whether it carries requests without a response.
+    outbound: FuturesUnordered<BoxFuture<'static, (bool, OutboundOutcome)>>,
+    /// Whether a write of requests without a response is under way (the next ones wait).
+    batch_in_flight: bool,
     inbound: FuturesUnordered<BoxFuture<'static, ()>>,
     /// Wakes the handler at the next idle-stream expiry or queued-request deadline.
     timer: Option<Pin<Box<Sleep>>>,
@@ -215,22 +236,50 @@ impl KadHandler {
             idle: Vec::new(),
             requested: 0,
             outbound: FuturesUnordered::new(),
+            batch_in_flight: false,
             inbound: FuturesUnordered::new(),
             timer: None,
         }
     }
 
-    /// Runs `job` on `stream`.
-    fn start(&mut self, job: OutboundJob, stream: Stream, used: bool) {
+    /// Runs `work` on `stream`.
+    fn start(&mut self, work: Work, stream: Stream, used: bool) {
         if used {
             bump(&self.stats.outbound_streams_reused);
         }
-        self.outbound
-            .push(exchange(stream, job, self.cfg.codec, self.stats.clone(), self.peer).boxed());
+        let batch = !work[0].ty.expects_response();
+        self.batch_in_flight |= batch;
+        self.outbound.push(
+            exchange(stream, work, self.cfg.codec, self.stats.clone(), self.peer)
+                .map(move |outcome| (batch, outcome))
+                .boxed(),
+        );
     }
 
-    /// The next queued job that still has a requester and time left; expired ones are failed.
-    fn next_job(&mut self, now: Instant) -> Option<OutboundJob> {
+    /// Whether a queued job may start now: one with a response always, one without only when
+    /// no write of such jobs is under way.
+    fn may_start(&self, job: &OutboundJob) -> bool {
+        job.ty.expects_response() || !self.batch_in_flight
+    }
+
+    /// How many streams the queued jobs could use now.
+    fn demand(&self) -> usize {
+        let answered = self
+            .queue
+            .iter()
+            .filter(|j| j.ty.expects_response())
+            .count();
+        let unanswered = !self.batch_in_flight && answered < self.queue.len();
+        answered + usize::from(unanswered)
+    }
+
+    /// The next work for a stream: the first queued job that may start and still has a
+    /// requester and time left (expired ones are failed), with, if it has no response, the
+    /// other jobs without one queued behind it, within the batch limits.
+    fn next_work(&mut self, now: Instant) -> Option<Work> {
+        let mut work: Work = Vec::new();
+        let mut bytes = 0;
+        let mut kept = VecDeque::with_capacity(self.queue.len());
         while let Some(job) = self.queue.pop_front() {
             if job.reply.is_closed() {
                 continue;
@@ -239,20 +288,38 @@ impl KadHandler {
                 self.fail(job, TransportError::Timeout);
                 continue;
             }
-            return Some(job);
+            let joins = match work.first() {
+                None => self.may_start(&job),
+                Some(first) => {
+                    !first.ty.expects_response()
+                        && !job.ty.expects_response()
+                        && work.len() < MAX_BATCHED_REQUESTS
+                        && bytes + job.frame.len() <= MAX_BATCHED_BYTES
+                }
+            };
+            if joins {
+                bytes += job.frame.len();
+                work.push(job);
+                if work[0].ty.expects_response() || work.len() == MAX_BATCHED_REQUESTS {
+                    break;
+                }
+            } else {
+                kept.push_back(job);
+            }
         }
-        None
+        kept.extend(self.queue.drain(..));
+        self.queue = kept;
+        (!work.is_empty()).then_some(work)
     }
 
     fn fail(&self, job: OutboundJob, error: TransportError) {
-        bump(&self.stats.outbound_requests_failed);
-        let _ = job.reply.send(Err(error));
+        fail(&self.stats, job, error);
     }
 
-    /// A stream is free: give it to the next queued request, or keep it idle.
+    /// A stream is free: give it to the next queued work, or keep it idle.
     fn stream_free(&mut self, stream: Stream, used: bool) {
-        match self.next_job(Instant::now()) {
-            Some(job) => self.start(job, stream, used),
+        match self.next_work(Instant::now()) {
+            Some(work) => self.start(work, stream, used),
             None => self.idle.push(IdleStream {
                 stream,
                 since: Instant::now(),
@@ -363,19 +430,19 @@ impl KadHandler {
         match error {
             StreamUpgradeError::NegotiationFailed => {
                 tracing::debug!(peer = %self.peer, "peer does not support the kad protocol");
-                while let Some(job) = self.next_job(now) {
+                for job in std::mem::take(&mut self.queue) {
                     self.fail(job, TransportError::UnsupportedProtocol);
                 }
             }
             StreamUpgradeError::Timeout => {
-                if let Some(job) = self.next_job(now) {
+                for job in self.next_work(now).into_iter().flatten() {
                     self.fail(job, TransportError::Timeout);
                 }
             }
             StreamUpgradeError::Io(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "opening a kad stream failed");
-                if let Some(job) = self.next_job(now) {
-                    self.fail(job, TransportError::Stream(e));
+                for job in self.next_work(now).into_iter().flatten() {
+                    self.fail(job, TransportError::Stream(copy_io_error(&e)));
                 }
             }
             StreamUpgradeError::Apply(never) => match never {},
@@ -407,11 +474,18 @@ impl ConnectionHandler for KadHandler {
         cx: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<KadUpgrade, (), Infallible>> {
         loop {
-            while let Poll::Ready(Some(outcome)) = self.outbound.poll_next_unpin(cx) {
+            while let Poll::Ready(Some((batch, outcome))) = self.outbound.poll_next_unpin(cx) {
+                if batch {
+                    self.batch_in_flight = false;
+                }
                 match outcome {
                     OutboundOutcome::Reusable(stream) => self.stream_free(stream, true),
                     OutboundOutcome::Dropped => {}
-                    OutboundOutcome::Retry(job) => self.queue.push_front(job),
+                    OutboundOutcome::Retry(jobs) => {
+                        for job in jobs.into_iter().rev() {
+                            self.queue.push_front(job);
+                        }
+                    }
                 }
             }
             while let Poll::Ready(Some(())) = self.inbound.poll_next_unpin(cx) {}
@@ -420,14 +494,17 @@ impl ConnectionHandler for KadHandler {
             self.prune(cx, now);
 
             let mut started = false;
-            while !self.queue.is_empty() {
+            while self.demand() > 0 {
                 let Some(idle) = self.idle.pop() else { break };
-                match self.next_job(now) {
-                    Some(job) => {
-                        self.start(job, idle.stream, idle.used);
+                match self.next_work(now) {
+                    Some(work) => {
+                        self.start(work, idle.stream, idle.used);
                         started = true;
                     }
-                    None => self.idle.push(idle),
+                    None => {
+                        self.idle.push(idle);
+                        break;
+                    }
                 }
             }
             if started {
@@ -436,7 +513,7 @@ impl ConnectionHandler for KadHandler {
             }
 
             let streams = self.outbound.len() + self.idle.len() + self.requested;
-            if self.queue.len() > self.requested && streams < self.cfg.max_outbound {
+            if self.demand() > self.requested && streams < self.cfg.max_outbound {
                 self.requested += 1;
                 let protocol = SubstreamProtocol::new(KadUpgrade { advertise: true }, ())
                     .with_timeout(self.cfg.request_timeout);
@@ -517,30 +594,40 @@ fn is_stale(e: &CodecError) -> bool {
     matches!(e, CodecError::Io(_) | CodecError::Truncated)
 }
 
-/// Writes one request and reads its response (if its type has one) on `stream`.
+/// Writes `work` on `stream`, one write and one flush, and reads the response of a request
+/// that has one.
 async fn exchange(
     mut stream: Stream,
-    job: OutboundJob,
+    work: Work,
     codec: Codec,
     stats: Arc<Stats>,
     peer: PeerId,
 ) -> OutboundOutcome {
-    let ty = job.ty;
+    let ty = work[0].ty;
+    let deadline = work.iter().filter_map(|j| j.deadline).min();
     let io = async {
-        stream.write_all(&job.frame).await?;
+        match work.as_slice() {
+            [one] => stream.write_all(&one.frame).await?,
+            many => {
+                let frames: Vec<u8> = many.iter().flat_map(|j| j.frame.iter().copied()).collect();
+                stream.write_all(&frames).await?;
+            }
+        }
         stream.flush().await?;
+        bump(&stats.outbound_writes);
         if !ty.expects_response() {
             return Ok(None);
         }
         codec.read_response(&mut stream).await.map(Some)
     };
-    let result = match job.deadline {
+    let result = match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, io).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::debug!(%peer, %ty, "kad request timed out");
-                bump(&stats.outbound_requests_failed);
-                let _ = job.reply.send(Err(TransportError::Timeout));
+                tracing::debug!(%peer, %ty, requests = work.len(), "kad request timed out");
+                for job in work {
+                    fail(&stats, job, TransportError::Timeout);
+                }
                 return OutboundOutcome::Dropped;
             }
         },
@@ -548,32 +635,83 @@ async fn exchange(
     };
     let error = match result {
         Ok(None) => {
-            bump(&stats.outbound_requests_ok);
-            let _ = job.reply.send(Ok(None));
+            for job in work {
+                bump(&stats.outbound_requests_ok);
+                let _ = job.reply.send(Ok(None));
+            }
             return OutboundOutcome::Reusable(stream);
         }
         Ok(Some(response)) if response.message_type() == ty => {
-            bump(&stats.outbound_requests_ok);
-            let _ = job.reply.send(Ok(Some(response)));
+            // Work with a response is a single request.
+            if let Some(job) = work.into_iter().next() {
+                bump(&stats.outbound_requests_ok);
+                let _ = job.reply.send(Ok(Some(response)));
+            }
             return OutboundOutcome::Reusable(stream);
         }
         Ok(Some(response)) => TransportError::UnexpectedResponse {
             sent: ty,
             got: response.message_type(),
         },
-        Err(e) if !job.retried && is_stale(&e) => {
-            tracing::debug!(%peer, %ty, error = %e, "kad stream failed; retrying once on another");
-            return OutboundOutcome::Retry(OutboundJob {
-                retried: true,
-                ..job
-            });
+        Err(e) if is_stale(&e) && work.iter().any(|j| !j.retried) => {
+            tracing::debug!(%peer, %ty, error = %e, requests = work.len(), "kad stream failed; retrying once on another");
+            let (again, spent): (Vec<_>, Vec<_>) = work.into_iter().partition(|j| !j.retried);
+            for job in spent {
+                fail(&stats, job, TransportError::Codec(copy_codec_error(&e)));
+            }
+            let again = again
+                .into_iter()
+                .map(|job| OutboundJob {
+                    retried: true,
+                    ..job
+                })
+                .collect();
+            return OutboundOutcome::Retry(again);
         }
         Err(e) => TransportError::Codec(e),
     };
-    tracing::debug!(%peer, %ty, %error, "kad request failed");
+    tracing::debug!(%peer, %ty, %error, requests = work.len(), "kad request failed");
+    let mut jobs = work.into_iter();
+    if let Some(first) = jobs.next() {
+        for job in jobs {
+            fail(&stats, job, copy_error(&error));
+        }
+        fail(&stats, first, error);
+    }
+    OutboundOutcome::Dropped
+}
+
+/// Fails `job` with `error`, counted.
+fn fail(stats: &Stats, job: OutboundJob, error: TransportError) {
     bump(&stats.outbound_requests_failed);
     let _ = job.reply.send(Err(error));
-    OutboundOutcome::Dropped
+}
+
+/// An I/O error like `e` (same kind and message), for each request of a write it failed.
+fn copy_io_error(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
+}
+
+/// A codec error like `e`, for each request of a write it failed.
+fn copy_codec_error(e: &CodecError) -> CodecError {
+    match e {
+        CodecError::Io(io) => CodecError::Io(copy_io_error(io)),
+        CodecError::Truncated => CodecError::Truncated,
+        other => CodecError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// A transport error like `e`, for each request of a write it failed.
+fn copy_error(e: &TransportError) -> TransportError {
+    match e {
+        TransportError::Codec(c) => TransportError::Codec(copy_codec_error(c)),
+        TransportError::UnexpectedResponse { sent, got } => TransportError::UnexpectedResponse {
+            sent: *sent,
+            got: *got,
+        },
+        TransportError::Timeout => TransportError::Timeout,
+        other => TransportError::Codec(CodecError::Io(std::io::Error::other(other.to_string()))),
+    }
 }
 
 /// Whether requests of type `ty` read or write records (PUT_VALUE, GET_VALUE, ADD_PROVIDER,

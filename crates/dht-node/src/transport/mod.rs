@@ -32,7 +32,7 @@ pub use driver::{
     IDENTIFY_PROTOCOL_VERSION, TransportEvent, TransportEvents, TransportHandle, spawn,
 };
 pub use error::TransportError;
-pub use handler::{HandlerIn, KadHandler};
+pub use handler::{HandlerIn, KadHandler, MAX_BATCHED_BYTES, MAX_BATCHED_REQUESTS};
 pub use limits::ConnectionLimits;
 pub use protocol::{HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
 pub use stats::TransportStats;

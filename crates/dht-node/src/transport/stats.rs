@@ -14,6 +14,10 @@ pub struct TransportStats {
     pub outbound_requests_ok: u64,
     /// Outbound requests that failed (timeout, stream error, protocol error, no connection).
     pub outbound_requests_failed: u64,
+    /// Flushed writes of outbound requests to a stream: one per request with a response;
+    /// requests without one (ADD_PROVIDER) queued together for one peer share a write (see
+    /// [`MAX_BATCHED_REQUESTS`](crate::transport::MAX_BATCHED_REQUESTS)).
+    pub outbound_writes: u64,
     /// Inbound kad streams accepted.
     pub inbound_streams_accepted: u64,
     /// Inbound kad streams reset because the connection had too many.
@@ -36,6 +40,7 @@ pub(crate) struct Stats {
     pub(crate) outbound_streams_reused: AtomicU64,
     pub(crate) outbound_requests_ok: AtomicU64,
     pub(crate) outbound_requests_failed: AtomicU64,
+    pub(crate) outbound_writes: AtomicU64,
     pub(crate) inbound_streams_accepted: AtomicU64,
     pub(crate) inbound_streams_refused: AtomicU64,
     pub(crate) inbound_shed: AtomicU64,
@@ -55,6 +60,7 @@ impl Stats {
             outbound_streams_reused: get(&self.outbound_streams_reused),
             outbound_requests_ok: get(&self.outbound_requests_ok),
             outbound_requests_failed: get(&self.outbound_requests_failed),
+            outbound_writes: get(&self.outbound_writes),
             inbound_streams_accepted: get(&self.inbound_streams_accepted),
             inbound_streams_refused: get(&self.inbound_streams_refused),
             inbound_shed: get(&self.inbound_shed),
