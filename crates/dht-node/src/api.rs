@@ -68,7 +68,7 @@ use axum::{
 use dht_handler::MAX_IPNS_RECORD_SIZE;
 use dht_proto::{Key, PeerId, PeerInfo, Record, cid::Cid};
 use dht_provider::{DhtProvider, Multihash, ProviderStats};
-use dht_provider_store::{Keystore, ProviderStore};
+use dht_provider_store::{Keystore, ProviderStore, StoreError};
 use dht_routing_table::{Clock, SystemClock};
 use futures::{SinkExt, StreamExt, channel::mpsc};
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,7 @@ use tokio::{
 
 use crate::{
     metrics::Snapshot,
-    node::{Node, NodeError, NodeTable},
+    node::{Node, NodeError, NodeTable, on_disk},
 };
 
 /// The default address of the routing listener (Delegated Routing V1).
@@ -824,18 +824,29 @@ fn provider_stream<T: NodeTable>(
         let mut seen = std::collections::HashSet::new();
         let mut sent = 0;
         let mut local: Vec<PeerInfo> = Vec::new();
-        if node.holds(&key).unwrap_or(false) {
-            local.push(node.info().clone());
-        }
-        match node
-            .stores()
-            .providers(&bytes, MAX_PROVIDERS, SystemClock.now())
-        {
-            Ok(records) => local.extend(
-                records
-                    .into_iter()
-                    .map(|r| PeerInfo::new(r.provider, r.addrs)),
-            ),
+        let (reader, read_key) = (node.clone(), bytes.clone());
+        let held = on_disk(move || {
+            let own = reader.holds(&key).unwrap_or(false);
+            let records = reader
+                .stores()
+                .providers(&read_key, MAX_PROVIDERS, SystemClock.now());
+            (own, records)
+        })
+        .await;
+        match held {
+            Ok((own, records)) => {
+                if own {
+                    local.push(node.info().clone());
+                }
+                match records {
+                    Ok(records) => local.extend(
+                        records
+                            .into_iter()
+                            .map(|r| PeerInfo::new(r.provider, r.addrs)),
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "reading local provider records"),
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "reading local provider records"),
         }
         for peer in local {
@@ -1248,12 +1259,15 @@ async fn provide<T: NodeTable>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     node.metrics().api_request("provide");
     let keys = parse_cids(&list)?;
+    let accepted = keys.len();
     if list.wait {
         node.provider().start_providing(list.force, &keys).await?;
     } else {
-        node.provider().start_providing_async(list.force, &keys)?;
+        // It writes the keys to the keystore.
+        let force = list.force;
+        on_disk(move || node.provider().start_providing_async(force, &keys)).await??;
     }
-    Ok(Json(serde_json::json!({ "accepted": keys.len() })))
+    Ok(Json(serde_json::json!({ "accepted": accepted })))
 }
 
 async fn stop<T: NodeTable>(
@@ -1262,21 +1276,23 @@ async fn stop<T: NodeTable>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     node.metrics().api_request("stop");
     let keys = parse_cids(&list)?;
-    node.provider().stop_providing(&keys)?;
-    Ok(Json(serde_json::json!({ "stopped": keys.len() })))
+    let stopped = keys.len();
+    // It deletes the keys from the keystore.
+    on_disk(move || node.provider().stop_providing(&keys)).await??;
+    Ok(Json(serde_json::json!({ "stopped": stopped })))
 }
 
 async fn stats<T: NodeTable>(
     State(node): State<Arc<Node<T>>>,
 ) -> Result<Json<StatsView>, ApiError> {
     node.metrics().api_request("stats");
-    Ok(Json(stats_view(&node)?))
+    Ok(Json(stats_view(&node).await?))
 }
 
 /// The status page ([`crate::status`]).
 async fn status_page<T: NodeTable>(State(node): State<Arc<Node<T>>>) -> Result<Response, ApiError> {
     node.metrics().api_request("status");
-    let view = stats_view(&node)?;
+    let view = stats_view(&node).await?;
     let page = crate::status::render(&view, &node.metrics().health().records_per_minute());
     Ok((
         [
@@ -1289,10 +1305,19 @@ async fn status_page<T: NodeTable>(State(node): State<Arc<Node<T>>>) -> Result<R
         .into_response())
 }
 
-fn stats_view<T: NodeTable>(node: &Node<T>) -> Result<StatsView, ApiError> {
-    let keys = node.stores().count()?;
+/// The keystore's size and the provider's counters, read off the runtime's workers (both
+/// read the keystore).
+async fn keys_and_provider_stats<T: NodeTable>(
+    node: &Arc<Node<T>>,
+) -> Result<(Result<u64, StoreError>, ProviderStats), StoreError> {
+    let node = node.clone();
+    on_disk(move || (node.stores().count(), node.provider().stats())).await
+}
+
+async fn stats_view<T: NodeTable>(node: &Arc<Node<T>>) -> Result<StatsView, ApiError> {
+    let (keys, provider) = keys_and_provider_stats(node).await?;
+    let keys = keys?;
     let now = SystemClock.now();
-    let provider = node.provider().stats();
     let warnings = node.metrics().health().observe(now, &provider);
     Ok(StatsView::of(
         node.provider().strategy(),
@@ -1310,7 +1335,8 @@ async fn provided<T: NodeTable>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     node.metrics().api_request("provided");
     let key = parse_cid(&cid)?;
-    Ok(Json(serde_json::json!({ "held": node.holds(&key)? })))
+    let held = on_disk(move || node.holds(&key)).await??;
+    Ok(Json(serde_json::json!({ "held": held })))
 }
 
 /// The keys `GET /api/v1/provided` reads from the keystore at a time, by default.
@@ -1476,10 +1502,13 @@ async fn put_value<T: NodeTable>(
 }
 
 async fn metrics<T: NodeTable>(State(node): State<Arc<Node<T>>>) -> Response {
+    let Ok((keys, provider)) = keys_and_provider_stats(&node).await else {
+        return ApiError::Store(StoreError::Closed).into_response();
+    };
     let snapshot = Snapshot {
         table_peers: node.table().len(),
-        keystore_keys: node.stores().count().unwrap_or(0),
-        provider: node.provider().stats(),
+        keystore_keys: keys.unwrap_or(0),
+        provider,
         transport: node.transport().stats(),
     };
     (

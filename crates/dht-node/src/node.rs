@@ -666,9 +666,9 @@ impl<T: NodeTable> Node<T> {
     /// local store cannot be read.
     pub async fn get_value(&self, key: &[u8]) -> Result<Option<Record>, NodeError> {
         let validator = ValidatorAdapter(dht_handler::NamespacedValidator::new());
-        let local = self
-            .stores
-            .get_value(key, SystemClock.now())?
+        let (stores, held_key) = (self.stores.clone(), key.to_vec());
+        let local = on_disk(move || stores.get_value(&held_key, SystemClock.now()))
+            .await??
             .map(|(record, _)| record)
             .filter(|r| validator.validate(r));
         match dht_routing::get_value(&*self.client, key, 1, &validator).await {
@@ -701,15 +701,20 @@ impl<T: NodeTable> Node<T> {
         Validator::validate(&validator.0, &record.key, &record.value, now)
             .map_err(|e| NodeError::InvalidRecord(e.to_string()))?;
         // Kept locally unless the record held is better (e.g. a newer IPNS record).
-        let keep_held = self
-            .stores
-            .get_value(&record.key, now)?
-            .map(|(held, _)| held)
-            .filter(|held| validator.validate(held))
-            .is_some_and(|held| validator.select(&[record.clone(), held]) == 1);
-        if !keep_held {
-            self.stores.put_value(&record, now)?;
-        }
+        let (stores, local) = (self.stores.clone(), record.clone());
+        on_disk(move || {
+            let keep_held = stores
+                .get_value(&local.key, now)?
+                .map(|(held, _)| held)
+                .filter(|held| validator.validate(held))
+                .is_some_and(|held| validator.select(&[local.clone(), held]) == 1);
+            if keep_held {
+                Ok(())
+            } else {
+                stores.put_value(&local, now)
+            }
+        })
+        .await??;
         let outcome = dht_routing::put_value(&*self.client, record).await?;
         self.metrics.lookup("put_value", &outcome.stats);
         Ok(outcome.value.succeeded)
@@ -802,13 +807,47 @@ async fn expiry_loop<T: NodeTable>(node: Weak<Node<T>>) {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
         let now = SystemClock.now();
-        match node.stores.remove_expired(now) {
-            Ok(n) => tracing::debug!(removed = n, "expired provider records"),
-            Err(e) => tracing::warn!(error = %e, "expiring provider records"),
+        let stores = node.stores.clone();
+        // A sweep of a large store takes a while: off the runtime's workers.
+        let swept = on_disk(move || {
+            (
+                stores.remove_expired(now),
+                stores.remove_expired_values(now),
+            )
+        })
+        .await;
+        match swept {
+            Ok((providers, values)) => {
+                match providers {
+                    Ok(n) => tracing::debug!(removed = n, "expired provider records"),
+                    Err(e) => tracing::warn!(error = %e, "expiring provider records"),
+                }
+                if let Err(e) = values {
+                    tracing::warn!(error = %e, "expiring value records");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "expiring records"),
         }
-        if let Err(e) = node.stores.remove_expired_values(now) {
-            tracing::warn!(error = %e, "expiring value records");
-        }
+    }
+}
+
+/// Runs `work` (store calls) on tokio's blocking pool and waits for it: a store may wait on its
+/// disk (a RocksDB read that misses the cache, a write stall, a sweep over every record), and
+/// on a runtime worker that wait would hold up every task scheduled there: connections,
+/// lookups, the HTTP API.
+///
+/// # Errors
+/// [`StoreError::Closed`] when the runtime is shutting down; `work`'s own result otherwise.
+///
+/// # Panics
+/// Where `work` panics (the panic is resumed on the caller).
+pub(crate) async fn on_disk<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, StoreError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Closed),
     }
 }
 
