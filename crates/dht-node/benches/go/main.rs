@@ -17,7 +17,10 @@
 //!   LevelDB datastore on disk, behind Kubo's buffered provider.
 //!
 //! Both get the reprovide interval `--reprovide-secs` (Kubo's is 22 h) so that each
-//! reprovides every key once during the run. For the provide and for one reprovide cycle
+//! reprovides every key once during the run. A phase ends when the provider itself reports
+//! each of the phase's keys done (provided or failed) and no ADD_PROVIDER arrived for 2 s,
+//! not at a count of records, since the two providers send different numbers per key
+//! (ours adds spare servers). For the provide and for one reprovide cycle
 //! the bench prints the keys per second (until the last ADD_PROVIDER reached a server), the
 //! provider process's CPU seconds per 1,000 keys (`/proc/<pid>/stat`), the requests the
 //! servers received (FIND_NODE, ADD_PROVIDER, …) and their bytes per key, the placement (the
@@ -64,7 +67,8 @@ options:
   --sample S           keys of each provider looked up with Go's FindProviders (default 200)
   --reprovide-secs R   both providers' reprovide interval (default 240; longer than a
                        provide, or reprovides are counted in it)
-  --idle-secs I        a phase ends when no ADD_PROVIDER arrived for I s (default 20)
+  --idle-secs I        a provide also ends when no ADD_PROVIDER arrived for I s and the
+                       provider has no first provide left (default 20)
   --timeout-secs T     the most a provide phase may take (default 1800)
   --seed S             seed of the keys
   --only ours|go       run one provider only
@@ -421,6 +425,20 @@ impl Provider {
         })
     }
 
+    /// Keys the provider reports done since it started (provided or failed, first provides
+    /// and reprovides alike): ours from `/api/v1/stats`, Go's from `Stats().Operations.Past`.
+    async fn keys_done(&self) -> Result<u64> {
+        let s = self.stats().await?;
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        Ok(match self {
+            Provider::Ours { .. } => n(&s["keys_provided"]) + n(&s["keys_failed"]),
+            Provider::Go { .. } => {
+                let past = &s["operations"]["past"];
+                n(&past["keys_provided"]) + n(&past["keys_failed"])
+            }
+        })
+    }
+
     /// Whether the provider says it has no first provide left of the `keys` it was given
     /// (reprovides may still run when the interval is shorter than the provide).
     async fn idle(&self, keys: usize) -> Result<bool> {
@@ -542,15 +560,23 @@ async fn placement(
     ))
 }
 
-/// Watches the servers' counters until the provider's ADD_PROVIDERs stop, or `limit` passed.
-/// With `idle` (a provide): once `expected` of them arrived, or none for `idle`, and the
-/// provider says it has nothing left to provide. Without (a reprovide cycle): once
-/// `expected` of them arrived. Returns the counters, the provider
-/// process's CPU time when the count last grew, and why the watch ended.
+/// How long no ADD_PROVIDER may reach a server, after the provider reported the phase's
+/// keys done, before the phase counts as over: the last records of the last region are
+/// still on their way when the provider counts its keys.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Watches the servers' counters until the phase is over, or `limit` passed. It is over once
+/// the provider reports every one of the phase's keys done (`keys` more than `done_before`;
+/// providing, also no first provide left) and no ADD_PROVIDER arrived for [`SETTLE`]. With
+/// `idle` (a provide), also once no ADD_PROVIDER arrived for `idle` and the provider has no
+/// first provide left. Returns the counters, the provider process's CPU time when the
+/// ADD_PROVIDER count last grew, and why the watch ended.
+#[allow(clippy::too_many_arguments)]
 async fn watch(
     servers: &GoPeers,
     provider: &Provider,
     args: &Args,
+    done_before: u64,
     expected: u64,
     idle: Option<Duration>,
     limit: Duration,
@@ -571,31 +597,32 @@ async fn watch(
             changed = Instant::now();
             cpu_at_change = cpu_time_of(&pid);
         }
+        let done = provider.keys_done().await?.saturating_sub(done_before);
         if last_print.elapsed() >= Duration::from_secs(10) {
             last_print = Instant::now();
             eprintln!(
-                "  {label}: {ap}/{expected} ADD_PROVIDER, {} FIND_NODE ({:.0} s)",
+                "  {label}: {ap} ADD_PROVIDER ({expected} = 20 per key), {} FIND_NODE, {done}/{} keys done ({:.0} s)",
                 now.messages.get("FIND_NODE").copied().unwrap_or(0),
+                args.keys,
                 began.elapsed().as_secs_f64()
             );
         }
         if began.elapsed() >= limit {
             break "time limit";
         }
-        // Providing, a provider may send more than `expected` (Go sends some records twice):
-        // the provide is over once the provider says so too.
-        let Some(idle) = idle else {
-            if ap >= expected {
-                break "all records delivered";
-            }
-            continue;
-        };
-        if (ap >= expected || changed.elapsed() >= idle) && provider.idle(args.keys).await? {
-            break if ap >= expected {
-                "all records delivered"
-            } else {
-                "no more ADD_PROVIDER"
-            };
+        let quiet = changed.elapsed();
+        let providing = idle.is_some();
+        if done >= args.keys as u64
+            && quiet >= SETTLE
+            && (!providing || provider.idle(args.keys).await?)
+        {
+            break "provider reports every key done";
+        }
+        if let Some(idle) = idle
+            && quiet >= idle
+            && provider.idle(args.keys).await?
+        {
+            break "no more ADD_PROVIDER";
         }
     };
     Ok((inbound(servers, false).await?, cpu_at_change, ended))
@@ -692,12 +719,14 @@ async fn side(name: &'static str, args: &Args, servers: &GoPeers, seed: u64) -> 
     inbound(servers, true).await?;
     let cpu_start = cpu_time_of(&pid);
     let start = unix_now();
+    let done_before = provider.keys_done().await?;
     provider.provide(&cids).await?;
     let label = format!("{name} provide");
     let (totals, cpu_end, ended) = watch(
         servers,
         &provider,
         args,
+        done_before,
         expected,
         Some(args.idle),
         args.timeout,
@@ -718,10 +747,12 @@ async fn side(name: &'static str, args: &Args, servers: &GoPeers, seed: u64) -> 
     let cpu_start = cpu_time_of(&pid);
     let start = unix_now();
     let label = format!("{name} reprovide");
+    let done_before = provider.keys_done().await?;
     let (totals, cpu_end, ended) = watch(
         servers,
         &provider,
         args,
+        done_before,
         expected,
         None,
         args.reprovide + Duration::from_secs(10),
