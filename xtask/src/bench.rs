@@ -12,6 +12,10 @@
 //!   keys per second, CPU per 1,000 keys, peak RSS, requests and bytes received by the
 //!   servers, placement and findability of both, and the ratios. Builds the Go peer (needs
 //!   Go) and runs `cargo bench -p dht-node --bench go -- …`.
+//! - `server [--senders N] [--records R] [--in-flight F] [--runs K]`: one RocksDB server
+//!   and N senders over TCP sending ADD_PROVIDER; records stored per second with direct
+//!   writes beside the grouped writer, and the ratio. Runs
+//!   `cargo bench -p dht-node --bench server -- …`.
 //! - `criterion [args…]`: every criterion benchmark of the workspace (`cargo bench
 //!   --workspace --benches`, minus the devnet), arguments passed to criterion.
 //!
@@ -30,6 +34,10 @@ benches:
                              our sweep beside go-libp2p-kad-dht's SweepingProvider (Kubo's
                              settings) on a network of Go servers (default 100 servers,
                              100,000 keys each; needs Go)
+  server [--senders N] [--records R] [--in-flight F] [--runs K]
+                             provider records one RocksDB server stores per second from
+                             N senders over TCP, direct writes beside the grouped writer
+                             (default 64 senders, 200,000 records)
   criterion [args...]        every criterion benchmark of the workspace
 ";
 
@@ -40,6 +48,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             crate::setup::ensure(true)?;
             let mut all = vec![
                 "bench", "--locked", "-p", "dht-node", "--bench", "devnet", "--",
+            ];
+            all.extend_from_slice(rest);
+            crate::cargo(&all)
+        }
+        Some((&"server", rest)) => {
+            crate::setup::ensure(true)?;
+            let mut all = vec![
+                "bench", "--locked", "-p", "dht-node", "--bench", "server", "--",
             ];
             all.extend_from_slice(rest);
             crate::cargo(&all)

@@ -35,7 +35,7 @@ use dht_provider::{
     FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore, SweepConfig,
     SweepParts, SweepingProvider,
 };
-use dht_provider_store::{Config as StoreConfig, MemoryStore, RocksStore};
+use dht_provider_store::{Config as StoreConfig, GroupWriter, MemoryStore, RocksStore, WriterConfig};
 use dht_routing::{ClientConfig, DhtClient};
 use dht_routing_table::{
     Clock, DiversityConfig, FullRoutingTable, KBucketConfig, KBucketTable, SystemClock,
@@ -131,6 +131,7 @@ pub struct NodeBuilder<T: NodeTable = KBucketTable> {
     bootstrap_timeout: Duration,
     raise_fd_limit: bool,
     public_addrs_only: bool,
+    group_writes: bool,
 }
 
 impl<T: NodeTable> Clone for NodeBuilder<T> {
@@ -148,6 +149,7 @@ impl<T: NodeTable> Clone for NodeBuilder<T> {
             bootstrap_timeout: self.bootstrap_timeout,
             raise_fd_limit: self.raise_fd_limit,
             public_addrs_only: self.public_addrs_only,
+            group_writes: self.group_writes,
         }
     }
 }
@@ -176,6 +178,7 @@ impl NodeBuilder<KBucketTable> {
             bootstrap_timeout: Duration::from_secs(60),
             raise_fd_limit: true,
             public_addrs_only: true,
+            group_writes: true,
         }
     }
 
@@ -230,6 +233,7 @@ impl<T: NodeTable> NodeBuilder<T> {
             bootstrap_timeout: self.bootstrap_timeout,
             raise_fd_limit: self.raise_fd_limit,
             public_addrs_only: self.public_addrs_only,
+            group_writes: self.group_writes,
         }
     }
 
@@ -267,6 +271,15 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// In-memory stores (and provider state): nothing survives a restart.
     pub fn memory_store(mut self) -> Self {
         self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Whether the RocksDB stores commit the provider records of concurrent inbound
+    /// ADD_PROVIDERs together, through a [`GroupWriter`] (default on): one write and one
+    /// commit for all that arrive while the previous commit runs, instead of one each. Off,
+    /// each request's record is its own write (as before the writer).
+    pub fn group_writes(mut self, on: bool) -> Self {
+        self.group_writes = on;
         self
     }
 
@@ -395,11 +408,15 @@ impl<T: NodeTable> NodeBuilder<T> {
         // (persistent: the provider's state is kept too; on_disk: the stores may block.)
         let (stores, persistent, on_disk): (SharedStores, bool, bool) =
             match (&self.store, &self.data_dir) {
-                (StoreChoice::Rocks(config), Some(dir)) => (
-                    Arc::new(RocksStore::open(dir.join("store"), config.clone())?),
-                    true,
-                    true,
-                ),
+                (StoreChoice::Rocks(config), Some(dir)) => {
+                    let rocks = RocksStore::open(dir.join("store"), config.clone())?;
+                    let stores: SharedStores = if self.group_writes {
+                        Arc::new(GroupWriter::new(Arc::new(rocks), WriterConfig::default())?)
+                    } else {
+                        Arc::new(rocks)
+                    };
+                    (stores, true, true)
+                }
                 (StoreChoice::Rocks(config), None) => {
                     (Arc::new(MemoryStore::with_config(config)), false, false)
                 }
