@@ -15,6 +15,12 @@
 //! Methods take `&self`, work in batches, return [`StoreError`] rather than panicking, and take
 //! wall-clock seconds ([`UnixSecs`]) for time.
 //!
+//! A [`GroupWriter`] in front of a provider store queues the records of concurrent callers
+//! (each inbound ADD_PROVIDER, each batch) and commits them from one thread as one write
+//! ([`ProviderStore::add_provider_entries`]: one RocksDB `WriteBatch`, at most one fsync),
+//! answering each caller after the commit with a future or a blocking wait; its queue is
+//! bounded ([`StoreError::Busy`]).
+//!
 //! ```
 //! use dht_provider_store::{Config, Keystore, ProviderStore, RocksStore};
 //! use dht_proto::{Prefix, ProviderRecord, PeerId};
@@ -160,12 +166,12 @@ pub trait ProviderStore: Send + Sync {
             .iter()
             .map(|e| {
                 let one = std::slice::from_ref(e.record);
-                match (e.group, durable) {
+                let added = match (e.group, durable) {
                     (Some(g), _) => self.add_inbound_provider(e.record, g),
                     (None, true) => self.add_providers(one),
                     (None, false) => self.add_providers_unsynced(one),
-                }
-                .map(|()| ProviderOutcome::Stored)
+                };
+                added.map(|()| ProviderOutcome::Stored)
             })
             .collect())
     }

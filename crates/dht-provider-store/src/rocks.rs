@@ -790,7 +790,7 @@ impl RocksStore {
                 let Some(&(kad, _)) = same_key.first() else {
                     continue;
                 };
-                let mut held = match self.held_providers(&mut it, &kad) {
+                let mut held = match held_providers(&mut it, &kad) {
                     Ok(held) => held,
                     Err(err) => {
                         // The key's stored records do not decode: its entries are refused,
@@ -873,28 +873,25 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// The stored providers of Kademlia key `kad`, read with `it` (a prefix iterator of the
-    /// providers family).
-    fn held_providers(
-        &self,
-        it: &mut rocksdb::DBRawIterator<'_>,
-        kad: &Key,
-    ) -> Result<Vec<Held>, StoreError> {
-        let mut held: Vec<Held> = Vec::new();
-        it.seek(kad.as_bytes());
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let Some(peer) = k.strip_prefix(kad.as_bytes()) else {
-                break;
-            };
-            held.push(Held {
-                peer: peer.to_vec(),
-                slot: provider_slot(v)?,
-            });
-            it.next();
-        }
-        it.status().map_err(StoreError::from_rocks)?;
-        Ok(held)
+}
+
+/// The stored providers of Kademlia key `kad`, read with `it` (a prefix iterator of the
+/// providers family).
+fn held_providers(it: &mut rocksdb::DBRawIterator<'_>, kad: &Key) -> Result<Vec<Held>, StoreError> {
+    let mut held: Vec<Held> = Vec::new();
+    it.seek(kad.as_bytes());
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let Some(peer) = k.strip_prefix(kad.as_bytes()) else {
+            break;
+        };
+        held.push(Held {
+            peer: peer.to_vec(),
+            slot: provider_slot(v)?,
+        });
+        it.next();
     }
+    it.status().map_err(StoreError::from_rocks)?;
+    Ok(held)
 }
 
 impl ValueStore for RocksStore {

@@ -434,7 +434,7 @@ fn commit<S: ProviderStore + ?Sized>(store: &S, shared: &Shared, taken: Vec<Pend
     let entries: Vec<ProviderEntry<'_>> = taken
         .iter()
         .flat_map(|p| {
-            p.records.iter().map(|record| ProviderEntry {
+            p.records.iter().map(move |record| ProviderEntry {
                 record,
                 group: p.group,
             })

@@ -6,13 +6,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{T0, addr, dht_key, rec};
+use common::{DIR, ROLE, T0, addr, dht_key, filler_batch, lines, parse_ack, rec, spawn_child};
 use dht_proto::ProviderRecord;
 use dht_provider_store::{
     Config, Durability, GroupWriter, ProviderEntry, ProviderOutcome, ProviderStore, RocksStore,
@@ -169,9 +168,7 @@ fn a_durable_write_reads_back_after_reopen() {
     }
 }
 
-/// Where the child of [`acknowledged_batches_survive_kill_9`] writes (its directory).
-const CHILD_DIR: &str = "DHT_WRITER_CHILD_DIR";
-/// Records per batch of the child.
+/// Records per batch of the kill -9 child.
 const CHILD_BATCH: u64 = 50;
 
 /// The records of the child's batch `b`: keys `b * CHILD_BATCH ..`, provider `b`.
@@ -181,13 +178,15 @@ fn child_batch(b: u64) -> Vec<ProviderRecord> {
         .collect()
 }
 
-/// Not a test of its own: the child process of [`acknowledged_batches_survive_kill_9`]
-/// (run by it, with [`CHILD_DIR`] set). Four threads write durable batches through one
-/// writer and print `acked N` for each acknowledged batch, until the process is killed.
+/// The child of [`acknowledged_batches_survive_kill_9`]: four threads write durable batches
+/// through one writer and print `ack N` for each acknowledged batch, until killed (at most
+/// 100,000 batches).
 #[test]
-#[ignore = "the child process of acknowledged_batches_survive_kill_9"]
-fn child_writes_durable_batches() {
-    let dir = std::env::var(CHILD_DIR).expect("run by acknowledged_batches_survive_kill_9");
+fn writer_durability_child() {
+    if std::env::var(ROLE).as_deref() != Ok("writer_durability") {
+        return;
+    }
+    let dir = std::env::var(DIR).unwrap();
     let store = open(dir.as_ref(), Config::small().sync_writes(true));
     let writer = Arc::new(GroupWriter::new(store, WriterConfig::default()).unwrap());
     let next = Arc::new(AtomicU64::new(0));
@@ -197,6 +196,9 @@ fn child_writes_durable_batches() {
             std::thread::spawn(move || {
                 loop {
                     let b = next.fetch_add(1, Ordering::SeqCst);
+                    if b >= 100_000 {
+                        return;
+                    }
                     let answer = writer
                         .submit(child_batch(b), None, Durability::Durable)
                         .unwrap()
@@ -204,7 +206,7 @@ fn child_writes_durable_batches() {
                         .unwrap();
                     assert!(answer.iter().all(|o| matches!(o, Ok(ProviderOutcome::Stored))));
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "acked {b}").unwrap();
+                    writeln!(out, "ack {b}").unwrap();
                     out.flush().unwrap();
                 }
             })
@@ -215,53 +217,128 @@ fn child_writes_durable_batches() {
     }
 }
 
+/// A child writing durable batches from four threads through one writer is killed with
+/// SIGKILL after 300 acknowledgements: every batch it acknowledged reads back after reopening.
 #[test]
 fn acknowledged_batches_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_writes_durable_batches",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = spawn_child("writer_durability_child", "writer_durability", dir.path(), true);
+    let (rx, reader) = lines(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut acked: BTreeSet<u64> = BTreeSet::new();
-    let start = Instant::now();
     while acked.len() < 300 {
-        assert!(start.elapsed() < Duration::from_secs(60), "child too slow");
-        let line = lines.next().expect("child ended before being killed").unwrap();
-        if let Some(b) = line.strip_prefix("acked ") {
-            acked.insert(b.parse().unwrap());
-        }
-    }
-    // SIGKILL, in the middle of writing.
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // What it printed before it died was acknowledged too.
-    for line in lines {
-        if let Some(b) = line.unwrap().strip_prefix("acked ") {
-            acked.insert(b.parse().unwrap());
-        }
-    }
-    let store = open(dir.path(), Config::small());
-    let mut missing = Vec::new();
-    for &b in &acked {
-        for r in child_batch(b) {
-            if store.providers(&r.key, 20, T0).unwrap() != vec![r.clone()] {
-                missing.push(b);
-                break;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => acked.extend(parse_ack(&line)),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the writer stopped after {} acks", acked.len());
             }
         }
     }
-    assert!(missing.is_empty(), "acknowledged batches lost: {missing:?}");
+    child.kill().unwrap(); // SIGKILL on Unix: no destructors, no flush.
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child must have been killed");
+    reader.join().unwrap();
+    // Acks printed before the kill may still be in the pipe.
+    acked.extend(rx.try_iter().filter_map(|l| parse_ack(&l)));
+
+    let store = open(dir.path(), Config::small());
+    let lost: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|&b| {
+            child_batch(b)
+                .into_iter()
+                .any(|r| store.providers(&r.key, 20, T0).unwrap() != vec![r])
+        })
+        .collect();
+    assert!(lost.is_empty(), "acknowledged batches lost: {lost:?}");
     eprintln!("{} acknowledged batches read back after kill -9", acked.len());
+}
+
+/// Size of the tmpfs the full-disk child writes to.
+const SMALL_FS: &str = "size=24m";
+
+/// The child of [`a_full_disk_answers_every_submission`], on a small tmpfs: writes durable
+/// batches through the writer, four in flight, until the disk is full; then checks that
+/// later submissions are answered with an error, and that every acknowledged batch reads.
+/// Prints `ok <acknowledged batches>`.
+#[test]
+fn writer_disk_full_child() {
+    if std::env::var(ROLE).as_deref() != Ok("writer_disk_full") {
+        return;
+    }
+    let dir = std::env::var(DIR).unwrap();
+    let store = open(dir.as_ref(), Config::small());
+    let writer = GroupWriter::new(Arc::clone(&store), WriterConfig::default()).unwrap();
+    let mut acked: Vec<u64> = Vec::new();
+    let mut next = 0u64;
+    let err = 'fill: loop {
+        assert!(next < 2_000, "24 MiB never filled up");
+        let tickets: Vec<_> = (next..next + 4)
+            .map(|b| {
+                let t = writer.submit(filler_batch(b), None, Durability::Durable);
+                (b, t.unwrap())
+            })
+            .collect();
+        next += 4;
+        let mut failed = None;
+        for (b, t) in tickets {
+            match t.wait() {
+                Ok(answer) => {
+                    assert!(answer.iter().all(|o| matches!(o, Ok(ProviderOutcome::Stored))));
+                    acked.push(b);
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            break 'fill e;
+        }
+    };
+    assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+    assert!(!acked.is_empty(), "nothing could be written");
+    // Later submissions are answered (with an error), not left waiting.
+    let later = writer
+        .submit(filler_batch(next), None, Durability::Unsynced)
+        .unwrap()
+        .wait();
+    assert!(later.is_err(), "{later:?}");
+    for &b in &acked {
+        for r in filler_batch(b) {
+            assert_eq!(store.providers(&r.key, 20, T0).unwrap(), vec![r]);
+        }
+    }
+    println!("ok {}", acked.len());
+}
+
+/// A full disk answers every submission of the failed commit with
+/// [`StoreError::DiskFull`] and later ones with an error, and loses nothing acknowledged
+/// (the child runs on a 24 MiB tmpfs in a user namespace; skipped where there are none).
+#[test]
+fn a_full_disk_answers_every_submission() {
+    if !common::user_namespaces() {
+        eprintln!("skipped: `unshare --user --map-root-user --mount` is not available here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run_on_tmpfs(SMALL_FS, "writer_disk_full_child", "writer_disk_full", dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked: u64 = stdout
+        .split("ok ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no result from the child: {stdout}"));
+    assert!(acked > 0);
+    eprintln!("{acked} batches of 500 acknowledged before the disk was full");
 }
 
 #[test]
