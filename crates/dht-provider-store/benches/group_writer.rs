@@ -14,7 +14,7 @@
 //! criterion runs it prints records per second of each and the writer's ratio to today.
 //!
 //! `cargo bench -p dht-provider-store --bench group_writer -- --warm-up-time 1 --measurement-time 5 --sample-size 10`
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,9 +106,11 @@ fn rounds(
 }
 
 fn stored(answer: Vec<Result<ProviderOutcome, dht_provider_store::StoreError>>) {
-    assert!(answer
-        .iter()
-        .all(|o| matches!(o, Ok(ProviderOutcome::Stored))));
+    assert!(
+        answer
+            .iter()
+            .all(|o| matches!(o, Ok(ProviderOutcome::Stored)))
+    );
 }
 
 fn main() {
@@ -141,19 +143,19 @@ fn main() {
         let today = open();
         let writer = Arc::new(GroupWriter::new(open(), WriterConfig::default()).unwrap());
         let today_send: Arc<Sender> = match name {
-            "plain" => Arc::new(move |p: &Peers, first, n| {
+            "plain" => Arc::new(move |p: &Peers, first: u64, n: usize| {
                 for i in 0..n as u64 {
                     let (r, g) = p.record(first + i);
                     today.add_inbound_provider(&r, g).unwrap();
                 }
             }),
-            "durable" => Arc::new(move |p: &Peers, first, n| {
+            "durable" => Arc::new(move |p: &Peers, first: u64, n: usize| {
                 for i in 0..n as u64 {
                     let (r, _) = p.record(first + i);
                     today.add_providers(std::slice::from_ref(&r)).unwrap();
                 }
             }),
-            _ => Arc::new(move |p: &Peers, first, n| {
+            _ => Arc::new(move |p: &Peers, first: u64, n: usize| {
                 for b in 0..(n / BATCH) as u64 {
                     let batch: Vec<_> = (0..BATCH as u64)
                         .map(|i| p.record(first + b * BATCH as u64 + i).0)
@@ -164,20 +166,20 @@ fn main() {
         };
         let w = Arc::clone(&writer);
         let writer_send: Arc<Sender> = match name {
-            "plain" => Arc::new(move |p: &Peers, first, n| {
+            "plain" => Arc::new(move |p: &Peers, first: u64, n: usize| {
                 for i in 0..n as u64 {
                     let (r, g) = p.record(first + i);
                     stored(w.submit_inbound(r, g).unwrap().wait().unwrap());
                 }
             }),
-            "durable" => Arc::new(move |p: &Peers, first, n| {
+            "durable" => Arc::new(move |p: &Peers, first: u64, n: usize| {
                 for i in 0..n as u64 {
                     let (r, g) = p.record(first + i);
                     let t = w.submit(vec![r], Some(g), Durability::Durable).unwrap();
                     stored(t.wait().unwrap());
                 }
             }),
-            _ => Arc::new(move |p: &Peers, first, n| {
+            _ => Arc::new(move |p: &Peers, first: u64, n: usize| {
                 for b in 0..(n / BATCH) as u64 {
                     let (batch, groups): (Vec<_>, Vec<_>) = (0..BATCH as u64)
                         .map(|i| p.record(first + b * BATCH as u64 + i))
@@ -216,7 +218,10 @@ fn main() {
     };
     println!("\nrecords stored per second, {SENDERS} senders, each waiting for its answers:");
     for name in ["plain", "durable", "batch100_durable"] {
-        let (today, writer) = (rate(&format!("{name}/today")), rate(&format!("{name}/writer")));
+        let (today, writer) = (
+            rate(&format!("{name}/today")),
+            rate(&format!("{name}/writer")),
+        );
         println!(
             "  {name:<17} today {today:>9.0}/s   writer {writer:>9.0}/s   ratio {:.2}x",
             writer / today.max(1e-9)

@@ -70,9 +70,9 @@ pub use config::Config;
 pub use dht_proto::{Key, Prefix, ProviderRecord, Record, UnixSecs};
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use writer::{Durability, GroupWriter, WriteTicket, WriterConfig, WriterStats};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksMemory, RocksStore};
+pub use writer::{Durability, GroupWriter, WriteTicket, WriterConfig, WriterStats};
 
 /// The multihash type the keystore holds (up to 64-byte digests).
 pub type Multihash = dht_proto::multihash::Multihash<64>;

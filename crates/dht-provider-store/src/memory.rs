@@ -83,7 +83,10 @@ impl MemoryStore {
     /// The add path of every provider write (see
     /// [`ProviderStore::add_provider_entries`]): entries in order, under one write lock; an
     /// entry that cannot be stored is refused alone.
-    fn add_entries(&self, entries: &[ProviderEntry<'_>]) -> Vec<Result<ProviderOutcome, StoreError>> {
+    fn add_entries(
+        &self,
+        entries: &[ProviderEntry<'_>],
+    ) -> Vec<Result<ProviderOutcome, StoreError>> {
         let cap = self.cap();
         let mut map = self.providers.write();
         let mut out = Vec::with_capacity(entries.len());

@@ -872,7 +872,6 @@ impl RocksStore {
         }
         Ok(out)
     }
-
 }
 
 /// The stored providers of Kademlia key `kad`, read with `it` (a prefix iterator of the

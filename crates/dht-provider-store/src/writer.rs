@@ -496,7 +496,11 @@ impl<S: ProviderStore + 'static> ProviderStore for GroupWriter<S> {
         record: &ProviderRecord,
         group: SourceGroup,
     ) -> Result<(), StoreError> {
-        self.submit_all_or_nothing(std::slice::from_ref(record), Some(group), Durability::Unsynced)
+        self.submit_all_or_nothing(
+            std::slice::from_ref(record),
+            Some(group),
+            Durability::Unsynced,
+        )
     }
 
     /// Submits the entries (a submission per run of one group), then waits for all.

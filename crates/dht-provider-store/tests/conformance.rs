@@ -469,7 +469,10 @@ conformance!(rocks_writer, |config| {
 });
 conformance!(memory_writer, |config| {
     let store = std::sync::Arc::new(MemoryStore::with_config(&config));
-    (None, GroupWriter::new(store, WriterConfig::default()).unwrap())
+    (
+        None,
+        GroupWriter::new(store, WriterConfig::default()).unwrap(),
+    )
 });
 // Through the blanket impls.
 conformance!(arc_dyn_memory, |config| {

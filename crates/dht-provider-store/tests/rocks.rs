@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{DIR, H, ROLE, SYNC, T0, dht_key, filler_batch, lines, mh, parse_ack, rec, spawn_child};
+use common::{
+    DIR, H, ROLE, SYNC, T0, dht_key, filler_batch, lines, mh, parse_ack, rec, spawn_child,
+};
 use dht_proto::{Key, Prefix, ProviderRecord, Record};
 use dht_provider_store::{
     Config, Keystore, Multihash, ProviderStore, RocksStore, StoreError, ValueStore,

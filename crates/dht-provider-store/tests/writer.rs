@@ -82,13 +82,23 @@ impl ProviderStore for Gated {
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 /// A writer over a gated store whose first commit (of one record, key 1_000_000) is held.
-fn held_writer(config: WriterConfig) -> (tempfile::TempDir, Arc<Gated>, GroupWriter<Gated>, WriteTicket) {
+fn held_writer(
+    config: WriterConfig,
+) -> (
+    tempfile::TempDir,
+    Arc<Gated>,
+    GroupWriter<Gated>,
+    WriteTicket,
+) {
     let dir = tempfile::tempdir().unwrap();
     let gated = Gated::new(open(dir.path(), Config::small()));
     let writer = GroupWriter::new(Arc::clone(&gated), config).unwrap();
@@ -132,13 +142,22 @@ fn submissions_during_a_commit_share_the_next() {
     gated.open_gate();
     assert_eq!(first.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
     for s in senders {
-        assert_eq!(s.join().unwrap().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
+        assert_eq!(
+            s.join().unwrap().unwrap(),
+            vec![Ok(ProviderOutcome::Stored)]
+        );
     }
     let stats = writer.stats();
     assert_eq!(stats.commits, 2, "{stats:?}");
     assert_eq!(stats.largest_commit, 64, "{stats:?}");
-    assert_eq!(stats.synced_commits, 1, "only the second had a durable submission");
-    assert_eq!((stats.submissions, stats.records, stats.queued_records), (65, 65, 0));
+    assert_eq!(
+        stats.synced_commits, 1,
+        "only the second had a durable submission"
+    );
+    assert_eq!(
+        (stats.submissions, stats.records, stats.queued_records),
+        (65, 65, 0)
+    );
     for i in 0..64u64 {
         let got = gated.inner.providers(&dht_key(i), 20, T0).unwrap();
         assert_eq!(got, vec![rec(i, i, T0)]);
@@ -157,12 +176,20 @@ fn a_durable_write_reads_back_after_reopen() {
             .unwrap()
             .wait()
             .unwrap();
-        assert!(answer.iter().all(|o| matches!(o, Ok(ProviderOutcome::Stored))));
+        assert!(
+            answer
+                .iter()
+                .all(|o| matches!(o, Ok(ProviderOutcome::Stored)))
+        );
         assert_eq!(writer.stats().synced_commits, 1);
     }
     let store = open(dir.path(), Config::small());
     for k in 0..50u64 {
-        let mut want: Vec<_> = batch.iter().filter(|r| r.key == dht_key(k)).cloned().collect();
+        let mut want: Vec<_> = batch
+            .iter()
+            .filter(|r| r.key == dht_key(k))
+            .cloned()
+            .collect();
         want.sort_by_key(|r| std::cmp::Reverse(r.received_at));
         assert_eq!(store.providers(&dht_key(k), 20, T0 + 300).unwrap(), want);
     }
@@ -187,7 +214,10 @@ fn writer_durability_child() {
         return;
     }
     let dir = std::env::var(DIR).unwrap();
-    let store = open(dir.as_ref(), Config::small().sync_writes(true));
+    let store = open(
+        std::path::Path::new(&dir),
+        Config::small().sync_writes(true),
+    );
     let writer = Arc::new(GroupWriter::new(store, WriterConfig::default()).unwrap());
     let next = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..4)
@@ -204,7 +234,11 @@ fn writer_durability_child() {
                         .unwrap()
                         .wait()
                         .unwrap();
-                    assert!(answer.iter().all(|o| matches!(o, Ok(ProviderOutcome::Stored))));
+                    assert!(
+                        answer
+                            .iter()
+                            .all(|o| matches!(o, Ok(ProviderOutcome::Stored)))
+                    );
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack {b}").unwrap();
                     out.flush().unwrap();
@@ -222,7 +256,12 @@ fn writer_durability_child() {
 #[test]
 fn acknowledged_batches_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_child("writer_durability_child", "writer_durability", dir.path(), true);
+    let mut child = spawn_child(
+        "writer_durability_child",
+        "writer_durability",
+        dir.path(),
+        true,
+    );
     let (rx, reader) = lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut acked: BTreeSet<u64> = BTreeSet::new();
@@ -255,7 +294,10 @@ fn acknowledged_batches_survive_kill_9() {
         })
         .collect();
     assert!(lost.is_empty(), "acknowledged batches lost: {lost:?}");
-    eprintln!("{} acknowledged batches read back after kill -9", acked.len());
+    eprintln!(
+        "{} acknowledged batches read back after kill -9",
+        acked.len()
+    );
 }
 
 /// Size of the tmpfs the full-disk child writes to.
@@ -271,7 +313,7 @@ fn writer_disk_full_child() {
         return;
     }
     let dir = std::env::var(DIR).unwrap();
-    let store = open(dir.as_ref(), Config::small());
+    let store = open(std::path::Path::new(&dir), Config::small());
     let writer = GroupWriter::new(Arc::clone(&store), WriterConfig::default()).unwrap();
     let mut acked: Vec<u64> = Vec::new();
     let mut next = 0u64;
@@ -288,7 +330,11 @@ fn writer_disk_full_child() {
         for (b, t) in tickets {
             match t.wait() {
                 Ok(answer) => {
-                    assert!(answer.iter().all(|o| matches!(o, Ok(ProviderOutcome::Stored))));
+                    assert!(
+                        answer
+                            .iter()
+                            .all(|o| matches!(o, Ok(ProviderOutcome::Stored)))
+                    );
                     acked.push(b);
                 }
                 Err(e) => failed = failed.or(Some(e)),
@@ -324,7 +370,12 @@ fn a_full_disk_answers_every_submission() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = common::run_on_tmpfs(SMALL_FS, "writer_disk_full_child", "writer_disk_full", dir.path());
+    let out = common::run_on_tmpfs(
+        SMALL_FS,
+        "writer_disk_full_child",
+        "writer_disk_full",
+        dir.path(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -354,7 +405,13 @@ fn busy_when_full_then_recovers() {
         .collect();
     let refused = writer.submit(vec![rec(10, 10, T0)], None, Durability::Unsynced);
     assert!(
-        matches!(refused, Err(StoreError::Busy { queued: 10, limit: 10 })),
+        matches!(
+            refused,
+            Err(StoreError::Busy {
+                queued: 10,
+                limit: 10
+            })
+        ),
         "{refused:?}"
     );
     let too_big: Vec<_> = (0..11u64).map(|i| rec(20 + i, i, T0)).collect();
@@ -373,7 +430,10 @@ fn busy_when_full_then_recovers() {
         .submit(vec![rec(10, 10, T0)], None, Durability::Unsynced)
         .unwrap();
     assert_eq!(again.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
-    assert_eq!(gated.inner.providers(&dht_key(10), 20, T0).unwrap().len(), 1);
+    assert_eq!(
+        gated.inner.providers(&dht_key(10), 20, T0).unwrap().len(),
+        1
+    );
     assert_eq!(writer.stats().queued_records, 0);
 }
 
@@ -425,14 +485,24 @@ fn a_bad_record_is_refused_alone() {
     );
     assert_eq!(writer.stats().commits, 2, "all three shared one commit");
     for (k, n) in [(1, 1), (2, 0), (3, 1), (4, 0), (5, 1)] {
-        assert_eq!(gated.inner.providers(&dht_key(k), 20, T0).unwrap().len(), n, "key {k}");
+        assert_eq!(
+            gated.inner.providers(&dht_key(k), 20, T0).unwrap().len(),
+            n,
+            "key {k}"
+        );
     }
     // Through the writer's `ProviderStore`, a batch is all or nothing, as the store's is.
     assert!(matches!(
         writer.add_providers(&[rec(6, 6, T0), unencodable(6)]),
         Err(StoreError::InvalidRecord { .. })
     ));
-    assert!(gated.inner.providers(&dht_key(6), 20, T0).unwrap().is_empty());
+    assert!(
+        gated
+            .inner
+            .providers(&dht_key(6), 20, T0)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -442,7 +512,10 @@ fn outcomes_report_the_cap() {
     let writer = GroupWriter::new(Arc::clone(&store), WriterConfig::default()).unwrap();
     use ProviderOutcome::{Full, Stored};
     // Without a group: the first three fill the key, re-announces refresh.
-    let batch: Vec<_> = (1..=5).map(|p| rec(1, p, T0)).chain([rec(1, 2, T0 + 1)]).collect();
+    let batch: Vec<_> = (1..=5)
+        .map(|p| rec(1, p, T0))
+        .chain([rec(1, 2, T0 + 1)])
+        .collect();
     let got: Vec<_> = writer
         .submit(batch, None, Durability::Unsynced)
         .unwrap()
@@ -478,13 +551,21 @@ fn dropping_the_writer_writes_what_is_queued() {
     let store = open(dir.path(), Config::small());
     let writer = GroupWriter::new(Arc::clone(&store), WriterConfig::default()).unwrap();
     let kept: Vec<_> = (0..2000u64)
-        .map(|i| writer.submit_inbound(rec(i, i, T0), group((i % 7) as u8)).unwrap())
+        .map(|i| {
+            writer
+                .submit_inbound(rec(i, i, T0), group((i % 7) as u8))
+                .unwrap()
+        })
         .collect();
     drop(writer);
     for t in kept {
         assert_eq!(t.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
     }
     for i in 0..2000u64 {
-        assert_eq!(store.providers(&dht_key(i), 20, T0).unwrap().len(), 1, "key {i}");
+        assert_eq!(
+            store.providers(&dht_key(i), 20, T0).unwrap().len(),
+            1,
+            "key {i}"
+        );
     }
 }
