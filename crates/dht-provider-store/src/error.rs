@@ -51,6 +51,15 @@ pub enum StoreError {
     /// The store is shutting down or closed.
     #[error("the store is closed")]
     Closed,
+    /// A [`GroupWriter`](crate::GroupWriter)'s queue is full: the records were not taken.
+    /// Nothing is queued on the caller's behalf; try again later or refuse the request.
+    #[error("the write queue is full ({queued} records queued, at most {limit})")]
+    Busy {
+        /// Records queued when the submission came.
+        queued: usize,
+        /// The most records the queue holds ([`WriterConfig::max_queued_records`](crate::WriterConfig::max_queued_records)).
+        limit: usize,
+    },
 }
 
 impl StoreError {
@@ -62,6 +71,30 @@ impl StoreError {
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
         StoreError::InvalidRecord {
             reason: reason.into(),
+        }
+    }
+
+    /// The same error again, for each of many callers answered by one failed write: the
+    /// variants are kept, an I/O error keeps its kind and message.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            StoreError::Locked { path } => StoreError::Locked { path: path.clone() },
+            StoreError::DiskFull => StoreError::DiskFull,
+            StoreError::Corrupt { what } => StoreError::Corrupt { what: what.clone() },
+            StoreError::UnsupportedFormat { found, expected } => StoreError::UnsupportedFormat {
+                found: *found,
+                expected: *expected,
+            },
+            StoreError::InvalidRecord { reason } => StoreError::InvalidRecord {
+                reason: reason.clone(),
+            },
+            StoreError::Io(e) => StoreError::Io(std::io::Error::new(e.kind(), e.to_string())),
+            StoreError::Db(msg) => StoreError::Db(msg.clone()),
+            StoreError::Closed => StoreError::Closed,
+            StoreError::Busy { queued, limit } => StoreError::Busy {
+                queued: *queued,
+                limit: *limit,
+            },
         }
     }
 

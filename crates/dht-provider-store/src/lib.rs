@@ -15,6 +15,12 @@
 //! Methods take `&self`, work in batches, return [`StoreError`] rather than panicking, and take
 //! wall-clock seconds ([`UnixSecs`]) for time.
 //!
+//! A [`GroupWriter`] in front of a provider store queues the records of concurrent callers
+//! (each inbound ADD_PROVIDER, each batch) and commits them from one thread as one write
+//! ([`ProviderStore::add_provider_entries`]: one RocksDB `WriteBatch`, at most one fsync),
+//! answering each caller after the commit with a future or a blocking wait; its queue is
+//! bounded ([`StoreError::Busy`]).
+//!
 //! ```
 //! use dht_provider_store::{Config, Keystore, ProviderStore, RocksStore};
 //! use dht_proto::{Prefix, ProviderRecord, PeerId};
@@ -56,6 +62,7 @@ mod error;
 mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+mod writer;
 
 use std::{collections::HashMap, num::NonZeroU64, sync::Arc};
 
@@ -65,6 +72,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksMemory, RocksStore};
+pub use writer::{Durability, GroupWriter, WriteTicket, WriterConfig, WriterStats};
 
 /// The multihash type the keystore holds (up to 64-byte digests).
 pub type Multihash = dht_proto::multihash::Multihash<64>;
@@ -133,6 +141,62 @@ pub trait ProviderStore: Send + Sync {
         let _ = group;
         self.add_providers_unsynced(std::slice::from_ref(record))
     }
+
+    /// Adds `entries`, from any number of callers, as one write: what the [`GroupWriter`]
+    /// commits. Each entry follows the rules of [`ProviderStore::add_providers`] (no group)
+    /// or [`ProviderStore::add_inbound_provider`] (a group), in order within a key; the
+    /// write is synced as [`ProviderStore::add_providers`] is if `durable`, else not (as
+    /// [`ProviderStore::add_providers_unsynced`]).
+    ///
+    /// The answer has one result per entry, in order: [`ProviderOutcome::Stored`],
+    /// [`ProviderOutcome::Full`] (refused by the per-key cap), or the error that refused
+    /// this entry alone (e.g. [`StoreError::InvalidRecord`]): an entry that cannot be stored
+    /// does not refuse the others. The outer error is the write's: then nothing was stored.
+    ///
+    /// [`RocksStore`] and [`MemoryStore`] apply all entries in one atomic write (one
+    /// RocksDB `WriteBatch`). The default calls the one-record methods entry by entry,
+    /// cannot tell a refusal by the cap (it answers [`ProviderOutcome::Stored`]), and stores
+    /// grouped entries unsynced, as [`ProviderStore::add_inbound_provider`] does.
+    fn add_provider_entries(
+        &self,
+        entries: &[ProviderEntry<'_>],
+        durable: bool,
+    ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+        Ok(entries
+            .iter()
+            .map(|e| {
+                let one = std::slice::from_ref(e.record);
+                let added = match (e.group, durable) {
+                    (Some(g), _) => self.add_inbound_provider(e.record, g),
+                    (None, true) => self.add_providers(one),
+                    (None, false) => self.add_providers_unsynced(one),
+                };
+                added.map(|()| ProviderOutcome::Stored)
+            })
+            .collect())
+    }
+}
+
+/// A provider record to add, and the network group it came from if a peer sent it (see
+/// [`ProviderStore::add_provider_entries`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderEntry<'a> {
+    /// The record.
+    pub record: &'a ProviderRecord,
+    /// The group of the connection it came from; `None` for a record stored as
+    /// [`ProviderStore::add_providers`] stores it.
+    pub group: Option<SourceGroup>,
+}
+
+/// What became of one provider record added by [`ProviderStore::add_provider_entries`] (or
+/// a [`GroupWriter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProviderOutcome {
+    /// Stored, or refreshed (the provider was held already).
+    Stored,
+    /// Not stored: the key holds [`Config::max_providers_per_key`] unexpired providers and
+    /// this one took no slot (see [`ProviderStore::add_inbound_provider`]).
+    Full,
 }
 
 /// The network a provider record came from, as the node groups connections (e.g. the /24 of
@@ -320,6 +384,13 @@ macro_rules! forward_impls {
                 group: SourceGroup,
             ) -> Result<(), StoreError> {
                 (**self).add_inbound_provider(record, group)
+            }
+            fn add_provider_entries(
+                &self,
+                entries: &[ProviderEntry<'_>],
+                durable: bool,
+            ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+                (**self).add_provider_entries(entries, durable)
             }
         }
 

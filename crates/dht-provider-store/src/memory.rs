@@ -8,8 +8,8 @@ use parking_lot::RwLock;
 
 use crate::codec::key_successor;
 use crate::{
-    Admission, Config, Keystore, Multihash, ProviderStore, Slot, SourceGroup, StoreError,
-    ValueStore, admit, select_providers, sort_for_read,
+    Admission, Config, Keystore, Multihash, ProviderEntry, ProviderOutcome, ProviderStore, Slot,
+    SourceGroup, StoreError, ValueStore, admit, select_providers, sort_for_read,
 };
 
 /// One key's provider records, in read order, and the groups they came from.
@@ -64,14 +64,37 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
-    /// Adds `batch`, each record from `group`.
+    /// Adds `batch`, each record from `group`: all or nothing, so a record that cannot be
+    /// stored refuses the batch.
     fn add(&self, batch: &[ProviderRecord], group: Option<SourceGroup>) -> Result<(), StoreError> {
         for r in batch {
             crate::codec::check_provider(r)?;
         }
+        let entries: Vec<ProviderEntry<'_>> = batch
+            .iter()
+            .map(|record| ProviderEntry { record, group })
+            .collect();
+        for outcome in self.add_entries(&entries) {
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// The add path of every provider write (see
+    /// [`ProviderStore::add_provider_entries`]): entries in order, under one write lock; an
+    /// entry that cannot be stored is refused alone.
+    fn add_entries(
+        &self,
+        entries: &[ProviderEntry<'_>],
+    ) -> Vec<Result<ProviderOutcome, StoreError>> {
         let cap = self.cap();
         let mut map = self.providers.write();
-        for r in batch {
+        let mut out = Vec::with_capacity(entries.len());
+        for &ProviderEntry { record: r, group } in entries {
+            if let Err(err) = crate::codec::check_provider(r) {
+                out.push(Err(err));
+                continue;
+            }
             let kad = r.kad_key();
             let list = map.entry(kad).or_default();
             if let Some(existing) = list.records.iter_mut().find(|e| e.provider == r.provider) {
@@ -99,6 +122,7 @@ impl MemoryStore {
                         if list.records.is_empty() {
                             map.remove(&kad);
                         }
+                        out.push(Ok(ProviderOutcome::Full));
                         continue;
                     }
                 }
@@ -108,8 +132,9 @@ impl MemoryStore {
                 None => list.groups.remove(&r.provider),
             };
             sort_for_read(&mut list.records);
+            out.push(Ok(ProviderOutcome::Stored));
         }
-        Ok(())
+        out
     }
 }
 
@@ -124,6 +149,16 @@ impl ProviderStore for MemoryStore {
         group: SourceGroup,
     ) -> Result<(), StoreError> {
         self.add(std::slice::from_ref(record), Some(group))
+    }
+
+    /// All `entries` under one write lock (nothing is persisted: `durable` changes nothing).
+    fn add_provider_entries(
+        &self,
+        entries: &[ProviderEntry<'_>],
+        durable: bool,
+    ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+        let _ = durable;
+        Ok(self.add_entries(entries))
     }
 
     fn providers(

@@ -24,8 +24,8 @@ use crate::codec::{
     value_received_at,
 };
 use crate::{
-    Admission, Config, Keystore, Multihash, ProviderStore, Slot, SourceGroup, StoreError,
-    ValueStore, admit, select_providers, sort_for_read,
+    Admission, Config, Keystore, Multihash, ProviderEntry, ProviderOutcome, ProviderStore, Slot,
+    SourceGroup, StoreError, ValueStore, admit, select_providers, sort_for_read,
 };
 
 const CF_PROVIDERS: &str = "providers";
@@ -663,6 +663,21 @@ impl ProviderStore for RocksStore {
         self.add_providers_with(std::slice::from_ref(record), Some(group), &self.sweep_opts)
     }
 
+    /// One `WriteBatch` and one commit for all `entries`, synced (as
+    /// [`ProviderStore::add_providers`], per [`Config::sync_writes`]) if `durable`.
+    fn add_provider_entries(
+        &self,
+        entries: &[ProviderEntry<'_>],
+        durable: bool,
+    ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+        let opts = if durable {
+            &self.write_opts
+        } else {
+            &self.sweep_opts
+        };
+        self.add_entries(entries, opts)
+    }
+
     fn providers(
         &self,
         key: &[u8],
@@ -710,27 +725,53 @@ impl ProviderStore for RocksStore {
 
 impl RocksStore {
     /// [`ProviderStore::add_providers`] with these write options (synced or not), each
-    /// record from `group` (see [`ProviderStore::add_inbound_provider`]).
+    /// record from `group` (see [`ProviderStore::add_inbound_provider`]): all or nothing,
+    /// so a record that cannot be stored refuses the batch.
     fn add_providers_with(
         &self,
         batch: &[ProviderRecord],
         group: Option<SourceGroup>,
         opts: &WriteOptions,
     ) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         for r in batch {
             check_provider(r)?;
+        }
+        let entries: Vec<ProviderEntry<'_>> = batch
+            .iter()
+            .map(|record| ProviderEntry { record, group })
+            .collect();
+        for outcome in self.add_entries(&entries, opts)? {
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// The add path of every provider write: `entries` (of one or many submissions) in one
+    /// `WriteBatch` and one commit with `opts`, under the write locks of their keys. Entries
+    /// apply in order within a key. An entry that cannot be encoded, or whose key's stored
+    /// records do not decode, is refused alone (its error in its place of the answer); the
+    /// outer error is the commit's, and then nothing was written.
+    fn add_entries(
+        &self,
+        entries: &[ProviderEntry<'_>],
+        opts: &WriteOptions,
+    ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+        let mut out: Vec<Result<ProviderOutcome, StoreError>> = entries
+            .iter()
+            .map(|e| check_provider(e.record).map(|()| ProviderOutcome::Stored))
+            .collect();
+        if entries.is_empty() {
+            return Ok(out);
         }
         let cap = self.config.max_providers_per_key;
         let cf_p = self.cf(CF_PROVIDERS)?;
 
         // Group by Kademlia key, keeping the input order within a key; seeks then go forward.
-        let mut items: Vec<(Key, usize)> = batch
+        let mut items: Vec<(Key, usize)> = entries
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.kad_key(), i))
+            .filter(|(i, _)| matches!(out.get(*i), Some(Ok(_))))
+            .map(|(i, e)| (e.record.kad_key(), i))
             .collect();
         items.sort_unstable();
 
@@ -749,49 +790,63 @@ impl RocksStore {
                 let Some(&(kad, _)) = same_key.first() else {
                     continue;
                 };
-                let mut held: Vec<Held> = Vec::new();
-                it.seek(kad.as_bytes());
-                while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    let Some(peer) = k.strip_prefix(kad.as_bytes()) else {
-                        break;
-                    };
-                    held.push(Held {
-                        peer: peer.to_vec(),
-                        slot: provider_slot(v)?,
-                    });
-                    it.next();
-                }
-                it.status().map_err(StoreError::from_rocks)?;
-
+                let mut held = match held_providers(&mut it, &kad) {
+                    Ok(held) => held,
+                    Err(err) => {
+                        // The key's stored records do not decode: its entries are refused,
+                        // the other keys' go on.
+                        tracing::warn!(%err, "provider records of a key do not decode");
+                        for &(_, i) in same_key {
+                            if let Some(slot) = out.get_mut(i) {
+                                *slot = Err(err.duplicate());
+                            }
+                        }
+                        continue;
+                    }
+                };
                 let mut changed = false;
                 for &(_, i) in same_key {
-                    let Some(r) = batch.get(i) else { continue };
+                    let (Some(e), Some(slot)) = (entries.get(i), out.get_mut(i)) else {
+                        continue;
+                    };
+                    let r = e.record;
+                    let encoded = match encode_provider_from(r, e.group) {
+                        Ok(v) => v,
+                        Err(err) => {
+                            *slot = Err(err);
+                            continue;
+                        }
+                    };
                     let peer = r.provider.to_bytes();
                     let primary = kad_prefixed(&kad, &peer);
-                    let slot = Slot {
-                        group,
+                    let new_slot = Slot {
+                        group: e.group,
                         received_at: r.received_at,
                     };
                     if let Some(h) = held.iter_mut().find(|h| h.peer == peer) {
                         // A re-announce refreshes, whatever the cap.
-                        h.slot = slot;
+                        h.slot = new_slot;
                     } else {
                         let slots: Vec<Slot> = held.iter().map(|h| h.slot).collect();
-                        match admit(&slots, group, r.received_at, cap) {
+                        match admit(&slots, e.group, r.received_at, cap) {
                             Admission::Add => {}
-                            Admission::Replace(i) => {
-                                let evicted = held.swap_remove(i);
+                            Admission::Replace(j) => {
+                                let evicted = held.swap_remove(j);
                                 wb.delete_cf(cf_p, kad_prefixed(&kad, &evicted.peer));
                                 replaced += 1;
                             }
                             Admission::Refuse => {
                                 refused += 1;
+                                *slot = Ok(ProviderOutcome::Full);
                                 continue;
                             }
                         }
-                        held.push(Held { peer, slot });
+                        held.push(Held {
+                            peer,
+                            slot: new_slot,
+                        });
                     }
-                    wb.put_cf(cf_p, &primary, encode_provider_from(r, group)?);
+                    wb.put_cf(cf_p, &primary, encoded);
                     changed = true;
                 }
                 if changed {
@@ -815,8 +870,27 @@ impl RocksStore {
                 "provider records refused or replacing others: keys at their cap"
             );
         }
-        Ok(())
+        Ok(out)
     }
+}
+
+/// The stored providers of Kademlia key `kad`, read with `it` (a prefix iterator of the
+/// providers family).
+fn held_providers(it: &mut rocksdb::DBRawIterator<'_>, kad: &Key) -> Result<Vec<Held>, StoreError> {
+    let mut held: Vec<Held> = Vec::new();
+    it.seek(kad.as_bytes());
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let Some(peer) = k.strip_prefix(kad.as_bytes()) else {
+            break;
+        };
+        held.push(Held {
+            peer: peer.to_vec(),
+            slot: provider_slot(v)?,
+        });
+        it.next();
+    }
+    it.status().map_err(StoreError::from_rocks)?;
+    Ok(held)
 }
 
 impl ValueStore for RocksStore {

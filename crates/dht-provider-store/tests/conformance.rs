@@ -10,7 +10,8 @@ use dht_proto::{
     Key, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, Prefix, Record, VALUE_RECORD_TTL_SECS,
 };
 use dht_provider_store::{
-    Config, Keystore, MemoryStore, Multihash, ProviderStore, RocksStore, SourceGroup, ValueStore,
+    Config, GroupWriter, Keystore, MemoryStore, Multihash, ProviderStore, RocksStore, SourceGroup,
+    ValueStore, WriterConfig,
 };
 
 /// What the suite needs of a store.
@@ -460,6 +461,19 @@ fn rocks(config: Config) -> (Option<tempfile::TempDir>, RocksStore) {
 conformance!(memory, |config| (None, MemoryStore::with_config(&config)));
 conformance!(rocks_cached, |config| rocks(config));
 conformance!(rocks_uncached, |config| rocks(config.cache_entries(0)));
+// Provider writes through the grouped writer (one thread, one WriteBatch per commit).
+conformance!(rocks_writer, |config| {
+    let (dir, store) = rocks(config);
+    let writer = GroupWriter::new(std::sync::Arc::new(store), WriterConfig::default()).unwrap();
+    (dir, writer)
+});
+conformance!(memory_writer, |config| {
+    let store = std::sync::Arc::new(MemoryStore::with_config(&config));
+    (
+        None,
+        GroupWriter::new(store, WriterConfig::default()).unwrap(),
+    )
+});
 // Through the blanket impls.
 conformance!(arc_dyn_memory, |config| {
     (None, std::sync::Arc::new(MemoryStore::with_config(&config)))
@@ -552,11 +566,17 @@ mod model {
         fn rocks_agrees_with_memory(ops in proptest::collection::vec(op(), 1..40)) {
             let config = Config::small().max_providers_per_key(3).expiry_chunk(3);
             let memory = MemoryStore::with_config(&config);
-            let (_dir, rocks) = rocks(config);
+            let (_dir, rocks) = rocks(config.clone());
+            // Provider writes through the grouped writer, in front of RocksDB.
+            let (_dir2, second) = super::rocks(config);
+            let writer = GroupWriter::new(std::sync::Arc::new(second), WriterConfig::default())
+                .unwrap();
             for (i, op) in ops.iter().enumerate() {
                 let want = apply(&memory, op);
                 let got = apply(&rocks, op);
-                prop_assert_eq!(got, want, "op #{}: {:?}", i, op);
+                prop_assert_eq!(&got, &want, "op #{}: {:?}", i, op);
+                let through_writer = apply(&writer, op);
+                prop_assert_eq!(through_writer, want, "writer, op #{}: {:?}", i, op);
             }
         }
     }

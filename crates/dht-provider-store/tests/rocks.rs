@@ -15,49 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{H, T0, dht_key, mh, rec};
+use common::{
+    DIR, H, ROLE, SYNC, T0, dht_key, filler_batch, lines, mh, parse_ack, rec, spawn_child,
+};
 use dht_proto::{Key, Prefix, ProviderRecord, Record};
 use dht_provider_store::{
     Config, Keystore, Multihash, ProviderStore, RocksStore, StoreError, ValueStore,
 };
-
-const ROLE: &str = "DHT_PROVIDER_STORE_TEST_ROLE";
-const DIR: &str = "DHT_PROVIDER_STORE_TEST_DIR";
-const SYNC: &str = "DHT_PROVIDER_STORE_TEST_SYNC";
-
-fn spawn_child(test_name: &str, role: &str, dir: &Path, sync: bool) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(DIR, dir)
-        .env(SYNC, if sync { "1" } else { "0" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// The `n` of an `ack n` line (libtest may print the test name before it on the same line).
-fn parse_ack(line: &str) -> Option<u64> {
-    let at = line.find("ack ")?;
-    line.get(at + 4..)?.trim().parse().ok()
-}
-
-/// Reads the child's stdout lines on a thread; returns the receiver and the thread.
-fn lines(child: &mut Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (rx, t)
-}
 
 // ---------------------------------------------------------------- durability
 
@@ -289,23 +253,6 @@ fn open_held_by_another_process_is_locked() {
 const SMALL_FS: &str = "size=24m";
 const LARGER_FS: &str = "size=256m";
 
-/// Batch `i` of the full-disk child: 500 provider records with long addresses.
-fn filler_batch(i: u64) -> Vec<dht_proto::ProviderRecord> {
-    (0..500)
-        .map(|j| {
-            let mut r = rec(i * 500 + j, j, T0);
-            r.addrs = (0..8)
-                .map(|a| {
-                    format!("/dns4/filler-{i}-{j}-{a}.example.org/tcp/4001")
-                        .parse()
-                        .unwrap()
-                })
-                .collect();
-            r
-        })
-        .collect()
-}
-
 /// The child, run by [`a_full_disk_is_an_error_and_loses_nothing`] in its own user and mount
 /// namespaces, on a small tmpfs mounted at the test directory: writes until the disk is full,
 /// checks the error and that every acknowledged record still reads, then grows the tmpfs,
@@ -356,39 +303,12 @@ fn disk_full_child() {
 /// privileges where unprivileged user namespaces are enabled.
 #[test]
 fn a_full_disk_is_an_error_and_loses_nothing() {
-    let userns = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "true"])
-        .stderr(Stdio::null())
-        .status();
-    if !userns.is_ok_and(|s| s.success()) {
+    if !common::user_namespaces() {
         eprintln!("skipped: `unshare --user --map-root-user --mount` is not available here");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let script = format!("mount -t tmpfs -o {SMALL_FS} tmpfs \"$1\" && shift && exec \"$@\"");
-    let out = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            &script,
-            "sh",
-        ])
-        .arg(dir.path())
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "disk_full_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "disk_full")
-        .env(DIR, dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = common::run_on_tmpfs(SMALL_FS, "disk_full_child", "disk_full", dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
