@@ -13,7 +13,8 @@
 //! most 64 submissions. Each variant writes new keys into a store of its own. After the
 //! criterion runs it prints records per second of each and the writer's ratio to today.
 //!
-//! `cargo bench -p dht-provider-store --bench group_writer -- --warm-up-time 1 --measurement-time 5 --sample-size 10`
+//! `cargo bench -p dht-provider-store --bench group_writer -- --warm-up-time 1 --measurement-time 3`
+//! (or `cargo test` in place of `cargo bench`, with `-- --bench`, to reuse the test profile's build)
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput};
+use criterion::{Criterion, SamplingMode, Throughput};
 use dht_proto::{Key, Multiaddr, PeerId, ProviderRecord};
 use dht_provider_store::{
     Config, Durability, GroupWriter, Multihash, ProviderOutcome, ProviderStore, RocksStore,
@@ -192,6 +193,8 @@ fn main() {
 
         let mut group = c.benchmark_group(format!("group_writer/{name}"));
         group.throughput(Throughput::Elements((SENDERS * per_sender) as u64));
+        // Iterations take tenths of a second: the same number in every sample.
+        group.sampling_mode(SamplingMode::Flat).sample_size(10);
         let next = AtomicU64::new(0);
         for (side, send) in [("today", &today_send), ("writer", &writer_send)] {
             let total = Arc::clone(&totals[format!("{name}/{side}").as_str()]);

@@ -72,7 +72,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksMemory, RocksStore};
-pub use writer::{Durability, GroupWriter, WriteTicket, WriterConfig, WriterStats};
+pub use writer::{Durability, GroupWriter, WriteAnswer, WriteTicket, WriterConfig, WriterStats};
 
 /// The multihash type the keystore holds (up to 64-byte digests).
 pub type Multihash = dht_proto::multihash::Multihash<64>;

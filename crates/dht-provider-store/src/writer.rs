@@ -217,7 +217,8 @@ struct Shared {
 /// // A batch a peer sent from 192.0.2.0/24, answered once durable.
 /// let group = SourceGroup::from_bytes(&[4, 192, 0, 2]);
 /// let ticket = writer.submit(vec![record.clone()], Some(group), Durability::Durable)?;
-/// assert_eq!(ticket.wait()?, vec![Ok(ProviderOutcome::Stored)]);
+/// let outcomes: Result<Vec<ProviderOutcome>, _> = ticket.wait()?.into_iter().collect();
+/// assert_eq!(outcomes?, vec![ProviderOutcome::Stored]);
 /// assert_eq!(store.providers(&record.key, 20, 1_700_000_060)?, vec![record]);
 /// assert_eq!(writer.stats().synced_commits, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -111,6 +111,11 @@ fn held_writer(
     (dir, gated, writer, first)
 }
 
+/// Each record's outcome of an answer, unwrapped.
+fn ok(answer: Vec<Result<ProviderOutcome, StoreError>>) -> Vec<ProviderOutcome> {
+    answer.into_iter().map(Result::unwrap).collect()
+}
+
 fn group(n: u8) -> SourceGroup {
     SourceGroup::from_bytes(&[4, 10, 0, n])
 }
@@ -140,11 +145,11 @@ fn submissions_during_a_commit_share_the_next() {
     });
     assert_eq!(writer.stats().commits, 0, "the first commit is held");
     gated.open_gate();
-    assert_eq!(first.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
+    assert_eq!(ok(first.wait().unwrap()), vec![ProviderOutcome::Stored]);
     for s in senders {
         assert_eq!(
-            s.join().unwrap().unwrap(),
-            vec![Ok(ProviderOutcome::Stored)]
+            ok(s.join().unwrap().unwrap()),
+            vec![ProviderOutcome::Stored]
         );
     }
     let stats = writer.stats();
@@ -423,13 +428,13 @@ fn busy_when_full_then_recovers() {
     gated.open_gate();
     first.wait().unwrap();
     for t in tickets {
-        assert_eq!(t.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
+        assert_eq!(ok(t.wait().unwrap()), vec![ProviderOutcome::Stored]);
     }
     // Room again.
     let again = writer
         .submit(vec![rec(10, 10, T0)], None, Durability::Unsynced)
         .unwrap();
-    assert_eq!(again.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
+    assert_eq!(ok(again.wait().unwrap()), vec![ProviderOutcome::Stored]);
     assert_eq!(
         gated.inner.providers(&dht_key(10), 20, T0).unwrap().len(),
         1
@@ -465,7 +470,7 @@ fn a_bad_record_is_refused_alone() {
     });
     gated.open_gate();
     first.wait().unwrap();
-    assert_eq!(good.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
+    assert_eq!(ok(good.wait().unwrap()), vec![ProviderOutcome::Stored]);
     let bad = bad.wait().unwrap();
     assert!(
         matches!(bad.as_slice(), [Err(StoreError::InvalidRecord { .. })]),
@@ -559,7 +564,7 @@ fn dropping_the_writer_writes_what_is_queued() {
         .collect();
     drop(writer);
     for t in kept {
-        assert_eq!(t.wait().unwrap(), vec![Ok(ProviderOutcome::Stored)]);
+        assert_eq!(ok(t.wait().unwrap()), vec![ProviderOutcome::Stored]);
     }
     for i in 0..2000u64 {
         assert_eq!(
