@@ -35,7 +35,9 @@ use dht_provider::{
     FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore, SweepConfig,
     SweepParts, SweepingProvider,
 };
-use dht_provider_store::{Config as StoreConfig, GroupWriter, MemoryStore, RocksStore, WriterConfig};
+use dht_provider_store::{
+    Config as StoreConfig, GroupWriter, MemoryStore, RocksStore, WriterConfig,
+};
 use dht_routing::{ClientConfig, DhtClient};
 use dht_routing_table::{
     Clock, DiversityConfig, FullRoutingTable, KBucketConfig, KBucketTable, SystemClock,
@@ -411,7 +413,9 @@ impl<T: NodeTable> NodeBuilder<T> {
                 (StoreChoice::Rocks(config), Some(dir)) => {
                     let rocks = RocksStore::open(dir.join("store"), config.clone())?;
                     let stores: SharedStores = if self.group_writes {
-                        Arc::new(GroupWriter::new(Arc::new(rocks), WriterConfig::default())?)
+                        // Nobody waits for an inbound ADD_PROVIDER's record: no answer.
+                        let writer = WriterConfig::default().inbound_waits(false);
+                        Arc::new(GroupWriter::new(Arc::new(rocks), writer)?)
                     } else {
                         Arc::new(rocks)
                     };

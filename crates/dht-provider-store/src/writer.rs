@@ -55,6 +55,12 @@ pub struct WriterConfig {
     /// The most records one commit takes (default 8,192; a larger single submission is
     /// committed alone).
     pub max_commit_records: usize,
+    /// Whether [`ProviderStore::add_inbound_provider`] waits for its record's commit
+    /// (default `true`: a read right after sees the record, as with the store itself).
+    /// Off, it returns once the record is queued: an inbound ADD_PROVIDER has no answer,
+    /// so nobody waits on it, and no thread is held per request while the commit runs; the
+    /// record is readable a commit later, and a failed commit is logged.
+    pub inbound_waits: bool,
 }
 
 impl Default for WriterConfig {
@@ -62,6 +68,7 @@ impl Default for WriterConfig {
         WriterConfig {
             max_queued_records: 65_536,
             max_commit_records: 8192,
+            inbound_waits: true,
         }
     }
 }
@@ -78,6 +85,13 @@ impl WriterConfig {
     #[must_use]
     pub fn max_commit_records(mut self, n: usize) -> Self {
         self.max_commit_records = n.max(1);
+        self
+    }
+
+    /// Sets [`WriterConfig::inbound_waits`].
+    #[must_use]
+    pub fn inbound_waits(mut self, on: bool) -> Self {
+        self.inbound_waits = on;
         self
     }
 }
@@ -492,11 +506,18 @@ impl<S: ProviderStore + 'static> ProviderStore for GroupWriter<S> {
         self.submit_all_or_nothing(batch, None, Durability::Unsynced)
     }
 
+    /// Waits for the record's commit, unless [`WriterConfig::inbound_waits`] is off: then
+    /// it returns once the record is queued. A refusal to queue ([`StoreError::Busy`],
+    /// [`StoreError::Closed`]) is returned either way.
     fn add_inbound_provider(
         &self,
         record: &ProviderRecord,
         group: SourceGroup,
     ) -> Result<(), StoreError> {
+        if !self.shared.config.inbound_waits {
+            let _nobody_waits = self.submit_inbound(record.clone(), group)?;
+            return Ok(());
+        }
         self.submit_all_or_nothing(
             std::slice::from_ref(record),
             Some(group),

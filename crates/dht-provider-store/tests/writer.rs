@@ -574,3 +574,29 @@ fn dropping_the_writer_writes_what_is_queued() {
         );
     }
 }
+
+#[test]
+fn inbound_records_need_not_wait_for_their_commit() {
+    let (_dir, gated, writer, first) = held_writer(WriterConfig::default().inbound_waits(false));
+    // With the commit held, each call returns once its record is queued (waiting would
+    // block this thread until the gate opens).
+    for i in 0..100u64 {
+        writer
+            .add_inbound_provider(&rec(i, i, T0), group((i % 5) as u8))
+            .unwrap();
+    }
+    assert_eq!(writer.stats().queued_records, 100);
+    assert_eq!(writer.stats().commits, 0, "the first commit is held");
+    gated.open_gate();
+    assert_eq!(ok(first.wait().unwrap()), vec![ProviderOutcome::Stored]);
+    wait_until("the 100 records committed", || {
+        writer.stats().records == 101
+    });
+    assert!(writer.stats().commits <= 2, "{:?}", writer.stats());
+    for i in 0..100u64 {
+        assert_eq!(
+            writer.providers(&dht_key(i), 20, T0).unwrap(),
+            vec![rec(i, i, T0)]
+        );
+    }
+}

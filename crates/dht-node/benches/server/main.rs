@@ -117,7 +117,10 @@ async fn bench(args: Args) -> Result<()> {
     }
     let (d, g) = (median(&direct), median(&grouped));
     println!();
-    println!("{:<34} {:>12} {:>12} {:>8}", "", "direct", "grouped", "ratio");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "", "direct", "grouped", "ratio"
+    );
     println!(
         "{:<34} {:>12.0} {:>12.0} {:>7.2}x",
         "records stored per second (median)",

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: deterministic keys, peers and records.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
