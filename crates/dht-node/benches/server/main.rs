@@ -11,7 +11,7 @@
 //! Two runs side by side, in this order, on fresh directories: **direct**, each request's
 //! record written to RocksDB by its own call (the node before the grouped writer), and
 //! **grouped**, the records of concurrent requests committed together by the node's
-//! [`GroupWriter`](dht_provider_store::GroupWriter) (the default). It prints records per
+//! [`GroupWriter`](dht_provider_store::GroupWriter) (`NodeBuilder::group_writes`). It prints records per
 //! second, the process's CPU seconds per 10,000 records (server and senders: the machine is
 //! shared, say so with the figures) and the ratio grouped ÷ direct.
 //!
