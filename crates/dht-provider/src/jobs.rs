@@ -100,14 +100,15 @@ pub fn oldest_slices(
 /// The queued slices (`queued`, in keyspace order) that a reprovide of `slice` sends in full:
 /// `slice` and the slices inside it (queued before the slice length grew).
 pub fn queued_within<'a>(
-    slice: &'a Prefix,
+    slice: &Prefix,
     queued: impl IntoIterator<Item = &'a Prefix>,
-) -> impl Iterator<Item = Prefix> + 'a {
+) -> Vec<Prefix> {
     queued
         .into_iter()
         .skip_while(|q| *q < slice)
         .take_while(|q| slice.contains_prefix(q))
         .copied()
+        .collect()
 }
 
 /// The workers reserved for the schedule by default: half of them, and none of a single one.
@@ -204,7 +205,7 @@ mod tests {
             [p("00"), p("010"), p("0110"), p("0111"), p("10"), p("1")]
                 .into_iter()
                 .collect();
-        let within = |s: &str| queued_within(&p(s), &queued).collect::<Vec<_>>();
+        let within = |s: &str| queued_within(&p(s), &queued);
         assert_eq!(within("01"), [p("010"), p("0110"), p("0111")]);
         assert_eq!(within("00"), [p("00")]);
         assert_eq!(within("11"), Vec::<Prefix>::new());

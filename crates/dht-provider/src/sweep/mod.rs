@@ -39,7 +39,6 @@ pub use send::find_node_key;
 use crate::{
     Multihash,
     error::ProviderError,
-    explore::Exploration,
     jobs::{JobKind, Waiting, Workers, choose, oldest_slices, queued_within},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
@@ -852,9 +851,8 @@ where
             shared.busy += 1;
             // The reprovide sends every key of the slice: the keys queued there are sent
             // with it (first), not by a provide job of their own after it.
-            let within: Vec<Prefix> = queued_within(&slice, shared.queue.range(slice..).map(|(p, _)| p))
-                .filter(|p| !shared.providing.contains_key(p))
-                .collect();
+            let mut within = queued_within(&slice, shared.queue.range(slice..).map(|(p, _)| p));
+            within.retain(|p| !shared.providing.contains_key(p));
             let mut keys = Vec::new();
             let mut taken = Vec::new();
             for p in within {
