@@ -779,12 +779,16 @@ where
             .min_by_key(|(slice, r)| (r.at, **slice))
             .map(|(slice, r)| (*slice, r.at));
         // Slices whose provide runs now wait for it to end (a second job would learn the
-        // same region again).
+        // same region again), and so do slices the walk has due: their reprovide sends
+        // every key of them, the queued ones first.
         let queued = || {
             shared
                 .queue
                 .iter()
-                .filter(|(slice, _)| !shared.providing.contains_key(*slice))
+                .filter(|(slice, _)| {
+                    !shared.providing.contains_key(*slice)
+                        && !schedule.is_due(&cursor, slice, now)
+                })
                 .map(|(slice, q)| (*slice, q.since))
         };
         let oldest_queued = queued().min_by_key(|(slice, since)| (*since, *slice));
