@@ -86,8 +86,10 @@ pub fn oldest_slices(
     waiting: impl IntoIterator<Item = (Prefix, UnixSecs)>,
     n: usize,
 ) -> Vec<Prefix> {
-    let mut waiting: Vec<(UnixSecs, Prefix)> =
-        waiting.into_iter().map(|(slice, since)| (since, slice)).collect();
+    let mut waiting: Vec<(UnixSecs, Prefix)> = waiting
+        .into_iter()
+        .map(|(slice, since)| (since, slice))
+        .collect();
     let n = n.max(1);
     if waiting.len() > n {
         waiting.select_nth_unstable(n - 1);
@@ -187,10 +189,7 @@ mod tests {
             (p("100"), 90),
             (p("101"), 20),
         ];
-        assert_eq!(
-            oldest_slices(waiting, 3),
-            [p("001"), p("011"), p("101")]
-        );
+        assert_eq!(oldest_slices(waiting, 3), [p("001"), p("011"), p("101")]);
         assert_eq!(oldest_slices(waiting, 1), [p("001")]);
         // At least one, and no more than there are.
         assert_eq!(oldest_slices(waiting, 0), [p("001")]);

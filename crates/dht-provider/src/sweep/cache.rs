@@ -31,7 +31,11 @@ impl ExplorationCache {
     /// the one of its region, unless that one was learned later.
     pub(super) fn insert(&mut self, exploration: Exploration, learned: UnixSecs) {
         let scope = exploration.scope;
-        if self.by_scope.get(&scope).is_some_and(|(_, at)| *at > learned) {
+        if self
+            .by_scope
+            .get(&scope)
+            .is_some_and(|(_, at)| *at > learned)
+        {
             return;
         }
         self.by_scope.insert(scope, (exploration, learned));
@@ -154,7 +158,10 @@ mod tests {
         // The first region's exploration is still there, fresh for 600 s from when it was
         // learned (1000), and it covers the slices inside its region.
         assert!(cache.fresh(&p("000000"), 1600, 600).is_some());
-        assert_eq!(cache.fresh(&p("0000001"), 1600, 600).map(|(_, at)| at), Some(1000));
+        assert_eq!(
+            cache.fresh(&p("0000001"), 1600, 600).map(|(_, at)| at),
+            Some(1000)
+        );
         assert!(cache.fresh(&p("000000"), 1601, 600).is_none());
         assert!(cache.fresh(&p("00000"), 1000, 600).is_none());
     }

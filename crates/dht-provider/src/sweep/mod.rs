@@ -786,8 +786,7 @@ where
                 .queue
                 .iter()
                 .filter(|(slice, _)| {
-                    !shared.providing.contains_key(*slice)
-                        && !schedule.is_due(&cursor, slice, now)
+                    !shared.providing.contains_key(*slice) && !schedule.is_due(&cursor, slice, now)
                 })
                 .map(|(slice, q)| (*slice, q.since))
         };
