@@ -11,7 +11,8 @@
 //! A provide job takes several of the slices waiting longest at once ([`oldest_slices`]) and
 //! sends them side by side: under steady ingest every slice has new keys, and a worker that
 //! took one slice at a time would serve them in a round robin whose turn is the number of
-//! slices times a job's time (mostly its exploration), some 3,000 s at 10,000 servers. A
+//! slices times a job's time (mostly its exploration), some 3,000 s at 10,000 servers (the
+//! first jobs take fewer, [`slices_per_job`]). A
 //! reprovide of a slice takes the slice's queued keys too ([`queued_within`]): it sends
 //! every key of the slice anyway.
 //!
@@ -97,6 +98,15 @@ pub fn oldest_slices(
     }
     waiting.sort_unstable();
     waiting.into_iter().map(|(_, slice)| slice).collect()
+}
+
+/// How many slices a provide job takes, at most `max`, when `explorations` have been seen
+/// (up to the size estimator's window): one at first, one more for every two seen.
+/// Explorations side by side all start from what was seen before them (the silent share that
+/// decides a key's spare servers, the share of peers that answers omit): the first ones go
+/// a few at a time, as they would one slice per job.
+pub fn slices_per_job(max: usize, explorations: usize) -> usize {
+    max.min(1 + explorations / 2).max(1)
 }
 
 /// The queued slices (`queued`, in keyspace order) that a reprovide of `slice` sends in full:
@@ -196,6 +206,15 @@ mod tests {
         assert_eq!(oldest_slices(waiting, 100).len(), 6);
         assert_eq!(oldest_slices(waiting, 100)[5], p("100"));
         assert!(oldest_slices([], 8).is_empty());
+    }
+
+    #[test]
+    fn provide_jobs_grow_as_explorations_measure_the_network() {
+        let sizes: Vec<usize> = (0..20).map(|seen| slices_per_job(8, seen)).collect();
+        assert_eq!(sizes[..6], [1, 1, 2, 2, 3, 3]);
+        assert_eq!(sizes[14..], [8; 6]);
+        assert_eq!(slices_per_job(0, 30), 1);
+        assert_eq!(slices_per_job(1, 30), 1);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use send::find_node_key;
 use crate::{
     Multihash,
     error::ProviderError,
-    jobs::{JobKind, Waiting, Workers, choose, oldest_slices, queued_within},
+    jobs::{JobKind, Waiting, Workers, choose, oldest_slices, queued_within, slices_per_job},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
     state::{SliceRetry, StateStore, SweepState, Unsent, WeakKey},
@@ -819,7 +819,8 @@ where
             return (vec![job], None);
         }
         if let Some(JobKind::Provide) = chosen {
-            let slices = oldest_slices(queued(), self.config.provide_slices_per_job);
+            let n = slices_per_job(self.config.provide_slices_per_job, shared.size.samples());
+            let slices = oldest_slices(queued(), n);
             let jobs: Vec<Job> = slices
                 .into_iter()
                 .filter_map(|slice| {
