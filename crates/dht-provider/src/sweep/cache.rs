@@ -114,9 +114,7 @@ impl ExplorationCache {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
-    use dht_proto::{Key, PeerId};
+    use dht_proto::Key;
 
     use super::*;
 
@@ -125,21 +123,7 @@ mod tests {
     }
 
     fn exploration(scope: &str, servers: usize) -> Exploration {
-        let scope = p(scope);
-        Exploration {
-            region: scope,
-            scope,
-            servers: (0..servers)
-                .map(|_| PeerInfo::new(PeerId::random(), Vec::new()))
-                .collect(),
-            responded: BTreeSet::new(),
-            complete: true,
-            requests: 3,
-            first_asks: 3,
-            failures: 0,
-            checked: 0,
-            left_out: 0,
-        }
+        crate::size::tests::exploration(scope, servers, true)
     }
 
     #[test]
