@@ -180,6 +180,13 @@ impl Schedule {
         (due <= now).then_some((slice, due))
     }
 
+    /// Whether `slice` is due at `now` in the walk after `progress` and not yet taken: its
+    /// reprovide is on its way (a slice's new keys can wait for it).
+    pub fn is_due(&self, progress: &Progress, slice: &Prefix, now: UnixSecs) -> bool {
+        let first = slice.first_key();
+        first >= progress.next && self.due_time(progress.cycle, &first) <= now
+    }
+
     /// The time the slice after `progress` is due (for sleeping until then).
     pub fn next_due_time(&self, progress: &Progress) -> UnixSecs {
         self.due_time(progress.cycle, &self.slice_at(&progress.next).first_key())
@@ -376,6 +383,23 @@ mod tests {
             assert!(due <= s.due_time(progress.cycle, &progress.next));
             assert!(due + old.abs_diff(new) + 1 >= s.due_time(progress.cycle, &progress.next));
         }
+    }
+
+    #[test]
+    fn due_slices_are_those_the_walk_has_not_taken() {
+        let s = Schedule::new(0, 8 * H, 3);
+        let progress = Progress {
+            cycle: 2,
+            next: p("011").first_key(),
+        };
+        // In cycle 2, at the time "101" is due: "011", "100" and "101" are due.
+        let now = s.due_time(2, &p("101").first_key());
+        let due: Vec<String> = (0u8..8)
+            .map(|i| Prefix::new(&Key::from_bytes([i << 5; 32]), 3))
+            .filter(|slice| s.is_due(&progress, slice, now))
+            .map(|slice| slice.to_string())
+            .collect();
+        assert_eq!(due, ["011", "100", "101"]);
     }
 
     #[test]

@@ -66,14 +66,15 @@ impl SizeEstimator {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
 
     use dht_proto::{PeerId, PeerInfo, Prefix};
 
     use super::*;
 
-    fn exploration(scope: &str, servers: usize, complete: bool) -> Exploration {
+    /// An exploration of `scope` with `servers` random servers (for tests).
+    pub(crate) fn exploration(scope: &str, servers: usize, complete: bool) -> Exploration {
         let scope: Prefix = scope.parse().unwrap();
         Exploration {
             region: scope,

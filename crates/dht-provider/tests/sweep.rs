@@ -928,7 +928,9 @@ async fn offline_sends_nothing_but_probes_and_catches_up_on_return() {
     let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
     let held = keys(2000, 31);
     provider.start_providing(false, &held).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(H)).await;
+    // A minute past the first slice's reprovide (due at 1 h): the outage does not depend on
+    // how long the first provide took.
+    tokio::time::sleep(Duration::from_secs(H + 60)).await;
     net.clear_held();
 
     // The network goes away for three and a half hours (of an 8 h interval).
@@ -1563,7 +1565,9 @@ async fn stats_show_the_schedule_the_network_and_since_when_offline() {
     // schedule's due regions pile up.
     let everyone: HashSet<PeerId> = net.0.servers.iter().map(|s| s.peer_id).collect();
     *net.0.dead.lock() = everyone;
-    tokio::time::sleep(Duration::from_secs(2 * H)).await;
+    // Half a minute past the time the third slice is due (2 h), however long the first
+    // provide took (and before the provider calls itself offline).
+    tokio::time::sleep(Duration::from_secs(2 * H + 30)).await;
     let stats = provider.stats();
     assert_ne!(stats.connectivity, dht_provider::Connectivity::Online);
     assert!(

@@ -16,6 +16,10 @@ pub struct SweepConfig {
     /// Workers that only reprovide the schedule's due slices, so that new keys never starve
     /// reprovides (half of them by default).
     pub reserved_for_schedule: usize,
+    /// Slices a provide job takes at once, those whose keys waited longest, sent side by
+    /// side (8). Under steady ingest every slice has new keys: one slice per job would serve
+    /// them in a round robin of (slices × a job's time) / (workers not reserved).
+    pub provide_slices_per_job: usize,
     /// Time allowed for one ADD_PROVIDER to be written, and for one FIND_NODE to be answered.
     pub request_timeout: Duration,
     /// ADD_PROVIDER messages in flight to one peer at once.
@@ -59,6 +63,7 @@ impl Default for SweepConfig {
             k: dht_proto::K_VALUE,
             workers: 4,
             reserved_for_schedule: default_reserved(4),
+            provide_slices_per_job: 8,
             request_timeout: Duration::from_secs(10),
             sends_per_peer: 32,
             peers_in_parallel: 64,
@@ -94,6 +99,12 @@ impl SweepConfig {
     /// Sets how many workers only reprovide the schedule (at most all but one).
     pub fn with_reserved_for_schedule(mut self, reserved: usize) -> Self {
         self.reserved_for_schedule = reserved.min(self.workers.saturating_sub(1));
+        self
+    }
+
+    /// Sets how many slices a provide job takes at once (at least one).
+    pub fn with_provide_slices_per_job(mut self, slices: usize) -> Self {
+        self.provide_slices_per_job = slices.max(1);
         self
     }
 

@@ -10,7 +10,7 @@
 //! slow. What a job keeps is one page and the keys that failed, whatever the slice holds.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -26,10 +26,12 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 mod assign;
+mod cache;
 mod config;
 mod send;
 
 use assign::NetworkQuality;
+use cache::ExplorationCache;
 pub use config::SweepConfig;
 use send::JobOutcome;
 pub use send::find_node_key;
@@ -37,8 +39,7 @@ pub use send::find_node_key;
 use crate::{
     Multihash,
     error::ProviderError,
-    explore::Exploration,
-    jobs::{JobKind, Waiting, Workers, choose},
+    jobs::{JobKind, Waiting, Workers, choose, oldest_slices, queued_within, slices_per_job},
     schedule::{Progress, Schedule, slice_len_for},
     size::SizeEstimator,
     state::{SliceRetry, StateStore, SweepState, Unsent, WeakKey},
@@ -160,8 +161,14 @@ enum Job {
         whole: bool,
         marked: Option<Marker>,
     },
-    /// Every key of a slice, as the schedule says.
-    Reprovide { slice: Prefix, cycle: u64 },
+    /// Every key of a slice, as the schedule says, and first the keys queued in it (`keys`
+    /// held in memory, of the queued slices `taken`), whose first provide this is.
+    Reprovide {
+        slice: Prefix,
+        cycle: u64,
+        keys: Vec<Queued>,
+        taken: Vec<Prefix>,
+    },
     /// What failed in a slice: the keys that reached too few servers, and the keys of the
     /// keystore that were not sent.
     Retry {
@@ -174,10 +181,66 @@ enum Job {
 }
 
 impl Job {
-    /// Whether the job is the schedule's (may run on a reserved worker).
-    fn is_scheduled(&self) -> bool {
-        matches!(self, Job::Reprovide { .. })
+    /// Whether the job is a retry or a provide (one of the work that may not take the
+    /// workers reserved for the schedule).
+    fn is_other(&self) -> bool {
+        matches!(self, Job::Provide { .. } | Job::Retry { .. })
     }
+}
+
+/// Keys of one queued slice taken by a job: those held, whether the slice is to be provided
+/// whole, and the marker of the others.
+type TakenKeys = (Vec<Queued>, bool, Option<Marker>);
+
+/// Takes the queued keys of `slice` for a job that provides them (counted as a provide of
+/// the slice running until the job ends); `None` if none are queued.
+fn take_queued(shared: &mut Shared, slice: Prefix) -> Option<TakenKeys> {
+    let QueuedSlice { keys, marked, .. } = shared.queue.remove(&slice)?;
+    let marked_count = marked.as_ref().map_or(0, |m| m.count) as usize;
+    shared.queued_keys = shared.queued_keys.saturating_sub(keys.len() + marked_count);
+    shared.queued_in_memory = shared.queued_in_memory.saturating_sub(keys.len());
+    let whole = shared.whole.remove(&slice);
+    *shared.providing.entry(slice).or_default() += 1;
+    Some((keys, whole, marked))
+}
+
+/// Ends a provide of the queued keys of `slice`: unless more wait or are being sent, a
+/// restart need not provide the slice whole (what failed is in the persisted retries).
+fn provided(shared: &mut Shared, slice: Prefix) {
+    let running = shared.providing.get(&slice).copied().unwrap_or(0);
+    if running <= 1 {
+        shared.providing.remove(&slice);
+    } else {
+        shared.providing.insert(slice, running - 1);
+    }
+    if running <= 1 && !shared.queue.contains_key(&slice) {
+        shared.state.pending.remove(&slice);
+    }
+}
+
+/// The keys of `queued` to send first, and the batches waiting for each.
+fn first_keys(queued: &[Queued]) -> (Vec<WeakKey>, HashMap<Multihash, Vec<Arc<Batch>>>) {
+    let mut wanted: Vec<Multihash> = Vec::new();
+    let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
+    for q in queued {
+        match &q.batch {
+            // Nobody waits any more, but the key is still provided now.
+            Some(b) if b.cancelled.load(Ordering::Acquire) => wanted.push(q.key),
+            Some(b) => {
+                batches.entry(q.key).or_default().push(b.clone());
+                wanted.push(q.key);
+            }
+            None => wanted.push(q.key),
+        }
+    }
+    let first = dedup(&wanted)
+        .into_iter()
+        .map(|key| WeakKey {
+            key,
+            reached: Vec::new(),
+        })
+        .collect();
+    (first, batches)
 }
 
 #[derive(Debug, Default)]
@@ -215,7 +278,8 @@ struct Shared {
     retrying: BTreeSet<Prefix>,
     /// Provide jobs running now, per slice.
     providing: BTreeMap<Prefix, usize>,
-    cache: VecDeque<(Exploration, UnixSecs)>,
+    /// The explorations kept for reuse, one per region.
+    cache: ExplorationCache,
     size: SizeEstimator,
     /// What explorations showed of silent servers and answers that leave peers out.
     quality: NetworkQuality,
@@ -377,7 +441,7 @@ where
             whole,
             retrying: BTreeSet::new(),
             providing: BTreeMap::new(),
-            cache: VecDeque::new(),
+            cache: ExplorationCache::default(),
             size: SizeEstimator::new(),
             quality: NetworkQuality::default(),
             connectivity: Connectivity::Online,
@@ -659,11 +723,19 @@ where
     async fn worker(self: Arc<Self>, id: usize) {
         while !self.closed.load(Ordering::Acquire) {
             let notified = self.wake.notified();
-            let (job, wake_at) = self.next_job();
-            match job {
-                Some(job) => {
-                    tracing::debug!(worker = id, ?job, "job");
-                    self.run(job).await;
+            let (jobs, wake_at) = self.next_job();
+            match jobs.first().map(Job::is_other) {
+                Some(other) => {
+                    tracing::debug!(worker = id, ?jobs, "job");
+                    // The slices of a provide job are sent side by side.
+                    futures::future::join_all(jobs.into_iter().map(|job| self.run(job))).await;
+                    let mut shared = self.shared.lock();
+                    shared.busy = shared.busy.saturating_sub(1);
+                    if other {
+                        shared.busy_other = shared.busy_other.saturating_sub(1);
+                    }
+                    drop(shared);
+                    self.wake.notify_waiters();
                 }
                 None => {
                     let now = self.now();
@@ -677,8 +749,9 @@ where
         }
     }
 
-    /// The next job, or when to look again.
-    fn next_job(&self) -> (Option<Job>, Option<UnixSecs>) {
+    /// The next job (several slices' provides, sent side by side, or one other job), or
+    /// when to look again.
+    fn next_job(&self) -> (Vec<Job>, Option<UnixSecs>) {
         let now = self.now();
         let mut shared = self.shared.lock();
         if shared.connectivity != Connectivity::Online {
@@ -686,11 +759,12 @@ where
             // and what falls due meanwhile waits for the network to answer again.
             let probe_at = shared.last_probe.saturating_add(PROBE_EVERY);
             if shared.probing || now < probe_at {
-                return (None, Some(probe_at));
+                return (Vec::new(), Some(probe_at));
             }
             shared.probing = true;
             shared.last_probe = now;
-            return (Some(Job::Probe), None);
+            shared.busy += 1;
+            return (vec![Job::Probe], None);
         }
         let schedule = shared.schedule;
         let mut cursor = shared.cursor;
@@ -704,11 +778,19 @@ where
             .filter(|(slice, r)| r.at <= now && !shared.retrying.contains(*slice))
             .min_by_key(|(slice, r)| (r.at, **slice))
             .map(|(slice, r)| (*slice, r.at));
-        let oldest_queued = shared
-            .queue
-            .iter()
-            .min_by_key(|(slice, q)| (q.since, **slice))
-            .map(|(slice, q)| (*slice, q.since));
+        // Slices whose provide runs now wait for it to end (a second job would learn the
+        // same region again), and so do slices the walk has due: their reprovide sends
+        // every key of them, the queued ones first.
+        let queued = || {
+            shared
+                .queue
+                .iter()
+                .filter(|(slice, _)| {
+                    !shared.providing.contains_key(*slice) && !schedule.is_due(&cursor, slice, now)
+                })
+                .map(|(slice, q)| (*slice, q.since))
+        };
+        let oldest_queued = queued().min_by_key(|(slice, since)| (*since, *slice));
         let waiting = Waiting {
             retry: oldest_retry.map(|(_, at)| at),
             provide: oldest_queued.map(|(_, since)| since),
@@ -734,26 +816,28 @@ where
                 keys,
                 unsent,
             };
-            return (Some(job), None);
+            return (vec![job], None);
         }
-        if let (Some(JobKind::Provide), Some((slice, _))) = (chosen, oldest_queued)
-            && let Some(queued) = shared.queue.remove(&slice)
-        {
-            let QueuedSlice { keys, marked, .. } = queued;
-            let marked_count = marked.as_ref().map_or(0, |m| m.count) as usize;
-            shared.queued_keys = shared.queued_keys.saturating_sub(keys.len() + marked_count);
-            shared.queued_in_memory = shared.queued_in_memory.saturating_sub(keys.len());
-            let whole = shared.whole.remove(&slice);
-            *shared.providing.entry(slice).or_default() += 1;
-            shared.busy += 1;
-            shared.busy_other += 1;
-            let job = Job::Provide {
-                slice,
-                keys,
-                whole,
-                marked,
-            };
-            return (Some(job), None);
+        if let Some(JobKind::Provide) = chosen {
+            let n = slices_per_job(self.config.provide_slices_per_job, shared.size.samples());
+            let slices = oldest_slices(queued(), n);
+            let jobs: Vec<Job> = slices
+                .into_iter()
+                .filter_map(|slice| {
+                    let (keys, whole, marked) = take_queued(&mut shared, slice)?;
+                    Some(Job::Provide {
+                        slice,
+                        keys,
+                        whole,
+                        marked,
+                    })
+                })
+                .collect();
+            if !jobs.is_empty() {
+                shared.busy += 1;
+                shared.busy_other += 1;
+                return (jobs, None);
+            }
         }
         if let (Some(JobKind::Reprovide), Some((slice, _))) = (chosen, due) {
             let cycle = cursor.cycle;
@@ -769,7 +853,25 @@ where
             shared.cursor = cursor;
             shared.claimed.insert((cycle, slice));
             shared.busy += 1;
-            return (Some(Job::Reprovide { slice, cycle }), None);
+            // The reprovide sends every key of the slice: the keys queued there are sent
+            // with it (first), not by a provide job of their own after it.
+            let mut within = queued_within(&slice, shared.queue.range(slice..).map(|(p, _)| p));
+            within.retain(|p| !shared.providing.contains_key(p));
+            let mut keys = Vec::new();
+            let mut taken = Vec::new();
+            for p in within {
+                if let Some((held, _, _)) = take_queued(&mut shared, p) {
+                    keys.extend(held);
+                    taken.push(p);
+                }
+            }
+            let job = Job::Reprovide {
+                slice,
+                cycle,
+                keys,
+                taken,
+            };
+            return (vec![job], None);
         }
         let next = shared
             .state
@@ -779,7 +881,7 @@ where
             .map(|(_, r)| r.at)
             .chain([schedule.next_due_time(&shared.cursor)])
             .min();
-        (None, next)
+        (Vec::new(), next)
     }
 
     /// One FIND_NODE to a known server; an answer brings the provider back online.
@@ -793,7 +895,7 @@ where
             .pop()
             .or_else(|| {
                 let shared = self.shared.lock();
-                let servers = &shared.cache.back()?.0.servers;
+                let servers = shared.cache.latest_servers();
                 servers.get(now as usize % servers.len().max(1)).cloned()
             });
         let answered = match peer {
@@ -848,26 +950,7 @@ where
                 whole,
                 marked,
             } => {
-                let mut wanted: Vec<Multihash> = Vec::new();
-                let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
-                for q in keys {
-                    match &q.batch {
-                        // Nobody waits any more, but the key is still provided now.
-                        Some(b) if b.cancelled.load(Ordering::Acquire) => wanted.push(q.key),
-                        Some(b) => {
-                            batches.entry(q.key).or_default().push(b.clone());
-                            wanted.push(q.key);
-                        }
-                        None => wanted.push(q.key),
-                    }
-                }
-                let first = dedup(&wanted)
-                    .into_iter()
-                    .map(|key| WeakKey {
-                        key,
-                        reached: Vec::new(),
-                    })
-                    .collect();
+                let (first, batches) = first_keys(keys);
                 let from = if *whole {
                     Unsent::All
                 } else if marked.is_some() {
@@ -884,7 +967,10 @@ where
                 keys,
                 unsent,
             } => (*slice, keys.clone(), HashMap::new(), *unsent),
-            Job::Reprovide { slice, .. } => (*slice, Vec::new(), HashMap::new(), Unsent::All),
+            Job::Reprovide { slice, keys, .. } => {
+                let (first, batches) = first_keys(keys);
+                (*slice, first, batches, Unsent::All)
+            }
         };
         // One deadline and one set of peers given up on for the whole slice, over all its
         // pages.
@@ -979,10 +1065,6 @@ where
         shared.cycle_sent.0 += outcome.sent;
         shared.cycle_sent.1 += outcome.send_failures;
         shared.cycle_tried.0 += outcome.peers_tried;
-        shared.busy = shared.busy.saturating_sub(1);
-        if !job.is_scheduled() {
-            shared.busy_other = shared.busy_other.saturating_sub(1);
-        }
         if outcome.answered {
             shared.last_answer = now;
             shared.set_connectivity(Connectivity::Online, now);
@@ -1002,37 +1084,24 @@ where
         shared.region_times.record(&slice, whole, now);
         self.settle_retry(&mut shared, &job, slice, &mut outcome, now);
         match job {
-            Job::Reprovide { cycle, .. } => {
+            Job::Reprovide { cycle, taken, .. } => {
                 shared.claimed.remove(&(cycle, slice));
+                for p in taken {
+                    provided(&mut shared, p);
+                }
             }
             Job::Retry { .. } => {
                 shared.retrying.remove(&slice);
             }
-            Job::Provide { .. } => {
-                // The first provide of the slice's new keys is done (what failed is in the
-                // persisted retries): unless more wait or are being sent, a restart need not
-                // provide the slice whole.
-                let running = shared.providing.get(&slice).copied().unwrap_or(0);
-                if running <= 1 {
-                    shared.providing.remove(&slice);
-                } else {
-                    shared.providing.insert(slice, running - 1);
-                }
-                if running <= 1 && !shared.queue.contains_key(&slice) {
-                    shared.state.pending.remove(&slice);
-                }
-            }
+            Job::Provide { .. } => provided(&mut shared, slice),
             Job::Probe => {}
         }
-        if let Some(ex) = &outcome.exploration {
+        if let Some((ex, _)) = &outcome.exploration {
             shared.size.observe(ex);
         }
         self.resize(&mut shared);
-        if let Some(ex) = outcome.exploration {
-            shared.cache.push_back((ex, now));
-            while shared.cache.len() > 16 {
-                shared.cache.pop_front();
-            }
+        if let Some((ex, learned)) = outcome.exploration {
+            shared.cache.insert(ex, learned);
         }
         if let Err(e) = self.persist(&shared) {
             let errors = c.state_save_errors.fetch_add(1, Ordering::Relaxed) + 1;

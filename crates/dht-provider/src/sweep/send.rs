@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, sync::atomic::Ordering};
 
-use dht_proto::{Key, PeerId, PeerInfo, Prefix, Request, Response};
+use dht_proto::{Key, PeerId, PeerInfo, Prefix, Request, Response, UnixSecs};
 use dht_provider_store::Keystore;
 use dht_routing::{Network, key_in_prefix};
 use dht_routing_table::RoutingTable;
@@ -49,27 +49,21 @@ where
         ex
     }
 
-    /// A fresh exploration covering `slice`, if one is cached or the routing table is
-    /// complete; otherwise the best seeds.
-    pub(super) fn cached(&self, slice: &Prefix) -> Result<Exploration, Vec<PeerInfo>> {
-        if self.parts.table.is_complete() {
-            return Ok(self.table_region(*slice, &HashSet::new()));
-        }
+    /// A fresh exploration covering `slice` and when it was learned, if one is cached or the
+    /// routing table is complete; otherwise the best seeds.
+    pub(super) fn cached(&self, slice: &Prefix) -> Result<(Exploration, UnixSecs), Vec<PeerInfo>> {
         let now = self.now();
+        if self.parts.table.is_complete() {
+            return Ok((self.table_region(*slice, &HashSet::new()), now));
+        }
         let fresh = self.config.exploration_freshness.as_secs();
         let shared = self.shared.lock();
-        if let Some((ex, _)) = shared.cache.iter().rev().find(|(ex, at)| {
-            ex.complete && ex.scope.contains_prefix(slice) && now.saturating_sub(*at) <= fresh
-        }) {
-            return Ok(ex.clone());
+        if let Some(found) = shared.cache.fresh(slice, now, fresh) {
+            return Ok(found);
         }
-        // Seeds: the servers of the most recent exploration (adjacent in a sweep), then the
-        // routing table's closest peers to the slice.
-        let mut seeds: Vec<PeerInfo> = shared
-            .cache
-            .back()
-            .map(|(ex, _)| ex.servers.clone())
-            .unwrap_or_default();
+        // Seeds: the servers of the region last time (or of the region learned last), then
+        // the routing table's closest peers to the slice.
+        let mut seeds = shared.cache.seeds(slice);
         drop(shared);
         let middle = slice.key_with_suffix(&Key::hash(slice.to_string().as_bytes()));
         seeds.extend(self.parts.table.closest_peers(&middle, self.config.k));
@@ -137,7 +131,7 @@ where
         &self,
         slice: Prefix,
         keys: &[WeakKey],
-        prior: Option<Exploration>,
+        prior: Option<(Exploration, UnixSecs)>,
         deadline: tokio::time::Instant,
         excluded: &mut HashSet<PeerId>,
     ) -> SliceOutcome {
@@ -145,13 +139,16 @@ where
         let kad: Vec<Key> = keys.iter().map(|w| Key::from_multihash(&w.key)).collect();
         // Only servers that answer now say the network is there: not those that answered an
         // exploration reused from before (cached, or the page before's).
-        let (mut exploration, mut answered) =
+        // A reused exploration keeps the time it was learned: it is learned again once that
+        // is older than the freshness, however often it was reused.
+        let ((mut exploration, mut learned), mut answered) =
             match prior.map(Ok).unwrap_or_else(|| self.cached(&slice)) {
-                Ok(ex) => (ex, false),
+                Ok(found) => (found, false),
                 Err(seeds) => {
+                    let learned = self.now();
                     let ex = self.explore(slice, seeds, excluded).await;
                     let answered = !ex.responded.is_empty();
-                    (ex, answered)
+                    ((ex, learned), answered)
                 }
             };
         // Per key, the servers that hold it: those a retry's key reached before, then those
@@ -219,6 +216,7 @@ where
             if exploration.servers.len() >= k {
                 continue;
             }
+            learned = self.now();
             exploration = if self.parts.table.is_complete() {
                 self.table_region(slice, excluded)
             } else {
@@ -232,7 +230,7 @@ where
         outcome.ok = stored.iter().map(|s| s.len() >= needed).collect();
         outcome.reached = stored;
         outcome.answered = answered;
-        outcome.exploration = Some(exploration);
+        outcome.exploration = Some((exploration, learned));
         outcome
     }
 
@@ -310,7 +308,8 @@ pub(super) struct SliceOutcome {
     /// Peers sent to (some more than once, over the passes).
     pub(super) peers_tried: u64,
     pub(super) answered: bool,
-    pub(super) exploration: Option<Exploration>,
+    /// The region's servers, and when they were learned.
+    pub(super) exploration: Option<(Exploration, UnixSecs)>,
 }
 
 /// What a job did, over all its pages: only the failed keys are kept, and at most
@@ -334,8 +333,8 @@ pub(super) struct JobOutcome {
     /// Over the keys sent, the servers that hold their record.
     pub(super) holders: u64,
     pub(super) answered: bool,
-    /// The region's servers, reused for the next page.
-    pub(super) exploration: Option<Exploration>,
+    /// The region's servers and when they were learned, reused for the next page.
+    pub(super) exploration: Option<(Exploration, UnixSecs)>,
 }
 
 impl JobOutcome {
