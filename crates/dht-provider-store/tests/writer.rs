@@ -375,24 +375,12 @@ fn a_full_disk_answers_every_submission() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = common::run_on_tmpfs(
+    let acked = common::run_on_tmpfs(
         SMALL_FS,
         "writer_disk_full_child",
         "writer_disk_full",
         dir.path(),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let acked: u64 = stdout
-        .split("ok ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no result from the child: {stdout}"));
     assert!(acked > 0);
     eprintln!("{acked} batches of 500 acknowledged before the disk was full");
 }

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 use dht_proto::{Key, Multiaddr, PeerId, ProviderRecord, UnixSecs};
@@ -118,10 +118,10 @@ pub fn user_namespaces() -> bool {
 
 /// Runs test `test_name` of this binary as a child in `role`, in its own user and mount
 /// namespaces, with a tmpfs of `size` (a mount option, e.g. `size=24m`) mounted at `dir`;
-/// waits for it and returns its output.
-pub fn run_on_tmpfs(size: &str, test_name: &str, role: &str, dir: &Path) -> Output {
+/// waits for it, checks it succeeded and returns the `N` of the `ok N` it printed last.
+pub fn run_on_tmpfs(size: &str, test_name: &str, role: &str, dir: &Path) -> u64 {
     let script = format!("mount -t tmpfs -o {size} tmpfs \"$1\" && shift && exec \"$@\"");
-    Command::new("unshare")
+    let out = Command::new("unshare")
         .args([
             "--user",
             "--map-root-user",
@@ -138,7 +138,19 @@ pub fn run_on_tmpfs(size: &str, test_name: &str, role: &str, dir: &Path) -> Outp
         .env(DIR, dir)
         .stdin(Stdio::null())
         .output()
-        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .split("ok ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no result from the child: {stdout}"))
 }
 
 /// Batch `i` of a full-disk child: 500 provider records with long addresses.
