@@ -64,7 +64,8 @@ fn received_since(servers: &[Node], since: &[usize]) -> Vec<Key> {
 /// Prefix("0110"), .. }`).
 fn last_reprovide_slice(log: &str) -> Option<Prefix> {
     log.lines().rev().find_map(|line| {
-        let rest = line.split("job=Reprovide { slice: Prefix(\"").nth(1)?;
+        // The worker's `job` line lists the slices it took (`jobs=[Reprovide { slice: … }]`).
+        let rest = line.split("Reprovide { slice: Prefix(\"").nth(1)?;
         rest.split('"').next()?.parse().ok()
     })
 }
