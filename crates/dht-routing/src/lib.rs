@@ -20,7 +20,7 @@ pub use dht::{
 };
 pub use driver::{DriverConfig, QueryDriver, run_query};
 pub use error::Error;
-pub use network::{Network, RpcError};
+pub use network::{Feature, Network, RpcError};
 pub use query::{ClosestPeersQuery, QueryAction, QueryConfig, QueryResult, QueryStats};
 pub use record::RecordValidator;
 pub use stats::{OpStats, Outcome, SharedStats};

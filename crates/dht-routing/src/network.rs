@@ -2,7 +2,42 @@
 
 use std::{future::Future, sync::Arc};
 
-use dht_proto::{MessageType, PeerInfo, Request, Response};
+use dht_proto::{
+    MessageType, PeerId, PeerInfo, Request, Response,
+    batch::{PROVIDE_BATCH_PROTOCOL, ProvideBatch, ProvideBatchResponse},
+};
+
+/// Something a peer may support beyond the requests of `/ipfs/kad/1.0.0`: what
+/// [`Network::supports`] answers about a peer, and what a walk for peers with a feature looks
+/// for.
+///
+/// A feature is learned from a peer (the protocols it lists in identify, or what the DHT
+/// learned of it), never assumed: a client uses a feature only with peers known to have it,
+/// and falls back to plain `/ipfs/kad/1.0.0` with every other peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Feature {
+    /// The batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`,
+    /// `docs/specs/provide-batch.md`): [`Network::provide_batch`].
+    ProvideBatch,
+}
+
+impl Feature {
+    /// Every feature.
+    pub const ALL: [Feature; 1] = [Feature::ProvideBatch];
+
+    /// The protocol id a peer lists (in identify) when it has this feature.
+    pub const fn protocol(self) -> &'static str {
+        match self {
+            Feature::ProvideBatch => PROVIDE_BATCH_PROTOCOL,
+        }
+    }
+
+    /// The feature a listed protocol id stands for, if any.
+    pub fn from_protocol(protocol: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.protocol() == protocol)
+    }
+}
 
 /// Why a request to a peer got no usable answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +65,11 @@ pub enum RpcError {
         /// The response's type.
         got: MessageType,
     },
+    /// The peer does not support what was asked of it (a [`Feature`] it did not advertise,
+    /// or one this network does not implement): the caller falls back to plain
+    /// `/ipfs/kad/1.0.0` with this peer. Says nothing against the peer.
+    #[error("the peer does not support {0:?}")]
+    Unsupported(Feature),
     /// Anything else (an I/O or decoding error), described.
     #[error("{0}")]
     Other(String),
@@ -94,6 +134,29 @@ pub trait Network: Send + Sync {
         let sent = self.send(peer, request);
         async move { check_response(expected, sent.await) }
     }
+
+    /// Whether `peer` is known to support `feature` (for example, it listed the feature's
+    /// protocol in identify). By default no peer supports any feature.
+    fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+        let _ = (peer, feature);
+        false
+    }
+
+    /// Sends `peer` one batch of provider records ([`Feature::ProvideBatch`]) and resolves to
+    /// the server's answer, which says per key whether the record is stored (and durable).
+    ///
+    /// Callers send batches only to peers that [`supports`](Self::supports) the feature. The
+    /// default, for networks without the protocol, is [`RpcError::Unsupported`]; an
+    /// implementation answers the same for a peer that refuses the protocol, so that the
+    /// caller falls back to ADD_PROVIDER.
+    fn provide_batch(
+        &self,
+        peer: &PeerInfo,
+        batch: ProvideBatch,
+    ) -> impl Future<Output = Result<ProvideBatchResponse, RpcError>> + Send {
+        let _ = (peer, batch);
+        std::future::ready(Err(RpcError::Unsupported(Feature::ProvideBatch)))
+    }
 }
 
 /// `Ok(Some(response))` of the request's type → `Ok(response)`; anything else an error.
@@ -120,6 +183,26 @@ macro_rules! forward_network {
                 request: Request,
             ) -> impl Future<Output = Result<Option<Response>, RpcError>> + Send {
                 (**self).send(peer, request)
+            }
+
+            fn request(
+                &self,
+                peer: &PeerInfo,
+                request: Request,
+            ) -> impl Future<Output = Result<Response, RpcError>> + Send {
+                (**self).request(peer, request)
+            }
+
+            fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+                (**self).supports(peer, feature)
+            }
+
+            fn provide_batch(
+                &self,
+                peer: &PeerInfo,
+                batch: ProvideBatch,
+            ) -> impl Future<Output = Result<ProvideBatchResponse, RpcError>> + Send {
+                (**self).provide_batch(peer, batch)
             }
         }
     )*};
