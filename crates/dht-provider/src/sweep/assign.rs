@@ -111,11 +111,13 @@ pub(crate) fn targets<'a>(
 }
 
 /// Each peer's share of `keys`: the indexes of the keys it is to be sent, for the keys'
-/// [`targets`] that do not hold them yet (`stored`, per key).
+/// [`targets`] that neither hold them yet (`stored`, per key) nor refused them (`refused`,
+/// per key: a batch answer said FULL or INVALID_KEY).
 pub(crate) fn assign(
     exploration: &Exploration,
     keys: &[Key],
     stored: &[Vec<PeerTag>],
+    refused: &[Vec<PeerTag>],
     k: usize,
     silent: f64,
     excluded: &HashSet<PeerId>,
@@ -123,8 +125,10 @@ pub(crate) fn assign(
     let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
     for (i, key) in keys.iter().enumerate() {
         let held = stored.get(i).map_or(&[][..], Vec::as_slice);
+        let refusing = refused.get(i).map_or(&[][..], Vec::as_slice);
         for peer in targets(exploration, key, k, silent, excluded) {
-            if !held.contains(&peer_tag(&peer.peer_id)) {
+            let tag = peer_tag(&peer.peer_id);
+            if !held.contains(&tag) && !refusing.contains(&tag) {
                 per_peer
                     .entry(peer.peer_id)
                     .or_insert_with(|| (peer.clone(), Vec::new()))
@@ -206,11 +210,22 @@ mod tests {
             .map(|p| peer_tag(&p.peer_id))
             .collect();
         let stored = vec![held, Vec::new()];
-        let per_peer = assign(&ex, &keys, &stored, 20, 0.0, &HashSet::new());
+        let none = vec![Vec::new(); 2];
+        let per_peer = assign(&ex, &keys, &stored, &none, 20, 0.0, &HashSet::new());
         let sends: usize = per_peer.values().map(|(_, idx)| idx.len()).sum();
         assert_eq!(sends, 15 + 20);
         let to: BTreeSet<usize> = per_peer.values().flat_map(|(_, i)| i.clone()).collect();
         assert_eq!(to, BTreeSet::from([0, 1]));
+        // Nor where a batch answer refused them.
+        let refusing: Vec<PeerTag> = ex
+            .closest(&keys[1], 3)
+            .iter()
+            .map(|p| peer_tag(&p.peer_id))
+            .collect();
+        let refused = vec![Vec::new(), refusing];
+        let per_peer = assign(&ex, &keys, &stored, &refused, 20, 0.0, &HashSet::new());
+        let sends: usize = per_peer.values().map(|(_, idx)| idx.len()).sum();
+        assert_eq!(sends, 15 + 17);
     }
 
     #[test]

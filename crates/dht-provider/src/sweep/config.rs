@@ -24,6 +24,14 @@ pub struct SweepConfig {
     pub request_timeout: Duration,
     /// ADD_PROVIDER messages in flight to one peer at once.
     pub sends_per_peer: usize,
+    /// Send a peer that speaks the batched provide protocol
+    /// ([`Feature::ProvideBatch`](dht_routing::Feature::ProvideBatch),
+    /// `docs/specs/provide-batch.md`) its records in batches, and plain ADD_PROVIDER to the
+    /// others (on by default; off: ADD_PROVIDER to every peer).
+    pub provide_batch: bool,
+    /// Time allowed for a batch's answer, which the server sends once the records are
+    /// durable (10 s, as the spec suggests).
+    pub batch_timeout: Duration,
     /// Peers sent to at once within a slice.
     pub peers_in_parallel: usize,
     /// Failed sends in a row after which a peer is dropped from a slice and the slice
@@ -66,6 +74,8 @@ impl Default for SweepConfig {
             provide_slices_per_job: 8,
             request_timeout: Duration::from_secs(10),
             sends_per_peer: 32,
+            provide_batch: true,
+            batch_timeout: Duration::from_secs(10),
             peers_in_parallel: 64,
             max_peer_failures: 3,
             slice_deadline: Duration::from_secs(1800),
@@ -111,6 +121,12 @@ impl SweepConfig {
     /// Sets the per-request timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Turns the batched provide on or off ([`provide_batch`](Self::provide_batch)).
+    pub fn with_provide_batch(mut self, on: bool) -> Self {
+        self.provide_batch = on;
         self
     }
 
