@@ -483,7 +483,9 @@ async fn provide_batches_to_capable_closest_and_add_provider_to_the_rest() {
         .count() as u64;
     let batches = net.batches.load(std::sync::atomic::Ordering::Relaxed);
     let add_provider = out.stats.requests_of(MessageType::AddProvider);
-    eprintln!("{capable} of the 20 closest take batches: {batches} batches, {add_provider} ADD_PROVIDER");
+    eprintln!(
+        "{capable} of the 20 closest take batches: {batches} batches, {add_provider} ADD_PROVIDER"
+    );
     assert!(capable > 0 && capable < K_VALUE as u64);
     assert_eq!(out.value.succeeded.len(), K_VALUE);
     assert!(out.value.failed.is_empty());
@@ -531,7 +533,11 @@ async fn find_feature_peers_walks_until_enough_have_the_feature() {
     assert!(found.iter().all(|p| net.lists_batch(net.index[p])));
     assert!(common >= 9, "{common} of 10");
     // Closest first.
-    let d: Vec<_> = out.value.iter().map(|p| target.distance(&p.key())).collect();
+    let d: Vec<_> = out
+        .value
+        .iter()
+        .map(|p| target.distance(&p.key()))
+        .collect();
     assert!(d.windows(2).all(|w| w[0] <= w[1]));
     // A walk for one is a walk for k: the first width is k.
     let one = find_feature_peers(&c, &key, Feature::ProvideBatch, 1)

@@ -10,7 +10,7 @@ use std::{
 
 use dht_handler::Sender;
 use dht_proto::{
-    K_VALUE, Key, PeerId, PeerInfo, Request, Response,
+    K_VALUE, Key, MessageType, PeerId, PeerInfo, Request, Response,
     batch::{KeyStatus, ProvideBatch, ProvideBatchResponse},
 };
 use dht_routing::{Feature, Network, RpcError};
@@ -140,6 +140,9 @@ async fn deliver_batch(
         return Err(RpcError::Unsupported(Feature::ProvideBatch));
     }
     sender.counters.batch_sent(batch.keys.len());
+    let mut body = Vec::new();
+    dht_proto::batch::encode_request_body(&batch, &mut body);
+    sender.counters.record_bytes(framed_len(body.len()));
     tokio::time::sleep(out).await;
     if lost_out {
         bump(&sim.net.lost);
@@ -174,7 +177,21 @@ async fn deliver_batch(
         bump(&sim.net.lost);
         return std::future::pending().await;
     }
+    let mut body = Vec::new();
+    dht_proto::batch::encode_response_body(&answer, &mut body);
+    sender.counters.record_bytes(framed_len(body.len()));
     Ok(answer)
+}
+
+/// The bytes of a message of `body` bytes with its unsigned-varint length prefix.
+fn framed_len(body: usize) -> usize {
+    let mut prefix = 1;
+    let mut v = body >> 7;
+    while v > 0 {
+        prefix += 1;
+        v >>= 7;
+    }
+    prefix + body
 }
 
 /// What happened to messages on the network, beyond the per-type request counts.
@@ -226,6 +243,11 @@ async fn deliver(
         return Err(RpcError::Other(format!("no simulated node {from}")));
     };
     sender.counters.sent(ty);
+    if ty == MessageType::AddProvider {
+        let mut body = Vec::new();
+        dht_proto::wire::encode_request_body(&request, &mut body);
+        sender.counters.record_bytes(framed_len(body.len()));
+    }
     let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
     let target = sim.index_of(&to).and_then(|i| sim.node(i));
     if let (Some(t), Some(contacts)) = (&target, sender.contacts.lock().as_mut()) {

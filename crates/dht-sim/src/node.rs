@@ -52,6 +52,8 @@ pub(crate) struct NodeCounters {
     batch_records_sent: AtomicU64,
     batches_received: AtomicU64,
     batch_records_received: AtomicU64,
+    /// Bytes of the provider-record messages sent (see [`RpcCounts::record_bytes`]).
+    record_bytes: AtomicU64,
 }
 
 fn slot(ty: MessageType) -> usize {
@@ -77,6 +79,11 @@ impl NodeCounters {
         self.batches_sent.fetch_add(1, Ordering::Relaxed);
         self.batch_records_sent
             .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// `n` bytes of a message carrying provider records (or answering a batch of them).
+    pub(crate) fn record_bytes(&self, n: usize) {
+        self.record_bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// A provider batch of `records` records received by a live server.
@@ -109,6 +116,7 @@ impl NodeCounters {
             received: with_batches(read(&self.received), &self.batches_received),
             batch_records_sent: self.batch_records_sent.load(Ordering::Relaxed),
             batch_records_received: self.batch_records_received.load(Ordering::Relaxed),
+            record_bytes: self.record_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -130,6 +138,10 @@ pub struct RpcCounts {
     pub batch_records_sent: u64,
     /// Provider records received in batches.
     pub batch_records_received: u64,
+    /// Bytes of the messages that carry provider records, as the sender writes them (protobuf
+    /// body and length prefix, without libp2p's stream framing): ADD_PROVIDER and batch
+    /// requests sent, and the batch answers received back.
+    pub record_bytes: u64,
 }
 
 impl RpcCounts {
@@ -157,6 +169,7 @@ impl RpcCounts {
     pub fn add(&mut self, other: &RpcCounts) {
         self.batch_records_sent += other.batch_records_sent;
         self.batch_records_received += other.batch_records_received;
+        self.record_bytes += other.record_bytes;
         for (ty, n) in &other.sent {
             *self.sent.entry(ty.clone()).or_default() += n;
         }

@@ -237,6 +237,11 @@ pub struct PhaseReport {
     pub records_per_key: f64,
     /// Messages that carried provider records (ADD_PROVIDER and batches) per key provided.
     pub record_messages_per_key: f64,
+    /// Bytes of those messages and of the batch answers (see
+    /// [`RpcCounts::record_bytes`](crate::RpcCounts::record_bytes)).
+    pub record_bytes: u64,
+    /// [`record_bytes`](Self::record_bytes) per key provided.
+    pub record_bytes_per_key: f64,
     /// Share of the sampled keys that `find_providers` found from a random other node.
     pub findable_fraction: Option<f64>,
     /// Keys sampled for findability.
@@ -264,7 +269,9 @@ impl PhaseReport {
     fn per_key(&mut self, keys: u64) {
         let keys = keys.max(1) as f64;
         self.records_per_key = (self.add_provider_rpcs + self.batch_records) as f64 / keys;
-        self.record_messages_per_key = (self.add_provider_rpcs + self.provide_batches) as f64 / keys;
+        self.record_messages_per_key =
+            (self.add_provider_rpcs + self.provide_batches) as f64 / keys;
+        self.record_bytes_per_key = self.record_bytes as f64 / keys;
     }
 }
 
@@ -1021,6 +1028,7 @@ struct Snapshot {
     add_provider: u64,
     batches: u64,
     batch_records: u64,
+    record_bytes: u64,
     total: u64,
     lookups: u64,
     keys_failed: u64,
@@ -1035,6 +1043,7 @@ impl Snapshot {
             add_provider: counts.sent_of(MessageType::AddProvider),
             batches: counts.batches_sent(),
             batch_records: counts.batch_records_sent,
+            record_bytes: counts.record_bytes,
             total: counts.sent.values().sum(),
             lookups: p.lookups(),
             keys_failed: p.stats().keys_failed,
@@ -1057,6 +1066,7 @@ impl Snapshot {
             add_provider_rpcs,
             provide_batches,
             batch_records: now.batch_records - self.batch_records,
+            record_bytes: now.record_bytes - self.record_bytes,
             other_rpcs: (now.total - self.total)
                 - find_node_rpcs
                 - add_provider_rpcs

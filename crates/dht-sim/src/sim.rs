@@ -292,7 +292,8 @@ impl Sim {
         .with_validator(validator);
         // Whether it speaks the batched provide protocol: a draw of its own (from the seed and
         // its index), so that the other draws do not change with the share.
-        let draw = (mix(&[config.seed, TAG_BATCH, index as u64]) >> 11) as f64 / (1u64 << 53) as f64;
+        let draw =
+            (mix(&[config.seed, TAG_BATCH, index as u64]) >> 11) as f64 / (1u64 << 53) as f64;
         let provide_batch = draw < config.provide_batch_share;
         Ok(SimNode {
             index,

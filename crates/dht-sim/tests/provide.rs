@@ -269,12 +269,13 @@ fn mixed_network_batches_to_the_servers_that_speak_it() {
     for (name, r) in [("plain", &plain), ("mixed", &mixed), ("all", &all)] {
         let p = &r.provide;
         eprintln!(
-            "{name}: {} ADD_PROVIDER, {} batches of {} records, {:.2} record messages per key, \
-             placement {:?}, findable {:?} / after the cycle {:?}",
+            "{name}: {} ADD_PROVIDER, {} batches of {} records, {:.2} record messages and \
+             {:.0} bytes per key, placement {:?}, findable {:?} / after the cycle {:?}",
             p.add_provider_rpcs,
             p.provide_batches,
             p.batch_records,
             p.record_messages_per_key,
+            p.record_bytes_per_key,
             p.placement_fraction,
             p.findable_fraction,
             r.findable_fraction
@@ -283,7 +284,11 @@ fn mixed_network_batches_to_the_servers_that_speak_it() {
     assert_eq!((plain_speaking, all_speaking), (0, 300));
     assert!((120..=180).contains(&mixed_speaking), "{mixed_speaking}");
     for r in [&plain, &mixed, &all] {
-        assert!(r.provide.placement_fraction.unwrap() >= 0.99, "{:?}", r.provide);
+        assert!(
+            r.provide.placement_fraction.unwrap() >= 0.99,
+            "{:?}",
+            r.provide
+        );
         assert_eq!(r.provide.findable_fraction, Some(1.0), "{:?}", r.provide);
         let cycle = r.reprovide.as_ref().unwrap();
         assert!(cycle.placement_fraction.unwrap() >= 0.99, "{cycle:?}");
@@ -302,5 +307,23 @@ fn mixed_network_batches_to_the_servers_that_speak_it() {
     assert_eq!(plain.provide.provide_batches, 0);
     assert!(messages(p) * 10 < messages(&plain.provide) * 7, "{p:?}");
     assert_eq!(all.provide.add_provider_rpcs, 0);
-    assert!(messages(&all.provide) * 10 < messages(&plain.provide), "{:?}", all.provide);
+    // And fewer bytes: the provider's id and addresses once per batch, not once per record.
+    let bytes = |r: &dht_sim::provide::ProvideReport| r.provide.record_bytes_per_key;
+    assert!(
+        bytes(&mixed) < bytes(&plain) * 0.8,
+        "{} vs {}",
+        bytes(&mixed),
+        bytes(&plain)
+    );
+    assert!(
+        bytes(&all) < bytes(&plain) * 0.5,
+        "{} vs {}",
+        bytes(&all),
+        bytes(&plain)
+    );
+    assert!(
+        messages(&all.provide) * 10 < messages(&plain.provide),
+        "{:?}",
+        all.provide
+    );
 }

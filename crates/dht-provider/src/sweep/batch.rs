@@ -116,8 +116,7 @@ mod tests {
     use dht_proto::{
         PeerId,
         batch::{
-            BatchCodec, BatchError, KeyStatus, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE,
-            ProvideBatch,
+            BatchCodec, BatchError, KeyStatus, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch,
         },
     };
     use dht_routing::Feature;
@@ -164,7 +163,10 @@ mod tests {
             let bytes = p + n * key_entry_bytes(80);
             assert!(bytes <= 65_536, "batch {i}: {bytes}");
             if i + 1 < sizes.len() {
-                assert!(bytes + key_entry_bytes(80) > 65_536, "batch {i} could take more");
+                assert!(
+                    bytes + key_entry_bytes(80) > 65_536,
+                    "batch {i} could take more"
+                );
             }
         }
         // Each batch is one the codec writes.
@@ -219,7 +221,10 @@ mod tests {
             settle(3, Err(RpcError::Unsupported(Feature::ProvideBatch))),
             Settled::Unsupported
         );
-        assert!(matches!(settle(3, Err(RpcError::Timeout)), Settled::Failed(_)));
+        assert!(matches!(
+            settle(3, Err(RpcError::Timeout)),
+            Settled::Failed(_)
+        ));
         assert!(matches!(
             settle(3, Err(RpcError::NoResponse)),
             Settled::Failed(_)

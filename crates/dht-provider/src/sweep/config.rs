@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use crate::{explore::ExploreConfig, jobs::default_reserved};
 
+/// The least time a batch of the batched provide protocol is given for its answer: 10 s, as
+/// `docs/specs/provide-batch.md` suggests (the answer waits for a disk sync).
+pub const BATCH_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of a [`SweepingProvider`](super::SweepingProvider).
 #[derive(Clone, Debug)]
 pub struct SweepConfig {
@@ -27,17 +31,16 @@ pub struct SweepConfig {
     /// Send a peer that speaks the batched provide protocol
     /// ([`Feature::ProvideBatch`](dht_routing::Feature::ProvideBatch),
     /// `docs/specs/provide-batch.md`) its records in batches, and plain ADD_PROVIDER to the
-    /// others (on by default; off: ADD_PROVIDER to every peer).
+    /// others (on by default; off: ADD_PROVIDER to every peer). A batch's answer, which the
+    /// server sends once the records are durable, is given the longer of
+    /// [`request_timeout`](Self::request_timeout) and [`BATCH_ANSWER_TIMEOUT`].
     pub provide_batch: bool,
-    /// Time allowed for a batch's answer, which the server sends once the records are
-    /// durable (10 s, as the spec suggests).
-    pub batch_timeout: Duration,
     /// Peers sent to at once within a slice.
     pub peers_in_parallel: usize,
     /// Failed sends in a row after which a peer is dropped from a slice and the slice
     /// re-explored (a success in between starts the count again: an occasional loss is not
     /// a dead peer).
-    pub max_peer_failures: usize,
+    pub max_peer_failures: u32,
     /// The longest one slice's sends may take; past it the slice ends with what was sent, and
     /// keys that reached too few servers are retried.
     pub slice_deadline: Duration,
@@ -75,7 +78,6 @@ impl Default for SweepConfig {
             request_timeout: Duration::from_secs(10),
             sends_per_peer: 32,
             provide_batch: true,
-            batch_timeout: Duration::from_secs(10),
             peers_in_parallel: 64,
             max_peer_failures: 3,
             slice_deadline: Duration::from_secs(1800),

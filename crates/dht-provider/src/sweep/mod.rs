@@ -33,7 +33,7 @@ mod send;
 
 use assign::NetworkQuality;
 use cache::ExplorationCache;
-pub use config::SweepConfig;
+pub use config::{BATCH_ANSWER_TIMEOUT, SweepConfig};
 use send::JobOutcome;
 pub use send::find_node_key;
 

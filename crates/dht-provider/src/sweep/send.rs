@@ -15,7 +15,7 @@ use dht_routing_table::RoutingTable;
 use futures::{StreamExt, stream::FuturesUnordered};
 
 use super::{
-    Inner, MAX_RETRY_KEYS,
+    BATCH_ANSWER_TIMEOUT, Inner, MAX_RETRY_KEYS,
     assign::assign,
     batch::{self, Settled},
 };
@@ -322,7 +322,8 @@ where
                 provider: local.clone(),
                 keys: part.iter().map(|&i| keys[i].key.to_bytes()).collect(),
             };
-            let answer_by = until.min(tokio::time::Instant::now() + self.config.batch_timeout);
+            let wait = self.config.request_timeout.max(BATCH_ANSWER_TIMEOUT);
+            let answer_by = until.min(tokio::time::Instant::now() + wait);
             let call = self.parts.network.provide_batch(peer, request);
             let answer = tokio::time::timeout_at(answer_by, call)
                 .await
@@ -389,7 +390,7 @@ where
                 (i, matches!(sent, Ok(Ok(_))))
             })
             .buffer_unordered(self.config.sends_per_peer.max(1));
-        let mut failures = 0;
+        let mut failures = 0u32;
         loop {
             let (i, ok) = match tokio::time::timeout_at(until, sends.next()).await {
                 Ok(Some(sent)) => sent,

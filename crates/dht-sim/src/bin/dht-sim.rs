@@ -694,6 +694,10 @@ mod provide_cmd {
                 format!("{name}: record messages per key"),
                 f(|p| format!("{:.3}", p.record_messages_per_key)),
             ));
+            rows.push((
+                format!("{name}: record bytes per key"),
+                f(|p| format!("{:.1}", p.record_bytes_per_key)),
+            ));
             rows.push((format!("{name}: lookups"), f(|p| p.lookups.to_string())));
             rows.push((
                 format!("{name}: peers contacted"),
