@@ -169,6 +169,19 @@ impl Net {
         chosen
     }
 
+    /// A request's way to `peer`: counted, and failed after a second if the peer is dead;
+    /// otherwise the one-way latency to it.
+    async fn reach(&self, peer: &PeerId) -> Result<Duration, RpcError> {
+        self.0.counts.lock().attempts += 1;
+        if self.0.dead.lock().contains(peer) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Err(RpcError::Unreachable("dead".into()));
+        }
+        Ok(Duration::from_millis(
+            10 + u64::from(peer.to_bytes()[10] % 90),
+        ))
+    }
+
     /// A server takes a provider record for `key`: false if it refuses it.
     fn take_record(&self, peer: PeerId, key: Vec<u8>) -> bool {
         *self
@@ -296,12 +309,7 @@ impl Network for Net {
         let net = self.clone();
         let peer = peer.peer_id;
         async move {
-            let one_way = Duration::from_millis(10 + u64::from(peer.to_bytes()[10] % 90));
-            net.0.counts.lock().attempts += 1;
-            if net.0.dead.lock().contains(&peer) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return Err(RpcError::Unreachable("dead".into()));
-            }
+            let one_way = net.reach(&peer).await?;
             match request {
                 Request::FindNode { key } => {
                     net.0.counts.lock().find_node += 1;
@@ -351,12 +359,7 @@ impl Network for Net {
         let net = self.clone();
         let peer = peer.peer_id;
         async move {
-            let one_way = Duration::from_millis(10 + u64::from(peer.to_bytes()[10] % 90));
-            net.0.counts.lock().attempts += 1;
-            if net.0.dead.lock().contains(&peer) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return Err(RpcError::Unreachable("dead".into()));
-            }
+            let one_way = net.reach(&peer).await?;
             let how = net.0.batch.lock().get(&peer).copied();
             let how = match how {
                 None | Some(BatchSupport::Refuses) => {

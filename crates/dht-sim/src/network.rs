@@ -6,6 +6,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use dht_handler::Sender;
@@ -117,23 +118,21 @@ async fn deliver_batch(
     let Some(sender) = sim.node(from) else {
         return Err(RpcError::Other(format!("no simulated node {from}")));
     };
-    let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
-    let target = sim.index_of(&to).and_then(|i| sim.node(i));
-    if let (Some(t), Some(contacts)) = (&target, sender.contacts.lock().as_mut()) {
-        contacts.insert(t.index);
-    }
-    let Some(target) = target.filter(|t| t.is_alive()) else {
-        sender.counters.batch_sent(batch.keys.len());
-        bump(&sim.net.unreachable);
-        tokio::time::sleep(config.dial_timeout).await;
-        return Err(RpcError::Unreachable("connection refused".into()));
+    let link = match connect(&sim, &sender, &to).await {
+        Ok(link) => link,
+        Err(e) => {
+            sender.counters.batch_sent(batch.keys.len());
+            return Err(e);
+        }
     };
-    let mut rng =
-        SmallRng::seed_from_u64(mix(&[config.seed, from as u64, target.index as u64, seq]));
-    let out = config.latency.draw(rng.next_u64());
-    let back = config.latency.draw(rng.next_u64());
-    let lost_out = rng.random::<f64>() < config.loss;
-    let lost_back = rng.random::<f64>() < config.loss;
+    let Link {
+        target,
+        out,
+        back,
+        lost_out,
+        lost_back,
+        ..
+    } = link;
     if !target.provide_batch {
         // Negotiation fails: nothing was sent.
         tokio::time::sleep(out + back).await;
@@ -231,6 +230,52 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A message's way to a live server: the server, and the message's draws (from the seed, the
+/// two ends and the sender's message count).
+struct Link {
+    target: Arc<SimNode>,
+    /// The rest of the message's draws (a misbehaving server's peers, omissions).
+    rng: SmallRng,
+    out: Duration,
+    back: Duration,
+    lost_out: bool,
+    lost_back: bool,
+}
+
+/// Reaches `to` from `sender`: noted among its contacts (while tracked); a node that left, or
+/// an unknown peer, fails with [`RpcError::Unreachable`] after the dial timeout.
+async fn connect(sim: &SimInner, sender: &SimNode, to: &PeerId) -> Result<Link, RpcError> {
+    let config = &sim.config;
+    let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
+    let target = sim.index_of(to).and_then(|i| sim.node(i));
+    if let (Some(t), Some(contacts)) = (&target, sender.contacts.lock().as_mut()) {
+        contacts.insert(t.index);
+    }
+    let Some(target) = target.filter(|t| t.is_alive()) else {
+        bump(&sim.net.unreachable);
+        tokio::time::sleep(config.dial_timeout).await;
+        return Err(RpcError::Unreachable("connection refused".into()));
+    };
+    let mut rng = SmallRng::seed_from_u64(mix(&[
+        config.seed,
+        sender.index as u64,
+        target.index as u64,
+        seq,
+    ]));
+    let out = config.latency.draw(rng.next_u64());
+    let back = config.latency.draw(rng.next_u64());
+    let lost_out = rng.random::<f64>() < config.loss;
+    let lost_back = rng.random::<f64>() < config.loss;
+    Ok(Link {
+        target,
+        rng,
+        out,
+        back,
+        lost_out,
+        lost_back,
+    })
+}
+
 async fn deliver(
     sim: Arc<SimInner>,
     from: usize,
@@ -248,22 +293,14 @@ async fn deliver(
         dht_proto::wire::encode_request_body(&request, &mut body);
         sender.counters.record_bytes(framed_len(body.len()));
     }
-    let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
-    let target = sim.index_of(&to).and_then(|i| sim.node(i));
-    if let (Some(t), Some(contacts)) = (&target, sender.contacts.lock().as_mut()) {
-        contacts.insert(t.index);
-    }
-    let Some(target) = target.filter(|t| t.is_alive()) else {
-        bump(&sim.net.unreachable);
-        tokio::time::sleep(config.dial_timeout).await;
-        return Err(RpcError::Unreachable("connection refused".into()));
-    };
-    let mut rng =
-        SmallRng::seed_from_u64(mix(&[config.seed, from as u64, target.index as u64, seq]));
-    let out = config.latency.draw(rng.next_u64());
-    let back = config.latency.draw(rng.next_u64());
-    let lost_out = rng.random::<f64>() < config.loss;
-    let lost_back = rng.random::<f64>() < config.loss;
+    let Link {
+        target,
+        mut rng,
+        out,
+        back,
+        lost_out,
+        lost_back,
+    } = connect(&sim, &sender, &to).await?;
 
     if !ty.expects_response() {
         // Written to the stream; the server handles it one latency later.
