@@ -74,6 +74,8 @@ enum BatchSupport {
     Refuses,
     /// Lists it, and answers every batch with this error.
     Fails(BatchError),
+    /// Lists it, takes batches, but the first this many never get an answer (lost).
+    LosesFirst(u64),
 }
 
 struct NetInner {
@@ -369,11 +371,18 @@ impl Network for Net {
                 Some(how) => how,
             };
             tokio::time::sleep(one_way * 2).await;
-            {
+            let nth = {
                 let mut c = net.0.counts.lock();
                 c.batches += 1;
                 c.batch_records += batch.keys.len() as u64;
-                *c.batches_to.entry(peer).or_default() += 1;
+                let to = c.batches_to.entry(peer).or_default();
+                *to += 1;
+                *to
+            };
+            if let BatchSupport::LosesFirst(lost) = how
+                && nth <= lost
+            {
+                return std::future::pending().await;
             }
             if let BatchSupport::Fails(error) = how {
                 for key in &batch.keys {
@@ -2006,5 +2015,50 @@ async fn a_failed_batch_is_handled_as_a_failed_peer() {
     };
     assert!(failed_batches > 0);
     assert_eq!(provider.stats().provide_batches_failed, failed_batches);
+    provider.close().await.unwrap();
+}
+
+/// A batch whose answer is lost is sent again, as a lost ADD_PROVIDER is: a loss now and then
+/// does not drop the server from the slice.
+#[tokio::test(start_paused = true)]
+async fn a_lost_batch_is_sent_again() {
+    let net = Net::new(300, 66);
+    net.batch_servers(1, BatchSupport::Takes);
+    let lossy: HashSet<PeerId> = net
+        .0
+        .servers
+        .iter()
+        .step_by(10)
+        .map(|s| s.peer_id)
+        .collect();
+    for p in &lossy {
+        net.0.batch.lock().insert(*p, BatchSupport::LosesFirst(1));
+    }
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 67);
+    provider.start_providing(false, &keys).await.unwrap();
+    let exact = net.placement(&keys, 20);
+    let on_lossy = held_on(&net, &lossy, &keys);
+    let stats = provider.stats();
+    eprintln!(
+        "30 servers lose their first batch: placement 20/20 {exact:.4}, {on_lossy} records on \
+         them, {} batches failed of {}",
+        stats.provide_batches_failed, stats.provide_batches_sent
+    );
+    assert!(exact >= 0.99, "{exact}");
+    assert!(on_lossy > 0);
+    let lost = {
+        let c = net.0.counts.lock();
+        lossy
+            .iter()
+            .filter(|p| c.batches_to.contains_key(p))
+            .count() as u64
+    };
+    assert_eq!(stats.provide_batches_failed, lost);
     provider.close().await.unwrap();
 }

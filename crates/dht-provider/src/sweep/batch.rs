@@ -85,10 +85,17 @@ pub(crate) enum Settled {
     /// The peer does not speak the protocol (after all): its records go as ADD_PROVIDER.
     Unsupported,
     /// Nothing of the batch is stored: a batch error (`RATE_LIMITED`, `UNAVAILABLE`, …), an
-    /// answer whose statuses do not match the keys, or a failed call. The sweep gives the
-    /// peer up for the slice, as it does a peer whose ADD_PROVIDERs fail, and its records go
-    /// to the next closest servers.
-    Failed(String),
+    /// answer whose statuses do not match the keys, or a failed call (timeout, lost message,
+    /// unreachable). The sweep treats it as a failed send to the peer: a failed call may be
+    /// tried `again` (as an ADD_PROVIDER, a peer is given up only after failures in a row),
+    /// an answer refusing the batch is not, and once the peer is given up for the slice its
+    /// records go to the next closest servers.
+    Failed {
+        /// What went wrong.
+        why: String,
+        /// The call failed (no answer): sending the batch again may work.
+        again: bool,
+    },
 }
 
 /// What the answer to a batch of `keys` keys (or the call's failure) says.
@@ -96,16 +103,27 @@ pub(crate) fn settle(keys: usize, answer: Result<ProvideBatchResponse, RpcError>
     let response = match answer {
         Ok(response) => response,
         Err(RpcError::Unsupported(_)) => return Settled::Unsupported,
-        Err(e) => return Settled::Failed(e.to_string()),
+        Err(e) => {
+            return Settled::Failed {
+                why: e.to_string(),
+                again: true,
+            };
+        }
     };
     if let Some(error) = response.error {
-        return Settled::Failed(error.to_string());
+        return Settled::Failed {
+            why: error.to_string(),
+            again: false,
+        };
     }
     if !response.answers(keys) {
-        return Settled::Failed(format!(
-            "{} statuses answer a batch of {keys} keys",
-            response.statuses.len()
-        ));
+        return Settled::Failed {
+            why: format!(
+                "{} statuses answer a batch of {keys} keys",
+                response.statuses.len()
+            ),
+            again: false,
+        };
     }
     let (stored, refused) = (0..keys).partition(|&i| response.statuses[i].is_stored());
     Settled::Answered { stored, refused }
@@ -204,7 +222,10 @@ mod tests {
             }
         );
         // Statuses that do not match the keys: nothing counts as stored.
-        assert!(matches!(settle(4, Ok(answer)), Settled::Failed(_)));
+        assert!(matches!(
+            settle(4, Ok(answer)),
+            Settled::Failed { again: false, .. }
+        ));
         for error in [
             BatchError::RateLimited,
             BatchError::Unavailable,
@@ -214,20 +235,21 @@ mod tests {
         ] {
             assert!(matches!(
                 settle(3, Ok(ProvideBatchResponse::refused(error))),
-                Settled::Failed(_)
+                Settled::Failed { again: false, .. }
             ));
         }
         assert_eq!(
             settle(3, Err(RpcError::Unsupported(Feature::ProvideBatch))),
             Settled::Unsupported
         );
+        // A call that failed may be tried again.
         assert!(matches!(
             settle(3, Err(RpcError::Timeout)),
-            Settled::Failed(_)
+            Settled::Failed { again: true, .. }
         ));
         assert!(matches!(
             settle(3, Err(RpcError::NoResponse)),
-            Settled::Failed(_)
+            Settled::Failed { again: true, .. }
         ));
     }
 }

@@ -316,7 +316,11 @@ where
             MAX_BATCH_MESSAGE_SIZE,
         );
         let mut from = 0;
-        for n in sizes {
+        // Failed calls in a row: as for ADD_PROVIDER, a lost message now and then is not a
+        // dead peer.
+        let mut failures = 0u32;
+        let mut i = 0;
+        while let Some(&n) = sizes.get(i) {
             let part = &idx[from..from + n];
             let request = ProvideBatch {
                 provider: local.clone(),
@@ -337,10 +341,18 @@ where
                     );
                     return Some(idx[from..].to_vec());
                 }
-                Settled::Failed(why) => {
+                Settled::Failed { why, again } => {
                     c.batches_sent.fetch_add(1, Ordering::Relaxed);
                     c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
                     c.batches_failed.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
+                    if again
+                        && failures < self.config.max_peer_failures
+                        && tokio::time::Instant::now() < until
+                    {
+                        tracing::debug!(peer = %peer.peer_id, records = n, %why, "batch failed; sent again");
+                        continue;
+                    }
                     tracing::debug!(
                         peer = %peer.peer_id,
                         records = n,
@@ -351,6 +363,7 @@ where
                     return None;
                 }
                 Settled::Answered { stored, refused } => {
+                    failures = 0;
                     c.batches_sent.fetch_add(1, Ordering::Relaxed);
                     c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
                     c.batch_stored
@@ -362,6 +375,7 @@ where
                 }
             }
             from += n;
+            i += 1;
         }
         None
     }
