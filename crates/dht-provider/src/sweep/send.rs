@@ -174,7 +174,28 @@ where
             } else {
                 self.shared.lock().quality.silent_share()
             };
-            let per_peer = assign(&exploration, &kad, &stored, &refused, k, silent, excluded);
+            // Servers that take batches say what they stored: no spare for them.
+            let answering: HashSet<PeerId> = if self.config.provide_batch {
+                let network = &self.parts.network;
+                exploration
+                    .servers
+                    .iter()
+                    .map(|p| p.peer_id)
+                    .filter(|p| network.supports(p, Feature::ProvideBatch))
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            let per_peer = assign(
+                &exploration,
+                &kad,
+                &stored,
+                &refused,
+                k,
+                silent,
+                excluded,
+                &answering,
+            );
             if per_peer.is_empty() {
                 break;
             }
