@@ -2062,3 +2062,27 @@ async fn a_lost_batch_is_sent_again() {
     assert_eq!(stats.provide_batches_failed, lost);
     provider.close().await.unwrap();
 }
+
+/// Servers that take batches say what they stored, so they need no spare servers: in a
+/// network where all of them do, each key goes to exactly its k closest, and lands there.
+#[tokio::test(start_paused = true)]
+async fn servers_that_answer_for_their_records_need_no_spares() {
+    let net = Net::new(300, 68);
+    net.batch_servers(1, BatchSupport::Takes);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 69);
+    provider.start_providing(false, &keys).await.unwrap();
+    let exact = net.placement(&keys, 20);
+    let records = net.0.counts.lock().batch_records;
+    eprintln!(
+        "all servers take batches: {records} records for 2000 keys, placement 20/20 {exact:.4}"
+    );
+    assert_eq!(exact, 1.0);
+    assert_eq!(records, 2000 * 20);
+    provider.close().await.unwrap();
+}
