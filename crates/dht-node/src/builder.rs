@@ -357,6 +357,17 @@ impl<T: NodeTable> NodeBuilder<T> {
         self
     }
 
+    /// Whether the per-IP limits apply to loopback peers too (default `false`): the
+    /// transport's connections per IP and per network
+    /// ([`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback))
+    /// and the handler's request rate per IP ([`HandlerConfig::rate_limit_loopback`]). On for
+    /// a test of hostile peers on one machine; a devnet on 127.0.0.1 needs it off.
+    pub fn limit_loopback(mut self, on: bool) -> Self {
+        self.transport.limits = self.transport.limits.clone().limit_loopback(on);
+        self.handler = self.handler.clone().rate_limit_loopback(on);
+        self
+    }
+
     /// Whether the node dials and serves public addresses only (default `true`; `false` after
     /// [`allow_local_networks`](NodeBuilder::allow_local_networks) and in
     /// [`NodeBuilder::local`]): loopback, private, link-local and unspecified IP addresses

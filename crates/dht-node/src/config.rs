@@ -113,6 +113,10 @@ pub struct RunConfig {
     pub table: Option<String>,
     /// RocksDB sizing (the `[rocksdb]` table); unset sizes take the mode's default.
     pub rocksdb: Option<RocksSizes>,
+    /// Whether the per-IP limits (connections per IP and per /24 or /48, the request rate
+    /// per IP) apply to loopback peers too (default `false`, so that a devnet of nodes on
+    /// 127.0.0.1 works; on for a test of hostile peers on one machine).
+    pub limit_loopback: Option<bool>,
 }
 
 /// The memory RocksDB may take, in MiB (the `[rocksdb]` table of the file); each unset
@@ -208,6 +212,8 @@ pub struct Settings {
     pub rocksdb: StoreConfig,
     /// The routing table.
     pub table: TableKind,
+    /// Whether the per-IP limits apply to loopback peers too ([`RunConfig::limit_loopback`]).
+    pub limit_loopback: bool,
 }
 
 impl RunConfig {
@@ -238,6 +244,7 @@ impl RunConfig {
             store: flags.store.or(self.store),
             table: flags.table.or(self.table),
             rocksdb: flags.rocksdb.or(self.rocksdb),
+            limit_loopback: flags.limit_loopback.or(self.limit_loopback),
         }
     }
 
@@ -319,6 +326,7 @@ impl RunConfig {
             .unwrap_or_default()
             .store_config(mode)?;
         Ok(Settings {
+            limit_loopback: self.limit_loopback.unwrap_or(false),
             rocksdb,
             api_token_file: self
                 .api_token_file
