@@ -264,11 +264,14 @@ impl RawPeer {
         within("raw connect", rx).await.expect("raw peer running")
     }
 
-    /// Opens a kad stream to `peer` on one of the open connections.
+    /// Opens a kad stream to `peer` on one of the open connections (`Err` when none is).
     pub async fn open(&self, peer: PeerId) -> Result<Stream, String> {
         let (reply, rx) = oneshot::channel();
         let _ = self.commands.send(Command::Open(peer, reply));
-        within("raw stream", rx).await.expect("raw peer running")
+        // The swarm drops the request (and its reply) when no connection to `peer` is open.
+        within("raw stream", rx)
+            .await
+            .unwrap_or_else(|_| Err(format!("no connection to {peer} is open")))
     }
 
     /// How many connections are open now.
