@@ -136,6 +136,9 @@ pub struct RocksSizes {
     pub write_buffer_mib: Option<usize>,
     /// The LRU cache of provider lists ([`StoreConfig::cache_bytes`]; 0 turns it off).
     pub provider_cache_mib: Option<usize>,
+    /// The disk the database may take before records other peers send are refused
+    /// ([`StoreConfig::max_disk_bytes`]); unset for no quota.
+    pub max_disk_mib: Option<u64>,
 }
 
 impl RocksSizes {
@@ -163,6 +166,15 @@ impl RocksSizes {
         }
         if let Some(v) = self.provider_cache_mib {
             config = config.cache_bytes(mib("rocksdb.provider-cache-mib", v)?);
+        }
+        if let Some(v) = self.max_disk_mib {
+            if v == 0 {
+                return Err(err("rocksdb.max-disk-mib", "at least 1"));
+            }
+            let bytes = v
+                .checked_mul(1 << 20)
+                .ok_or_else(|| err("rocksdb.max-disk-mib", format!("{v} MiB is out of range")))?;
+            config = config.max_disk_bytes(Some(bytes));
         }
         Ok(config)
     }

@@ -104,6 +104,69 @@ pub struct RocksStore {
     /// The keystore's count, mirrored from `keystore/count`; written under `keystore_lock`.
     key_count: AtomicU64,
     cache: Option<ProviderCache>,
+    /// What the directory takes, for [`Config::max_disk_bytes`].
+    disk: DiskUse,
+}
+
+/// The database directory's size as the quota sees it: measured from its files once per
+/// [`DiskUse::MEASURE_EVERY`] or per 1/64 of the quota written, plus the bytes written since.
+#[derive(Debug)]
+struct DiskUse {
+    measured: AtomicU64,
+    written_since: AtomicU64,
+    /// When `measured` was taken; also serialises measuring.
+    at: Mutex<std::time::Instant>,
+}
+
+impl DiskUse {
+    const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new(path: &Path) -> DiskUse {
+        DiskUse {
+            measured: AtomicU64::new(dir_bytes(path)),
+            written_since: AtomicU64::new(0),
+            at: Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// The use now: measured again if the last measure is older than a second, if more
+    /// than `remeasure_after` bytes were written since, or if `force`; else the last measure
+    /// plus what was written since. (What RocksDB writes is more than the records: the
+    /// write-ahead log and the tables hold them both for a while.)
+    fn current(&self, path: &Path, remeasure_after: u64, force: bool) -> u64 {
+        let stale = || self.written_since.load(Ordering::Relaxed) >= remeasure_after;
+        if let Some(mut at) = self.at.try_lock()
+            && (force || stale() || at.elapsed() >= Self::MEASURE_EVERY)
+        {
+            self.measured.store(dir_bytes(path), Ordering::Relaxed);
+            self.written_since.store(0, Ordering::Relaxed);
+            *at = std::time::Instant::now();
+        }
+        self.measured
+            .load(Ordering::Relaxed)
+            .saturating_add(self.written_since.load(Ordering::Relaxed))
+    }
+}
+
+/// The bytes of the files under `dir` (recursively); unreadable entries count 0.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// About what a provider record takes on disk (its key, its addresses, the header).
+fn record_bytes(r: &ProviderRecord) -> u64 {
+    let addrs: usize = r.addrs.iter().map(|a| a.as_ref().len()).sum();
+    (r.key.len() + addrs + 96) as u64
 }
 
 impl fmt::Debug for RocksStore {
@@ -437,7 +500,54 @@ impl RocksStore {
             keystore_lock: Mutex::new(()),
             key_count: AtomicU64::new(key_count),
             cache,
+            disk: DiskUse::new(path),
         })
+    }
+
+    /// Whether `bytes` more of what other peers send fit [`Config::max_disk_bytes`]; if they
+    /// do, they are counted as written.
+    fn take_quota(&self, bytes: u64) -> Result<(), StoreError> {
+        let Some(quota) = self.config.max_disk_bytes else {
+            return Ok(());
+        };
+        let used = self.disk.current(&self.path, quota / 64, false);
+        if used.saturating_add(bytes) > quota {
+            return Err(StoreError::QuotaExceeded { used, quota });
+        }
+        self.disk.written_since.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// After an expiry sweep that removed records: if the use is within a tenth of the
+    /// quota (or over it), flush and compact, so that the space comes back now rather than
+    /// at some later compaction, and measure again.
+    fn reclaim_for_quota(&self, removed: u64) -> Result<(), StoreError> {
+        let Some(quota) = self.config.max_disk_bytes else {
+            return Ok(());
+        };
+        if removed == 0 || self.disk.current(&self.path, 0, true) < quota - quota / 10 {
+            return Ok(());
+        }
+        // Every family flushed first, so that no write-ahead log file is kept for a
+        // memtable; then the records and their deletions compacted away together.
+        self.db.flush().map_err(StoreError::from_rocks)?;
+        for name in [CF_KEYSTORE, CF_PROVIDERS, CF_VALUES] {
+            self.db
+                .flush_cf(self.cf(name)?)
+                .map_err(StoreError::from_rocks)?;
+        }
+        for name in [CF_PROVIDERS, CF_VALUES] {
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        let used = self.disk.current(&self.path, 0, true);
+        tracing::info!(
+            removed,
+            used,
+            quota,
+            "expired records compacted away for the disk quota"
+        );
+        Ok(())
     }
 
     /// The database directory.
@@ -704,7 +814,7 @@ impl ProviderStore for RocksStore {
     }
 
     fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
-        self.sweep(
+        let removed = self.sweep(
             &self.provider_locks,
             CF_PROVIDERS,
             PROVIDER_RECORD_TTL_SECS,
@@ -719,7 +829,9 @@ impl ProviderStore for RocksStore {
                     cache.invalidate(&kads);
                 }
             },
-        )
+        )?;
+        self.reclaim_for_quota(removed)?;
+        Ok(removed)
     }
 }
 
@@ -762,6 +874,25 @@ impl RocksStore {
             .collect();
         if entries.is_empty() {
             return Ok(out);
+        }
+        // Records from other peers (with a group) count against the disk quota: if they do
+        // not fit, they are refused, the node's own go on.
+        if self.config.max_disk_bytes.is_some() {
+            let inbound: u64 = entries
+                .iter()
+                .zip(&out)
+                .filter(|(e, o)| e.group.is_some() && o.is_ok())
+                .map(|(e, _)| record_bytes(e.record))
+                .sum();
+            if inbound > 0
+                && let Err(err) = self.take_quota(inbound)
+            {
+                for (e, o) in entries.iter().zip(out.iter_mut()) {
+                    if e.group.is_some() && o.is_ok() {
+                        *o = Err(err.duplicate());
+                    }
+                }
+            }
         }
         let cap = self.config.max_providers_per_key;
         let cf_p = self.cf(CF_PROVIDERS)?;
@@ -898,6 +1029,7 @@ impl ValueStore for RocksStore {
         let cf_v = self.cf(CF_VALUES)?;
         let primary = kad_prefixed(&Key::hash(&record.key), &record.key);
         let encoded = encode_value(record, received_at)?;
+        self.take_quota((primary.len() + encoded.len()) as u64)?;
         let mut wb = WriteBatch::default();
         wb.put_cf(cf_v, &primary, encoded);
         // Held so that an expiry sweep's check and delete of this record are atomic.
@@ -926,14 +1058,16 @@ impl ValueStore for RocksStore {
     }
 
     fn remove_expired_values(&self, now: UnixSecs) -> Result<u64, StoreError> {
-        self.sweep(
+        let removed = self.sweep(
             &self.value_locks,
             CF_VALUES,
             VALUE_RECORD_TTL_SECS,
             now,
             value_received_at,
             |_| {},
-        )
+        )?;
+        self.reclaim_for_quota(removed)?;
+        Ok(removed)
     }
 }
 

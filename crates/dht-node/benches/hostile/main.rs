@@ -1,8 +1,8 @@
 //! `cargo xtask bench hostile`: one `dht-node` server on 127.0.0.1 under hostile peers, with
 //! honest clients measured throughout.
 //!
-//! - **The server**: a `dht-node run` process (RocksDB store, default limits) started with
-//!   `--limit-loopback`, so that the per-IP limits apply on one machine: every peer of the
+//! - **The server**: a `dht-node run` process (RocksDB store, default limits, a disk quota
+//!   of 64 MiB) started with `--limit-loopback`, so that the per-IP limits apply on one machine: every peer of the
 //!   bench connects from an address of its own in 127.0.0.0/8, as peers of the internet do.
 //! - **Honest clients**: 8 processes (this binary, `--role honest`), each from its own
 //!   address, each sending FIND_NODE, GET_PROVIDERS and ADD_PROVIDER in turn at a steady rate
@@ -28,7 +28,8 @@
 //! ms), the growth of its data directory, whether the squatted CID still lists the honest
 //! provider, and what the attackers managed. Then the targets of issue 17: honest answered
 //! at least 99.9 % in every phase, honest p99 under 10 × the calm p99, peak RSS under 1 GiB,
-//! no crash. Every loop is bounded in count and time; it stops by itself.
+//! the data directory within the disk quota (64 MiB, `[rocksdb] max-disk-mib`, plus 16 MiB
+//! for a memtable being flushed and the files beside the database), no crash. Every loop is bounded in count and time; it stops by itself.
 //!
 //! Run with `cargo xtask bench hostile [--phase-secs S] [--honest-rate R]`.
 
@@ -70,6 +71,14 @@ const ATTACKS: [&str; 6] = [
 
 /// Honest client processes.
 const HONEST: u8 = 8;
+
+/// The server's disk quota (`[rocksdb] max-disk-mib`).
+const QUOTA_MIB: u64 = 64;
+
+/// How far past the quota the data directory may be seen: a memtable being flushed holds
+/// its records twice (log and table) for a moment, and the directory holds the identity,
+/// the provider's state and the log besides the database.
+const QUOTA_SLACK_MIB: u64 = 16;
 
 /// The longest an honest request may take to count as answered.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -692,6 +701,7 @@ struct Phase {
     end_ms: u64,
     peak_rss: u64,
     disk_growth: i64,
+    disk_end: u64,
     honest_listed: Option<bool>,
     reports: Vec<String>,
 }
@@ -777,10 +787,13 @@ async fn parent(args: Args) -> Result<()> {
     };
 
     let node_dir = dir.path().join("node");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, format!("[rocksdb]\nmax-disk-mib = {QUOTA_MIB}\n"))?;
+    let config_arg = config.display().to_string();
     let mut node = common::process::NodeProc::start_at(
         &node_dir,
         &bootstrap,
-        &["--limit-loopback"],
+        &["--limit-loopback", "--config", &config_arg],
         Some("warn"),
     );
     let pid = node.child.id();
@@ -904,13 +917,14 @@ async fn parent(args: Args) -> Result<()> {
             None
         };
         let end_ms = unix_ms();
+        let disk_end = dir_bytes(&node_dir);
         results.push(Phase {
             name: (*name).to_owned(),
             start_ms,
             end_ms: stop_ms,
             peak_rss: peak,
-            disk_growth: i64::try_from(dir_bytes(&node_dir)).unwrap_or(0)
-                - i64::try_from(disk0).unwrap_or(0),
+            disk_growth: i64::try_from(disk_end).unwrap_or(0) - i64::try_from(disk0).unwrap_or(0),
+            disk_end,
             honest_listed,
             reports,
         });
@@ -1036,6 +1050,13 @@ fn print_table(
         if p.peak_rss >= 1 << 30 {
             failures.push(format!("{}: peak RSS 1 GiB or more", p.name));
         }
+        if p.disk_end > (QUOTA_MIB + QUOTA_SLACK_MIB) << 20 {
+            failures.push(format!(
+                "{}: the data directory takes {:.1} MiB, over the {QUOTA_MIB} MiB quota",
+                p.name,
+                p.disk_end as f64 / f64::from(1 << 20)
+            ));
+        }
         if p.honest_listed == Some(false) {
             failures.push(format!(
                 "{}: the honest provider is no longer listed",
@@ -1052,9 +1073,12 @@ fn print_table(
             kib as f64 / 1024.0
         );
     }
-    println!(
-        "disk quota: none configured (the node has no quota setting yet): growth is shown, not checked"
-    );
+    if let Some(last) = phases.last() {
+        println!(
+            "disk quota {QUOTA_MIB} MiB ([rocksdb] max-disk-mib): the data directory took {:.1} MiB at the end",
+            last.disk_end as f64 / f64::from(1 << 20)
+        );
+    }
     if let Some(c) = crashed {
         failures.push(c.to_owned());
     }
