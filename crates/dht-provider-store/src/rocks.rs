@@ -116,6 +116,8 @@ struct DiskUse {
     written_since: AtomicU64,
     /// When `measured` was taken; also serialises measuring.
     at: Mutex<std::time::Instant>,
+    /// When the quota last flushed the memtables.
+    flushed_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl DiskUse {
@@ -126,7 +128,19 @@ impl DiskUse {
             measured: AtomicU64::new(dir_bytes(path)),
             written_since: AtomicU64::new(0),
             at: Mutex::new(std::time::Instant::now()),
+            flushed_at: Mutex::new(None),
         }
+    }
+
+    /// Whether a flush for the quota may run now: at most one a second.
+    fn may_flush(&self) -> bool {
+        let mut last = self.flushed_at.lock();
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Self::MEASURE_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// The use now: measured again if the last measure is older than a second, if more
@@ -359,7 +373,14 @@ impl RocksStore {
         db_opts.set_max_background_jobs(config.max_background_jobs);
         db_opts.set_db_write_buffer_size(config.write_buffer_bytes);
         // A rarely written column family (values) must not pin old WAL files forever.
-        db_opts.set_max_total_wal_size((config.write_buffer_bytes as u64).saturating_mul(4));
+        // Under a disk quota, also a quarter of it: a flushed memtable's log file is deleted
+        // only once every family's memtable that has records in it is flushed, and until then
+        // those records take the disk twice.
+        let max_wal = (config.write_buffer_bytes as u64).saturating_mul(4);
+        db_opts.set_max_total_wal_size(match config.max_disk_bytes {
+            Some(quota) => max_wal.min((quota / 4).max(1 << 20)),
+            None => max_wal,
+        });
         db_opts.set_keep_log_file_num(2);
         // The hash memtable below takes one writer at a time (RocksDB's write group leader
         // applies the batches of concurrent writers in turn).
@@ -510,7 +531,18 @@ impl RocksStore {
         let Some(quota) = self.config.max_disk_bytes else {
             return Ok(());
         };
-        let used = self.disk.current(&self.path, quota / 64, false);
+        let mut used = self.disk.current(&self.path, quota / 64, false);
+        if used.saturating_add(bytes) > quota && self.disk.may_flush() {
+            // Log files of flushed memtables may be what fills it: flush every family so
+            // that RocksDB deletes them, and measure again.
+            self.db.flush().map_err(StoreError::from_rocks)?;
+            for name in [CF_KEYSTORE, CF_PROVIDERS, CF_VALUES] {
+                self.db
+                    .flush_cf(self.cf(name)?)
+                    .map_err(StoreError::from_rocks)?;
+            }
+            used = self.disk.current(&self.path, 0, true);
+        }
         if used.saturating_add(bytes) > quota {
             return Err(StoreError::QuotaExceeded { used, quota });
         }
