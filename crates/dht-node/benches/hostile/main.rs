@@ -916,6 +916,17 @@ async fn parent(args: Args) -> Result<()> {
         } else {
             None
         };
+        if attacks.contains(&"closer") {
+            // The attack reaches the node only through servers its routing table holds.
+            let peers = bounded(Duration::from_secs(10), node.api.routing_table())
+                .await
+                .and_then(Result::ok)
+                .and_then(|t| t["peers"].as_u64());
+            reports.push(match peers {
+                Some(n) => format!("the node's routing table holds {n} peers at the end"),
+                None => "the node's routing table could not be read".to_owned(),
+            });
+        }
         let end_ms = unix_ms();
         let disk_end = dir_bytes(&node_dir);
         results.push(Phase {
