@@ -19,6 +19,9 @@
 //! block-cache-mib = 64
 //! write-buffer-mib = 256
 //! provider-cache-mib = 64
+//!
+//! [kad]                      # the DHT protocols (see KadSettings)
+//! provide-batch = true       # serve and send /amino-dht-rs/provide-batch/1.0.0
 //! ```
 //!
 //! Every field is optional; [`RunConfig::merge`] lets flags override the file, and
@@ -113,6 +116,18 @@ pub struct RunConfig {
     pub table: Option<String>,
     /// RocksDB sizing (the `[rocksdb]` table); unset sizes take the mode's default.
     pub rocksdb: Option<RocksSizes>,
+    /// The DHT protocols' settings (the `[kad]` table).
+    pub kad: Option<KadSettings>,
+}
+
+/// The DHT protocols' settings (the `[kad]` table of the file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KadSettings {
+    /// Whether the batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`) is served
+    /// (and advertised, in server mode) and sent to the peers that advertise it (default
+    /// `true`; see [`NodeBuilder::provide_batch`](crate::builder::NodeBuilder::provide_batch)).
+    pub provide_batch: Option<bool>,
 }
 
 /// The memory RocksDB may take, in MiB (the `[rocksdb]` table of the file); each unset
@@ -208,6 +223,8 @@ pub struct Settings {
     pub rocksdb: StoreConfig,
     /// The routing table.
     pub table: TableKind,
+    /// Whether the batched provide protocol is on (`[kad] provide-batch`).
+    pub provide_batch: bool,
 }
 
 impl RunConfig {
@@ -238,6 +255,7 @@ impl RunConfig {
             store: flags.store.or(self.store),
             table: flags.table.or(self.table),
             rocksdb: flags.rocksdb.or(self.rocksdb),
+            kad: flags.kad.or(self.kad),
         }
     }
 
@@ -245,7 +263,7 @@ impl RunConfig {
     /// [`default_data_dir`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
     /// server mode, Delegated Routing on [`DEFAULT_HTTP_ADDR`], management on
     /// [`DEFAULT_API_ADDR`] with the token in [`TOKEN_FILE`] of the data directory, sweep,
-    /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets.
+    /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets, the batched provide protocol on.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad setting.
@@ -337,6 +355,11 @@ impl RunConfig {
             per_key,
             memory_store,
             table,
+            provide_batch: self
+                .kad
+                .as_ref()
+                .and_then(|k| k.provide_batch)
+                .unwrap_or(true),
         })
     }
 }

@@ -354,7 +354,8 @@ async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Res
         .listen_addrs(settings.listen.clone())
         .external_addrs(settings.external_addrs.clone())
         .bootstrap_peers(settings.bootstrap.clone())
-        .mode(settings.mode);
+        .mode(settings.mode)
+        .provide_batch(settings.provide_batch);
     if args.lan || settings.listen.iter().any(is_local) {
         builder = builder.allow_local_networks();
     }

@@ -1057,7 +1057,10 @@ async fn serve_batch(
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "bad inbound batch: resetting the stream");
                 bump(&stats.inbound_stream_errors);
-                bump(&stats.inbound_batches_refused);
+                // (An I/O error is the stream's, e.g. a reset between batches.)
+                if !matches!(e, BatchCodecError::Io(_)) {
+                    bump(&stats.inbound_batches_refused);
+                }
                 return;
             }
         };
