@@ -2,11 +2,16 @@
 
 use dht_proto::{
     Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request, Response,
-    UnixSecs, bound_addrs,
+    UnixSecs,
+    batch::{BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
+    bound_addrs,
 };
+use std::collections::HashMap;
 use std::net::IpAddr;
 
-use dht_provider_store::{ProviderStore, SourceGroup, ValueStore};
+use dht_provider_store::{
+    ProviderEntry, ProviderOutcome, ProviderStore, SourceGroup, StoreError, ValueStore,
+};
 use dht_routing_table::{Direction, IpGroup, PeerEvent, RoutingTable};
 use parking_lot::{Mutex, RwLock};
 
@@ -216,6 +221,153 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             tracing::debug!(peer = %from.peer.peer_id, %rpc, %err, "request refused");
         }
         result
+    }
+
+    /// Handles a batched provide (`/amino-dht-rs/provide-batch/1.0.0`,
+    /// `docs/specs/provide-batch.md`) from `from`, received at wall time `now`, and returns
+    /// the answer to send.
+    ///
+    /// Validated as one ADD_PROVIDER per key with the batch's provider entry:
+    /// 1. the sender's rate limits (of its peer id, then of its IP, as [`handle`](Self::handle))
+    ///    are charged one request per key, all or none: [`BatchError::RateLimited`];
+    /// 2. the provider must be the sender: [`BatchError::ProviderNotSender`];
+    /// 3. its addresses are bounded as ADD_PROVIDER's (the first
+    ///    [`HandlerConfig::max_provider_addrs`] kept, then dialable and within the byte
+    ///    limits); none left: [`BatchError::NoAddresses`];
+    /// 4. each key is checked alone (1 to [`HandlerConfig::max_provider_key_len`] bytes):
+    ///    [`KeyStatus::InvalidKey`] for that key, the others go on.
+    ///
+    /// The accepted keys are stored with **one** [`ProviderStore::add_provider_entries`]
+    /// call asking for durability, from the group of the sender's IP when known, so this
+    /// returns only once every record answered [`KeyStatus::Stored`] is durable; it blocks
+    /// for that long (call it where blocking is allowed). A key listed twice is stored once
+    /// and answered at both places. A store that cannot write gives
+    /// [`BatchError::Unavailable`] and nothing answered as stored; a later batch is tried
+    /// again as usual.
+    pub fn provide_batch(
+        &self,
+        from: &Sender,
+        batch: ProvideBatch,
+        now: UnixSecs,
+    ) -> ProvideBatchResponse {
+        let response = self.check_and_store_batch(from, batch, now);
+        if let Some(error) = response.error {
+            tracing::debug!(peer = %from.peer.peer_id, ?error, "provide batch refused");
+        }
+        response
+    }
+
+    fn check_and_store_batch(
+        &self,
+        from: &Sender,
+        batch: ProvideBatch,
+        now: UnixSecs,
+    ) -> ProvideBatchResponse {
+        let sender = from.peer_id();
+        let requests = u64::try_from(batch.keys.len()).unwrap_or(u64::MAX);
+        if let Some(rate) = &self.rate
+            && !rate.allow_n(sender, requests, now)
+        {
+            return ProvideBatchResponse::refused(BatchError::RateLimited);
+        }
+        if let (Some(rate), Some(ip)) = (&self.ip_rate, from.remote_ip)
+            && (self.config.rate_limit_loopback || !ip.is_loopback())
+            && !rate.allow_n(&crate::rate::ip_bucket(ip), requests, now)
+        {
+            return ProvideBatchResponse::refused(BatchError::RateLimited);
+        }
+        if from.is_server {
+            self.table
+                .update(&from.peer, PeerEvent::Seen(Direction::Inbound));
+        }
+        let ProvideBatch { provider, keys } = batch;
+        if provider.peer_id != *sender {
+            return ProvideBatchResponse::refused(BatchError::ProviderNotSender);
+        }
+        let mut addrs = provider.addrs;
+        addrs.truncate(self.config.max_provider_addrs);
+        let addrs = self.bound_provider_addrs(addrs);
+        if addrs.is_empty() {
+            return ProvideBatchResponse::refused(BatchError::NoAddresses);
+        }
+
+        // Per key: refused alone, or the index of its record (a key listed twice shares one).
+        let mut slots: Vec<Result<usize, KeyStatus>> = Vec::with_capacity(keys.len());
+        let mut records: Vec<ProviderRecord> = Vec::new();
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        for key in keys {
+            if self
+                .check_key(
+                    MessageType::AddProvider,
+                    &key,
+                    self.config.max_provider_key_len,
+                )
+                .is_err()
+            {
+                slots.push(Err(KeyStatus::InvalidKey));
+                continue;
+            }
+            let next = records.len();
+            let i = *index.entry(key.clone()).or_insert(next);
+            if i == next {
+                records.push(ProviderRecord {
+                    key,
+                    provider: *sender,
+                    addrs: addrs.clone(),
+                    received_at: now,
+                });
+            }
+            slots.push(Ok(i));
+        }
+        drop(index);
+
+        let group = from.remote_ip.map(source_group);
+        let entries: Vec<ProviderEntry<'_>> = records
+            .iter()
+            .map(|record| ProviderEntry { record, group })
+            .collect();
+        let outcomes = if entries.is_empty() {
+            Vec::new()
+        } else {
+            match self.providers.add_provider_entries(&entries, true) {
+                Ok(outcomes) if outcomes.len() == entries.len() => outcomes,
+                Ok(outcomes) => {
+                    tracing::warn!(
+                        records = entries.len(),
+                        outcomes = outcomes.len(),
+                        "provider store answered a batch with the wrong number of outcomes"
+                    );
+                    return ProvideBatchResponse::refused(BatchError::Unavailable);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, records = entries.len(), "provide batch not stored");
+                    return ProvideBatchResponse::refused(BatchError::Unavailable);
+                }
+            }
+        };
+        let mut statuses = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let status = match slot {
+                Err(status) => status,
+                Ok(i) => match outcomes.get(i) {
+                    Some(Ok(ProviderOutcome::Stored)) => KeyStatus::Stored,
+                    Some(Ok(ProviderOutcome::Full)) => KeyStatus::Full,
+                    Some(Err(StoreError::InvalidRecord { .. })) => KeyStatus::InvalidKey,
+                    // The store could not write this record (one commit holds them all, so
+                    // in practice none was written): nothing is answered as stored.
+                    Some(Err(err)) => {
+                        tracing::warn!(%err, "provide batch not stored");
+                        return ProvideBatchResponse::refused(BatchError::Unavailable);
+                    }
+                    None => return ProvideBatchResponse::refused(BatchError::Unavailable),
+                },
+            };
+            statuses.push(status);
+        }
+        ProvideBatchResponse {
+            statuses,
+            error: None,
+        }
     }
 
     fn dispatch(

@@ -74,6 +74,16 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
 
     /// Spends one of `peer`'s tokens at `now`; `false` if it has none left.
     pub(crate) fn allow(&self, peer: &K, now: UnixSecs) -> bool {
+        self.allow_n(peer, 1, now)
+    }
+
+    /// Spends `n` of `peer`'s tokens at `now` (a batch of `n` requests in one message), all
+    /// or none: `false`, and nothing spent, if it has fewer than `n` left. `n` of 0 spends
+    /// nothing and is allowed.
+    pub(crate) fn allow_n(&self, peer: &K, n: u64, now: UnixSecs) -> bool {
+        if n == 0 {
+            return true;
+        }
         let i = (self.hasher.hash_one(peer) as usize) % self.shards.len();
         let Some(shard) = self.shards.get(i) else {
             return true;
@@ -86,18 +96,19 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
                     b.tokens = b.tokens.saturating_add(earned).min(self.capacity);
                     b.last = now;
                 }
-                if b.tokens == 0 {
+                if b.tokens < n {
                     false
                 } else {
-                    b.tokens -= 1;
+                    b.tokens -= n;
                     true
                 }
             }
+            None if n > self.capacity => false,
             None => {
                 shard.put(
                     *peer,
                     Bucket {
-                        tokens: self.capacity - 1,
+                        tokens: self.capacity - n,
                         last: now,
                     },
                 );
