@@ -26,6 +26,7 @@ use std::{
 };
 
 use dht_handler::{Handler, Validator};
+use dht_proto::batch::{BatchCodecError, ProvideBatch, ProvideBatchResponse};
 use dht_proto::{
     CodecError, K_VALUE, Key, MessageType, PeerId, PeerInfo, Prefix, Record, Request, Response,
 };
@@ -34,7 +35,6 @@ use dht_provider::{
     find_node_key,
 };
 use dht_provider_store::{Keystore, ProviderStore, StoreError, ValueStore};
-use dht_proto::batch::{BatchCodecError, ProvideBatch, ProvideBatchResponse};
 use dht_routing::{
     DhtClient, Feature, Network, OpStats, Outcome, RecordValidator, RpcError, crawl,
 };
@@ -1010,9 +1010,10 @@ mod tests {
             TransportError::ProvideBatchUnsupported("refused in negotiation"),
             |e| matches!(e, RpcError::Unsupported(Feature::ProvideBatch)),
         );
-        check(TransportError::BatchCodec(BatchCodecError::Truncated), |e| {
-            matches!(e, RpcError::NoResponse)
-        });
+        check(
+            TransportError::BatchCodec(BatchCodecError::Truncated),
+            |e| matches!(e, RpcError::NoResponse),
+        );
         check(TransportError::Shutdown, |e| {
             matches!(e, RpcError::Other(_))
         });

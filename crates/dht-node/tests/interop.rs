@@ -16,8 +16,8 @@ use dht_node::{
     transport::{KadConfig, TransportEvent},
 };
 use dht_proto::batch::ProvideBatch;
-use dht_routing::{Feature, Network, RpcError};
 use dht_proto::{Multiaddr, PeerId, PeerInfo, Record, Request, Response};
+use dht_routing::{Feature, Network, RpcError};
 use futures::StreamExt;
 use libp2p::{
     SwarmBuilder, identify, kad,
@@ -301,7 +301,11 @@ async fn libp2p_kad_is_never_sent_a_batch_and_takes_add_provider() {
     assert_eq!(sent, Err(RpcError::Unsupported(Feature::ProvideBatch)));
     let stats = a.handle.stats();
     assert_eq!(
-        (stats.outbound_batches, stats.outbound_batches_failed, stats.outbound_batches_refused),
+        (
+            stats.outbound_batches,
+            stats.outbound_batches_failed,
+            stats.outbound_batches_refused
+        ),
         (0, 0, 0),
         "nothing was sent: {stats:?}"
     );

@@ -41,7 +41,10 @@ fn keys(seed: &str, n: usize) -> Vec<Vec<u8>> {
 }
 
 /// A node on 127.0.0.1 with RocksDB stores under `dir`, as `tune` sets it up.
-async fn rocks_node(dir: &std::path::Path, tune: impl FnOnce(NodeBuilder) -> NodeBuilder) -> Arc<Node> {
+async fn rocks_node(
+    dir: &std::path::Path,
+    tune: impl FnOnce(NodeBuilder) -> NodeBuilder,
+) -> Arc<Node> {
     let builder = NodeBuilder::local()
         .data_dir(dir)
         .rocks_store(StoreConfig::default());
@@ -60,9 +63,9 @@ async fn connect_identified(from: &TransportHandle, to: &PeerInfo) {
     within("dial", from.dial(to)).await.unwrap();
     let book = from.peer_book();
     within("identify", async {
-        while !book
+        while book
             .observed(&to.peer_id)
-            .is_some_and(|o| !o.listen_addrs.is_empty())
+            .is_none_or(|o| o.listen_addrs.is_empty())
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -141,7 +144,11 @@ async fn a_server_stores_a_batch_answers_stored_per_key_and_get_providers_finds_
     let received = server.transport().stats();
     eprintln!("client: {sent:?}\nserver: {received:?}");
     assert_eq!(
-        (sent.outbound_batches, sent.outbound_batch_records, sent.outbound_batch_stored),
+        (
+            sent.outbound_batches,
+            sent.outbound_batch_records,
+            sent.outbound_batch_stored
+        ),
         (1, 300, 300)
     );
     assert_eq!(
@@ -182,7 +189,9 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         keys: vec![ok_key.clone()],
     };
     codec.write_request(&mut stream, &batch).await.unwrap();
-    let answer = within("answer", codec.read_response(&mut stream)).await.unwrap();
+    let answer = within("answer", codec.read_response(&mut stream))
+        .await
+        .unwrap();
     assert_eq!(answer.error, Some(BatchError::ProviderNotSender));
     assert!(answer.statuses.is_empty());
 
@@ -192,9 +201,15 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         keys: vec![ok_key.clone()],
     };
     codec.write_request(&mut stream, &batch).await.unwrap();
-    let answer = within("answer", codec.read_response(&mut stream)).await.unwrap();
+    let answer = within("answer", codec.read_response(&mut stream))
+        .await
+        .unwrap();
     assert_eq!(answer.error, Some(BatchError::NoAddresses));
-    assert!(providers(asker.transport(), server.info(), &ok_key).await.is_empty());
+    assert!(
+        providers(asker.transport(), server.info(), &ok_key)
+            .await
+            .is_empty()
+    );
 
     // A key the server's rules refuse: refused alone.
     let long_key = vec![0x55; 60];
@@ -203,9 +218,14 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         keys: vec![ok_key.clone(), long_key],
     };
     codec.write_request(&mut stream, &batch).await.unwrap();
-    let answer = within("answer", codec.read_response(&mut stream)).await.unwrap();
+    let answer = within("answer", codec.read_response(&mut stream))
+        .await
+        .unwrap();
     assert_eq!(answer.error, None);
-    assert_eq!(answer.statuses, vec![KeyStatus::Stored, KeyStatus::InvalidKey]);
+    assert_eq!(
+        answer.statuses,
+        vec![KeyStatus::Stored, KeyStatus::InvalidKey]
+    );
     assert_eq!(
         providers(asker.transport(), server.info(), &ok_key).await,
         vec![raw.peer_id]
@@ -222,16 +242,26 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         encode_request_body(&batch, &mut body);
         body
     };
-    assert!(body.len() < 1 << 20, "under the message limit: only the key count is wrong");
+    assert!(
+        body.len() < 1 << 20,
+        "under the message limit: only the key count is wrong"
+    );
     let mut stream = raw
         .open_protocol(server.peer_id(), PROVIDE_BATCH_PROTOCOL)
         .await
         .unwrap();
     stream.write_all(&frame(&body)).await.unwrap();
     stream.flush().await.unwrap();
-    assert!(closed(&mut stream).await, "a batch of 8,193 keys resets the stream");
+    assert!(
+        closed(&mut stream).await,
+        "a batch of 8,193 keys resets the stream"
+    );
     for key in [&many[0], &many[8192]] {
-        assert!(providers(asker.transport(), server.info(), key).await.is_empty());
+        assert!(
+            providers(asker.transport(), server.info(), key)
+                .await
+                .is_empty()
+        );
     }
 
     // A message over 1 MiB: reset from its length prefix.
@@ -241,7 +271,10 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         .unwrap();
     stream.write_all(&[0x81, 0x80, 0x40]).await.unwrap();
     stream.flush().await.unwrap();
-    assert!(closed(&mut stream).await, "an oversize message resets the stream");
+    assert!(
+        closed(&mut stream).await,
+        "an oversize message resets the stream"
+    );
 
     // A stream cut inside a batch: closed, nothing stored.
     let cut_key = keys("cut", 1).remove(0);
@@ -258,7 +291,11 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
     stream.write_all(&framed[..framed.len() - 1]).await.unwrap();
     stream.close().await.unwrap();
     assert!(closed(&mut stream).await);
-    assert!(providers(asker.transport(), server.info(), &cut_key).await.is_empty());
+    assert!(
+        providers(asker.transport(), server.info(), &cut_key)
+            .await
+            .is_empty()
+    );
 
     // The server still serves batches (no panic took it down).
     let after = keys("after", 3);
@@ -271,7 +308,9 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         keys: after.clone(),
     };
     codec.write_request(&mut stream, &batch).await.unwrap();
-    let answer = within("answer", codec.read_response(&mut stream)).await.unwrap();
+    let answer = within("answer", codec.read_response(&mut stream))
+        .await
+        .unwrap();
     assert_eq!(answer.statuses, vec![KeyStatus::Stored; 3]);
     let stats = server.transport().stats();
     eprintln!("server: {stats:?}");
@@ -332,11 +371,19 @@ async fn a_node_with_the_protocol_off_neither_advertises_serves_nor_sends_it() {
     );
     let (a, b) = (on.transport().stats(), off.transport().stats());
     assert_eq!(
-        (a.outbound_batches, a.outbound_batches_failed, a.inbound_batches),
+        (
+            a.outbound_batches,
+            a.outbound_batches_failed,
+            a.inbound_batches
+        ),
         (0, 0, 0)
     );
     assert_eq!(
-        (b.outbound_batches, b.outbound_batches_failed, b.inbound_batches),
+        (
+            b.outbound_batches,
+            b.outbound_batches_failed,
+            b.inbound_batches
+        ),
         (0, 0, 0)
     );
     on.close().await.unwrap();

@@ -195,7 +195,12 @@ impl KadBehaviour {
 
     /// Sends `batch` to `peer` on a batch stream of its own (the caller checked that the peer
     /// advertises the protocol): over a connection if there is one, else after dialling.
-    pub(crate) fn send_batch_with(&mut self, peer: &PeerInfo, batch: &ProvideBatch, reply: BatchReply) {
+    pub(crate) fn send_batch_with(
+        &mut self,
+        peer: &PeerInfo,
+        batch: &ProvideBatch,
+        reply: BatchReply,
+    ) {
         let mut frame = Vec::new();
         if let Err(e) = self.cfg.batch_codec.encode_request(batch, &mut frame) {
             bump(&self.stats.outbound_batches_failed);

@@ -74,7 +74,11 @@ impl PeerBook {
     }
 
     /// `peer`'s latest identify listed these protocols: its features are those among them.
-    pub(crate) fn identified<'a>(&self, peer: PeerId, protocols: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn identified<'a>(
+        &self,
+        peer: PeerId,
+        protocols: impl IntoIterator<Item = &'a str>,
+    ) {
         let features: HashSet<Feature> = protocols
             .into_iter()
             .filter_map(Feature::from_protocol)

@@ -190,7 +190,9 @@ impl TransportHandle {
         batch: ProvideBatch,
     ) -> Result<ProvideBatchResponse, TransportError> {
         if !self.provide_batch {
-            return Err(TransportError::ProvideBatchUnsupported("turned off on this node"));
+            return Err(TransportError::ProvideBatchUnsupported(
+                "turned off on this node",
+            ));
         }
         if !self.book.supports(&peer.peer_id, Feature::ProvideBatch) {
             return Err(TransportError::ProvideBatchUnsupported(
@@ -575,10 +577,13 @@ mod tests {
         is_send_sync_clone(handle);
         is_send(&handle.request(peer, Request::Ping));
         is_send(&handle.dial(peer));
-        is_send(&handle.provide_batch(peer, ProvideBatch {
-            provider: peer.clone(),
-            keys: Vec::new(),
-        }));
+        is_send(&handle.provide_batch(
+            peer,
+            ProvideBatch {
+                provider: peer.clone(),
+                keys: Vec::new(),
+            },
+        ));
     }
 
     #[test]

@@ -68,8 +68,8 @@ use futures::{
 use libp2p::{
     Stream,
     swarm::{
-        ConnectionHandler, ConnectionHandlerEvent, StreamUpgradeError, SubstreamProtocol,
-        StreamProtocol, SupportedProtocols,
+        ConnectionHandler, ConnectionHandlerEvent, StreamProtocol, StreamUpgradeError,
+        SubstreamProtocol, SupportedProtocols,
         handler::{
             ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
             ProtocolsChange,
@@ -469,8 +469,14 @@ impl KadHandler {
                 continue;
             }
             self.batches.push(
-                batch_exchange(stream, job, self.cfg.batch_codec, self.stats.clone(), self.peer)
-                    .boxed(),
+                batch_exchange(
+                    stream,
+                    job,
+                    self.cfg.batch_codec,
+                    self.stats.clone(),
+                    self.peer,
+                )
+                .boxed(),
             );
             return;
         }
@@ -1010,7 +1016,8 @@ async fn batch_exchange(
         Ok(response) if response.answers(job.keys) => response,
         Ok(response) => {
             tracing::debug!(%peer, keys = job.keys, statuses = response.statuses.len(), "batch answer does not match its keys: resetting the stream");
-            let malformed = BatchCodecError::Malformed("the answer's statuses do not match the keys");
+            let malformed =
+                BatchCodecError::Malformed("the answer's statuses do not match the keys");
             return fail_batch(&stats, job, TransportError::BatchCodec(malformed));
         }
         Err(error) => {
@@ -1042,28 +1049,26 @@ async fn serve_batch(
 ) {
     let peer = remote.peer;
     loop {
-        let batch = match tokio::time::timeout(
-            cfg.idle_timeout,
-            cfg.batch_codec.read_request(&mut stream),
-        )
-        .await
-        {
-            Err(_) => {
-                tracing::trace!(%peer, "inbound batch stream idle: closing");
-                break;
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(batch))) => batch,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "bad inbound batch: resetting the stream");
-                bump(&stats.inbound_stream_errors);
-                // (An I/O error is the stream's, e.g. a reset between batches.)
-                if !matches!(e, BatchCodecError::Io(_)) {
-                    bump(&stats.inbound_batches_refused);
+        let batch =
+            match tokio::time::timeout(cfg.idle_timeout, cfg.batch_codec.read_request(&mut stream))
+                .await
+            {
+                Err(_) => {
+                    tracing::trace!(%peer, "inbound batch stream idle: closing");
+                    break;
                 }
-                return;
-            }
-        };
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(batch))) => batch,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "bad inbound batch: resetting the stream");
+                    bump(&stats.inbound_stream_errors);
+                    // (An I/O error is the stream's, e.g. a reset between batches.)
+                    if !matches!(e, BatchCodecError::Io(_)) {
+                        bump(&stats.inbound_batches_refused);
+                    }
+                    return;
+                }
+            };
         // Held until the answer is written.
         let Some(_permit) = permits.try_take(remote.ip) else {
             tracing::debug!(%peer, ip = ?remote.ip, "answering as many inbound requests as allowed (in total or from this IP): resetting the batch stream");

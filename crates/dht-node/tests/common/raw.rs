@@ -274,7 +274,11 @@ impl RawPeer {
 
     /// Opens a stream of `protocol` to `peer` on one of the open connections: `Err` when
     /// the peer refuses the protocol in negotiation.
-    pub async fn open_protocol(&self, peer: PeerId, protocol: &'static str) -> Result<Stream, String> {
+    pub async fn open_protocol(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<Stream, String> {
         let (reply, rx) = oneshot::channel();
         let _ = self
             .commands
