@@ -934,18 +934,11 @@ async fn serve(
         bump(&stats.inbound_requests);
         let ty = request.message_type();
         let from = remote.snapshot();
-        let answer = if cfg.blocking_records && touches_records(ty) {
-            // A store may wait on its disk (a read, an fsync): on tokio's blocking pool the
-            // wait holds up this stream only, never the connection's task or a runtime
-            // worker, and concurrent writes can share one fsync.
-            let serving = handler.clone();
-            tokio::task::spawn_blocking(move || serving.handle_request(&from, request))
-                .await
-                .map_err(|e| e.is_panic())
-        } else {
-            std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_request(&from, request)))
-                .map_err(|_| true)
-        };
+        let serving = handler.clone();
+        let answer = call_handler(cfg.blocking_records && touches_records(ty), move || {
+            serving.handle_request(&from, request)
+        })
+        .await;
         let response = match answer {
             Ok(Ok(Some(response))) if ty.expects_response() => response,
             Ok(Ok(_)) => continue,
@@ -954,36 +947,65 @@ async fn serve(
                 bump(&stats.inbound_stream_errors);
                 return;
             }
-            Err(panicked) => {
-                if panicked {
-                    tracing::error!(%peer, %ty, "inbound handler panicked: resetting the stream");
-                } else {
-                    tracing::debug!(%peer, %ty, "runtime shutting down: resetting the stream");
-                }
-                bump(&stats.inbound_stream_errors);
-                return;
-            }
+            Err(panicked) => return handler_failed(&stats, peer, &ty, panicked),
         };
-        match tokio::time::timeout(
-            cfg.request_timeout,
-            cfg.codec.write_response(&mut stream, &response),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, %ty, error = %e, "writing a kad response failed: resetting the stream");
-                bump(&stats.inbound_stream_errors);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, %ty, "writing a kad response timed out: resetting the stream");
-                bump(&stats.inbound_stream_errors);
-                return;
-            }
+        let write = cfg.codec.write_response(&mut stream, &response);
+        if !answered(write, cfg.request_timeout, &stats, peer, &ty).await {
+            return;
         }
     }
     let _ = tokio::time::timeout(cfg.request_timeout, stream.close()).await;
+}
+
+/// Runs `work`, a call of the [`InboundHandler`], on tokio's blocking pool when `blocking`
+/// (a store may wait on its disk, a read or an fsync: there the wait holds up this stream
+/// only, never the connection's task or a runtime worker, and concurrent writes can share
+/// one fsync), else right here. `Err(true)` when it panicked, `Err(false)` when the runtime
+/// is shutting down.
+async fn call_handler<R: Send + 'static>(
+    blocking: bool,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, bool> {
+    if blocking {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| e.is_panic())
+    } else {
+        std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|_| true)
+    }
+}
+
+/// Logs and counts a handler call that gave no answer ([`call_handler`]'s `Err`): the
+/// stream is reset.
+fn handler_failed(stats: &Stats, peer: PeerId, what: &dyn std::fmt::Display, panicked: bool) {
+    if panicked {
+        tracing::error!(%peer, %what, "inbound handler panicked: resetting the stream");
+    } else {
+        tracing::debug!(%peer, %what, "runtime shutting down: resetting the stream");
+    }
+    bump(&stats.inbound_stream_errors);
+}
+
+/// Waits for `write` (an answer to `what`) at most `timeout`: whether it was written; if not,
+/// the failure is logged and counted, and the stream is to be reset.
+async fn answered<E: std::fmt::Display>(
+    write: impl Future<Output = Result<(), E>>,
+    timeout: Duration,
+    stats: &Stats,
+    peer: PeerId,
+    what: &(dyn std::fmt::Display + Sync),
+) -> bool {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, %what, error = %e, "writing an answer failed: resetting the stream");
+        }
+        Err(_) => {
+            tracing::debug!(%peer, %what, "writing an answer timed out: resetting the stream");
+        }
+    }
+    bump(&stats.inbound_stream_errors);
+    false
 }
 
 /// Fails `job` with `error`, counted.
@@ -1079,17 +1101,13 @@ async fn serve_batch(
         bump(&stats.inbound_batches);
         add(&stats.inbound_batch_records, keys);
         let from = remote.snapshot();
-        let answer = if cfg.blocking_records {
-            // The handler answers once the records are durable (it waits for a commit): on
-            // tokio's blocking pool, as record requests are.
-            let serving = handler.clone();
-            tokio::task::spawn_blocking(move || serving.provide_batch(&from, batch))
-                .await
-                .map_err(|e| e.is_panic())
-        } else {
-            std::panic::catch_unwind(AssertUnwindSafe(|| handler.provide_batch(&from, batch)))
-                .map_err(|_| true)
-        };
+        // The handler answers once the records are durable (it waits for a commit): on
+        // tokio's blocking pool, as record requests are.
+        let serving = handler.clone();
+        let answer = call_handler(cfg.blocking_records, move || {
+            serving.provide_batch(&from, batch)
+        })
+        .await;
         let response = match answer {
             Ok(Ok(response)) if response.answers(keys) => response,
             Ok(Ok(response)) => {
@@ -1103,15 +1121,7 @@ async fn serve_batch(
                 bump(&stats.inbound_batches_refused);
                 return;
             }
-            Err(panicked) => {
-                if panicked {
-                    tracing::error!(%peer, "inbound handler panicked on a batch: resetting the stream");
-                } else {
-                    tracing::debug!(%peer, "runtime shutting down: resetting the batch stream");
-                }
-                bump(&stats.inbound_stream_errors);
-                return;
-            }
+            Err(panicked) => return handler_failed(&stats, peer, &"provide batch", panicked),
         };
         match response.error {
             Some(error) => {
@@ -1123,23 +1133,9 @@ async fn serve_batch(
                 response.statuses.iter().filter(|s| s.is_stored()).count(),
             ),
         }
-        match tokio::time::timeout(
-            cfg.request_timeout,
-            cfg.batch_codec.write_response(&mut stream, &response),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "writing a batch answer failed: resetting the stream");
-                bump(&stats.inbound_stream_errors);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "writing a batch answer timed out: resetting the stream");
-                bump(&stats.inbound_stream_errors);
-                return;
-            }
+        let write = cfg.batch_codec.write_response(&mut stream, &response);
+        if !answered(write, cfg.request_timeout, &stats, peer, &"provide batch").await {
+            return;
         }
     }
     let _ = tokio::time::timeout(cfg.request_timeout, stream.close()).await;
