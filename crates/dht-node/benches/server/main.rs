@@ -38,7 +38,10 @@ use dht_node::{
     devnet::random_cid,
     transport::{self, KadConfig, Mode, TransportConfig, TransportHandle},
 };
-use dht_proto::{Multiaddr, PeerInfo, Request, batch::ProvideBatch};
+use dht_proto::{
+    Multiaddr, PeerInfo, Request,
+    batch::{BatchError, ProvideBatch},
+};
 use dht_provider_store::{Config as StoreConfig, ProviderStore, UnixSecs};
 use dht_routing::Feature;
 use futures::{StreamExt, stream::FuturesUnordered};
@@ -78,6 +81,8 @@ struct Run {
     records: usize,
     wall: Duration,
     cpu: Option<Duration>,
+    /// Batches answered UNAVAILABLE or RATE_LIMITED and sent again.
+    retried: usize,
 }
 
 impl Run {
@@ -129,8 +134,13 @@ async fn bench(args: Args) -> Result<()> {
     for round in 0..args.runs {
         for side in Side::ALL {
             let run = one_run(&args, side, round as u64).await?;
+            let again = if run.retried > 0 {
+                format!(", {} batches sent again", run.retried)
+            } else {
+                String::new()
+            };
             println!(
-                "  run {}: {:<8} {:>9.0} records/s ({:.2} s)",
+                "  run {}: {:<8} {:>9.0} records/s ({:.2} s{again})",
                 round + 1,
                 side.name(),
                 run.per_sec(),
@@ -243,13 +253,20 @@ async fn one_run(args: &Args, side: Side, seed: u64) -> Result<Run> {
                     send_batches(handle, me, to, keys, args.batch_keys, args.batch_in_flight).await
                 }
                 Side::Direct | Side::Grouped => {
-                    send_all(handle, me, to, keys, args.in_flight).await
+                    (send_all(handle, me, to, keys, args.in_flight).await, 0)
                 }
             }
         });
-    let failed: usize = futures::future::join_all(sends).await.into_iter().sum();
+    let (failed, retried) = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .fold((0, 0), |(f, r), (f1, r1)| (f + f1, r + r1));
     if failed > 0 {
-        bail!("{failed} records could not be sent (or were not answered stored)");
+        bail!(
+            "{}: {failed} records could not be sent (or were not answered stored); server: {:?}",
+            side.name(),
+            node.transport().stats()
+        );
     }
     // Over once the last record of every sender reads back from the server's store.
     let stores = node.stores().clone();
@@ -286,7 +303,12 @@ async fn one_run(args: &Args, side: Side, seed: u64) -> Result<Run> {
         handle.shutdown().await;
     }
     node.shutdown().await;
-    Ok(Run { records, wall, cpu })
+    Ok(Run {
+        records,
+        wall,
+        cpu,
+        retried,
+    })
 }
 
 fn unix_now() -> UnixSecs {
@@ -348,8 +370,10 @@ async fn send_all(
     }
 }
 
-/// Sends `keys` to `server` as batches of `batch_keys` of `me`, `in_flight` at a time;
-/// returns how many records were not answered stored.
+/// Sends `keys` to `server` as batches of `batch_keys` of `me`, `in_flight` at a time; a
+/// batch refused for now (`UNAVAILABLE`: the server's write queue is full; `RATE_LIMITED`)
+/// is sent again 5 ms later, as the spec allows. Returns how many records were not answered
+/// stored, and how many batches were sent again.
 async fn send_batches(
     handle: &TransportHandle,
     me: &PeerInfo,
@@ -357,26 +381,41 @@ async fn send_batches(
     keys: &[Vec<u8>],
     batch_keys: usize,
     in_flight: usize,
-) -> usize {
+) -> (usize, usize) {
     let mut pending = FuturesUnordered::new();
-    let mut failed = 0;
+    let (mut failed, mut retried) = (0, 0);
     let mut next = keys.chunks(batch_keys);
+    let mut again: Vec<&[Vec<u8>]> = Vec::new();
     loop {
         while pending.len() < in_flight {
-            let Some(chunk) = next.next() else { break };
+            let (chunk, wait) = match again.pop() {
+                Some(chunk) => (chunk, Duration::from_millis(5)),
+                None => match next.next() {
+                    Some(chunk) => (chunk, Duration::ZERO),
+                    None => break,
+                },
+            };
             let batch = ProvideBatch {
                 provider: me.clone(),
                 keys: chunk.to_vec(),
             };
-            let n = chunk.len();
-            pending.push(async move { (n, handle.provide_batch(server, batch).await) });
+            pending.push(async move {
+                tokio::time::sleep(wait).await;
+                (chunk, handle.provide_batch(server, batch).await)
+            });
         }
         match pending.next().await {
-            Some((n, Ok(answer))) => {
-                failed += n - answer.statuses.iter().filter(|s| s.is_stored()).count();
-            }
-            Some((n, Err(_))) => failed += n,
-            None => return failed,
+            Some((chunk, Ok(answer))) => match answer.error {
+                Some(BatchError::Unavailable | BatchError::RateLimited) => {
+                    retried += 1;
+                    again.push(chunk);
+                }
+                _ => {
+                    failed += chunk.len() - answer.statuses.iter().filter(|s| s.is_stored()).count()
+                }
+            },
+            Some((chunk, Err(_))) => failed += chunk.len(),
+            None => return (failed, retried),
         }
     }
 }
