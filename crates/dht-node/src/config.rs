@@ -424,6 +424,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_batched_provide_protocol_is_on_unless_the_kad_table_turns_it_off() {
+        let on = RunConfig::default().resolve().expect("valid");
+        assert!(on.provide_batch);
+        let off = RunConfig::from_toml("[kad]\nprovide-batch = false\n").expect("valid TOML");
+        assert!(!off.resolve().expect("valid").provide_batch);
+        let empty = RunConfig::from_toml("[kad]\n").expect("valid TOML");
+        assert!(empty.resolve().expect("valid").provide_batch);
+        assert!(RunConfig::from_toml("[kad]\nprovide-batches = false\n").is_err());
+    }
+
+    #[test]
     fn file_then_flags() {
         let file = RunConfig::from_toml(
             r#"
