@@ -10,7 +10,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{RawPeer, STEP, process::NodeProc, within};
-use dht_handler::HandlerConfig;
+use dht_handler::{HandlerConfig, RateLimit};
 use dht_node::{
     builder::{NodeBuilder, parse_peer},
     node::Node,
@@ -167,9 +167,14 @@ async fn a_server_stores_a_batch_answers_stored_per_key_and_get_providers_finds_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    // Keys over 40 bytes are refused by this server's rules (the protocol takes 80).
+    // Keys over 40 bytes are refused by this server's rules (the protocol takes 80); a peer
+    // may send 10 records at once, then 1 a second.
     let server = rocks_node(dir.path(), |b| {
-        b.handler(HandlerConfig::default().max_provider_key_len(40))
+        b.handler(
+            HandlerConfig::default()
+                .max_provider_key_len(40)
+                .rate_limit(Some(RateLimit::new(1, 10))),
+        )
     })
     .await;
     let asker = memory_node(|b| b).await;
@@ -181,6 +186,26 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         .open_protocol(server.peer_id(), PROVIDE_BATCH_PROTOCOL)
         .await
         .unwrap();
+
+    // More records than the sender may send now: refused whole, nothing stored.
+    let burst = keys("rate", 11);
+    let batch = ProvideBatch {
+        provider: PeerInfo::new(raw.peer_id, vec![local_addr()]),
+        keys: burst.clone(),
+    };
+    codec.write_request(&mut stream, &batch).await.unwrap();
+    let answer = within("answer", codec.read_response(&mut stream))
+        .await
+        .unwrap();
+    assert_eq!(answer.error, Some(BatchError::RateLimited));
+    assert!(answer.statuses.is_empty());
+    for key in [&burst[0], &burst[10]] {
+        assert!(
+            providers(asker.transport(), server.info(), key)
+                .await
+                .is_empty()
+        );
+    }
 
     // Another peer as the provider.
     let someone = PeerInfo::new(PeerId::random(), vec![local_addr()]);
@@ -314,9 +339,9 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
     assert_eq!(answer.statuses, vec![KeyStatus::Stored; 3]);
     let stats = server.transport().stats();
     eprintln!("server: {stats:?}");
-    // Answered: 2 refusals, 2 processed; reset: too many, oversize, cut.
-    assert_eq!(stats.inbound_batches, 4);
-    assert_eq!(stats.inbound_batches_refused, 2 + 3);
+    // Answered: 3 refusals, 2 processed; reset: too many, oversize, cut.
+    assert_eq!(stats.inbound_batches, 5);
+    assert_eq!(stats.inbound_batches_refused, 3 + 3);
     assert_eq!(stats.inbound_batch_stored, 1 + 3);
     asker.close().await.unwrap();
     server.close().await.unwrap();

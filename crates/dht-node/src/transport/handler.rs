@@ -514,7 +514,7 @@ impl KadHandler {
     fn on_inbound_stream(&mut self, stream: Stream, protocol: StreamProtocol) {
         let batch = protocol == BATCH_PROTOCOL;
         if self.mode == Mode::Client || (batch && !self.cfg.serve_batch) {
-            tracing::debug!(peer = %self.peer, "client mode: resetting inbound kad stream");
+            tracing::debug!(peer = %self.peer, %protocol, "not served (client mode, or the protocol is off): resetting the inbound stream");
             bump(&self.stats.inbound_streams_refused);
             return;
         }
