@@ -14,7 +14,7 @@ use dht_handler::{HandlerConfig, RateLimit};
 use dht_node::{
     builder::{NodeBuilder, parse_peer},
     node::Node,
-    transport::{TransportError, TransportHandle},
+    transport::{Mode, TransportError, TransportHandle},
 };
 use dht_proto::{
     Multiaddr, PeerId, PeerInfo, Request, Response,
@@ -460,4 +460,38 @@ async fn an_answered_batch_survives_kill_9_of_the_server() {
     drop(proc);
     asker.close().await.unwrap();
     client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_client_neither_advertises_nor_serves_it() {
+    let client = memory_node(|b| b.mode(Mode::Client)).await;
+    let server = memory_node(|b| b).await;
+    connect_identified(server.transport(), client.info()).await;
+    assert!(
+        !server
+            .network()
+            .supports(&client.peer_id(), Feature::ProvideBatch)
+    );
+    let raw = RawPeer::start();
+    raw.connect(client.info()).await.unwrap();
+    assert!(
+        raw.open_protocol(client.peer_id(), PROVIDE_BATCH_PROTOCOL)
+            .await
+            .is_err()
+    );
+    // It still sends batches to servers that take them.
+    connect_identified(client.transport(), server.info()).await;
+    let batch = ProvideBatch {
+        provider: client.info().clone(),
+        keys: keys("client", 5),
+    };
+    let answer = within(
+        "batch",
+        client.network().provide_batch(server.info(), batch),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.statuses, vec![KeyStatus::Stored; 5]);
+    client.close().await.unwrap();
+    server.close().await.unwrap();
 }
