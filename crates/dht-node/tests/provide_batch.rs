@@ -14,7 +14,7 @@ use dht_handler::{HandlerConfig, RateLimit};
 use dht_node::{
     builder::{NodeBuilder, parse_peer},
     node::Node,
-    transport::{Mode, TransportError, TransportHandle},
+    transport::{KadConfig, Mode, TransportConfig, TransportError, TransportHandle},
 };
 use dht_proto::{
     Multiaddr, PeerId, PeerInfo, Request, Response,
@@ -493,5 +493,56 @@ async fn a_dht_client_neither_advertises_nor_serves_it() {
     .unwrap();
     assert_eq!(answer.statuses, vec![KeyStatus::Stored; 5]);
     client.close().await.unwrap();
+    server.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_streams_count_in_the_inbound_stream_limit() {
+    // Two inbound streams per connection: kad and batch streams alike.
+    let kad = KadConfig::default().max_inbound_streams(2);
+    let server = memory_node(|b| {
+        b.transport(TransportConfig::default().kad(kad))
+            .listen_addrs(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()])
+    })
+    .await;
+    let raw = RawPeer::start();
+    raw.connect(server.info()).await.unwrap();
+    let codec = BatchCodec::default();
+    let provider = PeerInfo::new(raw.peer_id, vec![local_addr()]);
+    let mut kad_stream = raw.open(server.peer_id()).await.unwrap();
+    let mut first = raw
+        .open_protocol(server.peer_id(), PROVIDE_BATCH_PROTOCOL)
+        .await
+        .unwrap();
+    let batch = ProvideBatch {
+        provider: provider.clone(),
+        keys: keys("limit", 2),
+    };
+    // The first batch stream is served (so both streams are open at the server).
+    codec.write_request(&mut first, &batch).await.unwrap();
+    let answer = within("answer", codec.read_response(&mut first))
+        .await
+        .unwrap();
+    assert_eq!(answer.statuses, vec![KeyStatus::Stored; 2]);
+    // A third stream is reset.
+    let mut third = raw
+        .open_protocol(server.peer_id(), PROVIDE_BATCH_PROTOCOL)
+        .await
+        .unwrap();
+    let batch = ProvideBatch {
+        provider,
+        keys: keys("limit-3", 1),
+    };
+    let _ = codec.write_request(&mut third, &batch).await;
+    assert!(
+        closed(&mut third).await,
+        "the third inbound stream is reset"
+    );
+    let stats = server.transport().stats();
+    assert_eq!(stats.inbound_streams_accepted, 2, "{stats:?}");
+    assert!(stats.inbound_streams_refused >= 1, "{stats:?}");
+    assert_eq!(stats.inbound_batches, 1, "{stats:?}");
+    // The kad stream was open all along.
+    kad_stream.close().await.unwrap();
     server.close().await.unwrap();
 }
