@@ -19,6 +19,9 @@
 //! block-cache-mib = 64
 //! write-buffer-mib = 256
 //! provider-cache-mib = 64
+//!
+//! [kad]                      # the DHT protocols (see KadSettings)
+//! provide-batch = true       # serve and send /amino-dht-rs/provide-batch/1.0.0
 //! ```
 //!
 //! Every field is optional; [`RunConfig::merge`] lets flags override the file, and
@@ -117,6 +120,18 @@ pub struct RunConfig {
     /// per IP) apply to loopback peers too (default `false`, so that a devnet of nodes on
     /// 127.0.0.1 works; on for a test of hostile peers on one machine).
     pub limit_loopback: Option<bool>,
+    /// The DHT protocols' settings (the `[kad]` table).
+    pub kad: Option<KadSettings>,
+}
+
+/// The DHT protocols' settings (the `[kad]` table of the file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KadSettings {
+    /// Whether the batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`) is served
+    /// (and advertised, in server mode) and sent to the peers that advertise it (default
+    /// `true`; see [`NodeBuilder::provide_batch`](crate::builder::NodeBuilder::provide_batch)).
+    pub provide_batch: Option<bool>,
 }
 
 /// The memory RocksDB may take, in MiB (the `[rocksdb]` table of the file); each unset
@@ -226,6 +241,8 @@ pub struct Settings {
     pub table: TableKind,
     /// Whether the per-IP limits apply to loopback peers too ([`RunConfig::limit_loopback`]).
     pub limit_loopback: bool,
+    /// Whether the batched provide protocol is on (`[kad] provide-batch`).
+    pub provide_batch: bool,
 }
 
 impl RunConfig {
@@ -257,6 +274,7 @@ impl RunConfig {
             table: flags.table.or(self.table),
             rocksdb: flags.rocksdb.or(self.rocksdb),
             limit_loopback: flags.limit_loopback.or(self.limit_loopback),
+            kad: flags.kad.or(self.kad),
         }
     }
 
@@ -264,7 +282,7 @@ impl RunConfig {
     /// [`default_data_dir`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
     /// server mode, Delegated Routing on [`DEFAULT_HTTP_ADDR`], management on
     /// [`DEFAULT_API_ADDR`] with the token in [`TOKEN_FILE`] of the data directory, sweep,
-    /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets.
+    /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets, the batched provide protocol on.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad setting.
@@ -357,6 +375,11 @@ impl RunConfig {
             per_key,
             memory_store,
             table,
+            provide_batch: self
+                .kad
+                .as_ref()
+                .and_then(|k| k.provide_batch)
+                .unwrap_or(true),
         })
     }
 }
@@ -419,6 +442,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batched_provide_protocol_is_on_unless_the_kad_table_turns_it_off() {
+        let on = RunConfig::default().resolve().expect("valid");
+        assert!(on.provide_batch);
+        let off = RunConfig::from_toml("[kad]\nprovide-batch = false\n").expect("valid TOML");
+        assert!(!off.resolve().expect("valid").provide_batch);
+        let empty = RunConfig::from_toml("[kad]\n").expect("valid TOML");
+        assert!(empty.resolve().expect("valid").provide_batch);
+        assert!(RunConfig::from_toml("[kad]\nprovide-batches = false\n").is_err());
+    }
 
     #[test]
     fn file_then_flags() {

@@ -359,7 +359,8 @@ async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Res
         .external_addrs(settings.external_addrs.clone())
         .bootstrap_peers(settings.bootstrap.clone())
         .mode(settings.mode)
-        .limit_loopback(settings.limit_loopback);
+        .limit_loopback(settings.limit_loopback)
+        .provide_batch(settings.provide_batch);
     if args.lan || settings.listen.iter().any(is_local) {
         builder = builder.allow_local_networks();
     }
