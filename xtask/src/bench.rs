@@ -16,6 +16,13 @@
 //!   and N senders over TCP sending ADD_PROVIDER; records stored per second with direct
 //!   writes beside the grouped writer, and the ratio. Runs
 //!   `cargo bench -p dht-node --bench server -- …`.
+//! - `hostile [--phase-secs S] [--honest-rate R]`: one `dht-node` server on 127.0.0.1
+//!   (RocksDB, `--limit-loopback`) under hostile processes (1,000 connections, held
+//!   streams announcing 4 MiB, ADD_PROVIDER floods from 10,000 peer ids, closer-peers-heavy
+//!   answers to its lookups, malformed frames, provider squatting), one phase each and then
+//!   all at once, with 8 honest client processes measured throughout; prints per phase the
+//!   honest share answered, p50/p99, the server's peak RSS and disk growth, and the targets.
+//!   Runs `cargo bench -p dht-node --bench hostile -- …`.
 //! - `criterion [args…]`: every criterion benchmark of the workspace (`cargo bench
 //!   --workspace --benches`, minus the devnet), arguments passed to criterion.
 //!
@@ -38,6 +45,10 @@ benches:
                              provider records one RocksDB server stores per second from
                              N senders over TCP, direct writes beside the grouped writer
                              (default 64 senders, 200,000 records)
+  hostile [--phase-secs S] [--honest-rate R]
+                             one dht-node server under hostile peers, one attack per
+                             phase and then all at once, honest clients measured
+                             (default 20 s phases, 25 requests/s per honest client)
   criterion [args...]        every criterion benchmark of the workspace
 ";
 
@@ -56,6 +67,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             crate::setup::ensure(true)?;
             let mut all = vec![
                 "bench", "--locked", "-p", "dht-node", "--bench", "server", "--",
+            ];
+            all.extend_from_slice(rest);
+            crate::cargo(&all)
+        }
+        Some((&"hostile", rest)) => {
+            crate::setup::ensure(true)?;
+            let mut all = vec![
+                "bench", "--locked", "-p", "dht-node", "--bench", "hostile", "--",
             ];
             all.extend_from_slice(rest);
             crate::cargo(&all)

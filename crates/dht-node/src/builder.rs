@@ -30,7 +30,10 @@ use std::{
 };
 
 use dht_handler::{Handler, HandlerConfig, Sender};
-use dht_proto::{Multiaddr, PeerId, PeerInfo};
+use dht_proto::{
+    Multiaddr, PeerId, PeerInfo, Request, Response,
+    batch::{ProvideBatch, ProvideBatchResponse},
+};
 use dht_provider::{
     FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore, SweepConfig,
     SweepParts, SweepingProvider,
@@ -48,7 +51,10 @@ use parking_lot::Mutex;
 use crate::{
     fds::{self, FdPlan},
     metrics::Metrics,
-    node::{Node, NodeError, NodeProvider, NodeTable, SharedStores, Stores, TransportNetwork},
+    node::{
+        Node, NodeError, NodeHandler, NodeProvider, NodeTable, SharedStores, Stores,
+        TransportNetwork,
+    },
     transport::{self, HandlerError, Mode, RemotePeer, TransportConfig},
 };
 
@@ -288,6 +294,18 @@ impl<T: NodeTable> NodeBuilder<T> {
         self
     }
 
+    /// Whether the node speaks the batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`,
+    /// `docs/specs/provide-batch.md`; default on): as a server it advertises the protocol in
+    /// identify and stores the batches it receives (answering once they are durable), and
+    /// its provider sends batches to the peers that advertise it (ADD_PROVIDER to the
+    /// others). Off, it neither advertises, serves nor sends batches
+    /// ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch)).
+    pub fn provide_batch(mut self, on: bool) -> Self {
+        let kad = self.transport.kad.clone().provide_batch(on);
+        self.transport = self.transport.kad(kad);
+        self
+    }
+
     /// Stores you built (e.g. a [`RocksStore`] opened elsewhere).
     pub fn stores(mut self, stores: SharedStores) -> Self {
         self.store = StoreChoice::Custom(stores);
@@ -354,6 +372,17 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// The server's limits.
     pub fn handler(mut self, config: HandlerConfig) -> Self {
         self.handler = config;
+        self
+    }
+
+    /// Whether the per-IP limits apply to loopback peers too (default `false`): the
+    /// transport's connections per IP and per network
+    /// ([`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback))
+    /// and the handler's request rate per IP ([`HandlerConfig::rate_limit_loopback`]). On for
+    /// a test of hostile peers on one machine; a devnet on 127.0.0.1 needs it off.
+    pub fn limit_loopback(mut self, on: bool) -> Self {
+        self.transport.limits = self.transport.limits.clone().limit_loopback(on);
+        self.handler = self.handler.clone().rate_limit_loopback(on);
         self
     }
 
@@ -457,18 +486,9 @@ impl<T: NodeTable> NodeBuilder<T> {
             stores.clone(),
             self.handler,
         ));
-        let serving = handler.clone();
-        let counting = metrics.clone();
-        let inbound = transport::handler_fn(move |from: &RemotePeer, request| {
-            Node::<T>::count_inbound(&counting, request.message_type());
-            let sender = Sender {
-                peer: from.peer.clone(),
-                is_server: from.is_server,
-                remote_ip: from.remote_ip,
-            };
-            serving
-                .handle(&sender, request, SystemClock.now())
-                .map_err(|e| Box::new(e) as HandlerError)
+        let inbound = Arc::new(NodeInbound::<T> {
+            handler: handler.clone(),
+            metrics: metrics.clone(),
         });
         let external = self.transport.external_addrs.clone();
         let (transport, events) = transport::spawn(keypair, self.transport, inbound).await?;
@@ -565,6 +585,49 @@ impl<T: NodeTable> NodeBuilder<T> {
             config.max_open_files = files;
         }
         self.transport.limits = plan.connections;
+    }
+}
+
+/// The transport's [`InboundHandler`](transport::InboundHandler) of a node: its server, on
+/// kad requests and batches alike.
+struct NodeInbound<T: NodeTable> {
+    handler: Arc<NodeHandler<T>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The handler's view of the sender the transport describes.
+fn sender(from: &RemotePeer) -> Sender {
+    Sender {
+        peer: from.peer.clone(),
+        is_server: from.is_server,
+        remote_ip: from.remote_ip,
+    }
+}
+
+impl<T: NodeTable> transport::InboundHandler for NodeInbound<T> {
+    fn handle_request(
+        &self,
+        from: &RemotePeer,
+        request: Request,
+    ) -> Result<Option<Response>, HandlerError> {
+        Node::<T>::count_inbound(&self.metrics, request.message_type());
+        self.handler
+            .handle(&sender(from), request, SystemClock.now())
+            .map_err(|e| Box::new(e) as HandlerError)
+    }
+
+    fn serves_provide_batch(&self) -> bool {
+        true
+    }
+
+    fn provide_batch(
+        &self,
+        from: &RemotePeer,
+        batch: ProvideBatch,
+    ) -> Result<ProvideBatchResponse, HandlerError> {
+        Ok(self
+            .handler
+            .provide_batch(&sender(from), batch, SystemClock.now()))
     }
 }
 

@@ -19,6 +19,9 @@
 //! block-cache-mib = 64
 //! write-buffer-mib = 256
 //! provider-cache-mib = 64
+//!
+//! [kad]                      # the DHT protocols (see KadSettings)
+//! provide-batch = true       # serve and send /amino-dht-rs/provide-batch/1.0.0
 //! ```
 //!
 //! Every field is optional; [`RunConfig::merge`] lets flags override the file, and
@@ -113,6 +116,22 @@ pub struct RunConfig {
     pub table: Option<String>,
     /// RocksDB sizing (the `[rocksdb]` table); unset sizes take the mode's default.
     pub rocksdb: Option<RocksSizes>,
+    /// Whether the per-IP limits (connections per IP and per /24 or /48, the request rate
+    /// per IP) apply to loopback peers too (default `false`, so that a devnet of nodes on
+    /// 127.0.0.1 works; on for a test of hostile peers on one machine).
+    pub limit_loopback: Option<bool>,
+    /// The DHT protocols' settings (the `[kad]` table).
+    pub kad: Option<KadSettings>,
+}
+
+/// The DHT protocols' settings (the `[kad]` table of the file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KadSettings {
+    /// Whether the batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`) is served
+    /// (and advertised, in server mode) and sent to the peers that advertise it (default
+    /// `true`; see [`NodeBuilder::provide_batch`](crate::builder::NodeBuilder::provide_batch)).
+    pub provide_batch: Option<bool>,
 }
 
 /// The memory RocksDB may take, in MiB (the `[rocksdb]` table of the file); each unset
@@ -132,6 +151,9 @@ pub struct RocksSizes {
     pub write_buffer_mib: Option<usize>,
     /// The LRU cache of provider lists ([`StoreConfig::cache_bytes`]; 0 turns it off).
     pub provider_cache_mib: Option<usize>,
+    /// The disk the database may take before records other peers send are refused
+    /// ([`StoreConfig::max_disk_bytes`]); unset for no quota.
+    pub max_disk_mib: Option<u64>,
 }
 
 impl RocksSizes {
@@ -159,6 +181,15 @@ impl RocksSizes {
         }
         if let Some(v) = self.provider_cache_mib {
             config = config.cache_bytes(mib("rocksdb.provider-cache-mib", v)?);
+        }
+        if let Some(v) = self.max_disk_mib {
+            if v == 0 {
+                return Err(err("rocksdb.max-disk-mib", "at least 1"));
+            }
+            let bytes = v
+                .checked_mul(1 << 20)
+                .ok_or_else(|| err("rocksdb.max-disk-mib", format!("{v} MiB is out of range")))?;
+            config = config.max_disk_bytes(Some(bytes));
         }
         Ok(config)
     }
@@ -208,6 +239,10 @@ pub struct Settings {
     pub rocksdb: StoreConfig,
     /// The routing table.
     pub table: TableKind,
+    /// Whether the per-IP limits apply to loopback peers too ([`RunConfig::limit_loopback`]).
+    pub limit_loopback: bool,
+    /// Whether the batched provide protocol is on (`[kad] provide-batch`).
+    pub provide_batch: bool,
 }
 
 impl RunConfig {
@@ -238,6 +273,8 @@ impl RunConfig {
             store: flags.store.or(self.store),
             table: flags.table.or(self.table),
             rocksdb: flags.rocksdb.or(self.rocksdb),
+            limit_loopback: flags.limit_loopback.or(self.limit_loopback),
+            kad: flags.kad.or(self.kad),
         }
     }
 
@@ -245,7 +282,7 @@ impl RunConfig {
     /// [`default_data_dir`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
     /// server mode, Delegated Routing on [`DEFAULT_HTTP_ADDR`], management on
     /// [`DEFAULT_API_ADDR`] with the token in [`TOKEN_FILE`] of the data directory, sweep,
-    /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets.
+    /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets, the batched provide protocol on.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad setting.
@@ -319,6 +356,7 @@ impl RunConfig {
             .unwrap_or_default()
             .store_config(mode)?;
         Ok(Settings {
+            limit_loopback: self.limit_loopback.unwrap_or(false),
             rocksdb,
             api_token_file: self
                 .api_token_file
@@ -337,6 +375,11 @@ impl RunConfig {
             per_key,
             memory_store,
             table,
+            provide_batch: self
+                .kad
+                .as_ref()
+                .and_then(|k| k.provide_batch)
+                .unwrap_or(true),
         })
     }
 }
@@ -399,6 +442,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batched_provide_protocol_is_on_unless_the_kad_table_turns_it_off() {
+        let on = RunConfig::default().resolve().expect("valid");
+        assert!(on.provide_batch);
+        let off = RunConfig::from_toml("[kad]\nprovide-batch = false\n").expect("valid TOML");
+        assert!(!off.resolve().expect("valid").provide_batch);
+        let empty = RunConfig::from_toml("[kad]\n").expect("valid TOML");
+        assert!(empty.resolve().expect("valid").provide_batch);
+        assert!(RunConfig::from_toml("[kad]\nprovide-batches = false\n").is_err());
+    }
 
     #[test]
     fn file_then_flags() {

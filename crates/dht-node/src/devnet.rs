@@ -280,6 +280,15 @@ impl fmt::Display for DevnetReport {
             t.outbound_streams_reused,
             t.outbound_writes
         )?;
+        writeln!(
+            f,
+            "  provider batches: {} answered ({} records, {} stored), {} failed, {} refused",
+            t.outbound_batches,
+            t.outbound_batch_records,
+            t.outbound_batch_stored,
+            t.outbound_batches_failed,
+            t.outbound_batches_refused
+        )?;
         let l = &self.lookups;
         writeln!(
             f,

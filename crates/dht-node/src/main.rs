@@ -123,6 +123,9 @@ struct RunArgs {
     /// and pass the routing table's diversity filter (implied when listening on one).
     #[arg(long)]
     lan: bool,
+    /// Apply the per-IP limits (connections, request rate) to loopback peers too.
+    #[arg(long)]
+    limit_loopback: bool,
     /// server or client.
     #[arg(long)]
     mode: Option<String>,
@@ -174,6 +177,7 @@ impl RunArgs {
             strategy: self.strategy.clone(),
             store: self.store.clone(),
             table: self.table.clone(),
+            limit_loopback: self.limit_loopback.then_some(true),
             ..RunConfig::default()
         }
     }
@@ -354,7 +358,9 @@ async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Res
         .listen_addrs(settings.listen.clone())
         .external_addrs(settings.external_addrs.clone())
         .bootstrap_peers(settings.bootstrap.clone())
-        .mode(settings.mode);
+        .mode(settings.mode)
+        .limit_loopback(settings.limit_loopback)
+        .provide_batch(settings.provide_batch);
     if args.lan || settings.listen.iter().any(is_local) {
         builder = builder.allow_local_networks();
     }

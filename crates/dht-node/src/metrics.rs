@@ -246,6 +246,15 @@ impl Metrics {
             ("inbound_shed", t.inbound_shed),
             ("inbound_requests", t.inbound_requests),
             ("inbound_stream_errors", t.inbound_stream_errors),
+            ("outbound_batches", t.outbound_batches),
+            ("outbound_batch_records", t.outbound_batch_records),
+            ("outbound_batch_stored", t.outbound_batch_stored),
+            ("outbound_batches_failed", t.outbound_batches_failed),
+            ("outbound_batches_refused", t.outbound_batches_refused),
+            ("inbound_batches", t.inbound_batches),
+            ("inbound_batch_records", t.inbound_batch_records),
+            ("inbound_batch_stored", t.inbound_batch_stored),
+            ("inbound_batches_refused", t.inbound_batches_refused),
         ] {
             g.transport
                 .get_or_create(&vec![("field", field.into())])

@@ -26,6 +26,7 @@ use std::{
 };
 
 use dht_handler::{Handler, Validator};
+use dht_proto::batch::{BatchCodecError, ProvideBatch, ProvideBatchResponse};
 use dht_proto::{
     CodecError, K_VALUE, Key, MessageType, PeerId, PeerInfo, Prefix, Record, Request, Response,
 };
@@ -34,7 +35,9 @@ use dht_provider::{
     find_node_key,
 };
 use dht_provider_store::{Keystore, ProviderStore, StoreError, ValueStore};
-use dht_routing::{DhtClient, Network, OpStats, Outcome, RecordValidator, RpcError, crawl};
+use dht_routing::{
+    DhtClient, Feature, Network, OpStats, Outcome, RecordValidator, RpcError, crawl,
+};
 use dht_routing_table::{
     AddressBook, Clock, Direction, FullRoutingTable, FullRtConfig, KBucketConfig, KBucketTable,
     PeerEvent, RoutingTable, SystemClock,
@@ -109,10 +112,15 @@ pub enum NodeError {
 /// dht-routing's [`Network`] over the libp2p transport: each request goes out through
 /// [`TransportHandle::request`], which reuses the connection and a stream per peer.
 ///
-/// Transport errors map to [`RpcError`] as: `Timeout` → `Timeout`; `Dial`,
-/// `UnsupportedProtocol`, `ConnectionClosed`, `Stream` → `Unreachable`; a truncated message
-/// (the peer closed the stream before answering) → `NoResponse`; `UnexpectedResponse` →
-/// `UnexpectedResponse`; anything else → `Other`.
+/// Batches of the batched provide protocol go out through [`TransportHandle::provide_batch`],
+/// to the peers it [`supports`](TransportHandle::supports) (their identify lists the protocol).
+///
+/// Transport errors map to [`RpcError`] as ([`rpc_error`]): `Timeout` → `Timeout`; `Dial`,
+/// `UnsupportedProtocol` → `Unreachable`; `ProvideBatchUnsupported` (a peer that does not
+/// take batches, or refused the protocol) → `Unsupported(ProvideBatch)`, which says nothing
+/// against the peer; a truncated message (the peer closed the stream before answering) →
+/// `NoResponse`; `UnexpectedResponse` → `UnexpectedResponse`; anything else (a connection
+/// closed, a stream error) → `Other`.
 #[derive(Clone, Debug)]
 pub struct TransportNetwork {
     transport: TransportHandle,
@@ -140,6 +148,25 @@ impl Network for TransportNetwork {
         let peer = peer.clone();
         async move { transport.request(&peer, request).await.map_err(rpc_error) }
     }
+
+    fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+        self.transport.supports(peer, feature)
+    }
+
+    fn provide_batch(
+        &self,
+        peer: &PeerInfo,
+        batch: ProvideBatch,
+    ) -> impl Future<Output = Result<ProvideBatchResponse, RpcError>> + Send {
+        let transport = self.transport.clone();
+        let peer = peer.clone();
+        async move {
+            transport
+                .provide_batch(&peer, batch)
+                .await
+                .map_err(rpc_error)
+        }
+    }
 }
 
 /// The [`RpcError`] a [`TransportError`] means to the client.
@@ -150,7 +177,10 @@ pub fn rpc_error(error: TransportError) -> RpcError {
         e @ (TransportError::Dial(_) | TransportError::UnsupportedProtocol) => {
             RpcError::Unreachable(e.to_string())
         }
-        TransportError::Codec(CodecError::Truncated) => RpcError::NoResponse,
+        // Not taken by the peer: the caller falls back to ADD_PROVIDER, nothing against it.
+        TransportError::ProvideBatchUnsupported(_) => RpcError::Unsupported(Feature::ProvideBatch),
+        TransportError::Codec(CodecError::Truncated)
+        | TransportError::BatchCodec(BatchCodecError::Truncated) => RpcError::NoResponse,
         TransportError::UnexpectedResponse { sent, got } => RpcError::UnexpectedResponse {
             expected: sent,
             got,
@@ -975,6 +1005,14 @@ mod tests {
                     }
                 )
             },
+        );
+        check(
+            TransportError::ProvideBatchUnsupported("refused in negotiation"),
+            |e| matches!(e, RpcError::Unsupported(Feature::ProvideBatch)),
+        );
+        check(
+            TransportError::BatchCodec(BatchCodecError::Truncated),
+            |e| matches!(e, RpcError::NoResponse),
         );
         check(TransportError::Shutdown, |e| {
             matches!(e, RpcError::Other(_))

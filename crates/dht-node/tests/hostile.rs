@@ -519,3 +519,35 @@ async fn one_ip_holding_all_its_streams_cannot_make_another_ip_shed() {
     gate.open();
     drop(held);
 }
+
+/// How many of 12 fresh peers on 127.0.0.1 hold a connection to a `dht-node run` process
+/// started with `extra`.
+async fn loopback_peers_connected_to_a_process(extra: &[&str]) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::process::NodeProc::start_with(dir.path(), &[], extra);
+    let info = dht_node::builder::parse_peer(&node.addrs[0]).unwrap();
+    let peers: Vec<RawPeer> = (0..12).map(|_| RawPeer::start()).collect();
+    let mut connected = 0;
+    for p in &peers {
+        if p.connect(&info).await.is_ok() {
+            connected += 1;
+        }
+    }
+    // Refused connections may be closed just after their handshake: count what stays open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut open = 0;
+    for p in &peers {
+        open += p.open_connections().await;
+    }
+    assert!(open <= connected, "{open} open of {connected} connected");
+    open
+}
+
+/// `--limit-loopback` applies the per-IP limits (8 inbound connections per IP by default) to
+/// peers on 127.0.0.1, which a node exempts otherwise (a devnet runs on one machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_loopback_applies_the_per_ip_limits_to_loopback_peers() {
+    assert_eq!(loopback_peers_connected_to_a_process(&[]).await, 12);
+    let limited = loopback_peers_connected_to_a_process(&["--limit-loopback"]).await;
+    assert_eq!(limited, 8, "the default per-IP limit");
+}

@@ -11,8 +11,13 @@ use std::{
 };
 
 use common::{Node, STEP, default_answer, loopback, within};
-use dht_node::transport::{KadConfig, TransportEvent};
+use dht_node::{
+    node::TransportNetwork,
+    transport::{KadConfig, TransportEvent},
+};
+use dht_proto::batch::ProvideBatch;
 use dht_proto::{Multiaddr, PeerId, PeerInfo, Record, Request, Response};
+use dht_routing::{Feature, Network, RpcError};
 use futures::StreamExt;
 use libp2p::{
     SwarmBuilder, identify, kad,
@@ -271,6 +276,66 @@ async fn we_find_nodes_on_libp2p_kad_over_one_stream() {
         })
         .await;
     assert_eq!(server.addrs, k.info.addrs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libp2p_kad_is_never_sent_a_batch_and_takes_add_provider() {
+    let mut a = Node::server().await;
+    let k = KadPeer::start(None).await;
+    within("dial", a.handle.dial(&k.info)).await.unwrap();
+    let k_id = k.info.peer_id;
+    a.event(|e| match e {
+        TransportEvent::PeerIsServer(p) if p.peer_id == k_id => Some(()),
+        _ => None,
+    })
+    .await;
+    // Identify lists kad, not the batch protocol: no feature, no batch sent.
+    let network = TransportNetwork::new(a.handle.clone());
+    assert!(!network.supports(&k_id, Feature::ProvideBatch));
+    let key = b"\x12\x20batch-or-add-provider".to_vec();
+    let batch = ProvideBatch {
+        provider: a.info.clone(),
+        keys: vec![key.clone()],
+    };
+    let sent = within("batch", network.provide_batch(&k.info, batch)).await;
+    assert_eq!(sent, Err(RpcError::Unsupported(Feature::ProvideBatch)));
+    let stats = a.handle.stats();
+    assert_eq!(
+        (
+            stats.outbound_batches,
+            stats.outbound_batches_failed,
+            stats.outbound_batches_refused
+        ),
+        (0, 0, 0),
+        "nothing was sent: {stats:?}"
+    );
+    // The fallback, plain ADD_PROVIDER, is taken.
+    let add = Request::AddProvider {
+        key: key.clone(),
+        providers: vec![a.info.clone()],
+    };
+    within("add provider", a.handle.request(&k.info, add))
+        .await
+        .unwrap();
+    let held = within("providers held", async {
+        loop {
+            let key = kad::RecordKey::new(&key);
+            let held: Vec<PeerId> = k
+                .with(move |kad| {
+                    kad::store::RecordStore::providers(kad.store_mut(), &key)
+                        .into_iter()
+                        .map(|r| r.provider)
+                        .collect()
+                })
+                .await;
+            if !held.is_empty() {
+                break held;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(held, vec![a.info.peer_id]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

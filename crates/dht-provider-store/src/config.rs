@@ -61,6 +61,18 @@ pub struct Config {
     /// keys' write locks); the scan that finds them holds no lock, and reads never wait.
     /// Default 4,096.
     pub expiry_chunk: usize,
+    /// The most disk the database directory may take before records that other peers send
+    /// are refused ([`StoreError::QuotaExceeded`](crate::StoreError::QuotaExceeded)), in
+    /// bytes; `None` (the default) for no quota.
+    ///
+    /// It bounds what others can make this node store: inbound provider records (those
+    /// added from a [`SourceGroup`](crate::SourceGroup)) and values. The node's own records
+    /// and its keystore are never refused for it, nor is a provider's re-announce of a record
+    /// the store holds (it replaces the old one). The use is measured from the directory's
+    /// files at most once a second and counted forward by the bytes written in between; an
+    /// expiry sweep that removes records while the use is near the quota compacts the
+    /// database, so that the space comes back and writes are taken again without a reopen.
+    pub max_disk_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -76,6 +88,7 @@ impl Default for Config {
             max_background_jobs: 2,
             statistics: false,
             expiry_chunk: 4096,
+            max_disk_bytes: None,
         }
     }
 }
@@ -127,6 +140,13 @@ impl Config {
     #[must_use]
     pub fn max_open_files(mut self, n: i32) -> Self {
         self.max_open_files = n;
+        self
+    }
+
+    /// Sets [`Config::max_disk_bytes`].
+    #[must_use]
+    pub fn max_disk_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.max_disk_bytes = bytes;
         self
     }
 

@@ -60,6 +60,16 @@ pub enum StoreError {
         /// The most records the queue holds ([`WriterConfig::max_queued_records`](crate::WriterConfig::max_queued_records)).
         limit: usize,
     },
+    /// The database directory holds as much as [`Config::max_disk_bytes`](crate::Config::max_disk_bytes)
+    /// allows: a record another peer sent was not stored. Not the sender's fault; taken
+    /// again once expiry has freed space.
+    #[error("the disk quota is used up ({used} of {quota} bytes)")]
+    QuotaExceeded {
+        /// Bytes the database takes (as last measured, plus what was written since).
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
 }
 
 impl StoreError {
@@ -94,6 +104,10 @@ impl StoreError {
             StoreError::Busy { queued, limit } => StoreError::Busy {
                 queued: *queued,
                 limit: *limit,
+            },
+            StoreError::QuotaExceeded { used, quota } => StoreError::QuotaExceeded {
+                used: *used,
+                quota: *quota,
             },
         }
     }

@@ -104,6 +104,83 @@ pub struct RocksStore {
     /// The keystore's count, mirrored from `keystore/count`; written under `keystore_lock`.
     key_count: AtomicU64,
     cache: Option<ProviderCache>,
+    /// What the directory takes, for [`Config::max_disk_bytes`].
+    disk: DiskUse,
+}
+
+/// The database directory's size as the quota sees it: measured from its files once per
+/// [`DiskUse::MEASURE_EVERY`] or per 1/64 of the quota written, plus the bytes written since.
+#[derive(Debug)]
+struct DiskUse {
+    measured: AtomicU64,
+    written_since: AtomicU64,
+    /// When `measured` was taken; also serialises measuring.
+    at: Mutex<std::time::Instant>,
+    /// When the quota last flushed the memtables.
+    flushed_at: Mutex<Option<std::time::Instant>>,
+}
+
+impl DiskUse {
+    const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new(path: &Path) -> DiskUse {
+        DiskUse {
+            measured: AtomicU64::new(dir_bytes(path)),
+            written_since: AtomicU64::new(0),
+            at: Mutex::new(std::time::Instant::now()),
+            flushed_at: Mutex::new(None),
+        }
+    }
+
+    /// Whether a flush for the quota may run now: at most one a second.
+    fn may_flush(&self) -> bool {
+        let mut last = self.flushed_at.lock();
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Self::MEASURE_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// The use now: measured again if the last measure is older than a second, if more
+    /// than `remeasure_after` bytes were written since, or if `force`; else the last measure
+    /// plus what was written since. (What RocksDB writes is more than the records: the
+    /// write-ahead log and the tables hold them both for a while.)
+    fn current(&self, path: &Path, remeasure_after: u64, force: bool) -> u64 {
+        let stale = || self.written_since.load(Ordering::Relaxed) >= remeasure_after;
+        if let Some(mut at) = self.at.try_lock()
+            && (force || stale() || at.elapsed() >= Self::MEASURE_EVERY)
+        {
+            self.measured.store(dir_bytes(path), Ordering::Relaxed);
+            self.written_since.store(0, Ordering::Relaxed);
+            *at = std::time::Instant::now();
+        }
+        self.measured
+            .load(Ordering::Relaxed)
+            .saturating_add(self.written_since.load(Ordering::Relaxed))
+    }
+}
+
+/// The bytes of the files under `dir` (recursively); unreadable entries count 0.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// About what a provider record takes on disk (its key, its addresses, the header).
+fn record_bytes(r: &ProviderRecord) -> u64 {
+    let addrs: usize = r.addrs.iter().map(|a| a.as_ref().len()).sum();
+    (r.key.len() + addrs + 96) as u64
 }
 
 impl fmt::Debug for RocksStore {
@@ -296,7 +373,14 @@ impl RocksStore {
         db_opts.set_max_background_jobs(config.max_background_jobs);
         db_opts.set_db_write_buffer_size(config.write_buffer_bytes);
         // A rarely written column family (values) must not pin old WAL files forever.
-        db_opts.set_max_total_wal_size((config.write_buffer_bytes as u64).saturating_mul(4));
+        // Under a disk quota, also a quarter of it: a flushed memtable's log file is deleted
+        // only once every family's memtable that has records in it is flushed, and until then
+        // those records take the disk twice.
+        let max_wal = (config.write_buffer_bytes as u64).saturating_mul(4);
+        db_opts.set_max_total_wal_size(match config.max_disk_bytes {
+            Some(quota) => max_wal.min((quota / 4).max(1 << 20)),
+            None => max_wal,
+        });
         db_opts.set_keep_log_file_num(2);
         // The hash memtable below takes one writer at a time (RocksDB's write group leader
         // applies the batches of concurrent writers in turn).
@@ -437,7 +521,65 @@ impl RocksStore {
             keystore_lock: Mutex::new(()),
             key_count: AtomicU64::new(key_count),
             cache,
+            disk: DiskUse::new(path),
         })
+    }
+
+    /// Whether `bytes` more of what other peers send fit [`Config::max_disk_bytes`]; if they
+    /// do, they are counted as written.
+    fn take_quota(&self, bytes: u64) -> Result<(), StoreError> {
+        let Some(quota) = self.config.max_disk_bytes else {
+            return Ok(());
+        };
+        let mut used = self.disk.current(&self.path, quota / 64, false);
+        if used.saturating_add(bytes) > quota && self.disk.may_flush() {
+            // Log files of flushed memtables may be what fills it: flush every family so
+            // that RocksDB deletes them, and measure again.
+            self.db.flush().map_err(StoreError::from_rocks)?;
+            for name in [CF_KEYSTORE, CF_PROVIDERS, CF_VALUES] {
+                self.db
+                    .flush_cf(self.cf(name)?)
+                    .map_err(StoreError::from_rocks)?;
+            }
+            used = self.disk.current(&self.path, 0, true);
+        }
+        if used.saturating_add(bytes) > quota {
+            return Err(StoreError::QuotaExceeded { used, quota });
+        }
+        self.disk.written_since.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// After an expiry sweep that removed records: if the use is within a tenth of the
+    /// quota (or over it), flush and compact, so that the space comes back now rather than
+    /// at some later compaction, and measure again.
+    fn reclaim_for_quota(&self, removed: u64) -> Result<(), StoreError> {
+        let Some(quota) = self.config.max_disk_bytes else {
+            return Ok(());
+        };
+        if removed == 0 || self.disk.current(&self.path, 0, true) < quota - quota / 10 {
+            return Ok(());
+        }
+        // Every family flushed first, so that no write-ahead log file is kept for a
+        // memtable; then the records and their deletions compacted away together.
+        self.db.flush().map_err(StoreError::from_rocks)?;
+        for name in [CF_KEYSTORE, CF_PROVIDERS, CF_VALUES] {
+            self.db
+                .flush_cf(self.cf(name)?)
+                .map_err(StoreError::from_rocks)?;
+        }
+        for name in [CF_PROVIDERS, CF_VALUES] {
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        let used = self.disk.current(&self.path, 0, true);
+        tracing::info!(
+            removed,
+            used,
+            quota,
+            "expired records compacted away for the disk quota"
+        );
+        Ok(())
     }
 
     /// The database directory.
@@ -704,7 +846,7 @@ impl ProviderStore for RocksStore {
     }
 
     fn remove_expired(&self, now: UnixSecs) -> Result<u64, StoreError> {
-        self.sweep(
+        let removed = self.sweep(
             &self.provider_locks,
             CF_PROVIDERS,
             PROVIDER_RECORD_TTL_SECS,
@@ -719,7 +861,9 @@ impl ProviderStore for RocksStore {
                     cache.invalidate(&kads);
                 }
             },
-        )
+        )?;
+        self.reclaim_for_quota(removed)?;
+        Ok(removed)
     }
 }
 
@@ -823,6 +967,19 @@ impl RocksStore {
                         group: e.group,
                         received_at: r.received_at,
                     };
+                    // A new record from another peer (one with a group) must fit the disk
+                    // quota; a re-announce of a held one is taken whatever the quota (its
+                    // record replaces the old one), and the node's own always are.
+                    let held_already = held.iter().any(|h| h.peer == peer);
+                    if e.group.is_some() && self.config.max_disk_bytes.is_some() {
+                        let bytes = record_bytes(r);
+                        if held_already {
+                            self.disk.written_since.fetch_add(bytes, Ordering::Relaxed);
+                        } else if let Err(err) = self.take_quota(bytes) {
+                            *slot = Err(err);
+                            continue;
+                        }
+                    }
                     if let Some(h) = held.iter_mut().find(|h| h.peer == peer) {
                         // A re-announce refreshes, whatever the cap.
                         h.slot = new_slot;
@@ -898,6 +1055,7 @@ impl ValueStore for RocksStore {
         let cf_v = self.cf(CF_VALUES)?;
         let primary = kad_prefixed(&Key::hash(&record.key), &record.key);
         let encoded = encode_value(record, received_at)?;
+        self.take_quota((primary.len() + encoded.len()) as u64)?;
         let mut wb = WriteBatch::default();
         wb.put_cf(cf_v, &primary, encoded);
         // Held so that an expiry sweep's check and delete of this record are atomic.
@@ -926,14 +1084,16 @@ impl ValueStore for RocksStore {
     }
 
     fn remove_expired_values(&self, now: UnixSecs) -> Result<u64, StoreError> {
-        self.sweep(
+        let removed = self.sweep(
             &self.value_locks,
             CF_VALUES,
             VALUE_RECORD_TTL_SECS,
             now,
             value_received_at,
             |_| {},
-        )
+        )?;
+        self.reclaim_for_quota(removed)?;
+        Ok(removed)
     }
 }
 

@@ -758,3 +758,115 @@ fn unacknowledged_provider_records_are_not_fsynced() {
         "acknowledged writes are synced"
     );
 }
+
+// ---------------------------------------------------------------- disk quota
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+/// A record of about 4 KiB of addresses, as the largest a server keeps.
+fn large_rec(k: u64, p: u64, at: dht_proto::UnixSecs) -> ProviderRecord {
+    let mut r = rec(k, p, at);
+    r.addrs = (0..16)
+        .map(|i| {
+            format!("/dns4/{}-{k}-{i}.example.org/tcp/4001", "a".repeat(200))
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    r
+}
+
+/// Other peers' records are refused once the directory holds the quota, the node's own
+/// records and keys are not, and expiry gives the space back without a reopen.
+#[test]
+fn the_disk_quota_bounds_inbound_records_and_expiry_frees_it() {
+    const QUOTA: u64 = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(
+        dir.path(),
+        Config::small()
+            .sync_writes(false)
+            .max_disk_bytes(Some(QUOTA)),
+    )
+    .unwrap();
+    let group = dht_provider_store::SourceGroup::from_bytes(&[4, 198, 51, 100]);
+    // A provider whose record is held before the quota fills.
+    store
+        .add_inbound_provider(&rec(9_000_000, 3, T0), group)
+        .unwrap();
+    let mut stored = 0u64;
+    let mut refused = None;
+    for i in 0..20_000u64 {
+        match store.add_inbound_provider(&large_rec(i, i % 7, T0), group) {
+            Ok(()) => stored += 1,
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, err) = refused.expect("20,000 records of 4 KiB (80 MB) fit a quota of 8 MiB");
+    assert!(
+        matches!(err, StoreError::QuotaExceeded { quota: QUOTA, .. }),
+        "{err}"
+    );
+    assert!(stored > 200, "only {stored} records before the quota");
+    // A memtable flush or compaction under way holds records twice for a moment: the
+    // directory settles within the quota once it is done.
+    let settle = Instant::now() + Duration::from_secs(15);
+    let mut used = dir_size(dir.path());
+    while used > QUOTA + (1 << 20) && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(200));
+        used = dir_size(dir.path());
+    }
+    assert!(
+        used <= QUOTA + (1 << 20),
+        "the directory takes {used} bytes after {at} records, quota {QUOTA}"
+    );
+    // Later inbound records are refused too; the node's own are stored, and so are its keys.
+    assert!(matches!(
+        store.add_inbound_provider(&large_rec(1_000_000, 1, T0), group),
+        Err(StoreError::QuotaExceeded { .. })
+    ));
+    store.add_providers(&[large_rec(2_000_000, 1, T0)]).unwrap();
+    // A held provider's re-announce is taken: its record is refreshed.
+    store
+        .add_inbound_provider(&rec(9_000_000, 3, T0 + 60), group)
+        .unwrap();
+    let held = store.providers(&dht_key(9_000_000), 20, T0 + 60).unwrap();
+    assert_eq!(
+        held.iter().map(|r| r.received_at).collect::<Vec<_>>(),
+        vec![T0 + 60]
+    );
+    assert_eq!(store.put(&[mh(3_000_000)]).unwrap().len(), 1);
+
+    // Every inbound record expires; the sweep compacts them away and inbound writes resume.
+    let later = T0 + 49 * 3600;
+    let removed = store.remove_expired(later).unwrap();
+    assert!(removed >= stored, "removed {removed} of {stored}");
+    let after = dir_size(dir.path());
+    assert!(after < QUOTA / 2, "{after} bytes after expiry");
+    store
+        .add_inbound_provider(&large_rec(4_000_000, 1, later), group)
+        .unwrap();
+    assert_eq!(
+        store
+            .providers(&dht_key(4_000_000), 20, later)
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -9,7 +9,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response};
+use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response, batch::ProvideBatch};
 use libp2p::{
     core::{Endpoint, transport::PortUse},
     swarm::{
@@ -25,7 +25,10 @@ use super::{
     book::PeerBook,
     config::{KadConfig, Mode},
     error::TransportError,
-    handler::{HandlerConfig, HandlerIn, HandlerInKind, KadHandler, OutboundJob, Reply},
+    handler::{
+        BatchJob, BatchReply, HandlerConfig, HandlerIn, HandlerInKind, KadHandler, OutboundJob,
+        Reply,
+    },
     permits::InboundPermits,
     protocol::InboundHandler,
     stats::{Stats, TransportStats, bump},
@@ -60,17 +63,23 @@ pub struct KadBehaviour {
     peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// What is known first-hand of connected peers, shared with the routing table.
     book: PeerBook,
-    /// Requests waiting for a connection to their peer.
-    pending: HashMap<PeerId, Vec<OutboundJob>>,
+    /// Requests and batches waiting for a connection to their peer.
+    pending: HashMap<PeerId, Vec<HandlerInKind>>,
     actions: VecDeque<ToSwarm<Infallible, HandlerIn>>,
     waker: Option<Waker>,
 }
 
 impl KadBehaviour {
     /// A behaviour with these settings whose inbound requests go to `inbound_handler`.
+    ///
+    /// The batched provide protocol is served (in server mode) when
+    /// [`KadConfig::provide_batch`] is on and `inbound_handler`
+    /// [serves it](InboundHandler::serves_provide_batch).
     pub fn new(config: &KadConfig, inbound_handler: Arc<dyn InboundHandler>) -> Self {
+        let mut cfg = HandlerConfig::from(config);
+        cfg.serve_batch &= inbound_handler.serves_provide_batch();
         KadBehaviour {
-            cfg: HandlerConfig::from(config),
+            cfg,
             mode: config.mode,
             public_addrs_only: config.public_addrs_only,
             inbound_handler,
@@ -181,12 +190,40 @@ impl KadBehaviour {
             deadline: None,
             retried: false,
         };
+        self.route(peer, HandlerInKind::Request(job));
+    }
+
+    /// Sends `batch` to `peer` on a batch stream of its own (the caller checked that the peer
+    /// advertises the protocol): over a connection if there is one, else after dialling.
+    pub(crate) fn send_batch_with(
+        &mut self,
+        peer: &PeerInfo,
+        batch: &ProvideBatch,
+        reply: BatchReply,
+    ) {
+        let mut frame = Vec::new();
+        if let Err(e) = self.cfg.batch_codec.encode_request(batch, &mut frame) {
+            bump(&self.stats.outbound_batches_failed);
+            let _ = reply.send(Err(TransportError::BatchCodec(e)));
+            return;
+        }
+        let job = BatchJob {
+            frame,
+            keys: batch.keys.len(),
+            reply,
+            deadline: None,
+        };
+        self.route(peer, HandlerInKind::Batch(job));
+    }
+
+    /// Hands `job` to a connection to `peer`, or keeps it until one is dialled.
+    fn route(&mut self, peer: &PeerInfo, job: HandlerInKind) {
         let peer_id = peer.peer_id;
         match self.connections.get(&peer_id).and_then(|c| c.first()) {
             Some(conn) => self.actions.push_back(ToSwarm::NotifyHandler {
                 peer_id,
                 handler: NotifyHandler::One(*conn),
-                event: HandlerIn(HandlerInKind::Request(job)),
+                event: HandlerIn(job),
             }),
             None => {
                 self.pending.entry(peer_id).or_default().push(job);
@@ -247,8 +284,18 @@ impl KadBehaviour {
         let reason = error.to_string();
         tracing::debug!(%peer, error = %reason, "dial failed");
         for job in jobs {
-            bump(&self.stats.outbound_requests_failed);
-            let _ = job.reply.send(Err(TransportError::Dial(reason.clone())));
+            let error = TransportError::Dial(reason.clone());
+            match job {
+                HandlerInKind::Request(job) => {
+                    bump(&self.stats.outbound_requests_failed);
+                    let _ = job.reply.send(Err(error));
+                }
+                HandlerInKind::Batch(job) => {
+                    bump(&self.stats.outbound_batches_failed);
+                    let _ = job.reply.send(Err(error));
+                }
+                HandlerInKind::SetMode(_) | HandlerInKind::RemoteAddrs(_) => {}
+            }
         }
     }
 }
@@ -321,7 +368,7 @@ impl NetworkBehaviour for KadBehaviour {
                     self.actions.push_back(ToSwarm::NotifyHandler {
                         peer_id,
                         handler: NotifyHandler::One(connection_id),
-                        event: HandlerIn(HandlerInKind::Request(job)),
+                        event: HandlerIn(job),
                     });
                 }
                 self.wake();

@@ -6,6 +6,7 @@ use std::{
 };
 
 use dht_proto::{Multiaddr, PeerId};
+use dht_routing::Feature;
 use dht_routing_table::{AddressBook, Observed};
 use parking_lot::RwLock;
 
@@ -22,6 +23,9 @@ use super::limits::remote_ip;
 /// A peer this node dialled by DNS name (`/dns*`, `/dnsaddr`) has a connection whose IP the
 /// swarm does not tell; it is known once identify gives its listen addresses, grouped by the
 /// IP of the first of them (the name was this node's choice, as an IP it dials would be).
+///
+/// It also holds the [`Feature`]s each connected peer listed in its latest identify (the
+/// protocols of [`Feature::protocol`]), forgotten when its last connection closes.
 #[derive(Clone, Debug, Default)]
 pub struct PeerBook(Arc<RwLock<Known>>);
 
@@ -30,6 +34,8 @@ struct Known {
     peers: HashMap<PeerId, Observed>,
     /// Connected peers dialled by name, not yet identified.
     by_name: HashSet<PeerId>,
+    /// The features connected peers listed in their latest identify (only peers with one).
+    features: HashMap<PeerId, HashSet<Feature>>,
 }
 
 impl PeerBook {
@@ -67,11 +73,51 @@ impl PeerBook {
         }
     }
 
+    /// `peer`'s latest identify listed these protocols: its features are those among them.
+    pub(crate) fn identified<'a>(
+        &self,
+        peer: PeerId,
+        protocols: impl IntoIterator<Item = &'a str>,
+    ) {
+        let features: HashSet<Feature> = protocols
+            .into_iter()
+            .filter_map(Feature::from_protocol)
+            .collect();
+        let mut known = self.0.write();
+        if features.is_empty() {
+            known.features.remove(&peer);
+        } else {
+            known.features.insert(peer, features);
+        }
+    }
+
+    /// `peer` refused `feature`'s protocol: it is not used with the peer until its next
+    /// identify lists it again.
+    pub(crate) fn refused(&self, peer: &PeerId, feature: Feature) {
+        let mut known = self.0.write();
+        if let Some(features) = known.features.get_mut(peer) {
+            features.remove(&feature);
+            if features.is_empty() {
+                known.features.remove(peer);
+            }
+        }
+    }
+
+    /// Whether `peer` listed `feature`'s protocol in its latest identify (and is connected).
+    pub fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+        self.0
+            .read()
+            .features
+            .get(peer)
+            .is_some_and(|f| f.contains(&feature))
+    }
+
     /// The last connection to `peer` closed.
     pub(crate) fn disconnected(&self, peer: &PeerId) {
         let mut known = self.0.write();
         known.peers.remove(peer);
         known.by_name.remove(peer);
+        known.features.remove(peer);
     }
 
     /// Whether `peer` is connected through a connection dialled by name and not yet

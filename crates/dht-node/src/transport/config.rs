@@ -97,6 +97,16 @@ pub struct KadConfig {
     ///
     /// [`InboundHandler`]: crate::transport::InboundHandler
     pub blocking_record_requests: bool,
+    /// Whether the batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`,
+    /// `docs/specs/provide-batch.md`) is on (default `true`): a server whose
+    /// [`InboundHandler`] serves it advertises it in identify and answers its streams, and
+    /// [`TransportHandle::provide_batch`] sends batches to the peers that advertise it. Off,
+    /// the protocol is neither advertised nor served (its streams are refused in
+    /// negotiation) nor sent.
+    ///
+    /// [`InboundHandler`]: crate::transport::InboundHandler
+    /// [`TransportHandle::provide_batch`]: crate::transport::TransportHandle::provide_batch
+    pub provide_batch: bool,
 }
 
 impl Default for KadConfig {
@@ -113,6 +123,7 @@ impl Default for KadConfig {
             max_inbound_requests_per_ip: 64,
             public_addrs_only: false,
             blocking_record_requests: true,
+            provide_batch: true,
         }
     }
 }
@@ -192,6 +203,13 @@ impl KadConfig {
     #[must_use]
     pub fn blocking_record_requests(mut self, on: bool) -> Self {
         self.blocking_record_requests = on;
+        self
+    }
+
+    /// Sets [`KadConfig::provide_batch`].
+    #[must_use]
+    pub fn provide_batch(mut self, on: bool) -> Self {
+        self.provide_batch = on;
         self
     }
 }

@@ -8,7 +8,11 @@ use std::{
     time::Duration,
 };
 
-use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response};
+use dht_proto::{
+    Multiaddr, PeerId, PeerInfo, Request, Response,
+    batch::{ProvideBatch, ProvideBatchResponse},
+};
+use dht_routing::Feature;
 use futures::StreamExt;
 use libp2p::{
     Swarm, SwarmBuilder, identify,
@@ -92,6 +96,11 @@ enum Command {
         request: Request,
         reply: oneshot::Sender<Result<Option<Response>, TransportError>>,
     },
+    ProvideBatch {
+        peer: PeerInfo,
+        batch: ProvideBatch,
+        reply: oneshot::Sender<Result<ProvideBatchResponse, TransportError>>,
+    },
     Dial {
         peer: PeerInfo,
         reply: oneshot::Sender<Result<(), TransportError>>,
@@ -115,6 +124,8 @@ pub struct TransportHandle {
     /// Upper bound on one `request` call: dial, stream and exchange.
     request_guard: Duration,
     dial_guard: Duration,
+    /// Whether batches are sent ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch)).
+    provide_batch: bool,
 }
 
 impl TransportHandle {
@@ -151,6 +162,59 @@ impl TransportHandle {
             Ok(Err(_)) => Err(TransportError::ConnectionClosed),
             Ok(Ok(result)) => result,
         }
+    }
+
+    /// Whether `peer` is known to support `feature`: it listed the feature's protocol in its
+    /// latest identify (on a connection still open), and this node uses the feature
+    /// ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch) for
+    /// [`Feature::ProvideBatch`]).
+    pub fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+        let enabled = match feature {
+            Feature::ProvideBatch => self.provide_batch,
+            _ => false,
+        };
+        enabled && self.book.supports(peer, feature)
+    }
+
+    /// Sends `peer` one batch of the batched provide protocol and waits for its answer,
+    /// which says per key whether the record is stored (and durable).
+    ///
+    /// Sent only to a peer that [`supports`](Self::supports) [`Feature::ProvideBatch`]; to
+    /// any other, and when the peer refuses the protocol in negotiation, it fails with
+    /// [`TransportError::ProvideBatchUnsupported`] (and a refusing peer is not sent batches
+    /// again until its next identify lists the protocol): send the keys as ADD_PROVIDER.
+    /// The batch goes on a stream of its own, within the request timeout.
+    pub async fn provide_batch(
+        &self,
+        peer: &PeerInfo,
+        batch: ProvideBatch,
+    ) -> Result<ProvideBatchResponse, TransportError> {
+        if !self.provide_batch {
+            return Err(TransportError::ProvideBatchUnsupported(
+                "turned off on this node",
+            ));
+        }
+        if !self.book.supports(&peer.peer_id, Feature::ProvideBatch) {
+            return Err(TransportError::ProvideBatchUnsupported(
+                "not listed in the peer's identify",
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ProvideBatch {
+            peer: peer.clone(),
+            batch,
+            reply,
+        })
+        .await?;
+        let result = match tokio::time::timeout(self.request_guard, rx).await {
+            Err(_) => Err(TransportError::Timeout),
+            Ok(Err(_)) => Err(TransportError::ConnectionClosed),
+            Ok(Ok(result)) => result,
+        };
+        if let Err(TransportError::ProvideBatchUnsupported(_)) = &result {
+            self.book.refused(&peer.peer_id, Feature::ProvideBatch);
+        }
+        result
     }
 
     /// Connects to `peer` (if not connected yet) at `peer.addrs`.
@@ -284,6 +348,7 @@ pub async fn spawn(
             .saturating_add(config.kad.request_timeout)
             .saturating_add(GUARD_SLACK),
         dial_guard: config.dial_timeout.saturating_add(GUARD_SLACK),
+        provide_batch: config.kad.provide_batch,
     };
     Ok((handle, TransportEvents(events_rx)))
 }
@@ -379,6 +444,11 @@ impl Driver {
                 .behaviour_mut()
                 .kad
                 .send_request_with(&peer, &request, reply),
+            Command::ProvideBatch { peer, batch, reply } => self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .send_batch_with(&peer, &batch, reply),
             Command::Dial { peer, reply } => self.dial(peer, reply),
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
@@ -456,6 +526,11 @@ impl Driver {
                     agent = %info.agent_version,
                     "identified peer"
                 );
+                self.swarm
+                    .behaviour()
+                    .kad
+                    .peer_book()
+                    .identified(peer_id, info.protocols.iter().map(|p| p.as_ref()));
                 let addrs = dedup(info.listen_addrs);
                 self.swarm
                     .behaviour_mut()
@@ -502,6 +577,13 @@ mod tests {
         is_send_sync_clone(handle);
         is_send(&handle.request(peer, Request::Ping));
         is_send(&handle.dial(peer));
+        is_send(&handle.provide_batch(
+            peer,
+            ProvideBatch {
+                provider: peer.clone(),
+                keys: Vec::new(),
+            },
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The transport's error type.
 
-use dht_proto::{CodecError, MessageType, Multiaddr};
+use dht_proto::{CodecError, MessageType, Multiaddr, batch::BatchCodecError};
 
 /// What can go wrong starting the transport or sending a request.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,17 @@ pub enum TransportError {
     /// closed or reset, an oversized or malformed message. The stream is closed.
     #[error("protocol error: {0}")]
     Codec(#[from] CodecError),
+    /// The peer does not take the batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`)
+    /// from this node: it did not list it in its latest identify, it refused the stream in
+    /// negotiation, or this node is configured not to send batches. Nothing was stored; send
+    /// the keys as ADD_PROVIDER. Says nothing against the peer.
+    #[error("peer does not take /amino-dht-rs/provide-batch/1.0.0: {0}")]
+    ProvideBatchUnsupported(&'static str),
+    /// Writing a batch or reading its answer failed (an I/O error, a stream the peer closed
+    /// or reset, a malformed answer, or one whose statuses do not match the keys): the batch
+    /// counts as not stored. The stream is closed.
+    #[error("batch protocol error: {0}")]
+    BatchCodec(#[from] BatchCodecError),
     /// The peer answered with a response of another type than the request's.
     #[error("{got} response to a {sent} request")]
     UnexpectedResponse {

@@ -26,7 +26,19 @@
 //! message, handler error, write failure) and closed when the peer closes it or it stays
 //! idle too long.
 //!
+//! The batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`) runs beside it on the
+//! same connection, within the same limits: a batch goes out on a stream of its own (opened
+//! for it, closed after its answer; counted in [`KadConfig::max_outbound_streams`]), and an
+//! inbound batch stream (served only where [`KadConfig::provide_batch`] is on, in server mode,
+//! with a handler that serves it) counts in [`KadConfig::max_inbound_streams`] and takes one of
+//! the same permits per batch as a kad request does per request. Its batches are read with
+//! [`BatchCodec`] (1 MiB, 8,192 keys), handed to [`InboundHandler::provide_batch`] on the
+//! blocking pool, and answered; a malformed batch resets the stream, and the stream closes
+//! when it idles as a kad stream does.
+//!
 //! [`KadConfig::max_outbound_streams`]: crate::transport::KadConfig::max_outbound_streams
+//! [`KadConfig::max_inbound_streams`]: crate::transport::KadConfig::max_inbound_streams
+//! [`KadConfig::provide_batch`]: crate::transport::KadConfig::provide_batch
 //! [`KadConfig::max_inbound_requests`]: crate::transport::KadConfig::max_inbound_requests
 //! [`KadConfig::max_inbound_requests_per_ip`]: crate::transport::KadConfig::max_inbound_requests_per_ip
 //! [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
@@ -46,15 +58,18 @@ use std::{
     time::Duration,
 };
 
-use dht_proto::{Codec, CodecError, MessageType, Multiaddr, PeerId, PeerInfo, Response};
+use dht_proto::{
+    Codec, CodecError, MessageType, Multiaddr, PeerId, PeerInfo, Response,
+    batch::{BatchCodec, BatchCodecError, ProvideBatchResponse},
+};
 use futures::{
     AsyncRead, AsyncWriteExt, FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered,
 };
 use libp2p::{
     Stream,
     swarm::{
-        ConnectionHandler, ConnectionHandlerEvent, StreamUpgradeError, SubstreamProtocol,
-        SupportedProtocols,
+        ConnectionHandler, ConnectionHandlerEvent, StreamProtocol, StreamUpgradeError,
+        SubstreamProtocol, SupportedProtocols,
         handler::{
             ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
             ProtocolsChange,
@@ -71,8 +86,8 @@ use super::{
     config::{KadConfig, Mode},
     error::TransportError,
     permits::InboundPermits,
-    protocol::{InboundHandler, KAD_PROTOCOL, KadUpgrade, RemotePeer},
-    stats::{Stats, bump},
+    protocol::{BATCH_PROTOCOL, InboundHandler, KAD_PROTOCOL, KadUpgrade, RemotePeer},
+    stats::{Stats, add, bump},
 };
 
 /// The most requests without a response (ADD_PROVIDER) written to a stream together.
@@ -98,6 +113,30 @@ pub(crate) struct OutboundJob {
     pub(crate) retried: bool,
 }
 
+/// Where the outcome of one outbound batch goes.
+pub(crate) type BatchReply = oneshot::Sender<Result<ProvideBatchResponse, TransportError>>;
+
+/// One outbound batch of the batched provide protocol, already encoded.
+#[derive(Debug)]
+pub(crate) struct BatchJob {
+    /// The length-prefixed batch.
+    pub(crate) frame: Vec<u8>,
+    /// How many keys it carries (its answer must have as many statuses).
+    pub(crate) keys: usize,
+    pub(crate) reply: BatchReply,
+    /// Set when the job reaches its connection.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// Which protocol an outbound stream was opened for (opaque).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// `/ipfs/kad/1.0.0`.
+    Kad,
+    /// `/amino-dht-rs/provide-batch/1.0.0`.
+    Batch,
+}
+
 /// A message from [`KadBehaviour`](crate::transport::KadBehaviour) to the handler of one
 /// connection (opaque).
 #[derive(Debug)]
@@ -106,6 +145,7 @@ pub struct HandlerIn(pub(crate) HandlerInKind);
 #[derive(Debug)]
 pub(crate) enum HandlerInKind {
     Request(OutboundJob),
+    Batch(BatchJob),
     SetMode(Mode),
     /// The remote's listen addresses, from identify.
     RemoteAddrs(Vec<Multiaddr>),
@@ -143,6 +183,11 @@ pub(crate) struct HandlerConfig {
     pub(crate) max_inbound: usize,
     pub(crate) max_outbound: usize,
     pub(crate) blocking_records: bool,
+    /// Reads and writes the batched provide protocol.
+    pub(crate) batch_codec: BatchCodec,
+    /// Whether inbound batch streams are served (in server mode), i.e. the protocol is on and
+    /// the inbound handler serves it.
+    pub(crate) serve_batch: bool,
 }
 
 impl From<&KadConfig> for HandlerConfig {
@@ -155,6 +200,8 @@ impl From<&KadConfig> for HandlerConfig {
             max_inbound: c.max_inbound_streams,
             max_outbound: c.max_outbound_streams,
             blocking_records: c.blocking_record_requests,
+            batch_codec: BatchCodec::default(),
+            serve_batch: c.provide_batch,
         }
     }
 }
@@ -202,6 +249,12 @@ pub struct KadHandler {
     /// Whether a write of requests without a response is under way (the next ones wait).
     batch_in_flight: bool,
     inbound: FuturesUnordered<BoxFuture<'static, ()>>,
+    /// Batches waiting for a stream of their own.
+    batch_queue: VecDeque<BatchJob>,
+    /// Batch streams requested from the connection and not yet negotiated.
+    batch_requested: usize,
+    /// Batch exchanges under way.
+    batches: FuturesUnordered<BoxFuture<'static, ()>>,
     /// Wakes the handler at the next idle-stream expiry or queued-request deadline.
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -238,6 +291,9 @@ impl KadHandler {
             outbound: FuturesUnordered::new(),
             batch_in_flight: false,
             inbound: FuturesUnordered::new(),
+            batch_queue: VecDeque::new(),
+            batch_requested: 0,
+            batches: FuturesUnordered::new(),
             timer: None,
         }
     }
@@ -367,6 +423,18 @@ impl KadHandler {
             }
         }
         self.queue = kept;
+        let mut kept = VecDeque::with_capacity(self.batch_queue.len());
+        while let Some(job) = self.batch_queue.pop_front() {
+            if job.reply.is_closed() {
+                continue;
+            }
+            if job.deadline.is_some_and(|d| d <= now) {
+                fail_batch(&self.stats, job, TransportError::Timeout);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.batch_queue = kept;
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
@@ -375,12 +443,78 @@ impl KadHandler {
             .iter()
             .map(|s| later(s.since, self.cfg.idle_timeout));
         let queued = self.queue.iter().filter_map(|j| j.deadline);
-        idle.chain(queued).min()
+        let batches = self.batch_queue.iter().filter_map(|j| j.deadline);
+        idle.chain(queued).chain(batches).min()
     }
 
-    fn on_inbound_stream(&mut self, stream: Stream) {
-        if self.mode == Mode::Client {
-            tracing::debug!(peer = %self.peer, "client mode: resetting inbound kad stream");
+    /// Every outbound stream of the connection: kad (busy, idle, requested) and batch.
+    fn outbound_streams(&self) -> usize {
+        self.outbound.len()
+            + self.idle.len()
+            + self.requested
+            + self.batches.len()
+            + self.batch_requested
+    }
+
+    /// A batch stream was negotiated: run the next queued batch on it.
+    fn batch_stream(&mut self, stream: Stream) {
+        self.batch_requested = self.batch_requested.saturating_sub(1);
+        let now = Instant::now();
+        while let Some(job) = self.batch_queue.pop_front() {
+            if job.reply.is_closed() {
+                continue;
+            }
+            if job.deadline.is_some_and(|d| d <= now) {
+                fail_batch(&self.stats, job, TransportError::Timeout);
+                continue;
+            }
+            self.batches.push(
+                batch_exchange(
+                    stream,
+                    job,
+                    self.cfg.batch_codec,
+                    self.stats.clone(),
+                    self.peer,
+                )
+                .boxed(),
+            );
+            return;
+        }
+        // No batch left for it: the stream is dropped.
+    }
+
+    /// Opening a batch stream failed.
+    fn on_batch_upgrade_error(&mut self, error: StreamUpgradeError<Infallible>) {
+        self.batch_requested = self.batch_requested.saturating_sub(1);
+        match error {
+            StreamUpgradeError::NegotiationFailed => {
+                tracing::debug!(peer = %self.peer, "peer refused the batched provide protocol");
+                for job in std::mem::take(&mut self.batch_queue) {
+                    bump(&self.stats.outbound_batches_refused);
+                    let _ = job.reply.send(Err(TransportError::ProvideBatchUnsupported(
+                        "refused in negotiation",
+                    )));
+                }
+            }
+            StreamUpgradeError::Timeout => {
+                if let Some(job) = self.batch_queue.pop_front() {
+                    fail_batch(&self.stats, job, TransportError::Timeout);
+                }
+            }
+            StreamUpgradeError::Io(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "opening a batch stream failed");
+                if let Some(job) = self.batch_queue.pop_front() {
+                    fail_batch(&self.stats, job, TransportError::Stream(e));
+                }
+            }
+            StreamUpgradeError::Apply(never) => match never {},
+        }
+    }
+
+    fn on_inbound_stream(&mut self, stream: Stream, protocol: StreamProtocol) {
+        let batch = protocol == BATCH_PROTOCOL;
+        if self.mode == Mode::Client || (batch && !self.cfg.serve_batch) {
+            tracing::debug!(peer = %self.peer, %protocol, "not served (client mode, or the protocol is off): resetting the inbound stream");
             bump(&self.stats.inbound_streams_refused);
             return;
         }
@@ -403,17 +537,18 @@ impl KadHandler {
             return;
         }
         bump(&self.stats.inbound_streams_accepted);
-        self.inbound.push(
-            serve(
-                stream,
-                self.remote.clone(),
-                self.inbound_handler.clone(),
-                self.cfg,
-                self.stats.clone(),
-                self.inbound_permits.clone(),
-            )
-            .boxed(),
+        let (remote, handler, stats, permits) = (
+            self.remote.clone(),
+            self.inbound_handler.clone(),
+            self.stats.clone(),
+            self.inbound_permits.clone(),
         );
+        let served = if batch {
+            serve_batch(stream, remote, handler, self.cfg, stats, permits).boxed()
+        } else {
+            serve(stream, remote, handler, self.cfg, stats, permits).boxed()
+        };
+        self.inbound.push(served);
     }
 
     /// Identify told the remote's protocols: is it a DHT server?
@@ -456,23 +591,32 @@ impl ConnectionHandler for KadHandler {
     type InboundProtocol = KadUpgrade;
     type OutboundProtocol = KadUpgrade;
     type InboundOpenInfo = ();
-    type OutboundOpenInfo = ();
+    type OutboundOpenInfo = StreamKind;
 
     fn listen_protocol(&self) -> SubstreamProtocol<KadUpgrade> {
-        let advertise = self.mode == Mode::Server;
-        SubstreamProtocol::new(KadUpgrade { advertise }, ())
+        let server = self.mode == Mode::Server;
+        let upgrade = KadUpgrade {
+            kad: server,
+            batch: server && self.cfg.serve_batch,
+        };
+        SubstreamProtocol::new(upgrade, ())
     }
 
     fn connection_keep_alive(&self) -> bool {
         // Idle outbound streams do not keep the connection alive (they are excluded from the
         // swarm's count); requests that are queued, negotiating or in flight do.
-        !self.queue.is_empty() || !self.outbound.is_empty() || self.requested > 0
+        !self.queue.is_empty()
+            || !self.outbound.is_empty()
+            || self.requested > 0
+            || !self.batch_queue.is_empty()
+            || !self.batches.is_empty()
+            || self.batch_requested > 0
     }
 
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<KadUpgrade, (), Infallible>> {
+    ) -> Poll<ConnectionHandlerEvent<KadUpgrade, StreamKind, Infallible>> {
         loop {
             while let Poll::Ready(Some((batch, outcome))) = self.outbound.poll_next_unpin(cx) {
                 if batch {
@@ -489,6 +633,7 @@ impl ConnectionHandler for KadHandler {
                 }
             }
             while let Poll::Ready(Some(())) = self.inbound.poll_next_unpin(cx) {}
+            while let Poll::Ready(Some(())) = self.batches.poll_next_unpin(cx) {}
 
             let now = Instant::now();
             self.prune(cx, now);
@@ -512,10 +657,24 @@ impl ConnectionHandler for KadHandler {
                 continue;
             }
 
-            let streams = self.outbound.len() + self.idle.len() + self.requested;
-            if self.demand() > self.requested && streams < self.cfg.max_outbound {
+            if self.batch_queue.len() > self.batch_requested {
+                if self.outbound_streams() >= self.cfg.max_outbound && !self.idle.is_empty() {
+                    // An idle kad stream makes room for a batch's.
+                    self.idle.remove(0);
+                }
+                if self.outbound_streams() < self.cfg.max_outbound {
+                    self.batch_requested += 1;
+                    let protocol = SubstreamProtocol::new(KadUpgrade::BATCH, StreamKind::Batch)
+                        .with_timeout(self.cfg.request_timeout);
+                    return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                        protocol,
+                    });
+                }
+            }
+
+            if self.demand() > self.requested && self.outbound_streams() < self.cfg.max_outbound {
                 self.requested += 1;
-                let protocol = SubstreamProtocol::new(KadUpgrade { advertise: true }, ())
+                let protocol = SubstreamProtocol::new(KadUpgrade::KAD, StreamKind::Kad)
                     .with_timeout(self.cfg.request_timeout);
                 return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { protocol });
             }
@@ -544,6 +703,10 @@ impl ConnectionHandler for KadHandler {
                 job.deadline = Some(later(Instant::now(), self.cfg.request_timeout));
                 self.queue.push_back(job);
             }
+            HandlerInKind::Batch(mut job) => {
+                job.deadline = Some(later(Instant::now(), self.cfg.request_timeout));
+                self.batch_queue.push_back(job);
+            }
             HandlerInKind::SetMode(mode) => {
                 if mode == Mode::Client && self.mode == Mode::Server {
                     // A client serves nobody: reset the inbound streams.
@@ -555,11 +718,18 @@ impl ConnectionHandler for KadHandler {
         }
     }
 
-    fn on_connection_event(&mut self, event: ConnectionEvent<'_, KadUpgrade, KadUpgrade, (), ()>) {
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<'_, KadUpgrade, KadUpgrade, (), StreamKind>,
+    ) {
         match event {
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
-                protocol: mut stream,
-                ..
+                protocol: (stream, _),
+                info: StreamKind::Batch,
+            }) => self.batch_stream(stream),
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: (mut stream, _),
+                info: StreamKind::Kad,
             }) => {
                 self.requested = self.requested.saturating_sub(1);
                 bump(&self.stats.outbound_streams_opened);
@@ -569,12 +739,17 @@ impl ConnectionHandler for KadHandler {
                 self.stream_free(stream, false);
             }
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
-                protocol: stream,
+                protocol: (stream, protocol),
                 ..
-            }) => self.on_inbound_stream(stream),
-            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
-                self.on_dial_upgrade_error(error)
-            }
+            }) => self.on_inbound_stream(stream, protocol),
+            ConnectionEvent::DialUpgradeError(DialUpgradeError {
+                error,
+                info: StreamKind::Kad,
+            }) => self.on_dial_upgrade_error(error),
+            ConnectionEvent::DialUpgradeError(DialUpgradeError {
+                error,
+                info: StreamKind::Batch,
+            }) => self.on_batch_upgrade_error(error),
             ConnectionEvent::RemoteProtocolsChange(change) => self.on_remote_protocols(change),
             _ => {}
         }
@@ -759,18 +934,11 @@ async fn serve(
         bump(&stats.inbound_requests);
         let ty = request.message_type();
         let from = remote.snapshot();
-        let answer = if cfg.blocking_records && touches_records(ty) {
-            // A store may wait on its disk (a read, an fsync): on tokio's blocking pool the
-            // wait holds up this stream only, never the connection's task or a runtime
-            // worker, and concurrent writes can share one fsync.
-            let serving = handler.clone();
-            tokio::task::spawn_blocking(move || serving.handle_request(&from, request))
-                .await
-                .map_err(|e| e.is_panic())
-        } else {
-            std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_request(&from, request)))
-                .map_err(|_| true)
-        };
+        let serving = handler.clone();
+        let answer = call_handler(cfg.blocking_records && touches_records(ty), move || {
+            serving.handle_request(&from, request)
+        })
+        .await;
         let response = match answer {
             Ok(Ok(Some(response))) if ty.expects_response() => response,
             Ok(Ok(_)) => continue,
@@ -779,33 +947,195 @@ async fn serve(
                 bump(&stats.inbound_stream_errors);
                 return;
             }
-            Err(panicked) => {
-                if panicked {
-                    tracing::error!(%peer, %ty, "inbound handler panicked: resetting the stream");
-                } else {
-                    tracing::debug!(%peer, %ty, "runtime shutting down: resetting the stream");
-                }
-                bump(&stats.inbound_stream_errors);
-                return;
-            }
+            Err(panicked) => return handler_failed(&stats, peer, &ty, panicked),
         };
-        match tokio::time::timeout(
-            cfg.request_timeout,
-            cfg.codec.write_response(&mut stream, &response),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
+        let write = cfg.codec.write_response(&mut stream, &response);
+        if !answered(write, cfg.request_timeout, &stats, peer, &ty).await {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(cfg.request_timeout, stream.close()).await;
+}
+
+/// Runs `work`, a call of the [`InboundHandler`], on tokio's blocking pool when `blocking`
+/// (a store may wait on its disk, a read or an fsync: there the wait holds up this stream
+/// only, never the connection's task or a runtime worker, and concurrent writes can share
+/// one fsync), else right here. `Err(true)` when it panicked, `Err(false)` when the runtime
+/// is shutting down.
+async fn call_handler<R: Send + 'static>(
+    blocking: bool,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, bool> {
+    if blocking {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| e.is_panic())
+    } else {
+        std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|_| true)
+    }
+}
+
+/// Logs and counts a handler call that gave no answer ([`call_handler`]'s `Err`): the
+/// stream is reset.
+fn handler_failed(stats: &Stats, peer: PeerId, what: &dyn std::fmt::Display, panicked: bool) {
+    if panicked {
+        tracing::error!(%peer, %what, "inbound handler panicked: resetting the stream");
+    } else {
+        tracing::debug!(%peer, %what, "runtime shutting down: resetting the stream");
+    }
+    bump(&stats.inbound_stream_errors);
+}
+
+/// Waits for `write` (an answer to `what`) at most `timeout`: whether it was written; if not,
+/// the failure is logged and counted, and the stream is to be reset.
+async fn answered<E: std::fmt::Display>(
+    write: impl Future<Output = Result<(), E>>,
+    timeout: Duration,
+    stats: &Stats,
+    peer: PeerId,
+    what: &(dyn std::fmt::Display + Sync),
+) -> bool {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, %what, error = %e, "writing an answer failed: resetting the stream");
+        }
+        Err(_) => {
+            tracing::debug!(%peer, %what, "writing an answer timed out: resetting the stream");
+        }
+    }
+    bump(&stats.inbound_stream_errors);
+    false
+}
+
+/// Fails `job` with `error`, counted.
+fn fail_batch(stats: &Stats, job: BatchJob, error: TransportError) {
+    bump(&stats.outbound_batches_failed);
+    let _ = job.reply.send(Err(error));
+}
+
+/// Writes one batch on its own `stream`, reads and checks its answer, closes the stream.
+async fn batch_exchange(
+    mut stream: Stream,
+    job: BatchJob,
+    codec: BatchCodec,
+    stats: Arc<Stats>,
+    peer: PeerId,
+) {
+    let io = async {
+        stream.write_all(&job.frame).await?;
+        stream.flush().await?;
+        codec.read_response(&mut stream).await
+    };
+    let result = match job.deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, io).await {
+            Ok(r) => r.map_err(TransportError::BatchCodec),
+            Err(_) => Err(TransportError::Timeout),
+        },
+        None => io.await.map_err(TransportError::BatchCodec),
+    };
+    let response = match result {
+        Ok(response) if response.answers(job.keys) => response,
+        Ok(response) => {
+            tracing::debug!(%peer, keys = job.keys, statuses = response.statuses.len(), "batch answer does not match its keys: resetting the stream");
+            let malformed =
+                BatchCodecError::Malformed("the answer's statuses do not match the keys");
+            return fail_batch(&stats, job, TransportError::BatchCodec(malformed));
+        }
+        Err(error) => {
+            tracing::debug!(%peer, keys = job.keys, %error, "batch failed");
+            return fail_batch(&stats, job, error);
+        }
+    };
+    bump(&stats.outbound_batches);
+    add(&stats.outbound_batch_records, job.keys);
+    add(
+        &stats.outbound_batch_stored,
+        response.statuses.iter().filter(|s| s.is_stored()).count(),
+    );
+    let _ = job.reply.send(Ok(response));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.close()).await;
+}
+
+/// How long closing a batch stream after its answer may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves the batches of one inbound batch stream until it ends, errs or idles out.
+async fn serve_batch(
+    mut stream: Stream,
+    remote: Arc<Remote>,
+    handler: Arc<dyn InboundHandler>,
+    cfg: HandlerConfig,
+    stats: Arc<Stats>,
+    permits: Arc<InboundPermits>,
+) {
+    let peer = remote.peer;
+    loop {
+        let batch =
+            match tokio::time::timeout(cfg.idle_timeout, cfg.batch_codec.read_request(&mut stream))
+                .await
+            {
+                Err(_) => {
+                    tracing::trace!(%peer, "inbound batch stream idle: closing");
+                    break;
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(batch))) => batch,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "bad inbound batch: resetting the stream");
+                    bump(&stats.inbound_stream_errors);
+                    // (An I/O error is the stream's, e.g. a reset between batches.)
+                    if !matches!(e, BatchCodecError::Io(_)) {
+                        bump(&stats.inbound_batches_refused);
+                    }
+                    return;
+                }
+            };
+        // Held until the answer is written.
+        let Some(_permit) = permits.try_take(remote.ip) else {
+            tracing::debug!(%peer, ip = ?remote.ip, "answering as many inbound requests as allowed (in total or from this IP): resetting the batch stream");
+            bump(&stats.inbound_shed);
+            return;
+        };
+        let keys = batch.keys.len();
+        bump(&stats.inbound_batches);
+        add(&stats.inbound_batch_records, keys);
+        let from = remote.snapshot();
+        // The handler answers once the records are durable (it waits for a commit): on
+        // tokio's blocking pool, as record requests are.
+        let serving = handler.clone();
+        let answer = call_handler(cfg.blocking_records, move || {
+            serving.provide_batch(&from, batch)
+        })
+        .await;
+        let response = match answer {
+            Ok(Ok(response)) if response.answers(keys) => response,
+            Ok(Ok(response)) => {
+                tracing::error!(%peer, keys, statuses = response.statuses.len(), "the handler's batch answer does not match its keys: resetting the stream");
+                bump(&stats.inbound_stream_errors);
+                return;
+            }
             Ok(Err(e)) => {
-                tracing::debug!(%peer, %ty, error = %e, "writing a kad response failed: resetting the stream");
+                tracing::debug!(%peer, error = %e, "inbound batch refused: resetting the stream");
                 bump(&stats.inbound_stream_errors);
+                bump(&stats.inbound_batches_refused);
                 return;
             }
-            Err(_) => {
-                tracing::debug!(%peer, %ty, "writing a kad response timed out: resetting the stream");
-                bump(&stats.inbound_stream_errors);
-                return;
+            Err(panicked) => return handler_failed(&stats, peer, &"provide batch", panicked),
+        };
+        match response.error {
+            Some(error) => {
+                tracing::debug!(%peer, keys, %error, "inbound batch refused");
+                bump(&stats.inbound_batches_refused);
             }
+            None => add(
+                &stats.inbound_batch_stored,
+                response.statuses.iter().filter(|s| s.is_stored()).count(),
+            ),
+        }
+        let write = cfg.batch_codec.write_response(&mut stream, &response);
+        if !answered(write, cfg.request_timeout, &stats, peer, &"provide batch").await {
+            return;
         }
     }
     let _ = tokio::time::timeout(cfg.request_timeout, stream.close()).await;

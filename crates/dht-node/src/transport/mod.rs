@@ -10,6 +10,11 @@
 //!   stream), ADD_PROVIDER is written without waiting for a response, and every request has a
 //!   timeout and its own error. Inbound streams (server mode only) are read in a loop, each
 //!   request answered by the [`InboundHandler`]; any protocol error resets the stream.
+//! - The batched provide protocol (`/amino-dht-rs/provide-batch/1.0.0`,
+//!   `docs/specs/provide-batch.md`) beside kad on the same connections: served (and listed
+//!   in identify) by a server whose [`InboundHandler`] serves it, sent by
+//!   [`TransportHandle::provide_batch`] only to peers whose identify lists it
+//!   ([`PeerBook::supports`]); [`KadConfig::provide_batch`] turns both off.
 //! - [`spawn`], which runs a ready swarm (kad + identify `ipfs/0.1.0` + ping) on a tokio task
 //!   and returns a cloneable [`TransportHandle`] and the [`TransportEvents`] telling which
 //!   peers are DHT servers.
@@ -32,7 +37,7 @@ pub use driver::{
     IDENTIFY_PROTOCOL_VERSION, TransportEvent, TransportEvents, TransportHandle, spawn,
 };
 pub use error::TransportError;
-pub use handler::{HandlerIn, KadHandler, MAX_BATCHED_BYTES, MAX_BATCHED_REQUESTS};
+pub use handler::{HandlerIn, KadHandler, MAX_BATCHED_BYTES, MAX_BATCHED_REQUESTS, StreamKind};
 pub use limits::ConnectionLimits;
 pub use protocol::{HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
 pub use stats::TransportStats;

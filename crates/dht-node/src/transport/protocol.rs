@@ -1,14 +1,21 @@
-//! The protocol upgrade of `/ipfs/kad/1.0.0` and the inbound request handler seam.
+//! The protocol upgrade of `/ipfs/kad/1.0.0` (and of the batched provide protocol beside it)
+//! and the inbound request handler seam.
 
 use std::{convert::Infallible, future::Ready, net::IpAddr, sync::Arc};
 
-use dht_proto::{PROTOCOL_NAME, PeerInfo, Request, Response};
+use dht_proto::{
+    PROTOCOL_NAME, PeerInfo, Request, Response,
+    batch::{PROVIDE_BATCH_PROTOCOL, ProvideBatch, ProvideBatchResponse},
+};
 use libp2p::{
     Stream, StreamProtocol,
     core::{InboundUpgrade, OutboundUpgrade, UpgradeInfo},
 };
 
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
+
+/// `/amino-dht-rs/provide-batch/1.0.0` (`docs/specs/provide-batch.md`).
+pub(crate) const BATCH_PROTOCOL: StreamProtocol = StreamProtocol::new(PROVIDE_BATCH_PROTOCOL);
 
 /// Who sent an inbound request, as the transport knows the peer.
 #[non_exhaustive]
@@ -69,6 +76,33 @@ pub trait InboundHandler: Send + Sync + 'static {
         from: &RemotePeer,
         request: Request,
     ) -> Result<Option<Response>, HandlerError>;
+
+    /// Whether this handler answers batches of the batched provide protocol
+    /// ([`provide_batch`](Self::provide_batch)); the transport serves and advertises the
+    /// protocol only when it does (and [`KadConfig::provide_batch`] is on, in server mode).
+    /// By default it does not.
+    ///
+    /// [`KadConfig::provide_batch`]: crate::transport::KadConfig::provide_batch
+    fn serves_provide_batch(&self) -> bool {
+        false
+    }
+
+    /// Answers one batch of the batched provide protocol from `from`, once the records it
+    /// answers as stored are durable. Called on tokio's blocking pool (unless
+    /// [`KadConfig::blocking_record_requests`] is off), one batch of a stream at a time; an
+    /// error (or a panic) resets the stream. By default every batch is refused so (a
+    /// handler that does not override it should not say it
+    /// [`serves_provide_batch`](Self::serves_provide_batch)).
+    ///
+    /// [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
+    fn provide_batch(
+        &self,
+        from: &RemotePeer,
+        batch: ProvideBatch,
+    ) -> Result<ProvideBatchResponse, HandlerError> {
+        let _ = (from, batch);
+        Err("this handler does not serve the batched provide protocol".into())
+    }
 }
 
 impl<F> InboundHandler for F
@@ -92,42 +126,62 @@ where
     Arc::new(f)
 }
 
-/// The upgrade of a kad stream (opaque): multistream-select on `/ipfs/kad/1.0.0`, then the raw
-/// stream.
+/// The upgrade of a stream of this node's protocols (opaque): multistream-select on
+/// `/ipfs/kad/1.0.0` and, where it is on, `/amino-dht-rs/provide-batch/1.0.0`; then the raw
+/// stream and the protocol negotiated.
 ///
-/// When not advertising it offers no protocol, so inbound negotiation fails (the remote sees
-/// "protocol not supported") and the protocol is absent from the local protocols identify
-/// announces: this is client mode.
+/// Inbound it offers only what the node serves: nothing in client mode, so inbound
+/// negotiation fails (the remote sees "protocol not supported") and the protocols are absent
+/// from the local protocols identify announces; the batch protocol only where it is served.
 #[derive(Clone, Copy, Debug)]
 pub struct KadUpgrade {
-    pub(crate) advertise: bool,
+    pub(crate) kad: bool,
+    pub(crate) batch: bool,
+}
+
+impl KadUpgrade {
+    /// An outbound kad stream.
+    pub(crate) const KAD: KadUpgrade = KadUpgrade {
+        kad: true,
+        batch: false,
+    };
+    /// An outbound batch stream.
+    pub(crate) const BATCH: KadUpgrade = KadUpgrade {
+        kad: false,
+        batch: true,
+    };
 }
 
 impl UpgradeInfo for KadUpgrade {
     type Info = StreamProtocol;
-    type InfoIter = Option<StreamProtocol>;
+    type InfoIter = std::iter::Flatten<std::array::IntoIter<Option<StreamProtocol>, 2>>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        self.advertise.then_some(KAD_PROTOCOL)
+        [
+            self.kad.then_some(KAD_PROTOCOL),
+            self.batch.then_some(BATCH_PROTOCOL),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
 impl InboundUpgrade<Stream> for KadUpgrade {
-    type Output = Stream;
+    type Output = (Stream, StreamProtocol);
     type Error = Infallible;
-    type Future = Ready<Result<Stream, Infallible>>;
+    type Future = Ready<Result<(Stream, StreamProtocol), Infallible>>;
 
-    fn upgrade_inbound(self, stream: Stream, _: StreamProtocol) -> Self::Future {
-        std::future::ready(Ok(stream))
+    fn upgrade_inbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+        std::future::ready(Ok((stream, protocol)))
     }
 }
 
 impl OutboundUpgrade<Stream> for KadUpgrade {
-    type Output = Stream;
+    type Output = (Stream, StreamProtocol);
     type Error = Infallible;
-    type Future = Ready<Result<Stream, Infallible>>;
+    type Future = Ready<Result<(Stream, StreamProtocol), Infallible>>;
 
-    fn upgrade_outbound(self, stream: Stream, _: StreamProtocol) -> Self::Future {
-        std::future::ready(Ok(stream))
+    fn upgrade_outbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+        std::future::ready(Ok((stream, protocol)))
     }
 }

@@ -32,6 +32,26 @@ pub struct TransportStats {
     /// Inbound streams closed on a protocol error (undecodable or oversized message, handler
     /// error, failed write).
     pub inbound_stream_errors: u64,
+    /// Batches of the batched provide protocol sent and answered (with any answer).
+    pub outbound_batches: u64,
+    /// Keys of the batches sent and answered.
+    pub outbound_batch_records: u64,
+    /// Keys that answers to this node's batches said were stored.
+    pub outbound_batch_stored: u64,
+    /// Batches that failed (timeout, stream error, malformed answer, no connection), besides
+    /// those refused.
+    pub outbound_batches_failed: u64,
+    /// Batches not sent because the peer refused the protocol in negotiation.
+    pub outbound_batches_refused: u64,
+    /// Batches received, decoded and handed to the [`InboundHandler`](crate::transport::InboundHandler).
+    pub inbound_batches: u64,
+    /// Keys of the batches received.
+    pub inbound_batch_records: u64,
+    /// Keys this node answered as stored.
+    pub inbound_batch_stored: u64,
+    /// Batches received and refused: answered with an error (wrong sender, no address, rate,
+    /// store unavailable), or malformed (the stream is reset, nothing stored).
+    pub inbound_batches_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -46,10 +66,23 @@ pub(crate) struct Stats {
     pub(crate) inbound_shed: AtomicU64,
     pub(crate) inbound_requests: AtomicU64,
     pub(crate) inbound_stream_errors: AtomicU64,
+    pub(crate) outbound_batches: AtomicU64,
+    pub(crate) outbound_batch_records: AtomicU64,
+    pub(crate) outbound_batch_stored: AtomicU64,
+    pub(crate) outbound_batches_failed: AtomicU64,
+    pub(crate) outbound_batches_refused: AtomicU64,
+    pub(crate) inbound_batches: AtomicU64,
+    pub(crate) inbound_batch_records: AtomicU64,
+    pub(crate) inbound_batch_stored: AtomicU64,
+    pub(crate) inbound_batches_refused: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 impl Stats {
@@ -66,6 +99,15 @@ impl Stats {
             inbound_shed: get(&self.inbound_shed),
             inbound_requests: get(&self.inbound_requests),
             inbound_stream_errors: get(&self.inbound_stream_errors),
+            outbound_batches: get(&self.outbound_batches),
+            outbound_batch_records: get(&self.outbound_batch_records),
+            outbound_batch_stored: get(&self.outbound_batch_stored),
+            outbound_batches_failed: get(&self.outbound_batches_failed),
+            outbound_batches_refused: get(&self.outbound_batches_refused),
+            inbound_batches: get(&self.inbound_batches),
+            inbound_batch_records: get(&self.inbound_batch_records),
+            inbound_batch_stored: get(&self.inbound_batch_stored),
+            inbound_batches_refused: get(&self.inbound_batches_refused),
         }
     }
 }

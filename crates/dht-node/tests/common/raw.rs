@@ -1,5 +1,6 @@
 //! A hostile peer for tests: a bare libp2p swarm (TCP + noise + yamux) that opens connections
-//! and raw `/ipfs/kad/1.0.0` streams, on which the test writes whatever bytes it likes.
+//! and raw `/ipfs/kad/1.0.0` streams (or streams of another protocol), on which the test writes
+//! whatever bytes it likes.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -34,15 +35,18 @@ use super::within;
 
 type StreamReply = oneshot::Sender<Result<Stream, String>>;
 
-/// Opens kad streams on one connection and hands them out, in the order asked.
+/// A stream to open: its protocol and where it goes.
+type StreamAsk = (StreamProtocol, StreamReply);
+
+/// Opens streams on one connection and hands them out, in the order asked.
 #[derive(Default)]
 struct RawHandler {
-    to_open: VecDeque<StreamReply>,
+    to_open: VecDeque<StreamAsk>,
     opening: VecDeque<StreamReply>,
 }
 
 impl ConnectionHandler for RawHandler {
-    type FromBehaviour = StreamReply;
+    type FromBehaviour = StreamAsk;
     type ToBehaviour = Infallible;
     type InboundProtocol = DeniedUpgrade;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
@@ -62,9 +66,8 @@ impl ConnectionHandler for RawHandler {
         _: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<ReadyUpgrade<StreamProtocol>, (), Infallible>> {
         match self.to_open.pop_front() {
-            Some(reply) => {
+            Some((protocol, reply)) => {
                 self.opening.push_back(reply);
-                let protocol = StreamProtocol::new(PROTOCOL_NAME);
                 Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                     protocol: SubstreamProtocol::new(ReadyUpgrade::new(protocol), ()),
                 })
@@ -73,8 +76,8 @@ impl ConnectionHandler for RawHandler {
         }
     }
 
-    fn on_behaviour_event(&mut self, reply: StreamReply) {
-        self.to_open.push_back(reply);
+    fn on_behaviour_event(&mut self, ask: StreamAsk) {
+        self.to_open.push_back(ask);
     }
 
     fn on_connection_event(
@@ -102,7 +105,7 @@ impl ConnectionHandler for RawHandler {
 
 #[derive(Default)]
 struct RawBehaviour {
-    actions: VecDeque<ToSwarm<Infallible, StreamReply>>,
+    actions: VecDeque<ToSwarm<Infallible, StreamAsk>>,
 }
 
 impl NetworkBehaviour for RawBehaviour {
@@ -151,7 +154,7 @@ impl NetworkBehaviour for RawBehaviour {
 
 enum Command {
     Connect(PeerInfo, oneshot::Sender<Result<(), String>>),
-    Open(PeerId, StreamReply),
+    Open(PeerId, StreamProtocol, StreamReply),
     OpenConnections(oneshot::Sender<usize>),
 }
 
@@ -225,11 +228,11 @@ impl RawPeer {
                                 }
                             }
                         }
-                        Some(Command::Open(peer, reply)) => {
+                        Some(Command::Open(peer, protocol, reply)) => {
                             swarm.behaviour_mut().actions.push_back(ToSwarm::NotifyHandler {
                                 peer_id: peer,
                                 handler: NotifyHandler::Any,
-                                event: reply,
+                                event: (protocol, reply),
                             });
                         }
                         Some(Command::OpenConnections(reply)) => {
@@ -264,11 +267,26 @@ impl RawPeer {
         within("raw connect", rx).await.expect("raw peer running")
     }
 
-    /// Opens a kad stream to `peer` on one of the open connections.
+    /// Opens a kad stream to `peer` on one of the open connections (`Err` when none is).
     pub async fn open(&self, peer: PeerId) -> Result<Stream, String> {
+        self.open_protocol(peer, PROTOCOL_NAME).await
+    }
+
+    /// Opens a stream of `protocol` to `peer` on one of the open connections: `Err` when
+    /// the peer refuses the protocol in negotiation.
+    pub async fn open_protocol(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<Stream, String> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.commands.send(Command::Open(peer, reply));
-        within("raw stream", rx).await.expect("raw peer running")
+        let _ = self
+            .commands
+            .send(Command::Open(peer, StreamProtocol::new(protocol), reply));
+        // The swarm drops the request (and its reply) when no connection to `peer` is open.
+        within("raw stream", rx)
+            .await
+            .unwrap_or_else(|_| Err(format!("no connection to {peer} is open")))
     }
 
     /// How many connections are open now.
