@@ -184,6 +184,24 @@ impl Net {
         ))
     }
 
+    /// Every server takes batches but every tenth (from the first), the `i`-th of which does
+    /// `how(i)`; returns those.
+    fn every_tenth_batch_server(&self, how: impl Fn(usize) -> BatchSupport) -> HashSet<PeerId> {
+        self.batch_servers(1, BatchSupport::Takes);
+        let chosen: Vec<PeerId> = self
+            .0
+            .servers
+            .iter()
+            .step_by(10)
+            .map(|s| s.peer_id)
+            .collect();
+        let mut batch = self.0.batch.lock();
+        for (i, p) in chosen.iter().enumerate() {
+            batch.insert(*p, how(i));
+        }
+        chosen.into_iter().collect()
+    }
+
     /// A server takes a provider record for `key`: false if it refuses it.
     fn take_record(&self, peer: PeerId, key: Vec<u8>) -> bool {
         *self
@@ -1963,22 +1981,13 @@ async fn records_a_batch_answer_refuses_are_not_sent_again() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_batch_is_handled_as_a_failed_peer() {
     let net = Net::new(300, 64);
-    net.batch_servers(1, BatchSupport::Takes);
-    let failing: HashSet<PeerId> = net
-        .0
-        .servers
-        .iter()
-        .step_by(10)
-        .map(|s| s.peer_id)
-        .collect();
-    for (i, p) in failing.iter().enumerate() {
-        let error = if i % 2 == 0 {
+    let failing = net.every_tenth_batch_server(|i| {
+        BatchSupport::Fails(if i % 2 == 0 {
             BatchError::Unavailable
         } else {
             BatchError::RateLimited
-        };
-        net.0.batch.lock().insert(*p, BatchSupport::Fails(error));
-    }
+        })
+    });
     let provider = start(
         &net,
         Arc::new(MemoryStore::new()),
@@ -2023,17 +2032,7 @@ async fn a_failed_batch_is_handled_as_a_failed_peer() {
 #[tokio::test(start_paused = true)]
 async fn a_lost_batch_is_sent_again() {
     let net = Net::new(300, 66);
-    net.batch_servers(1, BatchSupport::Takes);
-    let lossy: HashSet<PeerId> = net
-        .0
-        .servers
-        .iter()
-        .step_by(10)
-        .map(|s| s.peer_id)
-        .collect();
-    for p in &lossy {
-        net.0.batch.lock().insert(*p, BatchSupport::LosesFirst(1));
-    }
+    let lossy = net.every_tenth_batch_server(|_| BatchSupport::LosesFirst(1));
     let provider = start(
         &net,
         Arc::new(MemoryStore::new()),
