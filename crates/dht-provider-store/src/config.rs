@@ -70,7 +70,7 @@ pub struct Config {
     /// and its keystore are never refused for it, nor is a provider's re-announce of a record
     /// the store holds (it replaces the old one). The use is measured from the directory's
     /// files at most once a second and counted forward by the bytes written in between; an
-    /// expiry sweep that removes records while the use is near the quota compacts the
+    /// expiry sweep that removes records while the use is at half the quota or more compacts the
     /// database, so that the space comes back and writes are taken again without a reopen.
     pub max_disk_bytes: Option<u64>,
 }

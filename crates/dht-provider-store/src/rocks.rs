@@ -550,14 +550,14 @@ impl RocksStore {
         Ok(())
     }
 
-    /// After an expiry sweep that removed records: if the use is within a tenth of the
-    /// quota (or over it), flush and compact, so that the space comes back now rather than
+    /// After an expiry sweep that removed records: if the use is at half the quota or more,
+    /// flush and compact, so that the space comes back now rather than
     /// at some later compaction, and measure again.
     fn reclaim_for_quota(&self, removed: u64) -> Result<(), StoreError> {
         let Some(quota) = self.config.max_disk_bytes else {
             return Ok(());
         };
-        if removed == 0 || self.disk.current(&self.path, 0, true) < quota - quota / 10 {
+        if removed == 0 || self.disk.current(&self.path, 0, true) < quota / 2 {
             return Ok(());
         }
         // Every family flushed first, so that no write-ahead log file is kept for a
