@@ -88,8 +88,14 @@ pub struct DevnetConfig {
     /// How every node is built; its listen address should be 127.0.0.1 port 0 and its
     /// bootstrap list empty (the devnet bootstraps the nodes itself). Node 0 provides with
     /// a provider the devnet starts after the bootstrap (the sweep sizes its regions from the
-    /// routing table), over an in-memory keystore.
+    /// routing table), over an in-memory keystore. With the batched provide protocol off
+    /// here ([`NodeBuilder::provide_batch`]), no node sends or serves it.
     pub node: NodeBuilder,
+    /// The share of the servers (the nodes after node 0), 0 to 1, built as [`node`](Self::node)
+    /// says; the others are built with the batched provide protocol off, so that they neither
+    /// serve nor advertise it. 1 (the default): every server as `node` says; 0.5: a mixed
+    /// devnet, every other server speaking the protocol (when `node` has it on).
+    pub batch_share: f64,
     /// The sweeping provider's settings.
     pub sweep: SweepConfig,
     /// The per-key provider's settings.
@@ -109,6 +115,7 @@ impl Default for DevnetConfig {
             lookup_parallelism: 16,
             seed: 0x0061_6d69_6e6f,
             node: NodeBuilder::local(),
+            batch_share: 1.0,
             sweep: SweepConfig::default(),
             legacy: LegacyConfig::default(),
         }
@@ -179,6 +186,9 @@ pub struct DevnetReport {
     pub settle_rounds: usize,
     /// Routing table sizes after bootstrap.
     pub tables: TableSizes,
+    /// Servers built as [`DevnetConfig::node`] says ([`DevnetConfig::batch_share`]); the
+    /// others have the batched provide protocol off.
+    pub batch_servers: usize,
     /// Requests the bootstrap's lookups sent, all nodes together.
     pub bootstrap_stats: OpStats,
     /// The provider's counters after the first provide.
@@ -187,6 +197,13 @@ pub struct DevnetReport {
     pub provide_error: Option<String>,
     /// The providing node's transport counters after the first provide.
     pub provider_transport: TransportStats,
+    /// Bytes of kad and batch messages every node together wrote during the provide
+    /// ([`TransportStats::bytes_sent`]): the provider's requests and batches, the servers'
+    /// answers.
+    pub provide_bytes_sent: u64,
+    /// Records the servers took from batches during the provide, all servers together
+    /// ([`TransportStats::inbound_batch_records`]).
+    pub servers_batch_records: u64,
     /// Keys looked up.
     pub sampled: usize,
     /// Sampled keys whose lookup returned node 0 as a provider.
@@ -196,6 +213,17 @@ pub struct DevnetReport {
 }
 
 impl DevnetReport {
+    /// Records the provider sent in batches during the first provide (answered batches' keys,
+    /// [`TransportStats::outbound_batch_records`]).
+    pub fn records_batched(&self) -> u64 {
+        self.provider_transport.outbound_batch_records
+    }
+
+    /// Bytes every node wrote during the provide, per key provided.
+    pub fn bytes_per_key(&self) -> f64 {
+        self.provide_bytes_sent as f64 / self.keys.max(1) as f64
+    }
+
     /// The share of sampled keys found, 0 to 1.
     pub fn found_share(&self) -> f64 {
         if self.sampled == 0 {
@@ -215,8 +243,12 @@ impl fmt::Display for DevnetReport {
         let p = &self.provider;
         writeln!(
             f,
-            "devnet: {} nodes on 127.0.0.1, {} keys, strategy {}",
-            self.nodes, self.keys, self.strategy
+            "devnet: {} nodes on 127.0.0.1, {} keys, strategy {}; {} of {} servers as configured (batched provide), the others without it",
+            self.nodes,
+            self.keys,
+            self.strategy,
+            self.batch_servers,
+            self.nodes - 1
         )?;
         writeln!(f, "phases (wall time):")?;
         writeln!(f, "  start      {:>8.2} s", secs(self.start_time))?;
@@ -289,6 +321,19 @@ impl fmt::Display for DevnetReport {
             t.outbound_batches_failed,
             t.outbound_batches_refused
         )?;
+        writeln!(
+            f,
+            "  records each way: {} in batches (servers took {}), {} as ADD_PROVIDER",
+            self.records_batched(),
+            self.servers_batch_records,
+            p.add_provider_sent
+        )?;
+        writeln!(
+            f,
+            "  bytes sent during the provide, all nodes: {} ({:.0} per key)",
+            self.provide_bytes_sent,
+            self.bytes_per_key()
+        )?;
         let l = &self.lookups;
         writeln!(
             f,
@@ -360,9 +405,13 @@ pub async fn run(
     // Phase 1: every transport.
     let started = Instant::now();
     let nodes = join_all((0..config.nodes).map(|index| async move {
-        config
-            .node
-            .clone()
+        let builder = config.node.clone();
+        let builder = if speaks_batches(index, config.batch_share) {
+            builder
+        } else {
+            builder.provide_batch(false)
+        };
+        builder
             .build()
             .await
             .map_err(|source| DevnetError::Node { index, source })
@@ -376,6 +425,32 @@ pub async fn run(
     let result = run_on(config, &nodes, &mut rng, start_time, &on_progress).await;
     join_all(nodes.iter().map(|n| n.shutdown())).await;
     result
+}
+
+/// Whether node `index` is built as configured (else with the batched provide protocol
+/// off): node 0 always; of the servers, every one at which the running count
+/// `floor(index * share)` steps up, so that `share` of them are, spread over the indices.
+fn speaks_batches(index: usize, share: f64) -> bool {
+    let share = share.clamp(0.0, 1.0);
+    index == 0 || (index as f64 * share).floor() > ((index - 1) as f64 * share).floor()
+}
+
+/// Every node's transport counters.
+fn transport_stats(nodes: &[Arc<Node>]) -> Vec<TransportStats> {
+    nodes.iter().map(|n| n.transport().stats()).collect()
+}
+
+/// What `counter` grew by on all nodes together from `before` to `after`.
+fn grown(
+    before: &[TransportStats],
+    after: &[TransportStats],
+    counter: impl Fn(&TransportStats) -> u64,
+) -> u64 {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| counter(a).saturating_sub(counter(b)))
+        .sum()
 }
 
 async fn run_on(
@@ -452,6 +527,7 @@ async fn run_on(
     let keystore = Arc::new(MemoryStore::new());
     // Each key goes to its k closest servers: all the others, in a devnet of k nodes or fewer.
     let replication = dht_proto::K_VALUE.min(nodes.len() - 1) as u64;
+    let transport_before = transport_stats(nodes);
     let started = Instant::now();
     let (provider, provide_error) = match config.strategy {
         Strategy::Sweep => {
@@ -480,7 +556,12 @@ async fn run_on(
         }
     };
     let provide_time = started.elapsed();
-    let provider_transport = provider_node.transport().stats();
+    let transport_after = transport_stats(nodes);
+    let provider_transport = transport_after[0];
+    let provide_bytes_sent = grown(&transport_before, &transport_after, |t| t.bytes_sent);
+    let servers_batch_records = grown(&transport_before[1..], &transport_after[1..], |t| {
+        t.inbound_batch_records
+    });
     tracing::info!(?provide_time, "devnet keys provided");
 
     // Phase 4: a sample of the keys, each from a random other node.
@@ -521,10 +602,15 @@ async fn run_on(
         lookup_time,
         settle_rounds,
         tables,
+        batch_servers: (1..nodes.len())
+            .filter(|&i| speaks_batches(i, config.batch_share))
+            .count(),
         bootstrap_stats,
         provider,
         provide_error,
         provider_transport,
+        provide_bytes_sent,
+        servers_batch_records,
         sampled: results.len(),
         found: results.iter().filter(|(found, _)| *found).count(),
         lookups,
