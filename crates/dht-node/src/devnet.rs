@@ -29,7 +29,7 @@ use dht_provider::{
     ProviderStats, SweepConfig, SweepParts, SweepingProvider,
 };
 use dht_provider_store::MemoryStore;
-use dht_routing::{OpStats, find_closest_peers, find_providers};
+use dht_routing::{Feature, OpStats, find_closest_peers, find_providers};
 use dht_routing_table::{Clock, RoutingTable, SystemClock};
 use futures::{StreamExt, future::join_all, stream};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
@@ -186,9 +186,12 @@ pub struct DevnetReport {
     pub settle_rounds: usize,
     /// Routing table sizes after bootstrap.
     pub tables: TableSizes,
-    /// Servers built as [`DevnetConfig::node`] says ([`DevnetConfig::batch_share`]); the
-    /// others have the batched provide protocol off.
+    /// Servers that serve the batched provide protocol (built as [`DevnetConfig::node`] says,
+    /// [`DevnetConfig::batch_share`] of them, with the protocol on); the others take
+    /// ADD_PROVIDER only.
     pub batch_servers: usize,
+    /// Whether node 0 sends batches (the protocol on in [`DevnetConfig::node`]).
+    pub provider_batches: bool,
     /// Requests the bootstrap's lookups sent, all nodes together.
     pub bootstrap_stats: OpStats,
     /// The provider's counters after the first provide.
@@ -243,12 +246,17 @@ impl fmt::Display for DevnetReport {
         let p = &self.provider;
         writeln!(
             f,
-            "devnet: {} nodes on 127.0.0.1, {} keys, strategy {}; {} of {} servers as configured (batched provide), the others without it",
+            "devnet: {} nodes on 127.0.0.1, {} keys, strategy {}; batched provide protocol: {} of {} servers serve it, the provider {}",
             self.nodes,
             self.keys,
             self.strategy,
             self.batch_servers,
-            self.nodes - 1
+            self.nodes - 1,
+            if self.provider_batches {
+                "sends it"
+            } else {
+                "does not send it"
+            }
         )?;
         writeln!(f, "phases (wall time):")?;
         writeln!(f, "  start      {:>8.2} s", secs(self.start_time))?;
@@ -602,9 +610,11 @@ async fn run_on(
         lookup_time,
         settle_rounds,
         tables,
-        batch_servers: (1..nodes.len())
-            .filter(|&i| speaks_batches(i, config.batch_share))
+        batch_servers: nodes[1..]
+            .iter()
+            .filter(|n| n.transport().uses(Feature::ProvideBatch))
             .count(),
+        provider_batches: nodes[0].transport().uses(Feature::ProvideBatch),
         bootstrap_stats,
         provider,
         provide_error,

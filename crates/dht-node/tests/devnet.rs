@@ -83,6 +83,7 @@ async fn mixed_devnet_provides_both_ways() {
         .expect("the devnet runs");
     eprintln!("{report}");
     assert_eq!(report.batch_servers, 5, "every other one of the 11 servers");
+    assert!(report.provider_batches);
     assert_eq!(report.sampled, 50);
     assert_eq!(report.found, report.sampled, "every sampled key is found");
     assert_eq!(report.provider.keys_provided, 500);

@@ -393,7 +393,7 @@ async fn sweep_side(args: &Args, batched: bool) -> Result<Side> {
             t.outbound_streams_reused
         ),
         format!(
-            "records: {} in batches ({} batches; {} failed, {} refused; servers took {}), {} as ADD_PROVIDER; {} of {} servers speak the batched protocol",
+            "records: {} in batches ({} batches; {} failed, {} refused; servers took {}), {} as ADD_PROVIDER; {} of {} servers serve the batched protocol, the provider {}",
             report.records_batched(),
             t.outbound_batches,
             t.outbound_batches_failed,
@@ -401,7 +401,12 @@ async fn sweep_side(args: &Args, batched: bool) -> Result<Side> {
             report.servers_batch_records,
             p.add_provider_sent,
             report.batch_servers,
-            report.nodes - 1
+            report.nodes - 1,
+            if report.provider_batches {
+                "sends it"
+            } else {
+                "does not send it"
+            }
         ),
     ];
     if let Some(e) = &report.provide_error {
