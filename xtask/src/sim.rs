@@ -8,7 +8,8 @@
 //!   [--json PATH] [--plot DIR] [...]`: one provider node provides N keys, then reprovides
 //!   them for one cycle; requests, placement and findability, sweep beside per-key; with
 //!   `--plot DIR`, SVG plots of the run (holders, requests per minute, behind schedule,
-//!   memory). Built with the
+//!   memory); with `--batch-share F`, that share of the servers speaks the batched provide
+//!   protocol and gets its records in batches. Built with the
 //!   simulator's `rocksdb` feature, so the provider's keystore is RocksDB as in a node.
 //!
 //! - `memory [--servers S] [--keys N,N,...]`: the provider's own peak memory at each key
@@ -33,6 +34,7 @@ experiments:
           [--no-reprovide] [--placement-sample N] [--findable-sample N]
           [--build fast|realistic] [--silent F] [--slow F] [--loss P] [--omit F]
           [--ingest R] [--workers W] [--interval-hours H] [--plot DIR]
+          [--batch-share F]
                              a provide and a reprovide cycle from one node, measured
                              (`cargo xtask sim provide --help` lists every option)
   memory [--servers S] [--keys N,N,...] [--seed X] [--json PATH] [-- PROVIDE OPTIONS]

@@ -67,7 +67,8 @@ pub struct Config {
     ///
     /// It bounds what others can make this node store: inbound provider records (those
     /// added from a [`SourceGroup`](crate::SourceGroup)) and values. The node's own records
-    /// and its keystore are never refused for it. The use is measured from the directory's
+    /// and its keystore are never refused for it, nor is a provider's re-announce of a record
+    /// the store holds (it replaces the old one). The use is measured from the directory's
     /// files at most once a second and counted forward by the bytes written in between; an
     /// expiry sweep that removes records while the use is near the quota compacts the
     /// database, so that the space comes back and writes are taken again without a reopen.

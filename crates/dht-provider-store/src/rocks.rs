@@ -907,25 +907,6 @@ impl RocksStore {
         if entries.is_empty() {
             return Ok(out);
         }
-        // Records from other peers (with a group) count against the disk quota: if they do
-        // not fit, they are refused, the node's own go on.
-        if self.config.max_disk_bytes.is_some() {
-            let inbound: u64 = entries
-                .iter()
-                .zip(&out)
-                .filter(|(e, o)| e.group.is_some() && o.is_ok())
-                .map(|(e, _)| record_bytes(e.record))
-                .sum();
-            if inbound > 0
-                && let Err(err) = self.take_quota(inbound)
-            {
-                for (e, o) in entries.iter().zip(out.iter_mut()) {
-                    if e.group.is_some() && o.is_ok() {
-                        *o = Err(err.duplicate());
-                    }
-                }
-            }
-        }
         let cap = self.config.max_providers_per_key;
         let cf_p = self.cf(CF_PROVIDERS)?;
 
@@ -986,6 +967,19 @@ impl RocksStore {
                         group: e.group,
                         received_at: r.received_at,
                     };
+                    // A new record from another peer (one with a group) must fit the disk
+                    // quota; a re-announce of a held one is taken whatever the quota (its
+                    // record replaces the old one), and the node's own always are.
+                    let held_already = held.iter().any(|h| h.peer == peer);
+                    if e.group.is_some() && self.config.max_disk_bytes.is_some() {
+                        let bytes = record_bytes(r);
+                        if held_already {
+                            self.disk.written_since.fetch_add(bytes, Ordering::Relaxed);
+                        } else if let Err(err) = self.take_quota(bytes) {
+                            *slot = Err(err);
+                            continue;
+                        }
+                    }
                     if let Some(h) = held.iter_mut().find(|h| h.peer == peer) {
                         // A re-announce refreshes, whatever the cap.
                         h.slot = new_slot;

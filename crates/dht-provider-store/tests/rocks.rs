@@ -803,6 +803,10 @@ fn the_disk_quota_bounds_inbound_records_and_expiry_frees_it() {
     )
     .unwrap();
     let group = dht_provider_store::SourceGroup::from_bytes(&[4, 198, 51, 100]);
+    // A provider whose record is held before the quota fills.
+    store
+        .add_inbound_provider(&rec(9_000_000, 3, T0), group)
+        .unwrap();
     let mut stored = 0u64;
     let mut refused = None;
     for i in 0..20_000u64 {
@@ -838,6 +842,15 @@ fn the_disk_quota_bounds_inbound_records_and_expiry_frees_it() {
         Err(StoreError::QuotaExceeded { .. })
     ));
     store.add_providers(&[large_rec(2_000_000, 1, T0)]).unwrap();
+    // A held provider's re-announce is taken: its record is refreshed.
+    store
+        .add_inbound_provider(&rec(9_000_000, 3, T0 + 60), group)
+        .unwrap();
+    let held = store.providers(&dht_key(9_000_000), 20, T0 + 60).unwrap();
+    assert_eq!(
+        held.iter().map(|r| r.received_at).collect::<Vec<_>>(),
+        vec![T0 + 60]
+    );
     assert_eq!(store.put(&[mh(3_000_000)]).unwrap().len(), 1);
 
     // Every inbound record expires; the sweep compacts them away and inbound writes resume.

@@ -65,6 +65,27 @@ pub struct ProviderStats {
     pub add_provider_sent: u64,
     /// ADD_PROVIDER messages that failed since start.
     pub add_provider_failed: u64,
+    /// Batches of the batched provide protocol sent since start (answered or failed; not
+    /// those a peer refused to negotiate, see
+    /// [`provide_batch_fallbacks`](Self::provide_batch_fallbacks)). With
+    /// [`add_provider_sent`](Self::add_provider_sent), the provider's messages carrying
+    /// records.
+    pub provide_batches_sent: u64,
+    /// Records sent in those batches.
+    pub batch_records_sent: u64,
+    /// Records the batch answers said are stored (and durable): the records a provider
+    /// knows landed.
+    pub batch_records_stored: u64,
+    /// Records the batch answers refused (FULL, INVALID_KEY, or a status unknown here); they
+    /// are not sent again.
+    pub batch_records_refused: u64,
+    /// Batches that stored nothing (a batch error such as RATE_LIMITED or UNAVAILABLE, an
+    /// answer that does not match the keys, or a failed call); the peer is given up on for
+    /// the slice and its records go to the next closest servers.
+    pub provide_batches_failed: u64,
+    /// Times a peer known to speak the batched protocol refused it, and its records went as
+    /// ADD_PROVIDER instead.
+    pub provide_batch_fallbacks: u64,
     /// Keys provided (first provide or reprovide) since start.
     pub keys_provided: u64,
     /// Key provides that reached too few servers since start.

@@ -9,13 +9,16 @@ use std::{
     time::Duration,
 };
 
-use dht_proto::{Key, PeerId, PeerInfo, Request, Response, UnixSecs};
+use dht_proto::{
+    Key, PeerId, PeerInfo, Request, Response, UnixSecs,
+    batch::{BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
+};
 use dht_provider::{
     MemoryStateStore, Multihash, StateStore, SweepConfig, SweepParts, SweepingProvider,
     explore::closest_of,
 };
 use dht_provider_store::{Keystore, MemoryStore};
-use dht_routing::{Network, RpcError};
+use dht_routing::{Feature, Network, RpcError};
 use dht_routing_table::{
     Clock, Direction, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
@@ -51,6 +54,28 @@ struct Counts {
     add_provider: u64,
     /// Requests of any kind sent, answered or not.
     attempts: u64,
+    /// Batches of the batched provide protocol that reached a server, and their records.
+    batches: u64,
+    batch_records: u64,
+    /// Per server, the batches it was sent.
+    batches_to: HashMap<PeerId, u64>,
+    /// Per server, the ADD_PROVIDER messages it was sent.
+    add_provider_to: HashMap<PeerId, u64>,
+    /// Per (server, key), the times the key was offered to the server (either way).
+    offers: HashMap<(PeerId, Vec<u8>), u64>,
+}
+
+/// How a server treats the batched provide protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchSupport {
+    /// Lists it, and takes batches.
+    Takes,
+    /// Lists it, but refuses the stream (negotiation fails): `RpcError::Unsupported`.
+    Refuses,
+    /// Lists it, and answers every batch with this error.
+    Fails(BatchError),
+    /// Lists it, takes batches, but the first this many never get an answer (lost).
+    LosesFirst(u64),
 }
 
 struct NetInner {
@@ -72,6 +97,9 @@ struct NetInner {
     refused_by: Mutex<HashSet<(PeerId, Vec<u8>)>>,
     /// Percent of ADD_PROVIDER lost on the way (drawn afresh for every attempt).
     loss_percent: Mutex<u64>,
+    /// Servers that list the batched provide protocol, and what they do with a batch
+    /// (servers not listed speak only ADD_PROVIDER).
+    batch: Mutex<HashMap<PeerId, BatchSupport>>,
     counts: Mutex<Counts>,
 }
 
@@ -122,8 +150,82 @@ impl Net {
             refused: Mutex::new(HashSet::new()),
             refused_by: Mutex::new(HashSet::new()),
             loss_percent: Mutex::new(0),
+            batch: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
         }))
+    }
+
+    /// Every `every`-th server (from the first) lists the batched protocol and does `how`.
+    fn batch_servers(&self, every: usize, how: BatchSupport) -> Vec<PeerId> {
+        let chosen: Vec<PeerId> = self
+            .0
+            .servers
+            .iter()
+            .step_by(every)
+            .map(|s| s.peer_id)
+            .collect();
+        let mut batch = self.0.batch.lock();
+        for p in &chosen {
+            batch.insert(*p, how);
+        }
+        chosen
+    }
+
+    /// A request's way to `peer`: counted, and failed after a second if the peer is dead;
+    /// otherwise the one-way latency to it.
+    async fn reach(&self, peer: &PeerId) -> Result<Duration, RpcError> {
+        self.0.counts.lock().attempts += 1;
+        if self.0.dead.lock().contains(peer) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Err(RpcError::Unreachable("dead".into()));
+        }
+        Ok(Duration::from_millis(
+            10 + u64::from(peer.to_bytes()[10] % 90),
+        ))
+    }
+
+    /// Every server takes batches but every tenth (from the first), the `i`-th of which does
+    /// `how(i)`; returns those.
+    fn every_tenth_batch_server(&self, how: impl Fn(usize) -> BatchSupport) -> HashSet<PeerId> {
+        self.batch_servers(1, BatchSupport::Takes);
+        let chosen: Vec<PeerId> = self
+            .0
+            .servers
+            .iter()
+            .step_by(10)
+            .map(|s| s.peer_id)
+            .collect();
+        let mut batch = self.0.batch.lock();
+        for (i, p) in chosen.iter().enumerate() {
+            batch.insert(*p, how(i));
+        }
+        chosen.into_iter().collect()
+    }
+
+    /// A server takes a provider record for `key`: false if it refuses it.
+    fn take_record(&self, peer: PeerId, key: Vec<u8>) -> bool {
+        *self
+            .0
+            .counts
+            .lock()
+            .offers
+            .entry((peer, key.clone()))
+            .or_default() += 1;
+        if self.0.refused.lock().contains(&key)
+            || self.0.refused_by.lock().contains(&(peer, key.clone()))
+        {
+            return false;
+        }
+        let now = TokioClock(base()).now();
+        let mut waits = self.0.waits.lock();
+        let (last, longest) = waits.entry(key.clone()).or_insert((now, 0));
+        if now > *last + 600 {
+            *longest = (*longest).max(now - *last);
+        }
+        *last = now;
+        drop(waits);
+        self.0.held.lock().entry(peer).or_default().insert(key);
+        true
     }
 
     fn live(&self) -> Vec<PeerInfo> {
@@ -227,12 +329,7 @@ impl Network for Net {
         let net = self.clone();
         let peer = peer.peer_id;
         async move {
-            let one_way = Duration::from_millis(10 + u64::from(peer.to_bytes()[10] % 90));
-            net.0.counts.lock().attempts += 1;
-            if net.0.dead.lock().contains(&peer) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return Err(RpcError::Unreachable("dead".into()));
-            }
+            let one_way = net.reach(&peer).await?;
             match request {
                 Request::FindNode { key } => {
                     net.0.counts.lock().find_node += 1;
@@ -259,24 +356,78 @@ impl Network for Net {
                     if loss > 0 && u64::from(draw.as_bytes()[0]) * 100 < loss * 256 {
                         return Err(RpcError::Timeout);
                     }
-                    if net.0.refused.lock().contains(&key)
-                        || net.0.refused_by.lock().contains(&(peer, key.clone()))
-                    {
+                    *net.0.counts.lock().add_provider_to.entry(peer).or_default() += 1;
+                    if !net.take_record(peer, key) {
                         return Err(RpcError::Other("refused".into()));
                     }
-                    let now = TokioClock(base()).now();
-                    let mut waits = net.0.waits.lock();
-                    let (last, longest) = waits.entry(key.clone()).or_insert((now, 0));
-                    if now > *last + 600 {
-                        *longest = (*longest).max(now - *last);
-                    }
-                    *last = now;
-                    drop(waits);
-                    net.0.held.lock().entry(peer).or_default().insert(key);
                     Ok(None)
                 }
                 _ => Err(RpcError::Other("unsupported".into())),
             }
+        }
+    }
+
+    fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+        feature == Feature::ProvideBatch && self.0.batch.lock().contains_key(peer)
+    }
+
+    fn provide_batch(
+        &self,
+        peer: &PeerInfo,
+        batch: ProvideBatch,
+    ) -> impl Future<Output = Result<ProvideBatchResponse, RpcError>> + Send {
+        let net = self.clone();
+        let peer = peer.peer_id;
+        async move {
+            let one_way = net.reach(&peer).await?;
+            let how = net.0.batch.lock().get(&peer).copied();
+            let how = match how {
+                None | Some(BatchSupport::Refuses) => {
+                    tokio::time::sleep(one_way * 2).await;
+                    return Err(RpcError::Unsupported(Feature::ProvideBatch));
+                }
+                Some(how) => how,
+            };
+            tokio::time::sleep(one_way * 2).await;
+            let nth = {
+                let mut c = net.0.counts.lock();
+                c.batches += 1;
+                c.batch_records += batch.keys.len() as u64;
+                let to = c.batches_to.entry(peer).or_default();
+                *to += 1;
+                *to
+            };
+            if let BatchSupport::LosesFirst(lost) = how
+                && nth <= lost
+            {
+                return std::future::pending().await;
+            }
+            if let BatchSupport::Fails(error) = how {
+                for key in &batch.keys {
+                    *net.0
+                        .counts
+                        .lock()
+                        .offers
+                        .entry((peer, key.clone()))
+                        .or_default() += 1;
+                }
+                return Ok(ProvideBatchResponse::refused(error));
+            }
+            let statuses = batch
+                .keys
+                .into_iter()
+                .map(|key| {
+                    if net.take_record(peer, key) {
+                        KeyStatus::Stored
+                    } else {
+                        KeyStatus::Full
+                    }
+                })
+                .collect();
+            Ok(ProvideBatchResponse {
+                statuses,
+                error: None,
+            })
         }
     }
 }
@@ -1673,5 +1824,264 @@ async fn stats_carry_when_each_region_was_provided_and_reprovided() {
         spread >= 8 * 3600 * (slices - 1) / slices - 600,
         "{spread} s over {slices} slices"
     );
+    provider.close().await.unwrap();
+}
+
+/// Records of `keys` each server in `servers` holds.
+fn held_on(net: &Net, servers: &HashSet<PeerId>, keys: &[Multihash]) -> usize {
+    let wanted: HashSet<Vec<u8>> = keys.iter().map(Multihash::to_bytes).collect();
+    let held = net.0.held.lock();
+    servers
+        .iter()
+        .filter_map(|p| held.get(p))
+        .map(|h| h.iter().filter(|k| wanted.contains(*k)).count())
+        .sum()
+}
+
+/// In one slice, the servers that speak the batched provide protocol get their records in
+/// batches, and the others one ADD_PROVIDER each (also those that list the protocol but refuse
+/// it: they fall back); every key lands on its closest servers, for far fewer messages.
+#[tokio::test(start_paused = true)]
+async fn capable_servers_get_batches_and_the_others_add_provider() {
+    let net = Net::new(300, 60);
+    let capable: HashSet<PeerId> = net
+        .batch_servers(2, BatchSupport::Takes)
+        .into_iter()
+        .collect();
+    // Of the others, every third lists the protocol but refuses the stream.
+    let refusing: HashSet<PeerId> = net
+        .0
+        .servers
+        .iter()
+        .skip(1)
+        .step_by(6)
+        .map(|s| s.peer_id)
+        .collect();
+    for p in &refusing {
+        net.0.batch.lock().insert(*p, BatchSupport::Refuses);
+    }
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 61);
+    provider.start_providing(false, &keys).await.unwrap();
+    let placement = net.placement(&keys, 19);
+    let (batches, batch_records, add_provider, plain_to_capable, plain_to_refusing) = {
+        let c = net.0.counts.lock();
+        let to = |set: &HashSet<PeerId>| -> u64 {
+            c.add_provider_to
+                .iter()
+                .filter(|(p, _)| set.contains(p))
+                .map(|(_, n)| *n)
+                .sum()
+        };
+        (
+            c.batches,
+            c.batch_records,
+            c.add_provider,
+            to(&capable),
+            to(&refusing),
+        )
+    };
+    eprintln!(
+        "half the servers batch-capable: placement {placement:.4}, {batches} batches of \
+         {batch_records} records, {add_provider} ADD_PROVIDER ({plain_to_refusing} to servers \
+         refusing the protocol)"
+    );
+    assert!(placement >= 0.99, "{placement}");
+    // No capable server was sent a plain ADD_PROVIDER; those refusing got theirs.
+    assert_eq!(plain_to_capable, 0);
+    assert!(held_on(&net, &refusing, &keys) > 0);
+    assert_eq!(plain_to_refusing, held_on(&net, &refusing, &keys) as u64);
+    // About half the records each way.
+    assert!(batch_records >= 2000 * 20 * 4 / 10, "{batch_records}");
+    assert!(add_provider >= 2000 * 20 * 4 / 10, "{add_provider}");
+    // A batch carries many records.
+    assert!(batches * 20 < batch_records, "{batches} batches");
+    // The stats say the same.
+    let stats = provider.stats();
+    assert_eq!(stats.provide_batches_sent, batches);
+    assert_eq!(stats.batch_records_sent, batch_records);
+    assert_eq!(stats.batch_records_stored, batch_records);
+    assert_eq!(stats.batch_records_refused, 0);
+    assert_eq!(stats.provide_batches_failed, 0);
+    assert_eq!(stats.add_provider_sent, add_provider);
+    assert!(stats.provide_batch_fallbacks > 0);
+    provider.close().await.unwrap();
+
+    // Turned off, the same network gets ADD_PROVIDER only.
+    let net = Net::new(300, 60);
+    net.batch_servers(2, BatchSupport::Takes);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config().with_provide_batch(false),
+    );
+    provider.start_providing(false, &keys).await.unwrap();
+    assert_eq!(net.0.counts.lock().batches, 0);
+    assert!(net.placement(&keys, 19) >= 0.99);
+    assert_eq!(provider.stats().provide_batches_sent, 0);
+    provider.close().await.unwrap();
+}
+
+/// Records a batch answer refuses (FULL) are not sent again: not in the job, nor by a retry.
+#[tokio::test(start_paused = true)]
+async fn records_a_batch_answer_refuses_are_not_sent_again() {
+    let net = Net::new(300, 62);
+    net.batch_servers(1, BatchSupport::Takes);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 63);
+    for k in &keys[..5] {
+        net.0.refused.lock().insert(k.to_bytes());
+    }
+    let result = provider.start_providing(false, &keys).await;
+    // Past the retry time.
+    tokio::time::sleep(Duration::from_secs(900)).await;
+    let refused: HashSet<Vec<u8>> = keys[..5].iter().map(Multihash::to_bytes).collect();
+    let (most_offers, servers_offered) = {
+        let c = net.0.counts.lock();
+        let offers: Vec<u64> = c
+            .offers
+            .iter()
+            .filter(|((_, k), _)| refused.contains(k))
+            .map(|(_, n)| *n)
+            .collect();
+        (offers.iter().copied().max().unwrap_or(0), offers.len())
+    };
+    let placement = net.placement(&keys[5..], 19);
+    eprintln!(
+        "5 keys refused by all: result {:?}, offered to {servers_offered} servers, at most \
+         {most_offers} times each; the others placed {placement:.4}",
+        result.as_ref().err()
+    );
+    // Every server answered for the refused keys: the provide is done, not failed.
+    assert!(result.is_ok(), "{result:?}");
+    assert!(servers_offered >= 5 * 20, "{servers_offered}");
+    assert_eq!(most_offers, 1);
+    assert!(placement >= 0.99, "{placement}");
+    assert_eq!(
+        provider.stats().batch_records_refused,
+        servers_offered as u64
+    );
+    provider.close().await.unwrap();
+}
+
+/// A batch answered with an error (UNAVAILABLE, RATE_LIMITED) stored nothing: the server is
+/// given up on for the slice, as a failing server is, and its records go to the next
+/// closest servers.
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_is_handled_as_a_failed_peer() {
+    let net = Net::new(300, 64);
+    let failing = net.every_tenth_batch_server(|i| {
+        BatchSupport::Fails(if i % 2 == 0 {
+            BatchError::Unavailable
+        } else {
+            BatchError::RateLimited
+        })
+    });
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 65);
+    let result = provider.start_providing(false, &keys).await;
+    let on_failing = held_on(&net, &failing, &keys);
+    let full = net.held_by(&keys, 20);
+    let most_batches = {
+        let c = net.0.counts.lock();
+        failing
+            .iter()
+            .map(|p| c.batches_to.get(p).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
+    let slices = provider.stats().slices;
+    eprintln!(
+        "30 of 300 servers fail batches: result {:?}, held by 20: {full:.4}, records on \
+         them {on_failing}, at most {most_batches} batches to one of them over {slices} slices",
+        result.as_ref().err()
+    );
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(on_failing, 0);
+    assert!(full >= 0.99, "{full}");
+    // Given up on after one failed batch per slice (a server sits in one or two), not
+    // sent the batch again pass after pass.
+    assert!(most_batches <= 2, "{most_batches}");
+    let failed_batches: u64 = {
+        let c = net.0.counts.lock();
+        failing.iter().filter_map(|p| c.batches_to.get(p)).sum()
+    };
+    assert!(failed_batches > 0);
+    assert_eq!(provider.stats().provide_batches_failed, failed_batches);
+    provider.close().await.unwrap();
+}
+
+/// A batch whose answer is lost is sent again, as a lost ADD_PROVIDER is: a loss now and then
+/// does not drop the server from the slice.
+#[tokio::test(start_paused = true)]
+async fn a_lost_batch_is_sent_again() {
+    let net = Net::new(300, 66);
+    let lossy = net.every_tenth_batch_server(|_| BatchSupport::LosesFirst(1));
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 67);
+    provider.start_providing(false, &keys).await.unwrap();
+    let exact = net.placement(&keys, 20);
+    let on_lossy = held_on(&net, &lossy, &keys);
+    let stats = provider.stats();
+    eprintln!(
+        "30 servers lose their first batch: placement 20/20 {exact:.4}, {on_lossy} records on \
+         them, {} batches failed of {}",
+        stats.provide_batches_failed, stats.provide_batches_sent
+    );
+    assert!(exact >= 0.99, "{exact}");
+    assert!(on_lossy > 0);
+    let lost = {
+        let c = net.0.counts.lock();
+        lossy
+            .iter()
+            .filter(|p| c.batches_to.contains_key(p))
+            .count() as u64
+    };
+    assert_eq!(stats.provide_batches_failed, lost);
+    provider.close().await.unwrap();
+}
+
+/// Servers that take batches say what they stored, so they need no spare servers: in a
+/// network where all of them do, each key goes to exactly its k closest, and lands there.
+#[tokio::test(start_paused = true)]
+async fn servers_that_answer_for_their_records_need_no_spares() {
+    let net = Net::new(300, 68);
+    net.batch_servers(1, BatchSupport::Takes);
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config(),
+    );
+    let keys = keys(2000, 69);
+    provider.start_providing(false, &keys).await.unwrap();
+    let exact = net.placement(&keys, 20);
+    let records = net.0.counts.lock().batch_records;
+    eprintln!(
+        "all servers take batches: {records} records for 2000 keys, placement 20/20 {exact:.4}"
+    );
+    assert_eq!(exact, 1.0);
+    assert_eq!(records, 2000 * 20);
     provider.close().await.unwrap();
 }

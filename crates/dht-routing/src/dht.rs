@@ -13,9 +13,11 @@ use dht_routing_table::PeerEvent;
 use futures::{Stream, StreamExt, stream::BoxStream};
 use tokio::time::Instant;
 
+use dht_proto::batch::ProvideBatch;
+
 use crate::{
-    ClientConfig, Error, Network, OpStats, Outcome, RecordValidator, RpcError, SharedStats,
-    network::check_response,
+    ClientConfig, Error, Feature, Network, OpStats, Outcome, RecordValidator, RpcError,
+    SharedStats, network::check_response,
 };
 
 /// The result of [`get_value`].
@@ -39,10 +41,15 @@ pub struct GetValue {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Delivery {
-    /// Peers that accepted it (PUT_VALUE answered; ADD_PROVIDER written, as it has no answer).
+    /// Peers that accepted it (PUT_VALUE answered; ADD_PROVIDER written, as it has no answer;
+    /// a provider batch answered `STORED`).
     pub succeeded: Vec<PeerId>,
-    /// Peers the request failed for.
+    /// Peers the request failed for (or whose batch answer refused the record).
     pub failed: Vec<PeerId>,
+    /// Of [`succeeded`](Self::succeeded), the peers that took the record in a batch of the
+    /// batched provide protocol ([`Feature::ProvideBatch`]), so that it is known to be stored
+    /// and durable there; the others were sent ADD_PROVIDER.
+    pub batched: Vec<PeerId>,
 }
 
 /// The providers of a key as they arrive: the stream of [`find_providers`].
@@ -149,6 +156,16 @@ pub trait Dht: Send + Sync {
         generic::find_peer(self, peer)
     }
 
+    /// See [`find_feature_peers`].
+    fn find_feature_peers(
+        &self,
+        key: &[u8],
+        feature: Feature,
+        n: usize,
+    ) -> impl Future<Output = Result<Outcome<Vec<PeerInfo>>, Error>> + Send {
+        generic::find_feature_peers(self, key, feature, n)
+    }
+
     /// See [`get_value`].
     fn get_value<V: RecordValidator + ?Sized>(
         &self,
@@ -214,6 +231,15 @@ macro_rules! forward_dht {
                 (**self).find_peer(peer)
             }
 
+            fn find_feature_peers(
+                &self,
+                key: &[u8],
+                feature: Feature,
+                n: usize,
+            ) -> impl Future<Output = Result<Outcome<Vec<PeerInfo>>, Error>> + Send {
+                (**self).find_feature_peers(key, feature, n)
+            }
+
             fn get_value<V: RecordValidator + ?Sized>(
                 &self,
                 key: &[u8],
@@ -270,6 +296,42 @@ pub async fn find_peer<D: Dht + ?Sized>(
     dht.find_peer(peer).await
 }
 
+/// The up to `n` peers closest to `key` that are known to support `feature`
+/// ([`Network::supports`]), closest first: the seed's `FindFeaturePeers(t, feature, n)`.
+///
+/// The generic algorithm ([`generic::find_feature_peers`]) widens
+/// [`Dht::find_closest_peers`] until `n` of the peers found have the feature, or the walk
+/// reached [`MAX_FEATURE_WIDTH`] peers, or the network has no more. Fewer than `n` peers (none
+/// in a network without the feature) is not an error.
+///
+/// # Errors
+/// [`Error::NoPeers`] when there is no peer to start from.
+pub async fn find_feature_peers<D: Dht + ?Sized>(
+    dht: &D,
+    key: &[u8],
+    feature: Feature,
+    n: usize,
+) -> Result<Outcome<Vec<PeerInfo>>, Error> {
+    dht.find_feature_peers(key, feature, n).await
+}
+
+/// The most peers the generic [`find_feature_peers`] asks [`Dht::find_closest_peers`] for
+/// while it widens its walk: 8 × k (160 in the Amino DHT).
+pub const MAX_FEATURE_WIDTH: usize = 8 * dht_proto::K_VALUE;
+
+/// The peers of `peers` that `network` says support `feature`, in their order.
+pub(crate) fn with_feature<N: Network + ?Sized>(
+    network: &N,
+    peers: &[PeerInfo],
+    feature: Feature,
+) -> Vec<PeerInfo> {
+    peers
+        .iter()
+        .filter(|p| network.supports(&p.peer_id, feature))
+        .cloned()
+        .collect()
+}
+
 /// The best value record stored under `key`.
 ///
 /// Asks the peers closest to `key` for it until `quorum` of them (at least 1) returned
@@ -307,9 +369,11 @@ pub fn find_providers<'a, D: Dht + ?Sized>(
     dht.find_providers(key, count)
 }
 
-/// Announces `provider` as a provider of `key` to the k peers closest to it (ADD_PROVIDER).
-/// The provider should be the local node with its addresses: servers keep only entries
-/// whose peer id is the sender's.
+/// Announces `provider` as a provider of `key` to the k peers closest to it: a batch of the
+/// one key ([`Network::provide_batch`]) to those of them that support
+/// [`Feature::ProvideBatch`], ADD_PROVIDER to the others (and to a peer that refuses the
+/// batch protocol after all). The provider should be the local node with its addresses:
+/// servers keep only entries whose peer id is the sender's.
 ///
 /// # Errors
 /// [`Error::NoPeers`] when there is no peer to start from.
@@ -510,6 +574,35 @@ pub mod generic {
         Ok(closest.map(|peers| peers.into_iter().find(|p| p.peer_id == peer)))
     }
 
+    /// [`find_feature_peers`](super::find_feature_peers): the closest peers, `max(n, k)` of
+    /// them and twice as many each time until `n` of them have `feature`, at most
+    /// [`MAX_FEATURE_WIDTH`](super::MAX_FEATURE_WIDTH) (or `n` if larger); stops early when
+    /// the network returned fewer peers than asked for.
+    ///
+    /// # Errors
+    /// Those of [`Dht::find_closest_peers`].
+    pub async fn find_feature_peers<D: Dht + ?Sized>(
+        dht: &D,
+        key: &[u8],
+        feature: Feature,
+        n: usize,
+    ) -> Result<Outcome<Vec<PeerInfo>>, Error> {
+        let bound = super::MAX_FEATURE_WIDTH.max(n);
+        let mut width = n.max(k(&dht.config())).min(bound);
+        let mut stats = OpStats::default();
+        loop {
+            let closest = dht.find_closest_peers(key, width).await?;
+            stats.merge(&closest.stats);
+            let mut found = with_feature(dht.network(), &closest.value, feature);
+            let exhausted = closest.value.len() < width;
+            if found.len() >= n || exhausted || width >= bound {
+                found.truncate(n);
+                return Ok(Outcome::new(found, stats));
+            }
+            width = width.saturating_mul(2).min(bound);
+        }
+    }
+
     /// [`get_value`](super::get_value): GET_VALUE to the k closest peers, α at a time, until
     /// the quorum agrees; then the correction of outdated peers.
     ///
@@ -610,7 +703,11 @@ pub mod generic {
         deliver(dht, &key, Request::PutValue { record }).await
     }
 
-    /// [`provide`](super::provide): the k closest peers, then ADD_PROVIDER to each.
+    /// [`provide`](super::provide): the k closest peers; a batch of the one key to those
+    /// with [`Feature::ProvideBatch`] (the closest peers with the feature, as
+    /// [`find_feature_peers`] picks them, here among the k closest: a batch goes only to a
+    /// server among the key's closest), ADD_PROVIDER to the rest of the k closest, and to a
+    /// peer that answers [`RpcError::Unsupported`].
     ///
     /// # Errors
     /// Those of [`Dht::find_closest_peers`].
@@ -619,11 +716,95 @@ pub mod generic {
         key: &[u8],
         provider: PeerInfo,
     ) -> Result<Outcome<Delivery>, Error> {
+        let config = dht.config();
+        let closest = dht.find_closest_peers(key, k(&config)).await?;
+        let started = Instant::now();
+        let stats = SharedStats::new();
+        let network = dht.network();
+        let capable = with_feature(network, &closest.value, Feature::ProvideBatch);
+        let timeout = config.driver.request_timeout;
+        let batch = ProvideBatch {
+            provider: provider.clone(),
+            keys: vec![key.to_vec()],
+        };
+        let mut results: Vec<(PeerInfo, Result<bool, RpcError>)> = futures::stream::iter(capable)
+            .map(|peer| {
+                let batch = batch.clone();
+                let stats = stats.clone();
+                async move {
+                    stats.update(|s| s.record_batch(peer.peer_id));
+                    let answer = tokio::time::timeout(timeout, network.provide_batch(&peer, batch))
+                        .await
+                        .unwrap_or(Err(RpcError::Timeout));
+                    let result = match answer {
+                        Ok(answer) if answer.error.is_none() && answer.answers(1) => {
+                            Ok(answer.statuses[0].is_stored())
+                        }
+                        Ok(answer) => Err(RpcError::Other(match answer.error {
+                            Some(e) => e.to_string(),
+                            None => "a batch answer that does not match its keys".into(),
+                        })),
+                        Err(e) => Err(e),
+                    };
+                    if !matches!(result, Err(RpcError::Unsupported(_))) {
+                        stats.update(|s| s.record_result(&result));
+                    }
+                    (peer, result)
+                }
+            })
+            .buffer_unordered(config.query.alpha.max(1))
+            .collect()
+            .await;
+        let batched: HashSet<PeerId> = results
+            .iter()
+            .filter(|(_, r)| !matches!(r, Err(RpcError::Unsupported(_))))
+            .map(|(p, _)| p.peer_id)
+            .collect();
+        let plain: Vec<PeerInfo> = closest
+            .value
+            .into_iter()
+            .filter(|p| !batched.contains(&p.peer_id))
+            .collect();
         let request = Request::AddProvider {
             key: key.to_vec(),
             providers: vec![provider],
         };
-        deliver(dht, key, request).await
+        results.retain(|(p, _)| batched.contains(&p.peer_id));
+        let sent: Vec<_> = send_each(
+            network,
+            plain,
+            request,
+            config.query.alpha,
+            timeout,
+            stats.clone(),
+        )
+        .collect()
+        .await;
+        let mut all: Vec<(PeerInfo, Result<bool, RpcError>, bool)> = results
+            .into_iter()
+            .map(|(p, r)| (p, r, true))
+            .chain(sent.into_iter().map(|(p, r)| (p, r.map(|_| true), false)))
+            .collect();
+        all.sort_by_key(|a| a.0.peer_id);
+        let mut delivery = Delivery::default();
+        for (peer, result, by_batch) in all {
+            dht.observe(&peer, event_of(&result));
+            match result {
+                Ok(true) => {
+                    delivery.succeeded.push(peer.peer_id);
+                    if by_batch {
+                        delivery.batched.push(peer.peer_id);
+                    }
+                }
+                Ok(false) | Err(_) => delivery.failed.push(peer.peer_id),
+            }
+        }
+        let mut total = closest.stats;
+        let mut direct = stats.snapshot();
+        direct.rounds = 1;
+        direct.elapsed = started.elapsed();
+        total.merge(&direct);
+        Ok(Outcome::new(delivery, total))
     }
 
     /// [`find_providers`](super::find_providers): the k closest peers, then GET_PROVIDERS to

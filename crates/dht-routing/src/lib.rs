@@ -15,8 +15,8 @@ mod target;
 pub use client::{ClientConfig, DhtClient};
 pub use crawl::{CrawlConfig, crawl};
 pub use dht::{
-    Delivery, Dht, GetValue, ProviderStream, find_closest_peers, find_peer, find_providers,
-    generic, get_value, provide, put_value,
+    Delivery, Dht, GetValue, MAX_FEATURE_WIDTH, ProviderStream, find_closest_peers,
+    find_feature_peers, find_peer, find_providers, generic, get_value, provide, put_value,
 };
 pub use driver::{DriverConfig, QueryDriver, run_query};
 pub use error::Error;

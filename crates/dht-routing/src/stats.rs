@@ -19,6 +19,11 @@ use parking_lot::Mutex;
 pub struct OpStats {
     /// Requests sent, by type.
     pub requests: BTreeMap<MessageType, u64>,
+    /// Batches of the batched provide protocol sent
+    /// ([`Network::provide_batch`](crate::Network::provide_batch); not in
+    /// [`requests`](Self::requests), which counts `/ipfs/kad/1.0.0` messages). Their answers
+    /// count in [`successes`](Self::successes) and [`failures`](Self::failures).
+    pub batches: u64,
     /// Requests answered (for ADD_PROVIDER: written).
     pub successes: u64,
     /// Requests that failed, timeouts included.
@@ -54,6 +59,7 @@ impl OpStats {
         for (ty, n) in &other.requests {
             *self.requests.entry(*ty).or_default() += n;
         }
+        self.batches += other.batches;
         self.successes += other.successes;
         self.failures += other.failures;
         self.timeouts += other.timeouts;
@@ -65,6 +71,12 @@ impl OpStats {
     /// Records a request of type `ty` sent to `peer`.
     pub fn record_request(&mut self, peer: PeerId, ty: MessageType) {
         *self.requests.entry(ty).or_default() += 1;
+        self.contacted.insert(peer);
+    }
+
+    /// Records a batch of the batched provide protocol sent to `peer`.
+    pub fn record_batch(&mut self, peer: PeerId) {
+        self.batches += 1;
         self.contacted.insert(peer);
     }
 

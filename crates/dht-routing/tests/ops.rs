@@ -8,9 +8,9 @@ use std::{sync::Arc, time::Duration};
 use common::{Behaviour, Handle, SeqValidator, TestNet, client};
 use dht_proto::{K_VALUE, Key, MessageType, PeerId, PeerInfo, Record, Request};
 use dht_routing::{
-    ClientConfig, ClosestPeersQuery, CrawlConfig, Dht, DhtClient, DriverConfig, Error, Outcome,
-    QueryConfig, QueryDriver, crawl, find_closest_peers, find_peer, find_providers, get_value,
-    provide, put_value, run_query,
+    ClientConfig, ClosestPeersQuery, CrawlConfig, Dht, DhtClient, DriverConfig, Error, Feature,
+    MAX_FEATURE_WIDTH, Outcome, QueryConfig, QueryDriver, crawl, find_closest_peers,
+    find_feature_peers, find_peer, find_providers, get_value, provide, put_value, run_query,
 };
 use dht_routing_table::{FullRoutingTable, KBucketTable, ManualClock, RoutingTable};
 use futures::StreamExt;
@@ -448,4 +448,131 @@ async fn a_minimal_dht_gets_every_operation() {
             .map(|p| p.peer_id),
         Some(target)
     );
+}
+
+/// The generic provide sends a batch of the one key to the closest peers that speak the
+/// batched provide protocol, and ADD_PROVIDER to the rest of the k closest (also to one that
+/// lists the protocol but refuses it); the record sits on all of the k closest.
+#[tokio::test(start_paused = true)]
+async fn provide_batches_to_capable_closest_and_add_provider_to_the_rest() {
+    let net = Arc::new(TestNet::new(300, 23));
+    // Every other node takes batches; every fifth of the others lists it and refuses.
+    for i in 0..300 {
+        if i % 2 == 0 {
+            net.batch.lock().insert(i, true);
+        } else if i % 5 == 0 {
+            net.batch.lock().insert(i, false);
+        }
+    }
+    let key = b"a batched key".to_vec();
+    let me = 7;
+    let dht = Minimal {
+        net: Handle {
+            net: net.clone(),
+            from: me,
+        },
+        me,
+    };
+    let out = provide(&dht, &key, net.nodes[me].info.clone())
+        .await
+        .unwrap();
+    let closest = net.true_closest(&Key::hash(&key), K_VALUE, me);
+    let capable = closest
+        .iter()
+        .filter(|p| net.batch.lock().get(&net.index[*p]) == Some(&true))
+        .count() as u64;
+    let batches = net.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let add_provider = out.stats.requests_of(MessageType::AddProvider);
+    eprintln!(
+        "{capable} of the 20 closest take batches: {batches} batches, {add_provider} ADD_PROVIDER"
+    );
+    assert!(capable > 0 && capable < K_VALUE as u64);
+    assert_eq!(out.value.succeeded.len(), K_VALUE);
+    assert!(out.value.failed.is_empty());
+    assert_eq!(batches, capable);
+    assert_eq!(add_provider, K_VALUE as u64 - capable);
+    assert_eq!(out.value.batched.len() as u64, capable);
+    assert_eq!(out.stats.batches, capable);
+    for p in closest {
+        let held = net.nodes[net.index[&p]].providers.lock()[&key].clone();
+        assert!(held.iter().any(|h| h.peer_id == net.nodes[me].info.peer_id));
+    }
+}
+
+/// find_feature_peers widens its walk until n of the peers found have the feature: they are
+/// the n closest with it; in a network without the feature the walk stops at its bound.
+#[tokio::test(start_paused = true)]
+async fn find_feature_peers_walks_until_enough_have_the_feature() {
+    let net = Arc::new(TestNet::new(600, 29));
+    // One node in four has the feature.
+    for i in (0..600).step_by(4) {
+        net.batch.lock().insert(i, true);
+    }
+    let key = b"a key for features".to_vec();
+    let target = Key::hash(&key);
+    let me = 3;
+    let c = client(&net, me, config());
+    let out = find_feature_peers(&c, &key, Feature::ProvideBatch, 10)
+        .await
+        .unwrap();
+    let found: Vec<PeerId> = out.value.iter().map(|p| p.peer_id).collect();
+    // The ground truth: the 10 closest of the nodes with the feature.
+    let truth: Vec<PeerId> = net
+        .true_closest(&target, 600, me)
+        .into_iter()
+        .filter(|p| net.lists_batch(net.index[p]))
+        .take(10)
+        .collect();
+    let common = found.iter().filter(|p| truth.contains(p)).count();
+    eprintln!(
+        "feature on 1 in 4: found {} ({common} of the true 10), {} FIND_NODE",
+        found.len(),
+        out.stats.requests_of(MessageType::FindNode)
+    );
+    assert_eq!(found.len(), 10);
+    assert!(found.iter().all(|p| net.lists_batch(net.index[p])));
+    assert!(common >= 9, "{common} of 10");
+    // Closest first.
+    let d: Vec<_> = out
+        .value
+        .iter()
+        .map(|p| target.distance(&p.key()))
+        .collect();
+    assert!(d.windows(2).all(|w| w[0] <= w[1]));
+    // A walk for one is a walk for k: the first width is k.
+    let one = find_feature_peers(&c, &key, Feature::ProvideBatch, 1)
+        .await
+        .unwrap();
+    assert_eq!(one.value.len(), 1);
+    assert_eq!(one.value[0].peer_id, truth[0]);
+
+    // Nobody has it: nothing found, and the walk stopped at its bound.
+    net.batch.lock().clear();
+    let none = find_feature_peers(&c, &key, Feature::ProvideBatch, 5)
+        .await
+        .unwrap();
+    assert!(none.value.is_empty());
+    let find_node = none.stats.requests_of(MessageType::FindNode);
+    eprintln!("no feature: {find_node} FIND_NODE for walks up to {MAX_FEATURE_WIDTH}");
+    assert!(find_node > 0 && find_node < 600, "{find_node}");
+
+    // A complete table answers without a walk.
+    let full = DhtClient::new(
+        net.nodes[me].info.clone(),
+        net.full_table(me),
+        Handle {
+            net: net.clone(),
+            from: me,
+        },
+        config(),
+    );
+    for i in (0..600).step_by(4) {
+        net.batch.lock().insert(i, true);
+    }
+    let out = find_feature_peers(&full, &key, Feature::ProvideBatch, 10)
+        .await
+        .unwrap();
+    assert_eq!(out.stats.total_requests(), 0);
+    let found: Vec<PeerId> = out.value.iter().map(|p| p.peer_id).collect();
+    assert_eq!(found, truth);
 }

@@ -183,6 +183,10 @@ pub struct SimConfig {
     pub start_time: UnixSecs,
     /// What servers do with the ADD_PROVIDER messages they receive (default: store them).
     pub provider_records: ProviderRecords,
+    /// Share of the servers that speak the batched provide protocol
+    /// (`/amino-dht-rs/provide-batch/1.0.0`): each node, joiners included, does with this
+    /// probability, drawn from the seed and its index (default 0: none).
+    pub provide_batch_share: f64,
 }
 
 /// What simulated servers do with the provider records (ADD_PROVIDER) they receive.
@@ -218,6 +222,7 @@ impl Default for SimConfig {
             handler: HandlerConfig::default().rate_limit(None),
             start_time: 1_700_000_000,
             provider_records: ProviderRecords::Store,
+            provide_batch_share: 0.0,
         }
     }
 }
@@ -271,6 +276,8 @@ impl SimConfig {
         start_time: UnixSecs;
         /// Sets [`SimConfig::provider_records`].
         provider_records: ProviderRecords;
+        /// Sets [`SimConfig::provide_batch_share`].
+        provide_batch_share: f64;
     }
 
     /// Sets [`Misbehaviour::silent`].
@@ -307,6 +314,7 @@ impl SimConfig {
         let shares = [
             ("loss", self.loss),
             ("omit", self.omit),
+            ("provide_batch_share", self.provide_batch_share),
             ("silent", m.silent),
             ("slow", m.slow),
             ("random_peers", m.random_peers),

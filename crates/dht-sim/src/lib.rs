@@ -18,7 +18,7 @@ pub use config::{Churn, Latency, Misbehaviour, ProviderRecords, SimConfig, Table
 pub use error::SimError;
 pub use lookup::{LookupReport, LookupSample, quantile};
 pub use network::{NetStats, NodeNetwork};
-pub use node::{Behaviour, RpcCounts, SimHandler, SimNode};
+pub use node::{Behaviour, PROVIDE_BATCH, RpcCounts, SimHandler, SimNode};
 pub use sim::{ChurnReport, Sim, SimClient, TableQuality};
 pub use validator::{SIM_NAMESPACE, SeqValidator};
 

@@ -6,11 +6,15 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use dht_handler::Sender;
-use dht_proto::{K_VALUE, Key, PeerId, PeerInfo, Request, Response};
-use dht_routing::{Network, RpcError};
+use dht_proto::{
+    K_VALUE, Key, MessageType, PeerId, PeerInfo, Request, Response,
+    batch::{KeyStatus, ProvideBatch, ProvideBatchResponse},
+};
+use dht_routing::{Feature, Network, RpcError};
 use dht_routing_table::{Direction, PeerEvent};
 use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use serde::Serialize;
@@ -74,6 +78,119 @@ impl Network for NodeNetwork {
         let to = peer.peer_id;
         async move { deliver(sim, me, to, request).await }
     }
+
+    /// A node speaks the batched provide protocol as
+    /// [`SimConfig::provide_batch_share`](crate::SimConfig::provide_batch_share) drew it
+    /// (what its identify would list), whether or not it is still alive.
+    fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+        feature == Feature::ProvideBatch
+            && self
+                .sim
+                .index_of(peer)
+                .and_then(|i| self.sim.node(i))
+                .is_some_and(|n| n.provide_batch)
+    }
+
+    fn provide_batch(
+        &self,
+        peer: &PeerInfo,
+        batch: ProvideBatch,
+    ) -> impl Future<Output = Result<ProvideBatchResponse, RpcError>> + Send {
+        let sim = self.sim.clone();
+        let me = self.me;
+        let to = peer.peer_id;
+        async move { deliver_batch(sim, me, to, batch).await }
+    }
+}
+
+/// A batch of the batched provide protocol, as a request that expects a response travels
+/// (latency, loss, silent and slow servers); a server that does not speak the protocol
+/// refuses the stream after one latency ([`RpcError::Unsupported`]). The server's side is
+/// [`Handler::provide_batch`](dht_handler::Handler::provide_batch), or with
+/// [`ProviderRecords::Count`] a count and every key answered `STORED`.
+async fn deliver_batch(
+    sim: Arc<SimInner>,
+    from: usize,
+    to: PeerId,
+    batch: ProvideBatch,
+) -> Result<ProvideBatchResponse, RpcError> {
+    let config = &sim.config;
+    let Some(sender) = sim.node(from) else {
+        return Err(RpcError::Other(format!("no simulated node {from}")));
+    };
+    let link = match connect(&sim, &sender, &to).await {
+        Ok(link) => link,
+        Err(e) => {
+            sender.counters.batch_sent(batch.keys.len());
+            return Err(e);
+        }
+    };
+    let Link {
+        target,
+        out,
+        back,
+        lost_out,
+        lost_back,
+        ..
+    } = link;
+    if !target.provide_batch {
+        // Negotiation fails: nothing was sent.
+        tokio::time::sleep(out + back).await;
+        return Err(RpcError::Unsupported(Feature::ProvideBatch));
+    }
+    sender.counters.batch_sent(batch.keys.len());
+    let mut body = Vec::new();
+    dht_proto::batch::encode_request_body(&batch, &mut body);
+    sender.counters.record_bytes(framed_len(body.len()));
+    tokio::time::sleep(out).await;
+    if lost_out {
+        bump(&sim.net.lost);
+        return std::future::pending().await;
+    }
+    if !target.is_alive() || target.behaviour == Behaviour::Silent {
+        bump(&sim.net.unanswered);
+        return std::future::pending().await;
+    }
+    target.counters.batch_received(batch.keys.len());
+    let now = dht_routing_table::Clock::now(&sim.clock);
+    if sender.behaviour.answers() && !target.table.contains(&sender.info.peer_id) {
+        target
+            .table
+            .update_at(&sender.info, PeerEvent::Seen(Direction::Outbound), now);
+    }
+    let answer = if sim.config.provider_records == ProviderRecords::Count {
+        ProvideBatchResponse {
+            statuses: vec![KeyStatus::Stored; batch.keys.len()],
+            error: None,
+        }
+    } else {
+        target
+            .handler
+            .provide_batch(&Sender::server(sender.info.clone()), batch, now)
+    };
+    if target.behaviour == Behaviour::Slow {
+        tokio::time::sleep(config.slow_delay).await;
+    }
+    tokio::time::sleep(back).await;
+    if lost_back {
+        bump(&sim.net.lost);
+        return std::future::pending().await;
+    }
+    let mut body = Vec::new();
+    dht_proto::batch::encode_response_body(&answer, &mut body);
+    sender.counters.record_bytes(framed_len(body.len()));
+    Ok(answer)
+}
+
+/// The bytes of a message of `body` bytes with its unsigned-varint length prefix.
+fn framed_len(body: usize) -> usize {
+    let mut prefix = 1;
+    let mut v = body >> 7;
+    while v > 0 {
+        prefix += 1;
+        v >>= 7;
+    }
+    prefix + body
 }
 
 /// What happened to messages on the network, beyond the per-type request counts.
@@ -113,6 +230,52 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A message's way to a live server: the server, and the message's draws (from the seed, the
+/// two ends and the sender's message count).
+struct Link {
+    target: Arc<SimNode>,
+    /// The rest of the message's draws (a misbehaving server's peers, omissions).
+    rng: SmallRng,
+    out: Duration,
+    back: Duration,
+    lost_out: bool,
+    lost_back: bool,
+}
+
+/// Reaches `to` from `sender`: noted among its contacts (while tracked); a node that left, or
+/// an unknown peer, fails with [`RpcError::Unreachable`] after the dial timeout.
+async fn connect(sim: &SimInner, sender: &SimNode, to: &PeerId) -> Result<Link, RpcError> {
+    let config = &sim.config;
+    let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
+    let target = sim.index_of(to).and_then(|i| sim.node(i));
+    if let (Some(t), Some(contacts)) = (&target, sender.contacts.lock().as_mut()) {
+        contacts.insert(t.index);
+    }
+    let Some(target) = target.filter(|t| t.is_alive()) else {
+        bump(&sim.net.unreachable);
+        tokio::time::sleep(config.dial_timeout).await;
+        return Err(RpcError::Unreachable("connection refused".into()));
+    };
+    let mut rng = SmallRng::seed_from_u64(mix(&[
+        config.seed,
+        sender.index as u64,
+        target.index as u64,
+        seq,
+    ]));
+    let out = config.latency.draw(rng.next_u64());
+    let back = config.latency.draw(rng.next_u64());
+    let lost_out = rng.random::<f64>() < config.loss;
+    let lost_back = rng.random::<f64>() < config.loss;
+    Ok(Link {
+        target,
+        rng,
+        out,
+        back,
+        lost_out,
+        lost_back,
+    })
+}
+
 async fn deliver(
     sim: Arc<SimInner>,
     from: usize,
@@ -125,22 +288,19 @@ async fn deliver(
         return Err(RpcError::Other(format!("no simulated node {from}")));
     };
     sender.counters.sent(ty);
-    let seq = sender.seq.fetch_add(1, Ordering::Relaxed);
-    let target = sim.index_of(&to).and_then(|i| sim.node(i));
-    if let (Some(t), Some(contacts)) = (&target, sender.contacts.lock().as_mut()) {
-        contacts.insert(t.index);
+    if ty == MessageType::AddProvider {
+        let mut body = Vec::new();
+        dht_proto::wire::encode_request_body(&request, &mut body);
+        sender.counters.record_bytes(framed_len(body.len()));
     }
-    let Some(target) = target.filter(|t| t.is_alive()) else {
-        bump(&sim.net.unreachable);
-        tokio::time::sleep(config.dial_timeout).await;
-        return Err(RpcError::Unreachable("connection refused".into()));
-    };
-    let mut rng =
-        SmallRng::seed_from_u64(mix(&[config.seed, from as u64, target.index as u64, seq]));
-    let out = config.latency.draw(rng.next_u64());
-    let back = config.latency.draw(rng.next_u64());
-    let lost_out = rng.random::<f64>() < config.loss;
-    let lost_back = rng.random::<f64>() < config.loss;
+    let Link {
+        target,
+        mut rng,
+        out,
+        back,
+        lost_out,
+        lost_back,
+    } = connect(&sim, &sender, &to).await?;
 
     if !ty.expects_response() {
         // Written to the stream; the server handles it one latency later.

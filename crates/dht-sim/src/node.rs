@@ -38,11 +38,22 @@ impl Behaviour {
     }
 }
 
+/// The name [`RpcCounts`] lists batches of the batched provide protocol under, beside the
+/// `/ipfs/kad/1.0.0` message types.
+pub const PROVIDE_BATCH: &str = "PROVIDE_BATCH";
+
 /// Requests of each type, sent and received, by one node or by all.
 #[derive(Debug, Default)]
 pub(crate) struct NodeCounters {
     sent: [AtomicU64; 6],
     received: [AtomicU64; 6],
+    /// Provider batches sent and received, and the records they carried.
+    batches_sent: AtomicU64,
+    batch_records_sent: AtomicU64,
+    batches_received: AtomicU64,
+    batch_records_received: AtomicU64,
+    /// Bytes of the provider-record messages sent (see [`RpcCounts::record_bytes`]).
+    record_bytes: AtomicU64,
 }
 
 fn slot(ty: MessageType) -> usize {
@@ -63,6 +74,25 @@ impl NodeCounters {
         }
     }
 
+    /// A provider batch of `records` records sent.
+    pub(crate) fn batch_sent(&self, records: usize) {
+        self.batches_sent.fetch_add(1, Ordering::Relaxed);
+        self.batch_records_sent
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// `n` bytes of a message carrying provider records (or answering a batch of them).
+    pub(crate) fn record_bytes(&self, n: usize) {
+        self.record_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A provider batch of `records` records received by a live server.
+    pub(crate) fn batch_received(&self, records: usize) {
+        self.batches_received.fetch_add(1, Ordering::Relaxed);
+        self.batch_records_received
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RpcCounts {
         let read = |a: &[AtomicU64; 6]| {
             MessageType::ALL
@@ -74,24 +104,44 @@ impl NodeCounters {
                 .filter(|(_, n)| *n > 0)
                 .collect()
         };
+        let with_batches = |mut map: std::collections::BTreeMap<String, u64>, n: &AtomicU64| {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                map.insert(PROVIDE_BATCH.to_string(), n);
+            }
+            map
+        };
         RpcCounts {
-            sent: read(&self.sent),
-            received: read(&self.received),
+            sent: with_batches(read(&self.sent), &self.batches_sent),
+            received: with_batches(read(&self.received), &self.batches_received),
+            batch_records_sent: self.batch_records_sent.load(Ordering::Relaxed),
+            batch_records_received: self.batch_records_received.load(Ordering::Relaxed),
+            record_bytes: self.record_bytes.load(Ordering::Relaxed),
         }
     }
 }
 
-/// Requests by type (`FIND_NODE`, …), as sent by clients and as received by handlers.
+/// Requests by type (`FIND_NODE`, …, and [`PROVIDE_BATCH`] for batches of the batched
+/// provide protocol), as sent by clients and as received by handlers.
 ///
 /// A request is *sent* when a client hands it to the network and *received* when it reaches
 /// a live server's handler (lost requests and requests to nodes that left are sent, not
-/// received). Types with a count of zero are left out.
+/// received; a batch to a server that does not speak the protocol is neither). Types with a
+/// count of zero are left out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RpcCounts {
     /// Requests sent, by type name.
     pub sent: std::collections::BTreeMap<String, u64>,
     /// Requests received, by type name.
     pub received: std::collections::BTreeMap<String, u64>,
+    /// Provider records sent in batches (each ADD_PROVIDER is one record).
+    pub batch_records_sent: u64,
+    /// Provider records received in batches.
+    pub batch_records_received: u64,
+    /// Bytes of the messages that carry provider records, as the sender writes them (protobuf
+    /// body and length prefix, without libp2p's stream framing): ADD_PROVIDER and batch
+    /// requests sent, and the batch answers received back.
+    pub record_bytes: u64,
 }
 
 impl RpcCounts {
@@ -105,8 +155,21 @@ impl RpcCounts {
         self.received.get(ty.as_str()).copied().unwrap_or(0)
     }
 
+    /// Provider batches sent.
+    pub fn batches_sent(&self) -> u64 {
+        self.sent.get(PROVIDE_BATCH).copied().unwrap_or(0)
+    }
+
+    /// Provider batches received.
+    pub fn batches_received(&self) -> u64 {
+        self.received.get(PROVIDE_BATCH).copied().unwrap_or(0)
+    }
+
     /// Adds `other`'s counts.
     pub fn add(&mut self, other: &RpcCounts) {
+        self.batch_records_sent += other.batch_records_sent;
+        self.batch_records_received += other.batch_records_received;
+        self.record_bytes += other.record_bytes;
         for (ty, n) in &other.sent {
             *self.sent.entry(ty.clone()).or_default() += n;
         }
@@ -126,6 +189,8 @@ pub struct SimNode {
     pub(crate) info: PeerInfo,
     pub(crate) key: Key,
     pub(crate) behaviour: Behaviour,
+    /// Speaks the batched provide protocol (lists it in identify) as a server.
+    pub(crate) provide_batch: bool,
     pub(crate) table: Arc<KBucketTable>,
     pub(crate) store: Arc<MemoryStore>,
     pub(crate) handler: SimHandler,
@@ -159,6 +224,12 @@ impl SimNode {
     /// How the node acts as a server.
     pub fn behaviour(&self) -> Behaviour {
         self.behaviour
+    }
+
+    /// Whether the node speaks the batched provide protocol as a server
+    /// ([`SimConfig::provide_batch_share`](crate::SimConfig::provide_batch_share)).
+    pub fn speaks_provide_batch(&self) -> bool {
+        self.provide_batch
     }
 
     /// The node's routing table.

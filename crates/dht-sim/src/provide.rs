@@ -209,6 +209,11 @@ pub struct PhaseReport {
     pub find_node_rpcs: u64,
     /// ADD_PROVIDER messages the provider sent.
     pub add_provider_rpcs: u64,
+    /// Batches of the batched provide protocol the provider sent (to servers that speak it,
+    /// [`SimConfig::provide_batch_share`](crate::SimConfig::provide_batch_share)).
+    pub provide_batches: u64,
+    /// Provider records those batches carried.
+    pub batch_records: u64,
     /// Other requests the provider sent (GET_PROVIDERS, PING, …).
     pub other_rpcs: u64,
     /// Lookups: regions explored by the sweep, DHT walks (one per key) by the per-key provider.
@@ -227,8 +232,16 @@ pub struct PhaseReport {
     pub mean_holders: Option<f64>,
     /// The 5th percentile of that number over the checked keys.
     pub p5_holders: Option<u64>,
-    /// ADD_PROVIDER messages sent per key provided.
+    /// Provider records sent per key provided (ADD_PROVIDER messages, and records in
+    /// batches).
     pub records_per_key: f64,
+    /// Messages that carried provider records (ADD_PROVIDER and batches) per key provided.
+    pub record_messages_per_key: f64,
+    /// Bytes of those messages and of the batch answers (see
+    /// [`RpcCounts::record_bytes`](crate::RpcCounts::record_bytes)).
+    pub record_bytes: u64,
+    /// [`record_bytes`](Self::record_bytes) per key provided.
+    pub record_bytes_per_key: f64,
     /// Share of the sampled keys that `find_providers` found from a random other node.
     pub findable_fraction: Option<f64>,
     /// Keys sampled for findability.
@@ -249,6 +262,17 @@ pub struct PhaseReport {
     pub min_mean_holders: Option<f64>,
     /// The lowest `p5_holders` of [`PhaseReport::holder_samples`].
     pub min_p5_holders: Option<u64>,
+}
+
+impl PhaseReport {
+    /// Sets the per-key figures for a phase that provided `keys` keys.
+    fn per_key(&mut self, keys: u64) {
+        let keys = keys.max(1) as f64;
+        self.records_per_key = (self.add_provider_rpcs + self.batch_records) as f64 / keys;
+        self.record_messages_per_key =
+            (self.add_provider_rpcs + self.provide_batches) as f64 / keys;
+        self.record_bytes_per_key = self.record_bytes as f64 / keys;
+    }
 }
 
 /// One sample of the holders of the keys.
@@ -286,6 +310,12 @@ pub struct ProvideReport {
     pub find_node_rpcs: u64,
     /// ADD_PROVIDER messages of both phases.
     pub add_provider_rpcs: u64,
+    /// Provider batches of both phases.
+    pub provide_batches: u64,
+    /// Records in provider batches of both phases.
+    pub batch_records: u64,
+    /// Share of the servers that speak the batched provide protocol.
+    pub provide_batch_share: f64,
     /// Lookups of both phases.
     pub lookups: u64,
     /// Distinct nodes contacted over both phases.
@@ -586,7 +616,7 @@ where
         }
     }
     let mut provide = before.phase(sim, me, &provider, wall.elapsed().as_secs_f64());
-    provide.records_per_key = provide.add_provider_rpcs as f64 / config.keys.max(1) as f64;
+    provide.per_key(config.keys);
     let mut contacted: HashSet<usize> = sim.contacted(me).into_iter().collect();
     // Let the last messages land before looking at the servers' stores.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -643,8 +673,7 @@ where
             None => ChurnReport::default(),
         };
         let mut phase = before.phase(sim, me, &provider, wall.elapsed().as_secs_f64());
-        phase.records_per_key =
-            phase.add_provider_rpcs as f64 / (config.keys + ingest.keys).max(1) as f64;
+        phase.per_key(config.keys + ingest.keys);
         phase.churn = churn_report;
         contacted.extend(sim.contacted(me));
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -690,6 +719,9 @@ where
         churn: config.churn,
         find_node_rpcs: both(|p| p.find_node_rpcs),
         add_provider_rpcs: both(|p| p.add_provider_rpcs),
+        provide_batches: both(|p| p.provide_batches),
+        batch_records: both(|p| p.batch_records),
+        provide_batch_share: sim.config().provide_batch_share,
         lookups: both(|p| p.lookups),
         distinct_peers_contacted: contacted.len(),
         placement_fraction: last.placement_fraction,
@@ -994,6 +1026,9 @@ struct Snapshot {
     at: tokio::time::Instant,
     find_node: u64,
     add_provider: u64,
+    batches: u64,
+    batch_records: u64,
+    record_bytes: u64,
     total: u64,
     lookups: u64,
     keys_failed: u64,
@@ -1006,6 +1041,9 @@ impl Snapshot {
             at: tokio::time::Instant::now(),
             find_node: counts.sent_of(MessageType::FindNode),
             add_provider: counts.sent_of(MessageType::AddProvider),
+            batches: counts.batches_sent(),
+            batch_records: counts.batch_records_sent,
+            record_bytes: counts.record_bytes,
             total: counts.sent.values().sum(),
             lookups: p.lookups(),
             keys_failed: p.stats().keys_failed,
@@ -1022,10 +1060,17 @@ impl Snapshot {
         let now = Snapshot::take(sim, me, p);
         let find_node_rpcs = now.find_node - self.find_node;
         let add_provider_rpcs = now.add_provider - self.add_provider;
+        let provide_batches = now.batches - self.batches;
         PhaseReport {
             find_node_rpcs,
             add_provider_rpcs,
-            other_rpcs: (now.total - self.total) - find_node_rpcs - add_provider_rpcs,
+            provide_batches,
+            batch_records: now.batch_records - self.batch_records,
+            record_bytes: now.record_bytes - self.record_bytes,
+            other_rpcs: (now.total - self.total)
+                - find_node_rpcs
+                - add_provider_rpcs
+                - provide_batches,
             lookups: now.lookups - self.lookups,
             distinct_peers_contacted: sim.contacts(me),
             keys_failed: now.keys_failed - self.keys_failed,

@@ -34,6 +34,7 @@ pub type SimClient = DhtClient<Arc<KBucketTable>, NodeNetwork>;
 /// Tags separating the streams of random draws derived from the seed.
 const TAG_REFRESH: u64 = 0x7265_6672;
 const TAG_FAST: u64 = 0x6661_7374;
+const TAG_BATCH: u64 = 0x6261_7463;
 
 /// SplitMix64's finaliser.
 fn splitmix(mut x: u64) -> u64 {
@@ -289,11 +290,17 @@ impl Sim {
             config.handler.clone(),
         )
         .with_validator(validator);
+        // Whether it speaks the batched provide protocol: a draw of its own (from the seed and
+        // its index), so that the other draws do not change with the share.
+        let draw =
+            (mix(&[config.seed, TAG_BATCH, index as u64]) >> 11) as f64 / (1u64 << 53) as f64;
+        let provide_batch = draw < config.provide_batch_share;
         Ok(SimNode {
             index,
             info,
             key,
             behaviour,
+            provide_batch,
             table,
             store,
             handler,

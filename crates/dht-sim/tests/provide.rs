@@ -233,3 +233,97 @@ fn small_scale_targets_in_a_network_that_misbehaves() {
         assert!(report.max_behind_secs.unwrap() < 3_600);
     });
 }
+
+/// A mixed network: half the servers speak the batched provide protocol. The sweep sends them
+/// their records in batches and the others ADD_PROVIDER, in the same slices: every key is
+/// placed and findable (also after a reprovide cycle with the first records dropped), records
+/// went both ways, and the provider sent far fewer messages than on the same network where no
+/// server speaks it; where all do, no ADD_PROVIDER at all.
+#[test]
+fn mixed_network_batches_to_the_servers_that_speak_it() {
+    let keys = 3_000;
+    let run = |share: f64| {
+        dht_sim::runtime().unwrap().block_on(async {
+            let sim = Sim::build(sim_config(300, 31).provide_batch_share(share))
+                .await
+                .unwrap();
+            let speaking = sim
+                .live_nodes()
+                .into_iter()
+                .filter(|&i| sim.node(i).is_some_and(|n| n.speaks_provide_batch()))
+                .count();
+            let config = ProvideConfig::new(Strategy::Sweep, keys)
+                .findable_sample(200)
+                .interval(Duration::from_secs(3600));
+            let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
+                .await
+                .unwrap();
+            let received = sim.counts().batch_records_received;
+            (report, speaking, received)
+        })
+    };
+    let (plain, plain_speaking, _) = run(0.0);
+    let (mixed, mixed_speaking, mixed_received) = run(0.5);
+    let (all, all_speaking, _) = run(1.0);
+    let messages = |p: &dht_sim::provide::PhaseReport| p.add_provider_rpcs + p.provide_batches;
+    for (name, r) in [("plain", &plain), ("mixed", &mixed), ("all", &all)] {
+        let p = &r.provide;
+        eprintln!(
+            "{name}: {} ADD_PROVIDER, {} batches of {} records, {:.2} record messages and \
+             {:.0} bytes per key, placement {:?}, findable {:?} / after the cycle {:?}",
+            p.add_provider_rpcs,
+            p.provide_batches,
+            p.batch_records,
+            p.record_messages_per_key,
+            p.record_bytes_per_key,
+            p.placement_fraction,
+            p.findable_fraction,
+            r.findable_fraction
+        );
+    }
+    assert_eq!((plain_speaking, all_speaking), (0, 300));
+    assert!((120..=180).contains(&mixed_speaking), "{mixed_speaking}");
+    for r in [&plain, &mixed, &all] {
+        assert!(
+            r.provide.placement_fraction.unwrap() >= 0.99,
+            "{:?}",
+            r.provide
+        );
+        assert_eq!(r.provide.findable_fraction, Some(1.0), "{:?}", r.provide);
+        let cycle = r.reprovide.as_ref().unwrap();
+        assert!(cycle.placement_fraction.unwrap() >= 0.99, "{cycle:?}");
+        assert_eq!(cycle.findable_fraction, Some(1.0), "{cycle:?}");
+    }
+    let p = &mixed.provide;
+    // Records went both ways, about half each.
+    let records = p.add_provider_rpcs + p.batch_records;
+    assert!(records >= keys * 20, "{records}");
+    assert!(p.batch_records * 10 >= records * 3, "{p:?}");
+    assert!(p.add_provider_rpcs * 10 >= records * 3, "{p:?}");
+    // Every record sent in a batch reached its server (no loss here).
+    let batched = mixed.batch_records;
+    assert_eq!(mixed_received, batched);
+    // Fewer messages than all-plain; all-batch sends no ADD_PROVIDER.
+    assert_eq!(plain.provide.provide_batches, 0);
+    assert!(messages(p) * 10 < messages(&plain.provide) * 7, "{p:?}");
+    assert_eq!(all.provide.add_provider_rpcs, 0);
+    // And fewer bytes: the provider's id and addresses once per batch, not once per record.
+    let bytes = |r: &dht_sim::provide::ProvideReport| r.provide.record_bytes_per_key;
+    assert!(
+        bytes(&mixed) < bytes(&plain) * 0.8,
+        "{} vs {}",
+        bytes(&mixed),
+        bytes(&plain)
+    );
+    assert!(
+        bytes(&all) < bytes(&plain) * 0.5,
+        "{} vs {}",
+        bytes(&all),
+        bytes(&plain)
+    );
+    assert!(
+        messages(&all.provide) * 10 < messages(&plain.provide),
+        "{:?}",
+        all.provide
+    );
+}

@@ -88,13 +88,16 @@ pub(crate) fn spare_servers(unheard: usize, silent: f64, k: usize) -> usize {
 }
 
 /// The servers of `exploration` that `key` goes to, closest first: its k closest that are
-/// not `excluded`, and [`spare_servers`] more for the unheard among them.
+/// not `excluded`, and [`spare_servers`] more for the unheard among them. Servers in
+/// `answering` (those that take batches, whose answers say what they stored) need no spare:
+/// when one fails, its records go to the next closest then.
 pub(crate) fn targets<'a>(
     exploration: &'a Exploration,
     key: &Key,
     k: usize,
     silent: f64,
     excluded: &HashSet<PeerId>,
+    answering: &HashSet<PeerId>,
 ) -> Vec<&'a PeerInfo> {
     let wide = k + k / 2 + excluded.len().min(k);
     let mut closest: Vec<&PeerInfo> = closest_of(&exploration.servers, key, wide)
@@ -104,27 +107,33 @@ pub(crate) fn targets<'a>(
     let unheard = closest
         .iter()
         .take(k)
-        .filter(|p| !exploration.responded.contains(&p.peer_id))
+        .filter(|p| !exploration.responded.contains(&p.peer_id) && !answering.contains(&p.peer_id))
         .count();
     closest.truncate(k + spare_servers(unheard, silent, k));
     closest
 }
 
 /// Each peer's share of `keys`: the indexes of the keys it is to be sent, for the keys'
-/// [`targets`] that do not hold them yet (`stored`, per key).
+/// [`targets`] that neither hold them yet (`stored`, per key) nor refused them (`refused`,
+/// per key: a batch answer said FULL or INVALID_KEY).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn assign(
     exploration: &Exploration,
     keys: &[Key],
     stored: &[Vec<PeerTag>],
+    refused: &[Vec<PeerTag>],
     k: usize,
     silent: f64,
     excluded: &HashSet<PeerId>,
+    answering: &HashSet<PeerId>,
 ) -> BTreeMap<PeerId, (PeerInfo, Vec<usize>)> {
     let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
     for (i, key) in keys.iter().enumerate() {
         let held = stored.get(i).map_or(&[][..], Vec::as_slice);
-        for peer in targets(exploration, key, k, silent, excluded) {
-            if !held.contains(&peer_tag(&peer.peer_id)) {
+        let refusing = refused.get(i).map_or(&[][..], Vec::as_slice);
+        for peer in targets(exploration, key, k, silent, excluded, answering) {
+            let tag = peer_tag(&peer.peer_id);
+            if !held.contains(&tag) && !refusing.contains(&tag) {
                 per_peer
                     .entry(peer.peer_id)
                     .or_insert_with(|| (peer.clone(), Vec::new()))
@@ -166,7 +175,7 @@ mod tests {
     fn every_server_answering_means_exactly_k() {
         let ex = exploration(40, 3);
         let key = Key::hash(b"a key");
-        let t = targets(&ex, &key, 20, 0.0, &HashSet::new());
+        let t = targets(&ex, &key, 20, 0.0, &HashSet::new(), &HashSet::new());
         assert_eq!(t.len(), 20);
         let want: Vec<PeerId> = ex.closest(&key, 20).iter().map(|p| p.peer_id).collect();
         let got: Vec<PeerId> = t.iter().map(|p| p.peer_id).collect();
@@ -184,14 +193,18 @@ mod tests {
         assert_eq!(spare_servers(20, 0.9, 20), 10);
         let ex = exploration(40, 0);
         let key = Key::hash(b"a key");
-        let t = targets(&ex, &key, 20, 0.1, &HashSet::new());
+        let none = HashSet::new();
+        let t = targets(&ex, &key, 20, 0.1, &none, &none);
         assert_eq!(t.len(), 24);
+        // Servers that answer for what they store (batches) need no spare either.
+        let answering: HashSet<PeerId> = ex.servers.iter().map(|p| p.peer_id).collect();
+        assert_eq!(targets(&ex, &key, 20, 0.1, &none, &answering).len(), 20);
         // Servers heard from need no spare.
         let all = exploration(40, 40);
-        assert_eq!(targets(&all, &key, 20, 0.1, &HashSet::new()).len(), 20);
+        assert_eq!(targets(&all, &key, 20, 0.1, &none, &none).len(), 20);
         // Excluded servers are never targets.
         let gone: HashSet<PeerId> = ex.closest(&key, 3).iter().map(|p| p.peer_id).collect();
-        let t = targets(&ex, &key, 20, 0.1, &gone);
+        let t = targets(&ex, &key, 20, 0.1, &gone, &none);
         assert_eq!(t.len(), 24);
         assert!(t.iter().all(|p| !gone.contains(&p.peer_id)));
     }
@@ -206,11 +219,23 @@ mod tests {
             .map(|p| peer_tag(&p.peer_id))
             .collect();
         let stored = vec![held, Vec::new()];
-        let per_peer = assign(&ex, &keys, &stored, 20, 0.0, &HashSet::new());
+        let none = vec![Vec::new(); 2];
+        let nobody = HashSet::new();
+        let per_peer = assign(&ex, &keys, &stored, &none, 20, 0.0, &nobody, &nobody);
         let sends: usize = per_peer.values().map(|(_, idx)| idx.len()).sum();
         assert_eq!(sends, 15 + 20);
         let to: BTreeSet<usize> = per_peer.values().flat_map(|(_, i)| i.clone()).collect();
         assert_eq!(to, BTreeSet::from([0, 1]));
+        // Nor where a batch answer refused them.
+        let refusing: Vec<PeerTag> = ex
+            .closest(&keys[1], 3)
+            .iter()
+            .map(|p| peer_tag(&p.peer_id))
+            .collect();
+        let refused = vec![Vec::new(), refusing];
+        let per_peer = assign(&ex, &keys, &stored, &refused, 20, 0.0, &nobody, &nobody);
+        let sends: usize = per_peer.values().map(|(_, idx)| idx.len()).sum();
+        assert_eq!(sends, 15 + 17);
     }
 
     #[test]

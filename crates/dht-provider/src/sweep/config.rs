@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use crate::{explore::ExploreConfig, jobs::default_reserved};
 
+/// The least time a batch of the batched provide protocol is given for its answer: 10 s, as
+/// `docs/specs/provide-batch.md` suggests (the answer waits for a disk sync).
+pub const BATCH_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of a [`SweepingProvider`](super::SweepingProvider).
 #[derive(Clone, Debug)]
 pub struct SweepConfig {
@@ -24,12 +28,19 @@ pub struct SweepConfig {
     pub request_timeout: Duration,
     /// ADD_PROVIDER messages in flight to one peer at once.
     pub sends_per_peer: usize,
+    /// Send a peer that speaks the batched provide protocol
+    /// ([`Feature::ProvideBatch`](dht_routing::Feature::ProvideBatch),
+    /// `docs/specs/provide-batch.md`) its records in batches, and plain ADD_PROVIDER to the
+    /// others (on by default; off: ADD_PROVIDER to every peer). A batch's answer, which the
+    /// server sends once the records are durable, is given the longer of
+    /// [`request_timeout`](Self::request_timeout) and [`BATCH_ANSWER_TIMEOUT`].
+    pub provide_batch: bool,
     /// Peers sent to at once within a slice.
     pub peers_in_parallel: usize,
     /// Failed sends in a row after which a peer is dropped from a slice and the slice
     /// re-explored (a success in between starts the count again: an occasional loss is not
     /// a dead peer).
-    pub max_peer_failures: usize,
+    pub max_peer_failures: u32,
     /// The longest one slice's sends may take; past it the slice ends with what was sent, and
     /// keys that reached too few servers are retried.
     pub slice_deadline: Duration,
@@ -66,6 +77,7 @@ impl Default for SweepConfig {
             provide_slices_per_job: 8,
             request_timeout: Duration::from_secs(10),
             sends_per_peer: 32,
+            provide_batch: true,
             peers_in_parallel: 64,
             max_peer_failures: 3,
             slice_deadline: Duration::from_secs(1800),
@@ -111,6 +123,12 @@ impl SweepConfig {
     /// Sets the per-request timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Turns the batched provide on or off ([`provide_batch`](Self::provide_batch)).
+    pub fn with_provide_batch(mut self, on: bool) -> Self {
+        self.provide_batch = on;
         self
     }
 

@@ -26,13 +26,14 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 mod assign;
+mod batch;
 mod cache;
 mod config;
 mod send;
 
 use assign::NetworkQuality;
 use cache::ExplorationCache;
-pub use config::SweepConfig;
+pub use config::{BATCH_ANSWER_TIMEOUT, SweepConfig};
 use send::JobOutcome;
 pub use send::find_node_key;
 
@@ -248,6 +249,12 @@ struct Counters {
     find_node: AtomicU64,
     add_provider: AtomicU64,
     add_provider_failed: AtomicU64,
+    batches_sent: AtomicU64,
+    batch_records: AtomicU64,
+    batch_stored: AtomicU64,
+    batch_refused: AtomicU64,
+    batches_failed: AtomicU64,
+    batch_fallbacks: AtomicU64,
     regions_explored: AtomicU64,
     region_prefix_bits: AtomicU64,
     keys_provided: AtomicU64,
@@ -1245,6 +1252,12 @@ where
             find_node_sent: c.find_node.load(Ordering::Relaxed),
             add_provider_sent: c.add_provider.load(Ordering::Relaxed),
             add_provider_failed: c.add_provider_failed.load(Ordering::Relaxed),
+            provide_batches_sent: c.batches_sent.load(Ordering::Relaxed),
+            batch_records_sent: c.batch_records.load(Ordering::Relaxed),
+            batch_records_stored: c.batch_stored.load(Ordering::Relaxed),
+            batch_records_refused: c.batch_refused.load(Ordering::Relaxed),
+            provide_batches_failed: c.batches_failed.load(Ordering::Relaxed),
+            provide_batch_fallbacks: c.batch_fallbacks.load(Ordering::Relaxed),
             keys_provided: c.keys_provided.load(Ordering::Relaxed),
             keys_failed: c.keys_failed.load(Ordering::Relaxed),
             keystore_scan_errors: c.scan_errors.load(Ordering::Relaxed),

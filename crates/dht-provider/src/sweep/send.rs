@@ -1,16 +1,24 @@
 //! Sending a slice's keys: learning the region's servers (a complete table, a cached
 //! exploration, or a new one), then each key to its k closest servers, within the slice's
-//! deadline and each peer's budget.
+//! deadline and each peer's budget: in batches to the servers that speak the batched provide
+//! protocol, one ADD_PROVIDER per record to the others.
 
 use std::{collections::HashSet, sync::atomic::Ordering};
 
-use dht_proto::{Key, PeerId, PeerInfo, Prefix, Request, Response, UnixSecs};
+use dht_proto::{
+    Key, PeerId, PeerInfo, Prefix, Request, Response, UnixSecs,
+    batch::{MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
+};
 use dht_provider_store::Keystore;
-use dht_routing::{Network, key_in_prefix};
+use dht_routing::{Feature, Network, RpcError, key_in_prefix};
 use dht_routing_table::RoutingTable;
 use futures::{StreamExt, stream::FuturesUnordered};
 
-use super::{Inner, MAX_RETRY_KEYS, assign::assign};
+use super::{
+    BATCH_ANSWER_TIMEOUT, Inner, MAX_RETRY_KEYS,
+    assign::assign,
+    batch::{self, Settled},
+};
 use crate::{
     explore::{Exploration, ExploreAction, RegionExplorer, region_from_table},
     state::{PeerTag, Unsent, WeakKey, peer_tag},
@@ -154,6 +162,9 @@ where
         // Per key, the servers that hold it: those a retry's key reached before, then those
         // it reaches here.
         let mut stored: Vec<Vec<PeerTag>> = keys.iter().map(|w| w.reached.clone()).collect();
+        // Per key, the servers whose batch answer refused it (FULL, INVALID_KEY): not sent
+        // again, and not holders.
+        let mut refused: Vec<Vec<PeerTag>> = vec![Vec::new(); keys.len()];
         let mut outcome = SliceOutcome::default();
         for pass in 0..3 {
             // Each key's closest live servers (with spares for those never heard from) that
@@ -163,32 +174,61 @@ where
             } else {
                 self.shared.lock().quality.silent_share()
             };
-            let per_peer = assign(&exploration, &kad, &stored, k, silent, excluded);
+            // Servers that take batches say what they stored: no spare for them.
+            let answering: HashSet<PeerId> = if self.config.provide_batch {
+                let network = &self.parts.network;
+                exploration
+                    .servers
+                    .iter()
+                    .map(|p| p.peer_id)
+                    .filter(|p| network.supports(p, Feature::ProvideBatch))
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            let per_peer = assign(
+                &exploration,
+                &kad,
+                &stored,
+                &refused,
+                k,
+                silent,
+                excluded,
+                &answering,
+            );
             if per_peer.is_empty() {
                 break;
             }
-            let results: Vec<(PeerId, usize, Vec<usize>, bool)> = futures::stream::iter(per_peer)
+            let results: Vec<(PeerId, usize, PeerSend)> = futures::stream::iter(per_peer)
                 .map(|(peer_id, (peer, idx))| async move {
                     let assigned = idx.len();
-                    let (done, dead) = self.send_to_peer(&peer, keys, idx, deadline).await;
-                    (peer_id, assigned, done, dead)
+                    let sent = self.send_to_peer(&peer, keys, idx, deadline).await;
+                    (peer_id, assigned, sent)
                 })
                 .buffer_unordered(self.config.peers_in_parallel.max(1))
                 .collect()
                 .await;
             let (mut newly_dead, mut lost) = (0, 0);
             outcome.peers_tried += results.len() as u64;
-            for (peer, assigned, done, dead) in results {
+            for (peer, assigned, sent) in results {
+                let PeerSend {
+                    done,
+                    refused: refusals,
+                    dead,
+                } = sent;
                 outcome.sent += done.len() as u64;
                 if !dead {
-                    lost += assigned - done.len();
+                    lost += assigned - done.len() - refusals.len();
                 }
-                if !done.is_empty() {
+                if !done.is_empty() || !refusals.is_empty() {
                     answered = true;
                 }
                 let tag = peer_tag(&peer);
                 for i in done {
                     stored[i].push(tag);
+                }
+                for i in refusals {
+                    refused[i].push(tag);
                 }
                 if dead {
                     outcome.send_failures += 1;
@@ -227,29 +267,151 @@ where
         }
         let reachable = exploration.servers.len().min(k);
         let needed = reachable.div_ceil(2).max(1);
-        outcome.ok = stored.iter().map(|s| s.len() >= needed).collect();
+        // A server that refused a key answered for it: sending it again would not help.
+        outcome.ok = stored
+            .iter()
+            .zip(&refused)
+            .map(|(s, r)| s.len() + r.len() >= needed)
+            .collect();
         outcome.reached = stored;
         outcome.answered = answered;
         outcome.exploration = Some((exploration, learned));
         outcome
     }
 
-    /// Sends ADD_PROVIDER for `keys[idx]` to `peer`; returns the indexes delivered, and
-    /// whether the peer was given up on (it failed, or was too slow for its budget or the
-    /// slice's `deadline`).
+    /// Sends the records of `keys[idx]` to `peer`: in batches if it speaks the batched
+    /// provide protocol (and [`SweepConfig::provide_batch`](super::SweepConfig::provide_batch)
+    /// is on), as ADD_PROVIDER otherwise, or for what a batch-capable peer turns out not to
+    /// take that way. Returns the indexes delivered, those refused, and whether the peer was
+    /// given up on (it failed, or was too slow for its budget or the slice's `deadline`).
     pub(super) async fn send_to_peer(
         &self,
         peer: &PeerInfo,
         keys: &[WeakKey],
         idx: Vec<usize>,
         deadline: tokio::time::Instant,
-    ) -> (Vec<usize>, bool) {
+    ) -> PeerSend {
         let budget = self.config.peer_budget.saturating_add(
             self.config
                 .peer_time_per_record
                 .saturating_mul(u32::try_from(idx.len()).unwrap_or(u32::MAX)),
         );
         let until = deadline.min(tokio::time::Instant::now() + budget);
+        let mut sent = PeerSend::default();
+        let idx = if self.config.provide_batch
+            && self
+                .parts
+                .network
+                .supports(&peer.peer_id, Feature::ProvideBatch)
+        {
+            match self.send_batches(peer, keys, idx, until, &mut sent).await {
+                Some(rest) => rest,
+                None => return sent,
+            }
+        } else {
+            idx
+        };
+        self.send_add_providers(peer, keys, idx, until, &mut sent)
+            .await;
+        sent
+    }
+
+    /// Sends `keys[idx]` to `peer` in batches, one after the other, until `until`, adding
+    /// what the answers say to `sent`. Returns the indexes left for ADD_PROVIDER if the peer
+    /// does not take batches after all, `None` otherwise (all answered, or the peer given up
+    /// on).
+    async fn send_batches(
+        &self,
+        peer: &PeerInfo,
+        keys: &[WeakKey],
+        idx: Vec<usize>,
+        until: tokio::time::Instant,
+        sent: &mut PeerSend,
+    ) -> Option<Vec<usize>> {
+        let c = &self.counters;
+        let local = &self.parts.local;
+        let sizes = batch::cut(
+            batch::provider_entry_bytes(local),
+            idx.iter().map(|&i| keys[i].key.to_bytes().len()),
+            MAX_BATCH_KEYS,
+            MAX_BATCH_MESSAGE_SIZE,
+        );
+        let mut from = 0;
+        // Failed calls in a row: as for ADD_PROVIDER, a lost message now and then is not a
+        // dead peer.
+        let mut failures = 0u32;
+        let mut i = 0;
+        while let Some(&n) = sizes.get(i) {
+            let part = &idx[from..from + n];
+            let request = ProvideBatch {
+                provider: local.clone(),
+                keys: part.iter().map(|&i| keys[i].key.to_bytes()).collect(),
+            };
+            let wait = self.config.request_timeout.max(BATCH_ANSWER_TIMEOUT);
+            let answer_by = until.min(tokio::time::Instant::now() + wait);
+            let call = self.parts.network.provide_batch(peer, request);
+            let answer = tokio::time::timeout_at(answer_by, call)
+                .await
+                .unwrap_or(Err(RpcError::Timeout));
+            match batch::settle(n, answer) {
+                Settled::Unsupported => {
+                    c.batch_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        peer = %peer.peer_id,
+                        "peer does not take batches; its records go as ADD_PROVIDER"
+                    );
+                    return Some(idx[from..].to_vec());
+                }
+                Settled::Failed { why, again } => {
+                    c.batches_sent.fetch_add(1, Ordering::Relaxed);
+                    c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
+                    c.batches_failed.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
+                    if again
+                        && failures < self.config.max_peer_failures
+                        && tokio::time::Instant::now() < until
+                    {
+                        tracing::debug!(peer = %peer.peer_id, records = n, %why, "batch failed; sent again");
+                        continue;
+                    }
+                    tracing::debug!(
+                        peer = %peer.peer_id,
+                        records = n,
+                        %why,
+                        "batch failed; the peer's other records go to the next closest"
+                    );
+                    sent.dead = true;
+                    return None;
+                }
+                Settled::Answered { stored, refused } => {
+                    failures = 0;
+                    c.batches_sent.fetch_add(1, Ordering::Relaxed);
+                    c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
+                    c.batch_stored
+                        .fetch_add(stored.len() as u64, Ordering::Relaxed);
+                    c.batch_refused
+                        .fetch_add(refused.len() as u64, Ordering::Relaxed);
+                    sent.done.extend(stored.into_iter().map(|j| part[j]));
+                    sent.refused.extend(refused.into_iter().map(|j| part[j]));
+                }
+            }
+            from += n;
+            i += 1;
+        }
+        None
+    }
+
+    /// Sends ADD_PROVIDER for `keys[idx]` to `peer` until `until`, adding the indexes
+    /// delivered to `sent`, and giving the peer up on after too many failures in a row or
+    /// when it is too slow.
+    async fn send_add_providers(
+        &self,
+        peer: &PeerInfo,
+        keys: &[WeakKey],
+        idx: Vec<usize>,
+        until: tokio::time::Instant,
+        sent: &mut PeerSend,
+    ) {
         let timeout = self.config.request_timeout;
         let local = &self.parts.local;
         let network = &self.parts.network;
@@ -263,8 +425,7 @@ where
                 (i, matches!(sent, Ok(Ok(_))))
             })
             .buffer_unordered(self.config.sends_per_peer.max(1));
-        let mut done = Vec::new();
-        let mut failures = 0;
+        let mut failures = 0u32;
         loop {
             let (i, ok) = match tokio::time::timeout_at(until, sends.next()).await {
                 Ok(Some(sent)) => sent,
@@ -272,15 +433,16 @@ where
                 Err(_) => {
                     tracing::debug!(
                         peer = %peer.peer_id,
-                        delivered = done.len(),
+                        delivered = sent.done.len(),
                         "peer too slow for its budget; its other records go to the next closest"
                     );
-                    return (done, true);
+                    sent.dead = true;
+                    return;
                 }
             };
             self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
             if ok {
-                done.push(i);
+                sent.done.push(i);
                 // A loss now and then is not a dead peer: only failures in a row count.
                 failures = 0;
             } else {
@@ -289,12 +451,23 @@ where
                     .fetch_add(1, Ordering::Relaxed);
                 failures += 1;
                 if failures >= self.config.max_peer_failures {
-                    return (done, true);
+                    sent.dead = true;
+                    return;
                 }
             }
         }
-        (done, false)
     }
+}
+
+/// What sending one peer its share of a page came to.
+#[derive(Debug, Default)]
+pub(super) struct PeerSend {
+    /// The indexes of the keys delivered (written as ADD_PROVIDER, or answered `STORED`).
+    pub(super) done: Vec<usize>,
+    /// The indexes of the keys a batch answer refused (not stored, not to be sent again).
+    pub(super) refused: Vec<usize>,
+    /// The peer was given up on for the slice.
+    pub(super) dead: bool,
 }
 
 #[derive(Debug, Default)]

@@ -14,9 +14,11 @@ use std::{
 };
 
 use dht_proto::{
-    K_VALUE, Key, MessageType, PeerId, PeerInfo, Record, Request, Response, multihash::Multihash,
+    K_VALUE, Key, MessageType, PeerId, PeerInfo, Record, Request, Response,
+    batch::{KeyStatus, ProvideBatch, ProvideBatchResponse},
+    multihash::Multihash,
 };
-use dht_routing::{ClientConfig, DhtClient, Network, RecordValidator, RpcError};
+use dht_routing::{ClientConfig, DhtClient, Feature, Network, RecordValidator, RpcError};
 use dht_routing_table::{
     Direction, FullRoutingTable, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
@@ -53,6 +55,11 @@ pub struct TestNet {
     rng: Mutex<SmallRng>,
     pub requests: Mutex<BTreeMap<MessageType, u64>>,
     pub sent: AtomicU64,
+    /// Nodes that list the batched provide protocol (`true`: and take batches; `false`: but
+    /// refuse the stream, so the client falls back to ADD_PROVIDER).
+    pub batch: Mutex<HashMap<usize, bool>>,
+    /// Provider batches that reached a node.
+    pub batches: AtomicU64,
 }
 
 pub fn peer_id(rng: &mut impl Rng) -> PeerId {
@@ -116,6 +123,8 @@ impl TestNet {
             rng: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x5eed)),
             requests: Mutex::new(BTreeMap::new()),
             sent: AtomicU64::new(0),
+            batch: Mutex::new(HashMap::new()),
+            batches: AtomicU64::new(0),
         }
     }
 
@@ -249,7 +258,68 @@ pub struct Handle {
     pub from: usize,
 }
 
+impl TestNet {
+    /// Whether node `i` lists the batched provide protocol.
+    pub fn lists_batch(&self, i: usize) -> bool {
+        self.batch.lock().contains_key(&i)
+    }
+
+    /// Node `to` takes `batch`: each key stored as an ADD_PROVIDER would store it.
+    fn take_batch(&self, to: usize, batch: ProvideBatch) -> ProvideBatchResponse {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let mut stored = self.nodes[to].providers.lock();
+        let statuses = batch
+            .keys
+            .into_iter()
+            .map(|key| {
+                let entry = stored.entry(key).or_default();
+                if !entry.iter().any(|e| e.peer_id == batch.provider.peer_id) {
+                    entry.push(batch.provider.clone());
+                }
+                KeyStatus::Stored
+            })
+            .collect();
+        ProvideBatchResponse {
+            statuses,
+            error: None,
+        }
+    }
+}
+
 impl Network for Handle {
+    fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
+        feature == Feature::ProvideBatch
+            && self
+                .net
+                .index
+                .get(peer)
+                .is_some_and(|&i| self.net.lists_batch(i))
+    }
+
+    fn provide_batch(
+        &self,
+        peer: &PeerInfo,
+        batch: ProvideBatch,
+    ) -> impl Future<Output = Result<ProvideBatchResponse, RpcError>> + Send {
+        let net = self.net.clone();
+        let to = net.index.get(&peer.peer_id).copied();
+        async move {
+            let Some(to) = to else {
+                return Err(RpcError::Unreachable("unknown peer".into()));
+            };
+            let takes = net.batch.lock().get(&to).copied();
+            let out = net.delay();
+            tokio::time::sleep(out).await;
+            if takes != Some(true) {
+                return Err(RpcError::Unsupported(Feature::ProvideBatch));
+            }
+            let answer = net.take_batch(to, batch);
+            let back = net.delay();
+            tokio::time::sleep(back).await;
+            Ok(answer)
+        }
+    }
+
     fn send(
         &self,
         peer: &PeerInfo,

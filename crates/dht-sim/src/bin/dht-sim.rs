@@ -489,6 +489,11 @@ mod provide_cmd {
         /// New keys per second arriving during the reprovide cycle, on top of --keys (sweep).
         #[arg(long, default_value_t = 0, value_name = "R")]
         ingest: u64,
+        /// Share of the servers that speak the batched provide protocol
+        /// (/amino-dht-rs/provide-batch/1.0.0): the sweep sends them batches, the others
+        /// ADD_PROVIDER.
+        #[arg(long, default_value_t = 0.0, value_parser = super::share, value_name = "F")]
+        batch_share: f64,
         /// Write SVG plots of the run into this directory: record holders over the cycle,
         /// requests per minute by type, behind schedule, memory (one subdirectory per
         /// strategy with `--strategy both`).
@@ -540,6 +545,7 @@ mod provide_cmd {
                 .slow(self.slow)
                 .loss(self.loss)
                 .omit(self.omit)
+                .provide_batch_share(self.batch_share)
                 .provider_records(match self.records {
                     RecordsArg::Store => ProviderRecords::Store,
                     RecordsArg::Count => ProviderRecords::Count,
@@ -648,6 +654,10 @@ mod provide_cmd {
         rows.push(("servers".into(), col(&|r| r.report.servers.to_string())));
         rows.push(("keys".into(), col(&|r| r.report.keys.to_string())));
         rows.push(("churn".into(), col(&|r| r.report.churn.to_string())));
+        rows.push((
+            "batch share".into(),
+            col(&|r| r.report.provide_batch_share.to_string()),
+        ));
         for (name, phase) in [("provide", false), ("reprovide", true)] {
             let get = |r: &Run| {
                 if phase {
@@ -671,6 +681,22 @@ mod provide_cmd {
             rows.push((
                 format!("{name}: ADD_PROVIDER"),
                 f(|p| p.add_provider_rpcs.to_string()),
+            ));
+            rows.push((
+                format!("{name}: provide batches"),
+                f(|p| p.provide_batches.to_string()),
+            ));
+            rows.push((
+                format!("{name}: records in batches"),
+                f(|p| p.batch_records.to_string()),
+            ));
+            rows.push((
+                format!("{name}: record messages per key"),
+                f(|p| format!("{:.3}", p.record_messages_per_key)),
+            ));
+            rows.push((
+                format!("{name}: record bytes per key"),
+                f(|p| format!("{:.1}", p.record_bytes_per_key)),
             ));
             rows.push((format!("{name}: lookups"), f(|p| p.lookups.to_string())));
             rows.push((
