@@ -331,6 +331,16 @@ impl fmt::Display for DevnetReport {
         )?;
         writeln!(
             f,
+            "  provider's batches: {} sent ({} records, {} stored, {} refused), {} failed, {} fell back to ADD_PROVIDER",
+            p.provide_batches_sent,
+            p.batch_records_sent,
+            p.batch_records_stored,
+            p.batch_records_refused,
+            p.provide_batches_failed,
+            p.provide_batch_fallbacks
+        )?;
+        writeln!(
+            f,
             "  records each way: {} in batches (servers took {}), {} as ADD_PROVIDER",
             self.records_batched(),
             self.servers_batch_records,
@@ -374,16 +384,17 @@ impl fmt::Display for DevnetReport {
 /// How far node 0's provide has got, as [`run`] reports it while keys are provided.
 ///
 /// The sweep counts a key as provided once its whole region is done, so `keys_provided`
-/// moves in steps; `records_sent` moves with every ADD_PROVIDER.
+/// moves in steps; `records_sent` moves with every ADD_PROVIDER and every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProvideProgress {
     /// Keys provided so far.
     pub keys_provided: u64,
     /// Keys to provide.
     pub keys: u64,
-    /// ADD_PROVIDER messages sent or given up on so far.
+    /// Records sent so far: ADD_PROVIDER messages sent or given up on, and records sent in
+    /// batches.
     pub records_sent: u64,
-    /// ADD_PROVIDER messages the provide takes: each key to its k closest nodes.
+    /// Records the provide takes: each key to its k closest nodes.
     pub records_expected: u64,
 }
 
@@ -639,7 +650,9 @@ async fn provide<P: DhtProvider>(
     let progress = |stats: &ProviderStats| ProvideProgress {
         keys_provided: stats.keys_provided,
         keys: total,
-        records_sent: stats.add_provider_sent + stats.add_provider_failed,
+        records_sent: stats.add_provider_sent
+            + stats.add_provider_failed
+            + stats.batch_records_sent,
         records_expected: total * replication,
     };
     let providing = provider.start_providing(false, keys);

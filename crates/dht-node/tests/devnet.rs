@@ -39,7 +39,9 @@ async fn small_devnet(strategy: Strategy) {
     assert_eq!(last.records_expected, 500 * 9);
     assert_eq!(
         last.records_sent,
-        report.provider.add_provider_sent + report.provider.add_provider_failed
+        report.provider.add_provider_sent
+            + report.provider.add_provider_failed
+            + report.provider.batch_records_sent
     );
     assert!(
         progress
@@ -101,6 +103,7 @@ async fn mixed_devnet_provides_both_ways() {
         report.servers_batch_records, batched,
         "the servers took every batched record"
     );
+    assert_eq!(report.provider.batch_records_sent, batched);
     assert!(
         plain >= 500 * 6,
         "{plain} ADD_PROVIDER for 6 servers without batches"
