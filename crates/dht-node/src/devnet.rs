@@ -29,7 +29,7 @@ use dht_provider::{
     ProviderStats, SweepConfig, SweepParts, SweepingProvider,
 };
 use dht_provider_store::MemoryStore;
-use dht_routing::{OpStats, find_closest_peers, find_providers};
+use dht_routing::{Feature, OpStats, find_closest_peers, find_providers};
 use dht_routing_table::{Clock, RoutingTable, SystemClock};
 use futures::{StreamExt, future::join_all, stream};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
@@ -88,8 +88,14 @@ pub struct DevnetConfig {
     /// How every node is built; its listen address should be 127.0.0.1 port 0 and its
     /// bootstrap list empty (the devnet bootstraps the nodes itself). Node 0 provides with
     /// a provider the devnet starts after the bootstrap (the sweep sizes its regions from the
-    /// routing table), over an in-memory keystore.
+    /// routing table), over an in-memory keystore. With the batched provide protocol off
+    /// here ([`NodeBuilder::provide_batch`]), no node sends or serves it.
     pub node: NodeBuilder,
+    /// The share of the servers (the nodes after node 0), 0 to 1, built as [`node`](Self::node)
+    /// says; the others are built with the batched provide protocol off, so that they neither
+    /// serve nor advertise it. 1 (the default): every server as `node` says; 0.5: a mixed
+    /// devnet, every other server speaking the protocol (when `node` has it on).
+    pub batch_share: f64,
     /// The sweeping provider's settings.
     pub sweep: SweepConfig,
     /// The per-key provider's settings.
@@ -109,6 +115,7 @@ impl Default for DevnetConfig {
             lookup_parallelism: 16,
             seed: 0x0061_6d69_6e6f,
             node: NodeBuilder::local(),
+            batch_share: 1.0,
             sweep: SweepConfig::default(),
             legacy: LegacyConfig::default(),
         }
@@ -179,6 +186,12 @@ pub struct DevnetReport {
     pub settle_rounds: usize,
     /// Routing table sizes after bootstrap.
     pub tables: TableSizes,
+    /// Servers that serve the batched provide protocol (built as [`DevnetConfig::node`] says,
+    /// [`DevnetConfig::batch_share`] of them, with the protocol on); the others take
+    /// ADD_PROVIDER only.
+    pub batch_servers: usize,
+    /// Whether node 0 sends batches (the protocol on in [`DevnetConfig::node`]).
+    pub provider_batches: bool,
     /// Requests the bootstrap's lookups sent, all nodes together.
     pub bootstrap_stats: OpStats,
     /// The provider's counters after the first provide.
@@ -187,6 +200,13 @@ pub struct DevnetReport {
     pub provide_error: Option<String>,
     /// The providing node's transport counters after the first provide.
     pub provider_transport: TransportStats,
+    /// Bytes of kad and batch messages every node together wrote during the provide
+    /// ([`TransportStats::bytes_sent`]): the provider's requests and batches, the servers'
+    /// answers.
+    pub provide_bytes_sent: u64,
+    /// Records the servers took from batches during the provide, all servers together
+    /// ([`TransportStats::inbound_batch_records`]).
+    pub servers_batch_records: u64,
     /// Keys looked up.
     pub sampled: usize,
     /// Sampled keys whose lookup returned node 0 as a provider.
@@ -196,6 +216,17 @@ pub struct DevnetReport {
 }
 
 impl DevnetReport {
+    /// Records the provider sent in batches during the first provide (answered batches' keys,
+    /// [`TransportStats::outbound_batch_records`]).
+    pub fn records_batched(&self) -> u64 {
+        self.provider_transport.outbound_batch_records
+    }
+
+    /// Bytes every node wrote during the provide, per key provided.
+    pub fn bytes_per_key(&self) -> f64 {
+        self.provide_bytes_sent as f64 / self.keys.max(1) as f64
+    }
+
     /// The share of sampled keys found, 0 to 1.
     pub fn found_share(&self) -> f64 {
         if self.sampled == 0 {
@@ -215,8 +246,17 @@ impl fmt::Display for DevnetReport {
         let p = &self.provider;
         writeln!(
             f,
-            "devnet: {} nodes on 127.0.0.1, {} keys, strategy {}",
-            self.nodes, self.keys, self.strategy
+            "devnet: {} nodes on 127.0.0.1, {} keys, strategy {}; batched provide protocol: {} of {} servers serve it, the provider {}",
+            self.nodes,
+            self.keys,
+            self.strategy,
+            self.batch_servers,
+            self.nodes - 1,
+            if self.provider_batches {
+                "sends it"
+            } else {
+                "does not send it"
+            }
         )?;
         writeln!(f, "phases (wall time):")?;
         writeln!(f, "  start      {:>8.2} s", secs(self.start_time))?;
@@ -289,6 +329,29 @@ impl fmt::Display for DevnetReport {
             t.outbound_batches_failed,
             t.outbound_batches_refused
         )?;
+        writeln!(
+            f,
+            "  provider's batches: {} sent ({} records, {} stored, {} refused), {} failed, {} fell back to ADD_PROVIDER",
+            p.provide_batches_sent,
+            p.batch_records_sent,
+            p.batch_records_stored,
+            p.batch_records_refused,
+            p.provide_batches_failed,
+            p.provide_batch_fallbacks
+        )?;
+        writeln!(
+            f,
+            "  records each way: {} in batches (servers took {}), {} as ADD_PROVIDER",
+            self.records_batched(),
+            self.servers_batch_records,
+            p.add_provider_sent
+        )?;
+        writeln!(
+            f,
+            "  bytes sent during the provide, all nodes: {} ({:.0} per key)",
+            self.provide_bytes_sent,
+            self.bytes_per_key()
+        )?;
         let l = &self.lookups;
         writeln!(
             f,
@@ -321,16 +384,17 @@ impl fmt::Display for DevnetReport {
 /// How far node 0's provide has got, as [`run`] reports it while keys are provided.
 ///
 /// The sweep counts a key as provided once its whole region is done, so `keys_provided`
-/// moves in steps; `records_sent` moves with every ADD_PROVIDER.
+/// moves in steps; `records_sent` moves with every ADD_PROVIDER and every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProvideProgress {
     /// Keys provided so far.
     pub keys_provided: u64,
     /// Keys to provide.
     pub keys: u64,
-    /// ADD_PROVIDER messages sent or given up on so far.
+    /// Records sent so far: ADD_PROVIDER messages sent or given up on, and records sent in
+    /// batches.
     pub records_sent: u64,
-    /// ADD_PROVIDER messages the provide takes: each key to its k closest nodes.
+    /// Records the provide takes: each key to its k closest nodes.
     pub records_expected: u64,
 }
 
@@ -360,9 +424,13 @@ pub async fn run(
     // Phase 1: every transport.
     let started = Instant::now();
     let nodes = join_all((0..config.nodes).map(|index| async move {
-        config
-            .node
-            .clone()
+        let builder = config.node.clone();
+        let builder = if speaks_batches(index, config.batch_share) {
+            builder
+        } else {
+            builder.provide_batch(false)
+        };
+        builder
             .build()
             .await
             .map_err(|source| DevnetError::Node { index, source })
@@ -376,6 +444,32 @@ pub async fn run(
     let result = run_on(config, &nodes, &mut rng, start_time, &on_progress).await;
     join_all(nodes.iter().map(|n| n.shutdown())).await;
     result
+}
+
+/// Whether node `index` is built as configured (else with the batched provide protocol
+/// off): node 0 always; of the servers, every one at which the running count
+/// `floor(index * share)` steps up, so that `share` of them are, spread over the indices.
+fn speaks_batches(index: usize, share: f64) -> bool {
+    let share = share.clamp(0.0, 1.0);
+    index == 0 || (index as f64 * share).floor() > ((index - 1) as f64 * share).floor()
+}
+
+/// Every node's transport counters.
+fn transport_stats(nodes: &[Arc<Node>]) -> Vec<TransportStats> {
+    nodes.iter().map(|n| n.transport().stats()).collect()
+}
+
+/// What `counter` grew by on all nodes together from `before` to `after`.
+fn grown(
+    before: &[TransportStats],
+    after: &[TransportStats],
+    counter: impl Fn(&TransportStats) -> u64,
+) -> u64 {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| counter(a).saturating_sub(counter(b)))
+        .sum()
 }
 
 async fn run_on(
@@ -452,6 +546,7 @@ async fn run_on(
     let keystore = Arc::new(MemoryStore::new());
     // Each key goes to its k closest servers: all the others, in a devnet of k nodes or fewer.
     let replication = dht_proto::K_VALUE.min(nodes.len() - 1) as u64;
+    let transport_before = transport_stats(nodes);
     let started = Instant::now();
     let (provider, provide_error) = match config.strategy {
         Strategy::Sweep => {
@@ -480,7 +575,12 @@ async fn run_on(
         }
     };
     let provide_time = started.elapsed();
-    let provider_transport = provider_node.transport().stats();
+    let transport_after = transport_stats(nodes);
+    let provider_transport = transport_after[0];
+    let provide_bytes_sent = grown(&transport_before, &transport_after, |t| t.bytes_sent);
+    let servers_batch_records = grown(&transport_before[1..], &transport_after[1..], |t| {
+        t.inbound_batch_records
+    });
     tracing::info!(?provide_time, "devnet keys provided");
 
     // Phase 4: a sample of the keys, each from a random other node.
@@ -521,10 +621,17 @@ async fn run_on(
         lookup_time,
         settle_rounds,
         tables,
+        batch_servers: nodes[1..]
+            .iter()
+            .filter(|n| n.transport().uses(Feature::ProvideBatch))
+            .count(),
+        provider_batches: nodes[0].transport().uses(Feature::ProvideBatch),
         bootstrap_stats,
         provider,
         provide_error,
         provider_transport,
+        provide_bytes_sent,
+        servers_batch_records,
         sampled: results.len(),
         found: results.iter().filter(|(found, _)| *found).count(),
         lookups,
@@ -543,7 +650,9 @@ async fn provide<P: DhtProvider>(
     let progress = |stats: &ProviderStats| ProvideProgress {
         keys_provided: stats.keys_provided,
         keys: total,
-        records_sent: stats.add_provider_sent + stats.add_provider_failed,
+        records_sent: stats.add_provider_sent
+            + stats.add_provider_failed
+            + stats.batch_records_sent,
         records_expected: total * replication,
     };
     let providing = provider.start_providing(false, keys);

@@ -281,9 +281,24 @@ struct DevnetArgs {
     /// Keys provided at once by the per-key strategy.
     #[arg(long)]
     parallelism: Option<usize>,
+    /// Share of the servers, 0 to 1, that speak the batched provide protocol (the others
+    /// take ADD_PROVIDER only): 0.5 is a mixed devnet.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
+    batch_share: f64,
+    /// Turn the batched provide protocol off on every node (ADD_PROVIDER only).
+    #[arg(long)]
+    no_provide_batch: bool,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// A share from 0 to 1 (`--batch-share`).
+fn parse_share(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=1.0).contains(s))
+        .ok_or_else(|| format!("not a share from 0 to 1: {v:?}"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -792,6 +807,10 @@ async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.parallelism {
         config.legacy = config.legacy.with_parallelism(n);
+    }
+    config.batch_share = args.batch_share;
+    if args.no_provide_batch {
+        config.node = config.node.provide_batch(false);
     }
 
     let bar = if args.quiet {

@@ -255,6 +255,7 @@ impl Metrics {
             ("inbound_batch_records", t.inbound_batch_records),
             ("inbound_batch_stored", t.inbound_batch_stored),
             ("inbound_batches_refused", t.inbound_batches_refused),
+            ("bytes_sent", t.bytes_sent),
         ] {
             g.transport
                 .get_or_create(&vec![("field", field.into())])

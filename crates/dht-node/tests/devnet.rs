@@ -39,7 +39,9 @@ async fn small_devnet(strategy: Strategy) {
     assert_eq!(last.records_expected, 500 * 9);
     assert_eq!(
         last.records_sent,
-        report.provider.add_provider_sent + report.provider.add_provider_failed
+        report.provider.add_provider_sent
+            + report.provider.add_provider_failed
+            + report.provider.batch_records_sent
     );
     assert!(
         progress
@@ -62,4 +64,53 @@ async fn sweep_devnet_finds_every_sampled_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_devnet_finds_every_sampled_key() {
     small_devnet(Strategy::PerKey).await;
+}
+
+/// A mixed devnet: half the servers speak the batched provide protocol, the others only
+/// ADD_PROVIDER. Every sampled key is found, and records went both ways: in batches to the
+/// servers that speak it, as ADD_PROVIDER to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_devnet_provides_both_ways() {
+    let config = DevnetConfig {
+        nodes: 12,
+        keys: 500,
+        sample: 50,
+        batch_share: 0.5,
+        settle_timeout: Duration::from_secs(5),
+        ..DevnetConfig::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(120), run(&config, |_| {}))
+        .await
+        .expect("the devnet finishes within two minutes")
+        .expect("the devnet runs");
+    eprintln!("{report}");
+    assert_eq!(report.batch_servers, 5, "every other one of the 11 servers");
+    assert!(report.provider_batches);
+    assert_eq!(report.sampled, 50);
+    assert_eq!(report.found, report.sampled, "every sampled key is found");
+    assert_eq!(report.provider.keys_provided, 500);
+    assert_eq!(report.provide_error, None);
+    // With 12 nodes every key goes to all 11 servers: the 5 that speak the protocol take it
+    // in a batch (or as ADD_PROVIDER after a fallback), the 6 others only as ADD_PROVIDER.
+    let batched = report.records_batched();
+    let plain = report.provider.add_provider_sent;
+    assert!(batched > 0, "no record went in a batch");
+    assert!(
+        batched <= 500 * 5,
+        "{batched} batched records for 5 servers"
+    );
+    assert_eq!(
+        report.servers_batch_records, batched,
+        "the servers took every batched record"
+    );
+    assert_eq!(report.provider.batch_records_sent, batched);
+    assert!(
+        plain >= 500 * 6,
+        "{plain} ADD_PROVIDER for 6 servers without batches"
+    );
+    assert!(
+        batched + plain >= 500 * 11,
+        "{batched} + {plain} records for 11 servers"
+    );
+    assert!(report.provide_bytes_sent > 0);
 }

@@ -801,3 +801,22 @@ async fn a_node_on_the_internet_neither_dials_nor_serves_non_public_addresses() 
     wan.close().await.unwrap();
     lan.close().await.unwrap();
 }
+
+/// `bytes_sent` counts the kad messages each side wrote: the request's frame on the sender,
+/// the response's on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_sent_counts_the_frames_written() {
+    let a = Node::server().await;
+    let b = Node::server().await;
+    let request = find_node(b"target");
+    let out = within("request", a.handle.request(&b.info, request.clone())).await;
+    let response = out.expect("a response").expect("FIND_NODE has a response");
+    let codec = dht_proto::Codec::default();
+    let (mut request_frame, mut response_frame) = (Vec::new(), Vec::new());
+    codec.encode_request(&request, &mut request_frame).unwrap();
+    codec
+        .encode_response(&response, &mut response_frame)
+        .unwrap();
+    assert_eq!(a.handle.stats().bytes_sent, request_frame.len() as u64);
+    assert_eq!(b.handle.stats().bytes_sent, response_frame.len() as u64);
+}

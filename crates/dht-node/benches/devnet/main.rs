@@ -1,11 +1,18 @@
-//! `cargo xtask bench devnet`: the sweeping provider against libp2p-kad's per-key provide.
+//! `cargo xtask bench devnet`: the sweeping provider, per message and batched, against
+//! libp2p-kad's per-key provide.
 //!
 //! In one process, one after the other:
 //!
 //! 1. **sweep**: the devnet ([`dht_node::devnet::run`]): N of our nodes on 127.0.0.1 (TCP,
 //!    noise, yamux, identify), bootstrapped; node 0 provides K random CIDs with the
-//!    `SweepingProvider`; a sample is looked up from other nodes.
-//! 2. **libp2p-kad**: the same network built from rust-libp2p's `libp2p-kad` `Behaviour` (the
+//!    `SweepingProvider`, one ADD_PROVIDER per record (the batched provide protocol off on
+//!    every node, `NodeBuilder::provide_batch(false)`); a sample is looked up from other
+//!    nodes.
+//! 2. **batched**: the same devnet with the batched provide protocol on (the default): the
+//!    sweep sends each server that advertises it its records in batches. With
+//!    `--batch-share S` only that share of the servers speaks it (a mixed devnet; the others
+//!    take ADD_PROVIDER), and the side is named `mixed`.
+//! 3. **libp2p-kad**: the same network built from rust-libp2p's `libp2p-kad` `Behaviour` (the
 //!    independent implementation): N nodes on 127.0.0.1, bootstrapped the same way (node 0
 //!    and two random earlier nodes, then rounds of bootstrap until the tables stop growing);
 //!    node 0 provides K2 random CIDs one by one with `start_providing`, `--kad-parallel` of
@@ -13,11 +20,14 @@
 //!
 //! For each side it prints the provide phase's wall time, the process's CPU time over it
 //! (`/proc/self/stat`, all threads: the providing node and the N-1 nodes serving it), the
-//! requests by type as far as that side can count them, keys per second, and the share of
-//! the sample found; then the ratios. The per-key side provides fewer keys so that it ends
+//! requests by type as far as that side can count them, keys per second, the bytes of kad and
+//! batch messages all nodes wrote over the provide per key (our sides only: the transport's
+//! `bytes_sent` counter; libp2p-kad has none), the records sent in batches and as
+//! ADD_PROVIDER, and the share of the sample found; then the ratios (batched over sweep,
+//! sweep over libp2p-kad). The per-key side provides fewer keys so that it ends
 //! in minutes; keys per second are comparable.
 //!
-//! Run with `cargo xtask bench devnet [--nodes N] [--keys K] [--kad-keys K2] [--json PATH]`
+//! Run with `cargo xtask bench devnet [--nodes N] [--keys K] [--kad-keys K2] [--batch-share S] [--json PATH]`
 //! (or `cargo bench -p dht-node --bench devnet -- --help`).
 
 // A benchmark's output is its interface.
@@ -56,7 +66,11 @@ options:
   --sample S         keys looked up afterwards on each side (default 200)
   --settle-secs S    most seconds of extra bootstrap rounds (default 10)
   --seed S           seed of the keys and of the bootstrap choices
-  --only sweep|kad   run one side only
+  --batch-share S    share of the servers, 0 to 1, that speak the batched provide
+                     protocol on the batched side (default 1; below 1 the side is
+                     named mixed)
+  --only sweep|batched|kad
+                     run one side only
   --json PATH        also write the figures as JSON
 ";
 
@@ -72,6 +86,8 @@ struct Args {
     settle: Duration,
     seed: u64,
     sweep: bool,
+    batched: bool,
+    batch_share: f64,
     kad: bool,
     json: Option<PathBuf>,
 }
@@ -88,6 +104,8 @@ impl Args {
             settle: Duration::from_secs(10),
             seed: 0x0062_656e_6368,
             sweep: true,
+            batched: true,
+            batch_share: 1.0,
             kad: true,
             json: None,
         };
@@ -118,11 +136,25 @@ impl Args {
                 "--settle-secs" => out.settle = Duration::from_secs(number(value()?)?),
                 "--seed" => out.seed = number(value()?)?,
                 "--json" => out.json = Some(PathBuf::from(value()?)),
-                "--only" => match value()? {
-                    "sweep" => out.kad = false,
-                    "kad" | "libp2p-kad" => out.sweep = false,
-                    other => bail!("--only sweep|kad, not {other:?}"),
-                },
+                "--batch-share" => {
+                    let v = value()?;
+                    out.batch_share = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| (0.0..=1.0).contains(s))
+                        .with_context(|| {
+                            format!("--batch-share: not a share from 0 to 1: {v:?}")
+                        })?;
+                }
+                "--only" => {
+                    let only = value()?;
+                    out.sweep = only == "sweep";
+                    out.batched = matches!(only, "batched" | "mixed");
+                    out.kad = matches!(only, "kad" | "libp2p-kad");
+                    if !(out.sweep || out.batched || out.kad) {
+                        bail!("--only sweep|batched|kad, not {only:?}");
+                    }
+                }
                 other => bail!("unknown option {other:?}\n{USAGE}"),
             }
         }
@@ -155,6 +187,8 @@ struct Side {
     bootstrap_wall: Duration,
     /// Routing table sizes after bootstrap: min, mean, max.
     tables: (usize, f64, usize),
+    /// Bytes of kad and batch messages all nodes wrote over the provide phase, where counted.
+    bytes_sent: Option<u64>,
     /// Requests of the provide phase by type, and how they were counted.
     requests: Vec<(&'static str, u64)>,
     requests_counted: &'static str,
@@ -172,6 +206,10 @@ impl Side {
 
     fn cpu_per_key(&self) -> Option<Duration> {
         Some(self.provide_cpu? / u32::try_from(self.keys_provided.max(1)).ok()?)
+    }
+
+    fn bytes_per_key(&self) -> Option<f64> {
+        Some(self.bytes_sent? as f64 / self.keys_provided.max(1) as f64)
     }
 
     fn requests_total(&self) -> u64 {
@@ -199,6 +237,8 @@ impl Side {
             "provide_cpu_secs": secs(self.provide_cpu),
             "keys_per_sec": self.keys_per_sec(),
             "cpu_micros_per_key": self.cpu_per_key().map(|d| d.as_secs_f64() * 1e6),
+            "bytes_sent": self.bytes_sent,
+            "bytes_per_key": self.bytes_per_key(),
             "side_wall_secs": self.side_wall.as_secs_f64(),
             "side_cpu_secs": secs(self.side_cpu),
             "bootstrap_wall_secs": self.bootstrap_wall.as_secs_f64(),
@@ -236,11 +276,16 @@ fn main() -> Result<()> {
 
 async fn bench(args: Args) -> Result<()> {
     eprintln!(
-        "bench devnet: {} nodes; sweep {} keys, libp2p-kad {} keys ({} in flight); sample {}",
-        args.nodes, args.keys, args.kad_keys, args.kad_parallel, args.sample
+        "bench devnet: {} nodes; sweep and batched {} keys (batch share {}), libp2p-kad {} keys ({} in flight); sample {}",
+        args.nodes, args.keys, args.batch_share, args.kad_keys, args.kad_parallel, args.sample
     );
     let sweep = if args.sweep {
-        Some(sweep_side(&args).await?)
+        Some(sweep_side(&args, false).await?)
+    } else {
+        None
+    };
+    let batched = if args.batched {
+        Some(sweep_side(&args, true).await?)
     } else {
         None
     };
@@ -249,8 +294,12 @@ async fn bench(args: Args) -> Result<()> {
     } else {
         None
     };
-    let sides: Vec<&Side> = sweep.iter().chain(kad.iter()).collect();
+    let sides: Vec<&Side> = sweep.iter().chain(&batched).chain(&kad).collect();
     print_table(&args, &sides);
+    let batch_ratios = match (&batched, &sweep) {
+        (Some(b), Some(s)) => Some(print_batch_ratios(&args, b, s)),
+        _ => None,
+    };
     let ratios = match (&sweep, &kad) {
         (Some(s), Some(k)) => Some(print_ratios(&args, s, k)),
         _ => None,
@@ -258,9 +307,12 @@ async fn bench(args: Args) -> Result<()> {
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "nodes": args.nodes,
+            "batch_share": args.batch_share,
             "sweep": sweep.as_ref().map(Side::json),
+            "batched": batched.as_ref().map(Side::json),
             "libp2p_kad": kad.as_ref().map(Side::json),
             "ratios": ratios,
+            "batched_over_sweep": batch_ratios,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -278,7 +330,15 @@ struct ProgressMarks {
     last_print: Option<Instant>,
 }
 
-async fn sweep_side(args: &Args) -> Result<Side> {
+/// The devnet with the sweeping provider: per message (`batched` false: the batched provide
+/// protocol off on every node) or batched (on, on `args.batch_share` of the servers).
+async fn sweep_side(args: &Args, batched: bool) -> Result<Side> {
+    let defaults = DevnetConfig::default();
+    let (name, node, batch_share) = match batched {
+        false => ("sweep", defaults.node.clone().provide_batch(false), 1.0),
+        true if args.batch_share < 1.0 => ("mixed", defaults.node.clone(), args.batch_share),
+        true => ("batched", defaults.node.clone(), 1.0),
+    };
     let config = DevnetConfig {
         nodes: args.nodes,
         keys: args.keys,
@@ -286,9 +346,11 @@ async fn sweep_side(args: &Args) -> Result<Side> {
         strategy: Strategy::Sweep,
         settle_timeout: args.settle,
         seed: args.seed,
-        ..DevnetConfig::default()
+        node,
+        batch_share,
+        ..defaults
     };
-    eprintln!("sweep: starting {} nodes", args.nodes);
+    eprintln!("{name}: starting {} nodes", args.nodes);
     let marks = Mutex::new(ProgressMarks::default());
     let cpu_start = process_cpu_time();
     let started = Instant::now();
@@ -302,7 +364,7 @@ async fn sweep_side(args: &Args) -> Result<Side> {
         {
             m.last_print = Some(Instant::now());
             eprintln!(
-                "sweep: {}/{} records sent, {}/{} keys provided ({:.0} s)",
+                "{name}: {}/{} records sent, {}/{} keys provided ({:.0} s)",
                 p.records_sent,
                 p.records_expected,
                 p.keys_provided,
@@ -312,7 +374,7 @@ async fn sweep_side(args: &Args) -> Result<Side> {
         }
     })
     .await
-    .context("sweep devnet")?;
+    .with_context(|| format!("{name} devnet"))?;
     let side_wall = started.elapsed();
     let side_cpu = cpu_between(cpu_start, process_cpu_time());
     let marks = marks.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -330,12 +392,28 @@ async fn sweep_side(args: &Args) -> Result<Side> {
             t.outbound_streams_opened,
             t.outbound_streams_reused
         ),
+        format!(
+            "records: {} in batches ({} batches; {} failed, {} refused; servers took {}), {} as ADD_PROVIDER; {} of {} servers serve the batched protocol, the provider {}",
+            report.records_batched(),
+            t.outbound_batches,
+            t.outbound_batches_failed,
+            t.outbound_batches_refused,
+            report.servers_batch_records,
+            p.add_provider_sent,
+            report.batch_servers,
+            report.nodes - 1,
+            if report.provider_batches {
+                "sends it"
+            } else {
+                "does not send it"
+            }
+        ),
     ];
     if let Some(e) = &report.provide_error {
         notes.push(format!("first provide reported: {e}"));
     }
     Ok(Side {
-        name: "sweep",
+        name,
         keys: report.keys,
         keys_provided: p.keys_provided,
         keys_failed: p.keys_failed,
@@ -345,11 +423,13 @@ async fn sweep_side(args: &Args) -> Result<Side> {
         side_cpu,
         bootstrap_wall: report.start_time + report.bootstrap_time,
         tables: (report.tables.min, report.tables.mean, report.tables.max),
+        bytes_sent: Some(report.provide_bytes_sent),
         requests: vec![
             ("FIND_NODE", p.find_node_sent),
             ("ADD_PROVIDER", p.add_provider_sent),
+            ("PROVIDE_BATCH", t.outbound_batches),
         ],
-        requests_counted: "sent by the provider (SweepingProvider counters)",
+        requests_counted: "sent by the provider (SweepingProvider counters; batches: transport counter, answered)",
         notes,
         sampled: report.sampled,
         found: report.found,
@@ -603,6 +683,7 @@ async fn kad_run(args: &Args, net: &KadNet) -> Result<Side> {
         side_cpu: None,
         bootstrap_wall,
         tables,
+        bytes_sent: None,
         requests: vec![
             ("FIND_NODE", received.find_node),
             ("ADD_PROVIDER", received.add_provider),
@@ -644,6 +725,10 @@ fn print_table(args: &Args, sides: &[&Side]) {
             format!("{:.1}", d.as_secs_f64() * 1e6)
         })
     });
+    row("bytes sent per key", &|s| {
+        s.bytes_per_key()
+            .map_or("n/a".to_owned(), |b| format!("{b:.0}"))
+    });
     let mut types: Vec<&'static str> = Vec::new();
     for s in sides {
         for (t, _) in &s.requests {
@@ -683,6 +768,42 @@ fn print_table(args: &Args, sides: &[&Side]) {
             println!("  {}: {n}", s.name);
         }
     }
+}
+
+/// Prints `batched` over `sweep` (keys per second; CPU and bytes per key) and the issue's
+/// targets at 100 nodes and 100,000 keys: keys per second at least 2x, CPU per key at most
+/// half, bytes per key at most a third.
+fn print_batch_ratios(args: &Args, batched: &Side, sweep: &Side) -> serde_json::Value {
+    let speed = batched.keys_per_sec() / sweep.keys_per_sec().max(1e-9);
+    let cpu = match (batched.cpu_per_key(), sweep.cpu_per_key()) {
+        (Some(b), Some(s)) => Some(b.as_secs_f64() / s.as_secs_f64().max(1e-12)),
+        _ => None,
+    };
+    let bytes = match (batched.bytes_per_key(), sweep.bytes_per_key()) {
+        (Some(b), Some(s)) => Some(b / s.max(1e-9)),
+        _ => None,
+    };
+    let show = |r: Option<f64>| r.map_or("n/a".to_owned(), |r| format!("{r:.2}x"));
+    println!("ratios ({} over sweep):", batched.name);
+    println!("  keys per second (wall)        {speed:>10.2}x");
+    println!("  CPU per key                   {:>11}", show(cpu));
+    println!("  bytes sent per key            {:>11}", show(bytes));
+    let target = args.nodes == 100 && sweep.keys_provided >= 100_000 && batched.name == "batched";
+    let met =
+        speed >= 2.0 && cpu.is_some_and(|c| c <= 0.5) && bytes.is_some_and(|b| b <= 1.0 / 3.0);
+    println!(
+        "  target (100 nodes, 100,000 keys: keys/s >= 2x, CPU/key <= 0.5x, bytes/key <= 0.33x): {}",
+        match (target, met) {
+            (false, _) => "not this configuration",
+            (true, true) => "met",
+            (true, false) => "NOT met",
+        }
+    );
+    serde_json::json!({
+        "keys_per_sec": speed,
+        "cpu_per_key": cpu,
+        "bytes_per_key": bytes,
+    })
 }
 
 fn print_ratios(args: &Args, sweep: &Side, kad: &Side) -> serde_json::Value {

@@ -169,11 +169,17 @@ impl TransportHandle {
     /// ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch) for
     /// [`Feature::ProvideBatch`]).
     pub fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
-        let enabled = match feature {
+        self.uses(feature) && self.book.supports(peer, feature)
+    }
+
+    /// Whether this node uses `feature`: serves and sends the batched provide protocol
+    /// ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch)) for
+    /// [`Feature::ProvideBatch`].
+    pub fn uses(&self, feature: Feature) -> bool {
+        match feature {
             Feature::ProvideBatch => self.provide_batch,
             _ => false,
-        };
-        enabled && self.book.supports(peer, feature)
+        }
     }
 
     /// Sends `peer` one batch of the batched provide protocol and waits for its answer,

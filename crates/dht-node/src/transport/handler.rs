@@ -87,7 +87,7 @@ use super::{
     error::TransportError,
     permits::InboundPermits,
     protocol::{BATCH_PROTOCOL, InboundHandler, KAD_PROTOCOL, KadUpgrade, RemotePeer},
-    stats::{Stats, add, bump},
+    stats::{Counted, Stats, add, bump},
 };
 
 /// The most requests without a response (ADD_PROVIDER) written to a stream together.
@@ -781,14 +781,15 @@ async fn exchange(
     let ty = work[0].ty;
     let deadline = work.iter().filter_map(|j| j.deadline).min();
     let io = async {
+        let mut out = Counted::new(&mut stream, &stats.bytes_sent);
         match work.as_slice() {
-            [one] => stream.write_all(&one.frame).await?,
+            [one] => out.write_all(&one.frame).await?,
             many => {
                 let frames: Vec<u8> = many.iter().flat_map(|j| j.frame.iter().copied()).collect();
-                stream.write_all(&frames).await?;
+                out.write_all(&frames).await?;
             }
         }
-        stream.flush().await?;
+        out.flush().await?;
         bump(&stats.outbound_writes);
         if !ty.expects_response() {
             return Ok(None);
@@ -949,7 +950,8 @@ async fn serve(
             }
             Err(panicked) => return handler_failed(&stats, peer, &ty, panicked),
         };
-        let write = cfg.codec.write_response(&mut stream, &response);
+        let mut out = Counted::new(&mut stream, &stats.bytes_sent);
+        let write = cfg.codec.write_response(&mut out, &response);
         if !answered(write, cfg.request_timeout, &stats, peer, &ty).await {
             return;
         }
@@ -1023,8 +1025,9 @@ async fn batch_exchange(
     peer: PeerId,
 ) {
     let io = async {
-        stream.write_all(&job.frame).await?;
-        stream.flush().await?;
+        let mut out = Counted::new(&mut stream, &stats.bytes_sent);
+        out.write_all(&job.frame).await?;
+        out.flush().await?;
         codec.read_response(&mut stream).await
     };
     let result = match job.deadline {
@@ -1133,7 +1136,8 @@ async fn serve_batch(
                 response.statuses.iter().filter(|s| s.is_stored()).count(),
             ),
         }
-        let write = cfg.batch_codec.write_response(&mut stream, &response);
+        let mut out = Counted::new(&mut stream, &stats.bytes_sent);
+        let write = cfg.batch_codec.write_response(&mut out, &response);
         if !answered(write, cfg.request_timeout, &stats, peer, &"provide batch").await {
             return;
         }

@@ -1,6 +1,12 @@
 //! Counters of streams and requests, shared by all connections of one behaviour.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering},
+    task::{Context, Poll},
+};
+
+use futures::AsyncWrite;
 
 /// A snapshot of the kad protocol's counters since the transport started.
 #[non_exhaustive]
@@ -52,6 +58,10 @@ pub struct TransportStats {
     /// Batches received and refused: answered with an error (wrong sender, no address, rate,
     /// store unavailable), or malformed (the stream is reset, nothing stored).
     pub inbound_batches_refused: u64,
+    /// Bytes of kad and batched provide messages this node wrote to its streams: requests,
+    /// batches and the answers it served, length prefixes included (not the noise, yamux,
+    /// multistream-select or identify bytes around them).
+    pub bytes_sent: u64,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +85,7 @@ pub(crate) struct Stats {
     pub(crate) inbound_batch_records: AtomicU64,
     pub(crate) inbound_batch_stored: AtomicU64,
     pub(crate) inbound_batches_refused: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -83,6 +94,41 @@ pub(crate) fn bump(counter: &AtomicU64) {
 
 pub(crate) fn add(counter: &AtomicU64, n: usize) {
     counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// A writer that adds every byte written through it to a counter: what the codecs write
+/// (answers) is counted as it goes out.
+pub(crate) struct Counted<'a, W> {
+    inner: &'a mut W,
+    counter: &'a AtomicU64,
+}
+
+impl<'a, W> Counted<'a, W> {
+    pub(crate) fn new(inner: &'a mut W, counter: &'a AtomicU64) -> Self {
+        Counted { inner, counter }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            add(self.counter, n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_close(cx)
+    }
 }
 
 impl Stats {
@@ -108,6 +154,7 @@ impl Stats {
             inbound_batch_records: get(&self.inbound_batch_records),
             inbound_batch_stored: get(&self.inbound_batch_stored),
             inbound_batches_refused: get(&self.inbound_batches_refused),
+            bytes_sent: get(&self.bytes_sent),
         }
     }
 }
