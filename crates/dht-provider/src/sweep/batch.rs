@@ -9,9 +9,10 @@
 
 use dht_proto::{
     PeerInfo,
-    batch::{ProvideBatch, ProvideBatchResponse, encode_request_body},
+    batch::{BatchError, ProvideBatch, ProvideBatchResponse, encode_request_body},
 };
 use dht_routing::RpcError;
+use std::time::Duration;
 
 /// The bytes of the provider entry of a batch sent by `provider` (field 1 of the request
 /// body, with its tag and length).
@@ -70,6 +71,32 @@ pub(crate) fn cut(
     sizes
 }
 
+/// The first wait after a batch answered "later" (`RATE_LIMITED`, `UNAVAILABLE`): 1 s.
+/// Each "later" in a row doubles it, up to [`BATCH_BACKOFF_MAX`].
+pub(crate) const BATCH_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait between two batches to one peer: 16 s.
+pub(crate) const BATCH_BACKOFF_MAX: Duration = Duration::from_secs(16);
+
+/// "Later" answers in a row after which a peer is given up on for the slice (its records go
+/// to the next closest servers): 8, about a minute and a half of waiting in all.
+pub(crate) const MAX_BATCH_DEFERRALS: u32 = 8;
+
+/// How a peer that answered "later" `deferrals` times in a row (at least once) is sent to
+/// next, after a batch of `n` keys: the most keys of the next batch (half of `n`: a batch
+/// larger than a server's burst is never allowed, and a smaller one waits less for its
+/// tokens) and the wait before it; `None` once the peer is to be given up on.
+pub(crate) fn defer(n: usize, deferrals: u32) -> Option<(usize, Duration)> {
+    if deferrals >= MAX_BATCH_DEFERRALS {
+        return None;
+    }
+    let doubling = 1u32 << deferrals.saturating_sub(1).min(16);
+    let wait = BATCH_BACKOFF
+        .saturating_mul(doubling)
+        .min(BATCH_BACKOFF_MAX);
+    Some(((n / 2).max(1), wait))
+}
+
 /// What one batch came to, per record (as positions in the batch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Settled {
@@ -84,12 +111,20 @@ pub(crate) enum Settled {
     },
     /// The peer does not speak the protocol (after all): its records go as ADD_PROVIDER.
     Unsupported,
-    /// Nothing of the batch is stored: a batch error (`RATE_LIMITED`, `UNAVAILABLE`, …), an
-    /// answer whose statuses do not match the keys, or a failed call (timeout, lost message,
-    /// unreachable). The sweep treats it as a failed send to the peer: a failed call may be
-    /// tried `again` (as an ADD_PROVIDER, a peer is given up only after failures in a row),
-    /// an answer refusing the batch is not, and once the peer is given up for the slice its
-    /// records go to the next closest servers.
+    /// Nothing of the batch is stored, and the server said to come back later: `RATE_LIMITED`
+    /// (the batch is more than its rate limit allows now) or `UNAVAILABLE` (it cannot write
+    /// now), or an error value unknown here, read as `UNAVAILABLE`. The sweep waits, and sends
+    /// the keys again in smaller batches, while the peer's budget lasts.
+    Later {
+        /// What the server answered.
+        why: BatchError,
+    },
+    /// Nothing of the batch is stored: a refusal that waiting does not change
+    /// (`PROVIDER_NOT_SENDER`, `NO_ADDRESSES`), an answer whose statuses do not match the
+    /// keys, or a failed call (timeout, lost message, unreachable). The sweep treats it as a
+    /// failed send to the peer: a failed call may be tried `again` (as an ADD_PROVIDER, a
+    /// peer is given up only after failures in a row), an answer refusing the batch is not,
+    /// and once the peer is given up for the slice its records go to the next closest servers.
     Failed {
         /// What went wrong.
         why: String,
@@ -111,6 +146,12 @@ pub(crate) fn settle(keys: usize, answer: Result<ProvideBatchResponse, RpcError>
         }
     };
     if let Some(error) = response.error {
+        if matches!(
+            error,
+            BatchError::RateLimited | BatchError::Unavailable | BatchError::Unknown(_)
+        ) {
+            return Settled::Later { why: error };
+        }
         return Settled::Failed {
             why: error.to_string(),
             again: false,
@@ -133,9 +174,7 @@ pub(crate) fn settle(keys: usize, answer: Result<ProvideBatchResponse, RpcError>
 mod tests {
     use dht_proto::{
         PeerId,
-        batch::{
-            BatchCodec, BatchError, KeyStatus, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch,
-        },
+        batch::{BatchCodec, KeyStatus, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
     };
     use dht_routing::Feature;
 
@@ -203,6 +242,23 @@ mod tests {
     }
 
     #[test]
+    fn a_later_answer_halves_the_batch_and_doubles_the_wait() {
+        assert_eq!(defer(8192, 1), Some((4096, Duration::from_secs(1))));
+        assert_eq!(defer(4096, 2), Some((2048, Duration::from_secs(2))));
+        assert_eq!(defer(2048, 3), Some((1024, Duration::from_secs(4))));
+        assert_eq!(defer(1, 5), Some((1, BATCH_BACKOFF_MAX)));
+        assert_eq!(
+            defer(10, MAX_BATCH_DEFERRALS - 1).unwrap().1,
+            BATCH_BACKOFF_MAX
+        );
+        assert_eq!(defer(10, MAX_BATCH_DEFERRALS), None);
+        let waited: Duration = (1..MAX_BATCH_DEFERRALS)
+            .map(|d| defer(100, d).unwrap().1)
+            .sum();
+        assert_eq!(waited, Duration::from_secs(1 + 2 + 4 + 8 + 16 + 16 + 16));
+    }
+
+    #[test]
     fn answers_say_what_is_stored_refused_or_failed() {
         let answer = ProvideBatchResponse {
             statuses: vec![
@@ -226,13 +282,18 @@ mod tests {
             settle(4, Ok(answer)),
             Settled::Failed { again: false, .. }
         ));
+        // A server that says "later" is waited for; one that refuses the provider is not.
         for error in [
             BatchError::RateLimited,
             BatchError::Unavailable,
-            BatchError::ProviderNotSender,
-            BatchError::NoAddresses,
             BatchError::Unknown(77),
         ] {
+            assert_eq!(
+                settle(3, Ok(ProvideBatchResponse::refused(error))),
+                Settled::Later { why: error }
+            );
+        }
+        for error in [BatchError::ProviderNotSender, BatchError::NoAddresses] {
             assert!(matches!(
                 settle(3, Ok(ProvideBatchResponse::refused(error))),
                 Settled::Failed { again: false, .. }

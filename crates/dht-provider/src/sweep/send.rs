@@ -330,18 +330,25 @@ where
     ) -> Option<Vec<usize>> {
         let c = &self.counters;
         let local = &self.parts.local;
-        let sizes = batch::cut(
-            batch::provider_entry_bytes(local),
-            idx.iter().map(|&i| keys[i].key.to_bytes().len()),
-            MAX_BATCH_KEYS,
-            MAX_BATCH_MESSAGE_SIZE,
-        );
+        let provider_bytes = batch::provider_entry_bytes(local);
+        // The most keys of the next batch: halved by each "later" answer.
+        let mut max_keys = MAX_BATCH_KEYS;
         let mut from = 0;
         // Failed calls in a row: as for ADD_PROVIDER, a lost message now and then is not a
         // dead peer.
         let mut failures = 0u32;
-        let mut i = 0;
-        while let Some(&n) = sizes.get(i) {
+        // "Later" answers in a row.
+        let mut deferrals = 0u32;
+        while from < idx.len() {
+            let n = batch::cut(
+                provider_bytes,
+                idx[from..]
+                    .iter()
+                    .take(max_keys)
+                    .map(|&i| keys[i].key.to_bytes().len()),
+                max_keys,
+                MAX_BATCH_MESSAGE_SIZE,
+            )[0];
             let part = &idx[from..from + n];
             let request = ProvideBatch {
                 provider: local.clone(),
@@ -361,6 +368,36 @@ where
                         "peer does not take batches; its records go as ADD_PROVIDER"
                     );
                     return Some(idx[from..].to_vec());
+                }
+                Settled::Later { why } => {
+                    c.batches_sent.fetch_add(1, Ordering::Relaxed);
+                    c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
+                    c.batches_deferred.fetch_add(1, Ordering::Relaxed);
+                    deferrals += 1;
+                    let next = batch::defer(n, deferrals)
+                        .filter(|&(_, wait)| tokio::time::Instant::now() + wait < until);
+                    let Some((keys_next, wait)) = next else {
+                        tracing::debug!(
+                            peer = %peer.peer_id,
+                            records = n,
+                            %why,
+                            deferrals,
+                            "peer keeps answering later; its other records go to the next closest"
+                        );
+                        sent.dead = true;
+                        return None;
+                    };
+                    tracing::debug!(
+                        peer = %peer.peer_id,
+                        records = n,
+                        %why,
+                        next = keys_next,
+                        ?wait,
+                        "batch deferred; sent again smaller"
+                    );
+                    max_keys = keys_next;
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
                 Settled::Failed { why, again } => {
                     c.batches_sent.fetch_add(1, Ordering::Relaxed);
@@ -385,6 +422,7 @@ where
                 }
                 Settled::Answered { stored, refused } => {
                     failures = 0;
+                    deferrals = 0;
                     c.batches_sent.fetch_add(1, Ordering::Relaxed);
                     c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
                     c.batch_stored
@@ -396,7 +434,6 @@ where
                 }
             }
             from += n;
-            i += 1;
         }
         None
     }
