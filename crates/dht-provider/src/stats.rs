@@ -87,6 +87,10 @@ pub struct ProviderStats {
     /// Batches answered "later" (RATE_LIMITED, UNAVAILABLE): nothing stored, and the keys sent
     /// again after a wait, in smaller batches, while the peer's budget lasts.
     pub provide_batches_deferred: u64,
+    /// Times a batch waited for the server's rate limit before it was sent, as the server's
+    /// last answer told the allowance (`docs/specs/provide-batch.md`): the waits that keep
+    /// batches from being refused.
+    pub provide_batch_waits: u64,
     /// Times a peer known to speak the batched protocol refused it, and its records went as
     /// ADD_PROVIDER instead.
     pub provide_batch_fallbacks: u64,

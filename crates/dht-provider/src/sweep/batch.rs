@@ -9,7 +9,7 @@
 
 use dht_proto::{
     PeerInfo,
-    batch::{BatchError, ProvideBatch, ProvideBatchResponse, encode_request_body},
+    batch::{Allowance, BatchError, ProvideBatch, ProvideBatchResponse, encode_request_body},
 };
 use dht_routing::RpcError;
 use std::time::Duration;
@@ -95,6 +95,39 @@ pub(crate) fn defer(n: usize, deferrals: u32) -> Option<(usize, Duration)> {
         .saturating_mul(doubling)
         .min(BATCH_BACKOFF_MAX);
     Some(((n / 2).max(1), wait))
+}
+
+/// The most keys of the first batch to a peer, before its answer has told its allowance: a
+/// batch over a server's rate limit is refused whole and its bytes sent twice, so the first
+/// is small; 256 keys of 34 bytes are about 9 KiB.
+pub(crate) const FIRST_BATCH_KEYS: usize = 256;
+
+/// How many of `want` keys to send a peer that told its `allowance` `since` ago, and how long
+/// to wait first, so that the batch is within the server's rate limit and is not refused
+/// (and its bytes sent twice): no more than the server's burst; at once if its allowance has
+/// grown to the batch; otherwise after the wait for the tokens missing, in whole seconds (a
+/// server counts time in seconds). The wait is at most [`BATCH_BACKOFF_MAX`]: a batch that
+/// would need longer is cut to what the peer takes by then.
+pub(crate) fn pace(want: usize, allowance: &Allowance, since: Duration) -> (usize, Duration) {
+    let per_second = u64::from(allowance.per_second);
+    let burst = u64::from(allowance.burst.max(1));
+    let have = u64::from(allowance.keys)
+        .saturating_add(since.as_secs().saturating_mul(per_second))
+        .min(burst);
+    let n = (want as u64).min(burst).max(1);
+    if have >= n {
+        return (n as usize, Duration::ZERO);
+    }
+    let most = BATCH_BACKOFF_MAX.as_secs();
+    let secs = if per_second == 0 {
+        most
+    } else {
+        (n - have).div_ceil(per_second).min(most)
+    };
+    let n = n
+        .min(have.saturating_add(secs.saturating_mul(per_second)))
+        .max(1);
+    (n as usize, Duration::from_secs(secs))
 }
 
 /// What one batch came to, per record (as positions in the batch).
@@ -242,6 +275,48 @@ mod tests {
     }
 
     #[test]
+    fn an_allowance_paces_batches_within_the_rate_limit() {
+        let a = |keys, per_second, burst| Allowance {
+            keys,
+            per_second,
+            burst,
+        };
+        let now = Duration::ZERO;
+        // Enough now: at once.
+        assert_eq!(pace(500, &a(600, 100, 1000), now), (500, Duration::ZERO));
+        // Never more than the burst.
+        assert_eq!(
+            pace(8192, &a(10_000, 1000, 10_000), now),
+            (8192, Duration::ZERO)
+        );
+        assert_eq!(
+            pace(8192, &a(5000, 1000, 5000), now),
+            (5000, Duration::ZERO)
+        );
+        // Tokens earned since the answer count, in whole seconds.
+        assert_eq!(
+            pace(500, &a(100, 100, 1000), Duration::from_millis(4900)),
+            (500, Duration::ZERO)
+        );
+        assert_eq!(
+            pace(500, &a(100, 100, 1000), Duration::from_millis(3900)),
+            (500, Duration::from_secs(1))
+        );
+        // Short: wait for the missing tokens.
+        assert_eq!(
+            pace(8192, &a(1808, 1000, 10_000), now),
+            (8192, Duration::from_secs(7))
+        );
+        // A wait past the longest is cut to what the peer takes by then.
+        assert_eq!(
+            pace(8192, &a(0, 100, 10_000), now),
+            (1600, BATCH_BACKOFF_MAX)
+        );
+        // A server that earns nothing: one key after the longest wait.
+        assert_eq!(pace(10, &a(0, 0, 0), now), (1, BATCH_BACKOFF_MAX));
+    }
+
+    #[test]
     fn a_later_answer_halves_the_batch_and_doubles_the_wait() {
         assert_eq!(defer(8192, 1), Some((4096, Duration::from_secs(1))));
         assert_eq!(defer(4096, 2), Some((2048, Duration::from_secs(2))));
@@ -260,16 +335,13 @@ mod tests {
 
     #[test]
     fn answers_say_what_is_stored_refused_or_failed() {
-        let answer = ProvideBatchResponse {
-            statuses: vec![
-                KeyStatus::Stored,
-                KeyStatus::Full,
-                KeyStatus::Stored,
-                KeyStatus::InvalidKey,
-                KeyStatus::Unknown(9),
-            ],
-            error: None,
-        };
+        let answer = ProvideBatchResponse::answered(vec![
+            KeyStatus::Stored,
+            KeyStatus::Full,
+            KeyStatus::Stored,
+            KeyStatus::InvalidKey,
+            KeyStatus::Unknown(9),
+        ]);
         assert_eq!(
             settle(5, Ok(answer.clone())),
             Settled::Answered {

@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::atomic::Ordering};
 
 use dht_proto::{
     Key, PeerId, PeerInfo, Prefix, Request, Response, UnixSecs,
-    batch::{MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
+    batch::{Allowance, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
 };
 use dht_provider_store::Keystore;
 use dht_routing::{Feature, Network, RpcError, key_in_prefix};
@@ -339,16 +339,43 @@ where
         let mut failures = 0u32;
         // "Later" answers in a row.
         let mut deferrals = 0u32;
+        // The peer's rate limit as its last answer told it, and when.
+        let mut allowance: Option<(Allowance, tokio::time::Instant)> = None;
+        // Until then (and for a server that does not tell it), batches start small.
+        let mut first = true;
         while from < idx.len() {
-            let n = batch::cut(
+            let limit = if first {
+                max_keys.min(batch::FIRST_BATCH_KEYS)
+            } else {
+                max_keys
+            };
+            first = false;
+            let mut n = batch::cut(
                 provider_bytes,
                 idx[from..]
                     .iter()
-                    .take(max_keys)
+                    .take(limit)
                     .map(|&i| keys[i].key.to_bytes().len()),
-                max_keys,
+                limit,
                 MAX_BATCH_MESSAGE_SIZE,
             )[0];
+            if let Some((allowed, at)) = allowance {
+                let (paced, wait) = batch::pace(n, &allowed, at.elapsed());
+                if !wait.is_zero() {
+                    if tokio::time::Instant::now() + wait >= until {
+                        tracing::debug!(
+                            peer = %peer.peer_id,
+                            left = idx.len() - from,
+                            "peer's rate limit outlasts its budget; its other records go to the next closest"
+                        );
+                        sent.dead = true;
+                        return None;
+                    }
+                    c.batch_waits.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(wait).await;
+                }
+                n = paced;
+            }
             let part = &idx[from..from + n];
             let request = ProvideBatch {
                 provider: local.clone(),
@@ -360,6 +387,9 @@ where
             let answer = tokio::time::timeout_at(answer_by, call)
                 .await
                 .unwrap_or(Err(RpcError::Timeout));
+            if let Some(allowed) = answer.as_ref().ok().and_then(|a| a.allowance) {
+                allowance = Some((allowed, tokio::time::Instant::now()));
+            }
             match batch::settle(n, answer) {
                 Settled::Unsupported => {
                     c.batch_fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -374,6 +404,11 @@ where
                     c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
                     c.batches_deferred.fetch_add(1, Ordering::Relaxed);
                     deferrals += 1;
+                    if allowance.is_some() && deferrals < batch::MAX_BATCH_DEFERRALS {
+                        // The answer told the peer's allowance: the next turn waits for it.
+                        tracing::debug!(peer = %peer.peer_id, records = n, %why, "batch deferred; paced by the peer's allowance");
+                        continue;
+                    }
                     let next = batch::defer(n, deferrals)
                         .filter(|&(_, wait)| tokio::time::Instant::now() + wait < until);
                     let Some((keys_next, wait)) = next else {
