@@ -102,6 +102,15 @@ pub(crate) fn defer(n: usize, deferrals: u32) -> Option<(usize, Duration)> {
 /// is small; 256 keys of 34 bytes are about 9 KiB.
 pub(crate) const FIRST_BATCH_KEYS: usize = 256;
 
+/// Servers whose last allowance the provider remembers: 4,096 (about 100 KiB).
+pub(crate) const ALLOWANCES_KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4096) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
+
+/// An allowance a server told, and when the answer came.
+pub(crate) type Told = (Allowance, tokio::time::Instant);
+
 /// How many of `want` keys to send a peer that told its `allowance` `since` ago, and how long
 /// to wait first, so that the batch is within the server's rate limit and is not refused
 /// (and its bytes sent twice): no more than the server's burst; at once if its allowance has

@@ -359,6 +359,10 @@ struct Inner<N, T, K> {
     wake: Notify,
     closed: AtomicBool,
     counters: Counters,
+    /// The servers' rate limits as their last batch answers told them, and when: the next
+    /// slice or page sends them batches sized and paced to it at once, not a small first
+    /// batch to learn it again. At most [`batch::ALLOWANCES_KEPT`] servers.
+    allowances: Mutex<lru::LruCache<dht_proto::PeerId, batch::Told>>,
 }
 
 /// Provides keys to the DHT and reprovides them every interval by sweeping the keyspace.
@@ -476,6 +480,7 @@ where
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             counters: Counters::default(),
+            allowances: Mutex::new(lru::LruCache::new(batch::ALLOWANCES_KEPT)),
         });
         let workers = (0..inner.config.workers)
             .map(|i| {

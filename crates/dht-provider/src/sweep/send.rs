@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::atomic::Ordering};
 
 use dht_proto::{
     Key, PeerId, PeerInfo, Prefix, Request, Response, UnixSecs,
-    batch::{Allowance, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
+    batch::{MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
 };
 use dht_provider_store::Keystore;
 use dht_routing::{Feature, Network, RpcError, key_in_prefix};
@@ -339,10 +339,11 @@ where
         let mut failures = 0u32;
         // "Later" answers in a row.
         let mut deferrals = 0u32;
-        // The peer's rate limit as its last answer told it, and when.
-        let mut allowance: Option<(Allowance, tokio::time::Instant)> = None;
-        // Until then (and for a server that does not tell it), batches start small.
-        let mut first = true;
+        // The peer's rate limit as its last answer told it, and when (maybe in an earlier
+        // page or slice).
+        let mut allowance: Option<batch::Told> = self.allowances.lock().get(&peer.peer_id).copied();
+        // Until it is known (and for a server that does not tell it), batches start small.
+        let mut first = allowance.is_none();
         while from < idx.len() {
             let limit = if first {
                 max_keys.min(batch::FIRST_BATCH_KEYS)
@@ -388,7 +389,9 @@ where
                 .await
                 .unwrap_or(Err(RpcError::Timeout));
             if let Some(allowed) = answer.as_ref().ok().and_then(|a| a.allowance) {
-                allowance = Some((allowed, tokio::time::Instant::now()));
+                let told = (allowed, tokio::time::Instant::now());
+                allowance = Some(told);
+                self.allowances.lock().put(peer.peer_id, told);
             }
             match batch::settle(n, answer) {
                 Settled::Unsupported => {
