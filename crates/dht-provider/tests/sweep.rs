@@ -59,6 +59,8 @@ struct Counts {
     batch_records: u64,
     /// Per server, the batches it was sent.
     batches_to: HashMap<PeerId, u64>,
+    /// Per server, the number of keys of each batch it was sent, in order.
+    batch_sizes: HashMap<PeerId, Vec<usize>>,
     /// Per server, the ADD_PROVIDER messages it was sent.
     add_provider_to: HashMap<PeerId, u64>,
     /// Per (server, key), the times the key was offered to the server (either way).
@@ -408,6 +410,10 @@ impl Network for Net {
                 let mut c = net.0.counts.lock();
                 c.batches += 1;
                 c.batch_records += batch.keys.len() as u64;
+                c.batch_sizes
+                    .entry(peer)
+                    .or_default()
+                    .push(batch.keys.len());
                 let to = c.batches_to.entry(peer).or_default();
                 *to += 1;
                 *to
@@ -2151,6 +2157,54 @@ async fn rate_limited_batches_are_paced_or_sent_again_smaller() {
     // Told the allowance, at most a few percent of the records go twice.
     assert!(refused_share[0] < 0.05, "{refused_share:?}");
     assert!(refused_share[0] < refused_share[1], "{refused_share:?}");
+}
+
+/// A server's allowance, once told, is remembered across pages and slices: only the first
+/// batch to each server is the small one that learns it; every later page is sent at once in
+/// batches as large as the allowance lets.
+#[tokio::test(start_paused = true)]
+async fn a_told_allowance_is_remembered_across_pages() {
+    let net = Net::new(300, 72);
+    net.batch_servers(
+        1,
+        BatchSupport::Limits {
+            burst: 1_000_000,
+            per_second: 1_000_000,
+            hints: true,
+        },
+    );
+    let mut config = config();
+    config.scan_page = 500;
+    let provider = start(
+        &net,
+        Arc::new(MemoryStore::new()),
+        MemoryStateStore::default(),
+        config,
+    );
+    let keys = keys(20_000, 73);
+    provider.start_providing(false, &keys).await.unwrap();
+    assert!(net.placement(&keys, 20) >= 0.99);
+    // The reprovide reads each slice from the keystore in pages of 500 keys.
+    net.0.counts.lock().batch_sizes.clear();
+    tokio::time::sleep(Duration::from_secs(9 * 3600)).await;
+    let (servers, most_batches, most_small) = {
+        let c = net.0.counts.lock();
+        let small = |sizes: &Vec<usize>| sizes.iter().filter(|&&n| n == 256).count();
+        (
+            c.batch_sizes.len(),
+            c.batch_sizes.values().map(Vec::len).max().unwrap_or(0),
+            c.batch_sizes.values().map(small).max().unwrap_or(0),
+        )
+    };
+    eprintln!(
+        "reprovide in pages of 500 keys to {servers} servers: at most {most_batches} batches \
+         to one, at most {most_small} of them a first batch of 256 keys"
+    );
+    // Several pages of the reprovide reached each server, and none needed a small first
+    // batch: the allowance the first provide learnt was remembered.
+    assert!(most_batches >= 3, "{most_batches}");
+    assert_eq!(most_small, 0);
+    provider.close().await.unwrap();
 }
 
 /// A batch whose answer is lost is sent again, as a lost ADD_PROVIDER is: a loss now and then
