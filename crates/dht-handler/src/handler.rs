@@ -3,7 +3,7 @@
 use dht_proto::{
     Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request, Response,
     UnixSecs,
-    batch::{BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
+    batch::{Allowance, BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
     bound_addrs,
 };
 use std::collections::HashMap;
@@ -265,17 +265,58 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     ) -> ProvideBatchResponse {
         let sender = from.peer_id();
         let requests = u64::try_from(batch.keys.len()).unwrap_or(u64::MAX);
-        if let Some(rate) = &self.rate
-            && !rate.allow_n(sender, requests, now)
-        {
-            return ProvideBatchResponse::refused(BatchError::RateLimited);
+        // Both limits are charged per key, all or none; the answer tells the sender the
+        // smaller of its two allowances, so that it can pace its next batches.
+        let ip = from
+            .remote_ip
+            .filter(|ip| self.config.rate_limit_loopback || !ip.is_loopback())
+            .map(crate::rate::ip_bucket);
+        let ip_rate = self.ip_rate.as_ref().zip(ip);
+        let mut allowance: Option<Allowance> = None;
+        if let Some((rate, ip)) = ip_rate {
+            let tokens = rate.available(&ip, now);
+            if tokens < requests {
+                if let Some(peer_rate) = &self.rate {
+                    let peer_tokens = peer_rate.available(sender, now);
+                    allowance = tighter(allowance, peer_rate, peer_tokens);
+                }
+                return ProvideBatchResponse::refused(BatchError::RateLimited)
+                    .with_allowance(tighter(allowance, rate, tokens));
+            }
         }
-        if let (Some(rate), Some(ip)) = (&self.ip_rate, from.remote_ip)
-            && (self.config.rate_limit_loopback || !ip.is_loopback())
-            && !rate.allow_n(&crate::rate::ip_bucket(ip), requests, now)
-        {
-            return ProvideBatchResponse::refused(BatchError::RateLimited);
+        if let Some(rate) = &self.rate {
+            match rate.spend(sender, requests, now) {
+                Ok(left) => allowance = tighter(allowance, rate, left),
+                Err(tokens) => {
+                    if let Some((ip_rate, ip)) = ip_rate {
+                        allowance = tighter(allowance, ip_rate, ip_rate.available(&ip, now));
+                    }
+                    return ProvideBatchResponse::refused(BatchError::RateLimited)
+                        .with_allowance(tighter(allowance, rate, tokens));
+                }
+            }
         }
+        if let Some((rate, ip)) = ip_rate {
+            match rate.spend(&ip, requests, now) {
+                Ok(left) => allowance = tighter(allowance, rate, left),
+                // Spent by a concurrent request since it was looked at.
+                Err(tokens) => {
+                    return ProvideBatchResponse::refused(BatchError::RateLimited)
+                        .with_allowance(tighter(allowance, rate, tokens));
+                }
+            }
+        }
+        self.store_batch(from, batch, now).with_allowance(allowance)
+    }
+
+    /// Validates and stores a batch whose rate was charged.
+    fn store_batch(
+        &self,
+        from: &Sender,
+        batch: ProvideBatch,
+        now: UnixSecs,
+    ) -> ProvideBatchResponse {
+        let sender = from.peer_id();
         if from.is_server {
             self.table
                 .update(&from.peer, PeerEvent::Seen(Direction::Inbound));
@@ -364,10 +405,7 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             };
             statuses.push(status);
         }
-        ProvideBatchResponse {
-            statuses,
-            error: None,
-        }
+        ProvideBatchResponse::answered(statuses)
     }
 
     fn dispatch(
@@ -680,4 +718,27 @@ pub fn is_public_addr(addr: &Multiaddr) -> bool {
         }
         _ => true,
     }
+}
+
+/// `allowance` narrowed by a limiter holding `tokens` for the sender: the smaller of each
+/// figure.
+fn tighter<K: std::hash::Hash + Eq + Copy>(
+    allowance: Option<Allowance>,
+    rate: &crate::rate::RateLimiter<K>,
+    tokens: u64,
+) -> Option<Allowance> {
+    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let this = Allowance {
+        keys: clamp(tokens),
+        per_second: clamp(rate.rate()),
+        burst: clamp(rate.capacity()),
+    };
+    Some(match allowance {
+        None => this,
+        Some(a) => Allowance {
+            keys: a.keys.min(this.keys),
+            per_second: a.per_second.min(this.per_second),
+            burst: a.burst.min(this.burst),
+        },
+    })
 }

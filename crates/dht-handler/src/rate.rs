@@ -74,19 +74,45 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
 
     /// Spends one of `peer`'s tokens at `now`; `false` if it has none left.
     pub(crate) fn allow(&self, peer: &K, now: UnixSecs) -> bool {
-        self.allow_n(peer, 1, now)
+        self.spend(peer, 1, now).is_ok()
     }
 
     /// Spends `n` of `peer`'s tokens at `now` (a batch of `n` requests in one message), all
-    /// or none: `false`, and nothing spent, if it has fewer than `n` left. `n` of 0 spends
-    /// nothing and is allowed.
-    pub(crate) fn allow_n(&self, peer: &K, n: u64, now: UnixSecs) -> bool {
-        if n == 0 {
-            return true;
-        }
+    /// or none: `Ok` with the tokens left, or `Err` with the tokens it has (fewer than `n`),
+    /// nothing spent. `n` of 0 spends nothing and is allowed.
+    pub(crate) fn spend(&self, peer: &K, n: u64, now: UnixSecs) -> Result<u64, u64> {
+        self.with_bucket(peer, now, |tokens| {
+            if *tokens < n {
+                Err(*tokens)
+            } else {
+                *tokens -= n;
+                Ok(*tokens)
+            }
+        })
+    }
+
+    /// The tokens `peer` has at `now`, nothing spent.
+    pub(crate) fn available(&self, peer: &K, now: UnixSecs) -> u64 {
+        self.with_bucket(peer, now, |tokens| *tokens)
+    }
+
+    /// Tokens earned a second.
+    pub(crate) fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// The most tokens a bucket holds.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Runs `f` on `peer`'s tokens at `now` (refilled since it was last seen; a peer not
+    /// remembered has a full bucket, remembered only if `f` spends from it).
+    fn with_bucket<T>(&self, peer: &K, now: UnixSecs, f: impl FnOnce(&mut u64) -> T) -> T {
         let i = (self.hasher.hash_one(peer) as usize) % self.shards.len();
         let Some(shard) = self.shards.get(i) else {
-            return true;
+            let mut tokens = self.capacity;
+            return f(&mut tokens);
         };
         let mut shard = shard.lock();
         match shard.get_mut(peer) {
@@ -96,23 +122,15 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
                     b.tokens = b.tokens.saturating_add(earned).min(self.capacity);
                     b.last = now;
                 }
-                if b.tokens < n {
-                    false
-                } else {
-                    b.tokens -= n;
-                    true
-                }
+                f(&mut b.tokens)
             }
-            None if n > self.capacity => false,
             None => {
-                shard.put(
-                    *peer,
-                    Bucket {
-                        tokens: self.capacity - n,
-                        last: now,
-                    },
-                );
-                true
+                let mut tokens = self.capacity;
+                let out = f(&mut tokens);
+                if tokens < self.capacity {
+                    shard.put(*peer, Bucket { tokens, last: now });
+                }
+                out
             }
         }
     }

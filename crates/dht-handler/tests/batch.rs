@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use dht_handler::{Handler, HandlerConfig, RateLimit, Sender};
-use dht_proto::batch::{BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse};
+use dht_proto::batch::{Allowance, BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse};
 use dht_proto::{PeerInfo, ProviderRecord, Request, Response, UnixSecs};
 use dht_provider_store::{
     Config, GroupWriter, MemoryStore, ProviderEntry, ProviderOutcome, ProviderStore, RocksStore,
@@ -33,11 +33,13 @@ fn batch(provider: &PeerInfo, keys: Vec<Vec<u8>>) -> ProvideBatch {
     }
 }
 
+/// The answer without the allowance it tells (checked on its own where it matters).
+fn bare(answer: ProvideBatchResponse) -> ProvideBatchResponse {
+    answer.with_allowance(None)
+}
+
 fn stored(n: usize) -> ProvideBatchResponse {
-    ProvideBatchResponse {
-        statuses: vec![KeyStatus::Stored; n],
-        error: None,
-    }
+    ProvideBatchResponse::answered(vec![KeyStatus::Stored; n])
 }
 
 /// The peer ids the handler lists as providers of `key` (GET_PROVIDERS from a stranger).
@@ -59,7 +61,8 @@ fn a_batch_is_stored_and_answered_per_key() {
         let h = handler(&stores, &[], HandlerConfig::default());
         let p = peer(7);
         let keys: Vec<Vec<u8>> = (0..100).map(key).collect();
-        let answer = h.provide_batch(&Sender::server(p.clone()), batch(&p, keys.clone()), NOW);
+        let answer =
+            bare(h.provide_batch(&Sender::server(p.clone()), batch(&p, keys.clone()), NOW));
         assert_eq!(answer, stored(100), "{}", stores.name);
         for k in &keys {
             assert_eq!(providers_of(&h, k), vec![p.clone()], "{}", stores.name);
@@ -73,11 +76,11 @@ fn a_key_listed_twice_is_stored_once_and_answered_twice() {
         let stores = Stores::new(kind);
         let h = handler(&stores, &[], HandlerConfig::default());
         let p = peer(7);
-        let answer = h.provide_batch(
+        let answer = bare(h.provide_batch(
             &Sender::server(p.clone()),
             batch(&p, vec![key(1), key(2), key(1)]),
             NOW,
-        );
+        ));
         assert_eq!(answer, stored(3), "{}", stores.name);
         let held = stores.providers.providers(&key(1), 100, NOW).unwrap();
         assert_eq!(held.len(), 1, "{}", stores.name);
@@ -89,11 +92,11 @@ fn a_batch_naming_another_provider_is_refused_whole() {
     for kind in &KINDS {
         let stores = Stores::new(kind);
         let h = handler(&stores, &[], HandlerConfig::default());
-        let answer = h.provide_batch(
+        let answer = bare(h.provide_batch(
             &Sender::server(peer(7)),
             batch(&peer(8), vec![key(1), key(2)]),
             NOW,
-        );
+        ));
         assert_eq!(
             answer,
             ProvideBatchResponse::refused(BatchError::ProviderNotSender),
@@ -116,7 +119,8 @@ fn a_batch_without_a_usable_address_is_refused_whole() {
             let stores = Stores::new(kind);
             let h = handler(&stores, &[], HandlerConfig::default());
             p.addrs.clone_from(&addrs);
-            let answer = h.provide_batch(&Sender::server(p.clone()), batch(&p, vec![key(1)]), NOW);
+            let answer =
+                bare(h.provide_batch(&Sender::server(p.clone()), batch(&p, vec![key(1)]), NOW));
             assert_eq!(
                 answer,
                 ProvideBatchResponse::refused(BatchError::NoAddresses),
@@ -139,11 +143,11 @@ fn a_key_the_rules_refuse_is_refused_alone() {
         );
         let p = peer(7);
         let long = vec![7u8; 41];
-        let answer = h.provide_batch(
+        let answer = bare(h.provide_batch(
             &Sender::server(p.clone()),
             batch(&p, vec![key(1), long.clone(), vec![], key(2)]),
             NOW,
-        );
+        ));
         assert_eq!(
             answer.statuses,
             vec![
@@ -178,13 +182,16 @@ fn rate_limits_are_charged_per_key_all_or_nothing() {
         let limited = ProvideBatchResponse::refused(BatchError::RateLimited);
         // More keys than the burst: refused, nothing spent, nothing stored.
         let keys: Vec<Vec<u8>> = (0..101).map(key).collect();
-        assert_eq!(h.provide_batch(&from, batch(&p, keys), NOW), limited);
+        assert_eq!(bare(h.provide_batch(&from, batch(&p, keys), NOW)), limited);
         assert!(providers_of(&h, &key(0)).is_empty());
         // The whole burst in one batch, then nothing more in the same second.
         let keys: Vec<Vec<u8>> = (0..100).map(key).collect();
-        assert_eq!(h.provide_batch(&from, batch(&p, keys), NOW), stored(100));
         assert_eq!(
-            h.provide_batch(&from, batch(&p, vec![key(500)]), NOW),
+            bare(h.provide_batch(&from, batch(&p, keys), NOW)),
+            stored(100)
+        );
+        assert_eq!(
+            bare(h.provide_batch(&from, batch(&p, vec![key(500)]), NOW)),
             limited
         );
         // A plain request is charged from the same bucket.
@@ -195,8 +202,56 @@ fn rate_limits_are_charged_per_key_all_or_nothing() {
         assert!(h.handle(&from, add, NOW).is_err(), "{}", stores.name);
         // Ten tokens a second later.
         let keys: Vec<Vec<u8>> = (600..610).map(key).collect();
-        assert_eq!(h.provide_batch(&from, batch(&p, keys), NOW + 1), stored(10));
+        assert_eq!(
+            bare(h.provide_batch(&from, batch(&p, keys), NOW + 1)),
+            stored(10)
+        );
     }
+}
+
+/// Every answer tells the sender its allowance (the tokens left, the rate, the burst), the
+/// smaller of its peer's and its IP's, so that a client can pace its batches instead of
+/// having them refused and sending them twice.
+#[test]
+fn answers_tell_the_sender_its_allowance() {
+    let stores = Stores::new(&StoreKind::Memory);
+    let config = HandlerConfig::default()
+        .rate_limit(Some(RateLimit::new(10, 100)))
+        .ip_rate_limit(Some(RateLimit::new(20, 60)));
+    let h = handler(&stores, &[], config);
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let p = peer(7);
+    let from = Sender::server(p.clone()).from_ip(ip);
+    let allowance = |keys, per_second, burst| {
+        Some(Allowance {
+            keys,
+            per_second,
+            burst,
+        })
+    };
+    let keys: Vec<Vec<u8>> = (0..40).map(key).collect();
+    let answer = h.provide_batch(&from, batch(&p, keys), NOW);
+    assert_eq!(answer.statuses.len(), 40);
+    // Peer: 60 of 100 left at 10/s; IP: 20 of 60 at 20/s: the smaller of each.
+    assert_eq!(answer.allowance, allowance(20, 10, 60));
+    // Refused for the rate: nothing spent, and the same allowance told.
+    let keys: Vec<Vec<u8>> = (100..130).map(key).collect();
+    let answer = h.provide_batch(&from, batch(&p, keys), NOW);
+    assert_eq!(answer.error, Some(BatchError::RateLimited));
+    assert_eq!(answer.allowance, allowance(20, 10, 60));
+    // Two seconds later the IP has 60 again (capped), the peer 80.
+    let keys: Vec<Vec<u8>> = (100..130).map(key).collect();
+    let answer = h.provide_batch(&from, batch(&p, keys), NOW + 2);
+    assert_eq!(bare(answer.clone()), stored(30));
+    assert_eq!(answer.allowance, allowance(30, 10, 60));
+    // Refused for another reason: the allowance is still told.
+    let answer = h.provide_batch(&from, batch(&peer(8), vec![key(1)]), NOW + 2);
+    assert_eq!(answer.error, Some(BatchError::ProviderNotSender));
+    assert!(answer.allowance.is_some());
+    // With no limit, nothing to tell.
+    let h = handler(&stores, &[], HandlerConfig::default().rate_limit(None));
+    let answer = h.provide_batch(&Sender::server(p.clone()), batch(&p, vec![key(1)]), NOW);
+    assert_eq!(answer.allowance, None);
 }
 
 #[test]
@@ -211,13 +266,13 @@ fn the_ip_rate_is_charged_per_key_across_peer_ids() {
     let b = peer(8);
     let keys: Vec<Vec<u8>> = (0..40).map(key).collect();
     assert_eq!(
-        h.provide_batch(&Sender::server(a.clone()).from_ip(ip), batch(&a, keys), NOW),
+        bare(h.provide_batch(&Sender::server(a.clone()).from_ip(ip), batch(&a, keys), NOW)),
         stored(40)
     );
     // A fresh peer id from the same IP shares the bucket: 11 more keys are too many.
     let keys: Vec<Vec<u8>> = (0..11).map(key).collect();
     assert_eq!(
-        h.provide_batch(&Sender::server(b.clone()).from_ip(ip), batch(&b, keys), NOW),
+        bare(h.provide_batch(&Sender::server(b.clone()).from_ip(ip), batch(&b, keys), NOW)),
         ProvideBatchResponse::refused(BatchError::RateLimited)
     );
 }
@@ -249,17 +304,17 @@ fn a_key_at_its_provider_cap_is_answered_full() {
         for seed in [7, 8] {
             let p = peer(seed);
             assert_eq!(
-                h.provide_batch(&Sender::server(p.clone()), batch(&p, vec![key(1)]), NOW),
+                bare(h.provide_batch(&Sender::server(p.clone()), batch(&p, vec![key(1)]), NOW)),
                 stored(1),
                 "{name}"
             );
         }
         let p = peer(9);
-        let answer = h.provide_batch(
+        let answer = bare(h.provide_batch(
             &Sender::server(p.clone()),
             batch(&p, vec![key(1), key(2)]),
             NOW,
-        );
+        ));
         assert_eq!(
             answer.statuses,
             vec![KeyStatus::Full, KeyStatus::Stored],
@@ -268,7 +323,7 @@ fn a_key_at_its_provider_cap_is_answered_full() {
         // A provider already held is refreshed, not refused.
         let q = peer(7);
         assert_eq!(
-            h.provide_batch(&Sender::server(q.clone()), batch(&q, vec![key(1)]), NOW + 5),
+            bare(h.provide_batch(&Sender::server(q.clone()), batch(&q, vec![key(1)]), NOW + 5)),
             stored(1),
             "{name}"
         );
@@ -335,13 +390,13 @@ fn a_store_that_cannot_write_gives_unavailable_and_a_later_batch_is_stored() {
     let p = peer(7);
     let from = Sender::server(p.clone());
     assert_eq!(
-        h.provide_batch(&from, batch(&p, vec![key(1), key(2)]), NOW),
+        bare(h.provide_batch(&from, batch(&p, vec![key(1), key(2)]), NOW)),
         ProvideBatchResponse::refused(BatchError::Unavailable)
     );
     assert!(providers_of(&h, &key(1)).is_empty());
     store.failing.store(false, Ordering::SeqCst);
     assert_eq!(
-        h.provide_batch(&from, batch(&p, vec![key(1), key(2)]), NOW + 1),
+        bare(h.provide_batch(&from, batch(&p, vec![key(1), key(2)]), NOW + 1)),
         stored(2)
     );
     assert_eq!(providers_of(&h, &key(2)), vec![p]);
@@ -374,7 +429,7 @@ fn through_a_group_writer_the_answer_comes_after_the_commit() {
         let keys: Vec<Vec<u8>> = (round * 50..round * 50 + 50).map(key).collect();
         let from = Sender::server(p.clone()).from_ip(ip);
         assert_eq!(
-            h.provide_batch(&from, batch(&p, keys.clone()), NOW),
+            bare(h.provide_batch(&from, batch(&p, keys.clone()), NOW)),
             stored(50)
         );
         for k in &keys {

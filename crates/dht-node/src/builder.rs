@@ -375,6 +375,13 @@ impl<T: NodeTable> NodeBuilder<T> {
         self
     }
 
+    /// The server's request rate per peer ([`HandlerConfig::rate_limit`]; `None`: unlimited),
+    /// the other limits unchanged. Batched provide records are charged one request each.
+    pub fn rate_limit(mut self, limit: Option<dht_handler::RateLimit>) -> Self {
+        self.handler = self.handler.clone().rate_limit(limit);
+        self
+    }
+
     /// Whether the per-IP limits apply to loopback peers too (default `false`): the
     /// transport's connections per IP and per network
     /// ([`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback))

@@ -331,12 +331,13 @@ impl fmt::Display for DevnetReport {
         )?;
         writeln!(
             f,
-            "  provider's batches: {} sent ({} records, {} stored, {} refused), {} failed, {} fell back to ADD_PROVIDER",
+            "  provider's batches: {} sent ({} records, {} stored, {} refused), {} failed, {} deferred, {} fell back to ADD_PROVIDER",
             p.provide_batches_sent,
             p.batch_records_sent,
             p.batch_records_stored,
             p.batch_records_refused,
             p.provide_batches_failed,
+            p.provide_batches_deferred,
             p.provide_batch_fallbacks
         )?;
         writeln!(

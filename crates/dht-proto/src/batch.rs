@@ -9,7 +9,9 @@
 //! }
 //! message ProvideBatchResponse {
 //!   repeated KeyStatus statuses = 1 [packed = true]; BatchError error = 2;
+//!   Allowance allowance = 3;
 //! }
+//! message Allowance { uint32 keys = 1; uint32 per_second = 2; uint32 burst = 3; }
 //! ```
 //!
 //! Framing is that of `/ipfs/kad/1.0.0` (an unsigned-varint length, then the body). Encoding
@@ -148,6 +150,23 @@ pub struct ProvideBatchResponse {
     pub statuses: Vec<KeyStatus>,
     /// Set when the whole batch was refused.
     pub error: Option<BatchError>,
+    /// The sender's rate limit as the server sees it after this batch, where the server
+    /// limits the rate: what a client needs to size and pace its next batches so that none
+    /// is refused (`RATE_LIMITED`) and sent twice.
+    pub allowance: Option<Allowance>,
+}
+
+/// A sender's rate limit, as a server tells it with each answer: keys the sender may send
+/// now, and how that number grows. A server limiting both per peer and per network sends the
+/// smaller of each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Allowance {
+    /// Keys the sender may send now (after the batch answered).
+    pub keys: u32,
+    /// Keys a second that `keys` grows by.
+    pub per_second: u32,
+    /// The most `keys` grows to: a batch of more keys is never allowed.
+    pub burst: u32,
 }
 
 impl ProvideBatchResponse {
@@ -156,7 +175,23 @@ impl ProvideBatchResponse {
         ProvideBatchResponse {
             statuses: Vec::new(),
             error: Some(error),
+            allowance: None,
         }
+    }
+
+    /// An answer with one status per key.
+    pub fn answered(statuses: Vec<KeyStatus>) -> Self {
+        ProvideBatchResponse {
+            statuses,
+            error: None,
+            allowance: None,
+        }
+    }
+
+    /// The same answer, telling the sender its `allowance`.
+    pub fn with_allowance(mut self, allowance: Option<Allowance>) -> Self {
+        self.allowance = allowance;
+        self
     }
 
     /// Whether this is a valid answer to a batch of `keys` keys: refused as a whole, or one
@@ -421,6 +456,8 @@ impl BatchCodec {
                 (1, _) => return Err(BatchCodecError::Malformed("statuses of a wrong wire type")),
                 (2, WT_VARINT) => out.error = BatchError::from_wire(r.varint()?),
                 (2, _) => return Err(BatchCodecError::Malformed("error of a wrong wire type")),
+                (3, WT_LEN) => out.allowance = Some(decode_allowance(r.bytes()?)?),
+                (3, _) => return Err(BatchCodecError::Malformed("allowance of a wrong wire type")),
                 _ => r.skip(wt)?,
             }
         }
@@ -565,6 +602,42 @@ pub fn encode_response_body(response: &ProvideBatchResponse, out: &mut Vec<u8>) 
         put_tag(out, 2, WT_VARINT);
         put_varint(out, e.to_wire());
     }
+    if let Some(a) = response.allowance {
+        let fields = [(1, a.keys), (2, a.per_second), (3, a.burst)];
+        let len: usize = fields
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(_, v)| 1 + varint_len(u64::from(*v)))
+            .sum();
+        put_tag(out, 3, WT_LEN);
+        put_varint(out, len as u64);
+        for (field, v) in fields {
+            if v != 0 {
+                put_tag(out, field, WT_VARINT);
+                put_varint(out, u64::from(v));
+            }
+        }
+    }
+}
+
+/// Decodes an `Allowance` body; values past `u32` are read as `u32::MAX`.
+fn decode_allowance(buf: &[u8]) -> Result<Allowance, BatchCodecError> {
+    let mut r = Reader { buf };
+    let mut a = Allowance::default();
+    while let Some((field, wt)) = r.tag()? {
+        let slot = match (field, wt) {
+            (1, WT_VARINT) => &mut a.keys,
+            (2, WT_VARINT) => &mut a.per_second,
+            (3, WT_VARINT) => &mut a.burst,
+            (1..=3, _) => return Err(BatchCodecError::Malformed("allowance of a wrong wire type")),
+            _ => {
+                r.skip(wt)?;
+                continue;
+            }
+        };
+        *slot = u32::try_from(r.varint()?).unwrap_or(u32::MAX);
+    }
+    Ok(a)
 }
 
 // --- protobuf primitives ----------------------------------------------------------------------

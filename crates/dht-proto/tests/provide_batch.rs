@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use dht_proto::batch::{
-    BatchCodec, BatchCodecError, BatchError, KeyStatus, MAX_BATCH_KEY_LEN, MAX_BATCH_KEYS,
-    MAX_BATCH_MESSAGE_SIZE, ProvideBatch, ProvideBatchResponse, encode_request_body,
-    encode_response_body,
+    Allowance, BatchCodec, BatchCodecError, BatchError, KeyStatus, MAX_BATCH_KEY_LEN,
+    MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch, ProvideBatchResponse,
+    encode_request_body, encode_response_body,
 };
 use dht_proto::{Multiaddr, PeerId, PeerInfo};
 use proptest::prelude::*;
@@ -35,6 +35,18 @@ mod pb {
         pub statuses: Vec<i32>,
         #[prost(int32, tag = "2")]
         pub error: i32,
+        #[prost(message, optional, tag = "3")]
+        pub allowance: Option<Allowance>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Allowance {
+        #[prost(uint32, tag = "1")]
+        pub keys: u32,
+        #[prost(uint32, tag = "2")]
+        pub per_second: u32,
+        #[prost(uint32, tag = "3")]
+        pub burst: u32,
     }
 }
 
@@ -65,12 +77,35 @@ fn request_vector() -> (ProvideBatch, &'static str, &'static str) {
 fn response_vectors() -> Vec<(ProvideBatchResponse, &'static str, &'static str)> {
     vec![
         (
-            ProvideBatchResponse {
-                statuses: vec![KeyStatus::Stored, KeyStatus::Full, KeyStatus::Stored],
-                error: None,
-            },
+            ProvideBatchResponse::answered(vec![
+                KeyStatus::Stored,
+                KeyStatus::Full,
+                KeyStatus::Stored,
+            ]),
             "0a03000100",
             "050a03000100",
+        ),
+        (
+            ProvideBatchResponse::answered(vec![KeyStatus::Stored; 2]).with_allowance(Some(
+                Allowance {
+                    keys: 998,
+                    per_second: 1000,
+                    burst: 10_000,
+                },
+            )),
+            "0a0200001a0908e60710e80718904e",
+            "0f0a0200001a0908e60710e80718904e",
+        ),
+        (
+            ProvideBatchResponse::refused(BatchError::RateLimited).with_allowance(Some(
+                Allowance {
+                    keys: 0,
+                    per_second: 1000,
+                    burst: 10_000,
+                },
+            )),
+            "10031a0610e80718904e",
+            "0a10031a0610e80718904e",
         ),
         (
             ProvideBatchResponse::refused(BatchError::ProviderNotSender),
@@ -201,10 +236,7 @@ fn too_many_keys_are_refused_both_ways() {
     // An answer with more statuses than the limit.
     let mut statuses = Vec::new();
     encode_response_body(
-        &ProvideBatchResponse {
-            statuses: vec![KeyStatus::Stored; 11],
-            error: None,
-        },
+        &ProvideBatchResponse::answered(vec![KeyStatus::Stored; 11]),
         &mut statuses,
     );
     assert!(matches!(
@@ -386,13 +418,25 @@ fn arb_batch() -> impl Strategy<Value = ProvideBatch> {
         .prop_map(|(provider, keys)| ProvideBatch { provider, keys })
 }
 
+fn arb_allowance() -> impl Strategy<Value = Option<Allowance>> {
+    prop::option::of((any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+        |(keys, per_second, burst)| Allowance {
+            keys: if keys % 3 == 0 { 0 } else { keys },
+            per_second,
+            burst,
+        },
+    ))
+}
+
 fn arb_response() -> impl Strategy<Value = ProvideBatchResponse> {
     prop_oneof![
-        prop::collection::vec(0u64..4, 0..300).prop_map(|s| ProvideBatchResponse {
-            statuses: s.into_iter().map(KeyStatus::from_wire).collect(),
-            error: None,
+        (prop::collection::vec(0u64..4, 0..300), arb_allowance()).prop_map(|(s, a)| {
+            ProvideBatchResponse::answered(s.into_iter().map(KeyStatus::from_wire).collect())
+                .with_allowance(a)
         }),
-        (1u64..6).prop_map(|e| ProvideBatchResponse::refused(BatchError::from_wire(e).unwrap())),
+        (1u64..6, arb_allowance()).prop_map(|(e, a)| {
+            ProvideBatchResponse::refused(BatchError::from_wire(e).unwrap()).with_allowance(a)
+        }),
     ]
 }
 
@@ -420,6 +464,11 @@ proptest! {
         let theirs = pb::ProvideBatchResponse {
             statuses: resp.statuses.iter().map(|s| s.to_wire() as i32).collect(),
             error: resp.error.map_or(0, |e| e.to_wire() as i32),
+            allowance: resp.allowance.map(|a| pb::Allowance {
+                keys: a.keys,
+                per_second: a.per_second,
+                burst: a.burst,
+            }),
         };
         prop_assert_eq!(&ours, &theirs.encode_to_vec());
         prop_assert_eq!(BatchCodec::default().decode_response_body(&ours).unwrap(), resp);

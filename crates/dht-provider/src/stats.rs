@@ -79,10 +79,18 @@ pub struct ProviderStats {
     /// Records the batch answers refused (FULL, INVALID_KEY, or a status unknown here); they
     /// are not sent again.
     pub batch_records_refused: u64,
-    /// Batches that stored nothing (a batch error such as RATE_LIMITED or UNAVAILABLE, an
-    /// answer that does not match the keys, or a failed call); the peer is given up on for
-    /// the slice and its records go to the next closest servers.
+    /// Batches that stored nothing and will not be waited for: a refusal of the provider
+    /// (PROVIDER_NOT_SENDER, NO_ADDRESSES), an answer that does not match the keys, or a
+    /// failed call. A failed call is sent again a few times; otherwise the peer is given up on
+    /// for the slice and its records go to the next closest servers.
     pub provide_batches_failed: u64,
+    /// Batches answered "later" (RATE_LIMITED, UNAVAILABLE): nothing stored, and the keys sent
+    /// again after a wait, in smaller batches, while the peer's budget lasts.
+    pub provide_batches_deferred: u64,
+    /// Times a batch waited for the server's rate limit before it was sent, as the server's
+    /// last answer told the allowance (`docs/specs/provide-batch.md`): the waits that keep
+    /// batches from being refused.
+    pub provide_batch_waits: u64,
     /// Times a peer known to speak the batched protocol refused it, and its records went as
     /// ADD_PROVIDER instead.
     pub provide_batch_fallbacks: u64,

@@ -159,10 +159,7 @@ async fn deliver_batch(
             .update_at(&sender.info, PeerEvent::Seen(Direction::Outbound), now);
     }
     let answer = if sim.config.provider_records == ProviderRecords::Count {
-        ProvideBatchResponse {
-            statuses: vec![KeyStatus::Stored; batch.keys.len()],
-            error: None,
-        }
+        ProvideBatchResponse::answered(vec![KeyStatus::Stored; batch.keys.len()])
     } else {
         target
             .handler

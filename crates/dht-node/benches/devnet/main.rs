@@ -46,6 +46,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use cpu::{cpu_between, process_cpu_time};
+use dht_handler::RateLimit;
 use dht_node::devnet::{self, DevnetConfig, Strategy, random_cid};
 use futures::StreamExt;
 use kad::{KadNet, KadSettings, found_provider};
@@ -66,6 +67,9 @@ options:
   --sample S         keys looked up afterwards on each side (default 200)
   --settle-secs S    most seconds of extra bootstrap rounds (default 10)
   --seed S           seed of the keys and of the bootstrap choices
+  --server-rate R    every server's rate limit per peer, R requests (or batched
+                     records) a second with a burst of 10 R (default: the handler's
+                     1,000 a second, burst 10,000)
   --batch-share S    share of the servers, 0 to 1, that speak the batched provide
                      protocol on the batched side (default 1; below 1 the side is
                      named mixed)
@@ -88,6 +92,7 @@ struct Args {
     sweep: bool,
     batched: bool,
     batch_share: f64,
+    server_rate: Option<u32>,
     kad: bool,
     json: Option<PathBuf>,
 }
@@ -106,6 +111,7 @@ impl Args {
             sweep: true,
             batched: true,
             batch_share: 1.0,
+            server_rate: None,
             kad: true,
             json: None,
         };
@@ -136,6 +142,13 @@ impl Args {
                 "--settle-secs" => out.settle = Duration::from_secs(number(value()?)?),
                 "--seed" => out.seed = number(value()?)?,
                 "--json" => out.json = Some(PathBuf::from(value()?)),
+                "--server-rate" => {
+                    let rate = u32::try_from(number(value()?)?)?;
+                    if rate == 0 {
+                        bail!("--server-rate must be at least 1");
+                    }
+                    out.server_rate = Some(rate);
+                }
                 "--batch-share" => {
                     let v = value()?;
                     out.batch_share = v
@@ -276,8 +289,17 @@ fn main() -> Result<()> {
 
 async fn bench(args: Args) -> Result<()> {
     eprintln!(
-        "bench devnet: {} nodes; sweep and batched {} keys (batch share {}), libp2p-kad {} keys ({} in flight); sample {}",
-        args.nodes, args.keys, args.batch_share, args.kad_keys, args.kad_parallel, args.sample
+        "bench devnet: {} nodes; sweep and batched {} keys (batch share {}), libp2p-kad {} keys ({} in flight); sample {}; our servers' rate limit per peer: {}",
+        args.nodes,
+        args.keys,
+        args.batch_share,
+        args.kad_keys,
+        args.kad_parallel,
+        args.sample,
+        args.server_rate.map_or_else(
+            || "the default (1,000/s, burst 10,000)".to_string(),
+            |r| format!("{r}/s, burst {}", u64::from(r) * 10)
+        )
     );
     let sweep = if args.sweep {
         Some(sweep_side(&args, false).await?)
@@ -334,10 +356,17 @@ struct ProgressMarks {
 /// protocol off on every node) or batched (on, on `args.batch_share` of the servers).
 async fn sweep_side(args: &Args, batched: bool) -> Result<Side> {
     let defaults = DevnetConfig::default();
+    let base = match args.server_rate {
+        Some(r) => defaults
+            .node
+            .clone()
+            .rate_limit(Some(RateLimit::new(r, r.saturating_mul(10)))),
+        None => defaults.node.clone(),
+    };
     let (name, node, batch_share) = match batched {
-        false => ("sweep", defaults.node.clone().provide_batch(false), 1.0),
-        true if args.batch_share < 1.0 => ("mixed", defaults.node.clone(), args.batch_share),
-        true => ("batched", defaults.node.clone(), 1.0),
+        false => ("sweep", base.provide_batch(false), 1.0),
+        true if args.batch_share < 1.0 => ("mixed", base, args.batch_share),
+        true => ("batched", base, 1.0),
     };
     let config = DevnetConfig {
         nodes: args.nodes,

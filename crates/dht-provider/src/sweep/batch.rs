@@ -9,9 +9,10 @@
 
 use dht_proto::{
     PeerInfo,
-    batch::{ProvideBatch, ProvideBatchResponse, encode_request_body},
+    batch::{Allowance, BatchError, ProvideBatch, ProvideBatchResponse, encode_request_body},
 };
 use dht_routing::RpcError;
+use std::time::Duration;
 
 /// The bytes of the provider entry of a batch sent by `provider` (field 1 of the request
 /// body, with its tag and length).
@@ -70,6 +71,74 @@ pub(crate) fn cut(
     sizes
 }
 
+/// The first wait after a batch answered "later" (`RATE_LIMITED`, `UNAVAILABLE`): 1 s.
+/// Each "later" in a row doubles it, up to [`BATCH_BACKOFF_MAX`].
+pub(crate) const BATCH_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait between two batches to one peer: 16 s.
+pub(crate) const BATCH_BACKOFF_MAX: Duration = Duration::from_secs(16);
+
+/// "Later" answers in a row after which a peer is given up on for the slice (its records go
+/// to the next closest servers): 8, about a minute and a half of waiting in all.
+pub(crate) const MAX_BATCH_DEFERRALS: u32 = 8;
+
+/// How a peer that answered "later" `deferrals` times in a row (at least once) is sent to
+/// next, after a batch of `n` keys: the most keys of the next batch (half of `n`: a batch
+/// larger than a server's burst is never allowed, and a smaller one waits less for its
+/// tokens) and the wait before it; `None` once the peer is to be given up on.
+pub(crate) fn defer(n: usize, deferrals: u32) -> Option<(usize, Duration)> {
+    if deferrals >= MAX_BATCH_DEFERRALS {
+        return None;
+    }
+    let doubling = 1u32 << deferrals.saturating_sub(1).min(16);
+    let wait = BATCH_BACKOFF
+        .saturating_mul(doubling)
+        .min(BATCH_BACKOFF_MAX);
+    Some(((n / 2).max(1), wait))
+}
+
+/// The most keys of the first batch to a peer, before its answer has told its allowance: a
+/// batch over a server's rate limit is refused whole and its bytes sent twice, so the first
+/// is small; 256 keys of 34 bytes are about 9 KiB.
+pub(crate) const FIRST_BATCH_KEYS: usize = 256;
+
+/// Servers whose last allowance the provider remembers: 4,096 (about 100 KiB).
+pub(crate) const ALLOWANCES_KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4096) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
+
+/// An allowance a server told, and when the answer came.
+pub(crate) type Told = (Allowance, tokio::time::Instant);
+
+/// How many of `want` keys to send a peer that told its `allowance` `since` ago, and how long
+/// to wait first, so that the batch is within the server's rate limit and is not refused
+/// (and its bytes sent twice): no more than the server's burst; at once if its allowance has
+/// grown to the batch; otherwise after the wait for the tokens missing, in whole seconds (a
+/// server counts time in seconds). The wait is at most [`BATCH_BACKOFF_MAX`]: a batch that
+/// would need longer is cut to what the peer takes by then.
+pub(crate) fn pace(want: usize, allowance: &Allowance, since: Duration) -> (usize, Duration) {
+    let per_second = u64::from(allowance.per_second);
+    let burst = u64::from(allowance.burst.max(1));
+    let have = u64::from(allowance.keys)
+        .saturating_add(since.as_secs().saturating_mul(per_second))
+        .min(burst);
+    let n = (want as u64).min(burst).max(1);
+    if have >= n {
+        return (n as usize, Duration::ZERO);
+    }
+    let most = BATCH_BACKOFF_MAX.as_secs();
+    let secs = if per_second == 0 {
+        most
+    } else {
+        (n - have).div_ceil(per_second).min(most)
+    };
+    let n = n
+        .min(have.saturating_add(secs.saturating_mul(per_second)))
+        .max(1);
+    (n as usize, Duration::from_secs(secs))
+}
+
 /// What one batch came to, per record (as positions in the batch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Settled {
@@ -84,12 +153,20 @@ pub(crate) enum Settled {
     },
     /// The peer does not speak the protocol (after all): its records go as ADD_PROVIDER.
     Unsupported,
-    /// Nothing of the batch is stored: a batch error (`RATE_LIMITED`, `UNAVAILABLE`, …), an
-    /// answer whose statuses do not match the keys, or a failed call (timeout, lost message,
-    /// unreachable). The sweep treats it as a failed send to the peer: a failed call may be
-    /// tried `again` (as an ADD_PROVIDER, a peer is given up only after failures in a row),
-    /// an answer refusing the batch is not, and once the peer is given up for the slice its
-    /// records go to the next closest servers.
+    /// Nothing of the batch is stored, and the server said to come back later: `RATE_LIMITED`
+    /// (the batch is more than its rate limit allows now) or `UNAVAILABLE` (it cannot write
+    /// now), or an error value unknown here, read as `UNAVAILABLE`. The sweep waits, and sends
+    /// the keys again in smaller batches, while the peer's budget lasts.
+    Later {
+        /// What the server answered.
+        why: BatchError,
+    },
+    /// Nothing of the batch is stored: a refusal that waiting does not change
+    /// (`PROVIDER_NOT_SENDER`, `NO_ADDRESSES`), an answer whose statuses do not match the
+    /// keys, or a failed call (timeout, lost message, unreachable). The sweep treats it as a
+    /// failed send to the peer: a failed call may be tried `again` (as an ADD_PROVIDER, a
+    /// peer is given up only after failures in a row), an answer refusing the batch is not,
+    /// and once the peer is given up for the slice its records go to the next closest servers.
     Failed {
         /// What went wrong.
         why: String,
@@ -111,6 +188,12 @@ pub(crate) fn settle(keys: usize, answer: Result<ProvideBatchResponse, RpcError>
         }
     };
     if let Some(error) = response.error {
+        if matches!(
+            error,
+            BatchError::RateLimited | BatchError::Unavailable | BatchError::Unknown(_)
+        ) {
+            return Settled::Later { why: error };
+        }
         return Settled::Failed {
             why: error.to_string(),
             again: false,
@@ -133,9 +216,7 @@ pub(crate) fn settle(keys: usize, answer: Result<ProvideBatchResponse, RpcError>
 mod tests {
     use dht_proto::{
         PeerId,
-        batch::{
-            BatchCodec, BatchError, KeyStatus, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch,
-        },
+        batch::{BatchCodec, KeyStatus, MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
     };
     use dht_routing::Feature;
 
@@ -203,17 +284,73 @@ mod tests {
     }
 
     #[test]
-    fn answers_say_what_is_stored_refused_or_failed() {
-        let answer = ProvideBatchResponse {
-            statuses: vec![
-                KeyStatus::Stored,
-                KeyStatus::Full,
-                KeyStatus::Stored,
-                KeyStatus::InvalidKey,
-                KeyStatus::Unknown(9),
-            ],
-            error: None,
+    fn an_allowance_paces_batches_within_the_rate_limit() {
+        let a = |keys, per_second, burst| Allowance {
+            keys,
+            per_second,
+            burst,
         };
+        let now = Duration::ZERO;
+        // Enough now: at once.
+        assert_eq!(pace(500, &a(600, 100, 1000), now), (500, Duration::ZERO));
+        // Never more than the burst.
+        assert_eq!(
+            pace(8192, &a(10_000, 1000, 10_000), now),
+            (8192, Duration::ZERO)
+        );
+        assert_eq!(
+            pace(8192, &a(5000, 1000, 5000), now),
+            (5000, Duration::ZERO)
+        );
+        // Tokens earned since the answer count, in whole seconds.
+        assert_eq!(
+            pace(500, &a(100, 100, 1000), Duration::from_millis(4900)),
+            (500, Duration::ZERO)
+        );
+        assert_eq!(
+            pace(500, &a(100, 100, 1000), Duration::from_millis(3900)),
+            (500, Duration::from_secs(1))
+        );
+        // Short: wait for the missing tokens.
+        assert_eq!(
+            pace(8192, &a(1808, 1000, 10_000), now),
+            (8192, Duration::from_secs(7))
+        );
+        // A wait past the longest is cut to what the peer takes by then.
+        assert_eq!(
+            pace(8192, &a(0, 100, 10_000), now),
+            (1600, BATCH_BACKOFF_MAX)
+        );
+        // A server that earns nothing: one key after the longest wait.
+        assert_eq!(pace(10, &a(0, 0, 0), now), (1, BATCH_BACKOFF_MAX));
+    }
+
+    #[test]
+    fn a_later_answer_halves_the_batch_and_doubles_the_wait() {
+        assert_eq!(defer(8192, 1), Some((4096, Duration::from_secs(1))));
+        assert_eq!(defer(4096, 2), Some((2048, Duration::from_secs(2))));
+        assert_eq!(defer(2048, 3), Some((1024, Duration::from_secs(4))));
+        assert_eq!(defer(1, 5), Some((1, BATCH_BACKOFF_MAX)));
+        assert_eq!(
+            defer(10, MAX_BATCH_DEFERRALS - 1).unwrap().1,
+            BATCH_BACKOFF_MAX
+        );
+        assert_eq!(defer(10, MAX_BATCH_DEFERRALS), None);
+        let waited: Duration = (1..MAX_BATCH_DEFERRALS)
+            .map(|d| defer(100, d).unwrap().1)
+            .sum();
+        assert_eq!(waited, Duration::from_secs(1 + 2 + 4 + 8 + 16 + 16 + 16));
+    }
+
+    #[test]
+    fn answers_say_what_is_stored_refused_or_failed() {
+        let answer = ProvideBatchResponse::answered(vec![
+            KeyStatus::Stored,
+            KeyStatus::Full,
+            KeyStatus::Stored,
+            KeyStatus::InvalidKey,
+            KeyStatus::Unknown(9),
+        ]);
         assert_eq!(
             settle(5, Ok(answer.clone())),
             Settled::Answered {
@@ -226,13 +363,18 @@ mod tests {
             settle(4, Ok(answer)),
             Settled::Failed { again: false, .. }
         ));
+        // A server that says "later" is waited for; one that refuses the provider is not.
         for error in [
             BatchError::RateLimited,
             BatchError::Unavailable,
-            BatchError::ProviderNotSender,
-            BatchError::NoAddresses,
             BatchError::Unknown(77),
         ] {
+            assert_eq!(
+                settle(3, Ok(ProvideBatchResponse::refused(error))),
+                Settled::Later { why: error }
+            );
+        }
+        for error in [BatchError::ProviderNotSender, BatchError::NoAddresses] {
             assert!(matches!(
                 settle(3, Ok(ProvideBatchResponse::refused(error))),
                 Settled::Failed { again: false, .. }

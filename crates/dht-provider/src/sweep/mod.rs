@@ -254,6 +254,8 @@ struct Counters {
     batch_stored: AtomicU64,
     batch_refused: AtomicU64,
     batches_failed: AtomicU64,
+    batches_deferred: AtomicU64,
+    batch_waits: AtomicU64,
     batch_fallbacks: AtomicU64,
     regions_explored: AtomicU64,
     region_prefix_bits: AtomicU64,
@@ -357,6 +359,10 @@ struct Inner<N, T, K> {
     wake: Notify,
     closed: AtomicBool,
     counters: Counters,
+    /// The servers' rate limits as their last batch answers told them, and when: the next
+    /// slice or page sends them batches sized and paced to it at once, not a small first
+    /// batch to learn it again. At most [`batch::ALLOWANCES_KEPT`] servers.
+    allowances: Mutex<lru::LruCache<dht_proto::PeerId, batch::Told>>,
 }
 
 /// Provides keys to the DHT and reprovides them every interval by sweeping the keyspace.
@@ -474,6 +480,7 @@ where
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             counters: Counters::default(),
+            allowances: Mutex::new(lru::LruCache::new(batch::ALLOWANCES_KEPT)),
         });
         let workers = (0..inner.config.workers)
             .map(|i| {
@@ -1257,6 +1264,8 @@ where
             batch_records_stored: c.batch_stored.load(Ordering::Relaxed),
             batch_records_refused: c.batch_refused.load(Ordering::Relaxed),
             provide_batches_failed: c.batches_failed.load(Ordering::Relaxed),
+            provide_batches_deferred: c.batches_deferred.load(Ordering::Relaxed),
+            provide_batch_waits: c.batch_waits.load(Ordering::Relaxed),
             provide_batch_fallbacks: c.batch_fallbacks.load(Ordering::Relaxed),
             keys_provided: c.keys_provided.load(Ordering::Relaxed),
             keys_failed: c.keys_failed.load(Ordering::Relaxed),

@@ -330,18 +330,53 @@ where
     ) -> Option<Vec<usize>> {
         let c = &self.counters;
         let local = &self.parts.local;
-        let sizes = batch::cut(
-            batch::provider_entry_bytes(local),
-            idx.iter().map(|&i| keys[i].key.to_bytes().len()),
-            MAX_BATCH_KEYS,
-            MAX_BATCH_MESSAGE_SIZE,
-        );
+        let provider_bytes = batch::provider_entry_bytes(local);
+        // The most keys of the next batch: halved by each "later" answer.
+        let mut max_keys = MAX_BATCH_KEYS;
         let mut from = 0;
         // Failed calls in a row: as for ADD_PROVIDER, a lost message now and then is not a
         // dead peer.
         let mut failures = 0u32;
-        let mut i = 0;
-        while let Some(&n) = sizes.get(i) {
+        // "Later" answers in a row.
+        let mut deferrals = 0u32;
+        // The peer's rate limit as its last answer told it, and when (maybe in an earlier
+        // page or slice).
+        let mut allowance: Option<batch::Told> = self.allowances.lock().get(&peer.peer_id).copied();
+        // Until it is known (and for a server that does not tell it), batches start small.
+        let mut first = allowance.is_none();
+        while from < idx.len() {
+            let limit = if first {
+                max_keys.min(batch::FIRST_BATCH_KEYS)
+            } else {
+                max_keys
+            };
+            first = false;
+            let mut n = batch::cut(
+                provider_bytes,
+                idx[from..]
+                    .iter()
+                    .take(limit)
+                    .map(|&i| keys[i].key.to_bytes().len()),
+                limit,
+                MAX_BATCH_MESSAGE_SIZE,
+            )[0];
+            if let Some((allowed, at)) = allowance {
+                let (paced, wait) = batch::pace(n, &allowed, at.elapsed());
+                if !wait.is_zero() {
+                    if tokio::time::Instant::now() + wait >= until {
+                        tracing::debug!(
+                            peer = %peer.peer_id,
+                            left = idx.len() - from,
+                            "peer's rate limit outlasts its budget; its other records go to the next closest"
+                        );
+                        sent.dead = true;
+                        return None;
+                    }
+                    c.batch_waits.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(wait).await;
+                }
+                n = paced;
+            }
             let part = &idx[from..from + n];
             let request = ProvideBatch {
                 provider: local.clone(),
@@ -353,6 +388,11 @@ where
             let answer = tokio::time::timeout_at(answer_by, call)
                 .await
                 .unwrap_or(Err(RpcError::Timeout));
+            if let Some(allowed) = answer.as_ref().ok().and_then(|a| a.allowance) {
+                let told = (allowed, tokio::time::Instant::now());
+                allowance = Some(told);
+                self.allowances.lock().put(peer.peer_id, told);
+            }
             match batch::settle(n, answer) {
                 Settled::Unsupported => {
                     c.batch_fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -361,6 +401,41 @@ where
                         "peer does not take batches; its records go as ADD_PROVIDER"
                     );
                     return Some(idx[from..].to_vec());
+                }
+                Settled::Later { why } => {
+                    c.batches_sent.fetch_add(1, Ordering::Relaxed);
+                    c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
+                    c.batches_deferred.fetch_add(1, Ordering::Relaxed);
+                    deferrals += 1;
+                    if allowance.is_some() && deferrals < batch::MAX_BATCH_DEFERRALS {
+                        // The answer told the peer's allowance: the next turn waits for it.
+                        tracing::debug!(peer = %peer.peer_id, records = n, %why, "batch deferred; paced by the peer's allowance");
+                        continue;
+                    }
+                    let next = batch::defer(n, deferrals)
+                        .filter(|&(_, wait)| tokio::time::Instant::now() + wait < until);
+                    let Some((keys_next, wait)) = next else {
+                        tracing::debug!(
+                            peer = %peer.peer_id,
+                            records = n,
+                            %why,
+                            deferrals,
+                            "peer keeps answering later; its other records go to the next closest"
+                        );
+                        sent.dead = true;
+                        return None;
+                    };
+                    tracing::debug!(
+                        peer = %peer.peer_id,
+                        records = n,
+                        %why,
+                        next = keys_next,
+                        ?wait,
+                        "batch deferred; sent again smaller"
+                    );
+                    max_keys = keys_next;
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
                 Settled::Failed { why, again } => {
                     c.batches_sent.fetch_add(1, Ordering::Relaxed);
@@ -385,6 +460,7 @@ where
                 }
                 Settled::Answered { stored, refused } => {
                     failures = 0;
+                    deferrals = 0;
                     c.batches_sent.fetch_add(1, Ordering::Relaxed);
                     c.batch_records.fetch_add(n as u64, Ordering::Relaxed);
                     c.batch_stored
@@ -396,7 +472,6 @@ where
                 }
             }
             from += n;
-            i += 1;
         }
         None
     }

@@ -279,10 +279,7 @@ impl TestNet {
                 KeyStatus::Stored
             })
             .collect();
-        ProvideBatchResponse {
-            statuses,
-            error: None,
-        }
+        ProvideBatchResponse::answered(statuses)
     }
 }
 
