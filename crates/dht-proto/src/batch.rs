@@ -5,11 +5,12 @@
 //! ```text
 //! message ProvideBatch {
 //!   message Peer { bytes id = 1; repeated bytes addrs = 2; }
-//!   Peer provider = 1; repeated bytes keys = 2;
+//!   Peer provider = 1; repeated bytes keys = 2; KeyRun run = 3;
+//!   message KeyRun { bytes prefix = 1; uint32 suffix_len = 2; bytes suffixes = 3; }
 //! }
 //! message ProvideBatchResponse {
 //!   repeated KeyStatus statuses = 1 [packed = true]; BatchError error = 2;
-//!   Allowance allowance = 3;
+//!   Allowance allowance = 3; uint32 stored_first = 4;
 //! }
 //! message Allowance { uint32 keys = 1; uint32 per_second = 2; uint32 burst = 3; }
 //! ```
@@ -417,6 +418,10 @@ impl BatchCodec {
                     }
                     keys.push(key.to_vec());
                 }
+                3 => {
+                    expect_wt(wt, WT_LEN)?;
+                    self.decode_run(r.bytes()?, &mut keys)?;
+                }
                 _ => r.skip(wt)?,
             }
         }
@@ -434,6 +439,7 @@ impl BatchCodec {
     ) -> Result<ProvideBatchResponse, BatchCodecError> {
         let mut r = Reader { buf };
         let mut out = ProvideBatchResponse::default();
+        let mut stored_first: u64 = 0;
         let push = |statuses: &mut Vec<KeyStatus>, v: u64| {
             if statuses.len() == self.max_keys {
                 return Err(BatchCodecError::TooManyKeys {
@@ -458,10 +464,67 @@ impl BatchCodec {
                 (2, _) => return Err(BatchCodecError::Malformed("error of a wrong wire type")),
                 (3, WT_LEN) => out.allowance = Some(decode_allowance(r.bytes()?)?),
                 (3, _) => return Err(BatchCodecError::Malformed("allowance of a wrong wire type")),
+                (4, WT_VARINT) => stored_first = r.varint()?,
+                (4, _) => {
+                    return Err(BatchCodecError::Malformed(
+                        "stored_first of a wrong wire type",
+                    ));
+                }
                 _ => r.skip(wt)?,
             }
         }
+        if stored_first > 0 {
+            let n = usize::try_from(stored_first).unwrap_or(usize::MAX);
+            if n.saturating_add(out.statuses.len()) > self.max_keys {
+                return Err(BatchCodecError::TooManyKeys {
+                    len: n.saturating_add(out.statuses.len()).min(self.max_keys + 1),
+                    max: self.max_keys,
+                });
+            }
+            out.statuses
+                .splice(0..0, std::iter::repeat_n(KeyStatus::Stored, n));
+        }
         Ok(out)
+    }
+
+    /// Appends the keys of a `KeyRun` body to `keys`, within the limits.
+    fn decode_run(&self, buf: &[u8], keys: &mut Vec<Vec<u8>>) -> Result<(), BatchCodecError> {
+        let mut r = Reader { buf };
+        let (mut prefix, mut suffix_len, mut suffixes): (&[u8], u64, &[u8]) = (&[], 0, &[]);
+        while let Some((field, wt)) = r.tag()? {
+            match (field, wt) {
+                (1, WT_LEN) => prefix = r.bytes()?,
+                (2, WT_VARINT) => suffix_len = r.varint()?,
+                (3, WT_LEN) => suffixes = r.bytes()?,
+                (1..=3, _) => {
+                    return Err(BatchCodecError::Malformed("key run of a wrong wire type"));
+                }
+                _ => r.skip(wt)?,
+            }
+        }
+        let suffix_len = usize::try_from(suffix_len).ok().filter(|&n| n > 0).ok_or(
+            BatchCodecError::Malformed("key run without a suffix length"),
+        )?;
+        if suffixes.len() % suffix_len != 0 {
+            return Err(BatchCodecError::Malformed(
+                "key run not a whole number of keys",
+            ));
+        }
+        self.check_key(prefix.len().saturating_add(suffix_len))?;
+        let n = suffixes.len() / suffix_len;
+        if keys.len() + n > self.max_keys {
+            return Err(BatchCodecError::TooManyKeys {
+                len: (keys.len() + n).min(self.max_keys + 1),
+                max: self.max_keys,
+            });
+        }
+        keys.extend(suffixes.chunks_exact(suffix_len).map(|suffix| {
+            let mut key = Vec::with_capacity(prefix.len() + suffix_len);
+            key.extend_from_slice(prefix);
+            key.extend_from_slice(suffix);
+            key
+        }));
+        Ok(())
     }
 
     fn check_key(&self, len: usize) -> Result<(), BatchCodecError> {
@@ -579,22 +642,79 @@ pub fn encode_request_body(batch: &ProvideBatch, out: &mut Vec<u8>) {
     for a in &batch.provider.addrs {
         put_bytes(out, 2, a.as_ref());
     }
-    for k in &batch.keys {
-        put_bytes(out, 2, k);
+    match run_prefix(&batch.keys) {
+        Some(prefix) => {
+            let suffix_len = batch.keys[0].len() - prefix;
+            let suffixes = batch.keys.len() * suffix_len;
+            let run_len =
+                len_field(1, prefix) + 1 + varint_len(suffix_len as u64) + len_field(3, suffixes);
+            put_tag(out, 3, WT_LEN);
+            put_varint(out, run_len as u64);
+            put_bytes(out, 1, &batch.keys[0][..prefix]);
+            put_tag(out, 2, WT_VARINT);
+            put_varint(out, suffix_len as u64);
+            put_tag(out, 3, WT_LEN);
+            put_varint(out, suffixes as u64);
+            for k in &batch.keys {
+                out.extend_from_slice(&k[prefix..]);
+            }
+        }
+        None => {
+            for k in &batch.keys {
+                put_bytes(out, 2, k);
+            }
+        }
     }
+}
+
+/// How the encoder writes `keys`: as one run (field 3) when that is shorter than listing them
+/// (field 2), which takes two or more keys, all of one length, sharing a prefix of at least
+/// one byte (a multihash's code and length, at least). Returns the prefix length of the run
+/// (the keys' longest common prefix, at most one byte short of a key), or `None` when the
+/// keys are listed. For batches of sha2-256 multihashes a run takes 32 bytes a key instead of
+/// 36.
+pub fn run_prefix(keys: &[Vec<u8>]) -> Option<usize> {
+    let (first, rest) = keys.split_first()?;
+    if rest.is_empty() || first.len() < 2 {
+        return None;
+    }
+    let mut prefix = first.len() - 1;
+    for k in rest {
+        if k.len() != first.len() {
+            return None;
+        }
+        prefix = first[..prefix]
+            .iter()
+            .zip(k.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        if prefix == 0 {
+            return None;
+        }
+    }
+    let suffix_len = first.len() - prefix;
+    let run = len_field(1, prefix)
+        + 1
+        + varint_len(suffix_len as u64)
+        + len_field(3, keys.len() * suffix_len);
+    let listed = keys.len() * len_field(2, first.len());
+    (len_field(3, run) < listed).then_some(prefix)
 }
 
 /// Appends the protobuf body of `response` (no length prefix) to `out`.
 pub fn encode_response_body(response: &ProvideBatchResponse, out: &mut Vec<u8>) {
-    if !response.statuses.is_empty() {
-        let len: usize = response
-            .statuses
-            .iter()
-            .map(|s| varint_len(s.to_wire()))
-            .sum();
+    // The leading run of STORED goes as a count (field 4), the rest as statuses.
+    let stored_first = response
+        .statuses
+        .iter()
+        .take_while(|s| s.is_stored())
+        .count();
+    let rest = &response.statuses[stored_first..];
+    if !rest.is_empty() {
+        let len: usize = rest.iter().map(|s| varint_len(s.to_wire())).sum();
         put_tag(out, 1, WT_LEN);
         put_varint(out, len as u64);
-        for s in &response.statuses {
+        for s in rest {
             put_varint(out, s.to_wire());
         }
     }
@@ -617,6 +737,10 @@ pub fn encode_response_body(response: &ProvideBatchResponse, out: &mut Vec<u8>) 
                 put_varint(out, u64::from(v));
             }
         }
+    }
+    if stored_first > 0 {
+        put_tag(out, 4, WT_VARINT);
+        put_varint(out, stored_first as u64);
     }
 }
 

@@ -6,7 +6,7 @@
 use dht_proto::batch::{
     Allowance, BatchCodec, BatchCodecError, BatchError, KeyStatus, MAX_BATCH_KEY_LEN,
     MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch, ProvideBatchResponse,
-    encode_request_body, encode_response_body,
+    encode_request_body, encode_response_body, run_prefix,
 };
 use dht_proto::{Multiaddr, PeerId, PeerInfo};
 use proptest::prelude::*;
@@ -27,6 +27,18 @@ mod pb {
         pub provider: Option<Peer>,
         #[prost(bytes = "vec", repeated, tag = "2")]
         pub keys: Vec<Vec<u8>>,
+        #[prost(message, repeated, tag = "3")]
+        pub runs: Vec<KeyRun>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyRun {
+        #[prost(bytes = "vec", tag = "1")]
+        pub prefix: Vec<u8>,
+        #[prost(uint32, tag = "2")]
+        pub suffix_len: u32,
+        #[prost(bytes = "vec", tag = "3")]
+        pub suffixes: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -37,6 +49,8 @@ mod pb {
         pub error: i32,
         #[prost(message, optional, tag = "3")]
         pub allowance: Option<Allowance>,
+        #[prost(uint32, tag = "4")]
+        pub stored_first: u32,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -74,6 +88,23 @@ fn request_vector() -> (ProvideBatch, &'static str, &'static str) {
     )
 }
 
+/// The spec's vector 1b: keys of one length sharing a prefix, packed as one run.
+fn run_vector() -> (ProvideBatch, &'static str, &'static str) {
+    (
+        ProvideBatch {
+            provider: spec_peer(),
+            keys: vec![
+                b"k01".to_vec(),
+                b"k02".to_vec(),
+                b"k03".to_vec(),
+                b"k04".to_vec(),
+            ],
+        },
+        "0a2e0a22122001010101010101010101010101010101010101010101010101010101010101011208047f000001060fa11a0c0a026b3010011a0431323334",
+        "3e0a2e0a22122001010101010101010101010101010101010101010101010101010101010101011208047f000001060fa11a0c0a026b3010011a0431323334",
+    )
+}
+
 fn response_vectors() -> Vec<(ProvideBatchResponse, &'static str, &'static str)> {
     vec![
         (
@@ -82,8 +113,13 @@ fn response_vectors() -> Vec<(ProvideBatchResponse, &'static str, &'static str)>
                 KeyStatus::Full,
                 KeyStatus::Stored,
             ]),
-            "0a03000100",
-            "050a03000100",
+            "0a0201002001",
+            "060a0201002001",
+        ),
+        (
+            ProvideBatchResponse::answered(vec![KeyStatus::Stored; 3]),
+            "2003",
+            "022003",
         ),
         (
             ProvideBatchResponse::answered(vec![KeyStatus::Stored; 2]).with_allowance(Some(
@@ -93,8 +129,8 @@ fn response_vectors() -> Vec<(ProvideBatchResponse, &'static str, &'static str)>
                     burst: 10_000,
                 },
             )),
-            "0a0200001a0908e60710e80718904e",
-            "0f0a0200001a0908e60710e80718904e",
+            "1a0908e60710e80718904e2002",
+            "0d1a0908e60710e80718904e2002",
         ),
         (
             ProvideBatchResponse::refused(BatchError::RateLimited).with_allowance(Some(
@@ -133,8 +169,13 @@ fn the_spec_vectors_hold_the_spec_peer_and_address() {
 
 #[test]
 fn request_vector_both_ways() {
+    for (batch, body, framed) in [request_vector(), run_vector()] {
+        request_vector_holds(batch, body, framed);
+    }
+}
+
+fn request_vector_holds(batch: ProvideBatch, body: &str, framed: &str) {
     let codec = BatchCodec::default();
-    let (batch, body, framed) = request_vector();
     let mut ours = Vec::new();
     encode_request_body(&batch, &mut ours);
     assert_eq!(hex::encode(&ours), body);
@@ -245,6 +286,53 @@ fn too_many_keys_are_refused_both_ways() {
     ));
 }
 
+/// Runs that break the limits are malformed, as listed keys are.
+#[test]
+fn bad_runs_are_refused() {
+    let codec = BatchCodec::default();
+    let peer = "0a2e0a22122001010101010101010101010101010101010101010101010101010101010101011208047f000001060fa1";
+    let decode = |run: &str| {
+        let len = hex::decode(run).unwrap().len();
+        codec.decode_request_body(&hex::decode(format!("{peer}1a{len:02x}{run}")).unwrap())
+    };
+    // The vector's run decodes.
+    assert_eq!(decode("0a026b3010011a0431323334").unwrap().keys.len(), 4);
+    // No suffix length, a suffix length of 0, suffixes not a whole number of keys.
+    for run in [
+        "0a026b301a0431323334",
+        "0a026b3010001a0431323334",
+        "0a026b3010031a0431323334",
+    ] {
+        assert!(
+            matches!(decode(run), Err(BatchCodecError::Malformed(_))),
+            "{run}: {:?}",
+            decode(run)
+        );
+    }
+    // A key over 80 bytes: a prefix of 2 and a suffix length of 79.
+    let suffixes = "00".repeat(79);
+    let run = format!("0a026b30104f1a4f{suffixes}");
+    assert!(matches!(
+        decode(&run),
+        Err(BatchCodecError::KeyTooLong { len: 81, .. })
+    ));
+    // Listed keys and a run together: one batch, in wire order.
+    let both = format!("{peer}12026b311a0c0a026b3010011a0431323334");
+    let batch = codec
+        .decode_request_body(&hex::decode(both).unwrap())
+        .unwrap();
+    assert_eq!(
+        batch.keys,
+        vec![
+            b"k1".to_vec(),
+            b"k01".to_vec(),
+            b"k02".to_vec(),
+            b"k03".to_vec(),
+            b"k04".to_vec()
+        ]
+    );
+}
+
 #[test]
 fn oversize_frames_are_refused_from_the_prefix() {
     let codec = BatchCodec::default();
@@ -272,7 +360,15 @@ fn oversize_frames_are_refused_from_the_prefix() {
     ));
     // The encoder refuses a body over the limit: 8,192 keys of 80 bytes, and an address list
     // of 8,000 addresses make more than 1 MiB.
-    let mut big = batch_of(vec![vec![7u8; MAX_BATCH_KEY_LEN]; MAX_BATCH_KEYS]);
+    let mut big = batch_of(
+        (0..MAX_BATCH_KEYS as u32)
+            .map(|i| {
+                let mut k = vec![7u8; MAX_BATCH_KEY_LEN];
+                k[..4].copy_from_slice(&i.to_be_bytes());
+                k
+            })
+            .collect(),
+    );
     let addr: Multiaddr = "/dns4/a-rather-long-host-name-of-the-provider.example.org/tcp/4001"
         .parse()
         .unwrap();
@@ -408,13 +504,25 @@ fn arb_peer() -> impl Strategy<Value = PeerInfo> {
 }
 
 fn arb_batch() -> impl Strategy<Value = ProvideBatch> {
-    (
-        arb_peer(),
-        prop::collection::vec(
-            prop::collection::vec(any::<u8>(), 1..=MAX_BATCH_KEY_LEN),
-            1..40,
-        ),
-    )
+    // Keys of any lengths (listed), and multihash-like keys of one length (packed as a run,
+    // or listed when a run would not be shorter).
+    let any_keys = prop::collection::vec(
+        prop::collection::vec(any::<u8>(), 1..=MAX_BATCH_KEY_LEN),
+        1..40,
+    );
+    let one_length = (2usize..=MAX_BATCH_KEY_LEN, 1usize..40, any::<[u8; 2]>()).prop_flat_map(
+        |(len, n, head)| {
+            prop::collection::vec(prop::collection::vec(any::<u8>(), len - 2), n).prop_map(
+                move |tails| {
+                    tails
+                        .into_iter()
+                        .map(|t| head.iter().copied().chain(t).collect::<Vec<u8>>())
+                        .collect::<Vec<_>>()
+                },
+            )
+        },
+    );
+    (arb_peer(), prop_oneof![any_keys, one_length])
         .prop_map(|(provider, keys)| ProvideBatch { provider, keys })
 }
 
@@ -445,12 +553,21 @@ proptest! {
     fn batches_are_byte_identical_to_prost(batch in arb_batch()) {
         use prost::Message as _;
         let ours = body(&batch);
-        let theirs = pb::ProvideBatch {
-            provider: Some(pb::Peer {
-                id: batch.provider.peer_id.to_bytes(),
-                addrs: batch.provider.addrs.iter().map(|a| a.to_vec()).collect(),
-            }),
-            keys: batch.keys.clone(),
+        let provider = Some(pb::Peer {
+            id: batch.provider.peer_id.to_bytes(),
+            addrs: batch.provider.addrs.iter().map(|a| a.to_vec()).collect(),
+        });
+        let theirs = match run_prefix(&batch.keys) {
+            None => pb::ProvideBatch { provider, keys: batch.keys.clone(), runs: Vec::new() },
+            Some(p) => pb::ProvideBatch {
+                provider,
+                keys: Vec::new(),
+                runs: vec![pb::KeyRun {
+                    prefix: batch.keys[0][..p].to_vec(),
+                    suffix_len: (batch.keys[0].len() - p) as u32,
+                    suffixes: batch.keys.iter().flat_map(|k| k[p..].to_vec()).collect(),
+                }],
+            },
         };
         prop_assert_eq!(&ours, &theirs.encode_to_vec());
         prop_assert_eq!(BatchCodec::default().decode_request_body(&ours).unwrap(), batch);
@@ -461,8 +578,10 @@ proptest! {
         use prost::Message as _;
         let mut ours = Vec::new();
         encode_response_body(&resp, &mut ours);
+        let first = resp.statuses.iter().take_while(|s| s.is_stored()).count();
         let theirs = pb::ProvideBatchResponse {
-            statuses: resp.statuses.iter().map(|s| s.to_wire() as i32).collect(),
+            stored_first: first as u32,
+            statuses: resp.statuses[first..].iter().map(|s| s.to_wire() as i32).collect(),
             error: resp.error.map_or(0, |e| e.to_wire() as i32),
             allowance: resp.allowance.map(|a| pb::Allowance {
                 keys: a.keys,
