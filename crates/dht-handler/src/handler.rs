@@ -264,9 +264,13 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         now: UnixSecs,
     ) -> ProvideBatchResponse {
         let sender = from.peer_id();
-        let requests = u64::try_from(batch.keys.len()).unwrap_or(u64::MAX);
-        // Both limits are charged per key, all or none; the answer tells the sender the
-        // smaller of its two allowances, so that it can pace its next batches.
+        // Both limits are charged by the keys (a token pays for `batch_keys_per_request`
+        // of them), all or none; the answer tells the sender the smaller of its two
+        // allowances, in keys, so that it can pace its next batches.
+        let per = u64::from(self.config.batch_keys_per_request.max(1));
+        let requests = u64::try_from(batch.keys.len())
+            .unwrap_or(u64::MAX)
+            .div_ceil(per);
         let ip = from
             .remote_ip
             .filter(|ip| self.config.rate_limit_loopback || !ip.is_loopback())
@@ -278,31 +282,31 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             if tokens < requests {
                 if let Some(peer_rate) = &self.rate {
                     let peer_tokens = peer_rate.available(sender, now);
-                    allowance = tighter(allowance, peer_rate, peer_tokens);
+                    allowance = tighter(allowance, peer_rate, peer_tokens, per);
                 }
                 return ProvideBatchResponse::refused(BatchError::RateLimited)
-                    .with_allowance(tighter(allowance, rate, tokens));
+                    .with_allowance(tighter(allowance, rate, tokens, per));
             }
         }
         if let Some(rate) = &self.rate {
             match rate.spend(sender, requests, now) {
-                Ok(left) => allowance = tighter(allowance, rate, left),
+                Ok(left) => allowance = tighter(allowance, rate, left, per),
                 Err(tokens) => {
                     if let Some((ip_rate, ip)) = ip_rate {
-                        allowance = tighter(allowance, ip_rate, ip_rate.available(&ip, now));
+                        allowance = tighter(allowance, ip_rate, ip_rate.available(&ip, now), per);
                     }
                     return ProvideBatchResponse::refused(BatchError::RateLimited)
-                        .with_allowance(tighter(allowance, rate, tokens));
+                        .with_allowance(tighter(allowance, rate, tokens, per));
                 }
             }
         }
         if let Some((rate, ip)) = ip_rate {
             match rate.spend(&ip, requests, now) {
-                Ok(left) => allowance = tighter(allowance, rate, left),
+                Ok(left) => allowance = tighter(allowance, rate, left, per),
                 // Spent by a concurrent request since it was looked at.
                 Err(tokens) => {
                     return ProvideBatchResponse::refused(BatchError::RateLimited)
-                        .with_allowance(tighter(allowance, rate, tokens));
+                        .with_allowance(tighter(allowance, rate, tokens, per));
                 }
             }
         }
@@ -720,14 +724,15 @@ pub fn is_public_addr(addr: &Multiaddr) -> bool {
     }
 }
 
-/// `allowance` narrowed by a limiter holding `tokens` for the sender: the smaller of each
-/// figure.
+/// `allowance` narrowed by a limiter holding `tokens` for the sender, each worth `per` keys:
+/// the smaller of each figure.
 fn tighter<K: std::hash::Hash + Eq + Copy>(
     allowance: Option<Allowance>,
     rate: &crate::rate::RateLimiter<K>,
     tokens: u64,
+    per: u64,
 ) -> Option<Allowance> {
-    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let clamp = |v: u64| u32::try_from(v.saturating_mul(per)).unwrap_or(u32::MAX);
     let this = Allowance {
         keys: clamp(tokens),
         per_second: clamp(rate.rate()),
