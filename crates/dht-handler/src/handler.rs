@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use dht_provider_store::{
-    ProviderEntry, ProviderOutcome, ProviderStore, SourceGroup, StoreError, ValueStore,
+    ProviderEntry, ProviderOutcome, ProviderStore, SourceGroup, StoreError, ValueStore, WriteTicket,
 };
 use dht_routing_table::{Direction, IpGroup, PeerEvent, RoutingTable};
 use parking_lot::{Mutex, RwLock};
@@ -250,11 +250,20 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         batch: ProvideBatch,
         now: UnixSecs,
     ) -> ProvideBatchResponse {
-        let response = self.check_and_store_batch(from, batch, now);
-        if let Some(error) = response.error {
-            tracing::debug!(peer = %from.peer.peer_id, ?error, "provide batch refused");
-        }
-        response
+        self.submit_batch(from, batch, now).wait()
+    }
+
+    /// [`Handler::provide_batch`] without waiting for the store: the batch is checked and
+    /// charged, and its records handed to the store
+    /// ([`ProviderStore::submit_provider_entries`]), here; the answer is a future, ready at
+    /// once for a refused batch, else once every record it answers as stored is durable. A
+    /// store that groups its writes ([`GroupWriter`](dht_provider_store::GroupWriter)) takes
+    /// the records without blocking, so a server on an async runtime needs no thread per
+    /// batch while the disk syncs; another store writes them here (this call may block).
+    pub fn submit_batch(&self, from: &Sender, batch: ProvideBatch, now: UnixSecs) -> BatchAnswer {
+        let mut answer = self.check_and_store_batch(from, batch, now);
+        answer.peer = Some(from.peer.peer_id);
+        answer
     }
 
     fn check_and_store_batch(
@@ -262,7 +271,7 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         from: &Sender,
         batch: ProvideBatch,
         now: UnixSecs,
-    ) -> ProvideBatchResponse {
+    ) -> BatchAnswer {
         let sender = from.peer_id();
         // Both limits are charged by the keys (a token pays for `batch_keys_per_request`
         // of them), all or none; the answer tells the sender the smaller of its two
@@ -284,8 +293,10 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
                     let peer_tokens = peer_rate.available(sender, now);
                     allowance = tighter(allowance, peer_rate, peer_tokens, per);
                 }
-                return ProvideBatchResponse::refused(BatchError::RateLimited)
-                    .with_allowance(tighter(allowance, rate, tokens, per));
+                return BatchAnswer::now(
+                    ProvideBatchResponse::refused(BatchError::RateLimited)
+                        .with_allowance(tighter(allowance, rate, tokens, per)),
+                );
             }
         }
         if let Some(rate) = &self.rate {
@@ -295,8 +306,10 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
                     if let Some((ip_rate, ip)) = ip_rate {
                         allowance = tighter(allowance, ip_rate, ip_rate.available(&ip, now), per);
                     }
-                    return ProvideBatchResponse::refused(BatchError::RateLimited)
-                        .with_allowance(tighter(allowance, rate, tokens, per));
+                    return BatchAnswer::now(
+                        ProvideBatchResponse::refused(BatchError::RateLimited)
+                            .with_allowance(tighter(allowance, rate, tokens, per)),
+                    );
                 }
             }
         }
@@ -305,21 +318,20 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
                 Ok(left) => allowance = tighter(allowance, rate, left, per),
                 // Spent by a concurrent request since it was looked at.
                 Err(tokens) => {
-                    return ProvideBatchResponse::refused(BatchError::RateLimited)
-                        .with_allowance(tighter(allowance, rate, tokens, per));
+                    return BatchAnswer::now(
+                        ProvideBatchResponse::refused(BatchError::RateLimited)
+                            .with_allowance(tighter(allowance, rate, tokens, per)),
+                    );
                 }
             }
         }
-        self.store_batch(from, batch, now).with_allowance(allowance)
+        let mut answer = self.store_batch(from, batch, now);
+        answer.allowance = allowance;
+        answer
     }
 
-    /// Validates and stores a batch whose rate was charged.
-    fn store_batch(
-        &self,
-        from: &Sender,
-        batch: ProvideBatch,
-        now: UnixSecs,
-    ) -> ProvideBatchResponse {
+    /// Validates a batch whose rate was charged, and hands its records to the store.
+    fn store_batch(&self, from: &Sender, batch: ProvideBatch, now: UnixSecs) -> BatchAnswer {
         let sender = from.peer_id();
         if from.is_server {
             self.table
@@ -327,13 +339,13 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         }
         let ProvideBatch { provider, keys } = batch;
         if provider.peer_id != *sender {
-            return ProvideBatchResponse::refused(BatchError::ProviderNotSender);
+            return BatchAnswer::now(ProvideBatchResponse::refused(BatchError::ProviderNotSender));
         }
         let mut addrs = provider.addrs;
         addrs.truncate(self.config.max_provider_addrs);
         let addrs = self.bound_provider_addrs(addrs);
         if addrs.is_empty() {
-            return ProvideBatchResponse::refused(BatchError::NoAddresses);
+            return BatchAnswer::now(ProvideBatchResponse::refused(BatchError::NoAddresses));
         }
 
         // Per key: refused alone, or the index of its record (a key listed twice shares one).
@@ -371,45 +383,20 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             .iter()
             .map(|record| ProviderEntry { record, group })
             .collect();
-        let outcomes = if entries.is_empty() {
-            Vec::new()
+        let written = if entries.is_empty() {
+            WriteTicket::ready(Ok(Vec::new()))
         } else {
-            match self.providers.add_provider_entries(&entries, true) {
-                Ok(outcomes) if outcomes.len() == entries.len() => outcomes,
-                Ok(outcomes) => {
-                    tracing::warn!(
-                        records = entries.len(),
-                        outcomes = outcomes.len(),
-                        "provider store answered a batch with the wrong number of outcomes"
-                    );
-                    return ProvideBatchResponse::refused(BatchError::Unavailable);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, records = entries.len(), "provide batch not stored");
-                    return ProvideBatchResponse::refused(BatchError::Unavailable);
-                }
-            }
+            self.providers.submit_provider_entries(&entries, true)
         };
-        let mut statuses = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let status = match slot {
-                Err(status) => status,
-                Ok(i) => match outcomes.get(i) {
-                    Some(Ok(ProviderOutcome::Stored)) => KeyStatus::Stored,
-                    Some(Ok(ProviderOutcome::Full)) => KeyStatus::Full,
-                    Some(Err(StoreError::InvalidRecord { .. })) => KeyStatus::InvalidKey,
-                    // The store could not write this record (one commit holds them all, so
-                    // in practice none was written): nothing is answered as stored.
-                    Some(Err(err)) => {
-                        tracing::warn!(%err, "provide batch not stored");
-                        return ProvideBatchResponse::refused(BatchError::Unavailable);
-                    }
-                    None => return ProvideBatchResponse::refused(BatchError::Unavailable),
-                },
-            };
-            statuses.push(status);
+        BatchAnswer {
+            state: BatchState::Writing {
+                written,
+                slots,
+                records: records.len(),
+            },
+            allowance: None,
+            peer: None,
         }
-        ProvideBatchResponse::answered(statuses)
     }
 
     fn dispatch(
@@ -722,6 +709,146 @@ pub fn is_public_addr(addr: &Multiaddr) -> bool {
         }
         _ => true,
     }
+}
+
+/// The answer to a batch of the batched provide protocol, to come
+/// ([`Handler::submit_batch`]): a future, or [`BatchAnswer::wait`] to block for it.
+#[derive(Debug)]
+#[must_use = "the sender waits for this answer"]
+pub struct BatchAnswer {
+    state: BatchState,
+    allowance: Option<Allowance>,
+    /// The sender, for the log of a refusal.
+    peer: Option<PeerId>,
+}
+
+#[derive(Debug)]
+enum BatchState {
+    /// Refused, or answered already.
+    Now(Option<ProvideBatchResponse>),
+    /// The store writes the records; then each key's slot gives its status.
+    Writing {
+        written: WriteTicket,
+        slots: Vec<Result<usize, KeyStatus>>,
+        records: usize,
+    },
+}
+
+impl BatchAnswer {
+    fn now(response: ProvideBatchResponse) -> Self {
+        BatchAnswer {
+            state: BatchState::Now(Some(response)),
+            allowance: None,
+            peer: None,
+        }
+    }
+
+    /// Blocks the calling thread until the answer (not from an async task: `.await` it
+    /// there).
+    pub fn wait(self) -> ProvideBatchResponse {
+        let BatchAnswer {
+            state,
+            allowance,
+            peer,
+        } = self;
+        let response = match state {
+            BatchState::Now(response) => response.unwrap_or_else(unavailable),
+            BatchState::Writing {
+                written,
+                slots,
+                records,
+            } => statuses(written.wait(), &slots, records),
+        };
+        finish(allowance, peer, response)
+    }
+}
+
+/// `response` with the sender's `allowance`, logged if refused.
+fn finish(
+    allowance: Option<Allowance>,
+    peer: Option<PeerId>,
+    response: ProvideBatchResponse,
+) -> ProvideBatchResponse {
+    if let Some(error) = response.error {
+        tracing::debug!(?peer, ?error, "provide batch refused");
+    }
+    if response.allowance.is_some() {
+        response
+    } else {
+        response.with_allowance(allowance)
+    }
+}
+
+impl std::future::Future for BatchAnswer {
+    type Output = ProvideBatchResponse;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<ProvideBatchResponse> {
+        let this = &mut *self;
+        let response = match &mut this.state {
+            BatchState::Now(response) => response.take().unwrap_or_else(unavailable),
+            BatchState::Writing {
+                written,
+                slots,
+                records,
+            } => match std::pin::Pin::new(written).poll(cx) {
+                std::task::Poll::Ready(outcomes) => statuses(outcomes, slots, *records),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            },
+        };
+        this.state = BatchState::Now(None);
+        std::task::Poll::Ready(finish(this.allowance, this.peer, response))
+    }
+}
+
+/// The answer polled again after it was given: the batch is not answered twice.
+fn unavailable() -> ProvideBatchResponse {
+    ProvideBatchResponse::refused(BatchError::Unavailable)
+}
+
+/// The answer of a batch whose `records` were written with `outcomes`, each key by its slot.
+fn statuses(
+    outcomes: Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError>,
+    slots: &[Result<usize, KeyStatus>],
+    records: usize,
+) -> ProvideBatchResponse {
+    let outcomes = match outcomes {
+        Ok(outcomes) if outcomes.len() == records => outcomes,
+        Ok(outcomes) => {
+            tracing::warn!(
+                records,
+                outcomes = outcomes.len(),
+                "provider store answered a batch with the wrong number of outcomes"
+            );
+            return unavailable();
+        }
+        Err(err) => {
+            tracing::warn!(%err, records, "provide batch not stored");
+            return unavailable();
+        }
+    };
+    let mut statuses = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let status = match slot {
+            Err(status) => *status,
+            Ok(i) => match outcomes.get(*i) {
+                Some(Ok(ProviderOutcome::Stored)) => KeyStatus::Stored,
+                Some(Ok(ProviderOutcome::Full)) => KeyStatus::Full,
+                Some(Err(StoreError::InvalidRecord { .. })) => KeyStatus::InvalidKey,
+                // The store could not write this record (one commit holds them all, so in
+                // practice none was written): nothing is answered as stored.
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "provide batch not stored");
+                    return unavailable();
+                }
+                None => return unavailable(),
+            },
+        };
+        statuses.push(status);
+    }
+    ProvideBatchResponse::answered(statuses)
 }
 
 /// `allowance` narrowed by a limiter holding `tokens` for the sender, each worth `per` keys:

@@ -384,10 +384,29 @@ fn a_key_at_its_provider_cap_is_answered_full() {
     }
 }
 
-/// A store that fails every write while `failing` is set, as a full disk does.
+/// A store that fails every write while `failing` is set, as a full disk does, and holds
+/// every write while `held` is set, as a slow disk sync does.
 struct Failing {
     inner: MemoryStore,
     failing: AtomicBool,
+    held: parking_lot::Mutex<bool>,
+    released: parking_lot::Condvar,
+}
+
+impl Failing {
+    fn new(failing: bool, held: bool) -> Self {
+        Failing {
+            inner: MemoryStore::new(),
+            failing: AtomicBool::new(failing),
+            held: parking_lot::Mutex::new(held),
+            released: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn release(&self) {
+        *self.held.lock() = false;
+        self.released.notify_all();
+    }
 }
 
 impl ProviderStore for Failing {
@@ -416,6 +435,11 @@ impl ProviderStore for Failing {
         entries: &[ProviderEntry<'_>],
         durable: bool,
     ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+        let mut held = self.held.lock();
+        while *held {
+            self.released.wait(&mut held);
+        }
+        drop(held);
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::DiskFull);
         }
@@ -425,10 +449,7 @@ impl ProviderStore for Failing {
 
 #[test]
 fn a_store_that_cannot_write_gives_unavailable_and_a_later_batch_is_stored() {
-    let store = Arc::new(Failing {
-        inner: MemoryStore::new(),
-        failing: AtomicBool::new(true),
-    });
+    let store = Arc::new(Failing::new(true, false));
     let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
     let h: TestHandler = Handler::new(
         local(),
@@ -454,6 +475,52 @@ fn a_store_that_cannot_write_gives_unavailable_and_a_later_batch_is_stored() {
         stored(2)
     );
     assert_eq!(providers_of(&h, &key(2)), vec![p]);
+}
+
+/// Through a `GroupWriter`, a batch is checked and handed to the store without waiting for
+/// the commit: `submit_batch` returns while the disk is held, its answer comes once the
+/// records are written, and nothing is answered stored before.
+#[test]
+fn a_batch_is_handed_to_a_group_writer_without_a_thread_waiting_for_its_commit() {
+    let store = Arc::new(Failing::new(false, true));
+    let writer = Arc::new(GroupWriter::new(store.clone(), WriterConfig::default()).unwrap());
+    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
+    let h: Arc<TestHandler> = Arc::new(Handler::new(
+        local(),
+        Arc::new(dht_routing_table::FullRoutingTable::new(
+            local().key(),
+            Default::default(),
+            dht_routing_table::ManualClock::new(NOW),
+        )),
+        writer,
+        values,
+        HandlerConfig::default(),
+    ));
+    let p = peer(7);
+    let from = Sender::server(p.clone());
+    let keys: Vec<Vec<u8>> = (0..10).map(key).collect();
+    // On another thread, so that a call that waits for the disk fails the test instead of
+    // hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let submitting = {
+        let (h, from, p) = (h.clone(), from.clone(), p.clone());
+        std::thread::spawn(move || {
+            tx.send(h.submit_batch(&from, batch(&p, keys), NOW))
+                .unwrap()
+        })
+    };
+    let mut answer = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("submit_batch waited for the held commit");
+    submitting.join().unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(std::pin::Pin::new(&mut answer).poll(&mut cx).is_pending());
+    assert!(providers_of(&h, &key(0)).is_empty());
+    store.release();
+    let answer = answer.wait();
+    assert_eq!(bare(answer.clone()), stored(10));
+    assert!(answer.allowance.is_some());
+    assert_eq!(providers_of(&h, &key(9)), vec![p]);
 }
 
 /// Through a `GroupWriter` whose inbound ADD_PROVIDERs do not wait for their commit, a batch

@@ -30,10 +30,7 @@ use std::{
 };
 
 use dht_handler::{Handler, HandlerConfig, Sender};
-use dht_proto::{
-    Multiaddr, PeerId, PeerInfo, Request, Response,
-    batch::{ProvideBatch, ProvideBatchResponse},
-};
+use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response, batch::ProvideBatch};
 use dht_provider::{
     FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore, SweepConfig,
     SweepParts, SweepingProvider,
@@ -631,10 +628,12 @@ impl<T: NodeTable> transport::InboundHandler for NodeInbound<T> {
         &self,
         from: &RemotePeer,
         batch: ProvideBatch,
-    ) -> Result<ProvideBatchResponse, HandlerError> {
-        Ok(self
-            .handler
-            .provide_batch(&sender(from), batch, SystemClock.now()))
+    ) -> Result<transport::BatchReply, HandlerError> {
+        Ok(Box::pin(self.handler.submit_batch(
+            &sender(from),
+            batch,
+            SystemClock.now(),
+        )))
     }
 }
 

@@ -1104,13 +1104,26 @@ async fn serve_batch(
         bump(&stats.inbound_batches);
         add(&stats.inbound_batch_records, keys);
         let from = remote.snapshot();
-        // The handler answers once the records are durable (it waits for a commit): on
-        // tokio's blocking pool, as record requests are.
+        // The handler checks the batch and hands its records to the store on tokio's
+        // blocking pool, as record requests are; the answer comes once they are durable,
+        // awaited here, with no thread waiting for the commit.
         let serving = handler.clone();
         let answer = call_handler(cfg.blocking_records, move || {
             serving.provide_batch(&from, batch)
         })
         .await;
+        let answer = match answer {
+            Ok(Ok(reply)) => match tokio::time::timeout(cfg.request_timeout, reply).await {
+                Ok(response) => Ok(Ok(response)),
+                Err(_) => {
+                    tracing::debug!(%peer, keys, "the store did not write an inbound batch in time: resetting the stream");
+                    bump(&stats.inbound_stream_errors);
+                    return;
+                }
+            },
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(panicked) => Err(panicked),
+        };
         let response = match answer {
             Ok(Ok(response)) if response.answers(keys) => response,
             Ok(Ok(response)) => {

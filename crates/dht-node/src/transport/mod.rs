@@ -39,5 +39,5 @@ pub use driver::{
 pub use error::TransportError;
 pub use handler::{HandlerIn, KadHandler, MAX_BATCHED_BYTES, MAX_BATCHED_REQUESTS, StreamKind};
 pub use limits::ConnectionLimits;
-pub use protocol::{HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
+pub use protocol::{BatchReply, HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
 pub use stats::TransportStats;
