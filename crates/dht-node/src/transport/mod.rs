@@ -22,6 +22,7 @@
 mod behaviour;
 mod book;
 mod config;
+mod dns;
 mod driver;
 mod error;
 mod handler;
