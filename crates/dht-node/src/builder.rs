@@ -449,8 +449,11 @@ impl<T: NodeTable> NodeBuilder<T> {
                 (StoreChoice::Rocks(config), Some(dir)) => {
                     let rocks = RocksStore::open(dir.join("store"), config.clone())?;
                     let stores: SharedStores = if self.group_writes {
-                        // Nobody waits for an inbound ADD_PROVIDER's record: no answer.
+                        // Nobody waits for an inbound ADD_PROVIDER's record: no answer. The
+                        // writer takes it (and a batch) without waiting: no thread hand-off.
                         let writer = WriterConfig::default().inbound_waits(false);
+                        let kad = self.transport.kad.clone().blocking_provider_writes(false);
+                        self.transport = self.transport.kad(kad);
                         Arc::new(GroupWriter::new(Arc::new(rocks), writer)?)
                     } else {
                         Arc::new(rocks)
