@@ -257,8 +257,8 @@ fn answers_tell_the_sender_its_allowance() {
     assert_eq!(answer.allowance, None);
 }
 
-/// By default a token of the rate limits pays for 4 batched keys (a batched record costs the
-/// server a fraction of a message): a batch spends its keys / 4 tokens, rounded up, and the
+/// By default a token of the rate limits pays for 3 batched keys (a batched record costs the
+/// server a fraction of a message): a batch spends its keys / 3 tokens, rounded up, and the
 /// allowance is told in keys. A plain ADD_PROVIDER still costs a whole token.
 #[test]
 fn a_token_pays_for_several_batched_keys() {
@@ -266,30 +266,30 @@ fn a_token_pays_for_several_batched_keys() {
     let config = HandlerConfig::default()
         .rate_limit(Some(RateLimit::new(10, 100)))
         .ip_rate_limit(Some(RateLimit::new(20, 60)));
-    assert_eq!(config.batch_keys_per_request, 4);
+    assert_eq!(config.batch_keys_per_request, 3);
     let h = handler(&stores, &[], config);
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     let p = peer(7);
     let from = Sender::server(p.clone()).from_ip(ip);
-    // 160 keys: 40 tokens of each bucket. Peer: 60 of 100 left, at 10/s; IP: 20 of 60, at
+    // 120 keys: 40 tokens of each bucket. Peer: 60 of 100 left, at 10/s; IP: 20 of 60, at
     // 20/s; told in keys, the smaller of each.
-    let keys: Vec<Vec<u8>> = (0..160).map(key).collect();
+    let keys: Vec<Vec<u8>> = (0..120).map(key).collect();
     let answer = h.provide_batch(&from, batch(&p, keys), NOW);
-    assert_eq!(answer.statuses.len(), 160);
+    assert_eq!(answer.statuses.len(), 120);
     let told = Allowance {
-        keys: 80,
-        per_second: 40,
-        burst: 240,
+        keys: 60,
+        per_second: 30,
+        burst: 180,
     };
     assert_eq!(answer.allowance, Some(told));
-    // 81 keys need 21 tokens: refused, nothing spent.
-    let keys: Vec<Vec<u8>> = (200..281).map(key).collect();
+    // 61 keys need 21 tokens: refused, nothing spent.
+    let keys: Vec<Vec<u8>> = (200..261).map(key).collect();
     let answer = h.provide_batch(&from, batch(&p, keys.clone()), NOW);
     assert_eq!(answer.error, Some(BatchError::RateLimited));
     assert_eq!(answer.allowance, Some(told));
     // One key costs a whole token, as one ADD_PROVIDER: 19 left of the IP's 20.
     let answer = h.provide_batch(&from, batch(&p, vec![key(300)]), NOW);
-    assert_eq!(answer.allowance.map(|a| a.keys), Some(76));
+    assert_eq!(answer.allowance.map(|a| a.keys), Some(57));
     for i in 0..19 {
         let add = Request::AddProvider {
             key: key(400 + i),
@@ -302,9 +302,9 @@ fn a_token_pays_for_several_batched_keys() {
         providers: vec![p.clone()],
     };
     assert!(h.handle(&from, add, NOW).is_err());
-    // A second later the IP has 20 tokens again: the 80 keys refused before go.
-    let answer = h.provide_batch(&from, batch(&p, keys[..80].to_vec()), NOW + 1);
-    assert_eq!(bare(answer), stored(80));
+    // A second later the IP has 20 tokens again: 60 of the keys refused before go.
+    let answer = h.provide_batch(&from, batch(&p, keys[..60].to_vec()), NOW + 1);
+    assert_eq!(bare(answer), stored(60));
 }
 
 #[test]
