@@ -343,18 +343,7 @@ fn a_key_at_its_provider_cap_is_answered_full() {
         ),
     ];
     for (name, store) in stores {
-        let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
-        let h: TestHandler = Handler::new(
-            local(),
-            Arc::new(dht_routing_table::FullRoutingTable::new(
-                local().key(),
-                Default::default(),
-                dht_routing_table::ManualClock::new(NOW),
-            )),
-            store,
-            values,
-            HandlerConfig::default(),
-        );
+        let h = handler_on(store);
         for seed in [7, 8] {
             let p = peer(seed);
             assert_eq!(
@@ -382,6 +371,22 @@ fn a_key_at_its_provider_cap_is_answered_full() {
             "{name}"
         );
     }
+}
+
+/// A handler with default limits over `providers` (values in memory, an empty full table).
+fn handler_on(providers: Arc<dyn ProviderStore>) -> TestHandler {
+    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
+    Handler::new(
+        local(),
+        Arc::new(dht_routing_table::FullRoutingTable::new(
+            local().key(),
+            Default::default(),
+            dht_routing_table::ManualClock::new(NOW),
+        )),
+        providers,
+        values,
+        HandlerConfig::default(),
+    )
 }
 
 /// A store that fails every write while `failing` is set, as a full disk does, and holds
@@ -450,18 +455,7 @@ impl ProviderStore for Failing {
 #[test]
 fn a_store_that_cannot_write_gives_unavailable_and_a_later_batch_is_stored() {
     let store = Arc::new(Failing::new(true, false));
-    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
-    let h: TestHandler = Handler::new(
-        local(),
-        Arc::new(dht_routing_table::FullRoutingTable::new(
-            local().key(),
-            Default::default(),
-            dht_routing_table::ManualClock::new(NOW),
-        )),
-        store.clone(),
-        values,
-        HandlerConfig::default(),
-    );
+    let h = handler_on(store.clone());
     let p = peer(7);
     let from = Sender::server(p.clone());
     assert_eq!(
@@ -484,18 +478,7 @@ fn a_store_that_cannot_write_gives_unavailable_and_a_later_batch_is_stored() {
 fn a_batch_is_handed_to_a_group_writer_without_a_thread_waiting_for_its_commit() {
     let store = Arc::new(Failing::new(false, true));
     let writer = Arc::new(GroupWriter::new(store.clone(), WriterConfig::default()).unwrap());
-    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
-    let h: Arc<TestHandler> = Arc::new(Handler::new(
-        local(),
-        Arc::new(dht_routing_table::FullRoutingTable::new(
-            local().key(),
-            Default::default(),
-            dht_routing_table::ManualClock::new(NOW),
-        )),
-        writer,
-        values,
-        HandlerConfig::default(),
-    ));
+    let h: Arc<TestHandler> = Arc::new(handler_on(writer));
     let p = peer(7);
     let from = Sender::server(p.clone());
     let keys: Vec<Vec<u8>> = (0..10).map(key).collect();
@@ -532,18 +515,7 @@ fn through_a_group_writer_the_answer_comes_after_the_commit() {
     let writer = Arc::new(
         GroupWriter::new(rocks.clone(), WriterConfig::default().inbound_waits(false)).unwrap(),
     );
-    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
-    let h: TestHandler = Handler::new(
-        local(),
-        Arc::new(dht_routing_table::FullRoutingTable::new(
-            local().key(),
-            Default::default(),
-            dht_routing_table::ManualClock::new(NOW),
-        )),
-        writer.clone(),
-        values,
-        HandlerConfig::default(),
-    );
+    let h = handler_on(writer.clone());
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     for round in 0..20u32 {
         let p = peer(u64::from(round) + 7);
