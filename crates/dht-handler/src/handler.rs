@@ -229,7 +229,8 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     ///
     /// Validated as one ADD_PROVIDER per key with the batch's provider entry:
     /// 1. the sender's rate limits (of its peer id, then of its IP, as [`handle`](Self::handle))
-    ///    are charged one request per key, all or none: [`BatchError::RateLimited`];
+    ///    are charged one request per [`HandlerConfig::batch_keys_per_request`] keys (3),
+    ///    rounded up, all or none: [`BatchError::RateLimited`];
     /// 2. the provider must be the sender: [`BatchError::ProviderNotSender`];
     /// 3. its addresses are bounded as ADD_PROVIDER's (the first
     ///    [`HandlerConfig::max_provider_addrs`] kept, then dialable and within the byte
@@ -237,10 +238,11 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     /// 4. each key is checked alone (1 to [`HandlerConfig::max_provider_key_len`] bytes):
     ///    [`KeyStatus::InvalidKey`] for that key, the others go on.
     ///
-    /// The accepted keys are stored with **one** [`ProviderStore::add_provider_entries`]
-    /// call asking for durability, from the group of the sender's IP when known, so this
-    /// returns only once every record answered [`KeyStatus::Stored`] is durable; it blocks
-    /// for that long (call it where blocking is allowed). A key listed twice is stored once
+    /// The accepted keys are handed to the store as **one** durable write
+    /// ([`ProviderStore::submit_provider_entries`]), from the group of the sender's IP when
+    /// known, and this returns only once every record answered [`KeyStatus::Stored`] is
+    /// durable; it blocks for that long (call it where blocking is allowed, or use
+    /// [`submit_batch`](Self::submit_batch), which does not wait). A key listed twice is stored once
     /// and answered at both places. A store that cannot write gives
     /// [`BatchError::Unavailable`] and nothing answered as stored; a later batch is tried
     /// again as usual.

@@ -1,5 +1,5 @@
 //! The batched provide (`docs/specs/provide-batch.md`) through `Handler::provide_batch`:
-//! stored and answered per key, each refusal of the spec, rate limits charged per key, and
+//! stored and answered per key, each refusal of the spec, rate limits charged by the keys, and
 //! the answer given only once the records are durable, against the in-memory and the RocksDB
 //! stores (and a `GroupWriter` in front of RocksDB).
 #![allow(clippy::unwrap_used, clippy::result_large_err)]
