@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use dht_provider_store::{
-    ProviderEntry, ProviderOutcome, ProviderStore, SourceGroup, StoreError, ValueStore,
+    ProviderEntry, ProviderOutcome, ProviderStore, SourceGroup, StoreError, ValueStore, WriteTicket,
 };
 use dht_routing_table::{Direction, IpGroup, PeerEvent, RoutingTable};
 use parking_lot::{Mutex, RwLock};
@@ -229,7 +229,8 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     ///
     /// Validated as one ADD_PROVIDER per key with the batch's provider entry:
     /// 1. the sender's rate limits (of its peer id, then of its IP, as [`handle`](Self::handle))
-    ///    are charged one request per key, all or none: [`BatchError::RateLimited`];
+    ///    are charged one request per [`HandlerConfig::batch_keys_per_request`] keys (3),
+    ///    rounded up, all or none: [`BatchError::RateLimited`];
     /// 2. the provider must be the sender: [`BatchError::ProviderNotSender`];
     /// 3. its addresses are bounded as ADD_PROVIDER's (the first
     ///    [`HandlerConfig::max_provider_addrs`] kept, then dialable and within the byte
@@ -237,10 +238,11 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     /// 4. each key is checked alone (1 to [`HandlerConfig::max_provider_key_len`] bytes):
     ///    [`KeyStatus::InvalidKey`] for that key, the others go on.
     ///
-    /// The accepted keys are stored with **one** [`ProviderStore::add_provider_entries`]
-    /// call asking for durability, from the group of the sender's IP when known, so this
-    /// returns only once every record answered [`KeyStatus::Stored`] is durable; it blocks
-    /// for that long (call it where blocking is allowed). A key listed twice is stored once
+    /// The accepted keys are handed to the store as **one** durable write
+    /// ([`ProviderStore::submit_provider_entries`]), from the group of the sender's IP when
+    /// known, and this returns only once every record answered [`KeyStatus::Stored`] is
+    /// durable; it blocks for that long (call it where blocking is allowed, or use
+    /// [`submit_batch`](Self::submit_batch), which does not wait). A key listed twice is stored once
     /// and answered at both places. A store that cannot write gives
     /// [`BatchError::Unavailable`] and nothing answered as stored; a later batch is tried
     /// again as usual.
@@ -250,11 +252,20 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         batch: ProvideBatch,
         now: UnixSecs,
     ) -> ProvideBatchResponse {
-        let response = self.check_and_store_batch(from, batch, now);
-        if let Some(error) = response.error {
-            tracing::debug!(peer = %from.peer.peer_id, ?error, "provide batch refused");
-        }
-        response
+        self.submit_batch(from, batch, now).wait()
+    }
+
+    /// [`Handler::provide_batch`] without waiting for the store: the batch is checked and
+    /// charged, and its records handed to the store
+    /// ([`ProviderStore::submit_provider_entries`]), here; the answer is a future, ready at
+    /// once for a refused batch, else once every record it answers as stored is durable. A
+    /// store that groups its writes ([`GroupWriter`](dht_provider_store::GroupWriter)) takes
+    /// the records without blocking, so a server on an async runtime needs no thread per
+    /// batch while the disk syncs; another store writes them here (this call may block).
+    pub fn submit_batch(&self, from: &Sender, batch: ProvideBatch, now: UnixSecs) -> BatchAnswer {
+        let mut answer = self.check_and_store_batch(from, batch, now);
+        answer.peer = Some(from.peer.peer_id);
+        answer
     }
 
     fn check_and_store_batch(
@@ -262,11 +273,15 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         from: &Sender,
         batch: ProvideBatch,
         now: UnixSecs,
-    ) -> ProvideBatchResponse {
+    ) -> BatchAnswer {
         let sender = from.peer_id();
-        let requests = u64::try_from(batch.keys.len()).unwrap_or(u64::MAX);
-        // Both limits are charged per key, all or none; the answer tells the sender the
-        // smaller of its two allowances, so that it can pace its next batches.
+        // Both limits are charged by the keys (a token pays for `batch_keys_per_request`
+        // of them), all or none; the answer tells the sender the smaller of its two
+        // allowances, in keys, so that it can pace its next batches.
+        let per = u64::from(self.config.batch_keys_per_request.max(1));
+        let requests = u64::try_from(batch.keys.len())
+            .unwrap_or(u64::MAX)
+            .div_ceil(per);
         let ip = from
             .remote_ip
             .filter(|ip| self.config.rate_limit_loopback || !ip.is_loopback())
@@ -278,44 +293,47 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             if tokens < requests {
                 if let Some(peer_rate) = &self.rate {
                     let peer_tokens = peer_rate.available(sender, now);
-                    allowance = tighter(allowance, peer_rate, peer_tokens);
+                    allowance = tighter(allowance, peer_rate, peer_tokens, per);
                 }
-                return ProvideBatchResponse::refused(BatchError::RateLimited)
-                    .with_allowance(tighter(allowance, rate, tokens));
+                return BatchAnswer::now(
+                    ProvideBatchResponse::refused(BatchError::RateLimited)
+                        .with_allowance(tighter(allowance, rate, tokens, per)),
+                );
             }
         }
         if let Some(rate) = &self.rate {
             match rate.spend(sender, requests, now) {
-                Ok(left) => allowance = tighter(allowance, rate, left),
+                Ok(left) => allowance = tighter(allowance, rate, left, per),
                 Err(tokens) => {
                     if let Some((ip_rate, ip)) = ip_rate {
-                        allowance = tighter(allowance, ip_rate, ip_rate.available(&ip, now));
+                        allowance = tighter(allowance, ip_rate, ip_rate.available(&ip, now), per);
                     }
-                    return ProvideBatchResponse::refused(BatchError::RateLimited)
-                        .with_allowance(tighter(allowance, rate, tokens));
+                    return BatchAnswer::now(
+                        ProvideBatchResponse::refused(BatchError::RateLimited)
+                            .with_allowance(tighter(allowance, rate, tokens, per)),
+                    );
                 }
             }
         }
         if let Some((rate, ip)) = ip_rate {
             match rate.spend(&ip, requests, now) {
-                Ok(left) => allowance = tighter(allowance, rate, left),
+                Ok(left) => allowance = tighter(allowance, rate, left, per),
                 // Spent by a concurrent request since it was looked at.
                 Err(tokens) => {
-                    return ProvideBatchResponse::refused(BatchError::RateLimited)
-                        .with_allowance(tighter(allowance, rate, tokens));
+                    return BatchAnswer::now(
+                        ProvideBatchResponse::refused(BatchError::RateLimited)
+                            .with_allowance(tighter(allowance, rate, tokens, per)),
+                    );
                 }
             }
         }
-        self.store_batch(from, batch, now).with_allowance(allowance)
+        let mut answer = self.store_batch(from, batch, now);
+        answer.allowance = allowance;
+        answer
     }
 
-    /// Validates and stores a batch whose rate was charged.
-    fn store_batch(
-        &self,
-        from: &Sender,
-        batch: ProvideBatch,
-        now: UnixSecs,
-    ) -> ProvideBatchResponse {
+    /// Validates a batch whose rate was charged, and hands its records to the store.
+    fn store_batch(&self, from: &Sender, batch: ProvideBatch, now: UnixSecs) -> BatchAnswer {
         let sender = from.peer_id();
         if from.is_server {
             self.table
@@ -323,13 +341,13 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
         }
         let ProvideBatch { provider, keys } = batch;
         if provider.peer_id != *sender {
-            return ProvideBatchResponse::refused(BatchError::ProviderNotSender);
+            return BatchAnswer::now(ProvideBatchResponse::refused(BatchError::ProviderNotSender));
         }
         let mut addrs = provider.addrs;
         addrs.truncate(self.config.max_provider_addrs);
         let addrs = self.bound_provider_addrs(addrs);
         if addrs.is_empty() {
-            return ProvideBatchResponse::refused(BatchError::NoAddresses);
+            return BatchAnswer::now(ProvideBatchResponse::refused(BatchError::NoAddresses));
         }
 
         // Per key: refused alone, or the index of its record (a key listed twice shares one).
@@ -367,45 +385,20 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             .iter()
             .map(|record| ProviderEntry { record, group })
             .collect();
-        let outcomes = if entries.is_empty() {
-            Vec::new()
+        let written = if entries.is_empty() {
+            WriteTicket::ready(Ok(Vec::new()))
         } else {
-            match self.providers.add_provider_entries(&entries, true) {
-                Ok(outcomes) if outcomes.len() == entries.len() => outcomes,
-                Ok(outcomes) => {
-                    tracing::warn!(
-                        records = entries.len(),
-                        outcomes = outcomes.len(),
-                        "provider store answered a batch with the wrong number of outcomes"
-                    );
-                    return ProvideBatchResponse::refused(BatchError::Unavailable);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, records = entries.len(), "provide batch not stored");
-                    return ProvideBatchResponse::refused(BatchError::Unavailable);
-                }
-            }
+            self.providers.submit_provider_entries(&entries, true)
         };
-        let mut statuses = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let status = match slot {
-                Err(status) => status,
-                Ok(i) => match outcomes.get(i) {
-                    Some(Ok(ProviderOutcome::Stored)) => KeyStatus::Stored,
-                    Some(Ok(ProviderOutcome::Full)) => KeyStatus::Full,
-                    Some(Err(StoreError::InvalidRecord { .. })) => KeyStatus::InvalidKey,
-                    // The store could not write this record (one commit holds them all, so
-                    // in practice none was written): nothing is answered as stored.
-                    Some(Err(err)) => {
-                        tracing::warn!(%err, "provide batch not stored");
-                        return ProvideBatchResponse::refused(BatchError::Unavailable);
-                    }
-                    None => return ProvideBatchResponse::refused(BatchError::Unavailable),
-                },
-            };
-            statuses.push(status);
+        BatchAnswer {
+            state: BatchState::Writing {
+                written,
+                slots,
+                records: records.len(),
+            },
+            allowance: None,
+            peer: None,
         }
-        ProvideBatchResponse::answered(statuses)
     }
 
     fn dispatch(
@@ -720,14 +713,155 @@ pub fn is_public_addr(addr: &Multiaddr) -> bool {
     }
 }
 
-/// `allowance` narrowed by a limiter holding `tokens` for the sender: the smaller of each
-/// figure.
+/// The answer to a batch of the batched provide protocol, to come
+/// ([`Handler::submit_batch`]): a future, or [`BatchAnswer::wait`] to block for it.
+#[derive(Debug)]
+#[must_use = "the sender waits for this answer"]
+pub struct BatchAnswer {
+    state: BatchState,
+    allowance: Option<Allowance>,
+    /// The sender, for the log of a refusal.
+    peer: Option<PeerId>,
+}
+
+#[derive(Debug)]
+enum BatchState {
+    /// Refused, or answered already.
+    Now(Option<ProvideBatchResponse>),
+    /// The store writes the records; then each key's slot gives its status.
+    Writing {
+        written: WriteTicket,
+        slots: Vec<Result<usize, KeyStatus>>,
+        records: usize,
+    },
+}
+
+impl BatchAnswer {
+    fn now(response: ProvideBatchResponse) -> Self {
+        BatchAnswer {
+            state: BatchState::Now(Some(response)),
+            allowance: None,
+            peer: None,
+        }
+    }
+
+    /// Blocks the calling thread until the answer (not from an async task: `.await` it
+    /// there).
+    pub fn wait(self) -> ProvideBatchResponse {
+        let BatchAnswer {
+            state,
+            allowance,
+            peer,
+        } = self;
+        let response = match state {
+            BatchState::Now(response) => response.unwrap_or_else(unavailable),
+            BatchState::Writing {
+                written,
+                slots,
+                records,
+            } => statuses(written.wait(), &slots, records),
+        };
+        finish(allowance, peer, response)
+    }
+}
+
+/// `response` with the sender's `allowance`, logged if refused.
+fn finish(
+    allowance: Option<Allowance>,
+    peer: Option<PeerId>,
+    response: ProvideBatchResponse,
+) -> ProvideBatchResponse {
+    if let Some(error) = response.error {
+        tracing::debug!(?peer, ?error, "provide batch refused");
+    }
+    if response.allowance.is_some() {
+        response
+    } else {
+        response.with_allowance(allowance)
+    }
+}
+
+impl std::future::Future for BatchAnswer {
+    type Output = ProvideBatchResponse;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<ProvideBatchResponse> {
+        let this = &mut *self;
+        let response = match &mut this.state {
+            BatchState::Now(response) => response.take().unwrap_or_else(unavailable),
+            BatchState::Writing {
+                written,
+                slots,
+                records,
+            } => match std::pin::Pin::new(written).poll(cx) {
+                std::task::Poll::Ready(outcomes) => statuses(outcomes, slots, *records),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            },
+        };
+        this.state = BatchState::Now(None);
+        std::task::Poll::Ready(finish(this.allowance, this.peer, response))
+    }
+}
+
+/// The answer polled again after it was given: the batch is not answered twice.
+fn unavailable() -> ProvideBatchResponse {
+    ProvideBatchResponse::refused(BatchError::Unavailable)
+}
+
+/// The answer of a batch whose `records` were written with `outcomes`, each key by its slot.
+fn statuses(
+    outcomes: Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError>,
+    slots: &[Result<usize, KeyStatus>],
+    records: usize,
+) -> ProvideBatchResponse {
+    let outcomes = match outcomes {
+        Ok(outcomes) if outcomes.len() == records => outcomes,
+        Ok(outcomes) => {
+            tracing::warn!(
+                records,
+                outcomes = outcomes.len(),
+                "provider store answered a batch with the wrong number of outcomes"
+            );
+            return unavailable();
+        }
+        Err(err) => {
+            tracing::warn!(%err, records, "provide batch not stored");
+            return unavailable();
+        }
+    };
+    let mut statuses = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let status = match slot {
+            Err(status) => *status,
+            Ok(i) => match outcomes.get(*i) {
+                Some(Ok(ProviderOutcome::Stored)) => KeyStatus::Stored,
+                Some(Ok(ProviderOutcome::Full)) => KeyStatus::Full,
+                Some(Err(StoreError::InvalidRecord { .. })) => KeyStatus::InvalidKey,
+                // The store could not write this record (one commit holds them all, so in
+                // practice none was written): nothing is answered as stored.
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "provide batch not stored");
+                    return unavailable();
+                }
+                None => return unavailable(),
+            },
+        };
+        statuses.push(status);
+    }
+    ProvideBatchResponse::answered(statuses)
+}
+
+/// `allowance` narrowed by a limiter holding `tokens` for the sender, each worth `per` keys:
+/// the smaller of each figure.
 fn tighter<K: std::hash::Hash + Eq + Copy>(
     allowance: Option<Allowance>,
     rate: &crate::rate::RateLimiter<K>,
     tokens: u64,
+    per: u64,
 ) -> Option<Allowance> {
-    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let clamp = |v: u64| u32::try_from(v.saturating_mul(per)).unwrap_or(u32::MAX);
     let this = Allowance {
         keys: clamp(tokens),
         per_second: clamp(rate.rate()),

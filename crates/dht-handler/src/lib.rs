@@ -16,7 +16,7 @@ mod validator;
 
 pub use config::{HandlerConfig, RateLimit};
 pub use error::HandlerError;
-pub use handler::{Handler, Sender, is_public_addr};
+pub use handler::{BatchAnswer, Handler, Sender, is_public_addr};
 pub use ipns::{IpnsValidator, MAX_IPNS_RECORD_SIZE};
 pub use rate::ip_bucket;
 pub use time::format_rfc3339;

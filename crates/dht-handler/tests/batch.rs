@@ -1,5 +1,5 @@
 //! The batched provide (`docs/specs/provide-batch.md`) through `Handler::provide_batch`:
-//! stored and answered per key, each refusal of the spec, rate limits charged per key, and
+//! stored and answered per key, each refusal of the spec, rate limits charged by the keys, and
 //! the answer given only once the records are durable, against the in-memory and the RocksDB
 //! stores (and a `GroupWriter` in front of RocksDB).
 #![allow(clippy::unwrap_used, clippy::result_large_err)]
@@ -175,7 +175,9 @@ fn a_key_the_rules_refuse_is_refused_alone() {
 fn rate_limits_are_charged_per_key_all_or_nothing() {
     for kind in &KINDS {
         let stores = Stores::new(kind);
-        let config = HandlerConfig::default().rate_limit(Some(RateLimit::new(10, 100)));
+        let config = HandlerConfig::default()
+            .rate_limit(Some(RateLimit::new(10, 100)))
+            .batch_keys_per_request(1);
         let h = handler(&stores, &[], config);
         let p = peer(7);
         let from = Sender::server(p.clone());
@@ -217,7 +219,8 @@ fn answers_tell_the_sender_its_allowance() {
     let stores = Stores::new(&StoreKind::Memory);
     let config = HandlerConfig::default()
         .rate_limit(Some(RateLimit::new(10, 100)))
-        .ip_rate_limit(Some(RateLimit::new(20, 60)));
+        .ip_rate_limit(Some(RateLimit::new(20, 60)))
+        .batch_keys_per_request(1);
     let h = handler(&stores, &[], config);
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     let p = peer(7);
@@ -254,12 +257,63 @@ fn answers_tell_the_sender_its_allowance() {
     assert_eq!(answer.allowance, None);
 }
 
+/// By default a token of the rate limits pays for 3 batched keys (a batched record costs the
+/// server a fraction of a message): a batch spends its keys / 3 tokens, rounded up, and the
+/// allowance is told in keys. A plain ADD_PROVIDER still costs a whole token.
+#[test]
+fn a_token_pays_for_several_batched_keys() {
+    let stores = Stores::new(&StoreKind::Memory);
+    let config = HandlerConfig::default()
+        .rate_limit(Some(RateLimit::new(10, 100)))
+        .ip_rate_limit(Some(RateLimit::new(20, 60)));
+    assert_eq!(config.batch_keys_per_request, 3);
+    let h = handler(&stores, &[], config);
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let p = peer(7);
+    let from = Sender::server(p.clone()).from_ip(ip);
+    // 120 keys: 40 tokens of each bucket. Peer: 60 of 100 left, at 10/s; IP: 20 of 60, at
+    // 20/s; told in keys, the smaller of each.
+    let keys: Vec<Vec<u8>> = (0..120).map(key).collect();
+    let answer = h.provide_batch(&from, batch(&p, keys), NOW);
+    assert_eq!(answer.statuses.len(), 120);
+    let told = Allowance {
+        keys: 60,
+        per_second: 30,
+        burst: 180,
+    };
+    assert_eq!(answer.allowance, Some(told));
+    // 61 keys need 21 tokens: refused, nothing spent.
+    let keys: Vec<Vec<u8>> = (200..261).map(key).collect();
+    let answer = h.provide_batch(&from, batch(&p, keys.clone()), NOW);
+    assert_eq!(answer.error, Some(BatchError::RateLimited));
+    assert_eq!(answer.allowance, Some(told));
+    // One key costs a whole token, as one ADD_PROVIDER: 19 left of the IP's 20.
+    let answer = h.provide_batch(&from, batch(&p, vec![key(300)]), NOW);
+    assert_eq!(answer.allowance.map(|a| a.keys), Some(57));
+    for i in 0..19 {
+        let add = Request::AddProvider {
+            key: key(400 + i),
+            providers: vec![p.clone()],
+        };
+        assert!(h.handle(&from, add, NOW).is_ok());
+    }
+    let add = Request::AddProvider {
+        key: key(500),
+        providers: vec![p.clone()],
+    };
+    assert!(h.handle(&from, add, NOW).is_err());
+    // A second later the IP has 20 tokens again: 60 of the keys refused before go.
+    let answer = h.provide_batch(&from, batch(&p, keys[..60].to_vec()), NOW + 1);
+    assert_eq!(bare(answer), stored(60));
+}
+
 #[test]
 fn the_ip_rate_is_charged_per_key_across_peer_ids() {
     let stores = Stores::new(&StoreKind::Memory);
     let config = HandlerConfig::default()
         .rate_limit(None)
-        .ip_rate_limit(Some(RateLimit::new(10, 50)));
+        .ip_rate_limit(Some(RateLimit::new(10, 50)))
+        .batch_keys_per_request(1);
     let h = handler(&stores, &[], config);
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     let a = peer(7);
@@ -289,18 +343,7 @@ fn a_key_at_its_provider_cap_is_answered_full() {
         ),
     ];
     for (name, store) in stores {
-        let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
-        let h: TestHandler = Handler::new(
-            local(),
-            Arc::new(dht_routing_table::FullRoutingTable::new(
-                local().key(),
-                Default::default(),
-                dht_routing_table::ManualClock::new(NOW),
-            )),
-            store,
-            values,
-            HandlerConfig::default(),
-        );
+        let h = handler_on(store);
         for seed in [7, 8] {
             let p = peer(seed);
             assert_eq!(
@@ -330,10 +373,45 @@ fn a_key_at_its_provider_cap_is_answered_full() {
     }
 }
 
-/// A store that fails every write while `failing` is set, as a full disk does.
+/// A handler with default limits over `providers` (values in memory, an empty full table).
+fn handler_on(providers: Arc<dyn ProviderStore>) -> TestHandler {
+    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
+    Handler::new(
+        local(),
+        Arc::new(dht_routing_table::FullRoutingTable::new(
+            local().key(),
+            Default::default(),
+            dht_routing_table::ManualClock::new(NOW),
+        )),
+        providers,
+        values,
+        HandlerConfig::default(),
+    )
+}
+
+/// A store that fails every write while `failing` is set, as a full disk does, and holds
+/// every write while `held` is set, as a slow disk sync does.
 struct Failing {
     inner: MemoryStore,
     failing: AtomicBool,
+    held: parking_lot::Mutex<bool>,
+    released: parking_lot::Condvar,
+}
+
+impl Failing {
+    fn new(failing: bool, held: bool) -> Self {
+        Failing {
+            inner: MemoryStore::new(),
+            failing: AtomicBool::new(failing),
+            held: parking_lot::Mutex::new(held),
+            released: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn release(&self) {
+        *self.held.lock() = false;
+        self.released.notify_all();
+    }
 }
 
 impl ProviderStore for Failing {
@@ -362,6 +440,11 @@ impl ProviderStore for Failing {
         entries: &[ProviderEntry<'_>],
         durable: bool,
     ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+        let mut held = self.held.lock();
+        while *held {
+            self.released.wait(&mut held);
+        }
+        drop(held);
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::DiskFull);
         }
@@ -371,22 +454,8 @@ impl ProviderStore for Failing {
 
 #[test]
 fn a_store_that_cannot_write_gives_unavailable_and_a_later_batch_is_stored() {
-    let store = Arc::new(Failing {
-        inner: MemoryStore::new(),
-        failing: AtomicBool::new(true),
-    });
-    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
-    let h: TestHandler = Handler::new(
-        local(),
-        Arc::new(dht_routing_table::FullRoutingTable::new(
-            local().key(),
-            Default::default(),
-            dht_routing_table::ManualClock::new(NOW),
-        )),
-        store.clone(),
-        values,
-        HandlerConfig::default(),
-    );
+    let store = Arc::new(Failing::new(true, false));
+    let h = handler_on(store.clone());
     let p = peer(7);
     let from = Sender::server(p.clone());
     assert_eq!(
@@ -402,6 +471,41 @@ fn a_store_that_cannot_write_gives_unavailable_and_a_later_batch_is_stored() {
     assert_eq!(providers_of(&h, &key(2)), vec![p]);
 }
 
+/// Through a `GroupWriter`, a batch is checked and handed to the store without waiting for
+/// the commit: `submit_batch` returns while the disk is held, its answer comes once the
+/// records are written, and nothing is answered stored before.
+#[test]
+fn a_batch_is_handed_to_a_group_writer_without_a_thread_waiting_for_its_commit() {
+    let store = Arc::new(Failing::new(false, true));
+    let writer = Arc::new(GroupWriter::new(store.clone(), WriterConfig::default()).unwrap());
+    let h: Arc<TestHandler> = Arc::new(handler_on(writer));
+    let p = peer(7);
+    let from = Sender::server(p.clone());
+    let keys: Vec<Vec<u8>> = (0..10).map(key).collect();
+    // On another thread, so that a call that waits for the disk fails the test instead of
+    // hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let submitting = {
+        let (h, from, p) = (h.clone(), from.clone(), p.clone());
+        std::thread::spawn(move || {
+            tx.send(h.submit_batch(&from, batch(&p, keys), NOW))
+                .unwrap()
+        })
+    };
+    let mut answer = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("submit_batch waited for the held commit");
+    submitting.join().unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(std::pin::Pin::new(&mut answer).poll(&mut cx).is_pending());
+    assert!(providers_of(&h, &key(0)).is_empty());
+    store.release();
+    let answer = answer.wait();
+    assert_eq!(bare(answer.clone()), stored(10));
+    assert!(answer.allowance.is_some());
+    assert_eq!(providers_of(&h, &key(9)), vec![p]);
+}
+
 /// Through a `GroupWriter` whose inbound ADD_PROVIDERs do not wait for their commit, a batch
 /// still does: once answered, its records are in RocksDB itself (read past the writer).
 #[test]
@@ -411,18 +515,7 @@ fn through_a_group_writer_the_answer_comes_after_the_commit() {
     let writer = Arc::new(
         GroupWriter::new(rocks.clone(), WriterConfig::default().inbound_waits(false)).unwrap(),
     );
-    let values: Arc<dyn ValueStore> = Arc::new(MemoryStore::new());
-    let h: TestHandler = Handler::new(
-        local(),
-        Arc::new(dht_routing_table::FullRoutingTable::new(
-            local().key(),
-            Default::default(),
-            dht_routing_table::ManualClock::new(NOW),
-        )),
-        writer.clone(),
-        values,
-        HandlerConfig::default(),
-    );
+    let h = handler_on(writer.clone());
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     for round in 0..20u32 {
         let p = peer(u64::from(round) + 7);

@@ -30,10 +30,7 @@ use std::{
 };
 
 use dht_handler::{Handler, HandlerConfig, Sender};
-use dht_proto::{
-    Multiaddr, PeerId, PeerInfo, Request, Response,
-    batch::{ProvideBatch, ProvideBatchResponse},
-};
+use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response, batch::ProvideBatch};
 use dht_provider::{
     FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore, SweepConfig,
     SweepParts, SweepingProvider,
@@ -452,8 +449,11 @@ impl<T: NodeTable> NodeBuilder<T> {
                 (StoreChoice::Rocks(config), Some(dir)) => {
                     let rocks = RocksStore::open(dir.join("store"), config.clone())?;
                     let stores: SharedStores = if self.group_writes {
-                        // Nobody waits for an inbound ADD_PROVIDER's record: no answer.
+                        // Nobody waits for an inbound ADD_PROVIDER's record: no answer. The
+                        // writer takes it (and a batch) without waiting: no thread hand-off.
                         let writer = WriterConfig::default().inbound_waits(false);
+                        let kad = self.transport.kad.clone().blocking_provider_writes(false);
+                        self.transport = self.transport.kad(kad);
                         Arc::new(GroupWriter::new(Arc::new(rocks), writer)?)
                     } else {
                         Arc::new(rocks)
@@ -631,10 +631,12 @@ impl<T: NodeTable> transport::InboundHandler for NodeInbound<T> {
         &self,
         from: &RemotePeer,
         batch: ProvideBatch,
-    ) -> Result<ProvideBatchResponse, HandlerError> {
-        Ok(self
-            .handler
-            .provide_batch(&sender(from), batch, SystemClock.now()))
+    ) -> Result<transport::BatchReply, HandlerError> {
+        Ok(Box::pin(self.handler.submit_batch(
+            &sender(from),
+            batch,
+            SystemClock.now(),
+        )))
     }
 }
 

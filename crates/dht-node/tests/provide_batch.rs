@@ -168,7 +168,8 @@ async fn a_server_stores_a_batch_answers_stored_per_key_and_get_providers_finds_
 async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     // Keys over 40 bytes are refused by this server's rules (the protocol takes 80); a peer
-    // may send 10 records at once, then 1 a second.
+    // may send 10 requests at once, then 1 a second: 30 batched records at once (a token pays
+    // for 3), then 3 a second.
     let server = rocks_node(dir.path(), |b| {
         b.handler(
             HandlerConfig::default()
@@ -188,7 +189,7 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         .unwrap();
 
     // More records than the sender may send now: refused whole, nothing stored.
-    let burst = keys("rate", 11);
+    let burst = keys("rate", 31);
     let batch = ProvideBatch {
         provider: PeerInfo::new(raw.peer_id, vec![local_addr()]),
         keys: burst.clone(),
@@ -199,7 +200,7 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
         .unwrap();
     assert_eq!(answer.error, Some(BatchError::RateLimited));
     assert!(answer.statuses.is_empty());
-    for key in [&burst[0], &burst[10]] {
+    for key in [&burst[0], &burst[30]] {
         assert!(
             providers(asker.transport(), server.info(), key)
                 .await

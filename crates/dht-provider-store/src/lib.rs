@@ -175,6 +175,16 @@ pub trait ProviderStore: Send + Sync {
             })
             .collect())
     }
+
+    /// [`ProviderStore::add_provider_entries`] without waiting for the write: the answer
+    /// comes as a [`WriteTicket`], a future (or [`WriteTicket::wait`]). A [`GroupWriter`]
+    /// queues the entries and returns at once, and answers the ticket after their commit,
+    /// so that a caller on an async task holds no thread while the disk syncs. By default
+    /// the entries are written here ([`ProviderStore::add_provider_entries`], which may
+    /// block) and the ticket comes answered.
+    fn submit_provider_entries(&self, entries: &[ProviderEntry<'_>], durable: bool) -> WriteTicket {
+        WriteTicket::ready(self.add_provider_entries(entries, durable))
+    }
 }
 
 /// A provider record to add, and the network group it came from if a peer sent it (see
@@ -391,6 +401,13 @@ macro_rules! forward_impls {
                 durable: bool,
             ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
                 (**self).add_provider_entries(entries, durable)
+            }
+            fn submit_provider_entries(
+                &self,
+                entries: &[ProviderEntry<'_>],
+                durable: bool,
+            ) -> WriteTicket {
+                (**self).submit_provider_entries(entries, durable)
             }
         }
 

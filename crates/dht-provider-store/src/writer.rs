@@ -127,7 +127,9 @@ pub type WriteAnswer = Result<Vec<Result<ProviderOutcome, StoreError>>, StoreErr
 #[derive(Debug)]
 #[must_use = "the answer says whether the records were stored; drop it only if nobody is told"]
 pub struct WriteTicket {
-    rx: oneshot::Receiver<WriteAnswer>,
+    /// The answers of the parts, in order (one per submission), and what they gave so far.
+    parts: VecDeque<oneshot::Receiver<WriteAnswer>>,
+    got: Vec<Result<ProviderOutcome, StoreError>>,
 }
 
 impl WriteTicket {
@@ -137,12 +139,28 @@ impl WriteTicket {
         futures::executor::block_on(self)
     }
 
-    /// A ticket already answered.
-    fn answered(answer: WriteAnswer) -> Self {
+    /// A ticket already answered with `answer` (a store that wrote at once).
+    pub fn ready(answer: WriteAnswer) -> Self {
         let (tx, rx) = oneshot::channel();
         // The receiver is held here: the send cannot fail.
         let _ = tx.send(answer);
-        WriteTicket { rx }
+        WriteTicket::of(rx)
+    }
+
+    fn of(rx: oneshot::Receiver<WriteAnswer>) -> Self {
+        WriteTicket {
+            parts: VecDeque::from([rx]),
+            got: Vec::new(),
+        }
+    }
+
+    /// One ticket for several, answered with their outcomes one after the other, or the
+    /// first error of a write.
+    fn join(tickets: Vec<WriteTicket>) -> Self {
+        WriteTicket {
+            parts: tickets.into_iter().flat_map(|t| t.parts).collect(),
+            got: Vec::new(),
+        }
     }
 }
 
@@ -150,12 +168,20 @@ impl Future for WriteTicket {
     type Output = WriteAnswer;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WriteAnswer> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(answer)) => Poll::Ready(answer),
-            // The writer thread ended without answering (it panicked).
-            Poll::Ready(Err(oneshot::Canceled)) => Poll::Ready(Err(StoreError::Closed)),
-            Poll::Pending => Poll::Pending,
+        let this = &mut *self;
+        while let Some(rx) = this.parts.front_mut() {
+            match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(Ok(outcomes))) => {
+                    this.got.extend(outcomes);
+                    this.parts.pop_front();
+                }
+                Poll::Ready(Ok(Err(e))) => return Poll::Ready(Err(e)),
+                // The writer thread ended without answering (it panicked).
+                Poll::Ready(Err(oneshot::Canceled)) => return Poll::Ready(Err(StoreError::Closed)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
+        Poll::Ready(Ok(std::mem::take(&mut this.got)))
     }
 }
 
@@ -306,7 +332,7 @@ impl<S: ProviderStore + 'static> GroupWriter<S> {
         durability: Durability,
     ) -> Result<WriteTicket, StoreError> {
         if records.is_empty() {
-            return Ok(WriteTicket::answered(Ok(Vec::new())));
+            return Ok(WriteTicket::ready(Ok(Vec::new())));
         }
         let limit = self.shared.config.max_queued_records;
         if records.len() > limit {
@@ -337,7 +363,7 @@ impl<S: ProviderStore + 'static> GroupWriter<S> {
             });
         }
         self.shared.ready.notify_one();
-        Ok(WriteTicket { rx })
+        Ok(WriteTicket::of(rx))
     }
 
     /// Queues the record of one inbound ADD_PROVIDER from `group`, unsynced (nobody is told
@@ -531,6 +557,13 @@ impl<S: ProviderStore + 'static> ProviderStore for GroupWriter<S> {
         entries: &[ProviderEntry<'_>],
         durable: bool,
     ) -> Result<Vec<Result<ProviderOutcome, StoreError>>, StoreError> {
+        self.submit_provider_entries(entries, durable).wait()
+    }
+
+    /// Queues `entries` ([`GroupWriter::submit`], one submission per run of entries from one
+    /// group) and returns at once; a queue that cannot take them answers the ticket with
+    /// the error ([`StoreError::Busy`]), nothing queued.
+    fn submit_provider_entries(&self, entries: &[ProviderEntry<'_>], durable: bool) -> WriteTicket {
         let durability = if durable {
             Durability::Durable
         } else {
@@ -542,12 +575,11 @@ impl<S: ProviderStore + 'static> ProviderStore for GroupWriter<S> {
                 let records = run.iter().map(|e| e.record.clone()).collect();
                 self.submit(records, run.first().and_then(|e| e.group), durability)
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::with_capacity(entries.len());
-        for ticket in tickets {
-            out.extend(ticket.wait()?);
+            .collect::<Result<Vec<_>, _>>();
+        match tickets {
+            Ok(tickets) => WriteTicket::join(tickets),
+            Err(e) => WriteTicket::ready(Err(e)),
         }
-        Ok(out)
     }
 
     fn providers(

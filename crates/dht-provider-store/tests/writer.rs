@@ -588,3 +588,45 @@ fn inbound_records_need_not_wait_for_their_commit() {
         );
     }
 }
+
+/// `submit_provider_entries` queues and returns while a commit is held: one ticket for the
+/// runs of entries of several groups, answered in order after their commit; a queue too
+/// full to take them answers the ticket with `Busy`, nothing queued.
+#[test]
+fn entries_are_submitted_without_waiting_and_answered_in_order() {
+    let (_dir, gated, writer, first) = held_writer(WriterConfig::default().max_queued_records(10));
+    let records: Vec<ProviderRecord> = (0..6u64).map(|i| rec(i, i, T0)).collect();
+    let entries: Vec<ProviderEntry<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| ProviderEntry {
+            record,
+            group: Some(group(if i < 3 { 1 } else { 2 })),
+        })
+        .collect();
+    let ticket = writer.submit_provider_entries(&entries, true);
+    assert_eq!(writer.stats().queued_records, 6, "queued, not written");
+    let too_many: Vec<ProviderRecord> = (10..15u64).map(|i| rec(i, i, T0)).collect();
+    let too_many: Vec<ProviderEntry<'_>> = too_many
+        .iter()
+        .map(|record| ProviderEntry {
+            record,
+            group: None,
+        })
+        .collect();
+    let busy = writer.submit_provider_entries(&too_many, true).wait();
+    assert!(matches!(busy, Err(StoreError::Busy { .. })), "{busy:?}");
+    gated.open_gate();
+    first.wait().unwrap();
+    assert_eq!(ok(ticket.wait().unwrap()), vec![ProviderOutcome::Stored; 6]);
+    for i in 0..6u64 {
+        assert_eq!(gated.inner.providers(&dht_key(i), 20, T0).unwrap().len(), 1);
+    }
+    assert!(
+        gated
+            .inner
+            .providers(&dht_key(10), 20, T0)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -299,6 +299,9 @@ async fn bench(args: Args) -> Result<()> {
         args.server_rate.map_or_else(
             || "the default (1,000/s, burst 10,000)".to_string(),
             |r| format!("{r}/s, burst {}", u64::from(r) * 10)
+        ) + &format!(
+            " requests, a request per {} batched keys",
+            dht_handler::HandlerConfig::default().batch_keys_per_request
         )
     );
     let sweep = if args.sweep {

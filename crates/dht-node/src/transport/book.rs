@@ -132,3 +132,34 @@ impl AddressBook for PeerBook {
         self.0.read().peers.get(peer).cloned()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_last_while_connected_and_until_refused() {
+        let book = PeerBook::default();
+        let peer = PeerId::random();
+        let addr: Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
+        let batch = Feature::ProvideBatch;
+        book.connected(peer, &addr);
+        assert!(!book.supports(&peer, batch));
+        book.identified(peer, ["/ipfs/kad/1.0.0", batch.protocol()]);
+        assert!(book.supports(&peer, batch));
+        // A stream refused: not used until the next identify lists it again.
+        book.refused(&peer, batch);
+        assert!(!book.supports(&peer, batch));
+        book.identified(peer, [batch.protocol()]);
+        assert!(book.supports(&peer, batch));
+        // An identify that no longer lists it.
+        book.identified(peer, ["/ipfs/kad/1.0.0"]);
+        assert!(!book.supports(&peer, batch));
+        // Forgotten with the last connection, addresses and features alike.
+        book.identified(peer, [batch.protocol()]);
+        book.disconnected(&peer);
+        assert!(!book.supports(&peer, batch));
+        assert!(book.observed(&peer).is_none());
+    }
+}

@@ -293,6 +293,8 @@ pub async fn spawn(
     let identify_config =
         identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
             .with_agent_version(config.agent_version.clone());
+    let dns_config =
+        super::dns::resolver_config(std::path::Path::new(super::dns::SYSTEM_RESOLV_CONF));
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -303,9 +305,8 @@ pub async fn spawn(
         .map_err(|e| TransportError::Setup(e.to_string()))?
         // `/dns`, `/dns4`, `/dns6` and `/dnsaddr` addresses are resolved with the system's
         // resolver configuration (as Kubo does): five of the six Amino bootstrap peers are
-        // `/dnsaddr`.
-        .with_dns()
-        .map_err(|e| TransportError::Setup(format!("reading the system's DNS configuration: {e}")))?
+        // `/dnsaddr`. Without one, public resolvers (see `dns`).
+        .with_dns_config(dns_config.0, dns_config.1)
         .with_behaviour(|_| NodeBehaviour {
             limits: config.limits.libp2p_behaviour(),
             ip_limits: IpLimits::new(&config.limits),

@@ -183,6 +183,8 @@ pub(crate) struct HandlerConfig {
     pub(crate) max_inbound: usize,
     pub(crate) max_outbound: usize,
     pub(crate) blocking_records: bool,
+    /// Whether ADD_PROVIDER and batches go to the blocking pool too (with `blocking_records`).
+    pub(crate) blocking_provider_writes: bool,
     /// Reads and writes the batched provide protocol.
     pub(crate) batch_codec: BatchCodec,
     /// Whether inbound batch streams are served (in server mode), i.e. the protocol is on and
@@ -200,6 +202,7 @@ impl From<&KadConfig> for HandlerConfig {
             max_inbound: c.max_inbound_streams,
             max_outbound: c.max_outbound_streams,
             blocking_records: c.blocking_record_requests,
+            blocking_provider_writes: c.blocking_record_requests && c.blocking_provider_writes,
             batch_codec: BatchCodec::default(),
             serve_batch: c.provide_batch,
         }
@@ -936,10 +939,12 @@ async fn serve(
         let ty = request.message_type();
         let from = remote.snapshot();
         let serving = handler.clone();
-        let answer = call_handler(cfg.blocking_records && touches_records(ty), move || {
-            serving.handle_request(&from, request)
-        })
-        .await;
+        let blocking = if ty == MessageType::AddProvider {
+            cfg.blocking_provider_writes
+        } else {
+            cfg.blocking_records && touches_records(ty)
+        };
+        let answer = call_handler(blocking, move || serving.handle_request(&from, request)).await;
         let response = match answer {
             Ok(Ok(Some(response))) if ty.expects_response() => response,
             Ok(Ok(_)) => continue,
@@ -1104,13 +1109,26 @@ async fn serve_batch(
         bump(&stats.inbound_batches);
         add(&stats.inbound_batch_records, keys);
         let from = remote.snapshot();
-        // The handler answers once the records are durable (it waits for a commit): on
-        // tokio's blocking pool, as record requests are.
+        // The handler checks the batch and hands its records to the store on tokio's
+        // blocking pool, as record requests are; the answer comes once they are durable,
+        // awaited here, with no thread waiting for the commit.
         let serving = handler.clone();
-        let answer = call_handler(cfg.blocking_records, move || {
+        let answer = call_handler(cfg.blocking_provider_writes, move || {
             serving.provide_batch(&from, batch)
         })
         .await;
+        let answer = match answer {
+            Ok(Ok(reply)) => match tokio::time::timeout(cfg.request_timeout, reply).await {
+                Ok(response) => Ok(Ok(response)),
+                Err(_) => {
+                    tracing::debug!(%peer, keys, "the store did not write an inbound batch in time: resetting the stream");
+                    bump(&stats.inbound_stream_errors);
+                    return;
+                }
+            },
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(panicked) => Err(panicked),
+        };
         let response = match answer {
             Ok(Ok(response)) if response.answers(keys) => response,
             Ok(Ok(response)) => {

@@ -22,6 +22,7 @@
 mod behaviour;
 mod book;
 mod config;
+mod dns;
 mod driver;
 mod error;
 mod handler;
@@ -39,5 +40,5 @@ pub use driver::{
 pub use error::TransportError;
 pub use handler::{HandlerIn, KadHandler, MAX_BATCHED_BYTES, MAX_BATCHED_REQUESTS, StreamKind};
 pub use limits::ConnectionLimits;
-pub use protocol::{HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
+pub use protocol::{BatchReply, HandlerError, InboundHandler, KadUpgrade, RemotePeer, handler_fn};
 pub use stats::TransportStats;

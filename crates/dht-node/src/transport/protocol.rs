@@ -36,6 +36,10 @@ pub struct RemotePeer {
 /// closes the stream, as go-libp2p-kad-dht does.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The answer to a batch of the batched provide protocol, to come
+/// ([`InboundHandler::provide_batch`]).
+pub type BatchReply = std::pin::Pin<Box<dyn Future<Output = ProvideBatchResponse> + Send>>;
+
 /// Answers the requests peers send to this node (the server side of the DHT).
 ///
 /// The transport calls it for every decoded request of a stream, in order, and writes back
@@ -87,11 +91,14 @@ pub trait InboundHandler: Send + Sync + 'static {
         false
     }
 
-    /// Answers one batch of the batched provide protocol from `from`, once the records it
-    /// answers as stored are durable. Called on tokio's blocking pool (unless
-    /// [`KadConfig::blocking_record_requests`] is off), one batch of a stream at a time; an
-    /// error (or a panic) resets the stream. By default every batch is refused so (a
-    /// handler that does not override it should not say it
+    /// Takes one batch of the batched provide protocol from `from`: checks it and hands its
+    /// records to the store, and returns the answer to come, a future that gives it once
+    /// the records it answers as stored are durable. The call runs on tokio's blocking pool
+    /// (unless [`KadConfig::blocking_record_requests`] is off), one batch of a stream at a
+    /// time, and should not wait for the disk itself: the transport awaits the answer on the
+    /// stream's task (for at most the request timeout), so that no thread waits for a
+    /// commit. An error (or a panic) resets the stream. By default every batch is refused so
+    /// (a handler that does not override it should not say it
     /// [`serves_provide_batch`](Self::serves_provide_batch)).
     ///
     /// [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
@@ -99,7 +106,7 @@ pub trait InboundHandler: Send + Sync + 'static {
         &self,
         from: &RemotePeer,
         batch: ProvideBatch,
-    ) -> Result<ProvideBatchResponse, HandlerError> {
+    ) -> Result<BatchReply, HandlerError> {
         let _ = (from, batch);
         Err("this handler does not serve the batched provide protocol".into())
     }
