@@ -940,7 +940,10 @@ async fn serve(
         let from = remote.snapshot();
         let serving = handler.clone();
         let blocking = if ty == MessageType::AddProvider {
-            cfg.blocking_provider_writes
+            // Without the connection's IP (a peer dialled by DNS name) the handler stores the
+            // record as its own (`add_providers_unsynced`), which waits for a commit: that
+            // one goes to the blocking pool still.
+            cfg.blocking_provider_writes || (cfg.blocking_records && remote.ip.is_none())
         } else {
             cfg.blocking_records && touches_records(ty)
         };
