@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let first = found.next().await;
         println!(
             "key {}: provider {}",
-            hex(&key.digest()[..4]),
+            hex::encode(&key.digest()[..4]),
             first.map_or("none".into(), |p| p.peer_id.to_string())
         );
     }
@@ -54,8 +54,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         node.close().await?;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -449,28 +449,12 @@ pub fn parse_peer_id(text: &str) -> Result<PeerId, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("{text:?} is not a peer id: {e}")))
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes of a hex string.
+/// Bytes of a hex string (either case).
 ///
 /// # Errors
 /// [`ApiError::BadRequest`] on an odd length or a non-hex digit.
 pub fn hex_decode(text: &str) -> Result<Vec<u8>, ApiError> {
-    let bad = || ApiError::BadRequest(format!("{text:?} is not hex"));
-    if !text.len().is_multiple_of(2) {
-        return Err(bad());
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .ok_or_else(bad)
-        })
-        .collect()
+    hex::decode(text).map_err(|e| ApiError::BadRequest(format!("{text:?} is not hex: {e}")))
 }
 
 /// Who may use the management API: the bearer token every request carries, and the host
@@ -519,7 +503,7 @@ impl ManagementAccess {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
                 rand::Rng::fill(&mut rand::rng(), &mut bytes);
-                let token = hex_encode(&bytes);
+                let token = hex::encode(bytes);
                 let tmp = path.with_extension("tmp");
                 crate::builder::write_private(&tmp, token.as_bytes())?;
                 std::fs::rename(&tmp, path)?;
@@ -1368,7 +1352,7 @@ impl ProvidedKey {
     pub fn of(kad: &Key, key: &Multihash) -> Self {
         ProvidedKey {
             multihash: dht_proto::cid::multibase::Base::Base58Btc.encode(key.to_bytes()),
-            kad: hex_encode(kad.as_bytes()),
+            kad: hex::encode(kad.as_bytes()),
         }
     }
 }
@@ -1603,7 +1587,10 @@ mod tests {
     #[test]
     fn hex_round_trips_and_rejects_garbage() {
         let bytes = b"/pk/\x00\xff\x10";
-        assert_eq!(hex_decode(&hex_encode(bytes)).expect("hex"), bytes.to_vec());
+        assert_eq!(
+            hex_decode(&hex::encode(bytes)).expect("hex"),
+            bytes.to_vec()
+        );
         assert!(hex_decode("abc").is_err());
         assert!(hex_decode("zz").is_err());
         assert!(hex_decode("é0").is_err());

@@ -30,7 +30,7 @@ use hyper_util::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::api::{CidList, PeerRecord, ProvidedKey, StatsView, hex_encode};
+use crate::api::{CidList, PeerRecord, ProvidedKey, StatsView};
 
 /// What can go wrong talking to a node's API.
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +343,7 @@ impl ApiClient {
     /// # Errors
     /// [`ClientError`].
     pub async fn get_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        let path = format!("/api/v1/values/{}", hex_encode(key));
+        let path = format!("/api/v1/values/{}", hex::encode(key));
         let (status, bytes) = self.send(Method::GET, &path, None, None).await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -357,7 +357,7 @@ impl ApiClient {
     /// # Errors
     /// [`ClientError`]; an invalid record is a `400` [`ClientError::Status`].
     pub async fn put_value(&self, key: &[u8], value: Vec<u8>) -> Result<u64, ClientError> {
-        let path = format!("/api/v1/values/{}", hex_encode(key));
+        let path = format!("/api/v1/values/{}", hex::encode(key));
         let (status, bytes) = self
             .send(
                 Method::PUT,

@@ -11,7 +11,7 @@ mod go_peers;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use dht_node::{
-    api::{self, hex_decode, hex_encode},
+    api::{self, hex_decode},
     builder::NodeBuilder,
     http_client::ApiClient,
     node::Node,
@@ -178,7 +178,7 @@ async fn a_go_client_mode_node_is_never_in_our_tables() {
         go.ok(json!({"cmd": "connect", "node": i, "peer": peer_json(ours[0].info())}))
             .await;
         go.admitted(Some(i), ours[0].peer_id()).await;
-        let key = hex_encode(&go.nodes[i].peer_id.to_bytes());
+        let key = hex::encode(go.nodes[i].peer_id.to_bytes());
         go.ok(json!({"cmd": "closest_peers", "node": i, "key": key}))
             .await;
     }
@@ -228,7 +228,7 @@ async fn closest_peers_walks_agree_over_a_mixed_network() {
         assert_eq!(found, truth(&key, asker.peer_id()), "our walk for key {i}");
         let go_node = i % go.nodes.len();
         let go_found = go
-            .ok(json!({"cmd": "closest_peers", "node": go_node, "key": hex_encode(&key)}))
+            .ok(json!({"cmd": "closest_peers", "node": go_node, "key": hex::encode(&key)}))
             .await;
         let go_found: HashSet<PeerId> = go_peers::ids(&go_found).into_iter().collect();
         let want: HashSet<PeerId> = truth(&key, go.nodes[go_node].peer_id).into_iter().collect();
@@ -437,7 +437,7 @@ async fn pk_and_ipns_records_both_ways_and_invalid_ones_refused() {
         .await
         .unwrap();
     let got = go
-        .ok(json!({"cmd": "get_value", "node": 3, "key": hex_encode(&key)}))
+        .ok(json!({"cmd": "get_value", "node": 3, "key": hex::encode(&key)}))
         .await;
     assert_eq!(hex_decode(got.as_str().unwrap()).unwrap(), value);
 
@@ -600,7 +600,7 @@ async fn several_requests_on_one_stream_both_ways() {
     go.ok(json!({"cmd": "mesh"})).await;
     let ours = our_server().await;
     ours.bootstrap(&go.nodes[..1]).await.unwrap();
-    let key = hex_encode(&cids("stream", 1)[0].1.to_bytes());
+    let key = hex::encode(cids("stream", 1)[0].1.to_bytes());
 
     // Go sends 10 FIND_NODE in a row to ours: one stream, ten answers. A first request
     // opens the connection and the stream; Go's own checks of a new peer (identify, its
@@ -712,7 +712,7 @@ async fn boxo_delegated_routing_client_reads_our_api() {
 #[ignore = "needs the Go peer: run `cargo xtask interop`"]
 async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() {
     let (go, ours) = mixed(4, 4).await;
-    let seed = hex_encode(&[7u8; 32]);
+    let seed = hex::encode([7u8; 32]);
     let path = |i: usize| format!("/ipfs/{}", cids("ipns-seq", 4)[i].0);
     let mut by_seq = Vec::new();
     for seq in 1..=3 {
@@ -731,7 +731,7 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     };
     let our_get = || async {
         let got = ours[3].get_value(&record(&by_seq[0]).key).await.unwrap();
-        hex_encode(&got.expect("found").value)
+        hex::encode(&got.expect("found").value)
     };
     // Go puts seq 1, ours seq 2: both sides then get seq 2.
     go.ok(json!({"cmd": "put_value", "node": 0, "key": key, "value": by_seq[0]["value"]}))
@@ -770,7 +770,7 @@ async fn newer_ipns_records_win_and_expired_or_mismatched_records_are_refused() 
     let mut pk_key = b"/pk/".to_vec();
     pk_key.extend(go.nodes[0].peer_id.to_bytes());
     let other = go.ok(json!({"cmd": "pk_record", "node": 1})).await;
-    let mismatched = json!({"key": hex_encode(&pk_key), "value": other["value"]});
+    let mismatched = json!({"key": hex::encode(&pk_key), "value": other["value"]});
     // go-libp2p refuses RSA keys under 2048 bits.
     let weak_rsa = go
         .ok(json!({"cmd": "pk_record", "node": 0, "key_type": "rsa1024"}))
