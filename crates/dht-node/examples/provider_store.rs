@@ -8,10 +8,14 @@ use dht_proto::{PeerId, Prefix, ProviderRecord, Record};
 use dht_provider_store::{Config, Keystore, Multihash, ProviderStore, RocksStore, ValueStore};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("provider-store-example-{}", std::process::id()));
+    // Removed when dropped, at the end.
+    let dir = tempfile::Builder::new()
+        .prefix("provider-store-example-")
+        .tempdir()?;
+    let dir = dir.path();
     let now = 1_700_000_000;
     {
-        let store = RocksStore::open(&dir, Config::small())?;
+        let store = RocksStore::open(dir, Config::small())?;
 
         // Provider records this node holds for others.
         let key = Multihash::wrap(0x12, &[1; 32])?.to_bytes();
@@ -58,9 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.flush()?;
     }
     // Reopened: everything written is still there.
-    let store = RocksStore::open(&dir, Config::small())?;
+    let store = RocksStore::open(dir, Config::small())?;
     println!("after reopening: {} keys held", store.count()?);
-    drop(store);
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

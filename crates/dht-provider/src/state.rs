@@ -434,13 +434,11 @@ mod tests {
 
     #[test]
     fn file_store_replaces_whole() {
-        let dir = std::env::temp_dir().join(format!("dht-provider-state-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let store = FileStateStore::new(dir.join("sweep.state"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStateStore::new(dir.path().join("sweep.state"));
         assert_eq!(store.load().unwrap(), None);
         store.save(b"one").unwrap();
         store.save(b"two").unwrap();
         assert_eq!(store.load().unwrap().as_deref(), Some(&b"two"[..]));
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -593,12 +593,15 @@ mod provide_cmd {
         let report = runtime.block_on(async {
             progress("building the network");
             let sim = Sim::build(args.sim.clone()).await?;
-            let dir = tempfile_dir()?;
+            // Removed when dropped, also on an error.
+            let dir = tempfile::Builder::new()
+                .prefix("dht-sim-provide-")
+                .tempdir()?;
             let report = match args.keystore {
                 #[cfg(feature = "rocksdb")]
                 "rocksdb" => {
                     let store = std::sync::Arc::new(dht_provider_store::RocksStore::open(
-                        dir.join("keystore"),
+                        dir.path().join("keystore"),
                         dht_provider_store::Config::default(),
                     )?);
                     let probe = store.clone();
@@ -618,7 +621,7 @@ mod provide_cmd {
                     run_provide(&sim, store, &config, progress).await?
                 }
             };
-            let _ = std::fs::remove_dir_all(&dir);
+            drop(dir);
             Ok::<_, Box<dyn std::error::Error>>(report)
         })?;
         Ok(Run {
@@ -626,20 +629,6 @@ mod provide_cmd {
             wall_secs: started.elapsed().as_secs_f64(),
             peak_rss_bytes: peak_rss_bytes(),
         })
-    }
-
-    /// A fresh directory under the system's temporary directory.
-    fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-        let dir = std::env::temp_dir().join(format!(
-            "dht-sim-provide-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir)?;
-        Ok(dir)
     }
 
     fn opt(v: Option<f64>) -> String {
