@@ -1112,9 +1112,10 @@ async fn serve_batch(
         bump(&stats.inbound_batches);
         add(&stats.inbound_batch_records, keys);
         let from = remote.snapshot();
-        // The handler checks the batch and hands its records to the store on tokio's
-        // blocking pool, as record requests are; the answer comes once they are durable,
-        // awaited here, with no thread waiting for the commit.
+        // The handler checks the batch and hands its records to the store (on tokio's
+        // blocking pool unless the store takes them without waiting,
+        // `blocking_provider_writes`); the answer comes once they are durable, awaited here,
+        // with no thread waiting for the commit.
         let serving = handler.clone();
         let answer = call_handler(cfg.blocking_provider_writes, move || {
             serving.provide_batch(&from, batch)
