@@ -7,7 +7,8 @@
 //! stores: its provider is the sender and has an address).
 //!
 //! Then, one after the other, each provider in its own process, in client mode, joins the
-//! network through three of the servers and is given the same number of fresh random keys:
+//! network through three of the servers and is given the same number of fresh random keys,
+//! 10,000 at a time (what `dht-node provide --file` sends per request):
 //!
 //! - **ours**: the `dht-node` binary (`run --mode client --store rocksdb --strategy sweep`,
 //!   the keys posted to its HTTP API `/api/v1/provide`);
@@ -77,6 +78,10 @@ options:
 
 /// Records per key: Amino's replication factor.
 const K: usize = 20;
+
+/// Keys handed to a provider at once: what `dht-node provide --file` sends per request (its
+/// `--batch` default), for both providers alike.
+const HANDOVER: usize = 10_000;
 
 /// A key counts as placed when at least this many of its true 20 closest servers hold it.
 const PLACED: usize = 19;
@@ -395,21 +400,24 @@ impl Provider {
         })
     }
 
-    /// Hands the provider the keys (CIDs); returns once it has accepted them.
+    /// Hands the provider the keys (CIDs), [`HANDOVER`] at a time; returns once it has
+    /// accepted them all.
     async fn provide(&self, cids: &[String]) -> Result<()> {
-        match self {
-            Provider::Ours { api, .. } => {
-                let accepted = api.provide(cids, false).await?;
-                if accepted != cids.len() as u64 {
-                    bail!("our node accepted {accepted} of {} keys", cids.len());
+        for chunk in cids.chunks(HANDOVER) {
+            match self {
+                Provider::Ours { api, .. } => {
+                    let accepted = api.provide(chunk, false).await?;
+                    if accepted != chunk.len() as u64 {
+                        bail!("our node accepted {accepted} of {} keys", chunk.len());
+                    }
                 }
-            }
-            Provider::Go { peers, .. } => {
-                go(
-                    peers,
-                    json!({"cmd": "start_providing", "node": 0, "keys": cids, "timeout": 300}),
-                )
-                .await?;
+                Provider::Go { peers, .. } => {
+                    go(
+                        peers,
+                        json!({"cmd": "start_providing", "node": 0, "keys": chunk, "timeout": 300}),
+                    )
+                    .await?;
+                }
             }
         }
         Ok(())

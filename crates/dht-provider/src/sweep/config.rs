@@ -57,7 +57,8 @@ pub struct SweepConfig {
     pub retry_after: Duration,
     /// How long without any answer before the provider calls itself offline (2 h).
     pub offline_after: Duration,
-    /// Keys read from the keystore per page.
+    /// Keys a job sends at once (a page): read from the keystore, or taken from those queued
+    /// in memory. What a job holds while it sends grows with the page, not with the slice.
     pub scan_page: usize,
     /// Keys waiting for their first provide held in memory at most (65,536). Past it, new
     /// keys that nobody waits for are only marked in their slice (4 KiB per slice, whatever

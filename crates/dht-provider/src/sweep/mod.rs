@@ -219,28 +219,26 @@ fn provided(shared: &mut Shared, slice: Prefix) {
     }
 }
 
-/// The keys of `queued` to send first, and the batches waiting for each.
-fn first_keys(queued: &[Queued]) -> (Vec<WeakKey>, HashMap<Multihash, Vec<Arc<Batch>>>) {
-    let mut wanted: Vec<Multihash> = Vec::new();
+/// The keys of `queued` to send first (each once), and the batches waiting for each. It takes
+/// `queued`, so that a job holds its keys once.
+fn first_keys(queued: Vec<Queued>) -> (Vec<WeakKey>, HashMap<Multihash, Vec<Arc<Batch>>>) {
+    let mut seen = HashSet::with_capacity(queued.len());
+    let mut first = Vec::with_capacity(queued.len());
     let mut batches: HashMap<Multihash, Vec<Arc<Batch>>> = HashMap::new();
     for q in queued {
-        match &q.batch {
-            // Nobody waits any more, but the key is still provided now.
-            Some(b) if b.cancelled.load(Ordering::Acquire) => wanted.push(q.key),
-            Some(b) => {
-                batches.entry(q.key).or_default().push(b.clone());
-                wanted.push(q.key);
-            }
-            None => wanted.push(q.key),
+        // A cancelled batch: nobody waits any more, but the key is still provided now.
+        if let Some(b) = q.batch
+            && !b.cancelled.load(Ordering::Acquire)
+        {
+            batches.entry(q.key).or_default().push(b);
+        }
+        if seen.insert(q.key) {
+            first.push(WeakKey {
+                key: q.key,
+                reached: Vec::new(),
+            });
         }
     }
-    let first = dedup(&wanted)
-        .into_iter()
-        .map(|key| WeakKey {
-            key,
-            reached: Vec::new(),
-        })
-        .collect();
     (first, batches)
 }
 
@@ -953,18 +951,18 @@ where
         }
     }
 
-    async fn run(&self, job: Job) {
+    async fn run(&self, mut job: Job) {
         // Keys already in memory (queued, or a retry's), and which keys to read from the
         // keystore too (a page at a time, each sent before the next is read).
         let mut wanted_only: Option<&Marker> = None;
-        let (slice, first, batches, from) = match &job {
+        let (slice, first, batches, from) = match &mut job {
             Job::Provide {
                 slice,
                 keys,
                 whole,
                 marked,
             } => {
-                let (first, batches) = first_keys(keys);
+                let (first, batches) = first_keys(std::mem::take(keys));
                 let from = if *whole {
                     Unsent::All
                 } else if marked.is_some() {
@@ -982,7 +980,7 @@ where
                 unsent,
             } => (*slice, keys.clone(), HashMap::new(), *unsent),
             Job::Reprovide { slice, keys, .. } => {
-                let (first, batches) = first_keys(keys);
+                let (first, batches) = first_keys(std::mem::take(keys));
                 (*slice, first, batches, Unsent::All)
             }
         };
@@ -992,18 +990,22 @@ where
         let mut excluded = HashSet::new();
         let mut outcome = JobOutcome::default();
         let started = tokio::time::Instant::now();
-        if !first.is_empty() {
+        let page_len = self.config.scan_page.max(1);
+        // The keys held in memory go a page at a time too, so that what a job holds while it
+        // sends (per key and per peer) is bounded by the page, not by the keys queued.
+        for keys in first.chunks(page_len) {
+            let prior = outcome.exploration.take();
             let page = self
-                .provide_slice(slice, &first, None, deadline, &mut excluded)
+                .provide_slice(slice, keys, prior, deadline, &mut excluded)
                 .await;
-            for (weak, ok) in first.iter().zip(&page.ok) {
+            for (weak, ok) in keys.iter().zip(&page.ok) {
                 if let Some(bs) = batches.get(&weak.key) {
                     for b in bs {
                         b.report(weak.key, *ok);
                     }
                 }
             }
-            outcome.absorb(&first, page);
+            outcome.absorb(keys, page);
         }
         let mut after = match from {
             Unsent::Nothing => None,
@@ -1011,7 +1013,6 @@ where
             Unsent::After(key) => Some(Some(key)),
         };
         let already: HashSet<&Multihash> = first.iter().map(|w| &w.key).collect();
-        let page_len = self.config.scan_page.max(1);
         while let Some(start) = after {
             if tokio::time::Instant::now() >= deadline {
                 tracing::info!(
