@@ -153,6 +153,23 @@ impl Network for TransportNetwork {
         self.transport.supports(peer, feature)
     }
 
+    /// All of them to the peer's connection in one command ([`TransportHandle::add_providers`]),
+    /// written together where they fit; `parallel` is the transport's own (its streams per
+    /// connection), `timeout` its request timeout.
+    fn add_providers<'a>(
+        &'a self,
+        peer: &'a PeerInfo,
+        provider: &'a PeerInfo,
+        keys: Vec<Vec<u8>>,
+        _parallel: usize,
+        _timeout: Duration,
+    ) -> impl futures::Stream<Item = (usize, Result<(), RpcError>)> + Send + 'a {
+        use futures::StreamExt;
+        self.transport
+            .add_providers(peer, provider, keys)
+            .map(|(i, outcome)| (i, outcome.map(|_| ()).map_err(rpc_error)))
+    }
+
     fn provide_batch(
         &self,
         peer: &PeerInfo,

@@ -165,6 +165,82 @@ async fn queued_add_providers_share_stream_writes() {
     .await;
 }
 
+/// Many records for one peer in one call: each reports once, by its index, and every record
+/// arrives once, over a connection the call dials itself; the records share writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_providers_reports_each_record_once_and_delivers_all() {
+    use futures::StreamExt;
+    let a = Node::server().await;
+    let b = Node::server().await;
+    let keys: Vec<Vec<u8>> = (0..700u32)
+        .map(|i| format!("cid-multihash-{i:04}").into_bytes())
+        .collect();
+    let outcomes: Vec<(usize, Result<Option<Response>, TransportError>)> = within(
+        "700 records in one call",
+        a.handle
+            .add_providers(&b.info, &a.info, keys.clone())
+            .collect(),
+    )
+    .await;
+    let mut reported: Vec<usize> = outcomes.iter().map(|(i, _)| *i).collect();
+    reported.sort_unstable();
+    assert_eq!(reported, (0..keys.len()).collect::<Vec<_>>());
+    for (i, out) in &outcomes {
+        assert!(matches!(out, Ok(None)), "record {i}: {out:?}");
+    }
+    let stats = a.handle.stats();
+    println!("{} stream writes for 700 records", stats.outbound_writes);
+    assert!(stats.outbound_writes <= 70, "{stats:?}");
+    let expect: std::collections::BTreeSet<Vec<u8>> = keys.into_iter().collect();
+    within("all delivered", async {
+        loop {
+            let seen: Vec<Vec<u8>> = b
+                .seen()
+                .into_iter()
+                .filter_map(|(_, r)| match r {
+                    Request::AddProvider { key, providers } => {
+                        assert_eq!(providers[0].peer_id, a.info.peer_id);
+                        Some(key)
+                    }
+                    _ => None,
+                })
+                .collect();
+            if seen.len() >= expect.len() {
+                assert_eq!(seen.len(), expect.len(), "a record arrived twice");
+                assert_eq!(
+                    seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+                    expect
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Records for a peer that cannot be reached each fail, with the dial error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_providers_to_an_unreachable_peer_fail_each() {
+    use futures::StreamExt;
+    let a = Node::server().await;
+    let keys: Vec<Vec<u8>> = (0..50u32).map(|i| vec![1, 2, i as u8]).collect();
+    let outcomes: Vec<_> = within(
+        "dial failure",
+        a.handle
+            .add_providers(&unreachable_peer(), &a.info, keys)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(outcomes.len(), 50);
+    for (i, out) in outcomes {
+        assert!(
+            matches!(out, Err(TransportError::Dial(_))),
+            "record {i}: {out:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_providers_response_larger_than_16_kib() {
     let a = Node::server().await;

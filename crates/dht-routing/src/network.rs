@@ -1,6 +1,8 @@
 //! The [`Network`] seam: how the client reaches other peers.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
 
 use dht_proto::{
     MessageType, PeerId, PeerInfo, Request, Response,
@@ -142,6 +144,44 @@ pub trait Network: Send + Sync {
         false
     }
 
+    /// Sends `peer` an ADD_PROVIDER record for each of `keys` (the key's bytes), with
+    /// `provider` as the provider, and yields each key's index with its outcome as it is
+    /// known: `Ok(())` once the record is written, or the error. Every key reports once,
+    /// each within `timeout` of its sending ([`RpcError::Timeout`] past it).
+    ///
+    /// The default sends them one by one through [`send`](Self::send), `parallel` at a
+    /// time. A transport that can hand them to the peer's connection together (one command,
+    /// records written together) does that instead: many records per peer is what a
+    /// provider sends.
+    fn add_providers<'a>(
+        &'a self,
+        peer: &'a PeerInfo,
+        provider: &'a PeerInfo,
+        keys: Vec<Vec<u8>>,
+        parallel: usize,
+        timeout: Duration,
+    ) -> impl Stream<Item = (usize, Result<(), RpcError>)> + Send + 'a {
+        futures::stream::iter(keys.into_iter().enumerate())
+            .map(move |(i, key)| {
+                let sent = self.send(
+                    peer,
+                    Request::AddProvider {
+                        key,
+                        providers: vec![provider.clone()],
+                    },
+                );
+                async move {
+                    let outcome = match tokio::time::timeout(timeout, sent).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(RpcError::Timeout),
+                    };
+                    (i, outcome)
+                }
+            })
+            .buffer_unordered(parallel.max(1))
+    }
+
     /// Sends `peer` one batch of provider records ([`Feature::ProvideBatch`]) and resolves to
     /// the server's answer, which says per key whether the record is stored (and durable).
     ///
@@ -203,6 +243,17 @@ macro_rules! forward_network {
                 batch: ProvideBatch,
             ) -> impl Future<Output = Result<ProvideBatchResponse, RpcError>> + Send {
                 (**self).provide_batch(peer, batch)
+            }
+
+            fn add_providers<'a>(
+                &'a self,
+                peer: &'a PeerInfo,
+                provider: &'a PeerInfo,
+                keys: Vec<Vec<u8>>,
+                parallel: usize,
+                timeout: Duration,
+            ) -> impl Stream<Item = (usize, Result<(), RpcError>)> + Send + 'a {
+                (**self).add_providers(peer, provider, keys, parallel, timeout)
             }
         }
     )*};

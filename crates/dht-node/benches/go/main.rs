@@ -624,7 +624,7 @@ async fn watch(
             && quiet >= SETTLE
             && (!providing || provider.idle(args.keys).await?)
         {
-            break "provider reports every key done";
+            break "every key done";
         }
         if let Some(idle) = idle
             && quiet >= idle

@@ -9,7 +9,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response, batch::ProvideBatch};
+use dht_proto::{MessageType, Multiaddr, PeerId, PeerInfo, Request, Response, batch::ProvideBatch};
 use libp2p::{
     core::{Endpoint, transport::PortUse},
     swarm::{
@@ -27,7 +27,7 @@ use super::{
     error::TransportError,
     handler::{
         BatchJob, BatchReply, HandlerConfig, HandlerIn, HandlerInKind, KadHandler, OutboundJob,
-        Reply,
+        Outcome, Reply,
     },
     permits::InboundPermits,
     protocol::InboundHandler,
@@ -172,7 +172,7 @@ impl KadBehaviour {
     /// none) or the error; dropping it abandons the request.
     pub fn send_request(&mut self, peer: &PeerInfo, request: Request) -> ResponseFuture {
         let (tx, rx) = oneshot::channel();
-        self.send_request_with(peer, &request, tx);
+        self.send_request_with(peer, &request, Reply::One(tx));
         ResponseFuture(rx)
     }
 
@@ -180,7 +180,7 @@ impl KadBehaviour {
         let mut frame = Vec::new();
         if let Err(e) = self.cfg.codec.encode_request(request, &mut frame) {
             bump(&self.stats.outbound_requests_failed);
-            let _ = reply.send(Err(TransportError::Codec(e)));
+            reply.send(Err(TransportError::Codec(e)));
             return;
         }
         let job = OutboundJob {
@@ -191,6 +191,46 @@ impl KadBehaviour {
             retried: false,
         };
         self.route(peer, HandlerInKind::Request(job));
+    }
+
+    /// Sends `peer` an ADD_PROVIDER record for each of `keys`, with `provider` as the
+    /// provider: all handed to one connection at once (and written together where they
+    /// fit), each reporting its outcome with its index to `reply`.
+    pub(crate) fn send_add_providers_with(
+        &mut self,
+        peer: &PeerInfo,
+        provider: PeerInfo,
+        keys: Vec<Vec<u8>>,
+        reply: &tokio::sync::mpsc::UnboundedSender<(usize, Outcome)>,
+    ) {
+        let mut request = Request::AddProvider {
+            key: Vec::new(),
+            providers: vec![provider],
+        };
+        let mut jobs = Vec::with_capacity(keys.len());
+        let mut frame_len = 0;
+        for (i, key) in keys.into_iter().enumerate() {
+            if let Request::AddProvider { key: k, .. } = &mut request {
+                *k = key;
+            }
+            let mut frame = Vec::with_capacity(frame_len);
+            if let Err(e) = self.cfg.codec.encode_request(&request, &mut frame) {
+                bump(&self.stats.outbound_requests_failed);
+                let _ = reply.send((i, Err(TransportError::Codec(e))));
+                continue;
+            }
+            frame_len = frame.len();
+            jobs.push(OutboundJob {
+                ty: MessageType::AddProvider,
+                frame,
+                reply: Reply::Indexed(i, reply.clone()),
+                deadline: None,
+                retried: false,
+            });
+        }
+        if !jobs.is_empty() {
+            self.route(peer, HandlerInKind::Requests(jobs));
+        }
     }
 
     /// Sends `batch` to `peer` on a batch stream of its own (the caller checked that the peer
@@ -283,16 +323,22 @@ impl KadBehaviour {
         };
         let reason = error.to_string();
         tracing::debug!(%peer, error = %reason, "dial failed");
+        let error = || TransportError::Dial(reason.clone());
         for job in jobs {
-            let error = TransportError::Dial(reason.clone());
             match job {
                 HandlerInKind::Request(job) => {
                     bump(&self.stats.outbound_requests_failed);
-                    let _ = job.reply.send(Err(error));
+                    job.reply.send(Err(error()));
+                }
+                HandlerInKind::Requests(jobs) => {
+                    for job in jobs {
+                        bump(&self.stats.outbound_requests_failed);
+                        job.reply.send(Err(error()));
+                    }
                 }
                 HandlerInKind::Batch(job) => {
                     bump(&self.stats.outbound_batches_failed);
-                    let _ = job.reply.send(Err(error));
+                    let _ = job.reply.send(Err(error()));
                 }
                 HandlerInKind::SetMode(_) | HandlerInKind::RemoteAddrs(_) => {}
             }

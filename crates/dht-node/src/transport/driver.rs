@@ -28,6 +28,7 @@ use super::{
     book::PeerBook,
     config::{Mode, TransportConfig},
     error::TransportError,
+    handler::{Outcome, Reply},
     limits::IpLimits,
     protocol::{InboundHandler, KAD_PROTOCOL},
     stats::{Stats, TransportStats},
@@ -96,6 +97,12 @@ enum Command {
         request: Request,
         reply: oneshot::Sender<Result<Option<Response>, TransportError>>,
     },
+    AddProviders {
+        peer: PeerInfo,
+        provider: PeerInfo,
+        keys: Vec<Vec<u8>>,
+        reply: mpsc::UnboundedSender<(usize, Outcome)>,
+    },
     ProvideBatch {
         peer: PeerInfo,
         batch: ProvideBatch,
@@ -162,6 +169,38 @@ impl TransportHandle {
             Ok(Err(_)) => Err(TransportError::ConnectionClosed),
             Ok(Ok(result)) => result,
         }
+    }
+
+    /// Sends `peer` an ADD_PROVIDER record for each of `keys` (the key of each), with
+    /// `provider` as the provider, and yields each key's index with its outcome as it is
+    /// known: `Ok(None)` once the record is written. The records go to one connection in
+    /// one command, are written together where they fit, and each fails on its own (within
+    /// the request timeout). The stream ends when every key has reported, or early, with
+    /// the rest unreported, if the transport stops.
+    pub fn add_providers(
+        &self,
+        peer: &PeerInfo,
+        provider: &PeerInfo,
+        keys: Vec<Vec<u8>>,
+    ) -> impl futures::Stream<Item = (usize, Result<Option<Response>, TransportError>)> + Send + 'static
+    {
+        let (reply, outcomes) = mpsc::unbounded_channel();
+        let command = Command::AddProviders {
+            peer: peer.clone(),
+            provider: provider.clone(),
+            keys,
+            reply,
+        };
+        let commands = self.commands.clone();
+        // The command goes first; its channel ends once every record has reported (or
+        // the command was dropped).
+        let sent = futures::stream::once(async move {
+            let _ = commands.send(command).await;
+        })
+        .filter_map(|()| std::future::ready(None));
+        sent.chain(futures::stream::unfold(outcomes, |mut rx| async move {
+            rx.recv().await.map(|outcome| (outcome, rx))
+        }))
     }
 
     /// Whether `peer` is known to support `feature`: it listed the feature's protocol in its
@@ -446,11 +485,22 @@ impl Driver {
                 peer,
                 request,
                 reply,
+            } => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .send_request_with(&peer, &request, Reply::One(reply))
+            }
+            Command::AddProviders {
+                peer,
+                provider,
+                keys,
+                reply,
             } => self
                 .swarm
                 .behaviour_mut()
                 .kad
-                .send_request_with(&peer, &request, reply),
+                .send_add_providers_with(&peer, provider, keys, &reply),
             Command::ProvideBatch { peer, batch, reply } => self
                 .swarm
                 .behaviour_mut()

@@ -97,8 +97,39 @@ pub const MAX_BATCHED_REQUESTS: usize = 256;
 /// request larger than this is written alone).
 pub const MAX_BATCHED_BYTES: usize = 64 * 1024;
 
-/// Where the outcome of one outbound request goes.
-pub(crate) type Reply = oneshot::Sender<Result<Option<Response>, TransportError>>;
+/// What one outbound request came to: its response (`None` for one without, once written),
+/// or the error.
+pub(crate) type Outcome = Result<Option<Response>, TransportError>;
+
+/// Where the outcome of one outbound request goes: to its caller alone, or, for one of
+/// several requests sent at once, with its index to the channel they all report to.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    One(oneshot::Sender<Outcome>),
+    Indexed(usize, tokio::sync::mpsc::UnboundedSender<(usize, Outcome)>),
+}
+
+impl Reply {
+    /// Reports `outcome` (nobody may be waiting any more).
+    pub(crate) fn send(self, outcome: Outcome) {
+        match self {
+            Reply::One(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Indexed(i, tx) => {
+                let _ = tx.send((i, outcome));
+            }
+        }
+    }
+
+    /// Whether nobody waits for the outcome any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Reply::One(tx) => tx.is_closed(),
+            Reply::Indexed(_, tx) => tx.is_closed(),
+        }
+    }
+}
 
 /// One outbound request, already encoded, on its way to a stream.
 #[derive(Debug)]
@@ -145,6 +176,8 @@ pub struct HandlerIn(pub(crate) HandlerInKind);
 #[derive(Debug)]
 pub(crate) enum HandlerInKind {
     Request(OutboundJob),
+    /// Several requests for the connection at once (ADD_PROVIDER records of one peer).
+    Requests(Vec<OutboundJob>),
     Batch(BatchJob),
     SetMode(Mode),
     /// The remote's listen addresses, from identify.
@@ -706,6 +739,13 @@ impl ConnectionHandler for KadHandler {
                 job.deadline = Some(later(Instant::now(), self.cfg.request_timeout));
                 self.queue.push_back(job);
             }
+            HandlerInKind::Requests(jobs) => {
+                let deadline = Some(later(Instant::now(), self.cfg.request_timeout));
+                self.queue.extend(jobs.into_iter().map(|mut job| {
+                    job.deadline = deadline;
+                    job
+                }));
+            }
             HandlerInKind::Batch(mut job) => {
                 job.deadline = Some(later(Instant::now(), self.cfg.request_timeout));
                 self.batch_queue.push_back(job);
@@ -816,7 +856,7 @@ async fn exchange(
         Ok(None) => {
             for job in work {
                 bump(&stats.outbound_requests_ok);
-                let _ = job.reply.send(Ok(None));
+                job.reply.send(Ok(None));
             }
             return OutboundOutcome::Reusable(stream);
         }
@@ -824,7 +864,7 @@ async fn exchange(
             // Work with a response is a single request.
             if let Some(job) = work.into_iter().next() {
                 bump(&stats.outbound_requests_ok);
-                let _ = job.reply.send(Ok(Some(response)));
+                job.reply.send(Ok(Some(response)));
             }
             return OutboundOutcome::Reusable(stream);
         }
@@ -863,7 +903,7 @@ async fn exchange(
 /// Fails `job` with `error`, counted.
 fn fail(stats: &Stats, job: OutboundJob, error: TransportError) {
     bump(&stats.outbound_requests_failed);
-    let _ = job.reply.send(Err(error));
+    job.reply.send(Err(error));
 }
 
 /// An I/O error like `e` (same kind and message), for each request of a write it failed.

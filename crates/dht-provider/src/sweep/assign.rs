@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use dht_proto::{Key, PeerId, PeerInfo};
 
 use crate::{
-    explore::{Exploration, closest_of},
+    explore::Exploration,
     state::{PeerTag, peer_tag},
 };
 
@@ -87,34 +87,85 @@ pub(crate) fn spare_servers(unheard: usize, silent: f64, k: usize) -> usize {
     ((mean + 1.5 * sd).round() as usize).min(k / 2)
 }
 
-/// The servers of `exploration` that `key` goes to, closest first: its k closest that are
-/// not `excluded`, and [`spare_servers`] more for the unheard among them. Servers in
-/// `answering` (those that take batches, whose answers say what they stored) need no spare:
-/// when one fails, its records go to the next closest then.
-pub(crate) fn targets<'a>(
-    exploration: &'a Exploration,
-    key: &Key,
-    k: usize,
-    silent: f64,
-    excluded: &HashSet<PeerId>,
-    answering: &HashSet<PeerId>,
-) -> Vec<&'a PeerInfo> {
-    let wide = k + k / 2 + excluded.len().min(k);
-    let mut closest: Vec<&PeerInfo> = closest_of(&exploration.servers, key, wide)
-        .into_iter()
-        .filter(|p| !excluded.contains(&p.peer_id))
-        .collect();
-    let unheard = closest
-        .iter()
-        .take(k)
-        .filter(|p| !exploration.responded.contains(&p.peer_id) && !answering.contains(&p.peer_id))
-        .count();
-    closest.truncate(k + spare_servers(unheard, silent, k));
-    closest
+/// The servers of an exploration that keys may go to, prepared once for all the keys of a
+/// page: their Kademlia keys (a hash of the peer id each) and tags, and whether each was
+/// heard from, so that choosing each key's targets hashes and allocates nothing.
+struct Targets<'a> {
+    servers: Vec<Server<'a>>,
+    /// Distances to the servers, reused from key to key.
+    by_distance: Vec<(dht_proto::Distance, usize)>,
+}
+
+struct Server<'a> {
+    info: &'a PeerInfo,
+    key: Key,
+    tag: PeerTag,
+    /// Answered a request, or answers for what it stores (takes batches).
+    heard: bool,
+}
+
+impl<'a> Targets<'a> {
+    /// The servers of `exploration` that are not `excluded`. Servers in `answering` (those
+    /// that take batches, whose answers say what they stored) need no spare: when one
+    /// fails, its records go to the next closest then.
+    fn new(
+        exploration: &'a Exploration,
+        excluded: &HashSet<PeerId>,
+        answering: &HashSet<PeerId>,
+    ) -> Self {
+        let servers: Vec<Server<'a>> = exploration
+            .servers
+            .iter()
+            .filter(|p| !excluded.contains(&p.peer_id))
+            .map(|info| Server {
+                info,
+                key: info.key(),
+                tag: peer_tag(&info.peer_id),
+                heard: exploration.responded.contains(&info.peer_id)
+                    || answering.contains(&info.peer_id),
+            })
+            .collect();
+        Targets {
+            by_distance: Vec::with_capacity(servers.len()),
+            servers,
+        }
+    }
+
+    /// Puts the servers `key` goes to first in `by_distance`, closest first, and returns how
+    /// many: its k closest, and [`spare_servers`] more for those among them never heard
+    /// from.
+    fn choose(&mut self, key: &Key, k: usize, silent: f64) -> usize {
+        self.by_distance.clear();
+        self.by_distance.extend(
+            self.servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.key.distance(key), i)),
+        );
+        let wide = k + k / 2;
+        if self.by_distance.len() > wide && wide > 0 {
+            self.by_distance
+                .select_nth_unstable_by_key(wide - 1, |x| x.0);
+        }
+        self.by_distance.truncate(wide);
+        self.by_distance.sort_unstable_by_key(|x| x.0);
+        let unheard = self
+            .by_distance
+            .iter()
+            .take(k)
+            .filter(|(_, i)| !self.servers[*i].heard)
+            .count();
+        (k + spare_servers(unheard, silent, k)).min(self.by_distance.len())
+    }
+
+    /// The server at `index` of `by_distance`.
+    fn info(&self, index: usize) -> &'a PeerInfo {
+        self.servers[index].info
+    }
 }
 
 /// Each peer's share of `keys`: the indexes of the keys it is to be sent, for the keys'
-/// [`targets`] that neither hold them yet (`stored`, per key) nor refused them (`refused`,
+/// [`Targets`] that neither hold them yet (`stored`, per key) nor refused them (`refused`,
 /// per key: a batch answer said FULL or INVALID_KEY).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn assign(
@@ -127,22 +178,28 @@ pub(crate) fn assign(
     excluded: &HashSet<PeerId>,
     answering: &HashSet<PeerId>,
 ) -> BTreeMap<PeerId, (PeerInfo, Vec<usize>)> {
-    let mut per_peer: BTreeMap<PeerId, (PeerInfo, Vec<usize>)> = BTreeMap::new();
+    let mut targets = Targets::new(exploration, excluded, answering);
+    let mut per_server: Vec<Vec<usize>> = vec![Vec::new(); targets.servers.len()];
     for (i, key) in keys.iter().enumerate() {
         let held = stored.get(i).map_or(&[][..], Vec::as_slice);
         let refusing = refused.get(i).map_or(&[][..], Vec::as_slice);
-        for peer in targets(exploration, key, k, silent, excluded, answering) {
-            let tag = peer_tag(&peer.peer_id);
+        let n = targets.choose(key, k, silent);
+        for &(_, server) in &targets.by_distance[..n] {
+            let tag = targets.servers[server].tag;
             if !held.contains(&tag) && !refusing.contains(&tag) {
-                per_peer
-                    .entry(peer.peer_id)
-                    .or_insert_with(|| (peer.clone(), Vec::new()))
-                    .1
-                    .push(i);
+                per_server[server].push(i);
             }
         }
     }
-    per_peer
+    per_server
+        .into_iter()
+        .enumerate()
+        .filter(|(_, idx)| !idx.is_empty())
+        .map(|(server, idx)| {
+            let info = targets.info(server);
+            (info.peer_id, (info.clone(), idx))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -169,6 +226,20 @@ mod tests {
             checked: 0,
             left_out: 0,
         }
+    }
+
+    /// The servers `key` goes to, closest first.
+    fn targets<'a>(
+        ex: &'a Exploration,
+        key: &Key,
+        k: usize,
+        silent: f64,
+        excluded: &HashSet<PeerId>,
+        answering: &HashSet<PeerId>,
+    ) -> Vec<&'a PeerInfo> {
+        let mut t = Targets::new(ex, excluded, answering);
+        let n = t.choose(key, k, silent);
+        t.by_distance[..n].iter().map(|x| t.info(x.1)).collect()
     }
 
     #[test]

@@ -60,9 +60,10 @@ pub struct SweepConfig {
     /// Keys a job sends at once (a page): read from the keystore, or taken from those queued
     /// in memory. What a job holds while it sends grows with the page, not with the slice.
     pub scan_page: usize,
-    /// Keys waiting for their first provide held in memory at most (65,536). Past it, new
-    /// keys that nobody waits for are only marked in their slice (4 KiB per slice, whatever
-    /// their number) and read back from the keystore when the slice is provided.
+    /// Keys waiting for their first provide held in memory at most (16,384). Past it, new
+    /// keys that nobody waits for are only marked in their slice (a 4-byte fingerprint each,
+    /// 4 MiB at most over all slices; past that, the slice with the most is provided whole)
+    /// and read back from the keystore when the slice is provided.
     pub queued_in_memory: usize,
     /// Settings of each exploration.
     pub explore: ExploreConfig,
@@ -88,7 +89,7 @@ impl Default for SweepConfig {
             retry_after: Duration::from_secs(300),
             offline_after: Duration::from_secs(2 * 3600),
             scan_page: 4096,
-            queued_in_memory: 65_536,
+            queued_in_memory: 16_384,
             explore: ExploreConfig::default(),
         }
     }

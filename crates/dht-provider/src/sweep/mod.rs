@@ -106,49 +106,60 @@ struct QueuedSlice {
     marked: Option<Marker>,
 }
 
-/// Words of a [`Marker`]: 4 KiB, whatever the number of keys marked.
-const MARKER_WORDS: usize = 512;
+/// Keys marked at most over all slices (4 bytes each: 4 MiB). Past it, the slice with the
+/// most marked keys is provided whole, and its marker dropped.
+const MAX_MARKED: usize = 1 << 20;
 
-/// Keys queued in a slice without being held: a Bloom filter of fixed size over their
-/// Kademlia keys (uniform hashes already), and their number. The job reads the slice back
-/// from the keystore and sends the keys the marker holds; the few other keys it holds by
-/// chance are sent early, which does no harm.
-#[derive(Clone, Debug)]
+/// Keys queued in a slice without being held: a 32-bit fingerprint of each Kademlia key
+/// (uniform hashes already), or, once `all`, every key of the slice. The job reads the
+/// slice back from the keystore and sends the keys whose fingerprint the marker holds. A key
+/// provided before matches by chance with odds of the marked keys over 2^32: next to none is
+/// sent again.
+#[derive(Clone, Debug, Default)]
 struct Marker {
-    bits: Vec<u64>,
+    fingerprints: Vec<u32>,
+    /// Keys marked (fingerprints held, or counted only once `all`).
     count: u64,
+    /// Every key of the slice is to be sent (the marker gave up its fingerprints).
+    all: bool,
 }
 
 impl Marker {
-    fn new() -> Self {
-        Marker {
-            bits: vec![0; MARKER_WORDS],
-            count: 0,
-        }
-    }
-
-    /// The three bit positions of `key`, from three 8-byte words of it.
-    fn positions(key: &Key) -> [usize; 3] {
+    fn fingerprint(key: &Key) -> u32 {
+        // Past the first bytes, which the keys of one slice share.
         let b = key.as_bytes();
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            (u64::from_be_bytes(w) % (MARKER_WORDS as u64 * 64)) as usize
-        };
-        [word(8), word(16), word(24)]
+        u32::from_be_bytes([b[8], b[9], b[10], b[11]])
     }
 
     fn insert(&mut self, key: &Key) {
-        for p in Self::positions(key) {
-            self.bits[p / 64] |= 1 << (p % 64);
+        if !self.all {
+            self.fingerprints.push(Self::fingerprint(key));
         }
         self.count += 1;
     }
 
+    /// Gives up the fingerprints: every key of the slice matches. Returns how many it held.
+    fn mark_all(&mut self) -> usize {
+        self.all = true;
+        let held = self.fingerprints.len();
+        self.fingerprints = Vec::new();
+        held
+    }
+
+    /// Sorts the fingerprints, for [`Marker::contains`]: once, when a job takes the marker.
+    fn seal(&mut self) {
+        self.fingerprints.sort_unstable();
+        self.fingerprints.dedup();
+        self.fingerprints.shrink_to_fit();
+    }
+
+    /// Whether `key` was marked (or matches by chance); the marker must be sealed.
     fn contains(&self, key: &Key) -> bool {
-        Self::positions(key)
-            .iter()
-            .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+        self.all
+            || self
+                .fingerprints
+                .binary_search(&Self::fingerprint(key))
+                .is_ok()
     }
 }
 
@@ -198,6 +209,8 @@ type TakenKeys = (Vec<Queued>, bool, Option<Marker>);
 fn take_queued(shared: &mut Shared, slice: Prefix) -> Option<TakenKeys> {
     let QueuedSlice { keys, marked, .. } = shared.queue.remove(&slice)?;
     let marked_count = marked.as_ref().map_or(0, |m| m.count) as usize;
+    let fingerprints = marked.as_ref().map_or(0, |m| m.fingerprints.len());
+    shared.marked_keys = shared.marked_keys.saturating_sub(fingerprints);
     shared.queued_keys = shared.queued_keys.saturating_sub(keys.len() + marked_count);
     shared.queued_in_memory = shared.queued_in_memory.saturating_sub(keys.len());
     let whole = shared.whole.remove(&slice);
@@ -278,6 +291,8 @@ struct Shared {
     queued_keys: usize,
     /// Queued keys held in memory (the others are marked).
     queued_in_memory: usize,
+    /// Fingerprints held by the markers of all queued slices (at most [`MAX_MARKED`]).
+    marked_keys: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
     /// Slices whose retry runs now (their entry stays in the persisted retries until it
@@ -319,6 +334,20 @@ impl Shared {
         if self.connectivity != connectivity {
             self.connectivity = connectivity;
             self.connectivity_since = now;
+        }
+    }
+
+    /// Drops the fingerprints of the queued slice that holds the most: it is provided whole,
+    /// so that the markers' memory stays under [`MAX_MARKED`].
+    fn mark_largest_all(&mut self) {
+        let largest = self
+            .queue
+            .values_mut()
+            .filter_map(|q| q.marked.as_mut())
+            .max_by_key(|m| m.fingerprints.len());
+        if let Some(marker) = largest {
+            let held = marker.mark_all();
+            self.marked_keys = self.marked_keys.saturating_sub(held);
         }
     }
 
@@ -449,6 +478,7 @@ where
                 .collect(),
             queued_keys: 0,
             queued_in_memory: 0,
+            marked_keys: 0,
             whole,
             retrying: BTreeSet::new(),
             providing: BTreeMap::new(),
@@ -691,7 +721,15 @@ where
                     kept: keep,
                 });
             } else {
-                queued.marked.get_or_insert_with(Marker::new).insert(&kad);
+                let marker = queued.marked.get_or_insert_with(Marker::default);
+                let all = marker.all;
+                marker.insert(&kad);
+                if !all {
+                    shared.marked_keys += 1;
+                    if shared.marked_keys > MAX_MARKED {
+                        shared.mark_largest_all();
+                    }
+                }
             }
             shared.queued_keys += 1;
             shared.queued_in_memory += usize::from(in_memory);
@@ -965,8 +1003,9 @@ where
                 let (first, batches) = first_keys(std::mem::take(keys));
                 let from = if *whole {
                     Unsent::All
-                } else if marked.is_some() {
-                    wanted_only = marked.as_ref();
+                } else if let Some(marker) = marked {
+                    marker.seal();
+                    wanted_only = Some(marker);
                     Unsent::All
                 } else {
                     Unsent::Nothing
@@ -1331,17 +1370,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_marker_holds_what_was_marked_and_little_else() {
+    fn a_marker_holds_what_was_marked_and_nothing_else() {
         let key = |i: u32| Key::hash(&i.to_be_bytes());
-        let mut marker = Marker::new();
-        for i in 0..2000 {
+        let mut marker = Marker::default();
+        for i in 0..20_000 {
             marker.insert(&key(i));
         }
-        assert_eq!(marker.count, 2000);
-        assert!((0..2000).all(|i| marker.contains(&key(i))));
-        // 2000 keys in 32,768 bits with three positions each: under 1% of others match.
-        let others = (2000..12_000).filter(|i| marker.contains(&key(*i))).count();
-        assert!(others < 100, "{others} of 10,000 others match");
-        assert_eq!(marker.bits.len() * 8, 4096);
+        marker.seal();
+        assert_eq!(marker.count, 20_000);
+        assert!((0..20_000).all(|i| marker.contains(&key(i))));
+        // 20,000 fingerprints of 32 bits: of 100,000 other keys, about one in two thousand
+        // would match by chance.
+        let others = (20_000..120_000)
+            .filter(|i| marker.contains(&key(*i)))
+            .count();
+        assert!(others <= 5, "{others} of 100,000 others match");
+        assert_eq!(marker.mark_all(), 20_000);
+        assert!(marker.contains(&key(200_000)));
     }
 }

@@ -488,46 +488,47 @@ where
         sent: &mut PeerSend,
     ) {
         let timeout = self.config.request_timeout;
+        let parallel = self.config.sends_per_peer.max(1);
         let local = &self.parts.local;
         let network = &self.parts.network;
-        let mut sends = futures::stream::iter(idx)
-            .map(|i| async move {
-                let request = Request::AddProvider {
-                    key: keys[i].key.to_bytes(),
-                    providers: vec![local.clone()],
-                };
-                let sent = tokio::time::timeout(timeout, network.send(peer, request)).await;
-                (i, matches!(sent, Ok(Ok(_))))
-            })
-            .buffer_unordered(self.config.sends_per_peer.max(1));
         let mut failures = 0u32;
-        loop {
-            let (i, ok) = match tokio::time::timeout_at(until, sends.next()).await {
-                Ok(Some(sent)) => sent,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::debug!(
-                        peer = %peer.peer_id,
-                        delivered = sent.done.len(),
-                        "peer too slow for its budget; its other records go to the next closest"
-                    );
-                    sent.dead = true;
-                    return;
-                }
-            };
-            self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
-            if ok {
-                sent.done.push(i);
-                // A loss now and then is not a dead peer: only failures in a row count.
-                failures = 0;
-            } else {
-                self.counters
-                    .add_provider_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                failures += 1;
-                if failures >= self.config.max_peer_failures {
-                    sent.dead = true;
-                    return;
+        // A few rounds of records in flight at a time: what waits to be written stays small
+        // (the transport holds each encoded), and a peer that stops taking records is given
+        // up on after one request timeout.
+        for part in idx.chunks(parallel * 2) {
+            let records = part.iter().map(|&i| keys[i].key.to_bytes()).collect();
+            let sends = network.add_providers(peer, local, records, parallel, timeout);
+            let mut sends = std::pin::pin!(sends);
+            loop {
+                let by = until.min(tokio::time::Instant::now() + timeout);
+                let (j, outcome) = match tokio::time::timeout_at(by, sends.next()).await {
+                    Ok(Some(sent)) => sent,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::debug!(
+                            peer = %peer.peer_id,
+                            delivered = sent.done.len(),
+                            "peer too slow for its budget; its other records go to the next closest"
+                        );
+                        sent.dead = true;
+                        return;
+                    }
+                };
+                let Some(&i) = part.get(j) else { continue };
+                self.counters.add_provider.fetch_add(1, Ordering::Relaxed);
+                if outcome.is_ok() {
+                    sent.done.push(i);
+                    // A loss now and then is not a dead peer: only failures in a row count.
+                    failures = 0;
+                } else {
+                    self.counters
+                        .add_provider_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
+                    if failures >= self.config.max_peer_failures {
+                        sent.dead = true;
+                        return;
+                    }
                 }
             }
         }
