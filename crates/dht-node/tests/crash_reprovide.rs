@@ -23,9 +23,12 @@ use dht_proto::{K_VALUE, Key, PeerId, PeerInfo, Prefix, Request, Response, cid::
 /// Servers: the sweep cuts the keyspace into slices of about 40 servers, so 200 servers
 /// make 4 slices.
 const SERVERS: usize = 200;
-/// Keys provided: about 1,000 per slice, 20 ADD_PROVIDER each, so a slice takes a while
-/// to send.
-const KEYS: usize = 2_000;
+/// Keys provided: a few thousand per slice, 20 ADD_PROVIDER each, so that a slice takes a
+/// while to send and the kill lands inside it. (With 2,000 keys, once a peer's records went
+/// to its connection in one command, a slice was sometimes sent, and counted done, before
+/// the kill landed; the records still in the transport's buffers were lost with the
+/// process.)
+const KEYS: usize = 10_000;
 
 /// How many ADD_PROVIDER each server has received so far.
 fn snapshot(servers: &[Node]) -> Vec<usize> {
@@ -139,8 +142,20 @@ async fn kill_9_mid_reprovide_resends_at_most_the_slice_in_flight() {
     assert_eq!(node.api.provide(&keys, true).await.unwrap(), KEYS as u64);
     let first = node.api.stats().await.unwrap();
     assert_eq!(first.keys_provided, KEYS as u64, "{first:?}");
-    // The last records land.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The last records land: the servers' counts stop moving.
+    let mut last = snapshot(&servers);
+    until(
+        Duration::from_secs(30),
+        "the first provide's records land",
+        async || {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = snapshot(&servers);
+            let quiet = now == last;
+            last = now;
+            quiet
+        },
+    )
+    .await;
     let first_sent = snapshot(&servers);
     eprintln!(
         "first provide: {} ADD_PROVIDER received; {first:?}",

@@ -23,3 +23,15 @@ pub enum ProviderError {
     #[error("the provider is closed")]
     Closed,
 }
+
+/// Runs `write`, a keystore write that waits for the disk, on the blocking pool
+/// ([`tokio::task::spawn_blocking`]) rather than on the caller's async thread.
+pub(crate) async fn off_async<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
+) -> Result<T, ProviderError> {
+    tokio::task::spawn_blocking(write).await.map_err(|e| {
+        ProviderError::Keystore(dht_provider_store::StoreError::Db(format!(
+            "the keystore write did not finish: {e}"
+        )))
+    })?
+}

@@ -190,15 +190,21 @@ where
         }
     }
 
-    /// Adds `keys` to the keystore and provides each (with `force`, also those already held);
-    /// returns once every first provide succeeded or failed.
+    /// Adds `keys` to the keystore (on the blocking pool: the write waits for the disk) and
+    /// provides each (with `force`, also those already held); returns once every first
+    /// provide succeeded or failed.
     pub async fn start_providing(
         &self,
         force: bool,
         keys: &[Multihash],
     ) -> Result<(), ProviderError> {
-        let new = self.inner.keystore.put(keys)?;
-        let todo = if force { keys.to_vec() } else { new };
+        let inner = self.inner.clone();
+        let keys = keys.to_vec();
+        let todo = crate::error::off_async(move || {
+            let new = inner.keystore.put(&keys)?;
+            Ok(if force { keys } else { new })
+        })
+        .await?;
         self.inner.provide_many(&todo).await
     }
 

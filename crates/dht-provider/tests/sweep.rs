@@ -764,8 +764,15 @@ async fn stop_providing_during_start_providing_ends_the_wait() {
         async move { provider.start_providing(false, &keys).await }
     };
     let mut waiting = Box::pin(waiting);
-    // The first poll queues the keys; no worker has run yet (one thread, nothing yielded).
+    // The first poll hands the keys to the blocking pool, which writes and queues them; no
+    // worker runs meanwhile (one runtime thread, which this test holds without yielding).
     assert!(futures::poll!(&mut waiting).is_pending());
+    for _ in 0..5000 {
+        if provider.stats().keys_queued == 50 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(provider.stats().keys_queued, 50);
     provider.stop_providing(&keys[..20]).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(600), waiting)
@@ -823,14 +830,26 @@ type ScanHook = Box<
 >;
 
 /// The real in-memory keystore, with a hook before each page read (to watch reads, or to
-/// fail them as a damaged disk would).
+/// fail them as a damaged disk would) and one before each write (a slow disk).
 struct HookedStore {
     store: MemoryStore,
     hook: ScanHook,
+    put_hook: Box<dyn Fn() + Send + Sync>,
+}
+
+impl HookedStore {
+    fn scans(hook: ScanHook) -> Self {
+        HookedStore {
+            store: MemoryStore::new(),
+            hook,
+            put_hook: Box::new(|| ()),
+        }
+    }
 }
 
 impl Keystore for HookedStore {
     fn put(&self, keys: &[Multihash]) -> Result<Vec<Multihash>, dht_provider_store::StoreError> {
+        (self.put_hook)();
         self.store.put(keys)
     }
     fn delete(&self, keys: &[Multihash]) -> Result<u64, dht_provider_store::StoreError> {
@@ -857,18 +876,15 @@ async fn a_failed_keystore_scan_is_retried_and_counted() {
     let net = Net::new(300, 21);
     let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let left = failures.clone();
-    let store = Arc::new(HookedStore {
-        store: MemoryStore::new(),
-        hook: Box::new(move |_, _| {
-            use std::sync::atomic::Ordering;
-            match left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)) {
-                Ok(_) => Err(dht_provider_store::StoreError::Corrupt {
-                    what: "injected read failure".into(),
-                }),
-                Err(_) => Ok(()),
-            }
-        }),
-    });
+    let store = Arc::new(HookedStore::scans(Box::new(move |_, _| {
+        use std::sync::atomic::Ordering;
+        match left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)) {
+            Ok(_) => Err(dht_provider_store::StoreError::Corrupt {
+                what: "injected read failure".into(),
+            }),
+            Err(_) => Ok(()),
+        }
+    })));
     let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
     let keys = keys(2000, 22);
     provider.start_providing(false, &keys).await.unwrap();
@@ -1391,14 +1407,11 @@ async fn a_slice_is_sent_page_by_page() {
     type Reads = Mutex<Vec<(dht_proto::Prefix, bool, u64)>>;
     let reads: Arc<Reads> = Arc::default();
     let (watched, watching) = (net.clone(), reads.clone());
-    let store = Arc::new(HookedStore {
-        store: MemoryStore::new(),
-        hook: Box::new(move |prefix, after| {
-            let sent = watched.counts().1;
-            watching.lock().push((*prefix, after.is_some(), sent));
-            Ok(())
-        }),
-    });
+    let store = Arc::new(HookedStore::scans(Box::new(move |prefix, after| {
+        let sent = watched.counts().1;
+        watching.lock().push((*prefix, after.is_some(), sent));
+        Ok(())
+    })));
     // Held without a saved schedule: every slice is provided whole from the keystore.
     store.put(&keys(1000, 46)).unwrap();
     let mut cfg = config().with_workers(1);
@@ -1438,13 +1451,10 @@ async fn a_slice_of_many_pages_ends_by_its_deadline() {
     type Reads = Mutex<Vec<(dht_proto::Prefix, u64)>>;
     let reads: Arc<Reads> = Arc::default();
     let watching = reads.clone();
-    let store = Arc::new(HookedStore {
-        store: MemoryStore::new(),
-        hook: Box::new(move |prefix, _| {
-            watching.lock().push((*prefix, base().elapsed().as_secs()));
-            Ok(())
-        }),
-    });
+    let store = Arc::new(HookedStore::scans(Box::new(move |prefix, _| {
+        watching.lock().push((*prefix, base().elapsed().as_secs()));
+        Ok(())
+    })));
     let keys = keys(2000, 54);
     // Held without a saved schedule: every slice is provided whole from the keystore.
     store.put(&keys).unwrap();
@@ -2265,5 +2275,48 @@ async fn servers_that_answer_for_their_records_need_no_spares() {
     );
     assert_eq!(exact, 1.0);
     assert_eq!(records, 2000 * 20);
+    provider.close().await.unwrap();
+}
+
+/// A provide that waits writes its keys to the keystore off the async threads: on a runtime
+/// of one thread, other tasks go on while the keystore's write is under way.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_provide_writes_the_keystore_off_the_async_threads() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let net = Net::new(100, 69);
+    let putting = Arc::new(AtomicBool::new(false));
+    // A slow disk: each write takes 300 ms, and says while it is under way.
+    let mut store = HookedStore::scans(Box::new(|_, _| Ok(())));
+    let writing = putting.clone();
+    store.put_hook = Box::new(move || {
+        writing.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        writing.store(false, Ordering::SeqCst);
+    });
+    let provider = start(&net, store, MemoryStateStore::default(), config());
+    // Another task: it counts how often it ran while a keystore write was under way.
+    let ran_meanwhile = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let (putting, ran) = (putting.clone(), ran_meanwhile.clone());
+        tokio::spawn(async move {
+            for _ in 0..100_000 {
+                if putting.load(Ordering::SeqCst) {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    provider
+        .start_providing(false, &keys(50, 70))
+        .await
+        .unwrap();
+    ticker.abort();
+    let ran = ran_meanwhile.load(Ordering::SeqCst);
+    eprintln!("another task ran {ran} times during the keystore's write");
+    assert!(
+        ran > 0,
+        "the keystore write blocked the runtime's only thread"
+    );
     provider.close().await.unwrap();
 }

@@ -528,12 +528,19 @@ where
     /// Dropping the returned future only stops the wait: the keys are still provided now, and
     /// reprovided on schedule. Keys whose first provide failed are retried (the failed keys
     /// alone) until it succeeds, across restarts too.
+    ///
+    /// The keys are written to the keystore on the blocking pool
+    /// ([`tokio::task::spawn_blocking`]), not on the caller's async thread: a keystore write
+    /// waits for the disk.
     pub async fn start_providing(
         &self,
         force: bool,
         keys: &[Multihash],
     ) -> Result<(), ProviderError> {
-        let batch = self.inner.enqueue(force, keys, true, true)?;
+        let inner = self.inner.clone();
+        let keys = keys.to_vec();
+        let batch =
+            crate::error::off_async(move || inner.enqueue(force, &keys, true, true)).await?;
         match batch {
             Some(batch) => self.inner.wait(batch).await,
             None => Ok(()),
