@@ -114,8 +114,9 @@ pub enum StoreChoice {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ProviderChoice {
-    /// [`SweepingProvider`]: keys grouped by keyspace region, one exploration per region.
-    Sweep(SweepConfig),
+    /// [`SweepingProvider`]: keys grouped by keyspace region, one exploration per region
+    /// (boxed: its settings are many).
+    Sweep(Box<SweepConfig>),
     /// [`LegacyProvider`]: one DHT walk per key.
     Legacy(LegacyConfig),
 }
@@ -174,7 +175,7 @@ impl NodeBuilder<KBucketTable> {
             keypair: None,
             data_dir: None,
             store: StoreChoice::Rocks(StoreConfig::default()),
-            provider: ProviderChoice::Sweep(SweepConfig::default()),
+            provider: ProviderChoice::Sweep(Box::default()),
             transport: TransportConfig::default(),
             table: KBucketConfig::default(),
             client: ClientConfig::default(),
@@ -311,7 +312,7 @@ impl<T: NodeTable> NodeBuilder<T> {
 
     /// The sweeping provider with `config` (the default).
     pub fn sweeping_provider(mut self, config: SweepConfig) -> Self {
-        self.provider = ProviderChoice::Sweep(config);
+        self.provider = ProviderChoice::Sweep(Box::new(config));
         self
     }
 
@@ -544,7 +545,7 @@ impl<T: NodeTable> NodeBuilder<T> {
                     state,
                     clock,
                 },
-                config,
+                *config,
             )?),
             ProviderChoice::Legacy(config) => NodeProvider::Legacy(LegacyProvider::start(
                 client.clone(),

@@ -61,10 +61,12 @@ pub struct SweepConfig {
     /// in memory. What a job holds while it sends grows with the page, not with the slice.
     pub scan_page: usize,
     /// Keys waiting for their first provide held in memory at most (16,384). Past it, new
-    /// keys that nobody waits for are only marked in their slice (a 4-byte fingerprint each,
-    /// 4 MiB at most over all slices; past that, the slice with the most is provided whole)
+    /// keys that nobody waits for are only marked in their slice (a 4-byte fingerprint each)
     /// and read back from the keystore when the slice is provided.
     pub queued_in_memory: usize,
+    /// Fingerprints of marked keys held at most over all slices (2^20: 4 MiB). Past it, the
+    /// slice with the most drops them and is provided whole (every key of it sent).
+    pub max_marked: usize,
     /// Settings of each exploration.
     pub explore: ExploreConfig,
 }
@@ -90,6 +92,7 @@ impl Default for SweepConfig {
             offline_after: Duration::from_secs(2 * 3600),
             scan_page: 4096,
             queued_in_memory: 16_384,
+            max_marked: 1 << 20,
             explore: ExploreConfig::default(),
         }
     }

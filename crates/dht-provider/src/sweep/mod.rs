@@ -106,10 +106,6 @@ struct QueuedSlice {
     marked: Option<Marker>,
 }
 
-/// Keys marked at most over all slices (4 bytes each: 4 MiB). Past it, the slice with the
-/// most marked keys is provided whole, and its marker dropped.
-const MAX_MARKED: usize = 1 << 20;
-
 /// Keys queued in a slice without being held: a 32-bit fingerprint of each Kademlia key
 /// (uniform hashes already), or, once `all`, every key of the slice. The job reads the
 /// slice back from the keystore and sends the keys whose fingerprint the marker holds. A key
@@ -291,7 +287,8 @@ struct Shared {
     queued_keys: usize,
     /// Queued keys held in memory (the others are marked).
     queued_in_memory: usize,
-    /// Fingerprints held by the markers of all queued slices (at most [`MAX_MARKED`]).
+    /// Fingerprints held by the markers of all queued slices (at most
+    /// [`SweepConfig::max_marked`]).
     marked_keys: usize,
     /// Slices whose whole content must be provided (recovered after a restart).
     whole: BTreeSet<Prefix>,
@@ -338,7 +335,7 @@ impl Shared {
     }
 
     /// Drops the fingerprints of the queued slice that holds the most: it is provided whole,
-    /// so that the markers' memory stays under [`MAX_MARKED`].
+    /// so that the markers' memory stays under [`SweepConfig::max_marked`].
     fn mark_largest_all(&mut self) {
         let largest = self
             .queue
@@ -733,7 +730,7 @@ where
                 marker.insert(&kad);
                 if !all {
                     shared.marked_keys += 1;
-                    if shared.marked_keys > MAX_MARKED {
+                    if shared.marked_keys > self.config.max_marked {
                         shared.mark_largest_all();
                     }
                 }
