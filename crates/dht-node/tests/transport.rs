@@ -141,15 +141,29 @@ async fn queued_add_providers_share_stream_writes() {
     // One write per request before batching; now a few per peer.
     assert!(writes <= 50, "{writes} writes for 501 requests: {sent:?}");
     // Every record arrives, once.
-    let expect: std::collections::BTreeSet<Vec<u8>> =
-        adds.iter().map(|r| r.key().to_vec()).collect();
+    all_delivered_once(&b, &a.info, adds.iter().map(|r| r.key().to_vec())).await;
+}
+
+/// Waits until `server` has received an ADD_PROVIDER from `provider` for each of `keys`,
+/// and checks that none arrived twice.
+async fn all_delivered_once(
+    server: &Node,
+    provider: &PeerInfo,
+    keys: impl Iterator<Item = Vec<u8>>,
+) {
+    let expect: std::collections::BTreeSet<Vec<u8>> = keys.collect();
     within("all delivered", async {
         loop {
-            let seen: Vec<Vec<u8>> = b
+            let seen: Vec<Vec<u8>> = server
                 .seen()
                 .into_iter()
-                .filter(|(_, r)| matches!(r, Request::AddProvider { .. }))
-                .map(|(_, r)| r.key().to_vec())
+                .filter_map(|(_, r)| match r {
+                    Request::AddProvider { key, providers } => {
+                        assert_eq!(providers[0].peer_id, provider.peer_id);
+                        Some(key)
+                    }
+                    _ => None,
+                })
                 .collect();
             if seen.len() >= expect.len() {
                 assert_eq!(seen.len(), expect.len(), "a record arrived twice");
@@ -191,32 +205,7 @@ async fn add_providers_reports_each_record_once_and_delivers_all() {
     let stats = a.handle.stats();
     println!("{} stream writes for 700 records", stats.outbound_writes);
     assert!(stats.outbound_writes <= 70, "{stats:?}");
-    let expect: std::collections::BTreeSet<Vec<u8>> = keys.into_iter().collect();
-    within("all delivered", async {
-        loop {
-            let seen: Vec<Vec<u8>> = b
-                .seen()
-                .into_iter()
-                .filter_map(|(_, r)| match r {
-                    Request::AddProvider { key, providers } => {
-                        assert_eq!(providers[0].peer_id, a.info.peer_id);
-                        Some(key)
-                    }
-                    _ => None,
-                })
-                .collect();
-            if seen.len() >= expect.len() {
-                assert_eq!(seen.len(), expect.len(), "a record arrived twice");
-                assert_eq!(
-                    seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
-                    expect
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    all_delivered_once(&b, &a.info, keys.into_iter()).await;
 }
 
 /// Records for a peer that cannot be reached each fail, with the dial error.
