@@ -40,6 +40,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["rocksdb", "librocksdb-sys", "libp2p-swarm"],
     ),
     ("dht-sim", &["rocksdb", "librocksdb-sys", "libp2p-swarm"]),
+    ("dht-transport", &["rocksdb", "librocksdb-sys"]),
 ];
 
 /// Packages only one crate may name as a direct dependency.

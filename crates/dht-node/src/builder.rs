@@ -48,11 +48,8 @@ use parking_lot::Mutex;
 use crate::{
     fds::{self, FdPlan},
     metrics::Metrics,
-    node::{
-        Node, NodeError, NodeHandler, NodeProvider, NodeTable, SharedStores, Stores,
-        TransportNetwork,
-    },
-    transport::{self, HandlerError, Mode, RemotePeer, TransportConfig},
+    node::{Node, NodeError, NodeHandler, NodeProvider, NodeTable, SharedStores, Stores},
+    transport::{self, HandlerError, Mode, RemotePeer, TransportConfig, TransportNetwork},
 };
 
 /// The Amino DHT's public bootstrap peers (as go-libp2p-kad-dht and Kubo list them).

@@ -12,4 +12,6 @@ pub mod metrics;
 pub mod node;
 pub mod stat;
 pub mod status;
-pub mod transport;
+/// The libp2p transport of the node: the [`dht_transport`] crate, re-exported so that a
+/// node's users reach it by one path.
+pub use dht_transport as transport;

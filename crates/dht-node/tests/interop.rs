@@ -11,10 +11,7 @@ use std::{
 };
 
 use common::{Node, STEP, default_answer, loopback, within};
-use dht_node::{
-    node::TransportNetwork,
-    transport::{KadConfig, TransportEvent},
-};
+use dht_node::transport::{KadConfig, TransportEvent, TransportNetwork};
 use dht_proto::batch::ProvideBatch;
 use dht_proto::{Multiaddr, PeerId, PeerInfo, Record, Request, Response};
 use dht_routing::{Feature, Network, RpcError};

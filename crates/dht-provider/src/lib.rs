@@ -19,7 +19,7 @@ pub use state::{FileStateStore, MemoryStateStore, StateStore};
 pub use stats::{
     Connectivity, MAX_REGION_TIMES, ProviderStats, REGION_TIMES_BITS, RegionTime, RegionTimes,
 };
-pub use sweep::{BATCH_ANSWER_TIMEOUT, SweepConfig, SweepParts, SweepingProvider, find_node_key};
+pub use sweep::{BATCH_ANSWER_TIMEOUT, SweepConfig, SweepParts, SweepingProvider};
 
 /// The keys a provider announces: multihashes (of CIDs) of up to 64-byte digests.
 pub type Multihash = dht_provider_store::Multihash;

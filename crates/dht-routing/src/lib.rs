@@ -9,6 +9,7 @@ mod error;
 mod network;
 mod query;
 mod record;
+mod refresh;
 mod stats;
 mod target;
 
@@ -23,5 +24,6 @@ pub use error::Error;
 pub use network::{Feature, Network, RpcError};
 pub use query::{ClosestPeersQuery, QueryAction, QueryConfig, QueryResult, QueryStats};
 pub use record::RecordValidator;
+pub use refresh::{MAX_REFRESH_CPL, Refresh, RefreshScope, refresh_table};
 pub use stats::{OpStats, Outcome, SharedStats};
-pub use target::{MAX_TARGET_PREFIX_BITS, key_in_prefix};
+pub use target::{MAX_TARGET_PREFIX_BITS, find_node_key, key_in_prefix};

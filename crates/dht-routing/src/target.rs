@@ -75,6 +75,28 @@ pub fn key_in_prefix(prefix: &Prefix, fill: &Key) -> Vec<u8> {
     preimage(c).to_vec()
 }
 
+/// FIND_NODE key bytes whose `sha256` lies in `prefix`, like [`key_in_prefix`] with a zero
+/// fill, but deeper: the first 16 bits are matched from the table, the next ones by search,
+/// up to 24 bits (at most 2^24 hashes; deeper prefixes are matched on 24 bits). The sweep
+/// aims its region lookups with it.
+pub fn find_node_key(prefix: &Prefix) -> Vec<u8> {
+    let quick = key_in_prefix(prefix, &Key::ZERO);
+    if prefix.contains(&Key::hash(&quick)) {
+        return quick;
+    }
+    let mut bytes = quick;
+    let n = bytes.len();
+    for c in 0u32..(1 << 24) {
+        if let Some(tail) = bytes.get_mut(n.saturating_sub(4)..) {
+            tail.copy_from_slice(&c.to_be_bytes());
+        }
+        if prefix.contains(&Key::hash(&bytes)) {
+            return bytes;
+        }
+    }
+    key_in_prefix(prefix, &Key::ZERO)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::{
 use dht_handler::{Handler, NamespacedValidator};
 use dht_proto::{Key, Multiaddr, PeerId, PeerInfo, Prefix, UnixSecs, libp2p_identity::Keypair};
 use dht_provider_store::MemoryStore;
-use dht_routing::{DhtClient, MAX_TARGET_PREFIX_BITS, key_in_prefix};
+use dht_routing::{DhtClient, RefreshScope, refresh_table};
 use dht_routing_table::{Clock, Direction, KBucketTable, PeerEvent};
 use futures::StreamExt;
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -530,33 +530,16 @@ impl Sim {
         self.refresh(i).await;
     }
 
-    /// Node `i` refreshes its table as go-libp2p-kad-dht does: a lookup of its own key, then
-    /// a lookup of a random key in each bucket from CPL 0 to its deepest non-empty one (at
-    /// most 15, the deepest a FIND_NODE target can be aimed at).
+    /// Node `i` refreshes every bucket of its table, as a node does when it joins: the
+    /// node's own refresh ([`refresh_table`] with [`RefreshScope::All`]), its random keys
+    /// drawn from the run's seed.
     pub async fn refresh(&self, i: usize) {
         let (Some(node), Some(client)) = (self.node(i), self.client(i)) else {
             return;
         };
-        let k = self.inner.config.client.query.k;
-        let _ = client
-            .walk_closest_peers(&node.info.peer_id.to_bytes(), k, Vec::new())
-            .await;
         let seq = node.seq.load(Ordering::Relaxed);
-        let mut rng =
-            SmallRng::seed_from_u64(mix(&[self.inner.config.seed, TAG_REFRESH, i as u64, seq]));
-        let deepest = node
-            .table
-            .max_cpl()
-            .unwrap_or(0)
-            .min(MAX_TARGET_PREFIX_BITS - 1);
-        for cpl in 0..=deepest {
-            let flipped = node.key.with_bit(cpl, !node.key.bit(cpl));
-            let mut fill = [0u8; 32];
-            rng.fill_bytes(&mut fill);
-            let target = key_in_prefix(&Prefix::new(&flipped, cpl + 1), &Key::from_bytes(fill));
-            let _ = client.walk_closest_peers(&target, k, Vec::new()).await;
-            node.table.mark_refreshed(cpl, self.now());
-        }
+        let seed = mix(&[self.inner.config.seed, TAG_REFRESH, i as u64, seq]);
+        refresh_table(&client, RefreshScope::All, seed).await;
     }
 
     /// Every live node joins, in waves of at most [`SimConfig::join_concurrency`] (the first

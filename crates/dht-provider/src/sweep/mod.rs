@@ -35,7 +35,6 @@ use assign::NetworkQuality;
 use cache::ExplorationCache;
 pub use config::{BATCH_ANSWER_TIMEOUT, SweepConfig};
 use send::JobOutcome;
-pub use send::find_node_key;
 
 use crate::{
     Multihash,

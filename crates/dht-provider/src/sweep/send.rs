@@ -10,7 +10,7 @@ use dht_proto::{
     batch::{MAX_BATCH_KEYS, MAX_BATCH_MESSAGE_SIZE, ProvideBatch},
 };
 use dht_provider_store::Keystore;
-use dht_routing::{Feature, Network, RpcError, key_in_prefix};
+use dht_routing::{Feature, Network, RpcError, find_node_key};
 use dht_routing_table::RoutingTable;
 use futures::{StreamExt, stream::FuturesUnordered};
 
@@ -613,24 +613,4 @@ impl JobOutcome {
             self.exploration = page.exploration;
         }
     }
-}
-
-/// FIND_NODE key bytes whose `sha256` lies in `prefix` (first 16 bits matched from a table,
-/// deeper bits by search, up to 24 bits).
-pub fn find_node_key(prefix: &Prefix) -> Vec<u8> {
-    let quick = key_in_prefix(prefix, &Key::ZERO);
-    if prefix.contains(&Key::hash(&quick)) {
-        return quick;
-    }
-    let mut bytes = quick;
-    let n = bytes.len();
-    for c in 0u32..(1 << 24) {
-        if let Some(tail) = bytes.get_mut(n.saturating_sub(4)..) {
-            tail.copy_from_slice(&c.to_be_bytes());
-        }
-        if prefix.contains(&Key::hash(&bytes)) {
-            return bytes;
-        }
-    }
-    key_in_prefix(prefix, &Key::ZERO)
 }

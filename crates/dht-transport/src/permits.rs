@@ -3,8 +3,8 @@
 //! ([`KadConfig::max_inbound_requests_per_ip`]), so that one IP holding all it may cannot
 //! make another IP's requests shed.
 //!
-//! [`KadConfig::max_inbound_requests`]: crate::transport::KadConfig::max_inbound_requests
-//! [`KadConfig::max_inbound_requests_per_ip`]: crate::transport::KadConfig::max_inbound_requests_per_ip
+//! [`KadConfig::max_inbound_requests`]: crate::KadConfig::max_inbound_requests
+//! [`KadConfig::max_inbound_requests_per_ip`]: crate::KadConfig::max_inbound_requests_per_ip
 
 use std::{
     collections::HashMap,

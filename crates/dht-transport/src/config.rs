@@ -31,7 +31,7 @@ pub enum Mode {
 ///
 /// ```
 /// use std::time::Duration;
-/// use dht_node::transport::{KadConfig, Mode};
+/// use dht_transport::{KadConfig, Mode};
 /// let config = KadConfig::default()
 ///     .mode(Mode::Client)
 ///     .request_timeout(Duration::from_secs(5))
@@ -39,7 +39,7 @@ pub enum Mode {
 /// assert_eq!(config.mode, Mode::Client);
 /// ```
 ///
-/// [`KadBehaviour`]: crate::transport::KadBehaviour
+/// [`KadBehaviour`]: crate::KadBehaviour
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KadConfig {
@@ -78,7 +78,7 @@ pub struct KadConfig {
     /// once (default 64, a quarter): beyond, their new streams and requests are reset, so
     /// one IP holding all its streams cannot make another IP's requests shed. Loopback
     /// senders are bounded by the total only, unless
-    /// [`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback)
+    /// [`ConnectionLimits::limit_loopback`](crate::ConnectionLimits::limit_loopback)
     /// is set.
     pub max_inbound_requests_per_ip: usize,
     /// Whether requests dial public addresses only (default `false`): loopback, private,
@@ -88,20 +88,20 @@ pub struct KadConfig {
     /// node on the internet; [`TransportHandle::dial`] (the bootstrap peers one chose) is not
     /// filtered.
     ///
-    /// [`TransportHandle::dial`]: crate::transport::TransportHandle::dial
+    /// [`TransportHandle::dial`]: crate::TransportHandle::dial
     pub public_addrs_only: bool,
     /// Whether the [`InboundHandler`] answers record requests (PUT_VALUE, GET_VALUE,
     /// ADD_PROVIDER, GET_PROVIDERS) on tokio's blocking pool (default `true`). Stores that
     /// wait on a disk (an fsync, a read past the caches) need it, or the wait blocks a
     /// runtime worker; for stores in memory it only adds a thread hand-off to each request.
     ///
-    /// [`InboundHandler`]: crate::transport::InboundHandler
+    /// [`InboundHandler`]: crate::InboundHandler
     pub blocking_record_requests: bool,
     /// Whether provider-record writes (ADD_PROVIDER, and batches of the batched provide
     /// protocol) go to tokio's blocking pool with the other record requests (default `true`;
     /// nothing goes there when [`blocking_record_requests`](Self::blocking_record_requests)
-    /// is off). A store that takes them without waiting (a
-    /// [`GroupWriter`](dht_provider_store::GroupWriter), which `NodeBuilder` puts in front of
+    /// is off). A store that takes them without waiting (dht-provider-store's
+    /// `GroupWriter`, which dht-node's `NodeBuilder` puts in front of
     /// RocksDB: an inbound ADD_PROVIDER's record is queued and nobody waits for its commit,
     /// and a batch's answer is a future) needs no thread hand-off for them: off, they are
     /// handled on the stream's task, one context switch fewer per record.
@@ -113,8 +113,8 @@ pub struct KadConfig {
     /// the protocol is neither advertised nor served (its streams are refused in
     /// negotiation) nor sent.
     ///
-    /// [`InboundHandler`]: crate::transport::InboundHandler
-    /// [`TransportHandle::provide_batch`]: crate::transport::TransportHandle::provide_batch
+    /// [`InboundHandler`]: crate::InboundHandler
+    /// [`TransportHandle::provide_batch`]: crate::TransportHandle::provide_batch
     pub provide_batch: bool,
 }
 
@@ -231,10 +231,10 @@ impl KadConfig {
     }
 }
 
-/// Settings of the whole transport ([`spawn`](crate::transport::spawn)).
+/// Settings of the whole transport ([`spawn`](crate::spawn)).
 ///
 /// ```
-/// use dht_node::transport::{KadConfig, Mode, TransportConfig};
+/// use dht_transport::{KadConfig, Mode, TransportConfig};
 /// let config = TransportConfig::default()
 ///     .listen_addrs(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
 ///     .kad(KadConfig::default().mode(Mode::Client));
@@ -249,7 +249,7 @@ pub struct TransportConfig {
     /// TCP addresses to listen on (default `/ip4/0.0.0.0/tcp/4001`, the IPFS port). Use port 0
     /// for an ephemeral port; [`TransportHandle::listen_addrs`] tells which one was bound.
     ///
-    /// [`TransportHandle::listen_addrs`]: crate::transport::TransportHandle::listen_addrs
+    /// [`TransportHandle::listen_addrs`]: crate::TransportHandle::listen_addrs
     pub listen_addrs: Vec<Multiaddr>,
     /// Addresses others can reach this node at, advertised by identify besides the listen
     /// addresses (default none).

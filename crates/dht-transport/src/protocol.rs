@@ -57,13 +57,13 @@ pub type BatchReply = std::pin::Pin<Box<dyn Future<Output = ProvideBatchResponse
 /// the connection's task too. Requests of different streams and connections are served in
 /// parallel.
 ///
-/// [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
+/// [`KadConfig::blocking_record_requests`]: crate::KadConfig::blocking_record_requests
 ///
 /// Closures implement it; [`handler_fn`] turns one into an `Arc<dyn InboundHandler>` with its
 /// argument and return types inferred:
 ///
 /// ```
-/// use dht_node::transport::handler_fn;
+/// use dht_transport::handler_fn;
 /// use dht_proto::{Request, Response};
 /// let handler = handler_fn(|_from, request| {
 ///     Ok(match request {
@@ -86,7 +86,7 @@ pub trait InboundHandler: Send + Sync + 'static {
     /// protocol only when it does (and [`KadConfig::provide_batch`] is on, in server mode).
     /// By default it does not.
     ///
-    /// [`KadConfig::provide_batch`]: crate::transport::KadConfig::provide_batch
+    /// [`KadConfig::provide_batch`]: crate::KadConfig::provide_batch
     fn serves_provide_batch(&self) -> bool {
         false
     }
@@ -101,7 +101,7 @@ pub trait InboundHandler: Send + Sync + 'static {
     /// (a handler that does not override it should not say it
     /// [`serves_provide_batch`](Self::serves_provide_batch)).
     ///
-    /// [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
+    /// [`KadConfig::blocking_record_requests`]: crate::KadConfig::blocking_record_requests
     fn provide_batch(
         &self,
         from: &RemotePeer,

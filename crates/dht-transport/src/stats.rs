@@ -22,18 +22,18 @@ pub struct TransportStats {
     pub outbound_requests_failed: u64,
     /// Flushed writes of outbound requests to a stream: one per request with a response;
     /// requests without one (ADD_PROVIDER) queued together for one peer share a write (see
-    /// [`MAX_BATCHED_REQUESTS`](crate::transport::MAX_BATCHED_REQUESTS)).
+    /// [`MAX_BATCHED_REQUESTS`](crate::MAX_BATCHED_REQUESTS)).
     pub outbound_writes: u64,
     /// Inbound kad streams accepted.
     pub inbound_streams_accepted: u64,
     /// Inbound kad streams reset because the connection had too many.
     pub inbound_streams_refused: u64,
     /// Inbound streams and requests reset because the node was answering as many requests
-    /// as it may ([`KadConfig::max_inbound_requests`](crate::transport::KadConfig::max_inbound_requests)),
+    /// as it may ([`KadConfig::max_inbound_requests`](crate::KadConfig::max_inbound_requests)),
     /// or as many from the sender's IP
-    /// ([`KadConfig::max_inbound_requests_per_ip`](crate::transport::KadConfig::max_inbound_requests_per_ip)).
+    /// ([`KadConfig::max_inbound_requests_per_ip`](crate::KadConfig::max_inbound_requests_per_ip)).
     pub inbound_shed: u64,
-    /// Inbound requests decoded and handed to the [`InboundHandler`](crate::transport::InboundHandler).
+    /// Inbound requests decoded and handed to the [`InboundHandler`](crate::InboundHandler).
     pub inbound_requests: u64,
     /// Inbound streams closed on a protocol error (undecodable or oversized message, handler
     /// error, failed write).
@@ -49,7 +49,7 @@ pub struct TransportStats {
     pub outbound_batches_failed: u64,
     /// Batches not sent because the peer refused the protocol in negotiation.
     pub outbound_batches_refused: u64,
-    /// Batches received, decoded and handed to the [`InboundHandler`](crate::transport::InboundHandler).
+    /// Batches received, decoded and handed to the [`InboundHandler`](crate::InboundHandler).
     pub inbound_batches: u64,
     /// Keys of the batches received.
     pub inbound_batch_records: u64,

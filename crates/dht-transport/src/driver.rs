@@ -131,7 +131,7 @@ pub struct TransportHandle {
     /// Upper bound on one `request` call: dial, stream and exchange.
     request_guard: Duration,
     dial_guard: Duration,
-    /// Whether batches are sent ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch)).
+    /// Whether batches are sent ([`KadConfig::provide_batch`](crate::KadConfig::provide_batch)).
     provide_batch: bool,
 }
 
@@ -205,14 +205,14 @@ impl TransportHandle {
 
     /// Whether `peer` is known to support `feature`: it listed the feature's protocol in its
     /// latest identify (on a connection still open), and this node uses the feature
-    /// ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch) for
+    /// ([`KadConfig::provide_batch`](crate::KadConfig::provide_batch) for
     /// [`Feature::ProvideBatch`]).
     pub fn supports(&self, peer: &PeerId, feature: Feature) -> bool {
         self.uses(feature) && self.book.supports(peer, feature)
     }
 
     /// Whether this node uses `feature`: serves and sends the batched provide protocol
-    /// ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch)) for
+    /// ([`KadConfig::provide_batch`](crate::KadConfig::provide_batch)) for
     /// [`Feature::ProvideBatch`].
     pub fn uses(&self, feature: Feature) -> bool {
         match feature {

@@ -24,7 +24,7 @@ use libp2p::{
 /// directions as `connection-limits` does.
 ///
 /// ```
-/// use dht_node::transport::ConnectionLimits;
+/// use dht_transport::ConnectionLimits;
 /// let limits = ConnectionLimits::default().max_incoming_per_ip(4);
 /// assert_eq!(limits.max_incoming_per_ip, 4);
 /// ```
@@ -35,7 +35,7 @@ pub struct ConnectionLimits {
     pub max_pending_incoming: u32,
     /// Most outbound dials in flight at once (default `None`: unbounded, as a provider dials
     /// many peers at once; the file-descriptor plan of
-    /// [`NodeBuilder::build`](crate::builder::NodeBuilder::build) sets it when the limit
+    /// dht-node's `NodeBuilder::build` sets it when the limit
     /// has no room for them). A dial beyond it fails at once.
     pub max_pending_outgoing: Option<u32>,
     /// Most established inbound connections (default 512, half of the common default limit

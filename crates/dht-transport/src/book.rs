@@ -18,7 +18,7 @@ use super::limits::remote_ip;
 ///
 /// A peer is known while it has a connection, so the book holds at most as many peers as
 /// the connection limits allow, and each at most 32 addresses (as
-/// [`KadBehaviour::set_peer_addrs`](crate::transport::KadBehaviour::set_peer_addrs) keeps).
+/// [`KadBehaviour::set_peer_addrs`](crate::KadBehaviour::set_peer_addrs) keeps).
 ///
 /// A peer this node dialled by DNS name (`/dns*`, `/dnsaddr`) has a connection whose IP the
 /// swarm does not tell; it is known once identify gives its listen addresses, grouped by the
@@ -120,9 +120,10 @@ impl PeerBook {
         known.features.remove(peer);
     }
 
-    /// Whether `peer` is connected through a connection dialled by name and not yet
-    /// identified.
-    pub(crate) fn awaiting_identify(&self, peer: &PeerId) -> bool {
+    /// Whether `peer` is connected through a connection dialled by name (`/dns*`,
+    /// `/dnsaddr`) and not yet identified: its IP is known once identify tells its listen
+    /// addresses.
+    pub fn awaiting_identify(&self, peer: &PeerId) -> bool {
         self.0.read().by_name.contains(peer)
     }
 }

@@ -46,7 +46,7 @@ use super::{
 /// enabled (`SwarmBuilder::with_tokio`).
 ///
 /// It emits no events. Which peers are DHT servers is learnt from identify, which lists the
-/// remote's protocols; [`spawn`](crate::transport::spawn) composes this behaviour with identify
+/// remote's protocols; [`spawn`](crate::spawn) composes this behaviour with identify
 /// and ping and reports it.
 pub struct KadBehaviour {
     cfg: HandlerConfig,
@@ -99,8 +99,8 @@ impl KadBehaviour {
 
     /// Whether the per-IP share of inbound requests
     /// ([`KadConfig::max_inbound_requests_per_ip`]) applies to loopback senders too (default
-    /// `false`); [`spawn`](crate::transport::spawn) sets it from
-    /// [`ConnectionLimits::limit_loopback`](crate::transport::ConnectionLimits::limit_loopback).
+    /// `false`); [`spawn`](crate::spawn) sets it from
+    /// [`ConnectionLimits::limit_loopback`](crate::ConnectionLimits::limit_loopback).
     pub fn set_limit_loopback(&mut self, on: bool) {
         self.inbound_permits.set_limit_loopback(on);
     }
@@ -130,10 +130,10 @@ impl KadBehaviour {
     }
 
     /// Records the listen addresses a connected peer announced (identify's `listen_addrs`),
-    /// which the [`InboundHandler`] then sees in [`RemotePeer::peer`](crate::transport::RemotePeer::peer). Forgotten when the
+    /// which the [`InboundHandler`] then sees in [`RemotePeer::peer`](crate::RemotePeer::peer). Forgotten when the
     /// last connection to the peer closes; ignored for peers not connected. At most 32 are kept.
     ///
-    /// [`spawn`](crate::transport::spawn) calls it on every identify exchange; a swarm composed
+    /// [`spawn`](crate::spawn) calls it on every identify exchange; a swarm composed
     /// by hand should too.
     pub fn set_peer_addrs(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
         let Some(conns) = self.connections.get(&peer) else {
@@ -468,7 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_request_fails_before_any_dial() {
-        let handler = super::super::protocol::handler_fn(|_, _| Ok(None));
+        let handler = crate::protocol::handler_fn(|_, _| Ok(None));
         let mut kad = KadBehaviour::new(&KadConfig::default().max_message_size(16), handler);
         let peer = PeerInfo::new(PeerId::random(), vec![]);
         let out = kad
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn codec_limit_follows_the_config() {
-        let handler = super::super::protocol::handler_fn(|_, _| Ok(None));
+        let handler = crate::protocol::handler_fn(|_, _| Ok(None));
         let kad = KadBehaviour::new(&KadConfig::default(), handler);
         assert_eq!(kad.cfg.codec, Codec::default());
     }

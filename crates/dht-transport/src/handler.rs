@@ -36,13 +36,13 @@
 //! blocking pool, and answered; a malformed batch resets the stream, and the stream closes
 //! when it idles as a kad stream does.
 //!
-//! [`KadConfig::max_outbound_streams`]: crate::transport::KadConfig::max_outbound_streams
-//! [`KadConfig::max_inbound_streams`]: crate::transport::KadConfig::max_inbound_streams
-//! [`KadConfig::provide_batch`]: crate::transport::KadConfig::provide_batch
-//! [`KadConfig::max_inbound_requests`]: crate::transport::KadConfig::max_inbound_requests
-//! [`KadConfig::max_inbound_requests_per_ip`]: crate::transport::KadConfig::max_inbound_requests_per_ip
-//! [`KadConfig::blocking_record_requests`]: crate::transport::KadConfig::blocking_record_requests
-//! [`KadConfig::stream_idle_timeout`]: crate::transport::KadConfig::stream_idle_timeout
+//! [`KadConfig::max_outbound_streams`]: crate::KadConfig::max_outbound_streams
+//! [`KadConfig::max_inbound_streams`]: crate::KadConfig::max_inbound_streams
+//! [`KadConfig::provide_batch`]: crate::KadConfig::provide_batch
+//! [`KadConfig::max_inbound_requests`]: crate::KadConfig::max_inbound_requests
+//! [`KadConfig::max_inbound_requests_per_ip`]: crate::KadConfig::max_inbound_requests_per_ip
+//! [`KadConfig::blocking_record_requests`]: crate::KadConfig::blocking_record_requests
+//! [`KadConfig::stream_idle_timeout`]: crate::KadConfig::stream_idle_timeout
 
 use std::{
     collections::VecDeque,
@@ -168,7 +168,7 @@ pub enum StreamKind {
     Batch,
 }
 
-/// A message from [`KadBehaviour`](crate::transport::KadBehaviour) to the handler of one
+/// A message from [`KadBehaviour`](crate::KadBehaviour) to the handler of one
 /// connection (opaque).
 #[derive(Debug)]
 pub struct HandlerIn(pub(crate) HandlerInKind);
