@@ -7,7 +7,7 @@
 //! | `keystore`        | kad key (32) ‖ multihash bytes        | empty |
 //! | `default`         | `format`, `keystore/count`            | u32 BE, u64 BE |
 
-use dht_proto::{Key, Multiaddr, PeerId, ProviderRecord, Record, UnixSecs};
+use dht_proto::{Key, Multiaddr, PeerId, Prefix, ProviderRecord, Record, UnixSecs};
 
 use crate::{SourceGroup, StoreError};
 
@@ -139,6 +139,22 @@ pub(crate) fn key_successor(key: &Key) -> Option<[u8; 32]> {
         }
     }
     None
+}
+
+/// The keys a keystore scan reads, both included: those of `prefix`, after `start_after`.
+/// `None` when there are none (or `limit` is 0). Both keystores bound their scans by it.
+pub(crate) fn scan_bounds(
+    prefix: &Prefix,
+    start_after: Option<&Key>,
+    limit: usize,
+) -> Option<(Key, Key)> {
+    let first = prefix.first_key();
+    let last = prefix.last_key();
+    let lower = match start_after {
+        None => first,
+        Some(k) => Key::from_bytes(key_successor(k)?).max(first),
+    };
+    (lower <= last && limit > 0).then_some((lower, last))
 }
 
 /// Checks an encoding will fit before anything is written.
@@ -399,6 +415,26 @@ mod tests {
         rec.time_received = "2024-01-01T00:00:00Z".into();
         let v = encode_value(&rec, 42).unwrap();
         assert_eq!(decode_value(&rec.key, &v).unwrap(), (rec, 42));
+    }
+
+    #[test]
+    fn scan_bounds_cover_the_prefix_after_the_cursor() {
+        let prefix = Prefix::new(&Key::from_bytes([0b1010_0000; 32]), 3);
+        let (first, last) = (prefix.first_key(), prefix.last_key());
+        assert_eq!(scan_bounds(&prefix, None, 10), Some((first, last)));
+        // A cursor before the prefix starts at its first key; one inside, just after it.
+        assert_eq!(
+            scan_bounds(&prefix, Some(&Key::ZERO), 10),
+            Some((first, last))
+        );
+        let inside = Key::from_bytes(key_successor(&first).unwrap());
+        let next = Key::from_bytes(key_successor(&inside).unwrap());
+        assert_eq!(scan_bounds(&prefix, Some(&inside), 10), Some((next, last)));
+        // Nothing left: the cursor at the prefix's end, or the all-ones key, or no room.
+        assert_eq!(scan_bounds(&prefix, Some(&last), 10), None);
+        let top = Key::from_bytes([0xff; 32]);
+        assert_eq!(scan_bounds(&Prefix::new(&top, 0), Some(&top), 10), None);
+        assert_eq!(scan_bounds(&prefix, None, 0), None);
     }
 
     #[test]

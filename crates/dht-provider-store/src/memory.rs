@@ -6,7 +6,7 @@ use std::ops::Bound;
 use dht_proto::{Key, PeerId, Prefix, ProviderRecord, Record, UnixSecs, VALUE_RECORD_TTL_SECS};
 use parking_lot::RwLock;
 
-use crate::codec::key_successor;
+use crate::codec::scan_bounds;
 use crate::{
     Admission, Config, Keystore, Multihash, ProviderEntry, ProviderOutcome, ProviderStore, Slot,
     SourceGroup, StoreError, ValueStore, admit, select_providers, sort_for_read,
@@ -266,18 +266,9 @@ impl Keystore for MemoryStore {
         start_after: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<(Key, Multihash)>, StoreError> {
-        let first = prefix.first_key();
-        let last = prefix.last_key();
-        let lower = match start_after {
-            None => first,
-            Some(k) => match key_successor(k) {
-                None => return Ok(Vec::new()),
-                Some(s) => Key::from_bytes(s).max(first),
-            },
-        };
-        if lower > last || limit == 0 {
+        let Some((lower, last)) = scan_bounds(prefix, start_after, limit) else {
             return Ok(Vec::new());
-        }
+        };
         let map = self.keys.read();
         Ok(map
             .range((Bound::Included((lower, Vec::new())), Bound::Unbounded))

@@ -20,8 +20,8 @@ use rocksdb::{
 
 use crate::codec::{
     check_provider, decode_provider, decode_u32, decode_u64, decode_value, encode_provider_from,
-    encode_value, kad_prefixed, key_successor, provider_received_at, provider_slot, split_kad,
-    value_received_at,
+    encode_value, kad_prefixed, key_successor, provider_received_at, provider_slot, scan_bounds,
+    split_kad, value_received_at,
 };
 use crate::{
     Admission, Config, Keystore, Multihash, ProviderEntry, ProviderOutcome, ProviderStore, Slot,
@@ -1194,18 +1194,9 @@ impl Keystore for RocksStore {
         start_after: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<(Key, Multihash)>, StoreError> {
-        let first = prefix.first_key();
-        let last = prefix.last_key();
-        let lower = match start_after {
-            None => first,
-            Some(k) => match key_successor(k) {
-                None => return Ok(Vec::new()),
-                Some(s) => Key::from_bytes(s).max(first),
-            },
-        };
-        if lower > last || limit == 0 {
+        let Some((lower, last)) = scan_bounds(prefix, start_after, limit) else {
             return Ok(Vec::new());
-        }
+        };
         let mut ro = ReadOptions::default();
         if let Some(upper) = key_successor(&last) {
             ro.set_iterate_upper_bound(upper.to_vec());
