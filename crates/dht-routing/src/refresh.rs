@@ -44,9 +44,9 @@ pub struct Refresh {
 /// First a lookup of the local peer id, which fills the deepest buckets. Then, from CPL 0 up
 /// to the deepest bucket holding a peer (at most [`MAX_REFRESH_CPL`]), each bucket in `scope`
 /// is looked up at a random key of its range (drawn from `seed`) and marked refreshed. A
-/// bucket still empty after its turn means the network has few peers that close: the
-/// refresh then goes on only up to CPL `2 × (cpl + 1)` and stops, as Go does, rather than
-/// look up buckets that nobody fills. A failed lookup is counted and the refresh goes on.
+/// failed lookup is counted and the refresh goes on. (Go also stops early after an empty
+/// bucket; this refresh does not, so that every stale bucket up to the deepest held is
+/// looked up, which small networks with sparse buckets need.)
 pub async fn refresh_table<T, N>(
     client: &DhtClient<T, N>,
     scope: RefreshScope,
@@ -70,9 +70,7 @@ where
     let local = table.local_key();
     let deepest = table.max_cpl().unwrap_or(0).min(MAX_REFRESH_CPL);
     let stale = table.stale_buckets(table.now());
-    let mut last = deepest;
-    let mut cpl = 0;
-    while cpl <= last {
+    for cpl in 0..=deepest {
         if scope == RefreshScope::All || stale.contains(&cpl) {
             let flipped = local.with_bit(cpl, !local.bit(cpl));
             let mut fill = [0u8; 32];
@@ -86,10 +84,6 @@ where
             report.lookups += 1;
             report.buckets.push(cpl);
         }
-        if table.bucket_len(cpl) == 0 && last > 2 * (cpl + 1) {
-            last = 2 * (cpl + 1);
-        }
-        cpl += 1;
     }
     report
 }

@@ -132,27 +132,3 @@ async fn the_local_key_first_then_each_stale_bucket_once() {
     let stale = refresh_table(&client, RefreshScope::Stale, 9).await;
     assert_eq!(stale.buckets, (0..=deepest).collect::<Vec<_>>());
 }
-
-#[tokio::test(start_paused = true)]
-async fn an_empty_bucket_bounds_the_buckets_refreshed_after_it() {
-    // The table holds only peers of buckets 0 and 9, and lookups add none (the client does
-    // not update its table), so bucket 1 stays empty: as Go, the refresh goes on to bucket
-    // 2 × (1 + 1) = 4 and stops, rather than on to the deepest bucket held (9).
-    let net = Arc::new(TestNet::new(2_000, 62));
-    let clock = ManualClock::new(1_000_000);
-    let (client, _) = refreshing_client(
-        &net,
-        0,
-        &clock,
-        |cpl| cpl == 0 || cpl == 9,
-        config().with_update_table(false),
-    );
-    assert_eq!(
-        client.table().max_cpl(),
-        Some(9),
-        "the test network has a peer at CPL 9"
-    );
-    assert_eq!(client.table().bucket_len(1), 0);
-    let refresh = refresh_table(&client, RefreshScope::All, 1).await;
-    assert_eq!(refresh.buckets, vec![0, 1, 2, 3, 4]);
-}
