@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_rejects_garbage() {
-        let mut s = SweepState::new(1_700_000_000, 22 * 3600, 8);
+        let mut s = SweepState::new(dht_test_kit::EPOCH, 22 * 3600, 8);
         s.progress.cycle = 3;
         s.progress.next = "0110".parse::<Prefix>().unwrap().first_key();
         s.pending.insert("0111".parse().unwrap());
@@ -385,7 +385,7 @@ mod tests {
             "0010".parse().unwrap(),
             SliceRetry {
                 at: 1_700_000_300,
-                since: 1_700_000_000,
+                since: dht_test_kit::EPOCH,
                 keys: vec![WeakKey {
                     key: Multihash::wrap(0x12, &[7; 32]).unwrap(),
                     reached: vec![1, u64::MAX],

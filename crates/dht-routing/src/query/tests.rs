@@ -4,19 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use dht_proto::multihash::Multihash;
 use proptest::prelude::*;
-use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use super::*;
 
 fn peer(rng: &mut SmallRng) -> PeerInfo {
-    let mut digest = [0u8; 32];
-    rng.fill_bytes(&mut digest);
-    PeerInfo::new(
-        PeerId::from_multihash(Multihash::wrap(0x12, &digest).unwrap()).unwrap(),
-        vec![],
-    )
+    PeerInfo::new(dht_test_kit::peer_id(rng.random()), vec![])
 }
 
 /// How a scripted peer behaves.
