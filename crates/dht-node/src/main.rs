@@ -734,13 +734,13 @@ async fn client_command(
                     Some(codec) => {
                         let bytes = dht_proto::cid::multibase::Base::Base58Btc
                             .decode(&key.multihash)
-                            .map_err(|e| ClientError::Http(format!("bad multihash: {e}")))?;
+                            .map_err(|e| ClientError::BadAnswer(format!("bad multihash: {e}")))?;
                         let mh = Multihash::from_bytes(&bytes)
-                            .map_err(|e| ClientError::Http(format!("bad multihash: {e}")))?;
+                            .map_err(|e| ClientError::BadAnswer(format!("bad multihash: {e}")))?;
                         dht_proto::cid::Cid::new_v1(codec, mh).to_string()
                     }
                 };
-                writeln!(out, "{text}").map_err(|e| ClientError::Http(format!("stdout: {e}")))
+                writeln!(out, "{text}").map_err(ClientError::Sink)
             })
             .await?;
             out.flush().context("writing stdout")?;

@@ -246,7 +246,7 @@ impl<T: RoutingTable, N: Network> DhtClient<T, N> {
                 break;
             }
         }
-        Ok(driver.finish().map(|_| found))
+        Ok(driver.stop().map(|_| found))
     }
 
     async fn walk_get_value<V: Validator + ?Sized>(
@@ -270,7 +270,7 @@ impl<T: RoutingTable, N: Network> DhtClient<T, N> {
                 }
             }
         }
-        let walk = driver.finish();
+        let walk = driver.stop();
         let (mut value, outdated) = collector.finish();
         let mut stats = walk.stats;
         if let Some(best) = &value.record {

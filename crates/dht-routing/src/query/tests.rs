@@ -426,7 +426,7 @@ fn ends_at_once_without_seeds_and_when_told() {
     let QueryAction::Ask(p) = q.poll(now) else {
         panic!("expected a request")
     };
-    q.finish();
+    q.stop();
     assert_eq!(q.poll(now), QueryAction::Finished);
     // A late answer is recorded but adds no candidates.
     assert!(q.on_response(&p.peer_id, &net.peers, now));
