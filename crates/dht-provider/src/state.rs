@@ -389,7 +389,10 @@ mod tests {
                 source.is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
                 "{err}"
             );
-            assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+            assert!(
+                err.to_string().contains(&dir.path().display().to_string()),
+                "{err}"
+            );
         }
     }
 
