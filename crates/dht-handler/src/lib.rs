@@ -9,7 +9,6 @@ mod config;
 mod error;
 mod handler;
 mod ipns;
-mod pb;
 mod rate;
 mod time;
 mod validator;

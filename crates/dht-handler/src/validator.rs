@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 
 use dht_proto::libp2p_identity::PublicKey;
-use dht_proto::{PeerId, UnixSecs, ValidationError, Validator, split_key};
+use dht_proto::{PeerId, UnixSecs, ValidationError, Validator, pb, split_key};
 
 use crate::ipns::IpnsValidator;
-use crate::pb;
 
 /// Validators by key namespace: a key `/<ns>/…` goes to the validator registered for `ns`.
 ///
@@ -142,9 +141,10 @@ pub(crate) fn decode_public_key(bytes: &[u8]) -> Result<PublicKey, ValidationErr
     // Read the key type first (`PublicKey { Type = 1; Data = 2 }`), for a clear error.
     let mut key_type = None;
     let mut r = pb::Reader::new(bytes);
-    while let Some((field, value)) = r.field().map_err(ValidationError::Malformed)? {
+    let malformed = |e: pb::PbError| ValidationError::Malformed(e.reason());
+    while let Some((field, value)) = r.field().map_err(malformed)? {
         if field == 1 {
-            key_type = Some(value.varint().map_err(ValidationError::Malformed)?);
+            key_type = Some(value.varint().map_err(malformed)?);
         }
     }
     let key_type = key_type.ok_or(ValidationError::Malformed("public key has no type"))?;
@@ -280,7 +280,7 @@ mod tests {
         check(
             &key,
             &[0x12],
-            Err(ValidationError::Malformed("truncated varint")),
+            Err(ValidationError::Malformed("truncated protobuf")),
         );
         check(
             &key,

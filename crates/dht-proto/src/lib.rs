@@ -4,6 +4,7 @@
 pub mod batch;
 mod key;
 mod message;
+pub mod pb;
 mod peer;
 mod prefix;
 mod record;
