@@ -14,8 +14,8 @@ use dht_proto::{
     batch::{Allowance, BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
 };
 use dht_provider::{
-    MemoryStateStore, Multihash, StateStore, SweepConfig, SweepParts, SweepingProvider,
-    explore::closest_of,
+    DhtProvider, MemoryStateStore, Multihash, StateStore, SweepConfig, SweepParts,
+    SweepingProvider, explore::closest_of,
 };
 use dht_provider_store::{Keystore, MemoryStore};
 use dht_routing::{Feature, Network, RpcError};
