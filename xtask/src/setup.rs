@@ -142,13 +142,12 @@ mod tests {
 
     #[test]
     fn libclang_file_names() {
-        let dir = std::env::temp_dir().join(format!("xtask-libclang-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert!(!dir_has_libclang(&dir));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert!(!dir_has_libclang(dir));
         std::fs::write(dir.join("libclang-cpp.so.14"), b"").unwrap();
-        assert!(!dir_has_libclang(&dir), "libclang-cpp is not libclang");
+        assert!(!dir_has_libclang(dir), "libclang-cpp is not libclang");
         std::fs::write(dir.join("libclang-14.so.1"), b"").unwrap();
-        assert!(dir_has_libclang(&dir));
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(dir_has_libclang(dir));
     }
 }

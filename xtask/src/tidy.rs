@@ -40,11 +40,40 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["rocksdb", "librocksdb-sys", "libp2p-swarm"],
     ),
     ("dht-sim", &["rocksdb", "librocksdb-sys", "libp2p-swarm"]),
+    (
+        "dht-test-kit",
+        &["rocksdb", "librocksdb-sys", "libp2p-swarm"],
+    ),
     ("dht-transport", &["rocksdb", "librocksdb-sys"]),
 ];
 
 /// Packages only one crate may name as a direct dependency.
 const SOLE_USER: &[(&str, &str)] = &[("rocksdb", "dht-provider-store")];
+
+/// The sans-IO state machines: they take `now` as an argument and read no clock
+/// (docs/architecture.md, "Sans-IO core, async shell").
+const STATE_MACHINES: &[&str] = &[
+    "crates/dht-routing/src/query.rs",
+    "crates/dht-provider/src/explore.rs",
+    "crates/dht-provider/src/jobs.rs",
+    "crates/dht-provider/src/schedule.rs",
+    "crates/dht-provider/src/sweep/assign.rs",
+    "crates/dht-provider/src/sweep/batch.rs",
+];
+
+/// What reading a clock looks like in source.
+const CLOCK_READS: &[&str] = &[
+    "Instant::now",
+    "SystemTime::now",
+    "SystemClock",
+    "UNIX_EPOCH",
+    "time::sleep",
+];
+
+/// The directories the code map of docs/architecture.md covers, by the heading it names
+/// them with, and the file extension it lists there.
+const CODE_MAP: &[(&str, &str, &str)] =
+    &[("xtask", "xtask", "rs"), ("interop/go", "interop/go", "go")];
 
 /// Every problem found; empty when all invariants hold.
 pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
@@ -96,7 +125,116 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
             ));
         }
     }
+
+    let mut dirs: Vec<(String, PathBuf, &str)> = names
+        .iter()
+        .filter(|n| n.starts_with("dht-"))
+        .map(|n| (n.clone(), root.join("crates").join(n), "rs"))
+        .collect();
+    dirs.extend(
+        CODE_MAP
+            .iter()
+            .map(|(heading, dir, ext)| ((*heading).to_owned(), root.join(dir), *ext)),
+    );
+    let mut files = std::collections::BTreeMap::new();
+    for (heading, dir, ext) in &dirs {
+        files.insert(heading.clone(), files_under(dir, ext)?);
+    }
+    problems.extend(code_map_problems(&arch, &files));
+
+    for file in STATE_MACHINES {
+        let src = std::fs::read_to_string(root.join(file))
+            .with_context(|| format!("reading {file}, a state machine of docs/architecture.md"))?;
+        problems.extend(clock_reads(file, &src));
+    }
     Ok(problems)
+}
+
+/// Every file with extension `ext` below `dir`, relative to it (`src/lib.rs`), leaving out
+/// build output (`target`) and hidden directories.
+fn files_under(dir: &Path, ext: &str) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == ext) {
+                let rel = path.strip_prefix(dir).unwrap_or(&path);
+                out.insert(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The code map of `arch` (its `## Code map` section: a `### `name`` heading per crate, a
+/// ``- `path`: …`` line per file) against the files that exist, by heading.
+fn code_map_problems(
+    arch: &str,
+    files: &std::collections::BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    let mut named: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let mut section: Option<String> = None;
+    let mut in_map = false;
+    for line in arch.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            in_map = h.trim() == "Code map";
+            section = None;
+        } else if let Some(h) = line.strip_prefix("### ").filter(|_| in_map) {
+            section = Some(h.trim().trim_matches('`').to_owned());
+        } else if let (Some(sec), Some(rest)) = (&section, line.strip_prefix("- `"))
+            && let Some((path, _)) = rest.split_once('`')
+        {
+            named
+                .entry(sec.clone())
+                .or_default()
+                .insert(path.to_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for (heading, existing) in files {
+        let listed = named.get(heading).cloned().unwrap_or_default();
+        for f in existing.difference(&listed) {
+            out.push(format!(
+                "docs/architecture.md's code map does not name {heading}: {f}"
+            ));
+        }
+        for f in listed.difference(existing) {
+            out.push(format!(
+                "docs/architecture.md's code map names {heading}: {f}, which does not exist"
+            ));
+        }
+    }
+    for heading in named.keys().filter(|h| !files.contains_key(*h)) {
+        out.push(format!(
+            "docs/architecture.md's code map has a section `{heading}` for no crate"
+        ));
+    }
+    out
+}
+
+/// The lines of a state machine's source that read a clock (comments aside).
+fn clock_reads(file: &str, src: &str) -> Vec<String> {
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+        .filter_map(|(i, l)| {
+            CLOCK_READS.iter().find(|c| l.contains(**c)).map(|c| {
+                format!(
+                    "{file}:{}: a state machine reads a clock ({c}); take `now` as an argument",
+                    i + 1
+                )
+            })
+        })
+        .collect()
 }
 
 /// The forbidden packages among `deps` (the transitive normal dependencies of `krate`).
@@ -144,6 +282,11 @@ fn manifest_problems(
         let src = std::fs::read_to_string(&lib).unwrap_or_default();
         if !src.contains("#![deny(missing_docs)]") {
             out.push(format!("{name}: src/lib.rs lacks #![deny(missing_docs)]"));
+        }
+        if !src.contains("#![doc = include_str!(\"../README.md\")]") {
+            out.push(format!(
+                "{name}: src/lib.rs does not take its crate docs from README.md"
+            ));
         }
     }
     for dep in p["dependencies"].as_array().into_iter().flatten() {
@@ -250,5 +393,37 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("without a version"));
         assert!(found[1].contains("not published"));
+    }
+
+    /// A file the code map leaves out, and one it names that is gone, are both reported.
+    #[test]
+    fn code_map_gaps_are_caught() {
+        let arch = "## Crates\n### `dht-x`\n- `src/old.rs`: not in the map\n\
+                    ## Code map\n\n### `dht-x`\n\n- `src/lib.rs`: root.\n- `src/gone.rs`: old.\n\
+                    ## Invariants\n- `src/main.rs`: not in the map either\n";
+        let files = [(
+            "dht-x".to_owned(),
+            ["src/lib.rs", "src/new.rs"].map(String::from).into(),
+        )]
+        .into();
+        let found = code_map_problems(arch, &files);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("does not name dht-x: src/new.rs"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("src/gone.rs, which does not exist"),
+            "{found:?}"
+        );
+    }
+
+    /// A clock read in a state machine is reported; one in a comment is not.
+    #[test]
+    fn clock_read_in_a_state_machine_is_caught() {
+        let src = "// Instant::now is not read here\nfn f() { let t = Instant::now(); }\n";
+        let found = clock_reads("q.rs", src);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("q.rs:2:"), "{found:?}");
     }
 }

@@ -24,19 +24,18 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dht_handler::{Handler, HandlerConfig, RateLimit, Sender};
-use dht_proto::{Key, PeerId, PeerInfo, ProviderRecord, Request, multihash::Multihash};
+use dht_proto::{Key, PeerInfo, ProviderRecord, Request};
 use dht_provider_store::{
     Config, GroupWriter, MemoryStore, ProviderStore, RocksStore, ValueStore, WriterConfig,
 };
 use dht_routing_table::{FullRoutingTable, ManualClock, RoutingTable};
 
-const NOW: u64 = 1_700_000_000;
+const NOW: u64 = dht_test_kit::EPOCH;
 const RECORDS: u64 = 1_000_000;
 const PROVIDERS: u64 = 1_000;
 
 fn peer(seed: u64) -> PeerInfo {
-    let digest = Key::hash(&seed.to_le_bytes());
-    let id = PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).unwrap()).unwrap();
+    let id = dht_test_kit::peer_id(seed);
     let ip = format!(
         "{}.{}.{}.7",
         1 + (seed >> 16) % 220,

@@ -3,7 +3,7 @@
 use dht_proto::{MessageType, PeerId};
 use dht_provider_store::StoreError;
 
-use crate::validator::ValidationError;
+use dht_proto::ValidationError;
 
 /// Why a request was refused.
 ///

@@ -2,7 +2,7 @@
 
 use dht_proto::{
     Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request, Response,
-    UnixSecs,
+    UnixSecs, Validator,
     batch::{Allowance, BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
     bound_addrs,
 };
@@ -19,7 +19,7 @@ use crate::config::HandlerConfig;
 use crate::error::HandlerError;
 use crate::rate::RateLimiter;
 use crate::time::format_rfc3339;
-use crate::validator::{NamespacedValidator, Validator};
+use crate::validator::NamespacedValidator;
 
 /// Locks serialising PUT_VALUE's read-compare-write per key (by the key's last byte, as Go).
 const PUT_LOCKS: usize = 256;

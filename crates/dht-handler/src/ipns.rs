@@ -8,12 +8,11 @@
 //! EOL validity and the selection rule.
 
 use dht_proto::libp2p_identity::PublicKey;
-use dht_proto::{PeerId, UnixSecs};
+use dht_proto::{PeerId, UnixSecs, ValidationError, Validator, pb, split_key};
 
 use crate::cbor::{IpnsData, decode_ipns_data};
-use crate::pb;
 use crate::time::{UnixNanos, is_after, parse_rfc3339};
-use crate::validator::{ValidationError, Validator, decode_public_key, split_key};
+use crate::validator::decode_public_key;
 
 /// Largest serialized IPNS record accepted (10 KiB, the spec's limit).
 pub const MAX_IPNS_RECORD_SIZE: usize = 10 * 1024;
@@ -69,7 +68,7 @@ fn parse_entry(bytes: &[u8]) -> Result<Entry<'_>, ValidationError> {
     }
     let mut e = Entry::default();
     let mut r = pb::Reader::new(bytes);
-    let m = ValidationError::Malformed;
+    let m = |e: pb::PbError| ValidationError::Malformed(e.reason());
     while let Some((field, v)) = r.field().map_err(m)? {
         match field {
             1 => e.value = v.bytes().map_err(m)?,

@@ -9,7 +9,6 @@ mod config;
 mod error;
 mod handler;
 mod ipns;
-mod pb;
 mod rate;
 mod time;
 mod validator;
@@ -20,9 +19,10 @@ pub use handler::{BatchAnswer, Handler, Sender, is_public_addr};
 pub use ipns::{IpnsValidator, MAX_IPNS_RECORD_SIZE};
 pub use rate::ip_bucket;
 pub use time::format_rfc3339;
-pub use validator::{
-    NamespacedValidator, PublicKeyValidator, ValidationError, Validator, split_key,
-};
+// The record validator trait is dht-proto's, so that the client (dht-routing) and the server
+// name one trait; re-exported here beside the validators that implement it.
+pub use dht_proto::{ValidationError, Validator, split_key};
+pub use validator::{NamespacedValidator, PublicKeyValidator};
 
 #[cfg(test)]
 mod tests {

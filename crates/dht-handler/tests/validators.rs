@@ -344,7 +344,7 @@ fn ipns_validate_cases() {
             key.clone(),
             vec![0x4a, 0x10, 0xa5],
             NOW,
-            Err(ValidationError::Malformed("truncated field")),
+            Err(ValidationError::Malformed("truncated protobuf")),
         ),
         (
             "empty value",

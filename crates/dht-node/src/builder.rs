@@ -32,8 +32,8 @@ use std::{
 use dht_handler::{Handler, HandlerConfig, Sender};
 use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response, batch::ProvideBatch};
 use dht_provider::{
-    FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore, SweepConfig,
-    SweepParts, SweepingProvider,
+    EitherProvider, FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore,
+    SweepConfig, SweepParts, SweepingProvider,
 };
 use dht_provider_store::{
     Config as StoreConfig, GroupWriter, MemoryStore, RocksStore, WriterConfig,
@@ -48,7 +48,7 @@ use parking_lot::Mutex;
 use crate::{
     fds::{self, FdPlan},
     metrics::Metrics,
-    node::{Node, NodeError, NodeHandler, NodeProvider, NodeTable, SharedStores, Stores},
+    node::{Node, NodeError, NodeHandler, NodeTable, SharedStores, Stores},
     transport::{self, HandlerError, Mode, RemotePeer, TransportConfig, TransportNetwork},
 };
 
@@ -533,7 +533,7 @@ impl<T: NodeTable> NodeBuilder<T> {
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let provider = match self.provider {
-            ProviderChoice::Sweep(config) => NodeProvider::Sweep(SweepingProvider::start(
+            ProviderChoice::Sweep(config) => EitherProvider::Sweep(SweepingProvider::start(
                 SweepParts {
                     local: info.clone(),
                     network,
@@ -544,7 +544,7 @@ impl<T: NodeTable> NodeBuilder<T> {
                 },
                 *config,
             )?),
-            ProviderChoice::Legacy(config) => NodeProvider::Legacy(LegacyProvider::start(
+            ProviderChoice::Legacy(config) => EitherProvider::PerKey(LegacyProvider::start(
                 client.clone(),
                 stores.clone(),
                 info.clone(),

@@ -94,7 +94,7 @@ pub struct RunConfig {
     /// Bootstrap peers (multiaddrs ending in `/p2p/<peer id>`); empty for none.
     pub bootstrap: Option<Vec<String>>,
     /// `server` or `client`.
-    pub mode: Option<String>,
+    pub mode: Option<RunMode>,
     /// How often every key is reprovided (`22h`, `30m`, `90s`, `1d`).
     pub reprovide_interval: Option<String>,
     /// Provider workers (sweep) or keys provided at once (per-key).
@@ -109,11 +109,11 @@ pub struct RunConfig {
     /// The file that holds the management API's token (created when missing).
     pub api_token_file: Option<PathBuf>,
     /// `sweep` or `per-key`.
-    pub strategy: Option<String>,
+    pub strategy: Option<Strategy>,
     /// `rocksdb` or `memory`.
-    pub store: Option<String>,
+    pub store: Option<StoreKind>,
     /// `kbucket` or `full`.
-    pub table: Option<String>,
+    pub table: Option<TableKind>,
     /// RocksDB sizing (the `[rocksdb]` table); unset sizes take the mode's default.
     pub rocksdb: Option<RocksSizes>,
     /// Whether the per-IP limits (connections per IP and per /24 or /48, the request rate
@@ -195,14 +195,72 @@ impl RocksSizes {
     }
 }
 
-/// Which routing table the node runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which routing table the node runs (`table`, `--table`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
 pub enum TableKind {
     /// k-buckets, refreshed every 10 minutes.
     #[default]
+    #[serde(rename = "kbucket")]
+    #[cfg_attr(feature = "cli", value(name = "kbucket"))]
     KBucket,
     /// Every server, filled by a crawl every hour.
     Full,
+}
+
+/// Whether the node serves the DHT (`mode`, `--mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum RunMode {
+    /// A DHT server: answers requests and is admitted to others' tables.
+    #[default]
+    Server,
+    /// A client: asks, never answers.
+    Client,
+}
+
+impl From<RunMode> for Mode {
+    fn from(mode: RunMode) -> Mode {
+        match mode {
+            RunMode::Server => Mode::Server,
+            RunMode::Client => Mode::Client,
+        }
+    }
+}
+
+/// How the node provides (`strategy`, `--strategy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Sweep the keyspace region by region (`SweepingProvider`): one exploration per region.
+    #[default]
+    Sweep,
+    /// One DHT walk per key (`LegacyProvider`, the baseline).
+    PerKey,
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Strategy::Sweep => "sweep",
+            Strategy::PerKey => "per-key",
+        })
+    }
+}
+
+/// Where the stores live (`store`, `--store`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// RocksDB in the data directory.
+    #[default]
+    Rocksdb,
+    /// In memory: gone when the process ends.
+    Memory,
 }
 
 /// [`RunConfig`] checked, with defaults filled in.
@@ -231,10 +289,10 @@ pub struct Settings {
     pub api_hosts: Vec<String>,
     /// The management API's token file.
     pub api_token_file: PathBuf,
-    /// Whether the per-key provider runs instead of the sweep.
-    pub per_key: bool,
-    /// Whether the stores are in memory instead of RocksDB.
-    pub memory_store: bool,
+    /// How the node provides.
+    pub strategy: Strategy,
+    /// Where the stores live.
+    pub store: StoreKind,
     /// RocksDB's settings (sizes by mode and `[rocksdb]`), when the stores are on RocksDB.
     pub rocksdb: StoreConfig,
     /// The routing table.
@@ -313,11 +371,7 @@ impl RunConfig {
                 .collect::<Result<Vec<_>, _>>()?,
             None => amino_bootstrap_peers(),
         };
-        let mode = match self.mode.as_deref() {
-            None | Some("server") => Mode::Server,
-            Some("client") => Mode::Client,
-            Some(other) => return Err(err("mode", format!("{other:?}: server or client"))),
-        };
+        let mode = Mode::from(self.mode.unwrap_or_default());
         let reprovide_interval = self
             .reprovide_interval
             .as_deref()
@@ -335,21 +389,9 @@ impl RunConfig {
             ));
         }
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
-        let per_key = match self.strategy.as_deref() {
-            None | Some("sweep") => false,
-            Some("per-key") => true,
-            Some(other) => return Err(err("strategy", format!("{other:?}: sweep or per-key"))),
-        };
-        let memory_store = match self.store.as_deref() {
-            None | Some("rocksdb") => false,
-            Some("memory") => true,
-            Some(other) => return Err(err("store", format!("{other:?}: rocksdb or memory"))),
-        };
-        let table = match self.table.as_deref() {
-            None | Some("kbucket") => TableKind::KBucket,
-            Some("full") => TableKind::Full,
-            Some(other) => return Err(err("table", format!("{other:?}: kbucket or full"))),
-        };
+        let strategy = self.strategy.unwrap_or_default();
+        let store = self.store.unwrap_or_default();
+        let table = self.table.unwrap_or_default();
         let rocksdb = self
             .rocksdb
             .clone()
@@ -372,8 +414,8 @@ impl RunConfig {
             reprovide_interval,
             workers: self.workers,
             http,
-            per_key,
-            memory_store,
+            strategy,
+            store,
             table,
             provide_batch: self
                 .kad
@@ -494,7 +536,7 @@ mod tests {
         assert_eq!(server, StoreConfig::default());
         assert_eq!(server.write_buffer_bytes, 256 * mib);
         let client = RunConfig {
-            mode: Some("client".into()),
+            mode: Some(RunMode::Client),
             ..RunConfig::default()
         };
         let small = client.resolve().expect("client").rocksdb;
@@ -564,26 +606,23 @@ mod tests {
             "api"
         );
         assert!(RunConfig::from_toml("nonsense = 1").is_err());
-        assert_eq!(
-            bad(RunConfig {
-                mode: Some("both".into()),
-                ..Default::default()
-            }),
-            "mode"
-        );
+        // A value that is none of a setting's choices is refused when the file is read, with
+        // the choices named.
+        for (line, choices) in [
+            ("mode = \"both\"", "`server` or `client`"),
+            ("strategy = \"all\"", "`sweep` or `per-key`"),
+            ("store = \"disk\"", "`rocksdb` or `memory`"),
+            ("table = \"x\"", "`kbucket` or `full`"),
+        ] {
+            let e = RunConfig::from_toml(line).expect_err(line).to_string();
+            assert!(e.contains(choices), "{line}: {e}");
+        }
         assert_eq!(
             bad(RunConfig {
                 workers: Some(0),
                 ..Default::default()
             }),
             "workers"
-        );
-        assert_eq!(
-            bad(RunConfig {
-                table: Some("x".into()),
-                ..Default::default()
-            }),
-            "table"
         );
         assert_eq!(
             bad(RunConfig {

@@ -44,24 +44,8 @@ use crate::{
 /// The multihash code of sha2-256.
 const SHA2_256: u64 = 0x12;
 
-/// How the providing node announces its keys.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// [`SweepingProvider`]: keys grouped by keyspace region, one exploration per region.
-    #[default]
-    Sweep,
-    /// [`LegacyProvider`]: one DHT walk per key (the baseline).
-    PerKey,
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Strategy::Sweep => "sweep",
-            Strategy::PerKey => "per-key",
-        })
-    }
-}
+/// How the providing node announces its keys: the strategy of `dht-node run`.
+pub use crate::config::Strategy;
 
 /// Settings of a devnet run.
 #[derive(Clone, Debug)]

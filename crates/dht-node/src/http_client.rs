@@ -41,7 +41,7 @@ pub enum ClientError {
     Url(String),
     /// The connection or the request failed.
     #[error("HTTP: {0}")]
-    Http(String),
+    Http(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No answer within the timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -56,6 +56,12 @@ pub enum ClientError {
     /// The answer was not the JSON expected.
     #[error("unexpected answer: {0}")]
     Json(#[from] serde_json::Error),
+    /// The answer was well-formed JSON with a value that does not decode (e.g. a multihash).
+    #[error("unexpected answer: {0}")]
+    BadAnswer(String),
+    /// The caller's sink for streamed answers failed (e.g. writing to standard output).
+    #[error("writing the answer: {0}")]
+    Sink(#[source] std::io::Error),
 }
 
 /// A client of one of a node's HTTP listeners: the management API (with its token) or the
@@ -144,19 +150,19 @@ impl ApiClient {
                 .body(Full::new(Bytes::from(bytes))),
             None => request.body(Full::new(Bytes::new())),
         }
-        .map_err(|e| ClientError::Http(e.to_string()))?;
+        .map_err(|e| ClientError::Http(e.into()))?;
         let exchange = async {
             let response = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| ClientError::Http(e.to_string()))?;
+                .map_err(|e| ClientError::Http(e.into()))?;
             let status = response.status();
             let body = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| ClientError::Http(e.to_string()))?
+                .map_err(|e| ClientError::Http(e.into()))?
                 .to_bytes();
             Ok::<_, ClientError>((status, body))
         };
@@ -247,21 +253,24 @@ impl ApiClient {
         }
         let request = request
             .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| ClientError::Http(e.into()))?;
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))?
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| ClientError::Http(e.into()))?;
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
             let bytes = tokio::time::timeout(self.timeout, body.collect())
                 .await
                 .map_err(|_| ClientError::Timeout(self.timeout))?
-                .map_err(|e| ClientError::Http(e.to_string()))?
+                .map_err(|e| ClientError::Http(e.into()))?
                 .to_bytes();
             ok(status, &bytes)?;
-            return Err(ClientError::Http(format!("unexpected status {status}")));
+            return Err(ClientError::Status {
+                status,
+                message: "unexpected status".into(),
+            });
         }
         let mut pending: Vec<u8> = Vec::new();
         let mut count = 0;
@@ -271,7 +280,7 @@ impl ApiClient {
                 .map_err(|_| ClientError::Timeout(self.timeout))?;
             let data = match frame {
                 None => break,
-                Some(frame) => frame.map_err(|e| ClientError::Http(e.to_string()))?,
+                Some(frame) => frame.map_err(|e| ClientError::Http(e.into()))?,
             };
             let Ok(data) = data.into_data() else {
                 continue;
@@ -410,4 +419,23 @@ fn ok(status: StatusCode, body: &[u8]) -> Result<(), ClientError> {
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     Err(ClientError::Status { status, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that cannot connect is `ClientError::Http`, keeping the connection error.
+    #[tokio::test]
+    async fn a_failed_connection_keeps_its_source() {
+        // A port just freed: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let client = ApiClient::new(&format!("http://127.0.0.1:{port}")).expect("a valid URL");
+        let err = client.stats().await.expect_err("nothing listens");
+        assert!(matches!(err, ClientError::Http(_)), "{err}");
+        assert!(std::error::Error::source(&err).is_some(), "{err}");
+    }
 }

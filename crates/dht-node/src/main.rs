@@ -15,12 +15,12 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use dht_node::{
     api,
     builder::NodeBuilder,
-    config::{RunConfig, Settings, TableKind},
-    devnet::{self, DevnetConfig, Strategy},
+    config::{RunConfig, RunMode, Settings, StoreKind, Strategy, TableKind},
+    devnet::{self, DevnetConfig},
     http_client::{ApiClient, ClientError},
     node::{Node, NodeTable},
 };
@@ -126,9 +126,9 @@ struct RunArgs {
     /// Apply the per-IP limits (connections, request rate) to loopback peers too.
     #[arg(long)]
     limit_loopback: bool,
-    /// server or client.
-    #[arg(long)]
-    mode: Option<String>,
+    /// Whether the node serves the DHT.
+    #[arg(long, value_enum)]
+    mode: Option<RunMode>,
     /// How often every key is reprovided (90s, 30m, 22h, 1d).
     #[arg(long)]
     reprovide_interval: Option<String>,
@@ -145,15 +145,15 @@ struct RunArgs {
     /// localhost (repeat for several).
     #[arg(long = "api-host")]
     api_host: Vec<String>,
-    /// sweep or per-key.
-    #[arg(long)]
-    strategy: Option<String>,
-    /// rocksdb or memory.
-    #[arg(long)]
-    store: Option<String>,
-    /// kbucket or full.
-    #[arg(long)]
-    table: Option<String>,
+    /// How the node provides.
+    #[arg(long, value_enum)]
+    strategy: Option<Strategy>,
+    /// Where the stores live.
+    #[arg(long, value_enum)]
+    store: Option<StoreKind>,
+    /// Which routing table the node runs.
+    #[arg(long, value_enum)]
+    table: Option<TableKind>,
 }
 
 impl RunArgs {
@@ -170,13 +170,13 @@ impl RunArgs {
             } else {
                 (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone())
             },
-            mode: self.mode.clone(),
+            mode: self.mode,
             reprovide_interval: self.reprovide_interval.clone(),
             workers: self.workers,
             http: self.http.clone(),
-            strategy: self.strategy.clone(),
-            store: self.store.clone(),
-            table: self.table.clone(),
+            strategy: self.strategy,
+            store: self.store,
+            table: self.table,
             limit_loopback: self.limit_loopback.then_some(true),
             ..RunConfig::default()
         }
@@ -261,8 +261,8 @@ struct DevnetArgs {
     #[arg(long, default_value_t = 200)]
     sample: usize,
     /// How node 0 provides.
-    #[arg(long, value_enum, default_value_t = StrategyArg::Sweep)]
-    strategy: StrategyArg,
+    #[arg(long, value_enum, default_value_t = Strategy::Sweep)]
+    strategy: Strategy,
     /// Seed of the keys, the bootstrap choices and the sample.
     #[arg(long)]
     seed: Option<u64>,
@@ -299,14 +299,6 @@ fn parse_share(v: &str) -> Result<f64, String> {
         .ok()
         .filter(|s| (0.0..=1.0).contains(s))
         .ok_or_else(|| format!("not a share from 0 to 1: {v:?}"))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum StrategyArg {
-    /// Sweep the keyspace region by region (SweepingProvider).
-    Sweep,
-    /// One DHT walk per key (LegacyProvider, the baseline).
-    PerKey,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -379,12 +371,12 @@ async fn run_node(args: RunArgs, api_token_file: Option<PathBuf>) -> anyhow::Res
     if args.lan || settings.listen.iter().any(is_local) {
         builder = builder.allow_local_networks();
     }
-    builder = if settings.memory_store {
+    builder = if settings.store == StoreKind::Memory {
         builder.memory_store()
     } else {
         builder.rocks_store(settings.rocksdb.clone())
     };
-    builder = if settings.per_key {
+    builder = if settings.strategy == Strategy::PerKey {
         let mut config = LegacyConfig::default();
         if let Some(interval) = settings.reprovide_interval {
             config = config.with_interval(interval);
@@ -734,13 +726,13 @@ async fn client_command(
                     Some(codec) => {
                         let bytes = dht_proto::cid::multibase::Base::Base58Btc
                             .decode(&key.multihash)
-                            .map_err(|e| ClientError::Http(format!("bad multihash: {e}")))?;
+                            .map_err(|e| ClientError::BadAnswer(format!("bad multihash: {e}")))?;
                         let mh = Multihash::from_bytes(&bytes)
-                            .map_err(|e| ClientError::Http(format!("bad multihash: {e}")))?;
+                            .map_err(|e| ClientError::BadAnswer(format!("bad multihash: {e}")))?;
                         dht_proto::cid::Cid::new_v1(codec, mh).to_string()
                     }
                 };
-                writeln!(out, "{text}").map_err(|e| ClientError::Http(format!("stdout: {e}")))
+                writeln!(out, "{text}").map_err(ClientError::Sink)
             })
             .await?;
             out.flush().context("writing stdout")?;
@@ -788,10 +780,7 @@ async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
         nodes: args.nodes,
         keys: args.keys,
         sample: args.sample,
-        strategy: match args.strategy {
-            StrategyArg::Sweep => Strategy::Sweep,
-            StrategyArg::PerKey => Strategy::PerKey,
-        },
+        strategy: args.strategy,
         bootstrap_peers: args.bootstrap_peers,
         settle_timeout: Duration::from_secs(args.settle_secs),
         ..DevnetConfig::default()

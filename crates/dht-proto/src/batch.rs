@@ -22,7 +22,13 @@
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::peer::{Multiaddr, PeerId, PeerInfo};
+use crate::{
+    pb::{
+        MAX_VARINT_LEN, PbError, Reader, WT_LEN, WT_VARINT, expect_wt, len_field, put_bytes,
+        put_tag, put_varint, varint_len, varint_step,
+    },
+    peer::{Multiaddr, PeerId, PeerInfo},
+};
 
 /// The protocol id of the batched provide protocol.
 pub const PROVIDE_BATCH_PROTOCOL: &str = "/amino-dht-rs/provide-batch/1.0.0";
@@ -397,7 +403,7 @@ impl BatchCodec {
 
     /// Decodes a batch from a protobuf body (no length prefix).
     pub fn decode_request_body(&self, buf: &[u8]) -> Result<ProvideBatch, BatchCodecError> {
-        let mut r = Reader { buf };
+        let mut r = Reader::new(buf);
         let mut provider = None;
         let mut keys: Vec<Vec<u8>> = Vec::new();
         while let Some((field, wt)) = r.tag()? {
@@ -437,7 +443,7 @@ impl BatchCodec {
         &self,
         buf: &[u8],
     ) -> Result<ProvideBatchResponse, BatchCodecError> {
-        let mut r = Reader { buf };
+        let mut r = Reader::new(buf);
         let mut out = ProvideBatchResponse::default();
         let mut stored_first: u64 = 0;
         let push = |statuses: &mut Vec<KeyStatus>, v: u64| {
@@ -453,8 +459,8 @@ impl BatchCodec {
         while let Some((field, wt)) = r.tag()? {
             match (field, wt) {
                 (1, WT_LEN) => {
-                    let mut packed = Reader { buf: r.bytes()? };
-                    while !packed.buf.is_empty() {
+                    let mut packed = Reader::new(r.bytes()?);
+                    while !packed.is_empty() {
                         push(&mut out.statuses, packed.varint()?)?;
                     }
                 }
@@ -489,7 +495,7 @@ impl BatchCodec {
 
     /// Appends the keys of a `KeyRun` body to `keys`, within the limits.
     fn decode_run(&self, buf: &[u8], keys: &mut Vec<Vec<u8>>) -> Result<(), BatchCodecError> {
-        let mut r = Reader { buf };
+        let mut r = Reader::new(buf);
         let (mut prefix, mut suffix_len, mut suffixes): (&[u8], u64, &[u8]) = (&[], 0, &[]);
         while let Some((field, wt)) = r.tag()? {
             match (field, wt) {
@@ -580,18 +586,18 @@ impl BatchCodec {
         buf: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, BatchCodecError>,
     ) -> Result<Option<(T, usize)>, BatchCodecError> {
-        let mut r = Reader { buf };
+        let mut r = Reader::new(buf);
         let len = match r.varint() {
             Ok(len) => len,
-            Err(BatchCodecError::Truncated) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(PbError::Truncated) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         self.check_len(len)?;
-        let head = buf.len() - r.buf.len();
-        if (r.buf.len() as u64) < len {
+        let head = buf.len() - r.rest().len();
+        if (r.rest().len() as u64) < len {
             return Ok(None);
         }
-        let body = &r.buf[..len as usize];
+        let body = &r.rest()[..len as usize];
         Ok(Some((decode(body)?, head + len as usize)))
     }
 
@@ -746,7 +752,7 @@ pub fn encode_response_body(response: &ProvideBatchResponse, out: &mut Vec<u8>) 
 
 /// Decodes an `Allowance` body; values past `u32` are read as `u32::MAX`.
 fn decode_allowance(buf: &[u8]) -> Result<Allowance, BatchCodecError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let mut a = Allowance::default();
     while let Some((field, wt)) = r.tag()? {
         let slot = match (field, wt) {
@@ -768,112 +774,19 @@ fn decode_allowance(buf: &[u8]) -> Result<Allowance, BatchCodecError> {
 // The same few primitives as `wire.rs`'s, kept here so that this module stands apart from the
 // `/ipfs/kad/1.0.0` codec.
 
-const WT_VARINT: u8 = 0;
-const WT_I64: u8 = 1;
-const WT_LEN: u8 = 2;
-const WT_I32: u8 = 5;
-const MAX_VARINT_LEN: usize = 10;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn put_tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(wire_type));
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_tag(out, field, WT_LEN);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn len_field(field: u32, len: usize) -> usize {
-    varint_len(u64::from(field) << 3) + varint_len(len as u64) + len
-}
-
-fn varint_step(acc: u64, byte: u8, i: usize) -> Result<u64, BatchCodecError> {
-    if i == MAX_VARINT_LEN - 1 && byte > 1 {
-        return Err(BatchCodecError::Malformed("varint overflows 64 bits"));
-    }
-    Ok(acc | (u64::from(byte & 0x7f) << (7 * i)))
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, BatchCodecError> {
-        let mut v = 0u64;
-        for i in 0..MAX_VARINT_LEN {
-            let (&b, rest) = self.buf.split_first().ok_or(BatchCodecError::Truncated)?;
-            self.buf = rest;
-            v = varint_step(v, b, i)?;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
+impl From<PbError> for BatchCodecError {
+    fn from(e: PbError) -> Self {
+        match e {
+            PbError::Truncated => BatchCodecError::Truncated,
+            PbError::Malformed(why) => BatchCodecError::Malformed(why),
         }
-        Err(BatchCodecError::Malformed("varint longer than 10 bytes"))
-    }
-
-    fn take(&mut self, n: u64) -> Result<&'a [u8], BatchCodecError> {
-        if n > self.buf.len() as u64 {
-            return Err(BatchCodecError::Truncated);
-        }
-        let (head, rest) = self.buf.split_at(n as usize);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], BatchCodecError> {
-        let n = self.varint()?;
-        self.take(n)
-    }
-
-    fn tag(&mut self) -> Result<Option<(u64, u8)>, BatchCodecError> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let tag = self.varint()?;
-        let field = tag >> 3;
-        if field == 0 {
-            return Err(BatchCodecError::Malformed("field number 0"));
-        }
-        Ok(Some((field, (tag & 7) as u8)))
-    }
-
-    fn skip(&mut self, wire_type: u8) -> Result<(), BatchCodecError> {
-        match wire_type {
-            WT_VARINT => self.varint().map(drop),
-            WT_I64 => self.take(8).map(drop),
-            WT_LEN => self.bytes().map(drop),
-            WT_I32 => self.take(4).map(drop),
-            _ => Err(BatchCodecError::Malformed("unsupported wire type")),
-        }
-    }
-}
-
-fn expect_wt(actual: u8, expected: u8) -> Result<(), BatchCodecError> {
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(BatchCodecError::Malformed("field has the wrong wire type"))
     }
 }
 
 /// Decodes the provider entry: `Ok(None)` when its id is missing or does not parse.
 /// Addresses that do not parse are skipped; at most [`MAX_BATCH_PROVIDER_ADDRS`] are kept.
 fn decode_peer(buf: &[u8]) -> Result<Option<PeerInfo>, BatchCodecError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let mut id = None;
     let mut addrs = Vec::new();
     while let Some((field, wt)) = r.tag()? {

@@ -4,9 +4,11 @@
 pub mod batch;
 mod key;
 mod message;
+pub mod pb;
 mod peer;
 mod prefix;
 mod record;
+mod validator;
 pub mod wire;
 
 #[cfg(feature = "libp2p-kad")]
@@ -21,6 +23,7 @@ pub use record::{
     K_VALUE, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, ProviderRecord,
     REPROVIDE_INTERVAL_SECS, Record, UnixSecs, VALUE_RECORD_TTL_SECS, provider_key_of_cid,
 };
+pub use validator::{ValidationError, Validator, split_key};
 pub use wire::{
     Codec, CodecError, DEFAULT_MAX_ADDRS_PER_PEER, DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PEERS_PER_LIST,

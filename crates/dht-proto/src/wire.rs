@@ -27,6 +27,10 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
     message::{MessageType, Request, Response},
+    pb::{
+        MAX_VARINT_LEN, PbError, Reader, WT_LEN, WT_VARINT, expect_wt, len_field, put_bytes,
+        put_tag, put_varint, varint_len, varint_step,
+    },
     peer::{ConnectionType, Multiaddr, PeerId, PeerInfo},
     record::Record,
 };
@@ -248,20 +252,20 @@ impl Codec {
         buf: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
     ) -> Result<Option<(T, usize)>, CodecError> {
-        let mut r = Reader { buf };
+        let mut r = Reader::new(buf);
         let len = match r.varint() {
             Ok(len) => len,
             // A varint cut short is only a frame that has not fully arrived.
-            Err(CodecError::Truncated) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(PbError::Truncated) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         self.check_len(len)?;
-        let header = buf.len() - r.buf.len();
+        let header = buf.len() - r.rest().len();
         let len = len as usize;
-        if r.buf.len() < len {
+        if r.rest().len() < len {
             return Ok(None);
         }
-        let msg = decode(&r.buf[..len])?;
+        let msg = decode(&r.rest()[..len])?;
         Ok(Some((msg, header + len)))
     }
 
@@ -309,45 +313,22 @@ impl Codec {
     }
 }
 
-// --- encoding ---------------------------------------------------------------------------------
-
-const WT_VARINT: u8 = 0;
-const WT_I64: u8 = 1;
-const WT_LEN: u8 = 2;
-const WT_I32: u8 = 5;
-const MAX_VARINT_LEN: usize = 10;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+impl From<PbError> for CodecError {
+    fn from(e: PbError) -> Self {
+        match e {
+            PbError::Truncated => CodecError::Truncated,
+            PbError::Malformed(why) => CodecError::Malformed(why),
+        }
     }
-    out.push(v as u8);
 }
 
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn put_tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(wire_type));
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_tag(out, field, WT_LEN);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
+// --- encoding ---------------------------------------------------------------------------------
 
 /// Writes a proto3 singular bytes field: omitted when empty.
 fn put_opt_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     if !bytes.is_empty() {
         put_bytes(out, field, bytes);
     }
-}
-
-fn len_field(field: u32, len: usize) -> usize {
-    varint_len(u64::from(field) << 3) + varint_len(len as u64) + len
 }
 
 fn record_len(r: &Record) -> usize {
@@ -491,77 +472,6 @@ pub fn encode_response_body(resp: &Response, out: &mut Vec<u8>) {
 
 // --- decoding ---------------------------------------------------------------------------------
 
-fn varint_step(acc: u64, byte: u8, i: usize) -> Result<u64, CodecError> {
-    if i == MAX_VARINT_LEN - 1 && byte > 1 {
-        return Err(CodecError::Malformed("varint overflows 64 bits"));
-    }
-    Ok(acc | (u64::from(byte & 0x7f) << (7 * i)))
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, CodecError> {
-        let mut v = 0u64;
-        for i in 0..MAX_VARINT_LEN {
-            let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated)?;
-            self.buf = rest;
-            v = varint_step(v, b, i)?;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(CodecError::Malformed("varint longer than 10 bytes"))
-    }
-
-    fn take(&mut self, n: u64) -> Result<&'a [u8], CodecError> {
-        if n > self.buf.len() as u64 {
-            return Err(CodecError::Truncated);
-        }
-        let (head, rest) = self.buf.split_at(n as usize);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
-        let n = self.varint()?;
-        self.take(n)
-    }
-
-    /// The next field's number and wire type; `None` at the end of the input.
-    fn tag(&mut self) -> Result<Option<(u64, u8)>, CodecError> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let tag = self.varint()?;
-        let field = tag >> 3;
-        if field == 0 {
-            return Err(CodecError::Malformed("field number 0"));
-        }
-        Ok(Some((field, (tag & 7) as u8)))
-    }
-
-    fn skip(&mut self, wire_type: u8) -> Result<(), CodecError> {
-        match wire_type {
-            WT_VARINT => self.varint().map(drop),
-            WT_I64 => self.take(8).map(drop),
-            WT_LEN => self.bytes().map(drop),
-            WT_I32 => self.take(4).map(drop),
-            _ => Err(CodecError::Malformed("unsupported wire type")),
-        }
-    }
-}
-
-fn expect_wt(actual: u8, expected: u8) -> Result<(), CodecError> {
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(CodecError::Malformed("field has the wrong wire type"))
-    }
-}
-
 /// A decoded message before it is read as a request or a response.
 #[derive(Default)]
 struct RawMessage {
@@ -573,7 +483,7 @@ struct RawMessage {
 }
 
 fn decode_raw(buf: &[u8], limits: Limits) -> Result<RawMessage, CodecError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let mut m = RawMessage::default();
     while let Some((field, wt)) = r.tag()? {
         match field {
@@ -613,7 +523,7 @@ fn decode_raw(buf: &[u8], limits: Limits) -> Result<RawMessage, CodecError> {
 }
 
 fn decode_record(buf: &[u8]) -> Result<Record, CodecError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let mut rec = Record::default();
     while let Some((field, wt)) = r.tag()? {
         match field {
@@ -640,7 +550,7 @@ fn decode_record(buf: &[u8]) -> Result<Record, CodecError> {
 /// Decodes a peer, keeping its first `max_addrs` valid addresses; `Ok(None)` when its id is
 /// not a valid peer id (the peer is dropped).
 fn decode_peer(buf: &[u8], max_addrs: usize) -> Result<Option<PeerInfo>, CodecError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let mut id = None;
     let mut addrs = Vec::new();
     let mut connection = ConnectionType::NotConnected;
@@ -740,19 +650,4 @@ fn response_of(raw: RawMessage) -> Result<Response, CodecError> {
         },
         MessageType::Ping => Response::Ping,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varint_lengths() {
-        for v in [0u64, 1, 127, 128, 16383, 16384, u64::MAX] {
-            let mut b = Vec::new();
-            put_varint(&mut b, v);
-            assert_eq!(b.len(), varint_len(v), "{v}");
-            assert_eq!(Reader { buf: &b }.varint().unwrap(), v);
-        }
-    }
 }

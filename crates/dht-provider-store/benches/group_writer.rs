@@ -29,7 +29,7 @@ use dht_provider_store::{
     SourceGroup, WriterConfig,
 };
 
-const NOW: u64 = 1_700_000_000;
+const NOW: u64 = dht_test_kit::EPOCH;
 const SENDERS: usize = 64;
 
 /// Records each sender writes per iteration, one call at a time.

@@ -24,7 +24,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const BATCH: usize = 1000;
-const T0: u64 = 1_700_000_000;
+const T0: u64 = dht_test_kit::EPOCH;
 const H: u64 = 3600;
 
 /// `n` records for random keys, each from one of 1,000 peers with one or two addresses.

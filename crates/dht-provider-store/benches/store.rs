@@ -20,7 +20,7 @@ use libp2p_kad::store::{MemoryStore as KadStore, MemoryStoreConfig, RecordStore}
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-const NOW: u64 = 1_700_000_000;
+const NOW: u64 = dht_test_kit::EPOCH;
 const BATCH: usize = 1000;
 
 struct Gen {

@@ -332,7 +332,7 @@ mod tests {
             addrs: (0..addrs)
                 .map(|i| format!("/ip4/10.0.0.{i}/tcp/4001").parse().unwrap())
                 .collect(),
-            received_at: 1_700_000_000,
+            received_at: dht_test_kit::EPOCH,
         }
     }
 

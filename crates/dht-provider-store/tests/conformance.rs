@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{H, T0, addr, dht_key, mh, peer, rec, summary};
+use common::{H, T0, addr, dht_key, mh, peer_id, rec, summary};
 use dht_proto::{
     Key, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, Prefix, Record, VALUE_RECORD_TTL_SECS,
 };
@@ -43,7 +43,7 @@ mod suite {
         );
         assert_eq!(
             summary(&s.providers(&dht_key(1), 1, now).unwrap()),
-            vec![(peer(2), T0 + 10)]
+            vec![(peer_id(2), T0 + 10)]
         );
         assert!(s.providers(&dht_key(1), 0, now).unwrap().is_empty());
         assert_eq!(
@@ -67,7 +67,7 @@ mod suite {
             assert_eq!(got.len(), usize::from(present), "at +{offset}s");
             if let Some(r) = got.first() {
                 assert_eq!(r.addrs.is_empty(), !with_addrs, "addresses at +{offset}s");
-                assert_eq!((r.provider, r.received_at), (peer(1), T0));
+                assert_eq!((r.provider, r.received_at), (peer_id(1), T0));
             }
         };
         check(0, true, true);
@@ -104,7 +104,7 @@ mod suite {
             .unwrap();
         assert_eq!(
             summary(&s.providers(&dht_key(2), 20, T0 + 5).unwrap()),
-            vec![(peer(1), T0 + 5)]
+            vec![(peer_id(1), T0 + 5)]
         );
         assert_eq!(s.remove_expired(T0 + PROVIDER_RECORD_TTL_SECS).unwrap(), 0);
         assert_eq!(
@@ -120,19 +120,22 @@ mod suite {
         let peers = |now| sorted_peers(s, 1, now);
         // A fourth provider is refused, the established ones kept.
         s.add_providers(&[rec(1, 4, T0 + 1)]).unwrap();
-        assert_eq!(peers(T0 + 1), sorted(vec![peer(1), peer(2), peer(3)]));
+        assert_eq!(
+            peers(T0 + 1),
+            sorted(vec![peer_id(1), peer_id(2), peer_id(3)])
+        );
         // A re-announce from an established provider is accepted.
         s.add_providers(&[rec(1, 2, T0 + 2)]).unwrap();
         assert_eq!(
             summary(&s.providers(&dht_key(1), 1, T0 + 2).unwrap()),
-            vec![(peer(2), T0 + 2)]
+            vec![(peer_id(2), T0 + 2)]
         );
         // Within one batch, the first ones fill the key.
         s.add_providers(&[rec(2, 5, T0), rec(2, 6, T0), rec(2, 7, T0), rec(2, 8, T0)])
             .unwrap();
         let mut got = summary(&s.providers(&dht_key(2), 20, T0).unwrap());
         got.sort();
-        let mut want = vec![(peer(5), T0), (peer(6), T0), (peer(7), T0)];
+        let mut want = vec![(peer_id(5), T0), (peer_id(6), T0), (peer_id(7), T0)];
         want.sort();
         assert_eq!(got, want);
         // Expired providers do not count toward the cap, even before they are removed.
@@ -140,12 +143,15 @@ mod suite {
         s.add_providers(&[rec(1, 4, later)]).unwrap();
         assert_eq!(
             summary(&s.providers(&dht_key(1), 20, later).unwrap()),
-            vec![(peer(4), later), (peer(2), T0 + 2)]
+            vec![(peer_id(4), later), (peer_id(2), T0 + 2)]
         );
         // Now peer 2 and 4 are live; one slot left.
         s.add_providers(&[rec(1, 9, later), rec(1, 10, later)])
             .unwrap();
-        assert_eq!(peers(later), sorted(vec![peer(2), peer(4), peer(9)]));
+        assert_eq!(
+            peers(later),
+            sorted(vec![peer_id(2), peer_id(4), peer_id(9)])
+        );
     }
 
     /// Store opened with `max_providers_per_key = 3`.
@@ -159,35 +165,56 @@ mod suite {
             s.add_inbound_provider(&rec(1, p, T0 + i as u64), a)
                 .unwrap();
         }
-        assert_eq!(peers(T0 + 3), sorted(vec![peer(1), peer(2), peer(3)]));
+        assert_eq!(
+            peers(T0 + 3),
+            sorted(vec![peer_id(1), peer_id(2), peer_id(3)])
+        );
         // A newcomer of another group takes the oldest squatter's slot.
         s.add_inbound_provider(&rec(1, 4, T0 + 10), b).unwrap();
-        assert_eq!(peers(T0 + 10), sorted(vec![peer(2), peer(3), peer(4)]));
+        assert_eq!(
+            peers(T0 + 10),
+            sorted(vec![peer_id(2), peer_id(3), peer_id(4)])
+        );
         // The evicted squatter coming back replaces its own group's oldest, not the newcomer.
         s.add_inbound_provider(&rec(1, 1, T0 + 20), a).unwrap();
-        assert_eq!(peers(T0 + 20), sorted(vec![peer(1), peer(3), peer(4)]));
+        assert_eq!(
+            peers(T0 + 20),
+            sorted(vec![peer_id(1), peer_id(3), peer_id(4)])
+        );
         // Re-announces refresh, whatever the cap.
         s.add_inbound_provider(&rec(1, 4, T0 + 30), b).unwrap();
         s.add_inbound_provider(&rec(1, 3, T0 + 31), a).unwrap();
-        assert_eq!(peers(T0 + 31), sorted(vec![peer(1), peer(3), peer(4)]));
+        assert_eq!(
+            peers(T0 + 31),
+            sorted(vec![peer_id(1), peer_id(3), peer_id(4)])
+        );
         // A third group takes a slot of the only group holding two.
         s.add_inbound_provider(&rec(1, 5, T0 + 40), c).unwrap();
-        assert_eq!(peers(T0 + 40), sorted(vec![peer(3), peer(4), peer(5)]));
+        assert_eq!(
+            peers(T0 + 40),
+            sorted(vec![peer_id(3), peer_id(4), peer_id(5)])
+        );
         // Now every group holds one: a fourth group is refused, as are records without a
         // group, and a newcomer of a present group replaces that group's record only.
         let d = SourceGroup::from_bytes(&[4, 233, 252, 0]);
         s.add_inbound_provider(&rec(1, 6, T0 + 50), d).unwrap();
         s.add_providers(&[rec(1, 7, T0 + 50)]).unwrap();
-        assert_eq!(peers(T0 + 50), sorted(vec![peer(3), peer(4), peer(5)]));
+        assert_eq!(
+            peers(T0 + 50),
+            sorted(vec![peer_id(3), peer_id(4), peer_id(5)])
+        );
         s.add_inbound_provider(&rec(1, 8, T0 + 60), c).unwrap();
-        assert_eq!(peers(T0 + 60), sorted(vec![peer(3), peer(4), peer(8)]));
+        assert_eq!(
+            peers(T0 + 60),
+            sorted(vec![peer_id(3), peer_id(4), peer_id(8)])
+        );
         // Records without a group are never replaced by grouped ones beyond their share.
         s.add_providers(&[rec(2, 1, T0), rec(2, 2, T0), rec(2, 3, T0)])
             .unwrap();
         s.add_inbound_provider(&rec(2, 4, T0 + 1), a).unwrap();
         assert_eq!(
             sorted_peers(s, 2, T0 + 1),
-            sorted(vec![peer(1), peer(2), peer(3)])
+            sorted(vec![peer_id(1), peer_id(2), peer_id(3)])
         );
     }
 
@@ -200,7 +227,7 @@ mod suite {
         // Removed, even for a reader whose clock says it would still be valid.
         assert_eq!(
             summary(&s.providers(&dht_key(1), 20, T0).unwrap()),
-            vec![(peer(2), T0 + H)]
+            vec![(peer_id(2), T0 + H)]
         );
         assert_eq!(s.remove_expired(T0 + PROVIDER_RECORD_TTL_SECS).unwrap(), 0);
         assert_eq!(
@@ -248,7 +275,7 @@ mod suite {
         s.remove_expired(T0 + PROVIDER_RECORD_TTL_SECS).unwrap();
         assert_eq!(
             summary(&s.providers(&k, 20, T0 + 1).unwrap()),
-            vec![(peer(2), T0 + 1)]
+            vec![(peer_id(2), T0 + 1)]
         );
     }
 

@@ -689,7 +689,7 @@ fn the_provider_cache_is_bounded_in_bytes() {
     )
     .unwrap();
     // 200 keys whose lists hold 20 KB of addresses each (4 MB in all), every one read once.
-    let now = 1_700_000_000;
+    let now = T0;
     for i in 0..200 {
         let key = format!("key {i:05} ...........................").into_bytes();
         let record = dht_proto::ProviderRecord {
@@ -733,7 +733,7 @@ fn unacknowledged_provider_records_are_not_fsynced() {
         key: format!("key {i} ..............................").into_bytes(),
         provider: dht_proto::PeerId::random(),
         addrs: vec!["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
-        received_at: 1_700_000_000,
+        received_at: T0,
     };
     let base = store.wal_syncs().unwrap();
     for i in 0..20 {

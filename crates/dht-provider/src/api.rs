@@ -2,6 +2,7 @@
 
 use dht_proto::{Key, Prefix};
 use dht_provider_store::Keystore;
+use futures::future::Either;
 
 use crate::{Multihash, error::ProviderError, stats::ProviderStats};
 
@@ -63,37 +64,93 @@ pub trait DhtProvider: Send + Sync {
     fn close(&self) -> impl Future<Output = Result<(), ProviderError>> + Send;
 }
 
-macro_rules! impl_dht_provider {
-    ($ty:ident < $($p:ident : $bound:path),* >) => {
-        impl<$($p: $bound + 'static),*> DhtProvider for crate::$ty<$($p),*> {
-            fn start_providing(
-                &self,
-                force: bool,
-                keys: &[Multihash],
-            ) -> impl Future<Output = Result<(), ProviderError>> + Send {
-                crate::$ty::start_providing(self, force, keys)
-            }
-            fn start_providing_async(&self, force: bool, keys: &[Multihash]) -> Result<(), ProviderError> {
-                crate::$ty::start_providing_async(self, force, keys)
-            }
-            fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
-                crate::$ty::stop_providing(self, keys)
-            }
-            fn provide_once(&self, keys: &[Multihash]) -> impl Future<Output = Result<(), ProviderError>> + Send {
-                crate::$ty::provide_once(self, keys)
-            }
-            fn provide_list(&self, after: Option<&Key>, limit: usize) -> Result<Vec<(Key, Multihash)>, ProviderError> {
-                crate::$ty::provide_list(self, after, limit)
-            }
-            fn stats(&self) -> ProviderStats {
-                crate::$ty::stats(self)
-            }
-            fn close(&self) -> impl Future<Output = Result<(), ProviderError>> + Send {
-                crate::$ty::close(self)
-            }
-        }
-    };
+/// One of two providers behind one [`DhtProvider`]: what a node that lets its operator choose
+/// the strategy holds (dht-node's `NodeProvider`, the simulator's provide experiment).
+#[derive(Clone)]
+pub enum EitherProvider<S, L> {
+    /// The sweeping provider (the default): keys grouped by keyspace region.
+    Sweep(S),
+    /// The per-key provider: one DHT walk per key.
+    PerKey(L),
 }
 
-impl_dht_provider!(SweepingProvider<N: dht_routing::Network, T: dht_routing_table::RoutingTable, K: dht_provider_store::Keystore>);
-impl_dht_provider!(LegacyProvider<D: dht_routing::Dht, K: dht_provider_store::Keystore>);
+impl<S, L> std::fmt::Debug for EitherProvider<S, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EitherProvider::{}", self.strategy())
+    }
+}
+
+impl<S, L> EitherProvider<S, L> {
+    /// `"sweep"` or `"per-key"`.
+    pub fn strategy(&self) -> &'static str {
+        match self {
+            EitherProvider::Sweep(_) => "sweep",
+            EitherProvider::PerKey(_) => "per-key",
+        }
+    }
+}
+
+// The futures are forwarded as they are (`Either`), not awaited in an `async fn`: an async
+// body holding `&S` across the await would not be `Send` for every lifetime, which the
+// HTTP API's handlers need.
+impl<S: DhtProvider, L: DhtProvider> DhtProvider for EitherProvider<S, L> {
+    fn start_providing(
+        &self,
+        force: bool,
+        keys: &[Multihash],
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        match self {
+            EitherProvider::Sweep(p) => Either::Left(p.start_providing(force, keys)),
+            EitherProvider::PerKey(p) => Either::Right(p.start_providing(force, keys)),
+        }
+    }
+
+    fn start_providing_async(&self, force: bool, keys: &[Multihash]) -> Result<(), ProviderError> {
+        match self {
+            EitherProvider::Sweep(p) => p.start_providing_async(force, keys),
+            EitherProvider::PerKey(p) => p.start_providing_async(force, keys),
+        }
+    }
+
+    fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
+        match self {
+            EitherProvider::Sweep(p) => p.stop_providing(keys),
+            EitherProvider::PerKey(p) => p.stop_providing(keys),
+        }
+    }
+
+    fn provide_once(
+        &self,
+        keys: &[Multihash],
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        match self {
+            EitherProvider::Sweep(p) => Either::Left(p.provide_once(keys)),
+            EitherProvider::PerKey(p) => Either::Right(p.provide_once(keys)),
+        }
+    }
+
+    fn provide_list(
+        &self,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Multihash)>, ProviderError> {
+        match self {
+            EitherProvider::Sweep(p) => p.provide_list(after, limit),
+            EitherProvider::PerKey(p) => p.provide_list(after, limit),
+        }
+    }
+
+    fn stats(&self) -> ProviderStats {
+        match self {
+            EitherProvider::Sweep(p) => p.stats(),
+            EitherProvider::PerKey(p) => p.stats(),
+        }
+    }
+
+    fn close(&self) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        match self {
+            EitherProvider::Sweep(p) => Either::Left(p.close()),
+            EitherProvider::PerKey(p) => Either::Right(p.close()),
+        }
+    }
+}

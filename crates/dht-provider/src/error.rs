@@ -9,9 +9,19 @@ pub enum ProviderError {
     /// The keystore failed (disk full, corrupt data, …); nothing was acknowledged.
     #[error("keystore: {0}")]
     Keystore(#[from] dht_provider_store::StoreError),
-    /// The sweep's persisted state could not be read or written.
+    /// The sweep's persisted state does not decode.
     #[error("sweep state: {0}")]
     State(String),
+    /// The sweep's state file could not be read or written.
+    #[error("sweep state: {action} {}: {source}", path.display())]
+    StateIo {
+        /// What was being done (`reading`, `writing`, …).
+        action: &'static str,
+        /// The state file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The first provide of some keys did not reach enough servers; they stay in the keystore
     /// and are retried and reprovided.
     #[error("{} of the keys could not be provided", failed.len())]

@@ -104,8 +104,8 @@ pub enum ExploreAction {
     },
     /// Nothing to send until an answer arrives.
     Wait,
-    /// Finished: call [`RegionExplorer::finish`].
-    Done,
+    /// Finished: call [`RegionExplorer::into_result`].
+    Finished,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,8 +131,8 @@ struct Entry {
 /// let region: Prefix = "0110".parse()?;
 /// // No seeds: nothing to ask, so it is done at once, knowing nothing.
 /// let mut explorer = RegionExplorer::new(region, None, Vec::new(), ExploreConfig::default());
-/// assert_eq!(explorer.next_action(), ExploreAction::Done);
-/// let result = explorer.finish();
+/// assert_eq!(explorer.poll(), ExploreAction::Finished);
+/// let result = explorer.into_result();
 /// assert!(result.servers.is_empty() && !result.complete);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -309,14 +309,14 @@ impl RegionExplorer {
     }
 
     /// The next thing to do.
-    pub fn next_action(&mut self) -> ExploreAction {
+    pub fn poll(&mut self) -> ExploreAction {
         loop {
             if self.open.is_empty() {
                 if self.grow_scope() {
                     continue;
                 }
                 return if self.in_flight.is_empty() {
-                    ExploreAction::Done
+                    ExploreAction::Finished
                 } else {
                     ExploreAction::Wait
                 };
@@ -324,7 +324,7 @@ impl RegionExplorer {
             if self.requests >= self.config.max_requests {
                 self.exhausted = true;
                 return if self.in_flight.is_empty() {
-                    ExploreAction::Done
+                    ExploreAction::Finished
                 } else {
                     ExploreAction::Wait
                 };
@@ -497,9 +497,9 @@ impl RegionExplorer {
         self.region
     }
 
-    /// The result; call once [`ExploreAction::Done`] was returned (earlier, it reports what
+    /// The result; call once [`ExploreAction::Finished`] was returned (earlier, it reports what
     /// is known so far as incomplete).
-    pub fn finish(self) -> Exploration {
+    pub fn into_result(self) -> Exploration {
         let complete = !self.exhausted && self.open.is_empty() && self.in_flight.is_empty();
         let servers: Vec<PeerInfo> = self
             .live_in(&self.scope)

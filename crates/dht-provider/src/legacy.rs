@@ -22,7 +22,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::{Multihash, error::ProviderError, stats::ProviderStats};
+use crate::{DhtProvider, Multihash, error::ProviderError, stats::ProviderStats};
 
 /// Settings of a [`LegacyProvider`].
 #[derive(Clone, Debug)]
@@ -189,15 +189,17 @@ where
             task: Arc::new(Mutex::new(Some(task))),
         }
     }
+}
 
+impl<D, K> DhtProvider for LegacyProvider<D, K>
+where
+    D: Dht + 'static,
+    K: Keystore + 'static,
+{
     /// Adds `keys` to the keystore (on the blocking pool: the write waits for the disk) and
     /// provides each (with `force`, also those already held); returns once every first
     /// provide succeeded or failed.
-    pub async fn start_providing(
-        &self,
-        force: bool,
-        keys: &[Multihash],
-    ) -> Result<(), ProviderError> {
+    async fn start_providing(&self, force: bool, keys: &[Multihash]) -> Result<(), ProviderError> {
         let inner = self.inner.clone();
         let keys = keys.to_vec();
         let todo = crate::error::off_async(move || {
@@ -209,11 +211,7 @@ where
     }
 
     /// Like [`start_providing`](Self::start_providing), without waiting.
-    pub fn start_providing_async(
-        &self,
-        force: bool,
-        keys: &[Multihash],
-    ) -> Result<(), ProviderError> {
+    fn start_providing_async(&self, force: bool, keys: &[Multihash]) -> Result<(), ProviderError> {
         let new = self.inner.keystore.put(keys)?;
         let todo = if force { keys.to_vec() } else { new };
         let inner = self.inner.clone();
@@ -226,18 +224,18 @@ where
     }
 
     /// Removes `keys` from the keystore.
-    pub fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
+    fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
         self.inner.keystore.delete(keys)?;
         Ok(())
     }
 
     /// Provides `keys` once, without keeping them.
-    pub async fn provide_once(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
+    async fn provide_once(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
         self.inner.provide_many(keys).await
     }
 
     /// The keys provided, in keyspace order; see [`DhtProvider::provide_list`](crate::DhtProvider::provide_list).
-    pub fn provide_list(
+    fn provide_list(
         &self,
         after: Option<&dht_proto::Key>,
         limit: usize,
@@ -246,7 +244,7 @@ where
     }
 
     /// Counters in the sweep's terms, for side-by-side reports.
-    pub fn stats(&self) -> ProviderStats {
+    fn stats(&self) -> ProviderStats {
         let c = &self.inner.counters;
         let last = self.inner.last.lock().clone();
         ProviderStats {
@@ -264,7 +262,7 @@ where
     }
 
     /// Stops the periodic reprovide.
-    pub async fn close(&self) -> Result<(), ProviderError> {
+    async fn close(&self) -> Result<(), ProviderError> {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake.notify_waiters();
         let task = self.task.lock().take();
@@ -429,7 +427,7 @@ where
     K: Keystore + 'static,
 {
     async fn close(&self) -> Result<(), ProviderError> {
-        LegacyProvider::close(self).await
+        DhtProvider::close(self).await
     }
 
     fn stat(&self) -> Result<ReproviderStats, ProviderError> {

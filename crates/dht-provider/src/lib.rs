@@ -12,7 +12,7 @@ pub mod state;
 mod stats;
 mod sweep;
 
-pub use api::{DhtProvider, MAX_LIST_PAGE};
+pub use api::{DhtProvider, EitherProvider, MAX_LIST_PAGE};
 pub use error::ProviderError;
 pub use legacy::{LegacyConfig, LegacyProvider};
 pub use state::{FileStateStore, MemoryStateStore, StateStore};

@@ -358,7 +358,7 @@ mod tests {
             (H, 48 * H),
         ] {
             // Running for 200 cycles, a third into the current one.
-            let epoch = 1_700_000_000;
+            let epoch = dht_test_kit::EPOCH;
             let s = Schedule::new(epoch, old, 6);
             let progress = Progress {
                 cycle: 200,

@@ -112,16 +112,19 @@ impl StateStore for FileStateStore {
         match fs::read(&self.path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ProviderError::State(format!(
-                "reading {}: {e}",
-                self.path.display()
-            ))),
+            Err(source) => Err(ProviderError::StateIo {
+                action: "reading",
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
     fn save(&self, blob: &[u8]) -> Result<(), ProviderError> {
-        let io = |what: &str, e: std::io::Error| {
-            ProviderError::State(format!("{what} {}: {e}", self.path.display()))
+        let io = |action: &'static str, source: std::io::Error| ProviderError::StateIo {
+            action,
+            path: self.path.clone(),
+            source,
         };
         let tmp = self.path.with_extension("tmp");
         let mut f = File::create(&tmp).map_err(|e| io("creating", e))?;
@@ -374,9 +377,28 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// A state file that cannot be read or written is an error that keeps the I/O error.
+    #[test]
+    fn state_file_errors_keep_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        // The path is a directory: it can be neither read nor replaced by a file.
+        let store = FileStateStore::new(dir.path());
+        for err in [store.load().unwrap_err(), store.save(b"x").unwrap_err()] {
+            let source = std::error::Error::source(&err);
+            assert!(
+                source.is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains(&dir.path().display().to_string()),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn state_round_trips_and_rejects_garbage() {
-        let mut s = SweepState::new(1_700_000_000, 22 * 3600, 8);
+        let mut s = SweepState::new(dht_test_kit::EPOCH, 22 * 3600, 8);
         s.progress.cycle = 3;
         s.progress.next = "0110".parse::<Prefix>().unwrap().first_key();
         s.pending.insert("0111".parse().unwrap());
@@ -385,7 +407,7 @@ mod tests {
             "0010".parse().unwrap(),
             SliceRetry {
                 at: 1_700_000_300,
-                since: 1_700_000_000,
+                since: dht_test_kit::EPOCH,
                 keys: vec![WeakKey {
                     key: Multihash::wrap(0x12, &[7; 32]).unwrap(),
                     reached: vec![1, u64::MAX],

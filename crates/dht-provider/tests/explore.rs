@@ -116,7 +116,7 @@ impl Net {
         // Answers are delivered one at a time, in the order asked: enough for a sans-IO test.
         let mut queue = Vec::new();
         loop {
-            match ex.next_action() {
+            match ex.poll() {
                 ExploreAction::Ask { peer, target } => queue.push((peer, target)),
                 ExploreAction::Wait => {
                     let (peer, target) = queue.remove(0);
@@ -125,7 +125,7 @@ impl Net {
                         None => ex.on_failure(&peer.peer_id),
                     }
                 }
-                ExploreAction::Done => return ex.finish(),
+                ExploreAction::Finished => return ex.into_result(),
             }
         }
     }

@@ -14,14 +14,15 @@ use dht_proto::{
     batch::{Allowance, BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
 };
 use dht_provider::{
-    MemoryStateStore, Multihash, StateStore, SweepConfig, SweepParts, SweepingProvider,
-    explore::closest_of,
+    DhtProvider, MemoryStateStore, Multihash, StateStore, SweepConfig, SweepParts,
+    SweepingProvider, explore::closest_of,
 };
 use dht_provider_store::{Keystore, MemoryStore};
 use dht_routing::{Feature, Network, RpcError};
 use dht_routing_table::{
     Clock, Direction, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
+use dht_test_kit::{EPOCH, SimClock};
 use parking_lot::Mutex;
 use rand::{
     Rng, SeedableRng,
@@ -29,23 +30,15 @@ use rand::{
     seq::{IndexedRandom, SliceRandom},
 };
 
-const START: UnixSecs = 1_700_000_000;
+const START: UnixSecs = EPOCH;
 
-/// Wall-clock seconds that follow tokio's (paused) clock, from the start of the test's runtime.
-struct TokioClock(tokio::time::Instant);
-
-impl Clock for TokioClock {
-    fn now(&self) -> UnixSecs {
-        START + self.0.elapsed().as_secs()
-    }
-}
-
-/// The instant the test's clock reads `START`: the first call in a runtime fixes it.
-fn base() -> tokio::time::Instant {
+/// The test's clock: it reads `START` when first asked for in a runtime, and follows tokio's
+/// (paused) clock from there; every later call in the runtime returns the same clock.
+fn clock() -> SimClock {
     thread_local! {
-        static BASE: std::cell::OnceCell<tokio::time::Instant> = const { std::cell::OnceCell::new() };
+        static CLOCK: std::cell::OnceCell<SimClock> = const { std::cell::OnceCell::new() };
     }
-    BASE.with(|b| *b.get_or_init(tokio::time::Instant::now))
+    CLOCK.with(|c| *c.get_or_init(|| SimClock::new(START)))
 }
 
 #[derive(Default)]
@@ -233,7 +226,7 @@ impl Net {
         {
             return false;
         }
-        let now = TokioClock(base()).now();
+        let now = clock().now();
         let mut waits = self.0.waits.lock();
         let (last, longest) = waits.entry(key.clone()).or_insert((now, 0));
         if now > *last + 600 {
@@ -522,7 +515,7 @@ fn start_with_table<T: RoutingTable + 'static, K: Keystore + 'static>(
         network: net.clone(),
         keystore: store,
         state: Box::new(state) as Box<dyn StateStore>,
-        clock: Arc::new(TokioClock(base())),
+        clock: Arc::new(clock()),
     };
     SweepingProvider::start(parts, config).unwrap()
 }
@@ -701,7 +694,7 @@ fn start_legacy(net: &Net) -> Legacy {
         client,
         Arc::new(MemoryStore::new()),
         me,
-        Arc::new(TokioClock(base())),
+        Arc::new(clock()),
         dht_provider::LegacyConfig::default(),
     )
 }
@@ -1019,7 +1012,7 @@ async fn an_interval_change_keeps_every_key_within_the_shorter_interval() {
     // Every key's first provide after a change comes within this long of the change; the
     // waits that end in it are the ones the change shaped.
     let window = Duration::from_secs(22 * H + 600);
-    let now = || TokioClock(base()).now();
+    let now = || clock().now();
 
     let provider = start(&net, store.clone(), state.clone(), with_interval(22));
     tokio::time::sleep(Duration::from_secs(30 * H)).await;
@@ -1207,9 +1200,9 @@ async fn a_complete_table_gives_the_regions_without_find_node() {
     let table = FullRoutingTable::new(
         me.key(),
         FullRtConfig::default().with_freshness(30 * 24 * 3600),
-        TokioClock(base()),
+        clock(),
     );
-    table.replace_all(net.0.servers.iter().cloned(), TokioClock(base()).now());
+    table.replace_all(net.0.servers.iter().cloned(), clock().now());
     assert!(table.is_complete());
     let provider = start_with_table(
         &net,
@@ -1452,7 +1445,7 @@ async fn a_slice_of_many_pages_ends_by_its_deadline() {
     let reads: Arc<Reads> = Arc::default();
     let watching = reads.clone();
     let store = Arc::new(HookedStore::scans(Box::new(move |prefix, _| {
-        watching.lock().push((*prefix, base().elapsed().as_secs()));
+        watching.lock().push((*prefix, clock().elapsed().as_secs()));
         Ok(())
     })));
     let keys = keys(2000, 54);
@@ -1858,7 +1851,7 @@ async fn stats_carry_when_each_region_was_provided_and_reprovided() {
         .start_providing(false, &keys(2000, 61))
         .await
         .unwrap();
-    let provided = START + base().elapsed().as_secs();
+    let provided = clock().now();
     let stats = provider.stats();
     let slices = stats.slices;
     assert!(slices >= 4, "{slices}");
@@ -1880,7 +1873,7 @@ async fn stats_carry_when_each_region_was_provided_and_reprovided() {
 
     // After one interval every region was reprovided, each at its turn of the walk.
     tokio::time::sleep(Duration::from_secs(8 * 3600 + 600)).await;
-    let now = START + base().elapsed().as_secs();
+    let now = clock().now();
     let stats = provider.stats();
     assert_eq!(stats.slices, slices);
     let times = dht_provider::RegionTimes::from_list(&stats.region_times);

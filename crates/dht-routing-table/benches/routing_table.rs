@@ -20,7 +20,7 @@
 use std::{hint::black_box, path::PathBuf, sync::LazyLock, time::SystemTime};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use dht_proto::{Distance, Key, PeerId, PeerInfo, multihash::Multihash};
+use dht_proto::{Distance, Key, PeerInfo};
 use dht_routing_table::{
     Direction, FullRoutingTable, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
@@ -30,10 +30,7 @@ const N: usize = 20;
 
 /// A peer with a deterministic id and two addresses (TCP and QUIC) in its own /24.
 fn peer(seed: u64) -> PeerInfo {
-    let digest = Key::hash(&seed.to_le_bytes());
-    let id =
-        PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).expect("32-byte digest"))
-            .expect("sha256 multihash is a valid peer id");
+    let id = dht_test_kit::peer_id(seed);
     let ip = format!(
         "{}.{}.{}.7",
         1 + (seed >> 16) % 220,

@@ -4,17 +4,14 @@
 
 use std::sync::Arc;
 
-use dht_proto::{Key, PeerId, PeerInfo, multihash::Multihash};
+use dht_proto::{Key, PeerInfo};
 use dht_routing_table::{
     Direction, FullRoutingTable, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
 use proptest::prelude::*;
 
 fn peer(seed: u64) -> PeerInfo {
-    let digest = Key::hash(&seed.to_le_bytes());
-    let id =
-        PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).expect("32-byte digest"))
-            .expect("sha256 multihash is a valid peer id");
+    let id = dht_test_kit::peer_id(seed);
     let addr = format!(
         "/ip4/{}.{}.{}.1/tcp/4001",
         1 + seed % 200,

@@ -5,20 +5,15 @@
 
 use std::collections::HashMap;
 
-use dht_proto::{Key, Multiaddr, PeerId, PeerInfo, multihash::Multihash};
+use dht_proto::{Key, Multiaddr, PeerId, PeerInfo};
 use dht_routing_table::{
     Direction, DiversityConfig, DiversityFilter, IpGroup, KBucketConfig, KBucketTable, ManualClock,
     PeerEvent, RoutingTable,
 };
+use dht_test_kit::peer_id;
 use proptest::prelude::*;
 
 const POOL: usize = 64;
-
-fn peer_id(seed: u64) -> PeerId {
-    let digest = Key::hash(&seed.to_le_bytes());
-    PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).expect("32-byte digest"))
-        .expect("sha256 multihash is a valid peer id")
-}
 
 /// Few groups, so the limits bite: loopback, private, a name, and public /24s and /48s; a
 /// peer may list two addresses in different groups.

@@ -2,13 +2,13 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use dht_proto::{Key, PeerId, PeerInfo, Request, Response};
+use dht_proto::{Key, PeerId, PeerInfo, Request, Response, UnixSecs, Validator};
 use dht_routing_table::{PeerEvent, RoutingTable};
 use futures::StreamExt;
 
 use crate::{
     ClosestPeersQuery, CrawlConfig, Dht, DriverConfig, Error, GetValue, Network, Outcome,
-    ProviderStream, QueryConfig, QueryDriver, RecordValidator, SharedStats,
+    ProviderStream, QueryConfig, QueryDriver, SharedStats,
     dht::{ValueCollector, correct_outdated, generic, limit},
 };
 
@@ -246,21 +246,22 @@ impl<T: RoutingTable, N: Network> DhtClient<T, N> {
                 break;
             }
         }
-        Ok(driver.finish().map(|_| found))
+        Ok(driver.stop().map(|_| found))
     }
 
-    async fn walk_get_value<V: RecordValidator + ?Sized>(
+    async fn walk_get_value<V: Validator + ?Sized>(
         &self,
         key: &[u8],
         quorum: usize,
         validator: &V,
+        now: UnixSecs,
     ) -> Result<Outcome<GetValue>, Error> {
         let started = tokio::time::Instant::now();
         let query = self.seeded_query(key)?;
         let stats = SharedStats::new();
         let request = Request::GetValue { key: key.to_vec() };
         let mut driver = self.driver(query, request, stats.clone());
-        let mut collector = ValueCollector::new(key, quorum, validator);
+        let mut collector = ValueCollector::new(key, quorum, validator, now);
         while let Some((peer, response)) = driver.next_response().await {
             if let Response::GetValue { record, .. } = response {
                 collector.add(peer, record);
@@ -269,7 +270,7 @@ impl<T: RoutingTable, N: Network> DhtClient<T, N> {
                 }
             }
         }
-        let walk = driver.finish();
+        let walk = driver.stop();
         let (mut value, outdated) = collector.finish();
         let mut stats = walk.stats;
         if let Some(best) = &value.record {
@@ -354,16 +355,17 @@ impl<T: RoutingTable, N: Network> Dht for DhtClient<T, N> {
         self.walk_find_peer(peer).await
     }
 
-    async fn get_value<V: RecordValidator + ?Sized>(
+    async fn get_value<V: Validator + ?Sized>(
         &self,
         key: &[u8],
         quorum: usize,
         validator: &V,
+        now: UnixSecs,
     ) -> Result<Outcome<GetValue>, Error> {
         if self.table.is_complete() {
-            return generic::get_value(self, key, quorum, validator).await;
+            return generic::get_value(self, key, quorum, validator, now).await;
         }
-        self.walk_get_value(key, quorum, validator).await
+        self.walk_get_value(key, quorum, validator, now).await
     }
 
     fn find_providers(&self, key: &[u8], count: usize) -> ProviderStream<'_> {

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use dht_proto::{PeerId, PeerInfo, Record, Request, Response};
+use dht_proto::{PeerId, PeerInfo, Record, Request, Response, UnixSecs, Validator};
 use dht_routing_table::PeerEvent;
 use futures::{Stream, StreamExt, stream::BoxStream};
 use tokio::time::Instant;
@@ -16,15 +16,15 @@ use tokio::time::Instant;
 use dht_proto::batch::ProvideBatch;
 
 use crate::{
-    ClientConfig, Error, Feature, Network, OpStats, Outcome, RecordValidator, RpcError,
-    SharedStats, network::check_response,
+    ClientConfig, Error, Feature, Network, OpStats, Outcome, RpcError, SharedStats,
+    network::check_response,
 };
 
 /// The result of [`get_value`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GetValue {
-    /// The best valid record found (by [`RecordValidator::select`]), `None` if no peer
+    /// The best valid record found (by [`Validator::select`]), `None` if no peer
     /// returned a valid one. Its `time_received` is as the peer sent it.
     pub record: Option<Record>,
     /// How many peers returned the best record's value.
@@ -167,13 +167,14 @@ pub trait Dht: Send + Sync {
     }
 
     /// See [`get_value`].
-    fn get_value<V: RecordValidator + ?Sized>(
+    fn get_value<V: Validator + ?Sized>(
         &self,
         key: &[u8],
         quorum: usize,
         validator: &V,
+        now: UnixSecs,
     ) -> impl Future<Output = Result<Outcome<GetValue>, Error>> + Send {
-        generic::get_value(self, key, quorum, validator)
+        generic::get_value(self, key, quorum, validator, now)
     }
 
     /// See [`put_value`].
@@ -240,13 +241,14 @@ macro_rules! forward_dht {
                 (**self).find_feature_peers(key, feature, n)
             }
 
-            fn get_value<V: RecordValidator + ?Sized>(
+            fn get_value<V: Validator + ?Sized>(
                 &self,
                 key: &[u8],
                 quorum: usize,
                 validator: &V,
+                now: UnixSecs,
             ) -> impl Future<Output = Result<Outcome<GetValue>, Error>> + Send {
-                (**self).get_value(key, quorum, validator)
+                (**self).get_value(key, quorum, validator, now)
             }
 
             fn put_value(
@@ -336,17 +338,19 @@ pub(crate) fn with_feature<N: Network + ?Sized>(
 ///
 /// Asks the peers closest to `key` for it until `quorum` of them (at least 1) returned
 /// valid records with the same value as the best one, then puts the best record to the
-/// peers that returned an outdated or invalid one.
+/// peers that returned an outdated or invalid one. Records are judged by `validator` at wall
+/// time `now` (this crate reads no wall clock).
 ///
 /// # Errors
 /// [`Error::NoPeers`] when there is no peer to start from.
-pub async fn get_value<D: Dht + ?Sized, V: RecordValidator + ?Sized>(
+pub async fn get_value<D: Dht + ?Sized, V: Validator + ?Sized>(
     dht: &D,
     key: &[u8],
     quorum: usize,
     validator: &V,
+    now: UnixSecs,
 ) -> Result<Outcome<GetValue>, Error> {
-    dht.get_value(key, quorum, validator).await
+    dht.get_value(key, quorum, validator, now).await
 }
 
 /// Stores `record` on the k peers closest to its key (PUT_VALUE).
@@ -420,6 +424,8 @@ pub(crate) fn send_each<'a, N: Network + ?Sized>(
 pub(crate) struct ValueCollector<'v, V: ?Sized> {
     key: Vec<u8>,
     validator: &'v V,
+    /// The wall time records are judged at (expiry).
+    now: UnixSecs,
     quorum: usize,
     peers: Vec<PeerInfo>,
     records: Vec<Record>,
@@ -427,11 +433,12 @@ pub(crate) struct ValueCollector<'v, V: ?Sized> {
     best: Option<usize>,
 }
 
-impl<'v, V: RecordValidator + ?Sized> ValueCollector<'v, V> {
-    pub(crate) fn new(key: &[u8], quorum: usize, validator: &'v V) -> Self {
+impl<'v, V: Validator + ?Sized> ValueCollector<'v, V> {
+    pub(crate) fn new(key: &[u8], quorum: usize, validator: &'v V, now: UnixSecs) -> Self {
         ValueCollector {
             key: key.to_vec(),
             validator,
+            now,
             quorum: quorum.max(1),
             peers: Vec::new(),
             records: Vec::new(),
@@ -443,13 +450,19 @@ impl<'v, V: RecordValidator + ?Sized> ValueCollector<'v, V> {
     /// `peer` answered GET_VALUE with `record`.
     pub(crate) fn add(&mut self, peer: PeerInfo, record: Option<Record>) {
         let Some(record) = record else { return };
-        if record.key != self.key || !self.validator.validate(&record) {
+        if record.key != self.key
+            || self
+                .validator
+                .validate(&record.key, &record.value, self.now)
+                .is_err()
+        {
             self.invalid.push(peer);
             return;
         }
         self.peers.push(peer);
         self.records.push(record);
-        let best = self.validator.select(&self.records);
+        let values: Vec<&[u8]> = self.records.iter().map(|r| r.value.as_slice()).collect();
+        let best = self.validator.select(&self.key, &values).unwrap_or(0);
         self.best = Some(best.min(self.records.len() - 1));
     }
 
@@ -608,17 +621,18 @@ pub mod generic {
     ///
     /// # Errors
     /// Those of [`Dht::find_closest_peers`].
-    pub async fn get_value<D: Dht + ?Sized, V: RecordValidator + ?Sized>(
+    pub async fn get_value<D: Dht + ?Sized, V: Validator + ?Sized>(
         dht: &D,
         key: &[u8],
         quorum: usize,
         validator: &V,
+        now: UnixSecs,
     ) -> Result<Outcome<GetValue>, Error> {
         let config = dht.config();
         let closest = dht.find_closest_peers(key, k(&config)).await?;
         let started = Instant::now();
         let stats = SharedStats::new();
-        let mut collector = ValueCollector::new(key, quorum, validator);
+        let mut collector = ValueCollector::new(key, quorum, validator, now);
         {
             let mut answers = std::pin::pin!(send_each(
                 dht.network(),

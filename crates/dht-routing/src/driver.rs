@@ -67,7 +67,7 @@ type Pending<'a> = BoxFuture<'a, (PeerInfo, bool, Result<Response, RpcError>)>;
 ///
 /// [`next_response`](Self::next_response) hands each successful response to the caller, who
 /// may look inside (records, providers) and stop early by dropping the driver or calling
-/// [`ClosestPeersQuery::finish`] through [`query_mut`](Self::query_mut).
+/// [`ClosestPeersQuery::stop`] through [`query_mut`](Self::query_mut).
 /// [`run`](Self::run) just runs the lookup to its end.
 ///
 /// Time comes from `tokio::time`, so on a paused clock the whole lookup runs in virtual time.
@@ -130,7 +130,7 @@ impl<'a, N: Network + ?Sized> QueryDriver<'a, N> {
         &self.query
     }
 
-    /// The query being driven, e.g. to [`finish`](ClosestPeersQuery::finish) it.
+    /// The query being driven, e.g. to [`finish`](ClosestPeersQuery::stop) it.
     pub fn query_mut(&mut self) -> &mut ClosestPeersQuery {
         &mut self.query
     }
@@ -147,7 +147,7 @@ impl<'a, N: Network + ?Sized> QueryDriver<'a, N> {
             let now = Instant::now();
             if self.deadline.is_some_and(|d| now >= d) {
                 tracing::debug!(target = %self.query.target(), "lookup stopped by its timeout");
-                self.query.finish();
+                self.query.stop();
             }
             let until = loop {
                 match self.query.poll(now.into_std()) {
@@ -177,7 +177,7 @@ impl<'a, N: Network + ?Sized> QueryDriver<'a, N> {
             let Some((peer, probe, result)) = next else {
                 // The query waits for requests this driver does not have: cannot happen,
                 // but never spin.
-                self.query.finish();
+                self.query.stop();
                 return None;
             };
             let now = Instant::now().into_std();
@@ -225,12 +225,12 @@ impl<'a, N: Network + ?Sized> QueryDriver<'a, N> {
     /// Drives the lookup to its end and returns its answer.
     pub async fn run(mut self) -> Outcome<QueryResult> {
         while self.next_response().await.is_some() {}
-        self.finish()
+        self.stop()
     }
 
     /// Stops the lookup (requests still in flight are dropped) and returns its answer so far.
-    pub fn finish(mut self) -> Outcome<QueryResult> {
-        self.query.finish();
+    pub fn stop(mut self) -> Outcome<QueryResult> {
+        self.query.stop();
         let elapsed = self.started.elapsed();
         let result = self.query.into_result();
         let rounds = result.stats.rounds;

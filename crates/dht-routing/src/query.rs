@@ -187,7 +187,7 @@ pub struct QueryResult {
     pub closest: Vec<PeerInfo>,
     /// Whether Kademlia's termination held: the k closest peers heard of (failed ones left
     /// out) all answered, or, with fewer than k peers reachable, all of them did. `false`
-    /// when the lookup was stopped early ([`ClosestPeersQuery::finish`], a lookup timeout).
+    /// when the lookup was stopped early ([`ClosestPeersQuery::stop`], a lookup timeout).
     pub complete: bool,
     /// What the lookup cost.
     pub stats: QueryStats,
@@ -588,7 +588,7 @@ impl ClosestPeersQuery {
     /// Stops the lookup now (e.g. the operation found what it looked for). Later polls
     /// return [`QueryAction::Finished`]; answers still in flight are still recorded if
     /// reported, but add no candidates.
-    pub fn finish(&mut self) {
+    pub fn stop(&mut self) {
         self.finished = true;
     }
 

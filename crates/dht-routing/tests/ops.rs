@@ -5,7 +5,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{Behaviour, Handle, SeqValidator, TestNet, client};
+use common::{Behaviour, Handle, TestNet, client};
 use dht_proto::{K_VALUE, Key, MessageType, PeerId, PeerInfo, Record, Request};
 use dht_routing::{
     ClientConfig, ClosestPeersQuery, CrawlConfig, Dht, DhtClient, DriverConfig, Error, Feature,
@@ -13,6 +13,7 @@ use dht_routing::{
     find_feature_peers, find_peer, find_providers, get_value, provide, put_value, run_query,
 };
 use dht_routing_table::{FullRoutingTable, KBucketTable, ManualClock, RoutingTable};
+use dht_test_kit::{EPOCH, SeqValidator};
 use futures::StreamExt;
 
 fn config() -> ClientConfig {
@@ -94,7 +95,7 @@ async fn provide_then_find_providers_from_another_node() {
 #[tokio::test(start_paused = true)]
 async fn get_value_with_quorum_corrects_outdated_peers() {
     let net = Arc::new(TestNet::new(300, 12));
-    let key = b"/v/name".to_vec();
+    let key = b"/sim/name".to_vec();
     let put = put_value(&client(&net, 1, config()), Record::new(key.clone(), "7"))
         .await
         .unwrap();
@@ -118,7 +119,7 @@ async fn get_value_with_quorum_corrects_outdated_peers() {
     // A quorum of 16 cannot be met by the 14 up-to-date holders: the walk asks all 20, and the
     // six others get the best record back.
     let c = client(&net, 200, config());
-    let got = get_value(&c, &key, 16, &SeqValidator).await.unwrap();
+    let got = get_value(&c, &key, 16, &SeqValidator, EPOCH).await.unwrap();
     assert_eq!(got.value.record.as_ref().unwrap().value, b"7");
     assert_eq!(got.value.agreeing, 14);
     assert!(!got.value.quorum_reached);
@@ -127,7 +128,7 @@ async fn get_value_with_quorum_corrects_outdated_peers() {
     assert!(holders(&net, &key).iter().all(|(_, r)| r.value == b"7"));
 
     // Now 20 agree: quorum reached, nothing to correct, and the walk stops early.
-    let got = get_value(&c, &key, 3, &SeqValidator).await.unwrap();
+    let got = get_value(&c, &key, 3, &SeqValidator, EPOCH).await.unwrap();
     assert!(got.value.quorum_reached);
     assert!(got.value.agreeing >= 3);
     assert!(got.value.corrected.is_empty());
@@ -135,7 +136,9 @@ async fn get_value_with_quorum_corrects_outdated_peers() {
     assert!(got.stats.requests_of(MessageType::GetValue) < K_VALUE as u64);
 
     // Nothing stored: no record, no error.
-    let none = get_value(&c, b"/v/none", 1, &SeqValidator).await.unwrap();
+    let none = get_value(&c, b"/sim/none", 1, &SeqValidator, EPOCH)
+        .await
+        .unwrap();
     assert_eq!(none.value.record, None);
     assert!(!none.value.quorum_reached);
 }
@@ -163,7 +166,7 @@ async fn complete_table_answers_without_a_walk() {
     assert_eq!(net.requests_of(MessageType::FindNode), 0);
 
     // Put and provide send their requests straight to the 20 closest.
-    let put = put_value(&c, Record::new(b"/v/k".to_vec(), "1"))
+    let put = put_value(&c, Record::new(b"/sim/k".to_vec(), "1"))
         .await
         .unwrap();
     assert_eq!(put.stats.requests_of(MessageType::FindNode), 0);
@@ -171,7 +174,9 @@ async fn complete_table_answers_without_a_walk() {
     assert_eq!(put.stats.rounds, 1);
     let prov = provide(&c, key, net.nodes[me].info.clone()).await.unwrap();
     assert_eq!(prov.stats.total_requests(), K_VALUE as u64);
-    let got = get_value(&c, b"/v/k", 2, &SeqValidator).await.unwrap();
+    let got = get_value(&c, b"/sim/k", 2, &SeqValidator, EPOCH)
+        .await
+        .unwrap();
     assert!(got.value.quorum_reached);
     assert_eq!(got.stats.requests_of(MessageType::FindNode), 0);
     let providers: Vec<PeerInfo> = find_providers(&c, key, 0).collect().await;
@@ -426,13 +431,15 @@ async fn a_minimal_dht_gets_every_operation() {
         },
         me: 9,
     };
-    let key = b"/v/min".to_vec();
+    let key = b"/sim/min".to_vec();
     let put = put_value(&dht, Record::new(key.clone(), "4"))
         .await
         .unwrap();
     assert_eq!(put.value.succeeded.len(), K_VALUE);
     assert!(put.stats.requests_of(MessageType::FindNode) > 0);
-    let got = get_value(&dht, &key, 5, &SeqValidator).await.unwrap();
+    let got = get_value(&dht, &key, 5, &SeqValidator, EPOCH)
+        .await
+        .unwrap();
     assert_eq!(got.value.record.unwrap().value, b"4");
     provide(&dht, &key, net.nodes[9].info.clone())
         .await
@@ -481,18 +488,28 @@ async fn provide_batches_to_capable_closest_and_add_provider_to_the_rest() {
         .iter()
         .filter(|p| net.batch.lock().get(&net.index[*p]) == Some(&true))
         .count() as u64;
+    // Those that list the protocol, refusing or not: each is sent a batch first.
+    let listing = closest
+        .iter()
+        .filter(|p| net.batch.lock().contains_key(&net.index[*p]))
+        .count() as u64;
     let batches = net.batches.load(std::sync::atomic::Ordering::Relaxed);
     let add_provider = out.stats.requests_of(MessageType::AddProvider);
     eprintln!(
         "{capable} of the 20 closest take batches: {batches} batches, {add_provider} ADD_PROVIDER"
     );
     assert!(capable > 0 && capable < K_VALUE as u64);
+    assert!(
+        listing > capable,
+        "no peer among the closest lists and refuses"
+    );
     assert_eq!(out.value.succeeded.len(), K_VALUE);
     assert!(out.value.failed.is_empty());
     assert_eq!(batches, capable);
     assert_eq!(add_provider, K_VALUE as u64 - capable);
     assert_eq!(out.value.batched.len() as u64, capable);
-    assert_eq!(out.stats.batches, capable);
+    // A refused stream is a batch sent all the same.
+    assert_eq!(out.stats.batches, listing);
     for p in closest {
         let held = net.nodes[net.index[&p]].providers.lock()[&key].clone();
         assert!(held.iter().any(|h| h.peer_id == net.nodes[me].info.peer_id));

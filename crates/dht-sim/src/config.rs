@@ -179,7 +179,7 @@ pub struct SimConfig {
     /// Every node's handler (default: Amino DHT limits, no rate limit: the limiter's LRU
     /// would cost memory in every node, and its hash is not seeded).
     pub handler: HandlerConfig,
-    /// Wall-clock seconds at virtual time zero (default 1,700,000,000).
+    /// Wall-clock seconds at virtual time zero (default [`dht_test_kit::EPOCH`]).
     pub start_time: UnixSecs,
     /// What servers do with the ADD_PROVIDER messages they receive (default: store them).
     pub provider_records: ProviderRecords,
@@ -220,7 +220,7 @@ impl Default for SimConfig {
             client: ClientConfig::default(),
             table: KBucketConfig::default().with_diversity(None),
             handler: HandlerConfig::default().rate_limit(None),
-            start_time: 1_700_000_000,
+            start_time: dht_test_kit::EPOCH,
             provider_records: ProviderRecords::Store,
             provide_batch_share: 0.0,
         }

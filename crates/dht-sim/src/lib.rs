@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-mod clock;
 mod config;
 mod error;
 mod lookup;
@@ -11,16 +10,15 @@ mod node;
 pub mod plot;
 pub mod provide;
 mod sim;
-mod validator;
 
-pub use clock::SimClock;
 pub use config::{Churn, Latency, Misbehaviour, ProviderRecords, SimConfig, TableBuild};
 pub use error::SimError;
 pub use lookup::{LookupReport, LookupSample, quantile};
 pub use network::{NetStats, NodeNetwork};
 pub use node::{Behaviour, PROVIDE_BATCH, RpcCounts, SimHandler, SimNode};
 pub use sim::{ChurnReport, Sim, SimClient, TableQuality};
-pub use validator::{SIM_NAMESPACE, SeqValidator};
+// The clock and the validator are the test kit's, shared with every crate's tests.
+pub use dht_test_kit::{SIM_NAMESPACE, SeqValidator, SimClock};
 
 /// The runtime a simulation runs on: tokio's current-thread scheduler with its clock paused.
 ///

@@ -9,7 +9,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use dht_proto::{K_VALUE, Key, MessageType, PeerId};
 use dht_provider::{
-    DhtProvider, LegacyConfig, LegacyProvider, MemoryStateStore, Multihash, ProviderStats,
+    DhtProvider, EitherProvider, LegacyConfig, LegacyProvider, MemoryStateStore, Multihash,
     StateStore, SweepConfig, SweepParts, SweepingProvider,
 };
 use dht_provider_store::{Keystore, ProviderStore};
@@ -565,14 +565,14 @@ where
             let sweep = SweepConfig::default()
                 .with_interval(config.interval)
                 .with_workers(config.workers);
-            AnyProvider::Sweep(SweepingProvider::start(parts, sweep).map_err(provider_error)?)
+            EitherProvider::Sweep(SweepingProvider::start(parts, sweep).map_err(provider_error)?)
         }
         Strategy::PerKey => {
             watch = MemoryWatch::start(&config.memory, MEMORY_PERIOD);
             let client = sim
                 .client(me)
                 .ok_or(SimError::Config("provider node vanished".into()))?;
-            AnyProvider::PerKey(LegacyProvider::start(
+            EitherProvider::PerKey(LegacyProvider::start(
                 client,
                 keystore,
                 info.clone(),
@@ -599,7 +599,7 @@ where
     sim.track_contacts(me);
     let wall = std::time::Instant::now();
     match &provider {
-        AnyProvider::Sweep(p) => {
+        EitherProvider::Sweep(p) => {
             if !config.preload {
                 for chunk in key_chunks(sim.config().seed, config.keys) {
                     p.start_providing_async(false, &chunk)
@@ -608,7 +608,7 @@ where
             }
             wait_idle(p, started + 2 * config.interval).await;
         }
-        AnyProvider::PerKey(p) => {
+        EitherProvider::PerKey(p) => {
             for chunk in key_chunks(sim.config().seed, config.keys) {
                 // Failures are counted in the stats.
                 let _ = p.start_providing(false, &chunk).await;
@@ -645,13 +645,13 @@ where
         let sampling = sample_holders(sim, me, &info.peer_id, config, cycle_end);
         let strategy = async {
             match &provider {
-                AnyProvider::Sweep(p) => {
+                EitherProvider::Sweep(p) => {
                     let (behind, ingested) = sweep_cycle(sim, p, config, cycle_end).await;
                     max_behind_secs = Some(behind);
                     ingest = ingested;
                     wait_idle(p, cycle_end + config.interval).await;
                 }
-                AnyProvider::PerKey(p) => {
+                EitherProvider::PerKey(p) => {
                     // The baseline reprovides everything one interval after it started.
                     let done_at = started + config.interval;
                     tokio::time::sleep_until(done_at.max(tokio::time::Instant::now())).await;
@@ -702,7 +702,7 @@ where
         reprovide = Some(phase);
     }
     let stats = provider.stats();
-    provider.close().await;
+    provider.close().await.map_err(provider_error)?;
     let provider_memory = watch.finish();
     timeline_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let timeline = match timeline {
@@ -982,42 +982,17 @@ fn provider_error(e: impl std::fmt::Display) -> SimError {
 }
 
 /// Either provider, on a simulated node.
-enum AnyProvider<K> {
-    Sweep(SweepingProvider<crate::NodeNetwork, Arc<dht_routing_table::KBucketTable>, K>),
-    PerKey(LegacyProvider<crate::SimClient, K>),
-}
+type AnyProvider<K> = EitherProvider<
+    SweepingProvider<crate::NodeNetwork, Arc<dht_routing_table::KBucketTable>, K>,
+    LegacyProvider<crate::SimClient, K>,
+>;
 
-impl<K> Clone for AnyProvider<K> {
-    fn clone(&self) -> Self {
-        match self {
-            AnyProvider::Sweep(p) => AnyProvider::Sweep(p.clone()),
-            AnyProvider::PerKey(p) => AnyProvider::PerKey(p.clone()),
-        }
-    }
-}
-
-impl<K: Keystore + 'static> AnyProvider<K> {
-    fn stats(&self) -> ProviderStats {
-        match self {
-            AnyProvider::Sweep(p) => DhtProvider::stats(p),
-            AnyProvider::PerKey(p) => DhtProvider::stats(p),
-        }
-    }
-
-    async fn close(&self) {
-        let _ = match self {
-            AnyProvider::Sweep(p) => DhtProvider::close(p).await,
-            AnyProvider::PerKey(p) => DhtProvider::close(p).await,
-        };
-    }
-
-    /// Lookups so far: regions explored, or keys walked.
-    fn lookups(&self) -> u64 {
-        let s = self.stats();
-        match self {
-            AnyProvider::Sweep(_) => s.regions_explored,
-            AnyProvider::PerKey(_) => s.keys_provided + s.keys_failed,
-        }
+/// A provider's lookups so far: regions explored, or keys walked.
+fn lookups<K: Keystore + 'static>(provider: &AnyProvider<K>) -> u64 {
+    let s = provider.stats();
+    match provider {
+        EitherProvider::Sweep(_) => s.regions_explored,
+        EitherProvider::PerKey(_) => s.keys_provided + s.keys_failed,
     }
 }
 
@@ -1045,7 +1020,7 @@ impl Snapshot {
             batch_records: counts.batch_records_sent,
             record_bytes: counts.record_bytes,
             total: counts.sent.values().sum(),
-            lookups: p.lookups(),
+            lookups: lookups(p),
             keys_failed: p.stats().keys_failed,
         }
     }

@@ -20,11 +20,10 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng, rngs::StdRng, seq::SliceRa
 use serde::Serialize;
 
 use crate::{
-    Behaviour, NetStats, NodeNetwork, RpcCounts, SeqValidator, SimClock, SimConfig, SimError,
-    TableBuild,
+    Behaviour, NetStats, NodeNetwork, RpcCounts, SIM_NAMESPACE, SeqValidator, SimClock, SimConfig,
+    SimError, TableBuild,
     network::NetCounters,
     node::{NodeCounters, SimNode},
-    validator::SIM_NAMESPACE,
 };
 
 /// The client of a simulated node: the workspace's real [`DhtClient`] over the node's table

@@ -35,7 +35,7 @@ fn run(seed: u64) -> Run {
         let key = sim.random_key();
         let _ = provide(&client, &key, client.local_peer().clone()).await;
         let _ = put_value(&client, SeqValidator::record(b"/sim/x".to_vec(), 1)).await;
-        let got = get_value(&client, b"/sim/x", 3, &SeqValidator)
+        let got = get_value(&client, b"/sim/x", 3, &SeqValidator, sim.now())
             .await
             .unwrap();
         churn.await.unwrap();

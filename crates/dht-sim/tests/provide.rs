@@ -5,7 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use dht_proto::MessageType;
-use dht_provider::{MemoryStateStore, StateStore, SweepConfig, SweepParts, SweepingProvider};
+use dht_provider::{
+    DhtProvider, MemoryStateStore, StateStore, SweepConfig, SweepParts, SweepingProvider,
+};
 use dht_provider_store::MemoryStore;
 use dht_routing_table::Clock;
 use dht_sim::{

@@ -79,7 +79,7 @@ fn put_and_get_value_with_quorum_and_correction() {
             .unwrap();
         assert_eq!(put.value.succeeded.len(), K_VALUE);
         assert!(put.value.failed.is_empty());
-        let got = get_value(&reader_client, &key, 5, &SeqValidator)
+        let got = get_value(&reader_client, &key, 5, &SeqValidator, sim.now())
             .await
             .unwrap();
         assert_eq!(got.value.record.as_ref().unwrap().value, b"1");
@@ -112,7 +112,7 @@ fn put_and_get_value_with_quorum_and_correction() {
 
         // A quorum of 20 cannot be reached (17 agree): the walk asks all 20 holders, finds
         // the newest record, and corrects the three.
-        let got = get_value(&reader_client, &key, K_VALUE, &SeqValidator)
+        let got = get_value(&reader_client, &key, K_VALUE, &SeqValidator, sim.now())
             .await
             .unwrap();
         assert_eq!(got.value.record.as_ref().unwrap().value, b"2");
@@ -139,7 +139,7 @@ fn put_and_get_value_with_quorum_and_correction() {
         }
 
         // Now all 20 agree.
-        let got = get_value(&reader_client, &key, K_VALUE, &SeqValidator)
+        let got = get_value(&reader_client, &key, K_VALUE, &SeqValidator, sim.now())
             .await
             .unwrap();
         assert!(got.value.quorum_reached);

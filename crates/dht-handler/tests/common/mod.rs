@@ -1,13 +1,12 @@
 //! Shared test support: peers, stores, handlers, and IPNS / `/pk/` records built by hand
 //! (a minimal DAG-CBOR and protobuf encoder, signed with ed25519 keys).
-#![allow(dead_code, unreachable_pub)] // Each test binary uses a part of it.
+#![allow(dead_code, unreachable_pub, unused_imports)] // Each test binary uses a part of it.
 
 use std::sync::Arc;
 
 use dht_handler::{Handler, HandlerConfig};
 use dht_proto::libp2p_identity::Keypair;
-use dht_proto::multihash::Multihash;
-use dht_proto::{Key, PeerId, PeerInfo};
+use dht_proto::{Key, PeerInfo};
 use dht_provider_store::{Config, MemoryStore, ProviderStore, RocksStore, ValueStore};
 use dht_routing_table::{FullRoutingTable, ManualClock};
 
@@ -15,22 +14,10 @@ use dht_routing_table::{FullRoutingTable, ManualClock};
 pub type TestHandler = Handler<Arc<FullRoutingTable>, Arc<dyn ProviderStore>, Arc<dyn ValueStore>>;
 
 /// Wall-clock time of the tests: 2023-11-14T22:13:20Z.
-pub const NOW: u64 = 1_700_000_000;
+pub const NOW: u64 = dht_test_kit::EPOCH;
 
-/// A peer with a deterministic sha256 peer id and one address in its own /16.
-pub fn peer(seed: u64) -> PeerInfo {
-    let digest = Key::hash(&seed.to_le_bytes());
-    let id = PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).expect("32 bytes"))
-        .expect("sha256 peer id");
-    PeerInfo::new(id, vec![addr(seed)])
-}
-
-/// A distinct address per seed.
-pub fn addr(seed: u64) -> dht_proto::Multiaddr {
-    format!("/ip4/10.{}.{}.1/tcp/4001", (seed >> 8) % 256, seed % 256)
-        .parse()
-        .expect("valid multiaddr")
-}
+// Deterministic peers, one address each in its own /16.
+pub use dht_test_kit::{addr, peer};
 
 /// The two kinds of store every table-driven test runs against.
 pub enum StoreKind {

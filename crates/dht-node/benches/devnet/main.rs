@@ -54,31 +54,103 @@ use libp2p::kad as libp2p_kad;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use tokio::sync::mpsc;
 
-const USAGE: &str = "\
-usage: cargo xtask bench devnet [options]
-       cargo bench -p dht-node --bench devnet -- [options]
+/// The command line as given; [`Cli::check`] turns it into [`Args`].
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "bench devnet",
+    about = "The sweeping provider, per message and batched, against libp2p-kad's per-key provide",
+    after_help = "Run as `cargo xtask bench devnet [options]` or \
+                  `cargo bench -p dht-node --bench devnet -- [options]`."
+)]
+struct Cli {
+    /// Nodes in each network (at least 2).
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Keys the sweeping provider provides.
+    #[arg(long, default_value_t = 100_000)]
+    keys: usize,
+    /// Keys libp2p-kad provides one by one.
+    #[arg(long, default_value_t = 2_000)]
+    kad_keys: usize,
+    /// libp2p-kad start_providing queries in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    kad_parallel: u64,
+    /// Stop starting libp2p-kad provides after this many seconds.
+    #[arg(long, default_value_t = 420)]
+    kad_max_secs: u64,
+    /// Keys looked up afterwards on each side.
+    #[arg(long, default_value_t = 200)]
+    sample: usize,
+    /// Most seconds of extra bootstrap rounds.
+    #[arg(long, default_value_t = 10)]
+    settle_secs: u64,
+    /// Seed of the keys and of the bootstrap choices.
+    #[arg(long, default_value_t = 0x0062_656e_6368)]
+    seed: u64,
+    /// Every server's rate limit per peer: R requests (or batched records) a second with a
+    /// burst of 10 R (default: the handler's, 1,000 a second, burst 10,000).
+    #[arg(long)]
+    server_rate: Option<std::num::NonZeroU32>,
+    /// Share of the servers, 0 to 1, that speak the batched provide protocol on the batched
+    /// side (below 1 the side is named mixed).
+    #[arg(long, default_value_t = 1.0)]
+    batch_share: f64,
+    /// Run one side only.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    // `cargo bench` passes `--bench` to every bench binary.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
-options:
-  --nodes N          nodes in each network (default 100)
-  --keys K           keys the sweeping provider provides (default 100000)
-  --kad-keys K2      keys libp2p-kad provides one by one (default 2000)
-  --kad-parallel P   libp2p-kad start_providing queries in flight at once (default 64)
-  --kad-max-secs S   stop starting libp2p-kad provides after S seconds (default 420)
-  --sample S         keys looked up afterwards on each side (default 200)
-  --settle-secs S    most seconds of extra bootstrap rounds (default 10)
-  --seed S           seed of the keys and of the bootstrap choices
-  --server-rate R    every server's rate limit per peer, R requests (or batched
-                     records) a second with a burst of 10 R (default: the handler's
-                     1,000 a second, burst 10,000)
-  --batch-share S    share of the servers, 0 to 1, that speak the batched provide
-                     protocol on the batched side (default 1; below 1 the side is
-                     named mixed)
-  --only sweep|batched|kad
-                     run one side only
-  --json PATH        also write the figures as JSON
-";
+/// The sides `--only` picks from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// Our sweep, one ADD_PROVIDER per record.
+    Sweep,
+    /// Our sweep with the batched provide protocol.
+    #[value(alias = "mixed")]
+    Batched,
+    /// rust-libp2p's libp2p-kad, per key.
+    #[value(alias = "libp2p-kad")]
+    Kad,
+}
 
-/// The command line.
+impl Cli {
+    fn check(self) -> Result<Args> {
+        if self.nodes < 2 {
+            bail!("--nodes must be at least 2");
+        }
+        if !(0.0..=1.0).contains(&self.batch_share) {
+            bail!(
+                "--batch-share: not a share from 0 to 1: {}",
+                self.batch_share
+            );
+        }
+        let runs = |side| self.only.is_none_or(|o| o == side);
+        Ok(Args {
+            nodes: self.nodes,
+            keys: self.keys,
+            kad_keys: self.kad_keys,
+            kad_parallel: usize::try_from(self.kad_parallel)?,
+            kad_max: Duration::from_secs(self.kad_max_secs),
+            sample: self.sample,
+            settle: Duration::from_secs(self.settle_secs),
+            seed: self.seed,
+            sweep: runs(Only::Sweep),
+            batched: runs(Only::Batched),
+            batch_share: self.batch_share,
+            server_rate: self.server_rate.map(std::num::NonZeroU32::get),
+            kad: runs(Only::Kad),
+            json: self.json,
+        })
+    }
+}
+
+/// The settings of a run.
 #[derive(Debug, Clone)]
 struct Args {
     nodes: usize,
@@ -95,87 +167,6 @@ struct Args {
     server_rate: Option<u32>,
     kad: bool,
     json: Option<PathBuf>,
-}
-
-impl Args {
-    fn parse(args: &[String]) -> Result<Option<Args>> {
-        let mut out = Args {
-            nodes: 100,
-            keys: 100_000,
-            kad_keys: 2_000,
-            kad_parallel: 64,
-            kad_max: Duration::from_secs(420),
-            sample: 200,
-            settle: Duration::from_secs(10),
-            seed: 0x0062_656e_6368,
-            sweep: true,
-            batched: true,
-            batch_share: 1.0,
-            server_rate: None,
-            kad: true,
-            json: None,
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut value = || {
-                it.next()
-                    .with_context(|| format!("{arg} needs a value"))
-                    .map(String::as_str)
-            };
-            let number = |v: &str| -> Result<u64> {
-                v.replace(['_', ','], "")
-                    .parse()
-                    .with_context(|| format!("{arg}: not a number: {v:?}"))
-            };
-            match arg.as_str() {
-                // `cargo bench` passes `--bench` to every bench target.
-                "--bench" => {}
-                "--help" | "-h" => return Ok(None),
-                "--nodes" => out.nodes = usize::try_from(number(value()?)?)?,
-                "--keys" => out.keys = usize::try_from(number(value()?)?)?,
-                "--kad-keys" => out.kad_keys = usize::try_from(number(value()?)?)?,
-                "--kad-parallel" => {
-                    out.kad_parallel = usize::try_from(number(value()?)?)?.max(1);
-                }
-                "--kad-max-secs" => out.kad_max = Duration::from_secs(number(value()?)?),
-                "--sample" => out.sample = usize::try_from(number(value()?)?)?,
-                "--settle-secs" => out.settle = Duration::from_secs(number(value()?)?),
-                "--seed" => out.seed = number(value()?)?,
-                "--json" => out.json = Some(PathBuf::from(value()?)),
-                "--server-rate" => {
-                    let rate = u32::try_from(number(value()?)?)?;
-                    if rate == 0 {
-                        bail!("--server-rate must be at least 1");
-                    }
-                    out.server_rate = Some(rate);
-                }
-                "--batch-share" => {
-                    let v = value()?;
-                    out.batch_share = v
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| (0.0..=1.0).contains(s))
-                        .with_context(|| {
-                            format!("--batch-share: not a share from 0 to 1: {v:?}")
-                        })?;
-                }
-                "--only" => {
-                    let only = value()?;
-                    out.sweep = only == "sweep";
-                    out.batched = matches!(only, "batched" | "mixed");
-                    out.kad = matches!(only, "kad" | "libp2p-kad");
-                    if !(out.sweep || out.batched || out.kad) {
-                        bail!("--only sweep|batched|kad, not {only:?}");
-                    }
-                }
-                other => bail!("unknown option {other:?}\n{USAGE}"),
-            }
-        }
-        if out.nodes < 2 {
-            bail!("--nodes must be at least 2");
-        }
-        Ok(Some(out))
-    }
 }
 
 /// What one side measured.
@@ -275,11 +266,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let Some(args) = Args::parse(&raw)? else {
-        eprint!("{USAGE}");
-        return Ok(());
-    };
+    let args = <Cli as clap::Parser>::parse().check()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

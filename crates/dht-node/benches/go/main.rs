@@ -58,24 +58,6 @@ use go_peers::{GoPeers, peer_json};
 use rand::{SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use serde_json::{Value, json};
 
-const USAGE: &str = "\
-usage: cargo xtask bench go [options]
-       AMINO_GO_KADPEERS=<kadpeers binary> cargo bench -p dht-node --bench go -- [options]
-
-options:
-  --servers N          Go DHT servers (default 100)
-  --keys K             fresh random keys each provider provides (default 100000)
-  --sample S           keys of each provider looked up with Go's FindProviders (default 200)
-  --reprovide-secs R   both providers' reprovide interval (default 240; longer than a
-                       provide, or reprovides are counted in it)
-  --idle-secs I        a provide also ends when no ADD_PROVIDER arrived for I s and the
-                       provider has no first provide left (default 20)
-  --timeout-secs T     the most a provide phase may take (default 1800)
-  --seed S             seed of the keys
-  --only ours|go       run one provider only
-  --json PATH          also write the figures as JSON
-";
-
 /// Records per key: Amino's replication factor.
 const K: usize = 20;
 
@@ -86,7 +68,85 @@ const HANDOVER: usize = 10_000;
 /// A key counts as placed when at least this many of its true 20 closest servers hold it.
 const PLACED: usize = 19;
 
-/// The command line.
+/// The command line as given; [`Cli::check`] turns it into [`Args`].
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "bench go",
+    about = "Our sweeping provider beside go-libp2p-kad-dht's SweepingProvider on Go servers",
+    after_help = "Run as `cargo xtask bench go [options]` or \
+                  `AMINO_GO_KADPEERS=<kadpeers binary> cargo bench -p dht-node --bench go -- [options]`."
+)]
+struct Cli {
+    /// Go DHT servers (at least 20).
+    #[arg(long, default_value_t = 100)]
+    servers: usize,
+    /// Fresh random keys each provider provides (at least 1).
+    #[arg(long, default_value_t = 100_000)]
+    keys: usize,
+    /// Keys of each provider looked up with Go's FindProviders.
+    #[arg(long, default_value_t = 200)]
+    sample: usize,
+    /// Both providers' reprovide interval, at least 10 (longer than a provide, or reprovides
+    /// are counted in it).
+    #[arg(long, default_value_t = 240)]
+    reprovide_secs: u64,
+    /// A provide also ends when no ADD_PROVIDER arrived for this many seconds and the
+    /// provider has no first provide left.
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
+    /// The most seconds a provide phase may take.
+    #[arg(long, default_value_t = 1800)]
+    timeout_secs: u64,
+    /// Seed of the keys.
+    #[arg(long, default_value_t = 0x676f_6265_6e63)]
+    seed: u64,
+    /// Run one provider only.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    // `cargo bench` passes `--bench` to every bench binary.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The providers `--only` picks from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// Our dht-node's sweeping provider.
+    Ours,
+    /// go-libp2p-kad-dht's SweepingProvider.
+    Go,
+}
+
+impl Cli {
+    fn check(self) -> Result<Args> {
+        if self.servers < K {
+            bail!("--servers must be at least {K}");
+        }
+        if self.keys == 0 {
+            bail!("--keys must be at least 1");
+        }
+        if self.reprovide_secs < 10 {
+            bail!("--reprovide-secs must be at least 10");
+        }
+        Ok(Args {
+            servers: self.servers,
+            keys: self.keys,
+            sample: self.sample,
+            reprovide: Duration::from_secs(self.reprovide_secs),
+            idle: Duration::from_secs(self.idle_secs),
+            timeout: Duration::from_secs(self.timeout_secs),
+            seed: self.seed,
+            ours: self.only != Some(Only::Go),
+            go: self.only != Some(Only::Ours),
+            json: self.json,
+        })
+    }
+}
+
+/// The settings of a run.
 #[derive(Debug, Clone)]
 struct Args {
     servers: usize,
@@ -99,65 +159,6 @@ struct Args {
     ours: bool,
     go: bool,
     json: Option<PathBuf>,
-}
-
-impl Args {
-    fn parse(args: &[String]) -> Result<Option<Args>> {
-        let mut out = Args {
-            servers: 100,
-            keys: 100_000,
-            sample: 200,
-            reprovide: Duration::from_secs(240),
-            idle: Duration::from_secs(20),
-            timeout: Duration::from_secs(1800),
-            seed: 0x676f_6265_6e63,
-            ours: true,
-            go: true,
-            json: None,
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut value = || {
-                it.next()
-                    .with_context(|| format!("{arg} needs a value"))
-                    .map(String::as_str)
-            };
-            let number = |v: &str| -> Result<u64> {
-                v.replace(['_', ','], "")
-                    .parse()
-                    .with_context(|| format!("{arg}: not a number: {v:?}"))
-            };
-            match arg.as_str() {
-                // `cargo bench` passes `--bench` to every bench target.
-                "--bench" => {}
-                "--help" | "-h" => return Ok(None),
-                "--servers" => out.servers = usize::try_from(number(value()?)?)?,
-                "--keys" => out.keys = usize::try_from(number(value()?)?)?,
-                "--sample" => out.sample = usize::try_from(number(value()?)?)?,
-                "--reprovide-secs" => out.reprovide = Duration::from_secs(number(value()?)?),
-                "--idle-secs" => out.idle = Duration::from_secs(number(value()?)?),
-                "--timeout-secs" => out.timeout = Duration::from_secs(number(value()?)?),
-                "--seed" => out.seed = number(value()?)?,
-                "--json" => out.json = Some(PathBuf::from(value()?)),
-                "--only" => match value()? {
-                    "ours" => out.go = false,
-                    "go" => out.ours = false,
-                    other => bail!("--only ours|go, not {other:?}"),
-                },
-                other => bail!("unknown option {other:?}\n{USAGE}"),
-            }
-        }
-        if out.servers < K {
-            bail!("--servers must be at least {K}");
-        }
-        if out.keys == 0 {
-            bail!("--keys must be at least 1");
-        }
-        if out.reprovide < Duration::from_secs(10) {
-            bail!("--reprovide-secs must be at least 10");
-        }
-        Ok(Some(out))
-    }
 }
 
 /// What the servers measured over one phase (the provide, or one reprovide cycle).
@@ -804,11 +805,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let Some(args) = Args::parse(&raw)? else {
-        eprint!("{USAGE}");
-        return Ok(());
-    };
+    let args = <Cli as clap::Parser>::parse().check()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -25,11 +25,11 @@ use std::{
     time::Duration,
 };
 
-use dht_handler::{Handler, Validator};
+use dht_handler::{Handler, NamespacedValidator, ValidationError, Validator};
 use dht_proto::{K_VALUE, Key, MessageType, PeerId, PeerInfo, Prefix, Record};
 use dht_provider::{DhtProvider, Multihash, ProviderError};
 use dht_provider_store::{Keystore, ProviderStore, StoreError, ValueStore};
-use dht_routing::{DhtClient, Outcome, RecordValidator};
+use dht_routing::{DhtClient, Outcome};
 use dht_routing_table::{Clock, KBucketTable, SystemClock};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -95,7 +95,7 @@ pub enum NodeError {
     },
     /// A value record the Amino validators refuse.
     #[error("invalid record: {0}")]
-    InvalidRecord(String),
+    InvalidRecord(#[source] ValidationError),
     /// The identity file exists but does not hold a keypair.
     #[error("identity file {path}: {reason}")]
     BadIdentity {
@@ -104,32 +104,6 @@ pub enum NodeError {
         /// Why it was refused.
         reason: String,
     },
-}
-
-/// dht-handler's record [`Validator`]s (`/pk`, `/ipns`) as dht-routing's
-/// [`RecordValidator`], for [`Node::get_value`].
-pub struct ValidatorAdapter<V>(pub V);
-
-impl<V> fmt::Debug for ValidatorAdapter<V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ValidatorAdapter")
-    }
-}
-
-impl<V: Validator> RecordValidator for ValidatorAdapter<V> {
-    fn validate(&self, record: &Record) -> bool {
-        self.0
-            .validate(&record.key, &record.value, SystemClock.now())
-            .is_ok()
-    }
-
-    fn select(&self, records: &[Record]) -> usize {
-        let Some(first) = records.first() else {
-            return 0;
-        };
-        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
-        self.0.select(&first.key, &values).unwrap_or(0)
-    }
 }
 
 /// A running DHT node: transport, server, routing table, stores, client, provider.
@@ -280,23 +254,22 @@ impl<T: NodeTable> Node<T> {
     /// [`NodeError::Routing`] when there is no peer to ask; [`NodeError::Store`] when the
     /// local store cannot be read.
     pub async fn get_value(&self, key: &[u8]) -> Result<Option<Record>, NodeError> {
-        let validator = ValidatorAdapter(dht_handler::NamespacedValidator::new());
+        let validator = NamespacedValidator::new();
+        let now = SystemClock.now();
         let (stores, held_key) = (self.stores.clone(), key.to_vec());
-        let local = on_disk(move || stores.get_value(&held_key, SystemClock.now()))
+        let local = on_disk(move || stores.get_value(&held_key, now))
             .await??
             .map(|(record, _)| record)
-            .filter(|r| validator.validate(r));
-        match dht_routing::get_value(&*self.client, key, 1, &validator).await {
+            .filter(|r| validator.validate(&r.key, &r.value, now).is_ok());
+        match dht_routing::get_value(&*self.client, key, 1, &validator, now).await {
             Ok(outcome) => {
                 self.metrics.lookup("get_value", &outcome.stats);
                 let mut candidates: Vec<Record> =
                     local.into_iter().chain(outcome.value.record).collect();
-                if candidates.len() > 1 {
-                    let best = validator.select(&candidates);
-                    Ok(Some(candidates.swap_remove(best.min(candidates.len() - 1))))
-                } else {
-                    Ok(candidates.pop())
-                }
+                let values: Vec<&[u8]> = candidates.iter().map(|r| r.value.as_slice()).collect();
+                // `select` fails only when there is no candidate.
+                let best = validator.select(key, &values).unwrap_or(0);
+                Ok((best < candidates.len()).then(|| candidates.swap_remove(best)))
             }
             Err(dht_routing::Error::NoPeers) if local.is_some() => Ok(local),
             Err(e) => Err(e.into()),
@@ -311,18 +284,21 @@ impl<T: NodeTable> Node<T> {
     /// [`NodeError::Routing`] when there is no peer to put to; [`NodeError::Store`] when the
     /// local store cannot be written.
     pub async fn put_value(&self, record: Record) -> Result<Vec<PeerId>, NodeError> {
-        let validator = ValidatorAdapter(dht_handler::NamespacedValidator::new());
+        let validator = NamespacedValidator::new();
         let now = SystemClock.now();
-        Validator::validate(&validator.0, &record.key, &record.value, now)
-            .map_err(|e| NodeError::InvalidRecord(e.to_string()))?;
+        validator
+            .validate(&record.key, &record.value, now)
+            .map_err(NodeError::InvalidRecord)?;
         // Kept locally unless the record held is better (e.g. a newer IPNS record).
         let (stores, local) = (self.stores.clone(), record.clone());
         on_disk(move || {
             let keep_held = stores
                 .get_value(&local.key, now)?
                 .map(|(held, _)| held)
-                .filter(|held| validator.validate(held))
-                .is_some_and(|held| validator.select(&[local.clone(), held]) == 1);
+                .filter(|held| validator.validate(&held.key, &held.value, now).is_ok())
+                .is_some_and(|held| {
+                    validator.select(&local.key, &[&local.value, &held.value]) == Ok(1)
+                });
             if keep_held {
                 Ok(())
             } else {

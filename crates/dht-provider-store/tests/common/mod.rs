@@ -10,16 +10,11 @@ use dht_proto::{Key, Multiaddr, PeerId, ProviderRecord, UnixSecs};
 use dht_provider_store::Multihash;
 
 /// A fixed wall-clock start.
-pub const T0: UnixSecs = 1_700_000_000;
+pub const T0: UnixSecs = dht_test_kit::EPOCH;
 /// One hour.
 pub const H: u64 = 3600;
 
-/// A deterministic peer id (a sha256 multihash).
-pub fn peer(n: u64) -> PeerId {
-    let digest = Key::hash(&[b"peer".as_slice(), &n.to_be_bytes()].concat());
-    let mh = Multihash::wrap(0x12, digest.as_bytes()).expect("32-byte digest fits");
-    PeerId::from_multihash(mh).expect("sha256 multihash is a valid peer id")
-}
+pub use dht_test_kit::peer_id;
 
 /// A deterministic address of peer `n`.
 pub fn addr(n: u64) -> Multiaddr {
@@ -48,7 +43,7 @@ pub fn dht_key(n: u64) -> Vec<u8> {
 pub fn rec(k: u64, p: u64, at: UnixSecs) -> ProviderRecord {
     ProviderRecord {
         key: dht_key(k),
-        provider: peer(p),
+        provider: peer_id(p),
         addrs: vec![addr(p)],
         received_at: at,
     }

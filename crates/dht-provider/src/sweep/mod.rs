@@ -37,7 +37,7 @@ pub use config::{BATCH_ANSWER_TIMEOUT, SweepConfig};
 use send::JobOutcome;
 
 use crate::{
-    Multihash,
+    DhtProvider, Multihash,
     error::ProviderError,
     jobs::{JobKind, Waiting, Workers, choose, oldest_slices, queued_within, slices_per_job},
     schedule::{Progress, Schedule, slice_len_for},
@@ -517,7 +517,14 @@ where
             workers: Arc::new(Mutex::new(workers)),
         })
     }
+}
 
+impl<N, T, K> DhtProvider for SweepingProvider<N, T, K>
+where
+    N: Network + 'static,
+    T: RoutingTable + 'static,
+    K: Keystore + 'static,
+{
     /// Adds `keys` to the keystore and returns once their first provide succeeded or failed.
     /// With `force`, keys already held are provided again too.
     ///
@@ -528,11 +535,7 @@ where
     /// The keys are written to the keystore on the blocking pool
     /// ([`tokio::task::spawn_blocking`]), not on the caller's async thread: a keystore write
     /// waits for the disk.
-    pub async fn start_providing(
-        &self,
-        force: bool,
-        keys: &[Multihash],
-    ) -> Result<(), ProviderError> {
+    async fn start_providing(&self, force: bool, keys: &[Multihash]) -> Result<(), ProviderError> {
         let inner = self.inner.clone();
         let keys = keys.to_vec();
         let batch =
@@ -544,11 +547,7 @@ where
     }
 
     /// Like [`start_providing`](Self::start_providing) without waiting for the first provide.
-    pub fn start_providing_async(
-        &self,
-        force: bool,
-        keys: &[Multihash],
-    ) -> Result<(), ProviderError> {
+    fn start_providing_async(&self, force: bool, keys: &[Multihash]) -> Result<(), ProviderError> {
         self.inner.enqueue(force, keys, true, false).map(drop)
     }
 
@@ -557,7 +556,7 @@ where
     ///
     /// A caller still waiting for the first provide of some of them is answered: the stopped
     /// keys count as not provided.
-    pub fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
+    fn stop_providing(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
         self.inner.parts.keystore.delete(keys)?;
         let gone: HashSet<&Multihash> = keys.iter().collect();
         let mut stopped = Vec::new();
@@ -603,7 +602,7 @@ where
     }
 
     /// Provides `keys` once, without keeping them; returns when done.
-    pub async fn provide_once(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
+    async fn provide_once(&self, keys: &[Multihash]) -> Result<(), ProviderError> {
         match self.inner.enqueue(true, keys, false, true)? {
             Some(batch) => self.inner.wait(batch).await,
             None => Ok(()),
@@ -611,7 +610,7 @@ where
     }
 
     /// The keys provided, in keyspace order; see [`DhtProvider::provide_list`](crate::DhtProvider::provide_list).
-    pub fn provide_list(
+    fn provide_list(
         &self,
         after: Option<&Key>,
         limit: usize,
@@ -620,13 +619,13 @@ where
     }
 
     /// What an operator needs to know.
-    pub fn stats(&self) -> ProviderStats {
+    fn stats(&self) -> ProviderStats {
         self.inner.stats()
     }
 
     /// Saves the state and stops the workers. Keys whose first provide had not finished are
     /// provided after the next start.
-    pub async fn close(&self) -> Result<(), ProviderError> {
+    async fn close(&self) -> Result<(), ProviderError> {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake.notify_waiters();
         let workers: Vec<_> = self.workers.lock().drain(..).collect();

@@ -95,7 +95,7 @@ where
         explorer.exclude(excluded.iter().copied());
         let mut in_flight = FuturesUnordered::new();
         loop {
-            match explorer.next_action() {
+            match explorer.poll() {
                 ExploreAction::Ask { peer, target } => {
                     let key = find_node_key(&target);
                     let timeout = self.config.request_timeout;
@@ -112,10 +112,10 @@ where
                     Some((peer, _)) => explorer.on_failure(&peer),
                     None => break,
                 },
-                ExploreAction::Done => break,
+                ExploreAction::Finished => break,
             }
         }
-        let ex = explorer.finish();
+        let ex = explorer.into_result();
         self.count_region(&ex);
         self.shared.lock().quality.observe(&ex);
         ex

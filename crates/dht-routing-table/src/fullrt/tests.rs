@@ -1,32 +1,18 @@
 use std::collections::HashMap;
 
-use dht_proto::multihash::Multihash;
 use proptest::prelude::*;
 
 use super::*;
 use crate::{Direction, ManualClock};
 use dht_proto::Prefix;
+use dht_test_kit::peer_with;
 
-const T0: UnixSecs = 1_700_000_000;
-
-fn peer(seed: u64, addrs: &[&str]) -> PeerInfo {
-    let digest = Key::hash(&seed.to_le_bytes());
-    let id =
-        PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).expect("32-byte digest"))
-            .expect("sha256 multihash is a valid peer id");
-    PeerInfo::new(
-        id,
-        addrs
-            .iter()
-            .map(|a| a.parse().expect("valid multiaddr"))
-            .collect(),
-    )
-}
+const T0: UnixSecs = dht_test_kit::EPOCH;
 
 /// Peers made once (hashing peer ids is slow in debug builds), with their keys.
 static POOL: std::sync::LazyLock<Vec<(Key, PeerInfo)>> = std::sync::LazyLock::new(|| {
     (0..1500u64)
-        .map(|s| peer(s, &[]))
+        .map(|s| peer_with(s, &[]))
         .map(|p| (p.key(), p))
         .collect()
 });
@@ -50,20 +36,20 @@ const OUT: PeerEvent = PeerEvent::Seen(Direction::Outbound);
 
 #[test]
 fn replace_all_dedups_and_skips_local() {
-    let me = peer(0, &[]);
+    let me = peer_with(0, &[]);
     let t = FullRoutingTable::new(me.key(), FullRtConfig::default(), ManualClock::new(T0));
     let crawl = vec![
-        peer(1, &["/ip4/1.1.1.1/tcp/1"]),
+        peer_with(1, &["/ip4/1.1.1.1/tcp/1"]),
         me.clone(),
-        peer(2, &[]),
-        peer(1, &["/ip4/2.2.2.2/tcp/1"]), // later occurrence wins
+        peer_with(2, &[]),
+        peer_with(1, &["/ip4/2.2.2.2/tcp/1"]), // later occurrence wins
     ];
     assert_eq!(t.replace_all(crawl, T0), 2);
     assert_eq!(t.last_filled(), Some(T0));
     let stored: Vec<PeerInfo> = t.peers();
     let p1 = stored
         .iter()
-        .find(|p| p.peer_id == peer(1, &[]).peer_id)
+        .find(|p| p.peer_id == peer_with(1, &[]).peer_id)
         .expect("peer 1");
     assert_eq!(
         p1.addrs,
@@ -83,7 +69,7 @@ fn completeness() {
     let check = |config: FullRtConfig, filled: Option<usize>, after: u64, expected: bool| {
         let (t, clock) = table(config.clone());
         if let Some(n) = filled {
-            t.replace_all((0..n as u64).map(|s| peer(s, &[])), T0);
+            t.replace_all((0..n as u64).map(|s| peer_with(s, &[])), T0);
         }
         clock.advance(after);
         assert_eq!(
@@ -108,16 +94,16 @@ fn completeness() {
 #[test]
 fn updates_between_crawls() {
     let (t, _) = table(FullRtConfig::default());
-    let p = peer(1, &["/ip4/1.1.1.1/tcp/1"]);
+    let p = peer_with(1, &["/ip4/1.1.1.1/tcp/1"]);
     assert_eq!(t.update(&p, OUT), UpdateOutcome::Inserted);
     assert_eq!(
         t.update(&p, PeerEvent::Seen(Direction::Inbound)),
         UpdateOutcome::Updated
     );
-    let moved = peer(1, &["/ip4/3.3.3.3/tcp/1"]);
+    let moved = peer_with(1, &["/ip4/3.3.3.3/tcp/1"]);
     assert_eq!(t.update(&moved, OUT), UpdateOutcome::Updated);
     assert_eq!(t.peers(), vec![moved.clone()]);
-    assert_eq!(t.update(&peer(1, &[]), OUT), UpdateOutcome::Updated);
+    assert_eq!(t.update(&peer_with(1, &[]), OUT), UpdateOutcome::Updated);
     assert_eq!(
         t.peers(),
         vec![moved],
@@ -133,7 +119,7 @@ fn updates_between_crawls() {
 #[test]
 fn chunks_split_and_vanish() {
     let (t, _) = table(FullRtConfig::default());
-    let peers: Vec<PeerInfo> = (0..2000).map(|s| peer(s, &[])).collect();
+    let peers: Vec<PeerInfo> = (0..2000).map(|s| peer_with(s, &[])).collect();
     t.replace_all(peers[..300].to_vec(), T0);
     for p in &peers[300..] {
         assert_eq!(t.update(p, OUT), UpdateOutcome::Inserted);
@@ -262,7 +248,7 @@ fn lopsided_keys_take_the_near_half_whole() {
         .map(|i| {
             let region = if i < 5 { near } else { far };
             let key = region.key_with_suffix(&Key::hash(&i.to_le_bytes()));
-            let p = peer(i, &[]);
+            let p = peer_with(i, &[]);
             by_peer.insert(p.peer_id, key);
             (key, p)
         })
@@ -348,7 +334,7 @@ fn the_table_is_bounded_in_peers_and_per_ip_group() {
     let same: Vec<UpdateOutcome> = (0..5u64)
         .map(|s| {
             t.update(
-                &peer(10_000 + s, &[&format!("/ip4/203.0.113.{s}/tcp/1")]),
+                &peer_with(10_000 + s, &[&format!("/ip4/203.0.113.{s}/tcp/1")]),
                 out,
             )
         })
@@ -368,7 +354,7 @@ fn the_table_is_bounded_in_peers_and_per_ip_group() {
     let others: Vec<UpdateOutcome> = (0..10u64)
         .map(|s| {
             t.update(
-                &peer(20_000 + s, &[&format!("/ip4/198.51.{s}.1/tcp/1")]),
+                &peer_with(20_000 + s, &[&format!("/ip4/198.51.{s}.1/tcp/1")]),
                 out,
             )
         })
@@ -376,9 +362,9 @@ fn the_table_is_bounded_in_peers_and_per_ip_group() {
     assert_eq!(t.len(), 10);
     assert_eq!(others[7], UpdateOutcome::Rejected(RejectReason::TableFull));
     // A removal frees a place in the group.
-    t.update(&peer(10_000, &[]), PeerEvent::Removed);
+    t.update(&peer_with(10_000, &[]), PeerEvent::Removed);
     assert_eq!(
-        t.update(&peer(10_004, &["/ip4/203.0.113.4/tcp/1"]), out),
+        t.update(&peer_with(10_004, &["/ip4/203.0.113.4/tcp/1"]), out),
         UpdateOutcome::Inserted
     );
     // A crawl is bounded the same way, and keeps an even sample of what it found.
@@ -392,7 +378,7 @@ fn the_table_is_bounded_in_peers_and_per_ip_group() {
         "spread over the keyspace"
     );
     let grouped: Vec<PeerInfo> = (0..10u64)
-        .map(|s| peer(30_000 + s, &["/ip4/192.0.2.1/tcp/1"]))
+        .map(|s| peer_with(30_000 + s, &["/ip4/192.0.2.1/tcp/1"]))
         .collect();
     assert_eq!(t.replace_all(grouped, T0), 3);
     t.check_invariants().expect("invariants");

@@ -1,36 +1,22 @@
 use std::collections::HashMap;
 
-use dht_proto::{Multiaddr, multihash::Multihash};
+use dht_proto::Multiaddr;
 use proptest::prelude::*;
 use rand::{SeedableRng, rngs::SmallRng};
 
 use super::*;
 use crate::ManualClock;
+use dht_test_kit::peer_with;
 
 const LOCAL: Key = Key::ZERO;
-const T0: UnixSecs = 1_700_000_000;
-
-/// A peer whose id is derived from `seed`, with the given addresses.
-fn peer(seed: u64, addrs: &[&str]) -> PeerInfo {
-    let digest = Key::hash(&seed.to_le_bytes());
-    let id =
-        PeerId::from_multihash(Multihash::wrap(0x12, digest.as_bytes()).expect("32-byte digest"))
-            .expect("sha256 multihash is a valid peer id");
-    PeerInfo::new(
-        id,
-        addrs
-            .iter()
-            .map(|a| a.parse().expect("valid multiaddr"))
-            .collect(),
-    )
-}
+const T0: UnixSecs = dht_test_kit::EPOCH;
 
 /// The first `count` peers (by seed, from `from`) that fall in bucket `cpl` of `LOCAL`, each
 /// with its own /24.
 fn peers_in_bucket(cpl: usize, count: usize, from: u64) -> Vec<PeerInfo> {
     (from..)
         .map(|s| {
-            peer(
+            peer_with(
                 s,
                 &[&format!(
                     "/ip4/{}.{}.{}.1/tcp/4001",
@@ -191,7 +177,7 @@ fn pure_kademlia_keeps_old_members() {
 
 #[test]
 fn local_peer_is_rejected() {
-    let me = peer(42, &[]);
+    let me = peer_with(42, &[]);
     let t = KBucketTable::new(me.key(), KBucketConfig::default(), ManualClock::new(T0));
     assert_eq!(
         t.update(&me, OUT),
@@ -458,7 +444,7 @@ proptest! {
         let (t, clock) = table(config);
         let mut peers: Vec<PeerInfo> = (0..POOL as u64)
             .map(|s| {
-                let mut p = peer(s, &[]);
+                let mut p = peer_with(s, &[]);
                 p.addrs = vec![pool_addr(addr_groups[s as usize])];
                 p
             })
@@ -512,7 +498,7 @@ proptest! {
 #[test]
 fn concurrent_readers_and_writers() {
     let t = std::sync::Arc::new(table(KBucketConfig::default().with_diversity(None)).0);
-    let peers: Vec<PeerInfo> = (0..2000).map(|s| peer(s, &[])).collect();
+    let peers: Vec<PeerInfo> = (0..2000).map(|s| peer_with(s, &[])).collect();
     std::thread::scope(|s| {
         for r in 0..3u64 {
             let t = t.clone();

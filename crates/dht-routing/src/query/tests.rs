@@ -4,19 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use dht_proto::multihash::Multihash;
 use proptest::prelude::*;
-use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use super::*;
 
 fn peer(rng: &mut SmallRng) -> PeerInfo {
-    let mut digest = [0u8; 32];
-    rng.fill_bytes(&mut digest);
-    PeerInfo::new(
-        PeerId::from_multihash(Multihash::wrap(0x12, &digest).unwrap()).unwrap(),
-        vec![],
-    )
+    PeerInfo::new(dht_test_kit::peer_id(rng.random()), vec![])
 }
 
 /// How a scripted peer behaves.
@@ -432,7 +426,7 @@ fn ends_at_once_without_seeds_and_when_told() {
     let QueryAction::Ask(p) = q.poll(now) else {
         panic!("expected a request")
     };
-    q.finish();
+    q.stop();
     assert_eq!(q.poll(now), QueryAction::Finished);
     // A late answer is recorded but adds no candidates.
     assert!(q.on_response(&p.peer_id, &net.peers, now));

@@ -16,9 +16,8 @@ use std::{
 use dht_proto::{
     K_VALUE, Key, MessageType, PeerId, PeerInfo, Record, Request, Response,
     batch::{KeyStatus, ProvideBatch, ProvideBatchResponse},
-    multihash::Multihash,
 };
-use dht_routing::{ClientConfig, DhtClient, Feature, Network, RecordValidator, RpcError};
+use dht_routing::{ClientConfig, DhtClient, Feature, Network, RpcError};
 use dht_routing_table::{
     Direction, FullRoutingTable, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
@@ -63,9 +62,7 @@ pub struct TestNet {
 }
 
 pub fn peer_id(rng: &mut impl Rng) -> PeerId {
-    let mut digest = [0u8; 32];
-    rng.fill_bytes(&mut digest);
-    PeerId::from_multihash(Multihash::wrap(0x12, &digest).unwrap()).unwrap()
+    dht_test_kit::peer_id(rng.random())
 }
 
 pub fn peer_info(rng: &mut impl Rng, i: usize) -> PeerInfo {
@@ -364,29 +361,6 @@ pub fn client(
         },
         config,
     )
-}
-
-/// Values are `"<seq>"`: valid if a number, the highest wins.
-pub struct SeqValidator;
-
-fn seq(r: &Record) -> Option<u64> {
-    std::str::from_utf8(&r.value).ok()?.parse().ok()
-}
-
-impl RecordValidator for SeqValidator {
-    fn validate(&self, record: &Record) -> bool {
-        seq(record).is_some()
-    }
-
-    fn select(&self, records: &[Record]) -> usize {
-        let mut best = 0;
-        for (i, r) in records.iter().enumerate() {
-            if seq(r) > records.get(best).and_then(seq) {
-                best = i;
-            }
-        }
-        best
-    }
 }
 
 /// Median and 95th percentile.

@@ -951,8 +951,9 @@ mod memory_cmd {
 
     /// Runs `dht-sim provide` for `keys` in a child process; reads its JSON report.
     fn run(args: &MemoryArgs, keys: u64) -> Result<Row, String> {
-        let json =
-            std::env::temp_dir().join(format!("dht-sim-memory-{}-{keys}.json", std::process::id()));
+        // Removed with its directory when the run is read (or fails).
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let json = dir.path().join(format!("memory-{keys}.json"));
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         // The child's table goes to stderr: stdout is the table of all runs.
         let stdout = std::io::stderr()
@@ -979,7 +980,6 @@ mod memory_cmd {
             .status()
             .map_err(|e| e.to_string())?;
         let text = std::fs::read_to_string(&json);
-        let _ = std::fs::remove_file(&json);
         if !status.success() {
             return Err(format!("the run of {keys} keys failed: {status}"));
         }

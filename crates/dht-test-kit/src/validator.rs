@@ -1,26 +1,24 @@
 //! [`SeqValidator`]: value records for experiments, newest sequence number wins.
 
-use dht_handler::{ValidationError, Validator};
-use dht_proto::{Record, UnixSecs};
-use dht_routing::RecordValidator;
+use dht_proto::{Record, UnixSecs, ValidationError, Validator, split_key};
 
-/// The record namespace every simulated handler accepts besides `/pk/` and `/ipns/`.
+/// The record namespace of [`SeqValidator`]: every simulated handler accepts it besides
+/// `/pk/` and `/ipns/`.
 pub const SIM_NAMESPACE: &str = "sim";
 
 /// Validates `/sim/<anything>` records whose value is `<sequence number>` or
 /// `<sequence number>:<payload>` in ASCII decimal; the highest sequence number is the best
 /// record (the first of equals). Registered in every simulated node's handler, and usable as
-/// the client's [`RecordValidator`], so get/put value experiments need no signatures.
+/// the client's validator, so get/put value experiments need no signatures.
 ///
 /// ```
-/// use dht_proto::Record;
-/// use dht_routing::RecordValidator;
-/// use dht_sim::SeqValidator;
+/// use dht_proto::Validator;
+/// use dht_test_kit::SeqValidator;
 ///
 /// let (old, new) = (SeqValidator::record("/sim/a", 1), SeqValidator::record("/sim/a", 2));
-/// assert_eq!(RecordValidator::select(&SeqValidator, &[old, new.clone()]), 1);
+/// assert_eq!(SeqValidator.select(b"/sim/a", &[&old.value, &new.value]), Ok(1));
 /// assert_eq!(new.value, b"2");
-/// assert!(!RecordValidator::validate(&SeqValidator, &Record::new("/sim/a", "two")));
+/// assert!(SeqValidator.validate(b"/sim/a", b"two", 0).is_err());
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SeqValidator;
@@ -40,9 +38,9 @@ impl SeqValidator {
         std::str::from_utf8(digits).ok()?.parse().ok()
     }
 
-    fn best<'a>(values: impl Iterator<Item = &'a [u8]>) -> usize {
+    fn best(values: &[&[u8]]) -> usize {
         let mut best: Option<(usize, u64)> = None;
-        for (i, v) in values.enumerate() {
+        for (i, v) in values.iter().enumerate() {
             let seq = Self::seq(v).unwrap_or(0);
             if best.is_none_or(|(_, b)| seq > b) {
                 best = Some((i, seq));
@@ -54,7 +52,7 @@ impl SeqValidator {
 
 impl Validator for SeqValidator {
     fn validate(&self, key: &[u8], value: &[u8], _now: UnixSecs) -> Result<(), ValidationError> {
-        match dht_handler::split_key(key) {
+        match split_key(key) {
             Some((ns, _)) if ns == SIM_NAMESPACE.as_bytes() => {}
             _ => return Err(ValidationError::InvalidKey("not a /sim/ key")),
         }
@@ -67,17 +65,7 @@ impl Validator for SeqValidator {
         if values.is_empty() {
             return Err(ValidationError::NoRecords);
         }
-        Ok(Self::best(values.iter().copied()))
-    }
-}
-
-impl RecordValidator for SeqValidator {
-    fn validate(&self, record: &Record) -> bool {
-        Validator::validate(self, &record.key, &record.value, 0).is_ok()
-    }
-
-    fn select(&self, records: &[Record]) -> usize {
-        Self::best(records.iter().map(|r| r.value.as_slice()))
+        Ok(Self::best(values))
     }
 }
 

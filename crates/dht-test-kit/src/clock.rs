@@ -8,7 +8,7 @@ use tokio::time::Instant;
 /// clock was made. On a paused runtime it moves only when the runtime advances time, so
 /// routing tables, handlers and records all age in virtual time.
 ///
-/// Make it inside the runtime that drives the simulation.
+/// Make it inside the runtime that drives the simulation or the test.
 #[derive(Clone, Copy, Debug)]
 pub struct SimClock {
     origin: Instant,
