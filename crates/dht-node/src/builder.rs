@@ -550,7 +550,7 @@ impl<T: NodeTable> NodeBuilder<T> {
                 info.clone(),
                 clock,
                 config,
-            )),
+            )?),
         };
 
         let node = Arc::new(Node {

@@ -555,7 +555,7 @@ async fn run_on(
                 provider_node.info().clone(),
                 clock,
                 config.legacy.clone(),
-            );
+            )?;
             provide(&provider, &keys, replication, on_progress).await
         }
     };

@@ -29,6 +29,14 @@ pub enum ProviderError {
         /// The keys that failed.
         failed: Vec<Multihash>,
     },
+    /// A setting that cannot work (a zero count, a zero timeout); nothing was started.
+    #[error("invalid setting {setting}: {reason}")]
+    InvalidConfig {
+        /// The setting, as its field is named.
+        setting: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
     /// The provider was closed.
     #[error("the provider is closed")]
     Closed,
@@ -45,3 +53,27 @@ pub(crate) async fn off_async<T: Send + 'static>(
         )))
     })?
 }
+
+/// Refuses `value` of `setting` when it is zero.
+pub(crate) fn at_least_one(setting: &'static str, value: u64) -> Result<(), ProviderError> {
+    if value == 0 {
+        return Err(ProviderError::InvalidConfig {
+            setting,
+            reason: "must be at least 1",
+        });
+    }
+    Ok(())
+}
+
+/// Generates one `with_<field>` setter per line: `doc, with_name => field: Type;`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $with:ident => $field:ident: $ty:ty;)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $with(mut self, value: $ty) -> Self {
+            self.$field = value;
+            self
+        }
+    )*};
+}
+pub(crate) use setters;

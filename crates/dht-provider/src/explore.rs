@@ -33,8 +33,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use dht_proto::{Distance, K_VALUE, Key, PeerId, PeerInfo, Prefix};
 
-/// Settings of a [`RegionExplorer`].
+/// Settings of a [`RegionExplorer`]. Every count must be at least 1
+/// ([`validate`](Self::validate)); the sweep checks them when it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExploreConfig {
     /// Replication: how many closest servers each key goes to (20).
     pub k: usize,
@@ -64,29 +66,29 @@ impl Default for ExploreConfig {
 }
 
 impl ExploreConfig {
-    /// Sets the replication factor k.
-    pub fn with_k(mut self, k: usize) -> Self {
-        self.k = k.max(1);
-        self
+    crate::error::setters! {
+        /// Sets the replication factor k.
+        with_k => k: usize;
+        /// Sets how many requests may be in flight at once.
+        with_parallelism => parallelism: usize;
+        /// Sets the most requests one region may cost.
+        with_max_requests => max_requests: usize;
+        /// Sets how many answers must agree that a prefix holds fewer than k servers (see
+        /// [`confirmations`](Self::confirmations)).
+        with_confirmations => confirmations: usize;
     }
 
-    /// Sets how many requests may be in flight at once.
-    pub fn with_parallelism(mut self, n: usize) -> Self {
-        self.parallelism = n.max(1);
-        self
-    }
-
-    /// Sets the most requests one region may cost.
-    pub fn with_max_requests(mut self, n: usize) -> Self {
-        self.max_requests = n.max(1);
-        self
-    }
-
-    /// Sets how many answers must agree that a prefix holds fewer than k servers (see
-    /// [`confirmations`](Self::confirmations)).
-    pub fn with_confirmations(mut self, n: usize) -> Self {
-        self.confirmations = n.max(1);
-        self
+    /// `Ok` when every setting can work.
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidConfig`](crate::ProviderError::InvalidConfig) naming the first
+    /// count that is zero.
+    pub fn validate(&self) -> Result<(), crate::ProviderError> {
+        use crate::error::at_least_one;
+        at_least_one("explore.k", self.k as u64)?;
+        at_least_one("explore.parallelism", self.parallelism as u64)?;
+        at_least_one("explore.max_requests", self.max_requests as u64)?;
+        at_least_one("explore.confirmations", self.confirmations as u64)
     }
 }
 

@@ -24,8 +24,10 @@ use tokio::sync::Notify;
 
 use crate::{DhtProvider, Multihash, error::ProviderError, stats::ProviderStats};
 
-/// Settings of a [`LegacyProvider`].
+/// Settings of a [`LegacyProvider`]; [`LegacyProvider::start`] refuses a zero count or
+/// interval ([`validate`](Self::validate)).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LegacyConfig {
     /// How often every key is reprovided (22 h).
     pub interval: Duration,
@@ -46,16 +48,25 @@ impl Default for LegacyConfig {
 }
 
 impl LegacyConfig {
-    /// Sets the reprovide interval.
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval.max(Duration::from_secs(1));
-        self
+    crate::error::setters! {
+        /// Sets the reprovide interval.
+        with_interval => interval: Duration;
+        /// Sets how many keys are provided at once.
+        with_parallelism => parallelism: usize;
+        /// Sets how many keys are read from the keystore per page when reproviding.
+        with_scan_page => scan_page: usize;
     }
 
-    /// Sets how many keys are provided at once.
-    pub fn with_parallelism(mut self, n: usize) -> Self {
-        self.parallelism = n.max(1);
-        self
+    /// `Ok` when every setting can work.
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidConfig`] naming the first setting that is zero (the interval:
+    /// under a second).
+    pub fn validate(&self) -> Result<(), ProviderError> {
+        use crate::error::at_least_one;
+        at_least_one("interval", self.interval.as_secs())?;
+        at_least_one("parallelism", self.parallelism as u64)?;
+        at_least_one("scan_page", self.scan_page as u64)
     }
 }
 
@@ -148,13 +159,18 @@ where
     K: Keystore + 'static,
 {
     /// Starts the periodic reprovide (the first one an interval from now).
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidConfig`] when a setting cannot work
+    /// ([`LegacyConfig::validate`]); nothing is started.
     pub fn start(
         dht: D,
         keystore: K,
         local: PeerInfo,
         clock: Arc<dyn Clock>,
         config: LegacyConfig,
-    ) -> Self {
+    ) -> Result<Self, ProviderError> {
+        config.validate()?;
         let inner = Arc::new(Inner {
             dht,
             keystore,
@@ -184,10 +200,10 @@ where
                 }
             }
         });
-        LegacyProvider {
+        Ok(LegacyProvider {
             inner,
             task: Arc::new(Mutex::new(Some(task))),
-        }
+        })
     }
 }
 
@@ -309,7 +325,7 @@ where
                 let ok = self.provide_one(&k).await;
                 (k, ok)
             })
-            .buffer_unordered(self.config.parallelism.max(1))
+            .buffer_unordered(self.config.parallelism)
             .collect()
             .await;
         let failed: Vec<Multihash> = results.iter().filter(|r| !r.1).map(|r| r.0).collect();
@@ -373,7 +389,7 @@ where
             let page = self.keystore.scan(
                 &dht_proto::Prefix::ROOT,
                 after.as_ref(),
-                self.config.scan_page.max(1),
+                self.config.scan_page,
             )?;
             let Some((last, _)) = page.last() else { break };
             after = Some(*last);
@@ -381,7 +397,7 @@ where
             total += keys.len() as u64;
             // Failures are counted; they are tried again next interval.
             let _ = self.provide_many(&keys).await;
-            if keys.len() < self.config.scan_page.max(1) {
+            if keys.len() < self.config.scan_page {
                 break;
             }
         }

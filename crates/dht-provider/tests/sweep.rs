@@ -520,6 +520,55 @@ fn start_with_table<T: RoutingTable + 'static, K: Keystore + 'static>(
     SweepingProvider::start(parts, config).unwrap()
 }
 
+/// A setting that cannot work stops the start, by name, and nothing is written or sent; the
+/// per-key provider likewise.
+#[tokio::test(start_paused = true)]
+async fn settings_that_cannot_work_are_refused_at_start() {
+    let net = Net::new(50, 40);
+    let store = Arc::new(MemoryStore::new());
+    let parts = SweepParts {
+        table: net.provider_table(&provider_identity()),
+        local: provider_identity(),
+        network: net.clone(),
+        keystore: store.clone(),
+        state: Box::new(MemoryStateStore::default()) as Box<dyn StateStore>,
+        clock: Arc::new(clock()),
+    };
+    let refused = SweepingProvider::start(parts, config().with_workers(0));
+    assert!(
+        matches!(
+            refused,
+            Err(dht_provider::ProviderError::InvalidConfig {
+                setting: "workers",
+                ..
+            })
+        ),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(net.0.counts.lock().attempts, 0);
+    let client = dht_routing::DhtClient::new(
+        provider_identity(),
+        net.provider_table(&provider_identity()),
+        net.clone(),
+        dht_routing::ClientConfig::default(),
+    );
+    let legacy = dht_provider::LegacyProvider::start(
+        client,
+        store,
+        provider_identity(),
+        Arc::new(clock()),
+        dht_provider::LegacyConfig::default().with_scan_page(0),
+    );
+    assert!(matches!(
+        legacy.err(),
+        Some(dht_provider::ProviderError::InvalidConfig {
+            setting: "scan_page",
+            ..
+        })
+    ));
+}
+
 fn config() -> SweepConfig {
     SweepConfig::default()
         .with_interval(Duration::from_secs(8 * 3600))
@@ -697,6 +746,7 @@ fn start_legacy(net: &Net) -> Legacy {
         Arc::new(clock()),
         dht_provider::LegacyConfig::default(),
     )
+    .unwrap()
 }
 
 /// The per-key baseline on the same network: one walk per key. The sweep places the same keys

@@ -572,13 +572,16 @@ where
             let client = sim
                 .client(me)
                 .ok_or(SimError::Config("provider node vanished".into()))?;
-            EitherProvider::PerKey(LegacyProvider::start(
-                client,
-                keystore,
-                info.clone(),
-                clock.clone(),
-                LegacyConfig::default().with_interval(config.interval),
-            ))
+            EitherProvider::PerKey(
+                LegacyProvider::start(
+                    client,
+                    keystore,
+                    info.clone(),
+                    clock.clone(),
+                    LegacyConfig::default().with_interval(config.interval),
+                )
+                .map_err(provider_error)?,
+            )
         }
     };
     let started = tokio::time::Instant::now();

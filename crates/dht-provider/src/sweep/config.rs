@@ -8,8 +8,11 @@ use crate::{explore::ExploreConfig, jobs::default_reserved};
 /// `docs/specs/provide-batch.md` suggests (the answer waits for a disk sync).
 pub const BATCH_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Settings of a [`SweepingProvider`](super::SweepingProvider).
+/// Settings of a [`SweepingProvider`](super::SweepingProvider), with a `with_` setter for
+/// every field. [`SweepingProvider::start`](super::SweepingProvider::start) refuses settings
+/// that cannot work ([`validate`](Self::validate)) rather than changing them.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SweepConfig {
     /// How often every key is reprovided (22 h).
     pub interval: Duration,
@@ -99,48 +102,134 @@ impl Default for SweepConfig {
 }
 
 impl SweepConfig {
-    /// Sets the reprovide interval.
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval.max(Duration::from_secs(1));
-        self
-    }
-
-    /// Sets how many jobs run at once, half of them reserved for the schedule (none of a
-    /// single worker).
+    /// Sets how many jobs run at once, and reserves half of them for the schedule (none of a
+    /// single worker); set [`reserved_for_schedule`](Self::reserved_for_schedule) after it.
+    #[must_use]
     pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
-        self.reserved_for_schedule = default_reserved(self.workers);
+        self.workers = workers;
+        self.reserved_for_schedule = default_reserved(workers);
         self
     }
 
-    /// Sets how many workers only reprovide the schedule (at most all but one).
-    pub fn with_reserved_for_schedule(mut self, reserved: usize) -> Self {
-        self.reserved_for_schedule = reserved.min(self.workers.saturating_sub(1));
-        self
-    }
-
-    /// Sets how many slices a provide job takes at once (at least one).
-    pub fn with_provide_slices_per_job(mut self, slices: usize) -> Self {
-        self.provide_slices_per_job = slices.max(1);
-        self
-    }
-
-    /// Sets the per-request timeout.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Turns the batched provide on or off ([`provide_batch`](Self::provide_batch)).
-    pub fn with_provide_batch(mut self, on: bool) -> Self {
-        self.provide_batch = on;
-        self
-    }
-
-    /// Sets the replication factor k (also the explorer's).
+    /// Sets the replication factor k, the explorer's too.
+    #[must_use]
     pub fn with_k(mut self, k: usize) -> Self {
-        self.k = k.max(1);
-        self.explore = self.explore.with_k(self.k);
+        self.k = k;
+        self.explore = self.explore.with_k(k);
         self
+    }
+
+    crate::error::setters! {
+        /// Sets the reprovide interval.
+        with_interval => interval: Duration;
+        /// Sets how many workers only reprovide the schedule (at most all but one).
+        with_reserved_for_schedule => reserved_for_schedule: usize;
+        /// Sets how many slices a provide job takes at once.
+        with_provide_slices_per_job => provide_slices_per_job: usize;
+        /// Sets the per-request timeout.
+        with_request_timeout => request_timeout: Duration;
+        /// Sets how many ADD_PROVIDER messages are in flight to one peer at once.
+        with_sends_per_peer => sends_per_peer: usize;
+        /// Turns the batched provide on or off ([`provide_batch`](Self::provide_batch)).
+        with_provide_batch => provide_batch: bool;
+        /// Sets how many peers of a slice are sent to at once.
+        with_peers_in_parallel => peers_in_parallel: usize;
+        /// Sets the failed sends in a row that drop a peer from a slice.
+        with_max_peer_failures => max_peer_failures: u32;
+        /// Sets the longest one slice's sends may take.
+        with_slice_deadline => slice_deadline: Duration;
+        /// Sets the time a peer is given for its share of a slice, besides its time per record.
+        with_peer_budget => peer_budget: Duration;
+        /// Sets the time a peer is given per record it is sent.
+        with_peer_time_per_record => peer_time_per_record: Duration;
+        /// Sets how long a slice exploration is reused.
+        with_exploration_freshness => exploration_freshness: Duration;
+        /// Sets how long a failed slice waits before it is retried.
+        with_retry_after => retry_after: Duration;
+        /// Sets how long without any answer before the provider calls itself offline.
+        with_offline_after => offline_after: Duration;
+        /// Sets the keys a job sends at once (a page).
+        with_scan_page => scan_page: usize;
+        /// Sets the keys waiting for their first provide held in memory at most.
+        with_queued_in_memory => queued_in_memory: usize;
+        /// Sets the fingerprints of marked keys held at most.
+        with_max_marked => max_marked: usize;
+        /// Sets the settings of each exploration.
+        with_explore => explore: ExploreConfig;
+    }
+
+    /// `Ok` when every setting can work: counts, the interval and the timeouts above zero,
+    /// and at least one worker left for new keys.
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidConfig`](crate::ProviderError::InvalidConfig) naming the first
+    /// setting that cannot work.
+    pub fn validate(&self) -> Result<(), crate::ProviderError> {
+        use crate::error::at_least_one;
+        at_least_one("interval", self.interval.as_secs())?;
+        at_least_one("k", self.k as u64)?;
+        at_least_one("workers", self.workers as u64)?;
+        at_least_one("provide_slices_per_job", self.provide_slices_per_job as u64)?;
+        at_least_one("request_timeout", self.request_timeout.as_millis() as u64)?;
+        at_least_one("sends_per_peer", self.sends_per_peer as u64)?;
+        at_least_one("peers_in_parallel", self.peers_in_parallel as u64)?;
+        at_least_one("max_peer_failures", u64::from(self.max_peer_failures))?;
+        at_least_one("slice_deadline", self.slice_deadline.as_millis() as u64)?;
+        at_least_one("scan_page", self.scan_page as u64)?;
+        if self.reserved_for_schedule >= self.workers && self.reserved_for_schedule > 0 {
+            return Err(crate::ProviderError::InvalidConfig {
+                setting: "reserved_for_schedule",
+                reason: "must leave at least one worker for new keys",
+            });
+        }
+        self.explore.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProviderError;
+
+    fn refused(config: SweepConfig) -> &'static str {
+        match config.validate() {
+            Err(ProviderError::InvalidConfig { setting, .. }) => setting,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    /// The defaults work; a zero is refused by name, never rounded up.
+    #[test]
+    fn zeros_are_refused_by_name() {
+        assert!(SweepConfig::default().validate().is_ok());
+        let d = SweepConfig::default;
+        assert_eq!(refused(d().with_interval(Duration::ZERO)), "interval");
+        assert_eq!(refused(d().with_k(0)), "k");
+        assert_eq!(refused(d().with_workers(0)), "workers");
+        assert_eq!(
+            refused(d().with_provide_slices_per_job(0)),
+            "provide_slices_per_job"
+        );
+        assert_eq!(
+            refused(d().with_request_timeout(Duration::ZERO)),
+            "request_timeout"
+        );
+        assert_eq!(refused(d().with_sends_per_peer(0)), "sends_per_peer");
+        assert_eq!(refused(d().with_peers_in_parallel(0)), "peers_in_parallel");
+        assert_eq!(refused(d().with_max_peer_failures(0)), "max_peer_failures");
+        assert_eq!(
+            refused(d().with_slice_deadline(Duration::ZERO)),
+            "slice_deadline"
+        );
+        assert_eq!(refused(d().with_scan_page(0)), "scan_page");
+        assert_eq!(
+            refused(d().with_workers(4).with_reserved_for_schedule(4)),
+            "reserved_for_schedule"
+        );
+        let explore = ExploreConfig::default().with_parallelism(0);
+        assert_eq!(refused(d().with_explore(explore)), "explore.parallelism");
+        // One worker reserves none, and works.
+        assert!(d().with_workers(1).validate().is_ok());
+        assert_eq!(d().with_workers(3).with_k(5).explore.k, 5);
     }
 }

@@ -417,9 +417,14 @@ where
     ///
     /// Slices whose first provide had not finished when the provider last stopped are queued
     /// again, whole; the reprovide schedule resumes where it stopped.
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidConfig`] when a setting cannot work
+    /// ([`SweepConfig::validate`]); the state store's and the keystore's errors.
     pub fn start(parts: SweepParts<N, T, K>, config: SweepConfig) -> Result<Self, ProviderError> {
+        config.validate()?;
         let now = parts.clock.now();
-        let interval = config.interval.as_secs().max(1);
+        let interval = config.interval.as_secs();
         let mut state = match parts.state.load()? {
             Some(bytes) => SweepState::from_bytes(&bytes)?,
             None => {
@@ -1031,7 +1036,7 @@ where
         let mut excluded = HashSet::new();
         let mut outcome = JobOutcome::default();
         let started = tokio::time::Instant::now();
-        let page_len = self.config.scan_page.max(1);
+        let page_len = self.config.scan_page;
         // The keys held in memory go a page at a time too, so that what a job holds while it
         // sends (per key and per peer) is bounded by the page, not by the keys queued.
         for keys in first.chunks(page_len) {

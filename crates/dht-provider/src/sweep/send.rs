@@ -205,7 +205,7 @@ where
                     let sent = self.send_to_peer(&peer, keys, idx, deadline).await;
                     (peer_id, assigned, sent)
                 })
-                .buffer_unordered(self.config.peers_in_parallel.max(1))
+                .buffer_unordered(self.config.peers_in_parallel)
                 .collect()
                 .await;
             let (mut newly_dead, mut lost) = (0, 0);
@@ -488,7 +488,7 @@ where
         sent: &mut PeerSend,
     ) {
         let timeout = self.config.request_timeout;
-        let parallel = self.config.sends_per_peer.max(1);
+        let parallel = self.config.sends_per_peer;
         let local = &self.parts.local;
         let network = &self.parts.network;
         let mut failures = 0u32;
