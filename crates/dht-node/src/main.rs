@@ -792,7 +792,7 @@ async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
         config.sweep = config.sweep.with_workers(workers);
     }
     if let Some(n) = args.sends_per_peer {
-        config.sweep.sends_per_peer = n.max(1);
+        config.sweep = config.sweep.with_sends_per_peer(n);
     }
     if let Some(n) = args.parallelism {
         config.legacy = config.legacy.with_parallelism(n);
