@@ -9,7 +9,7 @@
 //! use dht_node::devnet::{DevnetConfig, run};
 //!
 //! # async fn demo() -> Result<(), dht_node::devnet::DevnetError> {
-//! let config = DevnetConfig { nodes: 10, keys: 500, sample: 50, ..DevnetConfig::default() };
+//! let config = DevnetConfig::default().with_nodes(10).with_keys(500).with_sample(50);
 //! let report = run(&config, |_progress| {}).await?;
 //! assert_eq!(report.found, report.sampled);
 //! println!("{report}");
@@ -47,8 +47,10 @@ const SHA2_256: u64 = 0x12;
 /// How the providing node announces its keys: the strategy of `dht-node run`.
 pub use crate::config::Strategy;
 
-/// Settings of a devnet run.
+/// Settings of a devnet run, with a `with_` setter for every field; [`run`] refuses
+/// settings that cannot work.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DevnetConfig {
     /// Nodes started (at least 2); node 0 provides.
     pub nodes: usize,
@@ -106,6 +108,92 @@ impl Default for DevnetConfig {
     }
 }
 
+impl DevnetConfig {
+    /// Sets how many nodes start (at least 2).
+    #[must_use]
+    pub fn with_nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Sets how many random CIDs node 0 provides.
+    #[must_use]
+    pub fn with_keys(mut self, keys: usize) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Sets how many keys are looked up afterwards.
+    #[must_use]
+    pub fn with_sample(mut self, sample: usize) -> Self {
+        self.sample = sample;
+        self
+    }
+
+    /// Sets how node 0 provides.
+    #[must_use]
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Sets how many other earlier nodes each node bootstraps from besides node 0.
+    #[must_use]
+    pub fn with_bootstrap_peers(mut self, peers: usize) -> Self {
+        self.bootstrap_peers = peers;
+        self
+    }
+
+    /// Sets the most time spent on extra self-lookup rounds.
+    #[must_use]
+    pub fn with_settle_timeout(mut self, timeout: Duration) -> Self {
+        self.settle_timeout = timeout;
+        self
+    }
+
+    /// Sets how many lookups of the sample run at once (at least 1).
+    #[must_use]
+    pub fn with_lookup_parallelism(mut self, n: usize) -> Self {
+        self.lookup_parallelism = n;
+        self
+    }
+
+    /// Sets the seed of the keys, the bootstrap choices and the sample.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets how every node is built (see [`node`](Self::node)).
+    #[must_use]
+    pub fn with_node(mut self, node: NodeBuilder) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// Sets the share of the servers, 0 to 1, built as [`node`](Self::node) says.
+    #[must_use]
+    pub fn with_batch_share(mut self, share: f64) -> Self {
+        self.batch_share = share;
+        self
+    }
+
+    /// Sets the sweeping provider's settings.
+    #[must_use]
+    pub fn with_sweep(mut self, sweep: SweepConfig) -> Self {
+        self.sweep = sweep;
+        self
+    }
+
+    /// Sets the per-key provider's settings.
+    #[must_use]
+    pub fn with_legacy(mut self, legacy: LegacyConfig) -> Self {
+        self.legacy = legacy;
+        self
+    }
+}
+
 /// What can stop a devnet run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -113,6 +201,14 @@ pub enum DevnetError {
     /// Fewer than two nodes were asked for.
     #[error("a devnet needs at least 2 nodes, got {0}")]
     TooFewNodes(usize),
+    /// Another setting that cannot work; nothing was started.
+    #[error("invalid devnet setting {setting}: {reason}")]
+    InvalidConfig {
+        /// The setting, as its field is named.
+        setting: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
     /// A node could not start or bootstrap.
     #[error("node {index}: {source}")]
     Node {
@@ -394,7 +490,8 @@ pub struct ProvideProgress {
 /// cores.
 ///
 /// # Errors
-/// [`DevnetError`] when fewer than 2 nodes are asked for, when a node cannot start or
+/// [`DevnetError`] when fewer than 2 nodes are asked for or another setting cannot work
+/// (no lookup at once, a batch share outside 0 to 1), when a node cannot start or
 /// bootstrap, or when the provider cannot start. Keys that are not found are not an error:
 /// they show in [`DevnetReport::found`].
 pub async fn run(
@@ -403,6 +500,18 @@ pub async fn run(
 ) -> Result<DevnetReport, DevnetError> {
     if config.nodes < 2 {
         return Err(DevnetError::TooFewNodes(config.nodes));
+    }
+    if config.lookup_parallelism == 0 {
+        return Err(DevnetError::InvalidConfig {
+            setting: "lookup_parallelism",
+            reason: "must be at least 1",
+        });
+    }
+    if !(0.0..=1.0).contains(&config.batch_share) {
+        return Err(DevnetError::InvalidConfig {
+            setting: "batch_share",
+            reason: "must be a share from 0 to 1",
+        });
     }
     let mut rng = StdRng::seed_from_u64(config.seed);
 
@@ -587,7 +696,7 @@ async fn run_on(
         }
         (found, providers.stats())
     }))
-    .buffer_unordered(config.lookup_parallelism.max(1))
+    .buffer_unordered(config.lookup_parallelism)
     .collect()
     .await;
     let lookup_time = started.elapsed();

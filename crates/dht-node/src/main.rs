@@ -776,15 +776,13 @@ async fn stat(api: &ApiClient, args: &StatArgs) -> anyhow::Result<()> {
 }
 
 async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
-    let mut config = DevnetConfig {
-        nodes: args.nodes,
-        keys: args.keys,
-        sample: args.sample,
-        strategy: args.strategy,
-        bootstrap_peers: args.bootstrap_peers,
-        settle_timeout: Duration::from_secs(args.settle_secs),
-        ..DevnetConfig::default()
-    };
+    let mut config = DevnetConfig::default()
+        .with_nodes(args.nodes)
+        .with_keys(args.keys)
+        .with_sample(args.sample)
+        .with_strategy(args.strategy)
+        .with_bootstrap_peers(args.bootstrap_peers)
+        .with_settle_timeout(Duration::from_secs(args.settle_secs));
     if let Some(seed) = args.seed {
         config.seed = seed;
     }

@@ -7,14 +7,12 @@ use std::time::Duration;
 use dht_node::devnet::{DevnetConfig, ProvideProgress, Strategy, run};
 
 async fn small_devnet(strategy: Strategy) {
-    let config = DevnetConfig {
-        nodes: 10,
-        keys: 500,
-        sample: 50,
-        strategy,
-        settle_timeout: Duration::from_secs(5),
-        ..DevnetConfig::default()
-    };
+    let config = DevnetConfig::default()
+        .with_nodes(10)
+        .with_keys(500)
+        .with_sample(50)
+        .with_strategy(strategy)
+        .with_settle_timeout(Duration::from_secs(5));
     let progress: Mutex<Vec<ProvideProgress>> = Mutex::new(Vec::new());
     let on_progress = |p| progress.lock().unwrap().push(p);
     let report = tokio::time::timeout(Duration::from_secs(120), run(&config, on_progress))
@@ -71,14 +69,12 @@ async fn per_key_devnet_finds_every_sampled_key() {
 /// servers that speak it, as ADD_PROVIDER to the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_devnet_provides_both_ways() {
-    let config = DevnetConfig {
-        nodes: 12,
-        keys: 500,
-        sample: 50,
-        batch_share: 0.5,
-        settle_timeout: Duration::from_secs(5),
-        ..DevnetConfig::default()
-    };
+    let config = DevnetConfig::default()
+        .with_nodes(12)
+        .with_keys(500)
+        .with_sample(50)
+        .with_batch_share(0.5)
+        .with_settle_timeout(Duration::from_secs(5));
     let report = tokio::time::timeout(Duration::from_secs(120), run(&config, |_| {}))
         .await
         .expect("the devnet finishes within two minutes")
@@ -113,4 +109,32 @@ async fn mixed_devnet_provides_both_ways() {
         "{batched} + {plain} records for 11 servers"
     );
     assert!(report.provide_bytes_sent > 0);
+}
+
+/// Settings that cannot work are refused by name before any node starts.
+#[tokio::test]
+async fn settings_that_cannot_work_are_refused() {
+    use dht_node::devnet::DevnetError;
+    let refused = |config: DevnetConfig| async move {
+        match run(&config, |_| {}).await {
+            Err(DevnetError::InvalidConfig { setting, .. }) => setting,
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a devnet ran"),
+        }
+    };
+    let small = || {
+        DevnetConfig::default()
+            .with_nodes(2)
+            .with_keys(1)
+            .with_sample(1)
+    };
+    assert_eq!(
+        refused(small().with_lookup_parallelism(0)).await,
+        "lookup_parallelism"
+    );
+    assert_eq!(refused(small().with_batch_share(1.5)).await, "batch_share");
+    assert!(matches!(
+        run(&small().with_nodes(1), |_| {}).await,
+        Err(DevnetError::TooFewNodes(1))
+    ));
 }

@@ -358,17 +358,15 @@ async fn sweep_side(args: &Args, batched: bool) -> Result<Side> {
         true if args.batch_share < 1.0 => ("mixed", base, args.batch_share),
         true => ("batched", base, 1.0),
     };
-    let config = DevnetConfig {
-        nodes: args.nodes,
-        keys: args.keys,
-        sample: args.sample,
-        strategy: Strategy::Sweep,
-        settle_timeout: args.settle,
-        seed: args.seed,
-        node,
-        batch_share,
-        ..defaults
-    };
+    let config = defaults
+        .with_nodes(args.nodes)
+        .with_keys(args.keys)
+        .with_sample(args.sample)
+        .with_strategy(Strategy::Sweep)
+        .with_settle_timeout(args.settle)
+        .with_seed(args.seed)
+        .with_node(node)
+        .with_batch_share(batch_share);
     eprintln!("{name}: starting {} nodes", args.nodes);
     let marks = Mutex::new(ProgressMarks::default());
     let cpu_start = process_cpu_time();
