@@ -697,18 +697,21 @@ impl<T: NodeTable> Bootstrapper<'_, T> {
 /// when it does not hold a keypair.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, NodeError> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| NodeError::BadIdentity {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        }),
+        Ok(bytes) => {
+            Keypair::from_protobuf_encoding(&bytes).map_err(|source| NodeError::BadIdentity {
+                path: path.to_owned(),
+                source,
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keypair = Keypair::generate_ed25519();
-            let bytes = keypair
-                .to_protobuf_encoding()
-                .map_err(|e| NodeError::BadIdentity {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
+            let bytes =
+                keypair
+                    .to_protobuf_encoding()
+                    .map_err(|source| NodeError::BadIdentity {
+                        path: path.to_owned(),
+                        source,
+                    })?;
             let io = |source| NodeError::Io {
                 what: "writing the identity",
                 path: path.to_owned(),

@@ -660,7 +660,7 @@ impl RocksStore {
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
         self.db
             .cf_handle(name)
-            .ok_or_else(|| StoreError::Db(format!("column family {name} missing")))
+            .ok_or(StoreError::MissingColumnFamily(name))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {

@@ -488,10 +488,10 @@ fn commit<S: ProviderStore + ?Sized>(store: &S, shared: &Shared, taken: Vec<Pend
             if outcomes.len() == n {
                 Ok(outcomes)
             } else {
-                Err(StoreError::Db(format!(
-                    "the store answered {} outcomes for {n} records",
-                    outcomes.len()
-                )))
+                Err(StoreError::WrongOutcomeCount {
+                    records: n,
+                    outcomes: outcomes.len(),
+                })
             }
         });
     drop(entries);

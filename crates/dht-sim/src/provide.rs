@@ -980,8 +980,8 @@ impl Holders {
     }
 }
 
-fn provider_error(e: impl std::fmt::Display) -> SimError {
-    SimError::Provider(e.to_string())
+fn provider_error(e: impl std::error::Error + Send + Sync + 'static) -> SimError {
+    SimError::Provider(dht_proto::SharedError::new(e))
 }
 
 /// Either provider, on a simulated node.

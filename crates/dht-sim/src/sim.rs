@@ -10,7 +10,9 @@ use std::{
 };
 
 use dht_handler::{Handler, NamespacedValidator};
-use dht_proto::{Key, Multiaddr, PeerId, PeerInfo, Prefix, UnixSecs, libp2p_identity::Keypair};
+use dht_proto::{
+    Key, Multiaddr, PeerId, PeerInfo, Prefix, SharedError, UnixSecs, libp2p_identity::Keypair,
+};
 use dht_provider_store::MemoryStore;
 use dht_routing::{DhtClient, RefreshScope, refresh_table};
 use dht_routing_table::{Clock, Direction, KBucketTable, PeerEvent};
@@ -261,8 +263,8 @@ impl Sim {
         let config = &self.inner.config;
         let mut secret = [0u8; 32];
         self.rng().fill_bytes(&mut secret);
-        let keypair =
-            Keypair::ed25519_from_bytes(secret).map_err(|e| SimError::Identity(e.to_string()))?;
+        let keypair = Keypair::ed25519_from_bytes(secret)
+            .map_err(|e| SimError::Identity(SharedError::new(e)))?;
         let peer_id = keypair.public().to_peer_id();
         let addr: Multiaddr = format!(
             "/ip4/10.{}.{}.{}/tcp/4001",
@@ -271,7 +273,7 @@ impl Sim {
             index & 0xff
         )
         .parse()
-        .map_err(|e| SimError::Identity(format!("{e}")))?;
+        .map_err(|e| SimError::Identity(SharedError::new(e)))?;
         let info = PeerInfo::new(peer_id, vec![addr]);
         let key = info.key();
         let table = Arc::new(KBucketTable::new(

@@ -110,7 +110,7 @@ fn behaviours_on_the_wire() {
         assert_eq!(
             ask(gone).await,
             Seen::Failed(
-                RpcError::Unreachable("connection refused".into()),
+                RpcError::unreachable(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
                 config.dial_timeout
             )
         );

@@ -97,12 +97,12 @@ pub enum NodeError {
     #[error("invalid record: {0}")]
     InvalidRecord(#[source] ValidationError),
     /// The identity file exists but does not hold a keypair.
-    #[error("identity file {path}: {reason}")]
+    #[error("identity file {path}: {source}")]
     BadIdentity {
         /// The file.
         path: PathBuf,
         /// Why it was refused.
-        reason: String,
+        source: dht_proto::libp2p_identity::DecodingError,
     },
 }
 
