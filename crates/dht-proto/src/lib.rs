@@ -8,6 +8,7 @@ pub mod pb;
 mod peer;
 mod prefix;
 mod record;
+mod setting;
 mod shared_error;
 mod validator;
 pub mod wire;
@@ -24,6 +25,7 @@ pub use record::{
     K_VALUE, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, ProviderRecord,
     REPROVIDE_INTERVAL_SECS, Record, UnixSecs, VALUE_RECORD_TTL_SECS, provider_key_of_cid,
 };
+pub use setting::InvalidSetting;
 pub use shared_error::SharedError;
 pub use validator::{ValidationError, Validator, split_key};
 pub use wire::{

@@ -62,6 +62,9 @@ pub enum StoreError {
         /// Outcomes the store answered.
         outcomes: usize,
     },
+    /// A setting that cannot work (a zero count); nothing was opened or started.
+    #[error(transparent)]
+    InvalidSetting(#[from] dht_proto::InvalidSetting),
     /// The store is shutting down or closed.
     #[error("the store is closed")]
     Closed,
@@ -119,6 +122,7 @@ impl StoreError {
                 records: *records,
                 outcomes: *outcomes,
             },
+            StoreError::InvalidSetting(e) => StoreError::InvalidSetting(*e),
             StoreError::Closed => StoreError::Closed,
             StoreError::Busy { queued, limit } => StoreError::Busy {
                 queued: *queued,

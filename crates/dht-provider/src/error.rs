@@ -58,13 +58,16 @@ pub(crate) async fn off_async<T: Send + 'static>(
 
 /// Refuses `value` of `setting` when it is zero.
 pub(crate) fn at_least_one(setting: &'static str, value: u64) -> Result<(), ProviderError> {
-    if value == 0 {
-        return Err(ProviderError::InvalidConfig {
-            setting,
-            reason: "must be at least 1",
-        });
+    Ok(dht_proto::InvalidSetting::at_least_one(setting, value)?)
+}
+
+impl From<dht_proto::InvalidSetting> for ProviderError {
+    fn from(e: dht_proto::InvalidSetting) -> Self {
+        ProviderError::InvalidConfig {
+            setting: e.setting,
+            reason: e.reason,
+        }
     }
-    Ok(())
 }
 
 /// Generates one `with_<field>` setter per line: `doc, with_name => field: Type;`.

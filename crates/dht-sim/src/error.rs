@@ -11,6 +11,9 @@ pub enum SimError {
     /// A setting out of range (a share or probability outside `0..=1`).
     #[error("invalid simulation setting: {0}")]
     Config(String),
+    /// A setting of a node's handler that cannot work (a zero count).
+    #[error(transparent)]
+    Setting(#[from] dht_proto::InvalidSetting),
     /// A node identity or address could not be made.
     #[error("could not make a node identity: {0}")]
     Identity(#[source] SharedError),

@@ -152,7 +152,7 @@ pub struct TableQuality {
 /// use dht_sim::{Sim, SimConfig};
 ///
 /// dht_sim::runtime()?.block_on(async {
-///     let sim = Sim::build(SimConfig::default().nodes(200).seed(1)).await?;
+///     let sim = Sim::build(SimConfig::default().with_nodes(200).with_seed(1)).await?;
 ///     let client = sim.client(0).expect("node 0 exists");
 ///     let key = b"some key";
 ///     let found = find_closest_peers(&client, key, K_VALUE).await?;
@@ -289,7 +289,7 @@ impl Sim {
             store.clone(),
             store.clone(),
             config.handler.clone(),
-        )
+        )?
         .with_validator(validator);
         // Whether it speaks the batched provide protocol: a draw of its own (from the seed and
         // its index), so that the other draws do not change with the share.

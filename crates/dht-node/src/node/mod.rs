@@ -93,6 +93,9 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// A setting that cannot work (a zero count); nothing was opened or started.
+    #[error(transparent)]
+    InvalidSetting(#[from] dht_proto::InvalidSetting),
     /// A value record the Amino validators refuse.
     #[error("invalid record: {0}")]
     InvalidRecord(#[source] ValidationError),
