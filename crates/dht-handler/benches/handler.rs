@@ -74,7 +74,7 @@ fn handler<P: ProviderStore, V: ValueStore>(
     values: V,
     config: HandlerConfig,
 ) -> Handler<Arc<FullRoutingTable>, P, V> {
-    Handler::new(peer(0), table, providers, values, config)
+    Handler::new(peer(0), table, providers, values, config).expect("valid settings")
 }
 
 fn fill(store: &impl ProviderStore) {
@@ -115,7 +115,7 @@ fn stored_keys() -> Vec<Vec<u8>> {
 }
 
 fn no_limit() -> HandlerConfig {
-    HandlerConfig::default().rate_limit(None)
+    HandlerConfig::default().with_rate_limit(None)
 }
 
 fn bench_find_node(c: &mut Criterion) {
@@ -152,7 +152,7 @@ fn bench_find_node(c: &mut Criterion) {
         t,
         &store,
         &store,
-        HandlerConfig::default().rate_limit(Some(RateLimit::new(u32::MAX, u32::MAX))),
+        HandlerConfig::default().with_rate_limit(Some(RateLimit::new(u32::MAX, u32::MAX))),
     );
     let senders: Vec<Sender> = (0..1000)
         .map(|i| Sender::client(peer(5_000_000 + i)))
@@ -211,13 +211,13 @@ fn bench_get_providers(c: &mut Criterion) {
     }
     let dir = tempfile::tempdir().unwrap();
     let store =
-        Arc::new(RocksStore::open(dir.path(), Config::default().sync_writes(false)).unwrap());
+        Arc::new(RocksStore::open(dir.path(), Config::default().with_sync_writes(false)).unwrap());
     fill(&*store);
     store.flush().unwrap();
     bench_get_providers_on(c, "rocksdb_1m", &*store, &*store);
     let grouped = GroupWriter::new(
         Arc::clone(&store),
-        WriterConfig::default().inbound_waits(false),
+        WriterConfig::default().with_inbound_waits(false),
     )
     .unwrap();
     bench_get_providers_on(c, "rocksdb_1m_grouped", &grouped, &*store);

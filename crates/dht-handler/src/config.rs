@@ -1,6 +1,6 @@
 //! The handler's limits.
 
-use dht_proto::K_VALUE;
+use dht_proto::{InvalidSetting, K_VALUE};
 
 /// The per-peer request rate: a token bucket per sender.
 ///
@@ -9,7 +9,7 @@ use dht_proto::K_VALUE;
 /// Because the bucket refills once per second, `burst` is raised to at least `per_second`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
-    /// Tokens earned per second (0 is read as 1).
+    /// Tokens earned per second (at least 1).
     pub per_second: u32,
     /// Most tokens a sender can hold: the largest burst (at least `per_second`).
     pub burst: u32,
@@ -49,9 +49,9 @@ impl Default for RateLimit {
 /// ```
 /// use dht_handler::{HandlerConfig, RateLimit};
 /// let config = HandlerConfig::default()
-///     .max_value_size(4096)
-///     .rate_limit(Some(RateLimit::new(100, 1_000)))
-///     .max_tracked_peers(1_000);
+///     .with_max_value_size(4096)
+///     .with_rate_limit(Some(RateLimit::new(100, 1_000)))
+///     .with_max_tracked_peers(1_000);
 /// assert_eq!(config.max_value_size, 4096);
 /// ```
 #[non_exhaustive]
@@ -144,108 +144,164 @@ impl Default for HandlerConfig {
 }
 
 impl HandlerConfig {
+    /// `Ok` when every setting can work: `closer_peers`, `batch_keys_per_request`,
+    /// `max_tracked_peers`, `max_tracked_ips` and the rate limits' `per_second` above zero.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming the first setting that cannot work.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        InvalidSetting::at_least_one("closer_peers", self.closer_peers as u64)?;
+        InvalidSetting::at_least_one(
+            "batch_keys_per_request",
+            u64::from(self.batch_keys_per_request),
+        )?;
+        InvalidSetting::at_least_one("max_tracked_peers", self.max_tracked_peers as u64)?;
+        InvalidSetting::at_least_one("max_tracked_ips", self.max_tracked_ips as u64)?;
+        for (setting, limit) in [
+            ("rate_limit.per_second", self.rate_limit),
+            ("ip_rate_limit.per_second", self.ip_rate_limit),
+        ] {
+            if let Some(limit) = limit {
+                InvalidSetting::at_least_one(setting, u64::from(limit.per_second))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets [`HandlerConfig::closer_peers`].
     #[must_use]
-    pub fn closer_peers(mut self, n: usize) -> Self {
+    pub fn with_closer_peers(mut self, n: usize) -> Self {
         self.closer_peers = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_provider_key_len`].
     #[must_use]
-    pub fn max_provider_key_len(mut self, n: usize) -> Self {
+    pub fn with_max_provider_key_len(mut self, n: usize) -> Self {
         self.max_provider_key_len = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_key_len`].
     #[must_use]
-    pub fn max_key_len(mut self, n: usize) -> Self {
+    pub fn with_max_key_len(mut self, n: usize) -> Self {
         self.max_key_len = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_providers_returned`].
     #[must_use]
-    pub fn max_providers_returned(mut self, n: usize) -> Self {
+    pub fn with_max_providers_returned(mut self, n: usize) -> Self {
         self.max_providers_returned = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_provider_addrs`].
     #[must_use]
-    pub fn max_provider_addrs(mut self, n: usize) -> Self {
+    pub fn with_max_provider_addrs(mut self, n: usize) -> Self {
         self.max_provider_addrs = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_provider_addr_bytes`].
     #[must_use]
-    pub fn max_provider_addr_bytes(mut self, n: usize) -> Self {
+    pub fn with_max_provider_addr_bytes(mut self, n: usize) -> Self {
         self.max_provider_addr_bytes = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_provider_record_bytes`].
     #[must_use]
-    pub fn max_provider_record_bytes(mut self, n: usize) -> Self {
+    pub fn with_max_provider_record_bytes(mut self, n: usize) -> Self {
         self.max_provider_record_bytes = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_value_size`].
     #[must_use]
-    pub fn max_value_size(mut self, n: usize) -> Self {
+    pub fn with_max_value_size(mut self, n: usize) -> Self {
         self.max_value_size = n;
         self
     }
 
     /// Sets [`HandlerConfig::rate_limit`].
     #[must_use]
-    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rate_limit = limit;
         self
     }
 
     /// Sets [`HandlerConfig::batch_keys_per_request`] (at least 1).
     #[must_use]
-    pub fn batch_keys_per_request(mut self, n: u32) -> Self {
-        self.batch_keys_per_request = n.max(1);
+    pub fn with_batch_keys_per_request(mut self, n: u32) -> Self {
+        self.batch_keys_per_request = n;
         self
     }
 
     /// Sets [`HandlerConfig::max_tracked_peers`] (at least 1).
     #[must_use]
-    pub fn max_tracked_peers(mut self, n: usize) -> Self {
-        self.max_tracked_peers = n.max(1);
+    pub fn with_max_tracked_peers(mut self, n: usize) -> Self {
+        self.max_tracked_peers = n;
         self
     }
 
     /// Sets [`HandlerConfig::ip_rate_limit`].
     #[must_use]
-    pub fn ip_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+    pub fn with_ip_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.ip_rate_limit = limit;
         self
     }
 
     /// Sets [`HandlerConfig::max_tracked_ips`] (at least 1).
     #[must_use]
-    pub fn max_tracked_ips(mut self, n: usize) -> Self {
-        self.max_tracked_ips = n.max(1);
+    pub fn with_max_tracked_ips(mut self, n: usize) -> Self {
+        self.max_tracked_ips = n;
         self
     }
 
     /// Sets [`HandlerConfig::public_addrs_only`].
     #[must_use]
-    pub fn public_addrs_only(mut self, on: bool) -> Self {
+    pub fn with_public_addrs_only(mut self, on: bool) -> Self {
         self.public_addrs_only = on;
         self
     }
 
     /// Sets [`HandlerConfig::rate_limit_loopback`].
     #[must_use]
-    pub fn rate_limit_loopback(mut self, on: bool) -> Self {
+    pub fn with_rate_limit_loopback(mut self, on: bool) -> Self {
         self.rate_limit_loopback = on;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_counts_and_rates_are_refused_by_name() {
+        assert_eq!(HandlerConfig::default().validate(), Ok(()));
+        let refused = |config: HandlerConfig| match config.validate() {
+            Err(e) => e.setting,
+            Ok(()) => panic!("taken"),
+        };
+        let d = HandlerConfig::default;
+        assert_eq!(refused(d().with_closer_peers(0)), "closer_peers");
+        assert_eq!(
+            refused(d().with_batch_keys_per_request(0)),
+            "batch_keys_per_request"
+        );
+        assert_eq!(refused(d().with_max_tracked_peers(0)), "max_tracked_peers");
+        assert_eq!(refused(d().with_max_tracked_ips(0)), "max_tracked_ips");
+        assert_eq!(
+            refused(d().with_rate_limit(Some(RateLimit::new(0, 10)))),
+            "rate_limit.per_second"
+        );
+        assert_eq!(
+            refused(d().with_ip_rate_limit(Some(RateLimit::new(0, 10)))),
+            "ip_rate_limit.per_second"
+        );
+        // A value that means something at zero is taken.
+        assert_eq!(d().with_max_value_size(0).validate(), Ok(()));
     }
 }

@@ -1,8 +1,8 @@
 //! The [`Handler`]: one inbound request in, one response (or none) out.
 
 use dht_proto::{
-    Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request, Response,
-    UnixSecs, Validator,
+    InvalidSetting, Key, MessageType, Multiaddr, PeerId, PeerInfo, ProviderRecord, Record, Request,
+    Response, UnixSecs, Validator,
     batch::{Allowance, BatchError, KeyStatus, ProvideBatch, ProvideBatchResponse},
     bound_addrs,
 };
@@ -89,7 +89,7 @@ impl Sender {
 /// let local = PeerInfo::new(PeerId::random(), vec!["/ip4/192.0.2.1/tcp/4001".parse()?]);
 /// let table = KBucketTable::new(local.key(), Default::default(), ManualClock::new(0));
 /// let store = MemoryStore::new();
-/// let handler = Handler::new(local, table, &store, &store, HandlerConfig::default());
+/// let handler = Handler::new(local, table, &store, &store, HandlerConfig::default())?;
 ///
 /// let provider = PeerInfo::new(PeerId::random(), vec!["/ip4/198.51.100.7/tcp/4001".parse()?]);
 /// let from = Sender::server(provider.clone());
@@ -139,14 +139,25 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
     /// A handler for the node `local` (its peer id and the addresses it listens on, returned
     /// when a peer looks for it), with the Amino DHT's validators
     /// ([`NamespacedValidator::new`]).
-    pub fn new(local: PeerInfo, table: T, providers: P, values: V, config: HandlerConfig) -> Self {
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] when a setting of `config` cannot work
+    /// ([`HandlerConfig::validate`]).
+    pub fn new(
+        local: PeerInfo,
+        table: T,
+        providers: P,
+        values: V,
+        config: HandlerConfig,
+    ) -> Result<Self, InvalidSetting> {
+        config.validate()?;
         let rate = config
             .rate_limit
             .map(|limit| RateLimiter::new(limit, config.max_tracked_peers));
         let ip_rate = config
             .ip_rate_limit
             .map(|limit| RateLimiter::new(limit, config.max_tracked_ips));
-        Handler {
+        Ok(Handler {
             local: RwLock::new(local),
             table,
             providers,
@@ -156,7 +167,7 @@ impl<T: RoutingTable, P: ProviderStore, V: ValueStore> Handler<T, P, V> {
             rate,
             ip_rate,
             put_locks: (0..PUT_LOCKS).map(|_| Mutex::new(())).collect(),
-        }
+        })
     }
 
     /// This handler with another record validator (e.g. a [`NamespacedValidator`] with more

@@ -149,25 +149,23 @@ pub(crate) fn decode_public_key(bytes: &[u8]) -> Result<PublicKey, ValidationErr
     }
     let key_type = key_type.ok_or(ValidationError::Malformed("public key has no type"))?;
     let Some(name) = key_type_name(key_type) else {
-        return Err(ValidationError::UnsupportedKeyType(format!(
-            "unknown ({key_type})"
-        )));
+        return Err(ValidationError::UnknownKeyType(key_type));
     };
     let pk = PublicKey::try_decode_protobuf(bytes).map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("is not enabled") {
-            ValidationError::UnsupportedKeyType(name.to_owned())
+        if e.to_string().contains("is not enabled") {
+            ValidationError::UnsupportedKeyType(name)
         } else {
-            ValidationError::InvalidPublicKey(format!("{name}: {msg}"))
+            ValidationError::InvalidPublicKey {
+                key_type: name,
+                source: dht_proto::SharedError::new(e),
+            }
         }
     })?;
     if let Ok(rsa) = pk.clone().try_into_rsa() {
         let bits = der_first_integer_bits(&rsa.encode_pkcs1())
             .ok_or(ValidationError::Malformed("RSA public key"))?;
         if !RSA_KEY_BITS.contains(&bits) {
-            return Err(ValidationError::InvalidPublicKey(format!(
-                "RSA key of {bits} bits (go-libp2p accepts 2048 to 8192)"
-            )));
+            return Err(ValidationError::RsaKeySize(bits));
         }
     }
     Ok(pk)
@@ -285,19 +283,19 @@ mod tests {
         check(
             &key,
             &proto_key(9, &[1; 32]),
-            Err(ValidationError::UnsupportedKeyType("unknown (9)".into())),
+            Err(ValidationError::UnknownKeyType(9)),
         );
         // A Secp256k1 key that is not the key's: refused whether or not it decodes.
         let secp = proto_key(2, &[2; 33]);
         assert!(matches!(
             PublicKeyValidator.validate(&key, &secp, 0),
             Err(ValidationError::UnsupportedKeyType(_)
-                | ValidationError::InvalidPublicKey(_)
+                | ValidationError::InvalidPublicKey { .. }
                 | ValidationError::KeyMismatch)
         ));
         assert!(matches!(
             PublicKeyValidator.validate(&key, &proto_key(1, &[1; 5]), 0),
-            Err(ValidationError::InvalidPublicKey(_))
+            Err(ValidationError::InvalidPublicKey { .. })
         ));
         assert_eq!(PublicKeyValidator.select(&key, &[&pk, &pk]), Ok(0));
         assert_eq!(

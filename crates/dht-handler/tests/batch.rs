@@ -139,7 +139,7 @@ fn a_key_the_rules_refuse_is_refused_alone() {
         let h = handler(
             &stores,
             &[],
-            HandlerConfig::default().max_provider_key_len(40),
+            HandlerConfig::default().with_max_provider_key_len(40),
         );
         let p = peer(7);
         let long = vec![7u8; 41];
@@ -176,8 +176,8 @@ fn rate_limits_are_charged_per_key_all_or_nothing() {
     for kind in &KINDS {
         let stores = Stores::new(kind);
         let config = HandlerConfig::default()
-            .rate_limit(Some(RateLimit::new(10, 100)))
-            .batch_keys_per_request(1);
+            .with_rate_limit(Some(RateLimit::new(10, 100)))
+            .with_batch_keys_per_request(1);
         let h = handler(&stores, &[], config);
         let p = peer(7);
         let from = Sender::server(p.clone());
@@ -218,9 +218,9 @@ fn rate_limits_are_charged_per_key_all_or_nothing() {
 fn answers_tell_the_sender_its_allowance() {
     let stores = Stores::new(&StoreKind::Memory);
     let config = HandlerConfig::default()
-        .rate_limit(Some(RateLimit::new(10, 100)))
-        .ip_rate_limit(Some(RateLimit::new(20, 60)))
-        .batch_keys_per_request(1);
+        .with_rate_limit(Some(RateLimit::new(10, 100)))
+        .with_ip_rate_limit(Some(RateLimit::new(20, 60)))
+        .with_batch_keys_per_request(1);
     let h = handler(&stores, &[], config);
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     let p = peer(7);
@@ -252,7 +252,7 @@ fn answers_tell_the_sender_its_allowance() {
     assert_eq!(answer.error, Some(BatchError::ProviderNotSender));
     assert!(answer.allowance.is_some());
     // With no limit, nothing to tell.
-    let h = handler(&stores, &[], HandlerConfig::default().rate_limit(None));
+    let h = handler(&stores, &[], HandlerConfig::default().with_rate_limit(None));
     let answer = h.provide_batch(&Sender::server(p.clone()), batch(&p, vec![key(1)]), NOW);
     assert_eq!(answer.allowance, None);
 }
@@ -264,8 +264,8 @@ fn answers_tell_the_sender_its_allowance() {
 fn a_token_pays_for_several_batched_keys() {
     let stores = Stores::new(&StoreKind::Memory);
     let config = HandlerConfig::default()
-        .rate_limit(Some(RateLimit::new(10, 100)))
-        .ip_rate_limit(Some(RateLimit::new(20, 60)));
+        .with_rate_limit(Some(RateLimit::new(10, 100)))
+        .with_ip_rate_limit(Some(RateLimit::new(20, 60)));
     assert_eq!(config.batch_keys_per_request, 3);
     let h = handler(&stores, &[], config);
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
@@ -311,9 +311,9 @@ fn a_token_pays_for_several_batched_keys() {
 fn the_ip_rate_is_charged_per_key_across_peer_ids() {
     let stores = Stores::new(&StoreKind::Memory);
     let config = HandlerConfig::default()
-        .rate_limit(None)
-        .ip_rate_limit(Some(RateLimit::new(10, 50)))
-        .batch_keys_per_request(1);
+        .with_rate_limit(None)
+        .with_ip_rate_limit(Some(RateLimit::new(10, 50)))
+        .with_batch_keys_per_request(1);
     let h = handler(&stores, &[], config);
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     let a = peer(7);
@@ -334,7 +334,9 @@ fn the_ip_rate_is_charged_per_key_across_peer_ids() {
 #[test]
 fn a_key_at_its_provider_cap_is_answered_full() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::small().sync_writes(false).max_providers_per_key(2);
+    let config = Config::small()
+        .with_sync_writes(false)
+        .with_max_providers_per_key(2);
     let stores: [(&str, Arc<dyn ProviderStore>); 2] = [
         ("memory", Arc::new(MemoryStore::with_config(&config))),
         (
@@ -387,6 +389,7 @@ fn handler_on(providers: Arc<dyn ProviderStore>) -> TestHandler {
         values,
         HandlerConfig::default(),
     )
+    .expect("valid settings")
 }
 
 /// A store that fails every write while `failing` is set, as a full disk does, and holds
@@ -513,7 +516,11 @@ fn through_a_group_writer_the_answer_comes_after_the_commit() {
     let dir = tempfile::tempdir().unwrap();
     let rocks = Arc::new(RocksStore::open(dir.path(), Config::small()).unwrap());
     let writer = Arc::new(
-        GroupWriter::new(rocks.clone(), WriterConfig::default().inbound_waits(false)).unwrap(),
+        GroupWriter::new(
+            rocks.clone(),
+            WriterConfig::default().with_inbound_waits(false),
+        )
+        .unwrap(),
     );
     let h = handler_on(writer.clone());
     let ip: IpAddr = "198.51.100.7".parse().unwrap();

@@ -119,7 +119,11 @@ struct Model {
 fn run(kind: &StoreKind, steps: &[(u64, bool, Request, u64)], rate: Option<RateLimit>) {
     let stores = Stores::new(kind);
     let table: Vec<PeerInfo> = (1..=30).map(peer).collect();
-    let h = handler(&stores, &table, HandlerConfig::default().rate_limit(rate));
+    let h = handler(
+        &stores,
+        &table,
+        HandlerConfig::default().with_rate_limit(rate),
+    );
     let local = local().peer_id;
     let validator = NamespacedValidator::new();
     let mut model = Model::default();

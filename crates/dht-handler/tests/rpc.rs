@@ -202,7 +202,7 @@ fn find_node_cases() {
     }
     check(
         "k is configurable",
-        HandlerConfig::default().closer_peers(3),
+        HandlerConfig::default().with_closer_peers(3),
         &[step(
             &asker,
             find_node(&key),
@@ -438,7 +438,7 @@ fn provider_cases() {
     }
     check(
         "providers returned per GET_PROVIDERS is configurable",
-        HandlerConfig::default().max_providers_returned(3),
+        HandlerConfig::default().with_max_providers_returned(3),
         &(1000..1010)
             .map(|s| step(&cli(s), add(&key, vec![peer(s)]), NOW, Ok(None)))
             .chain([step(
@@ -763,7 +763,7 @@ fn value_cases() {
     }
     check(
         "value size is configurable",
-        HandlerConfig::default().max_value_size(10),
+        HandlerConfig::default().with_max_value_size(10),
         &[step(
             &putter,
             put(&pk_key, &pk_value),
@@ -793,7 +793,7 @@ fn ping_and_rate_limit_cases() {
     );
     check(
         "2 per second, bursts of 3, per peer",
-        HandlerConfig::default().rate_limit(Some(RateLimit::new(2, 3))),
+        HandlerConfig::default().with_rate_limit(Some(RateLimit::new(2, 3))),
         &[
             step(&a, Request::Ping, NOW, pong()),
             step(&a, find_node(b"x"), NOW, found(closest(b"x", &[], &[&a]))),
@@ -809,7 +809,7 @@ fn ping_and_rate_limit_cases() {
     );
     check(
         "no limit",
-        HandlerConfig::default().rate_limit(None),
+        HandlerConfig::default().with_rate_limit(None),
         &(0..100)
             .map(|_| step(&a, Request::Ping, NOW, pong()))
             .collect::<Vec<_>>(),
@@ -848,8 +848,9 @@ fn every_request_of_a_server_is_reported_seen_inbound() {
         table.clone(),
         store.clone(),
         store,
-        HandlerConfig::default().rate_limit(Some(RateLimit::new(1, 7))),
-    );
+        HandlerConfig::default().with_rate_limit(Some(RateLimit::new(1, 7))),
+    )
+    .expect("valid settings");
     let server = srv(1);
     let requests = [
         Request::Ping,
@@ -1006,8 +1007,8 @@ fn an_inbound_add_provider_is_not_fsynced() {
         dht_provider_store::RocksStore::open(
             dir.path(),
             dht_provider_store::Config::small()
-                .sync_writes(true)
-                .statistics(true),
+                .with_sync_writes(true)
+                .with_statistics(true),
         )
         .unwrap(),
     );
@@ -1081,8 +1082,8 @@ fn squatters_from_one_network_cannot_lock_a_provider_out() {
 #[test]
 fn fresh_peer_ids_from_one_ip_share_one_rate_budget() {
     let config = HandlerConfig::default()
-        .rate_limit(Some(RateLimit::new(1, 5)))
-        .ip_rate_limit(Some(RateLimit::new(1, 8)));
+        .with_rate_limit(Some(RateLimit::new(1, 5)))
+        .with_ip_rate_limit(Some(RateLimit::new(1, 8)));
     let one_ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
     // Another address of the same IPv6 /56 counts as the same IP.
     let v6: std::net::IpAddr = "2001:db8:aa:bb01::1".parse().unwrap();
@@ -1130,7 +1131,11 @@ fn fresh_peer_ids_from_one_ip_share_one_rate_budget() {
         assert_eq!(from_lo, 20, "[{}]", stores.name);
     }
     let stores = Stores::new(&KINDS[0]);
-    let h = handler(&stores, &table_peers(), config.rate_limit_loopback(true));
+    let h = handler(
+        &stores,
+        &table_peers(),
+        config.with_rate_limit_loopback(true),
+    );
     let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let from_lo = (0..20)
         .filter(|i| {
@@ -1157,7 +1162,7 @@ fn answers_carry_public_addresses_only_when_asked() {
         let wan = handler(
             &stores,
             &table_peers(),
-            HandlerConfig::default().public_addrs_only(true),
+            HandlerConfig::default().with_public_addrs_only(true),
         );
         let Some(Response::FindNode { closer_peers }) =
             wan.handle(&cli(99), find_node(b"k"), NOW).unwrap()

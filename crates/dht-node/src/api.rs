@@ -641,6 +641,20 @@ impl RoutingLimits {
             timeout,
         }
     }
+
+    /// Sets [`RoutingLimits::max_lookups`].
+    #[must_use]
+    pub fn with_max_lookups(mut self, n: usize) -> Self {
+        self.max_lookups = n;
+        self
+    }
+
+    /// Sets [`RoutingLimits::timeout`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
 }
 
 struct RoutingState<T: NodeTable> {

@@ -296,8 +296,8 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// others). Off, it neither advertises, serves nor sends batches
     /// ([`KadConfig::provide_batch`](crate::transport::KadConfig::provide_batch)).
     pub fn provide_batch(mut self, on: bool) -> Self {
-        let kad = self.transport.kad.clone().provide_batch(on);
-        self.transport = self.transport.kad(kad);
+        let kad = self.transport.kad.clone().with_provide_batch(on);
+        self.transport = self.transport.with_kad(kad);
         self
     }
 
@@ -327,7 +327,7 @@ impl<T: NodeTable> NodeBuilder<T> {
 
     /// The addresses to listen on.
     pub fn listen_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
-        self.transport = self.transport.listen_addrs(addrs);
+        self.transport = self.transport.with_listen_addrs(addrs);
         self
     }
 
@@ -335,14 +335,14 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// identify and in the node's own records (FIND_NODE answers about itself, the provider
     /// records it sends) before the listen addresses.
     pub fn external_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
-        self.transport = self.transport.external_addrs(addrs);
+        self.transport = self.transport.with_external_addrs(addrs);
         self
     }
 
     /// Server (answers the DHT, the default) or client mode.
     pub fn mode(mut self, mode: Mode) -> Self {
-        let kad = self.transport.kad.clone().mode(mode);
-        self.transport = self.transport.kad(kad);
+        let kad = self.transport.kad.clone().with_mode(mode);
+        self.transport = self.transport.with_kad(kad);
         self
     }
 
@@ -373,7 +373,7 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// The server's request rate per peer ([`HandlerConfig::rate_limit`]; `None`: unlimited),
     /// the other limits unchanged. Batched provide records are charged one request each.
     pub fn rate_limit(mut self, limit: Option<dht_handler::RateLimit>) -> Self {
-        self.handler = self.handler.clone().rate_limit(limit);
+        self.handler = self.handler.clone().with_rate_limit(limit);
         self
     }
 
@@ -383,8 +383,8 @@ impl<T: NodeTable> NodeBuilder<T> {
     /// and the handler's request rate per IP ([`HandlerConfig::rate_limit_loopback`]). On for
     /// a test of hostile peers on one machine; a devnet on 127.0.0.1 needs it off.
     pub fn limit_loopback(mut self, on: bool) -> Self {
-        self.transport.limits = self.transport.limits.clone().limit_loopback(on);
-        self.handler = self.handler.clone().rate_limit_loopback(on);
+        self.transport.limits = self.transport.limits.clone().with_limit_loopback(on);
+        self.handler = self.handler.clone().with_rate_limit_loopback(on);
         self
     }
 
@@ -429,6 +429,10 @@ impl<T: NodeTable> NodeBuilder<T> {
         }
         self.transport.kad.public_addrs_only = self.public_addrs_only;
         self.handler.public_addrs_only = self.public_addrs_only;
+        // Refused before anything is opened.
+        self.handler.validate()?;
+        self.client.validate()?;
+        T::validate(&self.table)?;
         if let Some(dir) = &self.data_dir {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
                 what: "creating the data directory",
@@ -449,9 +453,8 @@ impl<T: NodeTable> NodeBuilder<T> {
                     let stores: SharedStores = if self.group_writes {
                         // Nobody waits for an inbound ADD_PROVIDER's record: no answer. The
                         // writer takes it (and a batch) without waiting: no thread hand-off.
-                        let writer = WriterConfig::default().inbound_waits(false);
-                        let kad = self.transport.kad.clone().blocking_provider_writes(false);
-                        self.transport = self.transport.kad(kad);
+                        let writer = WriterConfig::default().with_inbound_waits(false);
+                        self.transport.kad.blocking_provider_writes = false;
                         Arc::new(GroupWriter::new(Arc::new(rocks), writer)?)
                     } else {
                         Arc::new(rocks)
@@ -466,8 +469,7 @@ impl<T: NodeTable> NodeBuilder<T> {
             };
         if !on_disk {
             // Stores in memory never wait: answer record requests without a thread hand-off.
-            let kad = self.transport.kad.clone().blocking_record_requests(false);
-            self.transport = self.transport.kad(kad);
+            self.transport.kad.blocking_record_requests = false;
         }
         let state: Box<dyn StateStore> = match (&self.data_dir, persistent) {
             (Some(dir), true) => {
@@ -490,7 +492,7 @@ impl<T: NodeTable> NodeBuilder<T> {
             stores.clone(),
             stores.clone(),
             self.handler,
-        ));
+        )?);
         let inbound = Arc::new(NodeInbound::<T> {
             handler: handler.clone(),
             metrics: metrics.clone(),
@@ -697,18 +699,21 @@ impl<T: NodeTable> Bootstrapper<'_, T> {
 /// when it does not hold a keypair.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, NodeError> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| NodeError::BadIdentity {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        }),
+        Ok(bytes) => {
+            Keypair::from_protobuf_encoding(&bytes).map_err(|source| NodeError::BadIdentity {
+                path: path.to_owned(),
+                source,
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keypair = Keypair::generate_ed25519();
-            let bytes = keypair
-                .to_protobuf_encoding()
-                .map_err(|e| NodeError::BadIdentity {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
+            let bytes =
+                keypair
+                    .to_protobuf_encoding()
+                    .map_err(|source| NodeError::BadIdentity {
+                        path: path.to_owned(),
+                        source,
+                    })?;
             let io = |source| NodeError::Io {
                 what: "writing the identity",
                 path: path.to_owned(),
@@ -795,6 +800,33 @@ mod tests {
     fn bad_peer_addresses_are_refused() {
         assert!(parse_peer("not an address").is_err());
         assert!(parse_peer("/ip4/127.0.0.1/tcp/1").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_setting_that_cannot_work_is_refused_before_anything_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let alpha_0 =
+            ClientConfig::default().with_query(dht_routing::QueryConfig::default().with_alpha(0));
+        let cases = [
+            (
+                NodeBuilder::new().handler(HandlerConfig::default().with_max_tracked_peers(0)),
+                "max_tracked_peers",
+            ),
+            (NodeBuilder::new().client(alpha_0), "query.alpha"),
+            (
+                NodeBuilder::new().kbucket_config(KBucketConfig::default().with_bucket_size(0)),
+                "bucket_size",
+            ),
+        ];
+        for (builder, setting) in cases {
+            match builder.data_dir(&data).build().await {
+                Err(NodeError::InvalidSetting(e)) => assert_eq!(e.setting, setting),
+                Err(e) => panic!("{setting} 0 refused for another reason: {e}"),
+                Ok(_) => panic!("a node with {setting} 0 was built"),
+            }
+            assert!(!data.exists(), "{setting}: the data directory was made");
+        }
     }
 
     #[test]

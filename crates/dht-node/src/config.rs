@@ -171,16 +171,16 @@ impl RocksSizes {
             Mode::Client => StoreConfig::small(),
         };
         if let Some(v) = self.block_cache_mib {
-            config = config.block_cache_bytes(mib("rocksdb.block-cache-mib", v)?);
+            config = config.with_block_cache_bytes(mib("rocksdb.block-cache-mib", v)?);
         }
         if let Some(v) = self.write_buffer_mib {
             if v == 0 {
                 return Err(err("rocksdb.write-buffer-mib", "at least 1"));
             }
-            config = config.write_buffer_bytes(mib("rocksdb.write-buffer-mib", v)?);
+            config = config.with_write_buffer_bytes(mib("rocksdb.write-buffer-mib", v)?);
         }
         if let Some(v) = self.provider_cache_mib {
-            config = config.cache_bytes(mib("rocksdb.provider-cache-mib", v)?);
+            config = config.with_cache_bytes(mib("rocksdb.provider-cache-mib", v)?);
         }
         if let Some(v) = self.max_disk_mib {
             if v == 0 {
@@ -189,7 +189,7 @@ impl RocksSizes {
             let bytes = v
                 .checked_mul(1 << 20)
                 .ok_or_else(|| err("rocksdb.max-disk-mib", format!("{v} MiB is out of range")))?;
-            config = config.max_disk_bytes(Some(bytes));
+            config = config.with_max_disk_bytes(Some(bytes));
         }
         Ok(config)
     }

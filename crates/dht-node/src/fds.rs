@@ -201,10 +201,10 @@ fn shrink(limits: &ConnectionLimits, fds: u64) -> ConnectionLimits {
         .max(1);
     limits
         .clone()
-        .max_pending_incoming(pending_in)
-        .max_pending_outgoing(Some(pending_out))
-        .max_established_total(established)
-        .max_established_incoming(limits.max_established_incoming.min(established / 2).max(1))
+        .with_max_pending_incoming(pending_in)
+        .with_max_pending_outgoing(Some(pending_out))
+        .with_max_established_total(established)
+        .with_max_established_incoming(limits.max_established_incoming.min(established / 2).max(1))
 }
 
 #[cfg(test)]

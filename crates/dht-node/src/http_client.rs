@@ -57,8 +57,13 @@ pub enum ClientError {
     #[error("unexpected answer: {0}")]
     Json(#[from] serde_json::Error),
     /// The answer was well-formed JSON with a value that does not decode (e.g. a multihash).
-    #[error("unexpected answer: {0}")]
-    BadAnswer(String),
+    #[error("unexpected answer: bad {what}: {source}")]
+    BadAnswer {
+        /// What did not decode.
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The caller's sink for streamed answers failed (e.g. writing to standard output).
     #[error("writing the answer: {0}")]
     Sink(#[source] std::io::Error),

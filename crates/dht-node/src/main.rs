@@ -724,11 +724,15 @@ async fn client_command(
                 let text = match codec {
                     None => key.multihash,
                     Some(codec) => {
+                        let bad =
+                            |e: Box<dyn std::error::Error + Send + Sync>| ClientError::BadAnswer {
+                                what: "multihash",
+                                source: e,
+                            };
                         let bytes = dht_proto::cid::multibase::Base::Base58Btc
                             .decode(&key.multihash)
-                            .map_err(|e| ClientError::BadAnswer(format!("bad multihash: {e}")))?;
-                        let mh = Multihash::from_bytes(&bytes)
-                            .map_err(|e| ClientError::BadAnswer(format!("bad multihash: {e}")))?;
+                            .map_err(|e| bad(e.into()))?;
+                        let mh = Multihash::from_bytes(&bytes).map_err(|e| bad(e.into()))?;
                         dht_proto::cid::Cid::new_v1(codec, mh).to_string()
                     }
                 };

@@ -86,8 +86,8 @@ async fn a_request_announcing_4_mib_is_refused_at_its_length_prefix() {
 async fn server_with(limits: ConnectionLimits) -> Node {
     Node::start_with(
         TransportConfig::default()
-            .kad(KadConfig::default())
-            .limits(limits),
+            .with_kad(KadConfig::default())
+            .with_limits(limits),
         std::sync::Arc::new(common::default_answer),
     )
     .await
@@ -97,8 +97,8 @@ async fn server_with(limits: ConnectionLimits) -> Node {
 async fn inbound_connections_per_ip_are_limited_and_released() {
     let server = server_with(
         ConnectionLimits::default()
-            .max_incoming_per_ip(2)
-            .limit_loopback(true),
+            .with_max_incoming_per_ip(2)
+            .with_limit_loopback(true),
     )
     .await;
     let mut peers: Vec<RawPeer> = (0..3).map(|_| RawPeer::start()).collect();
@@ -135,8 +135,8 @@ async fn inbound_connections_per_ip_are_limited_and_released() {
 async fn connections_per_peer_and_in_total_are_limited() {
     let server = server_with(
         ConnectionLimits::default()
-            .max_established_per_peer(1)
-            .max_established_incoming(3),
+            .with_max_established_per_peer(1)
+            .with_max_established_incoming(3),
     )
     .await;
     // One peer, three connections: one stays.
@@ -212,9 +212,10 @@ async fn slow_server(config: TransportConfig) -> (Node, Gate) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_work_is_bounded_and_the_excess_shed_at_once() {
-    let (server, gate) =
-        slow_server(TransportConfig::default().kad(KadConfig::default().max_inbound_requests(2)))
-            .await;
+    let (server, gate) = slow_server(
+        TransportConfig::default().with_kad(KadConfig::default().with_max_inbound_requests(2)),
+    )
+    .await;
     let slow = || Request::GetProviders {
         key: b"slow".to_vec(),
     };
@@ -464,12 +465,12 @@ async fn one_ip_holding_all_its_streams_cannot_make_another_ip_shed() {
     // 8 permits, 2 per IP; loopback counted, so 127.0.1.1 and 127.0.2.1 are two IPs.
     let (server, gate) = slow_server(
         TransportConfig::default()
-            .kad(
+            .with_kad(
                 KadConfig::default()
-                    .max_inbound_requests(8)
-                    .max_inbound_requests_per_ip(2),
+                    .with_max_inbound_requests(8)
+                    .with_max_inbound_requests_per_ip(2),
             )
-            .limits(ConnectionLimits::default().limit_loopback(true)),
+            .with_limits(ConnectionLimits::default().with_limit_loopback(true)),
     )
     .await;
     let hostile = RawPeer::start_from("127.0.1.1".parse().unwrap());

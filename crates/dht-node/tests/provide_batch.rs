@@ -173,8 +173,8 @@ async fn refused_batches_store_nothing_and_the_server_keeps_serving() {
     let server = rocks_node(dir.path(), |b| {
         b.handler(
             HandlerConfig::default()
-                .max_provider_key_len(40)
-                .rate_limit(Some(RateLimit::new(1, 10))),
+                .with_max_provider_key_len(40)
+                .with_rate_limit(Some(RateLimit::new(1, 10))),
         )
     })
     .await;
@@ -500,9 +500,9 @@ async fn a_dht_client_neither_advertises_nor_serves_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_streams_count_in_the_inbound_stream_limit() {
     // Two inbound streams per connection: kad and batch streams alike.
-    let kad = KadConfig::default().max_inbound_streams(2);
+    let kad = KadConfig::default().with_max_inbound_streams(2);
     let server = memory_node(|b| {
-        b.transport(TransportConfig::default().kad(kad))
+        b.transport(TransportConfig::default().with_kad(kad))
             .listen_addrs(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()])
     })
     .await;

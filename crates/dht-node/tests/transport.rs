@@ -277,7 +277,7 @@ async fn get_providers_response_larger_than_16_kib() {
 async fn oversized_request_resets_the_stream_on_both_sides() {
     let a = Node::server().await;
     let b = Node::start(
-        KadConfig::default().max_request_size(16 * 1024),
+        KadConfig::default().with_max_request_size(16 * 1024),
         Arc::new(default_answer),
     )
     .await;
@@ -308,7 +308,7 @@ async fn oversized_request_resets_the_stream_on_both_sides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_response_resets_the_stream_on_both_sides() {
     let a = Node::start(
-        KadConfig::default().max_message_size(16 * 1024),
+        KadConfig::default().with_max_message_size(16 * 1024),
         Arc::new(default_answer),
     )
     .await;
@@ -350,7 +350,7 @@ async fn oversized_response_resets_the_stream_on_both_sides() {
 async fn servers_and_clients_are_told_apart() {
     let mut server = Node::server().await;
     let mut client = Node::start(
-        KadConfig::default().mode(Mode::Client),
+        KadConfig::default().with_mode(Mode::Client),
         Arc::new(default_answer),
     )
     .await;
@@ -415,7 +415,7 @@ async fn switching_to_client_mode_is_announced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_answers_times_out() {
     let a = Node::start(
-        KadConfig::default().request_timeout(Duration::from_secs(1)),
+        KadConfig::default().with_request_timeout(Duration::from_secs(1)),
         Arc::new(default_answer),
     )
     .await;
@@ -445,7 +445,7 @@ async fn a_peer_that_never_answers_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_respect_the_outbound_stream_limit() {
     let a = Node::start(
-        KadConfig::default().max_outbound_streams(3),
+        KadConfig::default().with_max_outbound_streams(3),
         Arc::new(default_answer),
     )
     .await;
@@ -470,7 +470,7 @@ async fn inbound_streams_beyond_the_limit_are_reset() {
     let a = Node::server().await;
     // Slow to answer "x", so a second request needs a second stream meanwhile.
     let b = Node::start(
-        KadConfig::default().max_inbound_streams(1),
+        KadConfig::default().with_max_inbound_streams(1),
         Arc::new(|peer, request: &Request| {
             if request.key() == b"x" {
                 std::thread::sleep(Duration::from_millis(300));
@@ -602,7 +602,7 @@ async fn disconnect_is_reported_and_shutdown_stops_the_handle() {
 async fn the_handler_sees_the_sender_as_identify_describes_it() {
     let server = Node::server().await;
     let client = Node::start(
-        KadConfig::default().mode(Mode::Client),
+        KadConfig::default().with_mode(Mode::Client),
         Arc::new(default_answer),
     )
     .await;
@@ -660,7 +660,7 @@ async fn the_handler_sees_the_sender_as_identify_describes_it() {
 async fn a_stream_the_peer_closed_while_idle_is_not_reused() {
     let a = Node::server().await;
     let b = Node::start(
-        KadConfig::default().stream_idle_timeout(Duration::from_millis(300)),
+        KadConfig::default().with_stream_idle_timeout(Duration::from_millis(300)),
         Arc::new(default_answer),
     )
     .await;
@@ -681,7 +681,7 @@ async fn a_stream_the_peer_closed_while_idle_is_not_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_pooled_streams_do_not_keep_the_connection_open() {
     let mut a = Node::start_with(
-        TransportConfig::default().idle_connection_timeout(Duration::from_millis(500)),
+        TransportConfig::default().with_idle_connection_timeout(Duration::from_millis(500)),
         Arc::new(default_answer),
     )
     .await;

@@ -8,6 +8,8 @@ pub mod pb;
 mod peer;
 mod prefix;
 mod record;
+mod setting;
+mod shared_error;
 mod validator;
 pub mod wire;
 
@@ -23,6 +25,8 @@ pub use record::{
     K_VALUE, PROVIDER_ADDR_TTL_SECS, PROVIDER_RECORD_TTL_SECS, ProviderRecord,
     REPROVIDE_INTERVAL_SECS, Record, UnixSecs, VALUE_RECORD_TTL_SECS, provider_key_of_cid,
 };
+pub use setting::InvalidSetting;
+pub use shared_error::SharedError;
 pub use validator::{ValidationError, Validator, split_key};
 pub use wire::{
     Codec, CodecError, DEFAULT_MAX_ADDRS_PER_PEER, DEFAULT_MAX_MESSAGE_SIZE,

@@ -30,13 +30,24 @@ pub enum ValidationError {
         /// The limit.
         max: usize,
     },
-    /// A public key that does not decode.
-    #[error("invalid public key: {0}")]
-    InvalidPublicKey(String),
+    /// A public key of a known type that does not decode.
+    #[error("invalid {key_type} public key: {source}")]
+    InvalidPublicKey {
+        /// The key's type (`Ed25519`, `RSA`, …).
+        key_type: &'static str,
+        /// Why it does not decode.
+        source: crate::SharedError,
+    },
+    /// An RSA public key of a size go-libp2p refuses (it accepts 2048 to 8192 bits).
+    #[error("RSA public key of {0} bits (go-libp2p accepts 2048 to 8192)")]
+    RsaKeySize(usize),
     /// A public key of a type this build cannot check (a `libp2p-identity` key type the
-    /// workspace does not enable), or of an unknown type.
+    /// workspace does not enable).
     #[error("unsupported public key type {0}")]
-    UnsupportedKeyType(String),
+    UnsupportedKeyType(&'static str),
+    /// A public key of a type libp2p does not define.
+    #[error("unknown public key type {0}")]
+    UnknownKeyType(u64),
     /// The public key does not belong to the key the record is stored under.
     #[error("the public key does not match the record key")]
     KeyMismatch,

@@ -43,8 +43,8 @@ fn build(dir: &Path, n: u64) {
     let store = RocksStore::open(
         dir,
         Config::default()
-            .sync_writes(false)
-            .write_buffer_bytes(256 << 20),
+            .with_sync_writes(false)
+            .with_write_buffer_bytes(256 << 20),
     )
     .unwrap();
     let batch = 100_000u64;

@@ -112,7 +112,7 @@ fn ingest(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     let mut generator = Gen::new();
     for (name, sync) in [("rocks_nosync", false), ("rocks_fsync", true)] {
-        let (_dir, store) = rocks(Config::default().sync_writes(sync));
+        let (_dir, store) = rocks(Config::default().with_sync_writes(sync));
         g.bench_function(name, |b| {
             b.iter_batched(
                 || generator.batch(BATCH),
@@ -153,7 +153,7 @@ fn ingest(c: &mut Criterion) {
     let mut g = c.benchmark_group("ingest_10000");
     g.throughput(Throughput::Elements(10 * BATCH as u64));
     g.sample_size(20);
-    let (_dir, store) = rocks(Config::default().sync_writes(false));
+    let (_dir, store) = rocks(Config::default().with_sync_writes(false));
     g.bench_function("rocks_nosync", |b| {
         b.iter_batched(
             || generator.batch(10 * BATCH),
@@ -184,7 +184,7 @@ fn filled(
             records.push(generator.record_by(k.clone(), first + j));
         }
     }
-    let (dir, store) = rocks(config.sync_writes(false));
+    let (dir, store) = rocks(config.with_sync_writes(false));
     let memory = MemoryStore::new();
     let mut kad = kad_store();
     for chunk in records.chunks(10_000) {
@@ -232,8 +232,11 @@ fn providers_reads(c: &mut Criterion) {
     drop((store, memory, kad));
 
     // Uncached: 100k keys, cache off, data in SST files (block cache warm after warm-up).
-    let (keys, (_dir2, store), _memory, kad) =
-        filled(&mut generator, 100_000, Config::default().cache_entries(0));
+    let (keys, (_dir2, store), _memory, kad) = filled(
+        &mut generator,
+        100_000,
+        Config::default().with_cache_entries(0),
+    );
     let kad_keys: Vec<libp2p_kad::RecordKey> =
         keys.iter().map(libp2p_kad::RecordKey::new).collect();
     let absent: Vec<Vec<u8>> = (0..1000).map(|_| generator.key()).collect();
@@ -267,7 +270,7 @@ fn keystore_scan(c: &mut Criterion) {
     let mhs: Vec<Multihash> = (0..KEYS)
         .map(|i| Multihash::wrap(0x12, Key::hash(&i.to_be_bytes()).as_bytes()).expect("fits"))
         .collect();
-    let (_dir, store) = rocks(Config::default().sync_writes(false));
+    let (_dir, store) = rocks(Config::default().with_sync_writes(false));
     let memory = MemoryStore::new();
     let local = PeerId::random();
     let mut kad = KadStore::with_config(

@@ -1,6 +1,6 @@
 //! Settings of the stores.
 
-use dht_proto::K_VALUE;
+use dht_proto::{InvalidSetting, K_VALUE};
 
 /// Settings of [`RocksStore`](crate::RocksStore) (all of them) and
 /// [`MemoryStore`](crate::MemoryStore) (only [`Config::max_providers_per_key`]).
@@ -10,10 +10,10 @@ use dht_proto::K_VALUE;
 /// ```
 /// use dht_provider_store::Config;
 /// let config = Config::default()
-///     .cache_entries(10_000)
-///     .max_providers_per_key(20)
-///     .sync_writes(true)
-///     .block_cache_bytes(32 << 20);
+///     .with_cache_entries(10_000)
+///     .with_max_providers_per_key(20)
+///     .with_sync_writes(true)
+///     .with_block_cache_bytes(32 << 20);
 /// assert_eq!(config.cache_entries, 10_000);
 /// ```
 #[non_exhaustive]
@@ -96,78 +96,93 @@ impl Default for Config {
 impl Config {
     /// Sets [`Config::cache_entries`].
     #[must_use]
-    pub fn cache_entries(mut self, n: usize) -> Self {
+    pub fn with_cache_entries(mut self, n: usize) -> Self {
         self.cache_entries = n;
         self
     }
 
     /// Sets [`Config::cache_bytes`].
     #[must_use]
-    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
         self
     }
 
     /// Sets [`Config::max_providers_per_key`].
     #[must_use]
-    pub fn max_providers_per_key(mut self, n: usize) -> Self {
+    pub fn with_max_providers_per_key(mut self, n: usize) -> Self {
         self.max_providers_per_key = n;
         self
     }
 
     /// Sets [`Config::sync_writes`].
     #[must_use]
-    pub fn sync_writes(mut self, sync: bool) -> Self {
+    pub fn with_sync_writes(mut self, sync: bool) -> Self {
         self.sync_writes = sync;
         self
     }
 
     /// Sets [`Config::block_cache_bytes`].
     #[must_use]
-    pub fn block_cache_bytes(mut self, bytes: usize) -> Self {
+    pub fn with_block_cache_bytes(mut self, bytes: usize) -> Self {
         self.block_cache_bytes = bytes;
         self
     }
 
     /// Sets [`Config::write_buffer_bytes`].
     #[must_use]
-    pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
+    pub fn with_write_buffer_bytes(mut self, bytes: usize) -> Self {
         self.write_buffer_bytes = bytes;
         self
     }
 
     /// Sets [`Config::max_open_files`] (`-1`: no limit).
     #[must_use]
-    pub fn max_open_files(mut self, n: i32) -> Self {
+    pub fn with_max_open_files(mut self, n: i32) -> Self {
         self.max_open_files = n;
         self
     }
 
     /// Sets [`Config::max_disk_bytes`].
     #[must_use]
-    pub fn max_disk_bytes(mut self, bytes: Option<u64>) -> Self {
+    pub fn with_max_disk_bytes(mut self, bytes: Option<u64>) -> Self {
         self.max_disk_bytes = bytes;
         self
     }
 
     /// Sets [`Config::statistics`].
     #[must_use]
-    pub fn statistics(mut self, on: bool) -> Self {
+    pub fn with_statistics(mut self, on: bool) -> Self {
         self.statistics = on;
         self
     }
 
     /// Sets [`Config::max_background_jobs`].
     #[must_use]
-    pub fn max_background_jobs(mut self, n: i32) -> Self {
+    pub fn with_max_background_jobs(mut self, n: i32) -> Self {
         self.max_background_jobs = n;
         self
     }
 
+    /// `Ok` when every setting can work: `max_providers_per_key`, `write_buffer_bytes`,
+    /// `max_background_jobs` and `expiry_chunk` above zero.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming the first setting that cannot work.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        InvalidSetting::at_least_one("max_providers_per_key", self.max_providers_per_key as u64)?;
+        InvalidSetting::at_least_one("write_buffer_bytes", self.write_buffer_bytes as u64)?;
+        InvalidSetting::at_least_one(
+            "max_background_jobs",
+            u64::try_from(self.max_background_jobs).unwrap_or(0),
+        )?;
+        InvalidSetting::at_least_one("expiry_chunk", self.expiry_chunk as u64)
+    }
+
     /// Sets [`Config::expiry_chunk`] (at least 1).
     #[must_use]
-    pub fn expiry_chunk(mut self, n: usize) -> Self {
-        self.expiry_chunk = n.max(1);
+    pub fn with_expiry_chunk(mut self, n: usize) -> Self {
+        self.expiry_chunk = n;
         self
     }
 
@@ -177,10 +192,10 @@ impl Config {
     #[must_use]
     pub fn small() -> Self {
         Config::default()
-            .block_cache_bytes(8 << 20)
-            .write_buffer_bytes(16 << 20)
-            .max_open_files(128)
-            .cache_entries(4096)
-            .cache_bytes(8 << 20)
+            .with_block_cache_bytes(8 << 20)
+            .with_write_buffer_bytes(16 << 20)
+            .with_max_open_files(128)
+            .with_cache_entries(4096)
+            .with_cache_bytes(8 << 20)
     }
 }

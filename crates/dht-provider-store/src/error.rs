@@ -47,7 +47,24 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     /// Any other error reported by the database engine.
     #[error("database error: {0}")]
-    Db(String),
+    Db(#[source] dht_proto::SharedError),
+    /// The database lacks a column family this crate creates when it opens one: it was
+    /// changed by another program.
+    #[error("the database has no column family {0}")]
+    MissingColumnFamily(&'static str),
+    /// A [`ProviderStore`](crate::ProviderStore) answered a batch of records with another
+    /// number of outcomes than records: the implementation breaks the trait's contract.
+    /// Nothing is acknowledged.
+    #[error("the store answered {outcomes} outcomes for {records} records")]
+    WrongOutcomeCount {
+        /// Records in the batch.
+        records: usize,
+        /// Outcomes the store answered.
+        outcomes: usize,
+    },
+    /// A setting that cannot work (a zero count); nothing was opened or started.
+    #[error(transparent)]
+    InvalidSetting(#[from] dht_proto::InvalidSetting),
     /// The store is shutting down or closed.
     #[error("the store is closed")]
     Closed,
@@ -99,7 +116,13 @@ impl StoreError {
                 reason: reason.clone(),
             },
             StoreError::Io(e) => StoreError::Io(std::io::Error::new(e.kind(), e.to_string())),
-            StoreError::Db(msg) => StoreError::Db(msg.clone()),
+            StoreError::Db(source) => StoreError::Db(source.clone()),
+            StoreError::MissingColumnFamily(name) => StoreError::MissingColumnFamily(name),
+            StoreError::WrongOutcomeCount { records, outcomes } => StoreError::WrongOutcomeCount {
+                records: *records,
+                outcomes: *outcomes,
+            },
+            StoreError::InvalidSetting(e) => StoreError::InvalidSetting(*e),
             StoreError::Closed => StoreError::Closed,
             StoreError::Busy { queued, limit } => StoreError::Busy {
                 queued: *queued,
@@ -123,7 +146,7 @@ impl StoreError {
         match e.kind() {
             rocksdb::ErrorKind::Corruption => StoreError::Corrupt { what: msg },
             rocksdb::ErrorKind::ShutdownInProgress => StoreError::Closed,
-            _ => StoreError::Db(msg),
+            _ => StoreError::Db(dht_proto::SharedError::new(e)),
         }
     }
 

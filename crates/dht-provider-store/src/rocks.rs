@@ -360,8 +360,11 @@ impl RocksStore {
     /// Opens (creating if needed) the database at `path`.
     ///
     /// Errors: [`StoreError::Locked`] if the database is open elsewhere,
-    /// [`StoreError::UnsupportedFormat`] if another format version wrote it.
+    /// [`StoreError::UnsupportedFormat`] if another format version wrote it,
+    /// [`StoreError::InvalidSetting`] if a setting cannot work ([`Config::validate`]); then
+    /// nothing is created.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Self, StoreError> {
+        config.validate()?;
         let path = path.as_ref();
         std::fs::create_dir_all(path)?;
 
@@ -660,7 +663,7 @@ impl RocksStore {
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
         self.db
             .cf_handle(name)
-            .ok_or_else(|| StoreError::Db(format!("column family {name} missing")))
+            .ok_or(StoreError::MissingColumnFamily(name))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {

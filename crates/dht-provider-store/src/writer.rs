@@ -42,7 +42,7 @@ pub enum Durability {
 ///
 /// ```
 /// use dht_provider_store::WriterConfig;
-/// let config = WriterConfig::default().max_queued_records(10_000).max_commit_records(1_000);
+/// let config = WriterConfig::default().with_max_queued_records(10_000).with_max_commit_records(1_000);
 /// assert_eq!(config.max_queued_records, 10_000);
 /// ```
 #[non_exhaustive]
@@ -74,23 +74,38 @@ impl Default for WriterConfig {
 }
 
 impl WriterConfig {
+    /// `Ok` when `max_queued_records` and `max_commit_records` are above zero.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`](dht_proto::InvalidSetting) naming the first that is zero.
+    pub fn validate(&self) -> Result<(), dht_proto::InvalidSetting> {
+        dht_proto::InvalidSetting::at_least_one(
+            "max_queued_records",
+            self.max_queued_records as u64,
+        )?;
+        dht_proto::InvalidSetting::at_least_one(
+            "max_commit_records",
+            self.max_commit_records as u64,
+        )
+    }
+
     /// Sets [`WriterConfig::max_queued_records`] (at least 1).
     #[must_use]
-    pub fn max_queued_records(mut self, n: usize) -> Self {
-        self.max_queued_records = n.max(1);
+    pub fn with_max_queued_records(mut self, n: usize) -> Self {
+        self.max_queued_records = n;
         self
     }
 
     /// Sets [`WriterConfig::max_commit_records`] (at least 1).
     #[must_use]
-    pub fn max_commit_records(mut self, n: usize) -> Self {
-        self.max_commit_records = n.max(1);
+    pub fn with_max_commit_records(mut self, n: usize) -> Self {
+        self.max_commit_records = n;
         self
     }
 
     /// Sets [`WriterConfig::inbound_waits`].
     #[must_use]
-    pub fn inbound_waits(mut self, on: bool) -> Self {
+    pub fn with_inbound_waits(mut self, on: bool) -> Self {
         self.inbound_waits = on;
         self
     }
@@ -281,8 +296,10 @@ impl<S: ProviderStore + 'static> std::fmt::Debug for GroupWriter<S> {
 impl<S: ProviderStore + 'static> GroupWriter<S> {
     /// A writer in front of `store`, with its thread started.
     ///
-    /// Errors: [`StoreError::Io`] if the thread cannot be started.
+    /// Errors: [`StoreError::InvalidSetting`] if a setting is zero
+    /// ([`WriterConfig::validate`]), [`StoreError::Io`] if the thread cannot be started.
     pub fn new(store: Arc<S>, config: WriterConfig) -> Result<Self, StoreError> {
+        config.validate()?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
@@ -488,10 +505,10 @@ fn commit<S: ProviderStore + ?Sized>(store: &S, shared: &Shared, taken: Vec<Pend
             if outcomes.len() == n {
                 Ok(outcomes)
             } else {
-                Err(StoreError::Db(format!(
-                    "the store answered {} outcomes for {n} records",
-                    outcomes.len()
-                )))
+                Err(StoreError::WrongOutcomeCount {
+                    records: n,
+                    outcomes: outcomes.len(),
+                })
             }
         });
     drop(entries);

@@ -436,12 +436,12 @@ macro_rules! conformance {
             }
             #[test]
             fn cap_keeps_established() {
-                let (_dir, s) = make(Config::small().max_providers_per_key(3));
+                let (_dir, s) = make(Config::small().with_max_providers_per_key(3));
                 suite::cap_keeps_established(&s);
             }
             #[test]
             fn groups_keep_room_for_newcomers() {
-                let (_dir, s) = make(Config::small().max_providers_per_key(3));
+                let (_dir, s) = make(Config::small().with_max_providers_per_key(3));
                 suite::groups_keep_room_for_newcomers(&s);
             }
             #[test]
@@ -451,7 +451,7 @@ macro_rules! conformance {
             }
             #[test]
             fn remove_expired_many() {
-                let (_dir, s) = make(Config::small().expiry_chunk(64));
+                let (_dir, s) = make(Config::small().with_expiry_chunk(64));
                 suite::remove_expired_many(&s);
             }
             #[test]
@@ -481,13 +481,13 @@ macro_rules! conformance {
 fn rocks(config: Config) -> (Option<tempfile::TempDir>, RocksStore) {
     let dir = tempfile::tempdir().unwrap();
     // Tests don't need fsync; the durability test covers the synced path.
-    let store = RocksStore::open(dir.path(), config.sync_writes(false)).unwrap();
+    let store = RocksStore::open(dir.path(), config.with_sync_writes(false)).unwrap();
     (Some(dir), store)
 }
 
 conformance!(memory, |config| (None, MemoryStore::with_config(&config)));
 conformance!(rocks_cached, |config| rocks(config));
-conformance!(rocks_uncached, |config| rocks(config.cache_entries(0)));
+conformance!(rocks_uncached, |config| rocks(config.with_cache_entries(0)));
 // Provider writes through the grouped writer (one thread, one WriteBatch per commit).
 conformance!(rocks_writer, |config| {
     let (dir, store) = rocks(config);
@@ -591,7 +591,7 @@ mod model {
         #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
         #[test]
         fn rocks_agrees_with_memory(ops in proptest::collection::vec(op(), 1..40)) {
-            let config = Config::small().max_providers_per_key(3).expiry_chunk(3);
+            let config = Config::small().with_max_providers_per_key(3).with_expiry_chunk(3);
             let memory = MemoryStore::with_config(&config);
             let (_dir, rocks) = rocks(config.clone());
             // Provider writes through the grouped writer, in front of RocksDB.

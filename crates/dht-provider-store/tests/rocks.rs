@@ -41,7 +41,7 @@ fn durability_child() {
     }
     let dir = std::env::var(DIR).unwrap();
     let sync = std::env::var(SYNC).as_deref() == Ok("1");
-    let store = RocksStore::open(&dir, Config::small().sync_writes(sync)).unwrap();
+    let store = RocksStore::open(&dir, Config::small().with_sync_writes(sync)).unwrap();
     let mut out = std::io::stdout().lock();
     for i in 0..100_000 {
         let (providers, keys, value) = durability_batch(i);
@@ -134,6 +134,34 @@ fn acknowledged_writes_survive_sigkill_without_fsync() {
 }
 
 // ---------------------------------------------------------------- persistence
+
+#[test]
+fn a_setting_that_cannot_work_is_refused_before_the_directory_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    for (config, setting) in [
+        (Config::default().with_expiry_chunk(0), "expiry_chunk"),
+        (
+            Config::default().with_max_providers_per_key(0),
+            "max_providers_per_key",
+        ),
+        (
+            Config::default().with_write_buffer_bytes(0),
+            "write_buffer_bytes",
+        ),
+        (
+            Config::default().with_max_background_jobs(0),
+            "max_background_jobs",
+        ),
+    ] {
+        match RocksStore::open(&path, config) {
+            Err(StoreError::InvalidSetting(e)) => assert_eq!(e.setting, setting),
+            Err(e) => panic!("{setting}: refused for another reason: {e}"),
+            Ok(_) => panic!("{setting} 0 was taken"),
+        }
+        assert!(!path.exists(), "{setting}: the directory was made");
+    }
+}
 
 #[test]
 fn reopen_keeps_everything() {
@@ -543,8 +571,8 @@ fn cache_never_serves_stale_lists_under_concurrency() {
         RocksStore::open(
             dir.path(),
             Config::small()
-                .sync_writes(false)
-                .max_providers_per_key(1000),
+                .with_sync_writes(false)
+                .with_max_providers_per_key(1000),
         )
         .unwrap(),
     );
@@ -604,7 +632,7 @@ fn sweep_keeps_records_refreshed_while_it_runs() {
     let store = Arc::new(
         RocksStore::open(
             dir.path(),
-            Config::small().sync_writes(false).expiry_chunk(8),
+            Config::small().with_sync_writes(false).with_expiry_chunk(8),
         )
         .unwrap(),
     );
@@ -642,8 +670,9 @@ fn concurrent_writers_keep_the_cap_and_every_record() {
     const THREADS: u64 = 8;
     const EACH: u64 = 10;
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(RocksStore::open(dir.path(), Config::small().max_providers_per_key(20)).unwrap());
+    let store = Arc::new(
+        RocksStore::open(dir.path(), Config::small().with_max_providers_per_key(20)).unwrap(),
+    );
     let writers: Vec<_> = (0..THREADS)
         .map(|t| {
             let store = store.clone();
@@ -685,7 +714,9 @@ fn the_provider_cache_is_bounded_in_bytes() {
     let budget = 256 * 1024;
     let store = RocksStore::open(
         dir.path(),
-        Config::small().sync_writes(false).cache_bytes(budget),
+        Config::small()
+            .with_sync_writes(false)
+            .with_cache_bytes(budget),
     )
     .unwrap();
     // 200 keys whose lists hold 20 KB of addresses each (4 MB in all), every one read once.
@@ -726,7 +757,7 @@ fn unacknowledged_provider_records_are_not_fsynced() {
     let dir = tempfile::tempdir().unwrap();
     let store = RocksStore::open(
         dir.path(),
-        Config::small().sync_writes(true).statistics(true),
+        Config::small().with_sync_writes(true).with_statistics(true),
     )
     .unwrap();
     let record = |i: u64| ProviderRecord {
@@ -798,8 +829,8 @@ fn the_disk_quota_bounds_inbound_records_and_expiry_frees_it() {
     let store = RocksStore::open(
         dir.path(),
         Config::small()
-            .sync_writes(false)
-            .max_disk_bytes(Some(QUOTA)),
+            .with_sync_writes(false)
+            .with_max_disk_bytes(Some(QUOTA)),
     )
     .unwrap();
     let group = dht_provider_store::SourceGroup::from_bytes(&[4, 198, 51, 100]);

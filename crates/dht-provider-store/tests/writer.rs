@@ -174,7 +174,7 @@ fn a_durable_write_reads_back_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let batch: Vec<_> = (0..200u64).map(|i| rec(i % 50, i, T0 + i)).collect();
     {
-        let store = open(dir.path(), Config::small().sync_writes(true));
+        let store = open(dir.path(), Config::small().with_sync_writes(true));
         let writer = GroupWriter::new(Arc::clone(&store), WriterConfig::default()).unwrap();
         let answer = writer
             .submit(batch.clone(), Some(group(1)), Durability::Durable)
@@ -221,7 +221,7 @@ fn writer_durability_child() {
     let dir = std::env::var(DIR).unwrap();
     let store = open(
         std::path::Path::new(&dir),
-        Config::small().sync_writes(true),
+        Config::small().with_sync_writes(true),
     );
     let writer = Arc::new(GroupWriter::new(store, WriterConfig::default()).unwrap());
     let next = Arc::new(AtomicU64::new(0));
@@ -387,7 +387,8 @@ fn a_full_disk_answers_every_submission() {
 
 #[test]
 fn busy_when_full_then_recovers() {
-    let (_dir, gated, writer, first) = held_writer(WriterConfig::default().max_queued_records(10));
+    let (_dir, gated, writer, first) =
+        held_writer(WriterConfig::default().with_max_queued_records(10));
     // The held commit took its record off the queue: ten fit.
     let tickets: Vec<_> = (0..10u64)
         .map(|i| {
@@ -501,7 +502,7 @@ fn a_bad_record_is_refused_alone() {
 #[test]
 fn outcomes_report_the_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Config::small().max_providers_per_key(3));
+    let store = open(dir.path(), Config::small().with_max_providers_per_key(3));
     let writer = GroupWriter::new(Arc::clone(&store), WriterConfig::default()).unwrap();
     use ProviderOutcome::{Full, Stored};
     // Without a group: the first three fill the key, re-announces refresh.
@@ -565,7 +566,8 @@ fn dropping_the_writer_writes_what_is_queued() {
 
 #[test]
 fn inbound_records_need_not_wait_for_their_commit() {
-    let (_dir, gated, writer, first) = held_writer(WriterConfig::default().inbound_waits(false));
+    let (_dir, gated, writer, first) =
+        held_writer(WriterConfig::default().with_inbound_waits(false));
     // With the commit held, each call returns once its record is queued (waiting would
     // block this thread until the gate opens).
     for i in 0..100u64 {
@@ -594,7 +596,8 @@ fn inbound_records_need_not_wait_for_their_commit() {
 /// full to take them answers the ticket with `Busy`, nothing queued.
 #[test]
 fn entries_are_submitted_without_waiting_and_answered_in_order() {
-    let (_dir, gated, writer, first) = held_writer(WriterConfig::default().max_queued_records(10));
+    let (_dir, gated, writer, first) =
+        held_writer(WriterConfig::default().with_max_queued_records(10));
     let records: Vec<ProviderRecord> = (0..6u64).map(|i| rec(i, i, T0)).collect();
     let entries: Vec<ProviderEntry<'_>> = records
         .iter()
@@ -629,4 +632,26 @@ fn entries_are_submitted_without_waiting_and_answered_in_order() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_zero_queue_or_commit_bound_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Config::small());
+    for (config, setting) in [
+        (
+            WriterConfig::default().with_max_queued_records(0),
+            "max_queued_records",
+        ),
+        (
+            WriterConfig::default().with_max_commit_records(0),
+            "max_commit_records",
+        ),
+    ] {
+        match GroupWriter::new(store.clone(), config) {
+            Err(StoreError::InvalidSetting(e)) => assert_eq!(e.setting, setting),
+            Err(e) => panic!("{setting}: refused for another reason: {e}"),
+            Ok(_) => panic!("{setting} 0 was taken"),
+        }
+    }
 }

@@ -9,9 +9,13 @@ pub enum ProviderError {
     /// The keystore failed (disk full, corrupt data, …); nothing was acknowledged.
     #[error("keystore: {0}")]
     Keystore(#[from] dht_provider_store::StoreError),
-    /// The sweep's persisted state does not decode.
-    #[error("sweep state: {0}")]
-    State(String),
+    /// The sweep's persisted state does not decode: what did not.
+    #[error("sweep state is corrupt: {0}")]
+    CorruptState(&'static str),
+    /// A keystore write on the blocking pool did not finish (it panicked, or the runtime
+    /// is shutting down); what it was to write is not acknowledged.
+    #[error("the keystore write did not finish: {0}")]
+    WriteAborted(#[source] tokio::task::JoinError),
     /// The sweep's state file could not be read or written.
     #[error("sweep state: {action} {}: {source}", path.display())]
     StateIo {
@@ -47,22 +51,23 @@ pub enum ProviderError {
 pub(crate) async fn off_async<T: Send + 'static>(
     write: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
 ) -> Result<T, ProviderError> {
-    tokio::task::spawn_blocking(write).await.map_err(|e| {
-        ProviderError::Keystore(dht_provider_store::StoreError::Db(format!(
-            "the keystore write did not finish: {e}"
-        )))
-    })?
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(ProviderError::WriteAborted)?
 }
 
 /// Refuses `value` of `setting` when it is zero.
 pub(crate) fn at_least_one(setting: &'static str, value: u64) -> Result<(), ProviderError> {
-    if value == 0 {
-        return Err(ProviderError::InvalidConfig {
-            setting,
-            reason: "must be at least 1",
-        });
+    Ok(dht_proto::InvalidSetting::at_least_one(setting, value)?)
+}
+
+impl From<dht_proto::InvalidSetting> for ProviderError {
+    fn from(e: dht_proto::InvalidSetting) -> Self {
+        ProviderError::InvalidConfig {
+            setting: e.setting,
+            reason: e.reason,
+        }
     }
-    Ok(())
 }
 
 /// Generates one `with_<field>` setter per line: `doc, with_name => field: Type;`.

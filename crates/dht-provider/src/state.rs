@@ -322,8 +322,8 @@ impl SweepState {
     }
 }
 
-fn bad(why: &str) -> ProviderError {
-    ProviderError::State(format!("corrupt sweep state: {why}"))
+fn bad(what: &'static str) -> ProviderError {
+    ProviderError::CorruptState(what)
 }
 
 /// Reads a persisted state, failing on truncation.

@@ -187,7 +187,9 @@ impl Net {
         self.0.counts.lock().attempts += 1;
         if self.0.dead.lock().contains(peer) {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            return Err(RpcError::Unreachable("dead".into()));
+            return Err(RpcError::unreachable(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )));
         }
         Ok(Duration::from_millis(
             10 + u64::from(peer.to_bytes()[10] % 90),
@@ -368,11 +370,11 @@ impl Network for Net {
                     }
                     *net.0.counts.lock().add_provider_to.entry(peer).or_default() += 1;
                     if !net.take_record(peer, key) {
-                        return Err(RpcError::Other("refused".into()));
+                        return Err(RpcError::NoResponse);
                     }
                     Ok(None)
                 }
-                _ => Err(RpcError::Other("unsupported".into())),
+                _ => Err(RpcError::NoResponse),
             }
         }
     }

@@ -106,6 +106,16 @@ impl KBucketConfig {
         self
     }
 
+    /// `Ok` when `bucket_size` and `max_failures` are above zero (the table reads a zero
+    /// as 1; a node or simulator built from these settings refuses them instead).
+    ///
+    /// # Errors
+    /// [`InvalidSetting`](dht_proto::InvalidSetting) naming the first that is zero.
+    pub fn validate(&self) -> Result<(), dht_proto::InvalidSetting> {
+        dht_proto::InvalidSetting::at_least_one("bucket_size", self.bucket_size as u64)?;
+        dht_proto::InvalidSetting::at_least_one("max_failures", u64::from(self.max_failures))
+    }
+
     fn k(&self) -> usize {
         self.bucket_size.max(1)
     }

@@ -52,6 +52,28 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// `Ok` when every setting can work: the lookup's `k`, `alpha` and `beta`, the
+    /// per-request timeout and the crawl's `parallelism` and `bucket_size` above zero.
+    ///
+    /// The operations read a zero there as 1 (a count asked for per call, such as
+    /// `find_closest_peers`' `n`, can be zero); a node or simulator built from these
+    /// settings refuses them instead.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`](dht_proto::InvalidSetting) naming the first that cannot work.
+    pub fn validate(&self) -> Result<(), dht_proto::InvalidSetting> {
+        use dht_proto::InvalidSetting;
+        InvalidSetting::at_least_one("query.k", self.query.k as u64)?;
+        InvalidSetting::at_least_one("query.alpha", self.query.alpha as u64)?;
+        InvalidSetting::at_least_one("query.beta", self.query.beta as u64)?;
+        InvalidSetting::at_least_one(
+            "driver.request_timeout",
+            self.driver.request_timeout.as_millis() as u64,
+        )?;
+        InvalidSetting::at_least_one("crawl.parallelism", self.crawl.parallelism as u64)?;
+        InvalidSetting::at_least_one("crawl.bucket_size", self.crawl.bucket_size as u64)
+    }
+
     /// Sets [`ClientConfig::query`].
     #[must_use]
     pub fn with_query(mut self, query: QueryConfig) -> Self {

@@ -754,10 +754,10 @@ pub mod generic {
                         Ok(answer) if answer.error.is_none() && answer.answers(1) => {
                             Ok(answer.statuses[0].is_stored())
                         }
-                        Ok(answer) => Err(RpcError::Other(match answer.error {
-                            Some(e) => e.to_string(),
-                            None => "a batch answer that does not match its keys".into(),
-                        })),
+                        Ok(answer) => Err(match answer.error {
+                            Some(e) => RpcError::BatchRefused(e),
+                            None => RpcError::BadBatchAnswer,
+                        }),
                         Err(e) => Err(e),
                     };
                     if !matches!(result, Err(RpcError::Unsupported(_))) {

@@ -5,8 +5,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use futures::{Stream, StreamExt};
 
 use dht_proto::{
-    MessageType, PeerId, PeerInfo, Request, Response,
-    batch::{PROVIDE_BATCH_PROTOCOL, ProvideBatch, ProvideBatchResponse},
+    MessageType, PeerId, PeerInfo, Request, Response, SharedError,
+    batch::{BatchError, PROVIDE_BATCH_PROTOCOL, ProvideBatch, ProvideBatchResponse},
 };
 
 /// Something a peer may support beyond the requests of `/ipfs/kad/1.0.0`: what
@@ -55,7 +55,7 @@ pub enum RpcError {
     ///
     /// [`PeerEvent::Unreachable`]: dht_routing_table::PeerEvent::Unreachable
     #[error("the peer could not be reached: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] SharedError),
     /// The stream closed before the peer answered a request that expects an answer.
     #[error("the peer sent no response")]
     NoResponse,
@@ -72,9 +72,27 @@ pub enum RpcError {
     /// `/ipfs/kad/1.0.0` with this peer. Says nothing against the peer.
     #[error("the peer does not support {0:?}")]
     Unsupported(Feature),
-    /// Anything else (an I/O or decoding error), described.
+    /// The peer refused a whole batch of the batched provide protocol.
+    #[error("the peer refused the batch: {0}")]
+    BatchRefused(BatchError),
+    /// The peer answered a batch with statuses that do not match its keys.
+    #[error("the batch answer does not match its keys")]
+    BadBatchAnswer,
+    /// Anything else (an I/O or decoding error).
     #[error("{0}")]
-    Other(String),
+    Other(#[source] SharedError),
+}
+
+impl RpcError {
+    /// [`RpcError::Unreachable`], for `why` the peer could not be reached.
+    pub fn unreachable(why: impl std::error::Error + Send + Sync + 'static) -> Self {
+        RpcError::Unreachable(SharedError::new(why))
+    }
+
+    /// [`RpcError::Other`], for `error`.
+    pub fn other(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        RpcError::Other(SharedError::new(error))
+    }
 }
 
 /// Sends requests to peers: the client's only way out.

@@ -120,6 +120,20 @@ impl Churn {
             join_per_hour: share,
         }
     }
+
+    /// Sets [`Churn::leave_per_hour`].
+    #[must_use]
+    pub fn with_leave_per_hour(mut self, share: f64) -> Self {
+        self.leave_per_hour = share;
+        self
+    }
+
+    /// Sets [`Churn::join_per_hour`].
+    #[must_use]
+    pub fn with_join_per_hour(mut self, share: f64) -> Self {
+        self.join_per_hour = share;
+        self
+    }
 }
 
 /// Settings of a [`Sim`](crate::Sim); `Default` and chainable setters.
@@ -128,11 +142,11 @@ impl Churn {
 /// use std::time::Duration;
 /// use dht_sim::{Latency, SimConfig, TableBuild};
 /// let config = SimConfig::default()
-///     .nodes(500)
-///     .seed(7)
-///     .latency(Latency::uniform_ms(5, 50))
-///     .silent(0.1)
-///     .build(TableBuild::Realistic);
+///     .with_nodes(500)
+///     .with_seed(7)
+///     .with_latency(Latency::uniform_ms(5, 50))
+///     .with_silent(0.1)
+///     .with_build(TableBuild::Realistic);
 /// assert_eq!(config.nodes, 500);
 /// assert_eq!(config.misbehaviour.silent, 0.1);
 /// ```
@@ -219,7 +233,7 @@ impl Default for SimConfig {
             churn: Churn::default(),
             client: ClientConfig::default(),
             table: KBucketConfig::default().with_diversity(None),
-            handler: HandlerConfig::default().rate_limit(None),
+            handler: HandlerConfig::default().with_rate_limit(None),
             start_time: dht_test_kit::EPOCH,
             provider_records: ProviderRecords::Store,
             provide_batch_share: 0.0,
@@ -228,10 +242,10 @@ impl Default for SimConfig {
 }
 
 macro_rules! setter {
-    ($(#[$doc:meta] $name:ident: $ty:ty;)*) => {$(
+    ($(#[$doc:meta] $with:ident => $name:ident: $ty:ty;)*) => {$(
         #[$doc]
         #[must_use]
-        pub fn $name(mut self, value: $ty) -> Self {
+        pub fn $with(mut self, value: $ty) -> Self {
             self.$name = value;
             self
         }
@@ -241,75 +255,79 @@ macro_rules! setter {
 impl SimConfig {
     setter! {
         /// Sets [`SimConfig::nodes`].
-        nodes: usize;
+        with_nodes => nodes: usize;
         /// Sets [`SimConfig::seed`].
-        seed: u64;
+        with_seed => seed: u64;
         /// Sets [`SimConfig::latency`].
-        latency: Latency;
+        with_latency => latency: Latency;
         /// Sets [`SimConfig::loss`].
-        loss: f64;
+        with_loss => loss: f64;
         /// Sets [`SimConfig::omit`].
-        omit: f64;
+        with_omit => omit: f64;
         /// Sets [`SimConfig::misbehaviour`].
-        misbehaviour: Misbehaviour;
+        with_misbehaviour => misbehaviour: Misbehaviour;
         /// Sets [`SimConfig::slow_delay`].
-        slow_delay: Duration;
+        with_slow_delay => slow_delay: Duration;
         /// Sets [`SimConfig::dial_timeout`].
-        dial_timeout: Duration;
+        with_dial_timeout => dial_timeout: Duration;
         /// Sets [`SimConfig::write_delay`].
-        write_delay: Duration;
+        with_write_delay => write_delay: Duration;
         /// Sets [`SimConfig::build`].
-        build: TableBuild;
+        with_build => build: TableBuild;
         /// Sets [`SimConfig::bootstrap_peers`].
-        bootstrap_peers: usize;
+        with_bootstrap_peers => bootstrap_peers: usize;
         /// Sets [`SimConfig::join_concurrency`].
-        join_concurrency: usize;
+        with_join_concurrency => join_concurrency: usize;
         /// Sets [`SimConfig::churn`].
-        churn: Churn;
+        with_churn => churn: Churn;
         /// Sets [`SimConfig::client`].
-        client: ClientConfig;
+        with_client => client: ClientConfig;
         /// Sets [`SimConfig::table`].
-        table: KBucketConfig;
+        with_table => table: KBucketConfig;
         /// Sets [`SimConfig::handler`].
-        handler: HandlerConfig;
+        with_handler => handler: HandlerConfig;
         /// Sets [`SimConfig::start_time`].
-        start_time: UnixSecs;
+        with_start_time => start_time: UnixSecs;
         /// Sets [`SimConfig::provider_records`].
-        provider_records: ProviderRecords;
+        with_provider_records => provider_records: ProviderRecords;
         /// Sets [`SimConfig::provide_batch_share`].
-        provide_batch_share: f64;
+        with_provide_batch_share => provide_batch_share: f64;
     }
 
     /// Sets [`Misbehaviour::silent`].
     #[must_use]
-    pub fn silent(mut self, share: f64) -> Self {
+    pub fn with_silent(mut self, share: f64) -> Self {
         self.misbehaviour.silent = share;
         self
     }
 
     /// Sets [`Misbehaviour::slow`].
     #[must_use]
-    pub fn slow(mut self, share: f64) -> Self {
+    pub fn with_slow(mut self, share: f64) -> Self {
         self.misbehaviour.slow = share;
         self
     }
 
     /// Sets [`Misbehaviour::random_peers`].
     #[must_use]
-    pub fn random_peers(mut self, share: f64) -> Self {
+    pub fn with_random_peers(mut self, share: f64) -> Self {
         self.misbehaviour.random_peers = share;
         self
     }
 
     /// Sets [`Misbehaviour::far_peers`].
     #[must_use]
-    pub fn far_peers(mut self, share: f64) -> Self {
+    pub fn with_far_peers(mut self, share: f64) -> Self {
         self.misbehaviour.far_peers = share;
         self
     }
 
-    /// Checks that shares and probabilities are within `0..=1`.
+    /// Checks that shares and probabilities are within `0..=1`, and that the nodes' handler,
+    /// client and table settings can work.
     pub(crate) fn validate(&self) -> Result<(), SimError> {
+        self.handler.validate()?;
+        self.client.validate()?;
+        self.table.validate()?;
         let m = &self.misbehaviour;
         let shares = [
             ("loss", self.loss),
@@ -358,20 +376,20 @@ mod tests {
     fn shares_are_checked() {
         assert!(
             SimConfig::default()
-                .silent(0.5)
-                .random_peers(0.5)
+                .with_silent(0.5)
+                .with_random_peers(0.5)
                 .validate()
                 .is_ok()
         );
         assert!(
             SimConfig::default()
-                .silent(0.6)
-                .random_peers(0.5)
+                .with_silent(0.6)
+                .with_random_peers(0.5)
                 .validate()
                 .is_err()
         );
-        assert!(SimConfig::default().loss(-0.1).validate().is_err());
-        assert!(SimConfig::default().omit(1.5).validate().is_err());
-        assert!(SimConfig::default().loss(f64::NAN).validate().is_err());
+        assert!(SimConfig::default().with_loss(-0.1).validate().is_err());
+        assert!(SimConfig::default().with_omit(1.5).validate().is_err());
+        assert!(SimConfig::default().with_loss(f64::NAN).validate().is_err());
     }
 }

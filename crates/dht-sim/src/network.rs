@@ -116,7 +116,10 @@ async fn deliver_batch(
 ) -> Result<ProvideBatchResponse, RpcError> {
     let config = &sim.config;
     let Some(sender) = sim.node(from) else {
-        return Err(RpcError::Other(format!("no simulated node {from}")));
+        return Err(RpcError::other(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the sending node is not in the simulation",
+        )));
     };
     let link = match connect(&sim, &sender, &to).await {
         Ok(link) => link,
@@ -251,7 +254,9 @@ async fn connect(sim: &SimInner, sender: &SimNode, to: &PeerId) -> Result<Link, 
     let Some(target) = target.filter(|t| t.is_alive()) else {
         bump(&sim.net.unreachable);
         tokio::time::sleep(config.dial_timeout).await;
-        return Err(RpcError::Unreachable("connection refused".into()));
+        return Err(RpcError::unreachable(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
     };
     let mut rng = SmallRng::seed_from_u64(mix(&[
         config.seed,
@@ -282,7 +287,10 @@ async fn deliver(
     let config = &sim.config;
     let ty = request.message_type();
     let Some(sender) = sim.node(from) else {
-        return Err(RpcError::Other(format!("no simulated node {from}")));
+        return Err(RpcError::other(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the sending node is not in the simulation",
+        )));
     };
     sender.counters.sent(ty);
     if ty == MessageType::AddProvider {

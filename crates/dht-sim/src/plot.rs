@@ -34,7 +34,7 @@ struct Line {
 /// # Errors
 /// [`SimError::Plot`] if a file cannot be written.
 pub fn write_plots(report: &ProvideReport, dir: &Path) -> Result<Vec<PathBuf>, SimError> {
-    std::fs::create_dir_all(dir).map_err(|e| SimError::Plot(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| plot_error(dir, e))?;
     let hours = |secs: u64| secs as f64 / 3600.0;
     let samples = report
         .reprovide
@@ -126,17 +126,22 @@ fn draw(
     desc: (&str, &str),
     charts: &[Vec<Line>],
 ) -> Result<(), SimError> {
-    let err = |e: &dyn std::fmt::Display| SimError::Plot(format!("{}: {e}", path.display()));
+    let err = |e| plot_error(path, e);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let root = root
-        .titled(title, ("sans-serif", 20))
-        .map_err(|e| err(&e))?;
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(err)?;
     let areas = root.split_evenly((charts.len().max(1), 1));
     for (area, lines) in areas.iter().zip(charts) {
-        chart(area, desc, lines).map_err(|e| err(&e))?;
+        chart(area, desc, lines).map_err(err)?;
     }
-    root.present().map_err(|e| err(&e))
+    root.present().map_err(err)
+}
+
+fn plot_error(path: &Path, source: impl std::error::Error + Send + Sync + 'static) -> SimError {
+    SimError::Plot {
+        path: path.to_path_buf(),
+        source: dht_proto::SharedError::new(source),
+    }
 }
 
 fn chart(

@@ -116,86 +116,100 @@ impl ProvideConfig {
         }
     }
 
+    /// Sets [`ProvideConfig::strategy`].
+    #[must_use]
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Sets [`ProvideConfig::keys`].
+    #[must_use]
+    pub fn with_keys(mut self, keys: u64) -> Self {
+        self.keys = keys;
+        self
+    }
+
     /// Sets [`ProvideConfig::churn`].
     #[must_use]
-    pub fn churn(mut self, share: f64) -> Self {
+    pub fn with_churn(mut self, share: f64) -> Self {
         self.churn = share;
         self
     }
 
     /// Sets [`ProvideConfig::interval`].
     #[must_use]
-    pub fn interval(mut self, interval: Duration) -> Self {
+    pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
     /// Sets [`ProvideConfig::findable_sample`].
     #[must_use]
-    pub fn findable_sample(mut self, n: usize) -> Self {
+    pub fn with_findable_sample(mut self, n: usize) -> Self {
         self.findable_sample = n;
         self
     }
 
     /// Sets [`ProvideConfig::placement_sample`].
     #[must_use]
-    pub fn placement_sample(mut self, n: usize) -> Self {
+    pub fn with_placement_sample(mut self, n: usize) -> Self {
         self.placement_sample = n;
         self
     }
 
     /// Sets [`ProvideConfig::workers`].
     #[must_use]
-    pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = n;
         self
     }
 
     /// Sets [`ProvideConfig::preload`].
     #[must_use]
-    pub fn preload(mut self, on: bool) -> Self {
+    pub fn with_preload(mut self, on: bool) -> Self {
         self.preload = on;
         self
     }
 
     /// Sets [`ProvideConfig::reprovide`].
     #[must_use]
-    pub fn reprovide(mut self, on: bool) -> Self {
+    pub fn with_reprovide(mut self, on: bool) -> Self {
         self.reprovide = on;
         self
     }
 
     /// Sets [`ProvideConfig::holder_samples`].
     #[must_use]
-    pub fn holder_samples(mut self, n: u32) -> Self {
+    pub fn with_holder_samples(mut self, n: u32) -> Self {
         self.holder_samples = n;
         self
     }
 
     /// Sets [`ProvideConfig::holder_sample_keys`].
     #[must_use]
-    pub fn holder_sample_keys(mut self, n: u64) -> Self {
-        self.holder_sample_keys = n.max(1);
+    pub fn with_holder_sample_keys(mut self, n: u64) -> Self {
+        self.holder_sample_keys = n;
         self
     }
 
     /// Sets [`ProvideConfig::memory`].
     #[must_use]
-    pub fn memory(mut self, probes: MemoryProbes) -> Self {
+    pub fn with_memory(mut self, probes: MemoryProbes) -> Self {
         self.memory = probes;
         self
     }
 
     /// Sets [`ProvideConfig::timeline`].
     #[must_use]
-    pub fn timeline(mut self, on: bool) -> Self {
+    pub fn with_timeline(mut self, on: bool) -> Self {
         self.timeline = on;
         self
     }
 
     /// Sets [`ProvideConfig::ingest`].
     #[must_use]
-    pub fn ingest(mut self, keys_per_sec: u64) -> Self {
+    pub fn with_ingest(mut self, keys_per_sec: u64) -> Self {
         self.ingest = keys_per_sec;
         self
     }
@@ -502,7 +516,8 @@ fn key_chunks(seed: u64, keys: u64) -> impl Iterator<Item = Vec<Multihash>> {
 ///
 /// # Errors
 /// [`SimError::Config`] for settings that do not fit (preload with per-key, churn outside
-/// `0..=1`); [`SimError::Provider`] if the provider cannot start or a store fails.
+/// `0..=1`); [`SimError::Setting`] for zero `workers` or `holder_sample_keys`;
+/// [`SimError::Provider`] if the provider cannot start or a store fails.
 pub async fn run_provide<K>(
     sim: &Sim,
     keystore: K,
@@ -512,6 +527,8 @@ pub async fn run_provide<K>(
 where
     K: Keystore + 'static,
 {
+    dht_proto::InvalidSetting::at_least_one("workers", config.workers as u64)?;
+    dht_proto::InvalidSetting::at_least_one("holder_sample_keys", config.holder_sample_keys)?;
     if !(0.0..=1.0).contains(&config.churn) {
         return Err(SimError::Config(format!(
             "churn {} is not a share in 0..=1",
@@ -980,8 +997,8 @@ impl Holders {
     }
 }
 
-fn provider_error(e: impl std::fmt::Display) -> SimError {
-    SimError::Provider(e.to_string())
+fn provider_error(e: impl std::error::Error + Send + Sync + 'static) -> SimError {
+    SimError::Provider(dht_proto::SharedError::new(e))
 }
 
 /// Either provider, on a simulated node.

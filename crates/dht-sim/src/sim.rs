@@ -10,7 +10,9 @@ use std::{
 };
 
 use dht_handler::{Handler, NamespacedValidator};
-use dht_proto::{Key, Multiaddr, PeerId, PeerInfo, Prefix, UnixSecs, libp2p_identity::Keypair};
+use dht_proto::{
+    Key, Multiaddr, PeerId, PeerInfo, Prefix, SharedError, UnixSecs, libp2p_identity::Keypair,
+};
 use dht_provider_store::MemoryStore;
 use dht_routing::{DhtClient, RefreshScope, refresh_table};
 use dht_routing_table::{Clock, Direction, KBucketTable, PeerEvent};
@@ -150,7 +152,7 @@ pub struct TableQuality {
 /// use dht_sim::{Sim, SimConfig};
 ///
 /// dht_sim::runtime()?.block_on(async {
-///     let sim = Sim::build(SimConfig::default().nodes(200).seed(1)).await?;
+///     let sim = Sim::build(SimConfig::default().with_nodes(200).with_seed(1)).await?;
 ///     let client = sim.client(0).expect("node 0 exists");
 ///     let key = b"some key";
 ///     let found = find_closest_peers(&client, key, K_VALUE).await?;
@@ -261,8 +263,8 @@ impl Sim {
         let config = &self.inner.config;
         let mut secret = [0u8; 32];
         self.rng().fill_bytes(&mut secret);
-        let keypair =
-            Keypair::ed25519_from_bytes(secret).map_err(|e| SimError::Identity(e.to_string()))?;
+        let keypair = Keypair::ed25519_from_bytes(secret)
+            .map_err(|e| SimError::Identity(SharedError::new(e)))?;
         let peer_id = keypair.public().to_peer_id();
         let addr: Multiaddr = format!(
             "/ip4/10.{}.{}.{}/tcp/4001",
@@ -271,7 +273,7 @@ impl Sim {
             index & 0xff
         )
         .parse()
-        .map_err(|e| SimError::Identity(format!("{e}")))?;
+        .map_err(|e| SimError::Identity(SharedError::new(e)))?;
         let info = PeerInfo::new(peer_id, vec![addr]);
         let key = info.key();
         let table = Arc::new(KBucketTable::new(
@@ -287,7 +289,7 @@ impl Sim {
             store.clone(),
             store.clone(),
             config.handler.clone(),
-        )
+        )?
         .with_validator(validator);
         // Whether it speaks the batched provide protocol: a draw of its own (from the seed and
         // its index), so that the other draws do not change with the share.

@@ -9,10 +9,10 @@ use dht_sim::{Behaviour, Churn, Sim, SimConfig, TableBuild};
 #[test]
 fn lookups_under_churn() {
     let config = SimConfig::default()
-        .nodes(500)
-        .seed(31)
-        .build(TableBuild::Realistic)
-        .churn(Churn::per_hour(0.5));
+        .with_nodes(500)
+        .with_seed(31)
+        .with_build(TableBuild::Realistic)
+        .with_churn(Churn::per_hour(0.5));
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(config).await.unwrap();
         let keeper = 0;
@@ -58,9 +58,9 @@ fn lookups_under_churn() {
 fn periodic_refresh_keeps_tables_clean() {
     let measure = |refresh: bool| {
         let config = SimConfig::default()
-            .nodes(300)
-            .seed(32)
-            .churn(Churn::per_hour(0.5));
+            .with_nodes(300)
+            .with_seed(32)
+            .with_churn(Churn::per_hour(0.5));
         dht_sim::runtime().unwrap().block_on(async move {
             let sim = Sim::build(config).await.unwrap();
             let hour = Duration::from_secs(3600);

@@ -19,14 +19,14 @@ struct Run {
 
 fn run(seed: u64) -> Run {
     let config = SimConfig::default()
-        .nodes(300)
-        .seed(seed)
-        .build(TableBuild::Realistic)
-        .silent(0.05)
-        .random_peers(0.05)
-        .slow(0.05)
-        .loss(0.01)
-        .churn(Churn::per_hour(0.2));
+        .with_nodes(300)
+        .with_seed(seed)
+        .with_build(TableBuild::Realistic)
+        .with_silent(0.05)
+        .with_random_peers(0.05)
+        .with_slow(0.05)
+        .with_loss(0.01)
+        .with_churn(Churn::per_hour(0.2));
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(config).await.unwrap();
         let churn = tokio::spawn(sim.clone().run_churn(Duration::from_secs(1800)));

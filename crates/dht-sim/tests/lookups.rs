@@ -16,9 +16,9 @@ fn measure(config: SimConfig, lookups: usize) -> LookupReport {
 
 fn network(seed: u64) -> SimConfig {
     SimConfig::default()
-        .nodes(1_000)
-        .seed(seed)
-        .build(TableBuild::Realistic)
+        .with_nodes(1_000)
+        .with_seed(seed)
+        .with_build(TableBuild::Realistic)
 }
 
 #[test]
@@ -31,12 +31,12 @@ fn thousand_nodes_lookups_are_exact() {
 
 #[test]
 fn ten_percent_random_peers() {
-    let r = measure(network(2).random_peers(0.1), 1_000);
+    let r = measure(network(2).with_random_peers(0.1), 1_000);
     assert!(r.success_fraction >= 0.99, "{r:?}");
 }
 
 #[test]
 fn ten_percent_silent() {
-    let r = measure(network(3).silent(0.1), 1_000);
+    let r = measure(network(3).with_silent(0.1), 1_000);
     assert!(r.success_fraction >= 0.99, "{r:?}");
 }

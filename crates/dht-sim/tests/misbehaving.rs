@@ -11,7 +11,7 @@ use dht_sim::{
 };
 
 fn sim_config(servers: usize, seed: u64) -> SimConfig {
-    SimConfig::default().nodes(servers).seed(seed)
+    SimConfig::default().with_nodes(servers).with_seed(seed)
 }
 
 /// The first provide of `keys` keys by the sweep on the network of `network`, with
@@ -20,8 +20,8 @@ fn first_provide(network: SimConfig, keys: u64, findable: usize) -> PhaseReport 
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(network).await.unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, keys)
-            .findable_sample(findable)
-            .reprovide(false);
+            .with_findable_sample(findable)
+            .with_reprovide(false);
         let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await
             .unwrap();
@@ -38,7 +38,7 @@ fn first_provide(network: SimConfig, keys: u64, findable: usize) -> PhaseReport 
 /// Before the spares (seed 23): placement 0.4232, mean holders 18.10, 20.0 records per key.
 #[test]
 fn keys_reach_their_true_closest_when_a_tenth_of_the_servers_are_silent() {
-    let provide = first_provide(sim_config(500, 23).silent(0.1), 5_000, 200);
+    let provide = first_provide(sim_config(500, 23).with_silent(0.1), 5_000, 200);
     assert!(provide.placement_fraction.unwrap() >= 0.85, "{provide:?}");
     assert!(provide.mean_holders.unwrap() >= 19.3, "{provide:?}");
     assert_eq!(provide.findable_fraction, Some(1.0));
@@ -56,8 +56,8 @@ fn keys_reach_their_true_closest_when_a_tenth_of_the_servers_are_silent() {
 #[test]
 fn explorations_find_every_server_when_answers_omit_a_fifth_of_their_peers() {
     let network = sim_config(500, 25)
-        .build(dht_sim::TableBuild::Realistic)
-        .omit(0.2);
+        .with_build(dht_sim::TableBuild::Realistic)
+        .with_omit(0.2);
     let provide = first_provide(network, 5_000, 1_000);
     assert!(provide.mean_holders.unwrap() >= 19.0, "{provide:?}");
     assert!(provide.p5_holders.unwrap() >= 15, "{provide:?}");
@@ -80,8 +80,8 @@ fn the_cycle_costs_a_few_find_node_per_slice_in_a_network_that_misbehaves() {
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(misbehaving(500, 25)).await.unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, 5_000)
-            .findable_sample(200)
-            .churn(0.1);
+            .with_findable_sample(200)
+            .with_churn(0.1);
         let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await
             .unwrap();
@@ -112,9 +112,9 @@ fn ingested_keys_are_provided_within_a_minute_in_a_network_that_misbehaves() {
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(misbehaving(SERVERS, 27)).await.unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, 2_000)
-            .findable_sample(50)
-            .interval(Duration::from_secs(INTERVAL))
-            .ingest(INGEST);
+            .with_findable_sample(50)
+            .with_interval(Duration::from_secs(INTERVAL))
+            .with_ingest(INGEST);
         let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await
             .unwrap();
@@ -145,9 +145,9 @@ const BOUND_SECS: f64 = 60.0;
 /// The target flags: realistic tables, silent 0.1, slow 0.1, loss 0.01, omit 0.2.
 fn misbehaving(servers: usize, seed: u64) -> SimConfig {
     sim_config(servers, seed)
-        .build(dht_sim::TableBuild::Realistic)
-        .silent(0.1)
-        .slow(0.1)
-        .loss(0.01)
-        .omit(0.2)
+        .with_build(dht_sim::TableBuild::Realistic)
+        .with_silent(0.1)
+        .with_slow(0.1)
+        .with_loss(0.01)
+        .with_omit(0.2)
 }

@@ -26,13 +26,13 @@ enum Seen {
 fn behaviours_on_the_wire() {
     let latency = Duration::from_millis(50);
     let config = SimConfig::default()
-        .nodes(200)
-        .seed(41)
-        .latency(Latency::Fixed(latency))
-        .silent(0.1)
-        .slow(0.1)
-        .random_peers(0.1)
-        .far_peers(0.1);
+        .with_nodes(200)
+        .with_seed(41)
+        .with_latency(Latency::Fixed(latency))
+        .with_silent(0.1)
+        .with_slow(0.1)
+        .with_random_peers(0.1)
+        .with_far_peers(0.1);
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(config.clone()).await.unwrap();
         let key = sim.random_key();
@@ -110,7 +110,7 @@ fn behaviours_on_the_wire() {
         assert_eq!(
             ask(gone).await,
             Seen::Failed(
-                RpcError::Unreachable("connection refused".into()),
+                RpcError::unreachable(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
                 config.dial_timeout
             )
         );
@@ -152,7 +152,10 @@ fn behaviours_on_the_wire() {
 #[test]
 fn servers_omit_a_share_of_their_peers() {
     let answered = |omit: f64| {
-        let config = SimConfig::default().nodes(200).seed(43).omit(omit);
+        let config = SimConfig::default()
+            .with_nodes(200)
+            .with_seed(43)
+            .with_omit(omit);
         dht_sim::runtime().unwrap().block_on(async {
             let sim = Sim::build(config).await.unwrap();
             let network = sim.network(0);

@@ -36,15 +36,15 @@ fn polylines(path: &Path) -> Vec<usize> {
 fn a_small_run_writes_four_plots_with_every_point() {
     let dir = tempfile::tempdir().unwrap();
     let report = dht_sim::runtime().unwrap().block_on(async {
-        let sim = Sim::build(SimConfig::default().nodes(200).seed(5))
+        let sim = Sim::build(SimConfig::default().with_nodes(200).with_seed(5))
             .await
             .unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, 2_000)
-            .findable_sample(20)
-            .interval(std::time::Duration::from_secs(2 * 3600))
-            .holder_samples(4)
-            .timeline(true)
-            .memory(MemoryProbes {
+            .with_findable_sample(20)
+            .with_interval(std::time::Duration::from_secs(2 * 3600))
+            .with_holder_samples(4)
+            .with_timeline(true)
+            .with_memory(MemoryProbes {
                 heap_bytes: Some(heap_bytes),
                 store_bytes: None,
             });

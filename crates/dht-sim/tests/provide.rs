@@ -16,7 +16,42 @@ use dht_sim::{
 };
 
 fn sim_config(servers: usize, seed: u64) -> SimConfig {
-    SimConfig::default().nodes(servers).seed(seed)
+    SimConfig::default().with_nodes(servers).with_seed(seed)
+}
+
+#[test]
+fn zero_workers_or_sample_keys_are_refused_before_the_run() {
+    dht_sim::runtime().unwrap().block_on(async {
+        let sim = Sim::build(sim_config(20, 3)).await.unwrap();
+        for (config, setting) in [
+            (
+                ProvideConfig::new(Strategy::Sweep, 10).with_workers(0),
+                "workers",
+            ),
+            (
+                ProvideConfig::new(Strategy::Sweep, 10).with_holder_sample_keys(0),
+                "holder_sample_keys",
+            ),
+        ] {
+            match run_provide(&sim, MemoryStore::new(), &config, |_| {}).await {
+                Err(dht_sim::SimError::Setting(e)) => assert_eq!(e.setting, setting),
+                other => panic!("{setting} 0: {other:?}"),
+            }
+        }
+        // A handler setting that cannot work stops the build.
+        let zero = dht_handler::HandlerConfig::default().with_closer_peers(0);
+        match Sim::build(sim_config(20, 3).with_handler(zero)).await {
+            Err(dht_sim::SimError::Setting(e)) => assert_eq!(e.setting, "closer_peers"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("built with closer_peers 0"),
+        }
+        let zero = dht_routing_table::KBucketConfig::default().with_max_failures(0);
+        match Sim::build(sim_config(20, 3).with_table(zero)).await {
+            Err(dht_sim::SimError::Setting(e)) => assert_eq!(e.setting, "max_failures"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("built with max_failures 0"),
+        }
+    });
 }
 
 #[test]
@@ -24,8 +59,8 @@ fn sweep_places_and_keeps_findable_20000_keys_on_500_servers() {
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(sim_config(500, 21)).await.unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, 20_000)
-            .findable_sample(200)
-            .churn(0.1);
+            .with_findable_sample(200)
+            .with_churn(0.1);
         let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await
             .unwrap();
@@ -61,8 +96,8 @@ fn sweep_costs_under_a_hundredth_of_the_per_key_baseline() {
         dht_sim::runtime().unwrap().block_on(async {
             let sim = Sim::build(sim_config(500, 22)).await.unwrap();
             let config = ProvideConfig::new(strategy, 5_000)
-                .findable_sample(100)
-                .reprovide(false);
+                .with_findable_sample(100)
+                .with_reprovide(false);
             run_provide(&sim, MemoryStore::new(), &config, |_| {})
                 .await
                 .unwrap()
@@ -139,12 +174,17 @@ fn a_restarted_sweep_resumes_instead_of_starting_over() {
 #[test]
 fn sweep_keeps_keys_findable_when_servers_are_silent_slow_and_lossy() {
     dht_sim::runtime().unwrap().block_on(async {
-        let sim = Sim::build(sim_config(500, 23).silent(0.1).slow(0.1).loss(0.01))
-            .await
-            .unwrap();
+        let sim = Sim::build(
+            sim_config(500, 23)
+                .with_silent(0.1)
+                .with_slow(0.1)
+                .with_loss(0.01),
+        )
+        .await
+        .unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, 5_000)
-            .findable_sample(200)
-            .churn(0.1);
+            .with_findable_sample(200)
+            .with_churn(0.1);
         let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await
             .unwrap();
@@ -180,9 +220,9 @@ fn ingested_keys_are_provided_within_minutes() {
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(sim_config(300, 24)).await.unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, 2_000)
-            .findable_sample(50)
-            .interval(Duration::from_secs(3_600))
-            .ingest(2);
+            .with_findable_sample(50)
+            .with_interval(Duration::from_secs(3_600))
+            .with_ingest(2);
         let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await
             .unwrap();
@@ -212,15 +252,15 @@ fn ingested_keys_are_provided_within_minutes() {
 fn small_scale_targets_in_a_network_that_misbehaves() {
     dht_sim::runtime().unwrap().block_on(async {
         let config = sim_config(500, 25)
-            .build(dht_sim::TableBuild::Realistic)
-            .silent(0.1)
-            .slow(0.1)
-            .loss(0.01)
-            .omit(0.2);
+            .with_build(dht_sim::TableBuild::Realistic)
+            .with_silent(0.1)
+            .with_slow(0.1)
+            .with_loss(0.01)
+            .with_omit(0.2);
         let sim = Sim::build(config).await.unwrap();
         let config = ProvideConfig::new(Strategy::Sweep, 5_000)
-            .findable_sample(1_000)
-            .churn(0.1);
+            .with_findable_sample(1_000)
+            .with_churn(0.1);
         let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await
             .unwrap();
@@ -246,7 +286,7 @@ fn mixed_network_batches_to_the_servers_that_speak_it() {
     let keys = 3_000;
     let run = |share: f64| {
         dht_sim::runtime().unwrap().block_on(async {
-            let sim = Sim::build(sim_config(300, 31).provide_batch_share(share))
+            let sim = Sim::build(sim_config(300, 31).with_provide_batch_share(share))
                 .await
                 .unwrap();
             let speaking = sim
@@ -255,8 +295,8 @@ fn mixed_network_batches_to_the_servers_that_speak_it() {
                 .filter(|&i| sim.node(i).is_some_and(|n| n.speaks_provide_batch()))
                 .count();
             let config = ProvideConfig::new(Strategy::Sweep, keys)
-                .findable_sample(200)
-                .interval(Duration::from_secs(3600));
+                .with_findable_sample(200)
+                .with_interval(Duration::from_secs(3600));
             let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
                 .await
                 .unwrap();

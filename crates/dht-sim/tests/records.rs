@@ -11,9 +11,9 @@ use futures::StreamExt;
 
 async fn sim(seed: u64) -> Sim {
     let config = SimConfig::default()
-        .nodes(500)
-        .seed(seed)
-        .build(TableBuild::Realistic);
+        .with_nodes(500)
+        .with_seed(seed)
+        .with_build(TableBuild::Realistic);
     Sim::build(config).await.unwrap()
 }
 

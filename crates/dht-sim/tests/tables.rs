@@ -5,7 +5,10 @@ use dht_proto::K_VALUE;
 use dht_sim::{LookupReport, Sim, SimConfig, TableBuild, TableQuality};
 
 fn measure(build: TableBuild) -> (TableQuality, LookupReport) {
-    let config = SimConfig::default().nodes(500).seed(21).build(build);
+    let config = SimConfig::default()
+        .with_nodes(500)
+        .with_seed(21)
+        .with_build(build);
     dht_sim::runtime().unwrap().block_on(async {
         let sim = Sim::build(config).await.unwrap();
         let quality = sim.table_quality();

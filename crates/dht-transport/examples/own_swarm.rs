@@ -102,7 +102,7 @@ pub(crate) async fn run() -> Result<()> {
 
     // The client: no inbound kad (client mode), requests through its own behaviour.
     let client_kad = KadBehaviour::new(
-        &KadConfig::default().mode(Mode::Client),
+        &KadConfig::default().with_mode(Mode::Client),
         handler_fn(|_, _| Ok(None)),
     );
     let mut client = swarm(Keypair::generate_ed25519(), client_kad)?;

@@ -469,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_request_fails_before_any_dial() {
         let handler = crate::protocol::handler_fn(|_, _| Ok(None));
-        let mut kad = KadBehaviour::new(&KadConfig::default().max_message_size(16), handler);
+        let mut kad = KadBehaviour::new(&KadConfig::default().with_max_message_size(16), handler);
         let peer = PeerInfo::new(PeerId::random(), vec![]);
         let out = kad
             .send_request(&peer, Request::FindNode { key: vec![0; 64] })

@@ -33,9 +33,9 @@ pub enum Mode {
 /// use std::time::Duration;
 /// use dht_transport::{KadConfig, Mode};
 /// let config = KadConfig::default()
-///     .mode(Mode::Client)
-///     .request_timeout(Duration::from_secs(5))
-///     .max_outbound_streams(8);
+///     .with_mode(Mode::Client)
+///     .with_request_timeout(Duration::from_secs(5))
+///     .with_max_outbound_streams(8);
 /// assert_eq!(config.mode, Mode::Client);
 /// ```
 ///
@@ -141,91 +141,91 @@ impl Default for KadConfig {
 impl KadConfig {
     /// Sets [`KadConfig::mode`].
     #[must_use]
-    pub fn mode(mut self, mode: Mode) -> Self {
+    pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
     }
 
     /// Sets [`KadConfig::max_message_size`].
     #[must_use]
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
     }
 
     /// Sets [`KadConfig::max_request_size`].
     #[must_use]
-    pub fn max_request_size(mut self, bytes: usize) -> Self {
+    pub fn with_max_request_size(mut self, bytes: usize) -> Self {
         self.max_request_size = bytes;
         self
     }
 
     /// Sets [`KadConfig::request_timeout`].
     #[must_use]
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
     /// Sets [`KadConfig::stream_idle_timeout`].
     #[must_use]
-    pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
         self.stream_idle_timeout = timeout;
         self
     }
 
     /// Sets [`KadConfig::max_inbound_streams`].
     #[must_use]
-    pub fn max_inbound_streams(mut self, n: usize) -> Self {
+    pub fn with_max_inbound_streams(mut self, n: usize) -> Self {
         self.max_inbound_streams = n;
         self
     }
 
     /// Sets [`KadConfig::max_outbound_streams`].
     #[must_use]
-    pub fn max_outbound_streams(mut self, n: usize) -> Self {
+    pub fn with_max_outbound_streams(mut self, n: usize) -> Self {
         self.max_outbound_streams = n;
         self
     }
 
     /// Sets [`KadConfig::max_inbound_requests`].
     #[must_use]
-    pub fn max_inbound_requests(mut self, n: usize) -> Self {
+    pub fn with_max_inbound_requests(mut self, n: usize) -> Self {
         self.max_inbound_requests = n;
         self
     }
 
     /// Sets [`KadConfig::max_inbound_requests_per_ip`].
     #[must_use]
-    pub fn max_inbound_requests_per_ip(mut self, n: usize) -> Self {
+    pub fn with_max_inbound_requests_per_ip(mut self, n: usize) -> Self {
         self.max_inbound_requests_per_ip = n;
         self
     }
 
     /// Sets [`KadConfig::public_addrs_only`].
     #[must_use]
-    pub fn public_addrs_only(mut self, on: bool) -> Self {
+    pub fn with_public_addrs_only(mut self, on: bool) -> Self {
         self.public_addrs_only = on;
         self
     }
 
     /// Sets [`KadConfig::blocking_record_requests`].
     #[must_use]
-    pub fn blocking_record_requests(mut self, on: bool) -> Self {
+    pub fn with_blocking_record_requests(mut self, on: bool) -> Self {
         self.blocking_record_requests = on;
         self
     }
 
     /// Sets [`KadConfig::blocking_provider_writes`].
     #[must_use]
-    pub fn blocking_provider_writes(mut self, on: bool) -> Self {
+    pub fn with_blocking_provider_writes(mut self, on: bool) -> Self {
         self.blocking_provider_writes = on;
         self
     }
 
     /// Sets [`KadConfig::provide_batch`].
     #[must_use]
-    pub fn provide_batch(mut self, on: bool) -> Self {
+    pub fn with_provide_batch(mut self, on: bool) -> Self {
         self.provide_batch = on;
         self
     }
@@ -236,8 +236,8 @@ impl KadConfig {
 /// ```
 /// use dht_transport::{KadConfig, Mode, TransportConfig};
 /// let config = TransportConfig::default()
-///     .listen_addrs(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
-///     .kad(KadConfig::default().mode(Mode::Client));
+///     .with_listen_addrs(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
+///     .with_kad(KadConfig::default().with_mode(Mode::Client));
 /// assert_eq!(config.kad.mode, Mode::Client);
 /// # Ok::<(), libp2p::multiaddr::Error>(())
 /// ```
@@ -290,49 +290,49 @@ fn default_listen_addr() -> Multiaddr {
 impl TransportConfig {
     /// Sets [`TransportConfig::kad`].
     #[must_use]
-    pub fn kad(mut self, kad: KadConfig) -> Self {
+    pub fn with_kad(mut self, kad: KadConfig) -> Self {
         self.kad = kad;
         self
     }
 
     /// Sets [`TransportConfig::listen_addrs`].
     #[must_use]
-    pub fn listen_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
+    pub fn with_listen_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
         self.listen_addrs = addrs;
         self
     }
 
     /// Sets [`TransportConfig::external_addrs`].
     #[must_use]
-    pub fn external_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
+    pub fn with_external_addrs(mut self, addrs: Vec<Multiaddr>) -> Self {
         self.external_addrs = addrs;
         self
     }
 
     /// Sets [`TransportConfig::idle_connection_timeout`].
     #[must_use]
-    pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_idle_connection_timeout(mut self, timeout: Duration) -> Self {
         self.idle_connection_timeout = timeout;
         self
     }
 
     /// Sets [`TransportConfig::dial_timeout`].
     #[must_use]
-    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_dial_timeout(mut self, timeout: Duration) -> Self {
         self.dial_timeout = timeout;
         self
     }
 
     /// Sets [`TransportConfig::limits`].
     #[must_use]
-    pub fn limits(mut self, limits: ConnectionLimits) -> Self {
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Sets [`TransportConfig::agent_version`].
     #[must_use]
-    pub fn agent_version(mut self, agent: impl Into<String>) -> Self {
+    pub fn with_agent_version(mut self, agent: impl Into<String>) -> Self {
         self.agent_version = agent.into();
         self
     }

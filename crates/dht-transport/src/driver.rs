@@ -341,7 +341,7 @@ pub async fn spawn(
             noise::Config::new,
             yamux::Config::default,
         )
-        .map_err(|e| TransportError::Setup(e.to_string()))?
+        .map_err(|e| TransportError::Setup(Box::new(e)))?
         // `/dns`, `/dns4`, `/dns6` and `/dnsaddr` addresses are resolved with the system's
         // resolver configuration (as Kubo does): five of the six Amino bootstrap peers are
         // `/dnsaddr`. Without one, public resolvers (see `dns`).
@@ -353,7 +353,7 @@ pub async fn spawn(
             identify: identify::Behaviour::new(identify_config),
             ping: ping::Behaviour::default(),
         })
-        .map_err(|e| TransportError::Setup(e.to_string()))?
+        .map_err(|e| TransportError::Setup(Box::new(e)))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
         .with_connection_timeout(config.dial_timeout)
         .build();
@@ -364,7 +364,7 @@ pub async fn spawn(
             .listen_on(addr.clone())
             .map_err(|e| TransportError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                source: std::io::Error::other(e),
             })?;
         listeners.insert(id, addr.clone());
     }
@@ -426,18 +426,20 @@ async fn wait_for_listeners(
                     ..
                 } => {
                     if let Some(addr) = waiting.remove(&listener_id) {
-                        let reason = match reason {
-                            Ok(()) => "closed".to_owned(),
-                            Err(e) => e.to_string(),
-                        };
-                        return Err(TransportError::Listen { addr, reason });
+                        let source = reason.err().unwrap_or_else(|| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::ConnectionAborted,
+                                "the listener closed",
+                            )
+                        });
+                        return Err(TransportError::Listen { addr, source });
                     }
                 }
                 SwarmEvent::ListenerError { listener_id, error } => {
                     if let Some(addr) = waiting.remove(&listener_id) {
                         return Err(TransportError::Listen {
                             addr,
-                            reason: error.to_string(),
+                            source: error,
                         });
                     }
                 }
@@ -453,7 +455,7 @@ async fn wait_for_listeners(
                 .into_values()
                 .next()
                 .unwrap_or_else(Multiaddr::empty),
-            reason: "no address bound in time".to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no address bound in time"),
         })
     })
 }

@@ -8,16 +8,20 @@ use dht_proto::{CodecError, MessageType, Multiaddr, batch::BatchCodecError};
 pub enum TransportError {
     /// The swarm could not be built (noise key, transport setup).
     #[error("building the swarm: {0}")]
-    Setup(String),
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Listening on a configured address failed.
-    #[error("cannot listen on {addr}: {reason}")]
+    #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: Multiaddr,
-        /// Why.
-        reason: String,
+        /// Why: the listener's error, `TimedOut` when no address was bound in time, or
+        /// `ConnectionAborted` when the listener closed before it bound one.
+        source: std::io::Error,
     },
-    /// No connection to the peer could be established.
+    /// No connection to the peer could be established: libp2p's `DialError`, as printed.
+    ///
+    /// A message, not the error itself: libp2p hands a failed dial to the behaviour by
+    /// reference, and `DialError` cannot be cloned for every request that waited on it.
     #[error("dial failed: {0}")]
     Dial(String),
     /// The peer does not accept `/ipfs/kad/1.0.0` streams (it is a client, or no DHT node).

@@ -25,7 +25,7 @@ use libp2p::{
 ///
 /// ```
 /// use dht_transport::ConnectionLimits;
-/// let limits = ConnectionLimits::default().max_incoming_per_ip(4);
+/// let limits = ConnectionLimits::default().with_max_incoming_per_ip(4);
 /// assert_eq!(limits.max_incoming_per_ip, 4);
 /// ```
 #[non_exhaustive]
@@ -71,49 +71,49 @@ impl Default for ConnectionLimits {
 impl ConnectionLimits {
     /// Sets [`ConnectionLimits::max_pending_incoming`].
     #[must_use]
-    pub fn max_pending_incoming(mut self, n: u32) -> Self {
+    pub fn with_max_pending_incoming(mut self, n: u32) -> Self {
         self.max_pending_incoming = n;
         self
     }
 
     /// Sets [`ConnectionLimits::max_pending_outgoing`].
     #[must_use]
-    pub fn max_pending_outgoing(mut self, n: Option<u32>) -> Self {
+    pub fn with_max_pending_outgoing(mut self, n: Option<u32>) -> Self {
         self.max_pending_outgoing = n;
         self
     }
 
     /// Sets [`ConnectionLimits::max_established_incoming`].
     #[must_use]
-    pub fn max_established_incoming(mut self, n: u32) -> Self {
+    pub fn with_max_established_incoming(mut self, n: u32) -> Self {
         self.max_established_incoming = n;
         self
     }
 
     /// Sets [`ConnectionLimits::max_established_total`].
     #[must_use]
-    pub fn max_established_total(mut self, n: u32) -> Self {
+    pub fn with_max_established_total(mut self, n: u32) -> Self {
         self.max_established_total = n;
         self
     }
 
     /// Sets [`ConnectionLimits::max_established_per_peer`].
     #[must_use]
-    pub fn max_established_per_peer(mut self, n: u32) -> Self {
+    pub fn with_max_established_per_peer(mut self, n: u32) -> Self {
         self.max_established_per_peer = n;
         self
     }
 
     /// Sets [`ConnectionLimits::max_incoming_per_ip`].
     #[must_use]
-    pub fn max_incoming_per_ip(mut self, n: usize) -> Self {
+    pub fn with_max_incoming_per_ip(mut self, n: usize) -> Self {
         self.max_incoming_per_ip = n;
         self
     }
 
     /// Sets [`ConnectionLimits::limit_loopback`].
     #[must_use]
-    pub fn limit_loopback(mut self, on: bool) -> Self {
+    pub fn with_limit_loopback(mut self, on: bool) -> Self {
         self.limit_loopback = on;
         self
     }

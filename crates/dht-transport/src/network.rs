@@ -94,7 +94,7 @@ pub fn rpc_error(error: TransportError) -> RpcError {
         TransportError::Timeout => RpcError::Timeout,
         // No connection could be made, or the peer does not serve the DHT: the table drops it.
         e @ (TransportError::Dial(_) | TransportError::UnsupportedProtocol) => {
-            RpcError::Unreachable(e.to_string())
+            RpcError::unreachable(e)
         }
         // Not taken by the peer: the caller falls back to ADD_PROVIDER, nothing against it.
         TransportError::ProvideBatchUnsupported(_) => RpcError::Unsupported(Feature::ProvideBatch),
@@ -104,7 +104,7 @@ pub fn rpc_error(error: TransportError) -> RpcError {
             expected: sent,
             got,
         },
-        e => RpcError::Other(e.to_string()),
+        e => RpcError::other(e),
     }
 }
 
@@ -168,5 +168,21 @@ mod tests {
         check(TransportError::Shutdown, |e| {
             matches!(e, RpcError::Other(_))
         });
+    }
+
+    #[test]
+    fn the_transport_error_stays_the_source() {
+        let got = rpc_error(TransportError::Stream(std::io::Error::other("reset")));
+        let mut chain = Vec::new();
+        let mut next: Option<&dyn std::error::Error> = Some(&got);
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            next = e.source();
+        }
+        assert_eq!(chain.last().map(String::as_str), Some("reset"), "{chain:?}");
+        assert!(
+            chain.iter().any(|e| e.starts_with("opening a stream")),
+            "{chain:?}"
+        );
     }
 }

@@ -50,7 +50,7 @@ impl Stores {
             StoreKind::Rocks => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let s = Arc::new(
-                    RocksStore::open(dir.path(), Config::small().sync_writes(false))
+                    RocksStore::open(dir.path(), Config::small().with_sync_writes(false))
                         .expect("open RocksDB"),
                 );
                 Stores {
@@ -87,6 +87,7 @@ pub fn handler(stores: &Stores, table_peers: &[PeerInfo], config: HandlerConfig)
         stores.values.clone(),
         config,
     )
+    .expect("valid settings")
 }
 
 /// The `n` peers of `peers` closest to `sha256(key)`, brute force.

@@ -335,7 +335,8 @@ async fn closer(args: Args) -> Result<()> {
                 Request::AddProvider { .. } => None,
             })
         });
-        let config = TransportConfig::default().kad(KadConfig::default().mode(Mode::Server));
+        let config =
+            TransportConfig::default().with_kad(KadConfig::default().with_mode(Mode::Server));
         nodes.push(common::Node::start_with(config, answer).await);
     }
     let addrs: Vec<String> = nodes

@@ -222,7 +222,7 @@ async fn one_run(args: &Args, side: Side, seed: u64) -> Result<Run> {
         .data_dir(dir.path())
         .rocks_store(StoreConfig::default())
         .group_writes(side != Side::Direct)
-        .handler(HandlerConfig::default().rate_limit(None))
+        .handler(HandlerConfig::default().with_rate_limit(None))
         .build()
         .await
         .context("starting the server")?;
@@ -341,8 +341,8 @@ async fn sender(server: &PeerInfo, batches: bool) -> Result<(TransportHandle, Pe
     let keypair = Keypair::generate_ed25519();
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
     let config = TransportConfig::default()
-        .kad(KadConfig::default().mode(Mode::Client))
-        .listen_addrs(vec![listen]);
+        .with_kad(KadConfig::default().with_mode(Mode::Client))
+        .with_listen_addrs(vec![listen]);
     let (handle, _events) =
         transport::spawn(keypair, config, transport::handler_fn(|_, _| Ok(None))).await?;
     handle.dial(server).await?;

@@ -93,16 +93,19 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// A setting that cannot work (a zero count); nothing was opened or started.
+    #[error(transparent)]
+    InvalidSetting(#[from] dht_proto::InvalidSetting),
     /// A value record the Amino validators refuse.
     #[error("invalid record: {0}")]
     InvalidRecord(#[source] ValidationError),
     /// The identity file exists but does not hold a keypair.
-    #[error("identity file {path}: {reason}")]
+    #[error("identity file {path}: {source}")]
     BadIdentity {
         /// The file.
         path: PathBuf,
         /// Why it was refused.
-        reason: String,
+        source: dht_proto::libp2p_identity::DecodingError,
     },
 }
 

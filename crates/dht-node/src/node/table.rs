@@ -55,6 +55,16 @@ pub trait NodeTable: RoutingTable + fmt::Debug + Sized + 'static {
     /// The default settings.
     fn default_config() -> Self::Config;
 
+    /// `Ok` when every setting of `config` can work; [`NodeBuilder::build`](crate::NodeBuilder::build)
+    /// refuses the others before it opens anything. Every setting is taken by default.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`](dht_proto::InvalidSetting) naming the first that cannot work.
+    fn validate(config: &Self::Config) -> Result<(), dht_proto::InvalidSetting> {
+        let _ = config;
+        Ok(())
+    }
+
     /// A new table for the node whose Kademlia key is `local`.
     fn create(local: Key, config: &Self::Config) -> Self;
 
@@ -82,6 +92,10 @@ impl NodeTable for KBucketTable {
 
     fn default_config() -> KBucketConfig {
         KBucketConfig::default()
+    }
+
+    fn validate(config: &KBucketConfig) -> Result<(), dht_proto::InvalidSetting> {
+        config.validate()
     }
 
     fn create(local: Key, config: &KBucketConfig) -> Self {

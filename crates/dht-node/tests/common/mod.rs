@@ -48,7 +48,7 @@ pub struct Node {
 impl Node {
     /// A node on 127.0.0.1 whose handler records each request and answers with `answer`.
     pub async fn start(kad: KadConfig, answer: Arc<Answer>) -> Node {
-        Node::start_with(TransportConfig::default().kad(kad), answer).await
+        Node::start_with(TransportConfig::default().with_kad(kad), answer).await
     }
 
     /// Like [`Node::start`] with more settings; the listen address is replaced by 127.0.0.1.
@@ -63,7 +63,7 @@ impl Node {
             log_senders.lock().expect("lock").push(from.clone());
             out
         });
-        let config = config.listen_addrs(vec![loopback()]);
+        let config = config.with_listen_addrs(vec![loopback()]);
         let (handle, events) = within("spawn", spawn(Keypair::generate_ed25519(), config, handler))
             .await
             .expect("transport starts");

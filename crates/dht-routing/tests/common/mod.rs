@@ -299,7 +299,9 @@ impl Network for Handle {
         let to = net.index.get(&peer.peer_id).copied();
         async move {
             let Some(to) = to else {
-                return Err(RpcError::Unreachable("unknown peer".into()));
+                return Err(RpcError::unreachable(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )));
             };
             let takes = net.batch.lock().get(&to).copied();
             let out = net.delay();
@@ -329,7 +331,9 @@ impl Network for Handle {
                 .or_default() += 1;
             net.sent.fetch_add(1, Ordering::Relaxed);
             let Some(to) = to else {
-                return Err(RpcError::Unreachable("unknown peer".into()));
+                return Err(RpcError::unreachable(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )));
             };
             let out = net.delay();
             tokio::time::sleep(out).await;

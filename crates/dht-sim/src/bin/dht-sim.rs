@@ -294,20 +294,20 @@ struct LookupArgs {
 impl LookupArgs {
     fn config(&self) -> SimConfig {
         let config = SimConfig::default()
-            .nodes(self.nodes)
-            .seed(self.seed)
-            .build(self.build.table_build())
-            .silent(self.silent)
-            .random_peers(self.random_peers)
-            .far_peers(self.far_peers)
-            .slow(self.slow)
-            .loss(self.loss)
-            .omit(self.omit);
+            .with_nodes(self.nodes)
+            .with_seed(self.seed)
+            .with_build(self.build.table_build())
+            .with_silent(self.silent)
+            .with_random_peers(self.random_peers)
+            .with_far_peers(self.far_peers)
+            .with_slow(self.slow)
+            .with_loss(self.loss)
+            .with_omit(self.omit);
         let query = QueryConfig::default()
             .with_alpha(self.alpha)
             .with_beta(self.beta);
         let client = config.client.clone().with_query(query);
-        config.client(client)
+        config.with_client(client)
     }
 }
 
@@ -538,28 +538,28 @@ mod provide_cmd {
                     .into());
             }
             let sim = SimConfig::default()
-                .nodes(self.servers)
-                .seed(self.seed)
-                .build(self.build.table_build())
-                .silent(self.silent)
-                .slow(self.slow)
-                .loss(self.loss)
-                .omit(self.omit)
-                .provide_batch_share(self.batch_share)
-                .provider_records(match self.records {
+                .with_nodes(self.servers)
+                .with_seed(self.seed)
+                .with_build(self.build.table_build())
+                .with_silent(self.silent)
+                .with_slow(self.slow)
+                .with_loss(self.loss)
+                .with_omit(self.omit)
+                .with_provide_batch_share(self.batch_share)
+                .with_provider_records(match self.records {
                     RecordsArg::Store => ProviderRecords::Store,
                     RecordsArg::Count => ProviderRecords::Count,
                 });
             let mut config = ProvideConfig::default()
-                .churn(self.churn)
-                .preload(self.preload)
-                .reprovide(!self.no_reprovide)
-                .placement_sample(self.placement_sample)
-                .findable_sample(self.findable_sample)
-                .workers(self.workers)
-                .ingest(self.ingest)
-                .timeline(self.plot.is_some())
-                .interval(Duration::from_secs_f64(self.interval_hours * 3600.0));
+                .with_churn(self.churn)
+                .with_preload(self.preload)
+                .with_reprovide(!self.no_reprovide)
+                .with_placement_sample(self.placement_sample)
+                .with_findable_sample(self.findable_sample)
+                .with_workers(self.workers)
+                .with_ingest(self.ingest)
+                .with_timeline(self.plot.is_some())
+                .with_interval(Duration::from_secs_f64(self.interval_hours * 3600.0));
             config.keys = self.keys;
             let strategies = match self.strategy {
                 StrategyArg::Sweep => vec![Strategy::Sweep],
