@@ -61,6 +61,21 @@ const STATE_MACHINES: &[&str] = &[
     "crates/dht-provider/src/sweep/batch.rs",
 ];
 
+/// The files that may implement dht-routing's `Network` (docs/architecture.md,
+/// "Invariants"): the trait's own forwarding impls, the libp2p transport, dht-sim's
+/// in-memory network (the one network of the tests), a decorator over it that records the
+/// keys sent, and the network of the sweep's tests, not yet folded into dht-sim.
+const NETWORKS: &[&str] = &[
+    "crates/dht-routing/src/network.rs",
+    "crates/dht-transport/src/network.rs",
+    "crates/dht-sim/src/network.rs",
+    "crates/dht-routing/tests/refresh.rs",
+    "crates/dht-provider/tests/sweep.rs",
+];
+
+/// What implementing `Network` looks like in source.
+const NETWORK_IMPL: &str = " Network for ";
+
 /// What reading a clock looks like in source.
 const CLOCK_READS: &[&str] = &[
     "Instant::now",
@@ -147,7 +162,40 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("reading {file}, a state machine of docs/architecture.md"))?;
         problems.extend(clock_reads(file, &src));
     }
+    for (heading, dir, ext) in &dirs {
+        if *ext != "rs" {
+            continue;
+        }
+        let base = dir.strip_prefix(root).unwrap_or(dir);
+        for rel in files.get(heading).into_iter().flatten() {
+            let file = base.join(rel).to_string_lossy().replace('\\', "/");
+            let src = std::fs::read_to_string(root.join(&file))
+                .with_context(|| format!("reading {file}"))?;
+            problems.extend(network_impls(&file, &src));
+        }
+    }
     Ok(problems)
+}
+
+/// A `Network` implemented in `file` outside [`NETWORKS`]: a second in-memory network.
+fn network_impls(file: &str, src: &str) -> Vec<String> {
+    if NETWORKS.contains(&file) {
+        return Vec::new();
+    }
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            l.starts_with("impl") && l.contains(NETWORK_IMPL)
+        })
+        .map(|(i, _)| {
+            format!(
+                "{file}:{}: implements Network; tests use dht-sim's network (decorate a \
+                 `NodeNetwork` rather than write a network)",
+                i + 1
+            )
+        })
+        .collect()
 }
 
 /// Every file with extension `ext` below `dir`, relative to it (`src/lib.rs`), leaving out
@@ -393,6 +441,20 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("without a version"));
         assert!(found[1].contains("not published"));
+    }
+
+    /// A network written outside dht-sim is reported; one in a doc example or in the
+    /// listed files is not.
+    #[test]
+    fn a_second_network_is_caught() {
+        let src = "struct Fake;\nimpl Network for Fake {\n}\n/// # impl Network for Doc {}\n";
+        let found = network_impls("crates/dht-x/tests/fake.rs", src);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("crates/dht-x/tests/fake.rs:2:"),
+            "{found:?}"
+        );
+        assert!(network_impls("crates/dht-sim/src/network.rs", src).is_empty());
     }
 
     /// A file the code map leaves out, and one it names that is gone, are both reported.

@@ -97,8 +97,8 @@ impl RpcError {
 
 /// Sends requests to peers: the client's only way out.
 ///
-/// One required method. Implemented by dht-node over libp2p and by dht-sim in memory (and in
-/// this crate's tests by a plain `HashMap` of peers). Implementations should reuse a
+/// One required method. Implemented by dht-transport over libp2p and by dht-sim in memory
+/// (the network of this crate's tests). Implementations should reuse a
 /// connection and stream for several requests to one peer. They need not apply timeouts:
 /// the driver wraps every request in `tokio::time::timeout`, which also works on tokio's
 /// paused (virtual) clock.

@@ -1,12 +1,9 @@
 //! `refresh_table`, the one refresh of a k-bucket table (the node's maintenance, the
-//! simulator's joins), over the test network on tokio's paused clock.
+//! simulator's joins), over dht-sim's in-memory network on tokio's paused clock.
 #![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use common::{Handle, TestNet};
 use dht_proto::{
     PeerId, PeerInfo, Request, Response, batch::ProvideBatch, batch::ProvideBatchResponse,
 };
@@ -17,6 +14,7 @@ use dht_routing::{
 use dht_routing_table::{
     Direction, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
+use dht_sim::{NodeNetwork, Sim, SimConfig};
 use parking_lot::Mutex;
 
 fn config() -> ClientConfig {
@@ -25,10 +23,10 @@ fn config() -> ClientConfig {
         .with_query(QueryConfig::default().with_stall_timeout(Some(Duration::from_millis(500))))
 }
 
-/// The test network as node `from` sees it, remembering the key of every FIND_NODE sent.
+/// A node's view of the network, remembering the key of every FIND_NODE sent.
 #[derive(Clone)]
 struct Keys {
-    inner: Handle,
+    inner: NodeNetwork,
     sent: Sent,
 }
 
@@ -60,44 +58,40 @@ impl Network for Keys {
 /// The FIND_NODE keys a [`Keys`] network sent, in order.
 type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
 
-/// Node `i`'s client over a table of its own neighbours (a clock it can move), and the
-/// FIND_NODE keys it sends.
+/// Node `i`'s client over a copy of its table on a clock the test moves, and the FIND_NODE
+/// keys it sends.
 fn refreshing_client(
-    net: &Arc<TestNet>,
+    sim: &Sim,
     i: usize,
     clock: &ManualClock,
-    keep: impl Fn(usize) -> bool,
-    config: ClientConfig,
 ) -> (DhtClient<KBucketTable, Keys>, Sent) {
+    let node = sim.node(i).unwrap();
     let table = KBucketTable::new(
-        net.nodes[i].key,
+        node.key(),
         KBucketConfig::default().with_diversity(None),
         clock.clone(),
     );
-    for &j in &net.nodes[i].neighbours {
-        let cpl = net.nodes[i].key.common_prefix_len(&net.nodes[j].key);
-        if keep(cpl) {
-            table.update(&net.nodes[j].info, PeerEvent::Seen(Direction::Outbound));
-        }
+    for peer in node.table().closest_peers(&node.key(), node.table().len()) {
+        table.update(&peer, PeerEvent::Seen(Direction::Outbound));
     }
     let sent = Arc::new(Mutex::new(Vec::new()));
     let network = Keys {
-        inner: Handle {
-            net: net.clone(),
-            from: i,
-        },
+        inner: sim.network(i),
         sent: sent.clone(),
     };
-    let client = DhtClient::new(net.nodes[i].info.clone(), table, network, config);
+    let client = DhtClient::new(node.info().clone(), table, network, config());
     (client, sent)
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_local_key_first_then_each_stale_bucket_once() {
-    let net = Arc::new(TestNet::new(400, 61));
+    let sim = Sim::build(SimConfig::default().with_nodes(400).with_seed(61))
+        .await
+        .unwrap();
     let clock = ManualClock::new(1_000_000);
-    let (client, sent) = refreshing_client(&net, 0, &clock, |_| true, config());
-    let own = net.nodes[0].info.peer_id.to_bytes();
+    let (client, sent) = refreshing_client(&sim, 0, &clock);
+    let local = sim.node(0).unwrap().key();
+    let own = sim.node(0).unwrap().info().peer_id.to_bytes();
 
     let all = refresh_table(&client, RefreshScope::All, 7).await;
     let deepest = client.table().max_cpl().unwrap().min(MAX_REFRESH_CPL);
@@ -111,7 +105,6 @@ async fn the_local_key_first_then_each_stale_bucket_once() {
     let keys = sent.lock().clone();
     assert_eq!(keys.first(), Some(&own), "the local key is looked up first");
     // Every bucket's lookup is aimed inside the bucket.
-    let local = net.nodes[0].key;
     for cpl in 0..=deepest {
         assert!(
             keys.iter()

@@ -201,6 +201,11 @@ pub struct SimConfig {
     /// (`/amino-dht-rs/provide-batch/1.0.0`): each node, joiners included, does with this
     /// probability, drawn from the seed and its index (default 0: none).
     pub provide_batch_share: f64,
+    /// Of the servers that list the batched provide protocol, the share that refuse its
+    /// streams all the same (an identify that is out of date, a server set not to take
+    /// batches): the sender is told [`RpcError::Unsupported`](dht_routing::RpcError) one
+    /// round trip later and falls back to ADD_PROVIDER (default 0: none).
+    pub provide_batch_refuse_share: f64,
 }
 
 /// What simulated servers do with the provider records (ADD_PROVIDER) they receive.
@@ -237,6 +242,7 @@ impl Default for SimConfig {
             start_time: dht_test_kit::EPOCH,
             provider_records: ProviderRecords::Store,
             provide_batch_share: 0.0,
+            provide_batch_refuse_share: 0.0,
         }
     }
 }
@@ -292,6 +298,8 @@ impl SimConfig {
         with_provider_records => provider_records: ProviderRecords;
         /// Sets [`SimConfig::provide_batch_share`].
         with_provide_batch_share => provide_batch_share: f64;
+        /// Sets [`SimConfig::provide_batch_refuse_share`].
+        with_provide_batch_refuse_share => provide_batch_refuse_share: f64;
     }
 
     /// Sets [`Misbehaviour::silent`].
@@ -333,6 +341,10 @@ impl SimConfig {
             ("loss", self.loss),
             ("omit", self.omit),
             ("provide_batch_share", self.provide_batch_share),
+            (
+                "provide_batch_refuse_share",
+                self.provide_batch_refuse_share,
+            ),
             ("silent", m.silent),
             ("slow", m.slow),
             ("random_peers", m.random_peers),

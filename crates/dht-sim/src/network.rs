@@ -104,8 +104,9 @@ impl Network for NodeNetwork {
 }
 
 /// A batch of the batched provide protocol, as a request that expects a response travels
-/// (latency, loss, silent and slow servers); a server that does not speak the protocol
-/// refuses the stream after one latency ([`RpcError::Unsupported`]). The server's side is
+/// (latency, loss, silent and slow servers); a server that does not speak the protocol, or
+/// lists it and refuses it, refuses the stream after one latency
+/// ([`RpcError::Unsupported`]). The server's side is
 /// [`Handler::provide_batch`](dht_handler::Handler::provide_batch), or with
 /// [`ProviderRecords::Count`] a count and every key answered `STORED`.
 async fn deliver_batch(
@@ -136,7 +137,7 @@ async fn deliver_batch(
         lost_back,
         ..
     } = link;
-    if !target.provide_batch {
+    if !target.takes_provide_batch() {
         // Negotiation fails: nothing was sent.
         tokio::time::sleep(out + back).await;
         return Err(RpcError::Unsupported(Feature::ProvideBatch));

@@ -191,6 +191,8 @@ pub struct SimNode {
     pub(crate) behaviour: Behaviour,
     /// Speaks the batched provide protocol (lists it in identify) as a server.
     pub(crate) provide_batch: bool,
+    /// Lists the batched provide protocol but refuses its streams.
+    pub(crate) refuses_batches: bool,
     pub(crate) table: Arc<KBucketTable>,
     pub(crate) store: Arc<MemoryStore>,
     pub(crate) handler: SimHandler,
@@ -230,6 +232,13 @@ impl SimNode {
     /// ([`SimConfig::provide_batch_share`](crate::SimConfig::provide_batch_share)).
     pub fn speaks_provide_batch(&self) -> bool {
         self.provide_batch
+    }
+
+    /// Whether the node takes batches of the batched provide protocol: it lists the
+    /// protocol and does not refuse it
+    /// ([`SimConfig::provide_batch_refuse_share`](crate::SimConfig::provide_batch_refuse_share)).
+    pub fn takes_provide_batch(&self) -> bool {
+        self.provide_batch && !self.refuses_batches
     }
 
     /// The node's routing table.

@@ -36,6 +36,7 @@ pub type SimClient = DhtClient<Arc<KBucketTable>, NodeNetwork>;
 const TAG_REFRESH: u64 = 0x7265_6672;
 const TAG_FAST: u64 = 0x6661_7374;
 const TAG_BATCH: u64 = 0x6261_7463;
+const TAG_BATCH_REFUSE: u64 = 0x7266_7365;
 
 /// SplitMix64's finaliser.
 fn splitmix(mut x: u64) -> u64 {
@@ -296,12 +297,16 @@ impl Sim {
         let draw =
             (mix(&[config.seed, TAG_BATCH, index as u64]) >> 11) as f64 / (1u64 << 53) as f64;
         let provide_batch = draw < config.provide_batch_share;
+        let draw = (mix(&[config.seed, TAG_BATCH_REFUSE, index as u64]) >> 11) as f64
+            / (1u64 << 53) as f64;
+        let refuses_batches = provide_batch && draw < config.provide_batch_refuse_share;
         Ok(SimNode {
             index,
             info,
             key,
             behaviour,
             provide_batch,
+            refuses_batches,
             table,
             store,
             handler,
