@@ -337,7 +337,8 @@ impl RunConfig {
     }
 
     /// Checks every value and fills in the defaults: data directory
-    /// [`default_data_dir`], listen `/ip4/0.0.0.0/tcp/4001`, the Amino bootstrap peers,
+    /// [`default_data_dir`], listen on port 4001 over TCP and QUIC
+    /// ([`dht_transport::default_listen_addrs`]), the Amino bootstrap peers,
     /// server mode, Delegated Routing on [`DEFAULT_HTTP_ADDR`], management on
     /// [`DEFAULT_API_ADDR`] with the token in [`TOKEN_FILE`] of the data directory, sweep,
     /// RocksDB sized for the mode ([`RocksSizes`]), k-buckets, the batched provide protocol on.
@@ -353,7 +354,7 @@ impl RunConfig {
                         .map_err(|e| err("listen", format!("{a:?}: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            None => vec![default_listen()],
+            None => dht_transport::default_listen_addrs(),
         };
         let external_addrs = self
             .external_addrs
@@ -439,13 +440,6 @@ fn listener(
             .map(Some)
             .map_err(|e| err(setting, format!("{addr:?}: {e}"))),
     }
-}
-
-fn default_listen() -> Multiaddr {
-    use libp2p::multiaddr::Protocol;
-    Multiaddr::empty()
-        .with(Protocol::Ip4(std::net::Ipv4Addr::UNSPECIFIED))
-        .with(Protocol::Tcp(4001))
 }
 
 /// Parses `90s`, `30m`, `22h`, `1d` (or plain seconds).
@@ -588,6 +582,10 @@ mod tests {
         let bad = |c: RunConfig| c.resolve().expect_err("refused").setting;
         let settings = RunConfig::default().resolve().expect("defaults");
         assert_eq!(settings.listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
+        assert_eq!(
+            settings.listen[1].to_string(),
+            "/ip4/0.0.0.0/udp/4001/quic-v1"
+        );
         assert!(!settings.bootstrap.is_empty());
         assert_eq!(
             settings.http.map(|a| a.to_string()).as_deref(),

@@ -1,4 +1,4 @@
-//! Two or more of our nodes over real TCP on 127.0.0.1.
+//! Two or more of our nodes over real TCP (and QUIC) on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -13,7 +13,7 @@ use std::{
 
 use common::{Node, default_answer, fixed_peers, some_peers, unreachable_peer, within};
 use dht_node::transport::{KadConfig, Mode, TransportConfig, TransportError, TransportEvent};
-use dht_proto::{CodecError, PeerInfo, Record, Request, Response};
+use dht_proto::{CodecError, Multiaddr, PeerInfo, Record, Request, Response};
 
 fn find_node(key: &[u8]) -> Request {
     Request::FindNode { key: key.to_vec() }
@@ -31,6 +31,40 @@ async fn find_node_request_and_response() {
         })
     );
     assert_eq!(b.seen(), vec![(a.info.peer_id, find_node(b"target"))]);
+}
+
+/// QUIC beside TCP: a node that listens on QUIC alone is dialled over it by a node that
+/// listens on TCP, and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_travel_over_quic() {
+    let quic: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid");
+    let a = Node::server().await;
+    let b = Node::start_listening(
+        TransportConfig::default(),
+        Arc::new(default_answer),
+        vec![quic],
+    )
+    .await;
+    assert!(
+        b.info.addrs.iter().all(|addr| {
+            addr.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
+        }),
+        "{:?}",
+        b.info.addrs
+    );
+    let out = within(
+        "request",
+        a.handle.request(&b.info, find_node(b"over quic")),
+    )
+    .await;
+    assert_eq!(
+        out.expect("a response"),
+        Some(Response::FindNode {
+            closer_peers: fixed_peers()
+        })
+    );
+    assert_eq!(b.seen(), vec![(a.info.peer_id, find_node(b"over quic"))]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

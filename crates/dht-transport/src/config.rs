@@ -246,8 +246,10 @@ impl KadConfig {
 pub struct TransportConfig {
     /// The kad protocol's settings.
     pub kad: KadConfig,
-    /// TCP addresses to listen on (default `/ip4/0.0.0.0/tcp/4001`, the IPFS port). Use port 0
-    /// for an ephemeral port; [`TransportHandle::listen_addrs`] tells which one was bound.
+    /// Addresses to listen on: TCP (`/tcp/…`) and QUIC (`/udp/…/quic-v1`). Default
+    /// `/ip4/0.0.0.0/tcp/4001` and `/ip4/0.0.0.0/udp/4001/quic-v1`, the IPFS port, as Kubo
+    /// listens (most of the network's peers speak QUIC). Use port 0 for an ephemeral port;
+    /// [`TransportHandle::listen_addrs`] tells which one was bound.
     ///
     /// [`TransportHandle::listen_addrs`]: crate::TransportHandle::listen_addrs
     pub listen_addrs: Vec<Multiaddr>,
@@ -270,7 +272,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             kad: KadConfig::default(),
-            listen_addrs: vec![default_listen_addr()],
+            listen_addrs: default_listen_addrs(),
             external_addrs: Vec::new(),
             idle_connection_timeout: Duration::from_secs(60),
             dial_timeout: Duration::from_secs(10),
@@ -280,11 +282,14 @@ impl Default for TransportConfig {
     }
 }
 
-/// `/ip4/0.0.0.0/tcp/4001`, built without a fallible parse.
-fn default_listen_addr() -> Multiaddr {
-    Multiaddr::empty()
-        .with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED))
-        .with(Protocol::Tcp(4001))
+/// The default listen addresses: `/ip4/0.0.0.0/tcp/4001` and
+/// `/ip4/0.0.0.0/udp/4001/quic-v1`, built without a fallible parse.
+pub fn default_listen_addrs() -> Vec<Multiaddr> {
+    let any = Multiaddr::empty().with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED));
+    vec![
+        any.clone().with(Protocol::Tcp(4001)),
+        any.with(Protocol::Udp(4001)).with(Protocol::QuicV1),
+    ]
 }
 
 impl TransportConfig {
@@ -343,8 +348,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_listen_addr_is_the_ipfs_port() {
-        let want: Multiaddr = "/ip4/0.0.0.0/tcp/4001".parse().expect("valid");
-        assert_eq!(TransportConfig::default().listen_addrs, vec![want]);
+    fn default_listen_addrs_are_the_ipfs_port_over_tcp_and_quic() {
+        let want: Vec<Multiaddr> = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+            .iter()
+            .map(|a| a.parse().expect("valid"))
+            .collect();
+        assert_eq!(TransportConfig::default().listen_addrs, want);
     }
 }

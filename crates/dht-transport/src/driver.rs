@@ -342,6 +342,8 @@ pub async fn spawn(
             yamux::Config::default,
         )
         .map_err(|e| TransportError::Setup(Box::new(e)))?
+        // QUIC beside TCP (`/udp/…/quic-v1`), as Kubo: most of the network's peers speak it.
+        .with_quic()
         // `/dns`, `/dns4`, `/dns6` and `/dnsaddr` addresses are resolved with the system's
         // resolver configuration (as Kubo does): five of the six Amino bootstrap peers are
         // `/dnsaddr`. Without one, public resolvers (see `dns`).

@@ -16,7 +16,9 @@ mod stats;
 
 pub use behaviour::{KadBehaviour, ResponseFuture};
 pub use book::PeerBook;
-pub use config::{DEFAULT_MAX_REQUEST_SIZE, KadConfig, Mode, TransportConfig};
+pub use config::{
+    DEFAULT_MAX_REQUEST_SIZE, KadConfig, Mode, TransportConfig, default_listen_addrs,
+};
 pub use driver::{
     IDENTIFY_PROTOCOL_VERSION, TransportEvent, TransportEvents, TransportHandle, spawn,
 };

@@ -53,6 +53,15 @@ impl Node {
 
     /// Like [`Node::start`] with more settings; the listen address is replaced by 127.0.0.1.
     pub async fn start_with(config: TransportConfig, answer: Arc<Answer>) -> Node {
+        Node::start_listening(config, answer, vec![loopback()]).await
+    }
+
+    /// Like [`Node::start_with`], listening on `listen` (127.0.0.1 addresses).
+    pub async fn start_listening(
+        config: TransportConfig,
+        answer: Arc<Answer>,
+        listen: Vec<Multiaddr>,
+    ) -> Node {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let senders = Arc::new(Mutex::new(Vec::new()));
         let (log, log_senders) = (seen.clone(), senders.clone());
@@ -63,7 +72,7 @@ impl Node {
             log_senders.lock().expect("lock").push(from.clone());
             out
         });
-        let config = config.with_listen_addrs(vec![loopback()]);
+        let config = config.with_listen_addrs(listen);
         let (handle, events) = within("spawn", spawn(Keypair::generate_ed25519(), config, handler))
             .await
             .expect("transport starts");
