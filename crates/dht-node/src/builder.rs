@@ -63,6 +63,7 @@ pub const AMINO_BOOTSTRAP: &[&str] = &[
     "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
     "/dnsaddr/va1.bootstrap.libp2p.io/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8",
     "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnQAAfwL8Fgr8BNPz6SbXBLuSwW",
+    "/ip4/104.131.131.82/udp/4001/quic-v1/p2p/QmaCpDMGvV2BGHeYERUEnQAAfwL8Fgr8BNPz6SbXBLuSwW",
 ];
 
 /// Parses a multiaddr ending in `/p2p/<peer id>` into a [`PeerInfo`].
@@ -87,12 +88,26 @@ pub fn parse_peer(text: &str) -> Result<PeerInfo, String> {
     }
 }
 
-/// [`AMINO_BOOTSTRAP`], parsed.
+/// Parses multiaddrs ending in `/p2p/<peer id>` ([`parse_peer`]) into one [`PeerInfo`] per
+/// peer, with every address listed for it (e.g. TCP and QUIC), in the list's order.
+///
+/// # Errors
+/// The message of the first text that does not parse.
+pub fn parse_peers<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Vec<PeerInfo>, String> {
+    let mut peers: Vec<PeerInfo> = Vec::new();
+    for text in texts {
+        let peer = parse_peer(text)?;
+        match peers.iter_mut().find(|p| p.peer_id == peer.peer_id) {
+            Some(known) => known.addrs.extend(peer.addrs),
+            None => peers.push(peer),
+        }
+    }
+    Ok(peers)
+}
+
+/// [`AMINO_BOOTSTRAP`], parsed ([`parse_peers`]).
 pub fn amino_bootstrap_peers() -> Vec<PeerInfo> {
-    AMINO_BOOTSTRAP
-        .iter()
-        .filter_map(|a| parse_peer(a).ok())
-        .collect()
+    parse_peers(AMINO_BOOTSTRAP.iter().copied()).unwrap_or_default()
 }
 
 /// Where a node keeps its records and keystore.
@@ -792,8 +807,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn amino_bootstrap_parses() {
-        assert_eq!(amino_bootstrap_peers().len(), AMINO_BOOTSTRAP.len());
+    fn amino_bootstrap_parses_into_one_entry_per_peer() {
+        let peers = amino_bootstrap_peers();
+        assert_eq!(peers.len(), 6);
+        let mars = peers
+            .iter()
+            .find(|p| p.peer_id.to_string() == "QmaCpDMGvV2BGHeYERUEnQAAfwL8Fgr8BNPz6SbXBLuSwW")
+            .expect("mars is listed");
+        let addrs: Vec<String> = mars.addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            addrs,
+            [
+                "/ip4/104.131.131.82/tcp/4001",
+                "/ip4/104.131.131.82/udp/4001/quic-v1"
+            ]
+        );
     }
 
     #[test]

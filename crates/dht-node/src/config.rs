@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{DEFAULT_API_ADDR, DEFAULT_HTTP_ADDR, TOKEN_FILE},
-    builder::{amino_bootstrap_peers, parse_peer},
+    builder::{amino_bootstrap_peers, parse_peers},
     transport::Mode,
 };
 
@@ -366,10 +366,9 @@ impl RunConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let bootstrap = match &self.bootstrap {
-            Some(peers) => peers
-                .iter()
-                .map(|p| parse_peer(p).map_err(|e| err("bootstrap", e)))
-                .collect::<Result<Vec<_>, _>>()?,
+            Some(peers) => {
+                parse_peers(peers.iter().map(String::as_str)).map_err(|e| err("bootstrap", e))?
+            }
             None => amino_bootstrap_peers(),
         };
         let mode = Mode::from(self.mode.unwrap_or_default());

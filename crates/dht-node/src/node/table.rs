@@ -55,8 +55,9 @@ pub trait NodeTable: RoutingTable + fmt::Debug + Sized + 'static {
     /// The default settings.
     fn default_config() -> Self::Config;
 
-    /// `Ok` when every setting of `config` can work; [`NodeBuilder::build`](crate::NodeBuilder::build)
-    /// refuses the others before it opens anything. Every setting is taken by default.
+    /// `Ok` when every setting of `config` can work;
+    /// [`NodeBuilder::build`](crate::builder::NodeBuilder::build) refuses the others before
+    /// it opens anything. Every setting is taken by default.
     ///
     /// # Errors
     /// [`InvalidSetting`](dht_proto::InvalidSetting) naming the first that cannot work.
