@@ -448,6 +448,11 @@ impl<T: NodeTable> NodeBuilder<T> {
         self.handler.validate()?;
         self.client.validate()?;
         T::validate(&self.table)?;
+        // Also when the records stay in memory (no data directory), where the settings
+        // size a `MemoryStore` that would take them as they are.
+        if let StoreChoice::Rocks(config) = &self.store {
+            config.validate()?;
+        }
         if let Some(dir) = &self.data_dir {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
                 what: "creating the data directory",
@@ -845,6 +850,11 @@ mod tests {
             (
                 NodeBuilder::new().kbucket_config(KBucketConfig::default().with_bucket_size(0)),
                 "bucket_size",
+            ),
+            (
+                NodeBuilder::new()
+                    .rocks_store(StoreConfig::default().with_max_providers_per_key(0)),
+                "max_providers_per_key",
             ),
         ];
         for (builder, setting) in cases {
