@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +50,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
@@ -76,6 +78,11 @@ type settings struct {
 	keystore string
 	// reprovide is the SweepingProvider's reprovide interval (Kubo: Provide.DHT.Interval).
 	reprovide time.Duration
+	// listen is each node's listen multiaddrs, comma-separated.
+	listen string
+	// defaultLimits keeps go-libp2p's default resource manager (for one node facing
+	// hostile peers) instead of no limits (for many nodes in one process).
+	defaultLimits bool
 }
 
 var config settings
@@ -113,6 +120,8 @@ func main() {
 	clients := flag.Int("clients", 0, "how many of the last nodes run in client mode")
 	flag.StringVar(&config.keystore, "keystore", "", "LevelDB datastore directory of the SweepingProvider (default: in memory)")
 	flag.DurationVar(&config.reprovide, "reprovide", 22*time.Hour, "the SweepingProvider's reprovide interval")
+	flag.BoolVar(&config.defaultLimits, "default-limits", false, "keep go-libp2p's default resource manager (default: no limits, as N nodes share one process)")
+	flag.StringVar(&config.listen, "listen", "/ip4/127.0.0.1/tcp/0", "comma-separated listen multiaddrs of each node (TCP and QUIC v1 are spoken)")
 	flag.Parse()
 	nodes := make([]*node, 0, *n)
 	for i := 0; i < *n; i++ {
@@ -185,15 +194,19 @@ func fatal(err error) {
 }
 
 func newNode(mode dht.ModeOpt, index int) (*node, error) {
-	h, err := libp2p.New(
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+	opts := []libp2p.Option{
+		libp2p.ListenAddrStrings(strings.Split(config.listen, ",")...),
 		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(libp2pquic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		// One process holds every node: the default limits are per process.
-		libp2p.ResourceManager(&network.NullResourceManager{}),
 		libp2p.DisableRelay(),
-	)
+	}
+	if !config.defaultLimits {
+		// One process holds every node: the default limits are per process.
+		opts = append(opts, libp2p.ResourceManager(&network.NullResourceManager{}))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -21,8 +21,9 @@
 //!   streams announcing 4 MiB, ADD_PROVIDER floods from 10,000 peer ids, closer-peers-heavy
 //!   answers to its lookups, malformed frames, provider squatting), one phase each and then
 //!   all at once, with 8 honest client processes measured throughout; prints per phase the
-//!   honest share answered, p50/p99, the server's peak RSS and disk growth, and the targets.
-//!   Runs `cargo bench -p dht-node --bench hostile -- …`.
+//!   honest share answered, p50/p99, the server's peak RSS and disk growth, and the targets;
+//!   then the same against one Go server of `interop/go` (built when Go is installed) and
+//!   both side by side. Runs `cargo bench -p dht-node --bench hostile -- …`.
 //! - `criterion [args…]`: every criterion benchmark of the workspace (`cargo bench
 //!   --workspace --benches`, minus the devnet), arguments passed to criterion.
 //!
@@ -72,12 +73,24 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             crate::cargo(&all)
         }
         Some((&"hostile", rest)) => {
+            // The same attacks against a Go server too, where Go is installed.
+            let go_peer = match crate::interop::go_version() {
+                Some(_) => Some(crate::interop::build_go_peer()?),
+                None => {
+                    eprintln!("==> bench hostile: `go` not found, so no Go server is measured");
+                    None
+                }
+            };
             crate::setup::ensure(true)?;
-            let mut all = vec![
+            let mut cmd = std::process::Command::new(crate::cargo_bin());
+            cmd.args([
                 "bench", "--locked", "-p", "dht-node", "--bench", "hostile", "--",
-            ];
-            all.extend_from_slice(rest);
-            crate::cargo(&all)
+            ])
+            .args(rest);
+            if let Some(binary) = go_peer {
+                cmd.env(crate::interop::GO_PEER_ENV, binary);
+            }
+            crate::run(&mut cmd)
         }
         Some((&"go", rest)) => {
             crate::interop::require_go()?;

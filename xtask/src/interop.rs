@@ -32,7 +32,7 @@ const INSTALL_GO: &str = "The interop tests need Go (1.25.7 or newer, as interop
      sudo tar -C /usr/local -xz` and add /usr/local/go/bin to PATH";
 
 /// The version line of `go version`, or `None` when `go` cannot be run.
-fn go_version() -> Option<String> {
+pub(crate) fn go_version() -> Option<String> {
     let out = Command::new("go").arg("version").output().ok()?;
     out.status
         .success()

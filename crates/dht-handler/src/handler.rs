@@ -695,33 +695,71 @@ pub(crate) fn source_group(ip: IpAddr) -> SourceGroup {
     }
 }
 
-/// Whether `addr` may be served or dialled on the internet: its IP, if it starts with one, is
-/// not loopback, private, link-local or unspecified
-/// ([`dht_routing_table::is_local_ip`]); a DNS name may be.
+/// Whether `addr` may be served or dialled on the internet, judged by its first IP or DNS
+/// component (an `/ip6zone` before it is skipped):
+/// - an IP must be routable ([`dht_routing_table::is_public_ip`]);
+/// - a DNS name must not be `localhost`, nor under `.localhost`, `.local`, `.home.arpa`,
+///   `.test`, `.invalid`, `.in-addr.arpa` or `.ip6.arpa` (names reserved for one machine
+///   or one network, or that never resolve), in any case, with or without a final dot;
+/// - any other address (`/unix`, `/memory`, …) is not public.
+///
+/// These are go-multiaddr's `IsPublicAddr` rules, with DNS names compared without regard
+/// to case.
 ///
 /// ```
 /// use dht_handler::is_public_addr;
 /// for (addr, public) in [
-///     ("/ip4/198.51.100.7/tcp/4001", true),
+///     ("/ip4/8.8.8.8/tcp/4001", true),
 ///     ("/dns4/node.example.org/tcp/4001", true),
 ///     ("/ip4/127.0.0.1/tcp/4001", false),
 ///     ("/ip4/10.1.2.3/tcp/4001", false),
+///     ("/ip4/203.0.113.7/tcp/4001", false),
 ///     ("/ip6/fe80::1/tcp/4001", false),
+///     ("/ip6zone/eth0/ip6/fe80::1/tcp/4001", false),
+///     ("/dns4/printer.local/tcp/4001", false),
+///     ("/dns/LocalHost./tcp/4001", false),
+///     ("/unix/tmp%2Fkad.sock", false),
 /// ] {
 ///     assert_eq!(is_public_addr(&addr.parse()?), public, "{addr}");
 /// }
 /// # Ok::<(), dht_proto::multiaddr::Error>(())
 /// ```
 pub fn is_public_addr(addr: &Multiaddr) -> bool {
-    match addr.iter().next() {
-        Some(dht_proto::multiaddr::Protocol::Ip4(ip)) => {
-            !dht_routing_table::is_local_ip(IpAddr::V4(ip))
-        }
-        Some(dht_proto::multiaddr::Protocol::Ip6(ip)) => {
-            !dht_routing_table::is_local_ip(IpAddr::V6(ip))
-        }
-        _ => true,
+    use dht_proto::multiaddr::Protocol;
+    match addr.iter().find(|p| !matches!(p, Protocol::Ip6zone(_))) {
+        Some(Protocol::Ip4(ip)) => dht_routing_table::is_public_ip(IpAddr::V4(ip)),
+        Some(Protocol::Ip6(ip)) => dht_routing_table::is_public_ip(IpAddr::V6(ip)),
+        Some(
+            Protocol::Dns(name)
+            | Protocol::Dns4(name)
+            | Protocol::Dns6(name)
+            | Protocol::Dnsaddr(name),
+        ) => is_public_name(&name),
+        _ => false,
     }
+}
+
+/// Whether a DNS name may name a host on the internet (see [`is_public_addr`]).
+fn is_public_name(name: &str) -> bool {
+    const NOT_PUBLIC: [&str; 8] = [
+        "localhost",
+        "local",
+        "home.arpa",
+        "test",
+        "invalid",
+        "in-addr.arpa",
+        "ip6.arpa",
+        // (a name made only of dots, or empty, is no host either)
+        "",
+    ];
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    !NOT_PUBLIC.iter().any(|suffix| {
+        name == *suffix
+            || (!suffix.is_empty()
+                && name
+                    .strip_suffix(suffix)
+                    .is_some_and(|rest| rest.ends_with('.')))
+    })
 }
 
 /// The answer to a batch of the batched provide protocol, to come

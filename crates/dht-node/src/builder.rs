@@ -30,7 +30,7 @@ use std::{
 };
 
 use dht_handler::{Handler, HandlerConfig, Sender};
-use dht_proto::{Multiaddr, PeerId, PeerInfo, Request, Response, batch::ProvideBatch};
+use dht_proto::{Multiaddr, PeerInfo, Request, Response, batch::ProvideBatch};
 use dht_provider::{
     EitherProvider, FileStateStore, LegacyConfig, LegacyProvider, MemoryStateStore, StateStore,
     SweepConfig, SweepParts, SweepingProvider,
@@ -147,6 +147,7 @@ pub struct NodeBuilder<T: NodeTable = KBucketTable> {
     handler: HandlerConfig,
     bootstrap: Vec<PeerInfo>,
     bootstrap_timeout: Duration,
+    rebootstrap_interval: Duration,
     raise_fd_limit: bool,
     public_addrs_only: bool,
     group_writes: bool,
@@ -165,6 +166,7 @@ impl<T: NodeTable> Clone for NodeBuilder<T> {
             handler: self.handler.clone(),
             bootstrap: self.bootstrap.clone(),
             bootstrap_timeout: self.bootstrap_timeout,
+            rebootstrap_interval: self.rebootstrap_interval,
             raise_fd_limit: self.raise_fd_limit,
             public_addrs_only: self.public_addrs_only,
             group_writes: self.group_writes,
@@ -194,6 +196,7 @@ impl NodeBuilder<KBucketTable> {
             handler: HandlerConfig::default(),
             bootstrap: amino_bootstrap_peers(),
             bootstrap_timeout: Duration::from_secs(60),
+            rebootstrap_interval: crate::node::REBOOTSTRAP_INTERVAL,
             raise_fd_limit: true,
             public_addrs_only: true,
             group_writes: true,
@@ -249,6 +252,7 @@ impl<T: NodeTable> NodeBuilder<T> {
             handler: self.handler,
             bootstrap: self.bootstrap,
             bootstrap_timeout: self.bootstrap_timeout,
+            rebootstrap_interval: self.rebootstrap_interval,
             raise_fd_limit: self.raise_fd_limit,
             public_addrs_only: self.public_addrs_only,
             group_writes: self.group_writes,
@@ -373,6 +377,17 @@ impl<T: NodeTable> NodeBuilder<T> {
         self
     }
 
+    /// How often the node looks whether its routing table has run low (at most
+    /// [`LOW_TABLE`](crate::node::LOW_TABLE) peers) and, if so, bootstraps again from its
+    /// bootstrap peers (default 2 minutes, as go-libp2p-kad-dht). A table can lose every
+    /// peer it had, to a network outage or to peers that time out under load; without this
+    /// it would wait for the next refresh, which a table that has nobody to ask cannot do.
+    /// Zero is refused by [`build`](Self::build).
+    pub fn rebootstrap_interval(mut self, every: Duration) -> Self {
+        self.rebootstrap_interval = every;
+        self
+    }
+
     /// The client's settings (k, α, timeouts, crawl).
     pub fn client(mut self, config: ClientConfig) -> Self {
         self.client = config;
@@ -448,6 +463,10 @@ impl<T: NodeTable> NodeBuilder<T> {
         self.handler.validate()?;
         self.client.validate()?;
         T::validate(&self.table)?;
+        dht_proto::InvalidSetting::at_least_one(
+            "rebootstrap_interval",
+            u64::try_from(self.rebootstrap_interval.as_millis()).unwrap_or(u64::MAX),
+        )?;
         // Also when the records stay in memory (no data directory), where the settings
         // size a `MemoryStore` that would take them as they are.
         if let StoreChoice::Rocks(config) = &self.store {
@@ -539,15 +558,10 @@ impl<T: NodeTable> NodeBuilder<T> {
 
         // Bootstrap before the provider starts: the sweep sizes its regions from the table.
         let bootstrap = self.bootstrap;
-        let bootstrapper = Bootstrapper {
-            transport: &transport,
-            table: &table,
-            client: &client,
-            peer_id,
-        };
         if !bootstrap.is_empty() {
-            match tokio::time::timeout(self.bootstrap_timeout, bootstrapper.run(&bootstrap)).await {
-                Ok(Ok(peers)) => tracing::info!(peers, "bootstrapped"),
+            let run = crate::node::bootstrap_from(&transport, &table, &client, peer_id, &bootstrap);
+            match tokio::time::timeout(self.bootstrap_timeout, run).await {
+                Ok(Ok(_)) => tracing::info!(peers = table.len(), "bootstrapped"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "bootstrap found nobody"),
                 Err(_) => tracing::warn!(timeout = ?self.bootstrap_timeout, "bootstrap timed out"),
             }
@@ -591,7 +605,7 @@ impl<T: NodeTable> NodeBuilder<T> {
         });
         // A full table is filled by a crawl right away; k-buckets after a refresh interval.
         let first = T::MAINTAIN_AT_START.then_some(Duration::ZERO);
-        node.spawn_tasks(events, first);
+        node.spawn_tasks(events, first, self.rebootstrap_interval);
         Ok(node)
     }
 }
@@ -657,57 +671,6 @@ impl<T: NodeTable> transport::InboundHandler for NodeInbound<T> {
             batch,
             SystemClock.now(),
         )))
-    }
-}
-
-struct Bootstrapper<'a, T: NodeTable> {
-    transport: &'a transport::TransportHandle,
-    table: &'a Arc<T>,
-    client: &'a Arc<DhtClient<Arc<T>, TransportNetwork>>,
-    peer_id: PeerId,
-}
-
-impl<T: NodeTable> Bootstrapper<'_, T> {
-    /// Dials the peers, adds those that answered, runs a self-lookup; returns the table size.
-    async fn run(&self, peers: &[PeerInfo]) -> Result<usize, NodeError> {
-        crate::node::dial_and_add(self.transport, &**self.table, peers).await;
-        self.add_once_identified(peers).await;
-        let key = self.peer_id.to_bytes();
-        dht_routing::find_closest_peers(&**self.client, &key, dht_proto::K_VALUE).await?;
-        Ok(self.table.len())
-    }
-}
-
-impl<T: NodeTable> Bootstrapper<'_, T> {
-    /// A peer named by DNS (`/dns*`, `/dnsaddr`) has no address its connection vouches for
-    /// until identify tells its listen addresses, so the table could not hold it yet: adds
-    /// such peers again once identify has (waiting at most 5 s for those connected).
-    async fn add_once_identified(&self, peers: &[PeerInfo]) {
-        use dht_routing_table::AddressBook;
-        let by_ip =
-            |a: &Multiaddr| matches!(a.iter().next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
-        let mut waiting: Vec<&PeerInfo> = peers
-            .iter()
-            .filter(|p| !p.addrs.iter().any(by_ip))
-            .collect();
-        let book = self.transport.peer_book();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !waiting.is_empty() {
-            waiting.retain(|p| match book.observed(&p.peer_id) {
-                Some(seen) if !seen.listen_addrs.is_empty() => {
-                    let seen =
-                        dht_routing_table::PeerEvent::Seen(dht_routing_table::Direction::Outbound);
-                    self.table.update(p, seen);
-                    false
-                }
-                Some(_) => true,
-                None => book.awaiting_identify(&p.peer_id),
-            });
-            if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 
@@ -855,6 +818,10 @@ mod tests {
                 NodeBuilder::new()
                     .rocks_store(StoreConfig::default().with_max_providers_per_key(0)),
                 "max_providers_per_key",
+            ),
+            (
+                NodeBuilder::new().rebootstrap_interval(Duration::ZERO),
+                "rebootstrap_interval",
             ),
         ];
         for (builder, setting) in cases {

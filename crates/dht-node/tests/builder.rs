@@ -10,7 +10,7 @@ use dht_node::{
 };
 use dht_provider::{DhtProvider, LegacyConfig, Multihash};
 use dht_provider_store::Config as StoreConfig;
-use dht_routing_table::{FullRtConfig, KBucketTable, RoutingTable};
+use dht_routing_table::{FullRtConfig, KBucketTable, PeerEvent, RoutingTable};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -86,6 +86,34 @@ async fn a_full_routing_table_is_filled_by_the_first_crawl_and_answers_without_a
         assert_eq!(found.next().await.map(|p| p.peer_id), Some(full.peer_id()));
     }
     full.close().await.unwrap();
+    close_all(&nodes).await;
+}
+
+/// A node whose table has lost its peers (here: removed by hand, as timeouts under load
+/// remove them) bootstraps again from its bootstrap peers, without waiting for a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_runs_low_is_refilled_from_the_bootstrap_peers() {
+    let nodes = network(4).await;
+    let node = NodeBuilder::local()
+        .bootstrap_peers(vec![nodes[0].info().clone()])
+        .rebootstrap_interval(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(node.table().len(), 4, "bootstrapped from the first of four");
+    // The others admit the newcomer with a FIND_NODE of their own, which would put them
+    // back in its table: let that pass first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for peer in nodes.iter() {
+        node.table().update(peer.info(), PeerEvent::Removed);
+    }
+    assert!(node.table().is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.table().len() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(node.table().len(), 4, "the table was refilled");
+    node.close().await.unwrap();
     close_all(&nodes).await;
 }
 

@@ -1,5 +1,5 @@
 //! Interoperability with go-libp2p-kad-dht v0.42.2, the implementation nearly every Amino DHT
-//! server runs, over TCP on 127.0.0.1, in both directions.
+//! server runs, over TCP (and, in one test, QUIC) on 127.0.0.1, in both directions.
 //!
 //! The Go side is the program of `interop/go` (N Go DHT servers in one process, driven by JSON
 //! lines); `cargo xtask interop` builds it and runs these tests with `AMINO_GO_KADPEERS`
@@ -650,6 +650,49 @@ async fn several_requests_on_one_stream_both_ways() {
     let after = ours.transport().stats();
     assert!(after.outbound_streams_opened - before.outbound_streams_opened <= 1);
     assert!(after.outbound_streams_reused - before.outbound_streams_reused >= 9);
+}
+
+/// Whether every address of `peer` is a QUIC v1 one.
+fn quic_only(peer: &PeerInfo) -> bool {
+    !peer.addrs.is_empty()
+        && peer.addrs.iter().all(|a| {
+            a.iter()
+                .any(|p| matches!(p, dht_proto::multiaddr::Protocol::QuicV1))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Go peer: run `cargo xtask interop`"]
+async fn go_and_ours_talk_over_quic_alone() {
+    let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let go = GoPeers::start_args(2, 0, &["-listen", quic]).await;
+    assert!(go.nodes.iter().all(quic_only), "{:?}", go.nodes);
+    go.ok(json!({"cmd": "mesh"})).await;
+    let ours = NodeBuilder::local()
+        .listen_addrs(vec![quic.parse().unwrap()])
+        .build()
+        .await
+        .unwrap();
+    assert!(quic_only(ours.info()), "{:?}", ours.info());
+    // Our bootstrap (identify, a lookup) runs over QUIC, and Go admits us to its table.
+    ours.bootstrap(&go.nodes[..1]).await.unwrap();
+    go.admitted(Some(0), ours.peer_id()).await;
+    assert!(our_table(&ours).contains(&go.nodes[1].peer_id));
+    let key = cids("quic", 1)[0].1.to_bytes();
+    let answer = ours
+        .transport()
+        .request(&go.nodes[1], Request::FindNode { key: key.clone() })
+        .await;
+    assert!(
+        matches!(&answer, Ok(Some(Response::FindNode { closer_peers })) if !closer_peers.is_empty()),
+        "{answer:?}"
+    );
+    let answers = go
+        .ok(json!({"cmd": "send_find_node", "node": 1, "peer": peer_json(ours.info()), "key": hex::encode(&key)}))
+        .await;
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 1);
+    assert!(!answers[0].as_array().unwrap().is_empty(), "{answers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use common::{Node, RawPeer, within};
 use dht_node::transport::{ConnectionLimits, KadConfig, TransportConfig, TransportError};
 use dht_proto::{Request, Response};
 use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::Multiaddr;
 
 fn varint(mut v: u64) -> Vec<u8> {
     let mut out = Vec::new();
@@ -84,21 +85,28 @@ async fn a_request_announcing_4_mib_is_refused_at_its_length_prefix() {
 }
 
 async fn server_with(limits: ConnectionLimits) -> Node {
-    Node::start_with(
+    server_listening(limits, common::loopback()).await
+}
+
+async fn server_listening(limits: ConnectionLimits, listen: Multiaddr) -> Node {
+    Node::start_listening(
         TransportConfig::default()
             .with_kad(KadConfig::default())
             .with_limits(limits),
         std::sync::Arc::new(common::default_answer),
+        vec![listen],
     )
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_connections_per_ip_are_limited_and_released() {
-    let server = server_with(
+/// Two inbound connections per IP on a server listening on `listen` only: a third peer from
+/// the same IP is refused, and takes the place of one that leaves.
+async fn per_ip_limit_holds_and_releases(listen: Multiaddr) {
+    let server = server_listening(
         ConnectionLimits::default()
             .with_max_incoming_per_ip(2)
             .with_limit_loopback(true),
+        listen,
     )
     .await;
     let mut peers: Vec<RawPeer> = (0..3).map(|_| RawPeer::start()).collect();
@@ -129,6 +137,17 @@ async fn inbound_connections_per_ip_are_limited_and_released() {
         None,
         "and no more"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_per_ip_are_limited_and_released() {
+    per_ip_limit_holds_and_releases(common::loopback()).await;
+}
+
+/// The same limit holds for QUIC connections (UDP, where no accept queue stands before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_quic_connections_per_ip_are_limited_and_released() {
+    per_ip_limit_holds_and_releases("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -866,7 +866,8 @@ async fn a_node_on_the_internet_neither_dials_nor_serves_non_public_addresses() 
     assert!(matches!(out, Ok(Some(_))), "{out:?}");
     // Served: a provider record keeps its addresses, but answers carry the public one only.
     let key = b"\x12\x20a CID provided at two addresses..".to_vec();
-    let public: dht_proto::Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
+    // (a routable address: the documentation ranges are not public)
+    let public: dht_proto::Multiaddr = "/ip4/93.184.216.34/tcp/4001".parse().unwrap();
     let private: dht_proto::Multiaddr = "/ip4/10.1.2.3/tcp/4001".parse().unwrap();
     let add = Request::AddProvider {
         key: key.clone(),

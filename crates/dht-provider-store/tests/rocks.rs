@@ -280,6 +280,30 @@ fn open_held_by_another_process_is_locked() {
 const SMALL_FS: &str = "size=24m";
 const LARGER_FS: &str = "size=256m";
 
+/// Writes [`filler_batch`]es until the disk is full; checks the error is
+/// [`StoreError::DiskFull`] and returns how many batches were acknowledged.
+fn fill_until_full(store: &RocksStore) -> u64 {
+    let mut acked = 0;
+    let err = loop {
+        assert!(acked < 2_000, "24 MiB never filled up");
+        match store.add_providers(&filler_batch(acked)) {
+            Ok(()) => acked += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+    acked
+}
+
+/// Grows the child's tmpfs at `dir` to [`LARGER_FS`].
+fn grow_tmpfs(dir: &str) {
+    let grown = Command::new("mount")
+        .args(["-o", &format!("remount,{LARGER_FS}"), dir])
+        .status()
+        .unwrap();
+    assert!(grown.success(), "remount failed");
+}
+
 /// The child, run by [`a_full_disk_is_an_error_and_loses_nothing`] in its own user and mount
 /// namespaces, on a small tmpfs mounted at the test directory: writes until the disk is full,
 /// checks the error and that every acknowledged record still reads, then grows the tmpfs,
@@ -291,15 +315,7 @@ fn disk_full_child() {
     }
     let dir = std::env::var(DIR).unwrap();
     let store = RocksStore::open(&dir, Config::small()).unwrap();
-    let mut acked = 0;
-    let err = loop {
-        assert!(acked < 2_000, "24 MiB never filled up");
-        match store.add_providers(&filler_batch(acked)) {
-            Ok(()) => acked += 1,
-            Err(e) => break e,
-        }
-    };
-    assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+    let acked = fill_until_full(&store);
     assert!(acked > 0, "the store could not write anything");
     // Later writes fail too (RocksDB stops writing), and nothing acknowledged is lost.
     assert!(store.add_providers(&filler_batch(acked)).is_err());
@@ -313,11 +329,7 @@ fn disk_full_child() {
     check(&store);
     drop(store);
 
-    let grown = Command::new("mount")
-        .args(["-o", &format!("remount,{LARGER_FS}"), &dir])
-        .status()
-        .unwrap();
-    assert!(grown.success(), "remount failed");
+    grow_tmpfs(&dir);
     let store = RocksStore::open(&dir, Config::small()).unwrap();
     check(&store);
     store.add_providers(&filler_batch(acked)).unwrap();
@@ -337,6 +349,51 @@ fn a_full_disk_is_an_error_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let acked = common::run_on_tmpfs(SMALL_FS, "disk_full_child", "disk_full", dir.path());
     assert!(acked > 0);
+}
+
+/// The child of [`a_disk_that_frees_again_takes_writes_without_a_reopen`]: fills the disk,
+/// grows the tmpfs with the store still open, and writes again until a write is taken
+/// (bounded: 30 s). Prints `ok <milliseconds until the first write taken>`.
+#[test]
+fn disk_frees_child() {
+    if std::env::var(ROLE).as_deref() != Ok("disk_frees") {
+        return;
+    }
+    let dir = std::env::var(DIR).unwrap();
+    let store = RocksStore::open(&dir, Config::small()).unwrap();
+    let acked = fill_until_full(&store);
+    grow_tmpfs(&dir);
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < Duration::from_secs(30) {
+        match store.add_providers(&filler_batch(acked)) {
+            Ok(()) => {
+                for i in 0..=acked {
+                    for r in filler_batch(i) {
+                        assert_eq!(store.providers(&r.key, 20, T0).unwrap(), vec![r]);
+                    }
+                }
+                println!("ok {}", start.elapsed().as_millis());
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no write taken 30 s after the disk had room again: {last:?}");
+}
+
+/// A disk that fills and then has room again takes writes again without the store being
+/// reopened: the node keeps serving and storing once an operator frees space.
+#[test]
+fn a_disk_that_frees_again_takes_writes_without_a_reopen() {
+    if !common::user_namespaces() {
+        eprintln!("skipped: `unshare --user --map-root-user --mount` is not available here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ms = common::run_on_tmpfs(SMALL_FS, "disk_frees_child", "disk_frees", dir.path());
+    eprintln!("first write taken {ms} ms after the disk had room again");
 }
 
 // ---------------------------------------------------------------- corruption

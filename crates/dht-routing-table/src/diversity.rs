@@ -152,6 +152,61 @@ fn is_local_v4(v4: Ipv4Addr) -> bool {
         || (o[0] == 100 && (o[1] & 0xc0) == 64)
 }
 
+/// Whether an address is routable on the internet: not local ([`is_local_ip`]) and in none
+/// of the ranges that are never a host's public address (this network, documentation and
+/// benchmark ranges, the 6to4 relay anycast, multicast, reserved and broadcast). An IPv6
+/// address must be global unicast (`2000::/3`, but not the documentation prefix) or in a
+/// NAT64 prefix; an IPv4-mapped one is judged as its IPv4 address. These are the ranges
+/// go-multiaddr's `IsPublicAddr` uses, so a Go peer and this one agree on what to serve.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use dht_routing_table::is_public_ip;
+/// for (ip, public) in [
+///     ("8.8.8.8", true),
+///     ("2606:4700::1111", true),
+///     ("10.0.0.1", false),
+///     ("203.0.113.7", false),
+///     ("224.0.0.251", false),
+///     ("ff02::1", false),
+///     ("2001:db8::1", false),
+///     ("::ffff:192.168.1.1", false),
+/// ] {
+///     assert_eq!(is_public_ip(ip.parse::<IpAddr>()?), public, "{ip}");
+/// }
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => {
+                let s = v6.segments();
+                let global_unicast = (s[0] & 0xe000) == 0x2000;
+                let documentation = s[0] == 0x2001 && s[1] == 0x0db8;
+                // 64:ff9b::/96 (RFC 6052) and 64:ff9b:1::/48 (RFC 8215).
+                let nat64 =
+                    s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0, 0, 0, 0] || s[2] == 1);
+                (global_unicast && !documentation) || nat64
+            }
+        },
+    }
+}
+
+fn is_public_v4(v4: Ipv4Addr) -> bool {
+    let o = v4.octets();
+    let unroutable = o[0] == 0 // 0.0.0.0/8, this network
+        || (o[0..3] == [192, 0, 0] && o[3] < 64) // 192.0.0.0/26, IETF protocol assignments
+        || o[0..3] == [192, 0, 2] // TEST-NET-1
+        || o[0..3] == [192, 88, 99] // 6to4 relay anycast
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+        || o[0..3] == [198, 51, 100] // TEST-NET-2
+        || o[0..3] == [203, 0, 113] // TEST-NET-3
+        || o[0] >= 224; // multicast, reserved and broadcast
+    !is_local_v4(v4) && !unroutable
+}
+
 /// Counts peers by IP group, per bucket and per table, and says whether one more fits.
 ///
 /// A peer belongs to the group of every IP address it lists (every `/ip4` and `/ip6`

@@ -11,7 +11,7 @@ mod fullrt;
 mod kbucket;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use diversity::{DiversityConfig, DiversityFilter, IpGroup, is_local_ip};
+pub use diversity::{DiversityConfig, DiversityFilter, IpGroup, is_local_ip, is_public_ip};
 pub use fullrt::{FULLRT_MAX_FAILURES, FullRoutingTable, FullRtConfig};
 pub use kbucket::{KBucketConfig, KBucketTable};
 

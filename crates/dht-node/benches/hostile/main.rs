@@ -31,6 +31,10 @@
 //! the data directory within the disk quota (64 MiB, `[rocksdb] max-disk-mib`, plus 16 MiB
 //! for a memtable being flushed and the files beside the database), no crash. Every loop is bounded in count and time; it stops by itself.
 //!
+//! Then, when `AMINO_GO_KADPEERS` names the Go peer of `interop/go` (the xtask builds it
+//! where Go is installed), the same phases run against one go-libp2p-kad-dht server (records
+//! in memory, go-libp2p's default resource manager), and both runs are printed side by side.
+//!
 //! Run with `cargo xtask bench hostile [--phase-secs S] [--honest-rate R]`.
 
 // A benchmark's output is its interface.
@@ -39,6 +43,10 @@
 #[allow(unused_imports, clippy::unwrap_used)]
 #[path = "../../tests/common/mod.rs"]
 mod common;
+
+#[allow(clippy::unwrap_used)]
+#[path = "../../tests/go_peers/mod.rs"]
+mod go_peers;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -745,7 +753,154 @@ async fn lists(asker: &RawPeer, server: &PeerInfo, key: &[u8], provider: PeerId)
     bounded(Duration::from_secs(10), ask).await.flatten()
 }
 
+/// The server under attack: a `dht-node run` process, or one Go DHT server of `interop/go`.
+enum Server {
+    Ours(Box<common::process::NodeProc>),
+    Go(go_peers::GoPeers),
+}
+
+impl Server {
+    /// Starts the server, bootstrapping from `bootstrap` (multiaddrs with /p2p), its data
+    /// directory (ours) under `dir`.
+    async fn start(go: bool, dir: &Path, bootstrap: &[String]) -> Result<Server> {
+        if !go {
+            let config = dir.join("node.toml");
+            std::fs::write(&config, format!("[rocksdb]\nmax-disk-mib = {QUOTA_MIB}\n"))?;
+            let config_arg = config.display().to_string();
+            return Ok(Server::Ours(Box::new(common::process::NodeProc::start_at(
+                &dir.join("node"),
+                bootstrap,
+                &["--limit-loopback", "--config", &config_arg],
+                Some("warn"),
+            ))));
+        }
+        // go-libp2p's default resource manager, as an internet-facing Go node runs it.
+        let go = go_peers::GoPeers::start_args(1, 0, &["-default-limits"]).await;
+        for addr in bootstrap {
+            let peer = dht_node::builder::parse_peer(addr)
+                .map_err(|e| anyhow::anyhow!("a closer-peers server {addr}: {e}"))?;
+            go.call(serde_json::json!({"cmd": "connect", "node": 0, "peer": go_peers::peer_json(&peer)}))
+                .await
+                .map_err(|e| anyhow::anyhow!("the Go server cannot reach {addr}: {e}"))?;
+        }
+        let _ = go
+            .call(serde_json::json!({"cmd": "refresh", "node": 0, "timeout": 20}))
+            .await;
+        Ok(Server::Go(go))
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Server::Ours(node) => node.child.id(),
+            Server::Go(go) => go.pid(),
+        }
+    }
+
+    /// Its address, a multiaddr ending in /p2p/<peer id>.
+    fn addr(&self) -> String {
+        match self {
+            Server::Ours(node) => node.addrs[0].clone(),
+            Server::Go(go) => format!("{}/p2p/{}", go.nodes[0].addrs[0], go.nodes[0].peer_id),
+        }
+    }
+
+    /// Looks up providers of `cid` through the server (ours: its Delegated Routing API);
+    /// whether an answer came within 15 s.
+    async fn find_providers(&self, cid: &str) -> bool {
+        match self {
+            Server::Ours(node) => matches!(
+                bounded(Duration::from_secs(15), node.routing.find_providers(cid)).await,
+                Some(Ok(_))
+            ),
+            Server::Go(go) => go
+                .call(serde_json::json!({"cmd": "find_providers", "node": 0, "keys": [cid], "timeout": 15}))
+                .await
+                .is_ok(),
+        }
+    }
+
+    /// How many peers its routing table holds.
+    async fn table_peers(&self) -> Option<u64> {
+        match self {
+            Server::Ours(node) => bounded(Duration::from_secs(10), node.api.routing_table())
+                .await
+                .and_then(Result::ok)
+                .and_then(|t| t["peers"].as_u64()),
+            Server::Go(go) => go
+                .call(serde_json::json!({"cmd": "routing_table", "node": 0, "timeout": 10}))
+                .await
+                .ok()
+                .and_then(|t| t.as_array().map(|a| a.len() as u64)),
+        }
+    }
+
+    /// How it ended, if it has.
+    fn exited(&mut self) -> Option<String> {
+        match self {
+            Server::Ours(node) => match node.child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                _ => None,
+            },
+            // (an exited process that is not waited for has no VmRSS line)
+            Server::Go(go) => rss_of(go.pid()).is_none().then(|| "gone".to_owned()),
+        }
+    }
+
+    /// The bytes of its data directory (the Go server keeps everything in memory).
+    fn disk(&self) -> u64 {
+        match self {
+            Server::Ours(node) => dir_bytes(&node.dir),
+            Server::Go(_) => 0,
+        }
+    }
+}
+
+/// What one server's run measured.
+struct Run {
+    title: String,
+    phases: Vec<Phase>,
+    samples: Vec<Sample>,
+    hwm_kib: Option<u64>,
+    crashed: Option<String>,
+    closer_report: String,
+    /// Whether the data directory is measured against the quota.
+    on_disk: bool,
+}
+
 async fn parent(args: Args) -> Result<()> {
+    let ours = measure(&args, false).await?;
+    let ours_rows = print_table(&ours);
+    if std::env::var_os(go_peers::GO_PEER_ENV).is_none() {
+        println!(
+            "\nno Go server measured: {} is not set (`cargo xtask bench hostile` builds the Go peer when Go is installed)",
+            go_peers::GO_PEER_ENV
+        );
+        return Ok(());
+    }
+    let go = measure(&args, true).await?;
+    let go_rows = print_table(&go);
+    println!("\nside by side (honest answered, p99 ms, peak RSS MiB):");
+    println!(
+        "{:<12} {:>10} {:>8} {:>8}   {:>10} {:>8} {:>8}",
+        "phase", "dht-node", "p99", "RSS", "Go", "p99", "RSS"
+    );
+    for (a, b) in ours_rows.iter().zip(&go_rows) {
+        println!(
+            "{:<12} {:>9.2}% {:>8} {:>8.0}   {:>9.2}% {:>8} {:>8.0}",
+            a.name,
+            a.share * 100.0,
+            a.p99,
+            a.rss_mib,
+            b.share * 100.0,
+            b.p99,
+            b.rss_mib
+        );
+    }
+    Ok(())
+}
+
+/// Runs the calm baseline, each attack and all at once against one server.
+async fn measure(args: &Args, go: bool) -> Result<Run> {
     let phase = Duration::from_secs(args.phase_secs.max(5));
     let gap = Duration::from_secs(3);
     let phases: Vec<&str> = std::iter::once("calm")
@@ -755,8 +910,13 @@ async fn parent(args: Args) -> Result<()> {
     let total = (phase + gap) * (phases.len() as u32) + Duration::from_secs(10);
     let dir = tempfile::tempdir()?;
     let end_ms = unix_ms() + u64::try_from(total.as_millis())? + 30_000;
+    let title = if go {
+        "go-libp2p-kad-dht v0.42.2 server (in memory, go-libp2p's default resource manager)"
+    } else {
+        "dht-node server (RocksDB, default limits, --limit-loopback)"
+    };
     println!(
-        "hostile bench: {} phases of {} s, {HONEST} honest clients at {} requests/s each",
+        "\nhostile bench, {title}: {} phases of {} s, {HONEST} honest clients at {} requests/s each",
         phases.len(),
         phase.as_secs(),
         args.honest_rate
@@ -789,20 +949,11 @@ async fn parent(args: Args) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let node_dir = dir.path().join("node");
-    let config = dir.path().join("node.toml");
-    std::fs::write(&config, format!("[rocksdb]\nmax-disk-mib = {QUOTA_MIB}\n"))?;
-    let config_arg = config.display().to_string();
-    let mut node = common::process::NodeProc::start_at(
-        &node_dir,
-        &bootstrap,
-        &["--limit-loopback", "--config", &config_arg],
-        Some("warn"),
-    );
-    let pid = node.child.id();
-    let server_addr = node.addrs[0].clone();
+    let mut node = Server::start(go, dir.path(), &bootstrap).await?;
+    let pid = node.pid();
+    let server_addr = node.addr();
     let server = dht_node::builder::parse_peer(&server_addr)
-        .map_err(|e| anyhow::anyhow!("the node's address {server_addr}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the server's address {server_addr}: {e}"))?;
 
     let honest_stop = unix_ms() + u64::try_from(total.as_millis())?;
     let mut honest_procs = Vec::new();
@@ -845,7 +996,7 @@ async fn parent(args: Args) -> Result<()> {
     for name in &phases {
         let start_ms = unix_ms();
         let stop_ms = start_ms + u64::try_from(phase.as_millis())?;
-        let disk0 = dir_bytes(&node_dir);
+        let disk0 = node.disk();
         let attacks: Vec<&str> = match *name {
             "calm" => vec![],
             "all" => ATTACKS.to_vec(),
@@ -879,37 +1030,36 @@ async fn parent(args: Args) -> Result<()> {
                 ],
             )?);
         }
-        let lookups = attacks.contains(&"closer").then(|| {
-            let routing = node.routing.clone();
-            tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(9);
-                let (mut asked, mut answered) = (0u64, 0u64);
-                while unix_ms() < stop_ms {
-                    let cid = Cid::new_v1(0x55, dht_node::devnet::random_cid(&mut rng)).to_string();
-                    asked += 1;
-                    if let Some(Ok(_)) =
-                        bounded(Duration::from_secs(15), routing.find_providers(&cid)).await
-                    {
-                        answered += 1;
-                    }
+        // The server's own lookups while the closer-peers servers answer heavily.
+        let lookups = async {
+            if !attacks.contains(&"closer") {
+                return None;
+            }
+            let mut rng = StdRng::seed_from_u64(9);
+            let (mut asked, mut answered) = (0u64, 0u64);
+            while unix_ms() < stop_ms {
+                let cid = Cid::new_v1(0x55, dht_node::devnet::random_cid(&mut rng)).to_string();
+                asked += 1;
+                if node.find_providers(&cid).await {
+                    answered += 1;
                 }
-                format!("node lookups through /routing/v1: {answered} of {asked} answered")
-            })
-        });
-        let mut peak = 0u64;
-        let stop = until(stop_ms);
-        while Instant::now() < stop {
-            peak = peak.max(rss_of(pid).unwrap_or(0));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            }
+            Some(format!(
+                "the server's own lookups: {answered} of {asked} answered"
+            ))
+        };
+        let sample_rss = async {
+            let mut peak = 0u64;
+            let stop = until(stop_ms);
+            while Instant::now() < stop {
+                peak = peak.max(rss_of(pid).unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            peak
+        };
+        let (lookups, mut peak) = futures::join!(lookups, sample_rss);
         let _ = std::fs::remove_file(&heavy_flag);
-        let mut reports = Vec::new();
-        if let Some(task) = lookups {
-            reports.push(match task.await {
-                Ok(report) => report,
-                Err(e) => format!("the lookup task failed: {e}"),
-            });
-        }
+        let mut reports: Vec<String> = lookups.into_iter().collect();
         let wait = Instant::now() + Duration::from_secs(20);
         for a in attackers {
             let report = tokio::task::spawn_blocking(move || finish(a, wait)).await?;
@@ -923,22 +1073,14 @@ async fn parent(args: Args) -> Result<()> {
         } else {
             None
         };
-        {
-            // The closer-peers attack reaches the node only through the servers its routing
-            // table holds (the four it bootstrapped from).
-            let peers = bounded(Duration::from_secs(10), node.api.routing_table())
-                .await
-                .and_then(Result::ok)
-                .and_then(|t| t["peers"].as_u64());
-            reports.push(match peers {
-                Some(n) => {
-                    format!("the node's routing table holds {n} of the 4 servers at the end")
-                }
-                None => "the node's routing table could not be read".to_owned(),
-            });
-        }
+        // The closer-peers attack reaches the server only through the servers its routing
+        // table holds (the four it bootstrapped from).
+        reports.push(match node.table_peers().await {
+            Some(n) => format!("the server's routing table holds {n} of the 4 servers at the end"),
+            None => "the server's routing table could not be read".to_owned(),
+        });
         let end_ms = unix_ms();
-        let disk_end = dir_bytes(&node_dir);
+        let disk_end = node.disk();
         results.push(Phase {
             name: (*name).to_owned(),
             start_ms,
@@ -953,13 +1095,13 @@ async fn parent(args: Args) -> Result<()> {
             "  {name} done ({:.1} s)",
             (end_ms - start_ms) as f64 / 1000.0
         );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            crashed = Some(format!("the node exited during {name}: {status}"));
+        if let Some(status) = node.exited() {
+            crashed = Some(format!("the server exited during {name}: {status}"));
             break;
         }
         tokio::time::sleep(gap).await;
     }
-    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let hwm_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -988,10 +1130,18 @@ async fn parent(args: Args) -> Result<()> {
         .find(|l| l.contains("answers"))
         .unwrap_or("no report")
         .to_owned();
-    node.kill_9();
-
-    print_table(&results, &samples, hwm, crashed.as_deref(), &closer_report);
-    Ok(())
+    if let Server::Ours(mut node) = node {
+        node.kill_9();
+    }
+    Ok(Run {
+        title: title.to_owned(),
+        phases: results,
+        samples,
+        hwm_kib,
+        crashed,
+        closer_report,
+        on_disk: !go,
+    })
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
@@ -1002,15 +1152,30 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     sorted.get(i).copied()
 }
 
-fn print_table(
-    phases: &[Phase],
-    samples: &[Sample],
-    hwm_kib: Option<u64>,
-    crashed: Option<&str>,
-    closer_report: &str,
-) {
+/// One phase of a run, for the side-by-side table.
+struct Row {
+    name: String,
+    share: f64,
+    p99: String,
+    rss_mib: f64,
+}
+
+/// Prints a run's table and whether it met the targets; returns its rows.
+fn print_table(run: &Run) -> Vec<Row> {
+    let Run {
+        title,
+        phases,
+        samples,
+        hwm_kib,
+        crashed,
+        closer_report,
+        on_disk,
+    } = run;
+    let (hwm_kib, crashed) = (*hwm_kib, crashed.as_deref());
+    let mut rows = Vec::new();
     let ms = |us: Option<u64>| us.map_or("-".to_owned(), |u| format!("{:.1}", u as f64 / 1000.0));
     println!();
+    println!("{title}");
     println!(
         "{:<12} {:>9} {:>10} {:>9} {:>9} {:>10} {:>11} {:>7}",
         "phase", "honest", "answered", "p50 ms", "p99 ms", "peak RSS", "disk", "squat"
@@ -1048,6 +1213,12 @@ fn print_table(
         for r in &p.reports {
             println!("{:<12}   {r}", "");
         }
+        rows.push(Row {
+            name: p.name.clone(),
+            share,
+            p99: ms(p99),
+            rss_mib: p.peak_rss as f64 / f64::from(1 << 20),
+        });
         if mine.is_empty() {
             failures.push(format!("{}: no honest request measured", p.name));
         }
@@ -1071,7 +1242,7 @@ fn print_table(
         if p.peak_rss >= 1 << 30 {
             failures.push(format!("{}: peak RSS 1 GiB or more", p.name));
         }
-        if p.disk_end > (QUOTA_MIB + QUOTA_SLACK_MIB) << 20 {
+        if *on_disk && p.disk_end > (QUOTA_MIB + QUOTA_SLACK_MIB) << 20 {
             failures.push(format!(
                 "{}: the data directory takes {:.1} MiB, over the {QUOTA_MIB} MiB quota",
                 p.name,
@@ -1090,11 +1261,11 @@ fn print_table(
     }
     if let Some(kib) = hwm_kib {
         println!(
-            "the node's peak RSS over the run (VmHWM): {:.0} MiB",
+            "the server's peak RSS over the run (VmHWM): {:.0} MiB",
             kib as f64 / 1024.0
         );
     }
-    if let Some(last) = phases.last() {
+    if let Some(last) = phases.last().filter(|_| *on_disk) {
         println!(
             "disk quota {QUOTA_MIB} MiB ([rocksdb] max-disk-mib): the data directory took {:.1} MiB at the end",
             last.disk_end as f64 / f64::from(1 << 20)
@@ -1114,4 +1285,5 @@ fn print_table(
             println!("  - {f}");
         }
     }
+    rows
 }

@@ -1,18 +1,73 @@
 //! Which peers enter a node's routing table: the bootstrap peers it dials, and the servers
 //! identify reports, each admitted once it has answered a FIND_NODE.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use dht_proto::{PeerId, PeerInfo, Request, Response};
+use dht_proto::{K_VALUE, Multiaddr, PeerId, PeerInfo, Request, Response, multiaddr::Protocol};
+use dht_routing::Outcome;
 use dht_routing_table::{Direction, PeerEvent, RoutingTable};
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 
+use super::{NodeClient, NodeError};
 use crate::transport::{TransportEvent, TransportEvents, TransportHandle};
+
+/// Bootstraps from `peers`: dials them, adds those that answered to `table` (a peer named
+/// by DNS once identify has told its addresses), and runs a self-lookup (the k peers closest
+/// to `local`), which fills the table with the peers it meets. Used when a node is built,
+/// by [`Node::bootstrap`](super::Node::bootstrap), and again whenever the table runs low.
+///
+/// # Errors
+/// [`NodeError::Routing`] when no peer answered, so that there is nobody to look up from.
+pub(crate) async fn bootstrap_from<T: RoutingTable + 'static>(
+    transport: &TransportHandle,
+    table: &Arc<T>,
+    client: &NodeClient<T>,
+    local: PeerId,
+    peers: &[PeerInfo],
+) -> Result<Outcome<Vec<PeerInfo>>, NodeError> {
+    dial_and_add(transport, &**table, peers).await;
+    add_once_identified(transport, &**table, peers).await;
+    let key = local.to_bytes();
+    Ok(dht_routing::find_closest_peers(client, &key, K_VALUE).await?)
+}
+
+/// A peer named by DNS (`/dns*`, `/dnsaddr`) has no address its connection vouches for
+/// until identify tells its listen addresses, so the table could not hold it yet: adds
+/// such peers again once identify has (waiting at most 5 s for those connected).
+async fn add_once_identified<T: RoutingTable + ?Sized>(
+    transport: &TransportHandle,
+    table: &T,
+    peers: &[PeerInfo],
+) {
+    use dht_routing_table::AddressBook;
+    let by_ip =
+        |a: &Multiaddr| matches!(a.iter().next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
+    let mut waiting: Vec<&PeerInfo> = peers
+        .iter()
+        .filter(|p| !p.addrs.iter().any(by_ip))
+        .collect();
+    let book = transport.peer_book();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !waiting.is_empty() {
+        waiting.retain(|p| match book.observed(&p.peer_id) {
+            Some(seen) if !seen.listen_addrs.is_empty() => {
+                table.update(p, PeerEvent::Seen(Direction::Outbound));
+                false
+            }
+            Some(_) => true,
+            None => book.awaiting_identify(&p.peer_id),
+        });
+        if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// Dials `peers` and adds those that answered to `table`; peers that cannot be dialled are
 /// logged and skipped.
-pub(crate) async fn dial_and_add<T: RoutingTable + ?Sized>(
+async fn dial_and_add<T: RoutingTable + ?Sized>(
     transport: &TransportHandle,
     table: &T,
     peers: &[PeerInfo],

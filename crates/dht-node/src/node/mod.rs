@@ -16,6 +16,8 @@
 //!   option) whose keystore is the node's store;
 //! - the table's maintenance ([`NodeTable::maintain`]): stale k-buckets refreshed every
 //!   10 minutes, or a full routing table refilled by a periodic crawl;
+//! - a bootstrap again whenever the table has run low ([`LOW_TABLE`] peers or fewer, looked
+//!   at every 2 minutes by default);
 //! - the expiry of stored records, hourly.
 
 use std::{
@@ -43,7 +45,7 @@ mod admission;
 mod provider;
 mod table;
 
-pub(crate) use admission::dial_and_add;
+pub(crate) use admission::bootstrap_from;
 use admission::feed_table;
 pub use provider::NodeProvider;
 pub use table::{FullTableConfig, Maintenance, NodeTable, TableSummary};
@@ -217,9 +219,10 @@ impl<T: NodeTable> Node<T> {
         Ok(found.iter().any(|(_, k)| k == key))
     }
 
-    /// Dials `peers`, adds those that answered the dial to the routing table, and runs a
-    /// self-lookup (the k peers closest to this node's own peer id), which fills the table
-    /// with the peers it meets. Returns the self-lookup's result and cost.
+    /// Dials `peers`, adds those that answered the dial to the routing table (a peer named
+    /// by DNS once identify has told its addresses), and runs a self-lookup (the k peers
+    /// closest to this node's own peer id), which fills the table with the peers it meets.
+    /// Returns the self-lookup's result and cost.
     ///
     /// Peers that cannot be dialled are skipped (logged); with an empty table the lookup
     /// fails with [`dht_routing::Error::NoPeers`].
@@ -227,8 +230,14 @@ impl<T: NodeTable> Node<T> {
     /// # Errors
     /// [`NodeError::Routing`] when no peer is known to start the lookup from.
     pub async fn bootstrap(&self, peers: &[PeerInfo]) -> Result<Outcome<Vec<PeerInfo>>, NodeError> {
-        dial_and_add(&self.transport, &*self.table, peers).await;
-        let outcome = self.self_lookup().await?;
+        let outcome = bootstrap_from(
+            &self.transport,
+            &self.table,
+            &self.client,
+            self.info.peer_id,
+            peers,
+        )
+        .await?;
         self.metrics.lookup("bootstrap", &outcome.stats);
         Ok(outcome)
     }
@@ -354,6 +363,7 @@ impl<T: NodeTable> Node<T> {
         self: &Arc<Self>,
         events: TransportEvents,
         initial_delay: Option<Duration>,
+        rebootstrap_every: Duration,
     ) {
         let feeder = tokio::spawn(feed_table(
             events,
@@ -364,8 +374,9 @@ impl<T: NodeTable> Node<T> {
         let weak = Arc::downgrade(self);
         let period = T::maintenance_interval(&self.table_config);
         let maintenance = tokio::spawn(maintenance_loop(weak.clone(), period, initial_delay));
-        let expiry = tokio::spawn(expiry_loop(weak));
-        self.tasks.lock().extend([feeder, maintenance, expiry]);
+        let expiry = tokio::spawn(expiry_loop(weak.clone()));
+        let low = tokio::spawn(low_table_loop(weak, rebootstrap_every));
+        self.tasks.lock().extend([feeder, maintenance, expiry, low]);
     }
 
     /// Counts an inbound request (for the metrics).
@@ -391,6 +402,43 @@ async fn maintenance_loop<T: NodeTable>(
             peers = report.peers,
             "routing table maintained"
         );
+    }
+}
+
+/// A routing table of this many peers or fewer has run low: the node bootstraps again
+/// (go-libp2p-kad-dht's `minRTRefreshThreshold`).
+pub const LOW_TABLE: usize = 10;
+
+/// How often a node looks whether its table has run low, by default (go-libp2p-kad-dht's
+/// `periodicBootstrapInterval`).
+pub const REBOOTSTRAP_INTERVAL: Duration = Duration::from_secs(120);
+
+/// The longest one bootstrap of [`low_table_loop`] may take.
+const REBOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every `every`, bootstraps again from the node's bootstrap peers if its table holds
+/// [`LOW_TABLE`] peers or fewer. Go's node does so only once its table is empty; here a table
+/// too small to route is refilled too (a few dials and one self-lookup, only while low).
+async fn low_table_loop<T: NodeTable>(node: Weak<Node<T>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        let peers = node.table.len();
+        if peers > LOW_TABLE || node.bootstrap.is_empty() {
+            continue;
+        }
+        tracing::info!(peers, "routing table low: bootstrapping again");
+        let run = node.bootstrap(&node.bootstrap);
+        match tokio::time::timeout(REBOOTSTRAP_TIMEOUT, run).await {
+            Ok(Ok(_)) => tracing::info!(peers = node.table.len(), "bootstrapped again"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "bootstrapping again found nobody"),
+            Err(_) => {
+                tracing::warn!(timeout = ?REBOOTSTRAP_TIMEOUT, "bootstrapping again timed out")
+            }
+        }
     }
 }
 

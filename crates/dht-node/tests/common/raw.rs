@@ -168,7 +168,7 @@ pub struct RawPeer {
 }
 
 impl RawPeer {
-    /// Starts a hostile peer with a fresh identity.
+    /// Starts a hostile peer with a fresh identity, dialling over TCP or QUIC.
     pub fn start() -> RawPeer {
         let swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
             .with_tokio()
@@ -178,6 +178,7 @@ impl RawPeer {
                 yamux::Config::default,
             )
             .expect("tcp transport")
+            .with_quic()
             .with_behaviour(|_| RawBehaviour::default())
             .expect("behaviour")
             .build();
