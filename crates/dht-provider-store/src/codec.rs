@@ -232,7 +232,7 @@ pub(crate) fn decode_provider(
 ) -> Result<ProviderRecord, StoreError> {
     let (_, peer) = split_kad(key, "provider key")?;
     let provider = PeerId::from_bytes(peer)
-        .map_err(|e| StoreError::corrupt(format!("provider key: bad peer id: {e}")))?;
+        .map_err(|e| StoreError::corrupt_because("provider key: bad peer id", e))?;
     let mut r = Reader::new(value, "provider record");
     let version = r.version(&PROVIDER_VERSIONS)?;
     let received_at = r.u64()?;
@@ -251,7 +251,7 @@ pub(crate) fn decode_provider(
         let len = usize::from(r.u16()?);
         let b = r.take(len)?;
         let a = Multiaddr::try_from(b.to_vec())
-            .map_err(|e| StoreError::corrupt(format!("provider record: bad address: {e}")))?;
+            .map_err(|e| StoreError::corrupt_because("provider record: bad address", e))?;
         addrs.push(a);
     }
     r.finish()?;
@@ -457,6 +457,17 @@ mod tests {
         let mut e = [0u8; 32];
         e[0] = 2;
         check(a, Some(e));
+    }
+
+    #[test]
+    fn a_bad_peer_id_is_corrupt_with_the_decoders_error_as_source() {
+        let r = record(3);
+        let key = kad_prefixed(&r.kad_key(), &[0xff; 10]);
+        let v = encode_provider(&r).unwrap();
+        let err = decode_provider(&r.key, &key, &v).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let source = std::error::Error::source(&err).expect("the peer id's parse error");
+        assert!(err.to_string().ends_with(&source.to_string()), "{err}");
     }
 
     #[test]

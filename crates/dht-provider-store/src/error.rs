@@ -19,14 +19,21 @@ pub enum StoreError {
     },
     /// The disk (or quota) is full; the write was not applied.
     ///
-    /// RocksDB then stops accepting writes until the database is reopened with free space.
+    /// RocksDB then refuses writes until there is room again; it looks for free space every
+    /// few seconds and resumes by itself, without a reopen.
     #[error("no space left on the device holding the database")]
     DiskFull,
     /// A stored key or value does not decode: damaged data or a foreign writer.
-    #[error("corrupt data in the store: {what}")]
+    #[error(
+        "corrupt data in the store: {what}{}",
+        source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
     Corrupt {
         /// What did not decode, and why.
         what: String,
+        /// The decoder's (or RocksDB's) error, where there is one.
+        #[source]
+        source: Option<dht_proto::SharedError>,
     },
     /// The database was written by a newer (or unknown) version of this crate.
     #[error("unsupported on-disk format version {found} (this build reads version {expected})")]
@@ -92,7 +99,22 @@ pub enum StoreError {
 impl StoreError {
     #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     pub(crate) fn corrupt(what: impl Into<String>) -> Self {
-        StoreError::Corrupt { what: what.into() }
+        StoreError::Corrupt {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::Corrupt`] with the error that made `what` undecodable as its source.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    pub(crate) fn corrupt_because(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Corrupt {
+            what: what.to_owned(),
+            source: Some(dht_proto::SharedError::new(source)),
+        }
     }
 
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
@@ -107,7 +129,10 @@ impl StoreError {
         match self {
             StoreError::Locked { path } => StoreError::Locked { path: path.clone() },
             StoreError::DiskFull => StoreError::DiskFull,
-            StoreError::Corrupt { what } => StoreError::Corrupt { what: what.clone() },
+            StoreError::Corrupt { what, source } => StoreError::Corrupt {
+                what: what.clone(),
+                source: source.clone(),
+            },
             StoreError::UnsupportedFormat { found, expected } => StoreError::UnsupportedFormat {
                 found: *found,
                 expected: *expected,
@@ -144,7 +169,7 @@ impl StoreError {
             return StoreError::DiskFull;
         }
         match e.kind() {
-            rocksdb::ErrorKind::Corruption => StoreError::Corrupt { what: msg },
+            rocksdb::ErrorKind::Corruption => StoreError::corrupt_because("RocksDB", e),
             rocksdb::ErrorKind::ShutdownInProgress => StoreError::Closed,
             _ => StoreError::Db(dht_proto::SharedError::new(e)),
         }

@@ -1216,7 +1216,7 @@ impl Keystore for RocksStore {
             }
             let (kad, mh) = split_kad(k, "keystore key")?;
             let mh = Multihash::from_bytes(mh)
-                .map_err(|e| StoreError::corrupt(format!("keystore key: bad multihash: {e}")))?;
+                .map_err(|e| StoreError::corrupt_because("keystore key: bad multihash", e))?;
             out.push((kad, mh));
             it.next();
         }

@@ -926,6 +926,7 @@ async fn a_failed_keystore_scan_is_retried_and_counted() {
         match left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)) {
             Ok(_) => Err(dht_provider_store::StoreError::Corrupt {
                 what: "injected read failure".into(),
+                source: None,
             }),
             Err(_) => Ok(()),
         }
