@@ -557,6 +557,27 @@ fn keys(n: usize, seed: u64) -> Vec<Multihash> {
         .collect()
 }
 
+/// A provider on the default settings, on `servers` servers (from `seed`), that provided
+/// `n` keys (from `key_seed`) at its start; its keystore, and the keys.
+async fn provided(
+    servers: usize,
+    seed: u64,
+    n: usize,
+    key_seed: u64,
+) -> (
+    Net,
+    Arc<MemoryStore>,
+    SweepingProvider<Net, KBucketTable, Arc<MemoryStore>>,
+    Vec<Multihash>,
+) {
+    let net = Net::new(servers, seed);
+    let store = Arc::new(MemoryStore::new());
+    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
+    let keys = keys(n, key_seed);
+    provider.start_providing(false, &keys).await.unwrap();
+    (net, store, provider, keys)
+}
+
 /// A provider with an empty keystore and state, on the default settings.
 fn start_fresh(net: &Net) -> SweepingProvider<Net, KBucketTable, Arc<MemoryStore>> {
     start(
@@ -652,11 +673,7 @@ fn config() -> SweepConfig {
 
 #[tokio::test(start_paused = true)]
 async fn first_provide_places_every_key_on_its_closest_servers() {
-    let net = Net::new(400, 1);
-    let store = Arc::new(MemoryStore::new());
-    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
-    let keys = keys(4000, 2);
-    provider.start_providing(false, &keys).await.unwrap();
+    let (net, _, provider, keys) = provided(400, 1, 4000, 2).await;
 
     let placement = net.placement(&keys, 19).await;
     let exact = net.placement(&keys, 20).await;
@@ -678,11 +695,7 @@ async fn first_provide_places_every_key_on_its_closest_servers() {
 
 #[tokio::test(start_paused = true)]
 async fn reprovide_cycle_sends_every_key_again_cheaply() {
-    let net = Net::new(300, 3);
-    let store = Arc::new(MemoryStore::new());
-    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
-    let keys = keys(2000, 4);
-    provider.start_providing(false, &keys).await.unwrap();
+    let (net, _, provider, keys) = provided(300, 3, 2000, 4).await;
     let (fn_initial, _) = net.counts();
     net.clear_held().await;
 
@@ -787,11 +800,7 @@ async fn dead_servers_do_not_cost_placement() {
 
 #[tokio::test(start_paused = true)]
 async fn stop_providing_removes_keys_and_stats_count_them() {
-    let net = Net::new(100, 12);
-    let store = Arc::new(MemoryStore::new());
-    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
-    let keys = keys(100, 13);
-    provider.start_providing(false, &keys).await.unwrap();
+    let (net, store, provider, keys) = provided(100, 12, 100, 13).await;
     provider.stop_providing(&keys[..40]).unwrap();
     assert_eq!(provider.stats().keys, Some(60));
     // provide_once leaves the keystore alone.
@@ -1256,11 +1265,7 @@ async fn steady_ingest_does_not_starve_reprovides() {
 #[tokio::test(start_paused = true)]
 async fn offline_sends_nothing_but_probes_and_catches_up_on_return() {
     const H: u64 = 3600;
-    let net = Net::new(300, 30);
-    let store = Arc::new(MemoryStore::new());
-    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
-    let held = keys(2000, 31);
-    provider.start_providing(false, &held).await.unwrap();
+    let (net, _, provider, _) = provided(300, 30, 2000, 31).await;
     // A minute past the first slice's reprovide (due at 1 h): the outage does not depend on
     // how long the first provide took.
     tokio::time::sleep(Duration::from_secs(H + 60)).await;
@@ -1851,11 +1856,7 @@ async fn occasional_loss_does_not_drop_servers_from_the_slice() {
 #[tokio::test(start_paused = true)]
 async fn stats_show_the_schedule_the_network_and_since_when_offline() {
     const H: u64 = 3600;
-    let net = Net::new(300, 40);
-    let store = Arc::new(MemoryStore::new());
-    let provider = start(&net, store.clone(), MemoryStateStore::default(), config());
-    let held = keys(2000, 41);
-    provider.start_providing(false, &held).await.unwrap();
+    let (net, _, provider, _) = provided(300, 40, 2000, 41).await;
     let stats = provider.stats();
     assert_eq!(stats.started_at, START);
     assert_eq!(stats.connectivity_since, START);
