@@ -18,7 +18,7 @@ pub use dht_proto::{Key, Prefix, ProviderRecord, Record, UnixSecs};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 #[cfg(feature = "rocksdb")]
-pub use rocks::{RocksMemory, RocksStore};
+pub use rocks::{RocksMemory, RocksStore, dir_bytes};
 pub use writer::{Durability, GroupWriter, WriteAnswer, WriteTicket, WriterConfig, WriterStats};
 
 /// The multihash type the keystore holds (up to 64-byte digests).

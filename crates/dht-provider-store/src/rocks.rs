@@ -162,8 +162,10 @@ impl DiskUse {
     }
 }
 
-/// The bytes of the files under `dir` (recursively); unreadable entries count 0.
-fn dir_bytes(dir: &Path) -> u64 {
+/// The bytes of the files under `dir` (recursively); unreadable entries count 0. What the
+/// store's disk quota measures of its directory, for an operator or a bench measuring the
+/// same from outside.
+pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

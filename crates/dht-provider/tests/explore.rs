@@ -1,24 +1,22 @@
-//! The region explorer against a synthetic network of servers with real k-bucket tables.
+//! The region explorer against dht-sim's servers and their k-bucket tables, answers computed
+//! from the tables without a network in between.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use dht_proto::{Key, PeerId, PeerInfo, Prefix};
 use dht_provider::explore::{
     Exploration, ExploreAction, ExploreConfig, RegionExplorer, closest_of,
 };
-use dht_routing_table::{
-    Direction, KBucketConfig, KBucketTable, ManualClock, PeerEvent, RoutingTable,
-};
-use rand::{
-    Rng, SeedableRng,
-    rngs::StdRng,
-    seq::{IndexedRandom, SliceRandom},
-};
+use dht_routing_table::RoutingTable;
+use dht_sim::{Sim, SimConfig};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
+/// dht-sim's servers, asked without a network in between: their answers are computed from
+/// their tables, with the misbehaviour a test sets.
 struct Net {
+    sim: Sim,
     servers: Vec<PeerInfo>,
-    tables: HashMap<PeerId, KBucketTable>,
     dead: BTreeSet<PeerId>,
     liars: BTreeSet<PeerId>,
     /// The share of its peers each answer leaves out.
@@ -26,35 +24,16 @@ struct Net {
 }
 
 impl Net {
-    /// `n` servers, each of whose tables learned every other server in random order.
+    /// `n` servers, each of whose tables holds what a perfectly refreshed table holds.
     fn new(n: usize, seed: u64) -> Net {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let servers: Vec<PeerInfo> = (0..n)
-            .map(|_| {
-                let kp = dht_proto::libp2p_identity::Keypair::ed25519_from_bytes(
-                    rng.random::<[u8; 32]>(),
-                )
-                .unwrap();
-                PeerInfo::new(kp.public().to_peer_id(), vec![])
-            })
+        let sim = Sim::new(SimConfig::default().with_nodes(n).with_seed(seed)).unwrap();
+        sim.fill_tables_directly();
+        let servers = (0..n)
+            .map(|i| sim.node(i).unwrap().info().clone())
             .collect();
-        let mut tables = HashMap::new();
-        for s in &servers {
-            let t = KBucketTable::new(
-                s.key(),
-                KBucketConfig::default().with_diversity(None),
-                ManualClock::new(0),
-            );
-            let mut order: Vec<&PeerInfo> = servers.iter().collect();
-            order.shuffle(&mut rng);
-            for p in order {
-                t.update(p, PeerEvent::Seen(Direction::Outbound));
-            }
-            tables.insert(s.peer_id, t);
-        }
         Net {
+            sim,
             servers,
-            tables,
             dead: BTreeSet::new(),
             liars: BTreeSet::new(),
             omit: 0.0,
@@ -82,7 +61,11 @@ impl Net {
                     .collect(),
             );
         }
-        let mut peers = self.tables[&to.peer_id].closest_peers(&target, 20);
+        let node = self
+            .sim
+            .index_of(&to.peer_id)
+            .and_then(|i| self.sim.node(i))?;
+        let mut peers = node.table().closest_peers(&target, 20);
         if self.omit > 0.0 {
             peers.retain(|_| rng.random::<f64>() >= self.omit);
         }

@@ -54,3 +54,51 @@ pub fn peer_with(seed: u64, addrs: &[&str]) -> PeerInfo {
         .collect();
     PeerInfo::new(peer_id(seed), addrs)
 }
+
+/// `n` deterministic CIDs (v1, raw) for `seed`, with their multihashes: the sha256 of
+/// `"{seed}-{i}"` for the `i`-th.
+///
+/// ```
+/// let cids = dht_test_kit::cids("docs", 2);
+/// assert_eq!(cids, dht_test_kit::cids("docs", 2));
+/// assert_ne!(cids[0], cids[1]);
+/// assert!(cids[0].0.starts_with('b'));
+/// ```
+pub fn cids(seed: &str, n: usize) -> Vec<(String, Multihash<64>)> {
+    (0..n)
+        .map(|i| {
+            let digest = Key::hash(format!("{seed}-{i}").as_bytes());
+            let mh = Multihash::wrap(0x12, digest.as_bytes()).expect("a 32-byte digest fits");
+            (dht_proto::cid::Cid::new_v1(0x55, mh).to_string(), mh)
+        })
+        .collect()
+}
+
+/// Polls `check` every 200 ms until it holds, failing the test (a panic naming `what`) once
+/// `timeout` has passed.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// let mut tries = 0;
+/// dht_test_kit::eventually(Duration::from_secs(5), "the third try", || {
+///     tries += 1;
+///     std::future::ready(tries == 3)
+/// })
+/// .await;
+/// # });
+/// ```
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

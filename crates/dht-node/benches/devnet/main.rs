@@ -36,6 +36,7 @@
 // Shared by the devnet and Go benches, each of which uses only some of it.
 #[allow(dead_code)]
 mod cpu;
+mod entry;
 mod kad;
 
 use std::{
@@ -259,19 +260,9 @@ impl Side {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    entry::init_tracing();
     let args = <Cli as clap::Parser>::parse().check()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(bench(args))
+    entry::block_on(bench(args))
 }
 
 async fn bench(args: Args) -> Result<()> {

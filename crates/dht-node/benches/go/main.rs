@@ -39,6 +39,8 @@
 #[allow(dead_code)]
 #[path = "../devnet/cpu.rs"]
 mod cpu;
+#[path = "../devnet/entry.rs"]
+mod entry;
 #[allow(clippy::unwrap_used)]
 #[path = "../../tests/go_peers/mod.rs"]
 mod go_peers;
@@ -798,19 +800,9 @@ async fn side(name: &'static str, args: &Args, servers: &GoPeers, seed: u64) -> 
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    entry::init_tracing();
     let args = <Cli as clap::Parser>::parse().check()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(bench(args))
+    entry::block_on(bench(args))
 }
 
 async fn bench(args: Args) -> Result<()> {

@@ -690,20 +690,6 @@ fn rss_of(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// One phase's figures.
 #[derive(Debug, Default)]
 struct Phase {
@@ -849,7 +835,7 @@ impl Server {
     /// The bytes of its data directory (the Go server keeps everything in memory).
     fn disk(&self) -> u64 {
         match self {
-            Server::Ours(node) => dir_bytes(&node.dir),
+            Server::Ours(node) => dht_provider_store::dir_bytes(&node.dir),
             Server::Go(_) => 0,
         }
     }

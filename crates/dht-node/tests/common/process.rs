@@ -12,9 +12,6 @@ use std::{
 };
 
 use dht_node::http_client::ApiClient;
-use dht_proto::cid::Cid;
-use dht_provider::Multihash;
-use sha2::{Digest, Sha256};
 
 /// A `dht-node run` process.
 pub struct NodeProc {
@@ -151,29 +148,13 @@ pub fn read_log(dir: &Path) -> String {
     log.get(start..).unwrap_or_default().to_owned()
 }
 
-/// `n` distinct CIDv1 (raw, sha2-256) made from `seed`.
+/// `n` distinct CIDv1 (raw, sha2-256) made from `seed` ([`dht_test_kit::cids`]).
 pub fn cids(seed: &str, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let digest = Sha256::digest(format!("{seed}-{i}").as_bytes());
-            let mh = Multihash::wrap(0x12, &digest).unwrap();
-            Cid::new_v1(0x55, mh).to_string()
-        })
+    dht_test_kit::cids(seed, n)
+        .into_iter()
+        .map(|(cid, _)| cid)
         .collect()
 }
 
-/// Polls `check` every 200 ms until it holds or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use dht_test_kit::eventually;

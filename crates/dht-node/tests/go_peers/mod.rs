@@ -8,14 +8,12 @@ use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use dht_node::api::hex_decode;
-use dht_proto::{PeerId, PeerInfo, Record, cid::Cid};
-use dht_provider::Multihash;
+use dht_proto::{PeerId, PeerInfo, Record};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// The variable naming the Go peer's binary (set by `cargo xtask interop`).
 pub const GO_PEER_ENV: &str = "AMINO_GO_KADPEERS";
@@ -228,29 +226,5 @@ pub fn record(v: &Value) -> Record {
     Record::new(hex("key"), hex("value"))
 }
 
-/// `n` distinct CIDv1 (raw, sha2-256) made from `seed`: the CID text and its multihash.
-pub fn cids(seed: &str, n: usize) -> Vec<(String, Multihash)> {
-    (0..n)
-        .map(|i| {
-            let digest = Sha256::digest(format!("{seed}-{i}").as_bytes());
-            let mh = Multihash::wrap(0x12, &digest).unwrap();
-            (Cid::new_v1(0x55, mh).to_string(), mh)
-        })
-        .collect()
-}
-
-/// Polls `check` every 200 ms until it holds, failing the test after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use dht_test_kit::{cids, eventually};
