@@ -559,6 +559,16 @@ async fn send_to_each<N: Network + ?Sized>(
     delivery
 }
 
+/// `total` (a lookup's stats) with the one round of requests sent straight to its peers
+/// after it: those of `direct`, since `started`.
+fn with_direct_round(mut total: OpStats, direct: &SharedStats, started: Instant) -> OpStats {
+    let mut round = direct.snapshot();
+    round.rounds = 1;
+    round.elapsed = started.elapsed();
+    total.merge(&round);
+    total
+}
+
 pub(crate) fn event_of<T>(result: &Result<T, RpcError>) -> PeerEvent {
     match result {
         Ok(_) => PeerEvent::Seen(dht_routing_table::Direction::Outbound),
@@ -677,11 +687,7 @@ pub mod generic {
                 })
                 .await;
         }
-        let mut total = closest.stats;
-        let mut direct = stats.snapshot();
-        direct.rounds = 1;
-        direct.elapsed = started.elapsed();
-        total.merge(&direct);
+        let total = with_direct_round(closest.stats, &stats, started);
         Ok(Outcome::new(value, total))
     }
 
@@ -705,11 +711,7 @@ pub mod generic {
             observe,
         )
         .await;
-        let mut total = closest.stats;
-        let mut direct = stats.snapshot();
-        direct.rounds = 1;
-        direct.elapsed = started.elapsed();
-        total.merge(&direct);
+        let total = with_direct_round(closest.stats, &stats, started);
         Ok(Outcome::new(delivery, total))
     }
 
@@ -821,11 +823,7 @@ pub mod generic {
                 Ok(false) | Err(_) => delivery.failed.push(peer.peer_id),
             }
         }
-        let mut total = closest.stats;
-        let mut direct = stats.snapshot();
-        direct.rounds = 1;
-        direct.elapsed = started.elapsed();
-        total.merge(&direct);
+        let total = with_direct_round(closest.stats, &stats, started);
         Ok(Outcome::new(delivery, total))
     }
 
