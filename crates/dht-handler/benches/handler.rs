@@ -29,27 +29,11 @@ use dht_provider_store::{
     Config, GroupWriter, MemoryStore, ProviderStore, RocksStore, ValueStore, WriterConfig,
 };
 use dht_routing_table::{FullRoutingTable, ManualClock, RoutingTable};
+use dht_test_kit::internet_peer;
 
 const NOW: u64 = dht_test_kit::EPOCH;
 const RECORDS: u64 = 1_000_000;
 const PROVIDERS: u64 = 1_000;
-
-fn peer(seed: u64) -> PeerInfo {
-    let id = dht_test_kit::peer_id(seed);
-    let ip = format!(
-        "{}.{}.{}.7",
-        1 + (seed >> 16) % 220,
-        (seed >> 8) % 256,
-        seed % 256
-    );
-    PeerInfo::new(
-        id,
-        vec![
-            format!("/ip4/{ip}/tcp/4001").parse().unwrap(),
-            format!("/ip4/{ip}/udp/4001/quic-v1").parse().unwrap(),
-        ],
-    )
-}
 
 /// The DHT key of content `i`: a sha256 multihash.
 fn content_key(i: u64) -> Vec<u8> {
@@ -64,7 +48,7 @@ fn table(n: u64) -> Arc<FullRoutingTable> {
         Default::default(),
         ManualClock::new(NOW),
     ));
-    t.replace_all((1..=n).map(peer), NOW);
+    t.replace_all((1..=n).map(internet_peer), NOW);
     t
 }
 
@@ -74,12 +58,14 @@ fn handler<P: ProviderStore, V: ValueStore>(
     values: V,
     config: HandlerConfig,
 ) -> Handler<Arc<FullRoutingTable>, P, V> {
-    Handler::new(peer(0), table, providers, values, config).expect("valid settings")
+    Handler::new(internet_peer(0), table, providers, values, config).expect("valid settings")
 }
 
 fn fill(store: &impl ProviderStore) {
     let start = Instant::now();
-    let providers: Vec<PeerInfo> = (0..PROVIDERS).map(|i| peer(1_000_000 + i)).collect();
+    let providers: Vec<PeerInfo> = (0..PROVIDERS)
+        .map(|i| internet_peer(1_000_000 + i))
+        .collect();
     let mut batch = Vec::with_capacity(10_000);
     for i in 0..RECORDS {
         let p = &providers[(i % PROVIDERS) as usize];
@@ -122,7 +108,7 @@ fn bench_find_node(c: &mut Criterion) {
     let mut g = c.benchmark_group("find_node");
     g.throughput(Throughput::Elements(1));
     let targets = targets();
-    let client = Sender::client(peer(u64::MAX));
+    let client = Sender::client(internet_peer(u64::MAX));
     let store = MemoryStore::new();
     for (n, name) in [(10_000u64, "10k"), (100_000, "100k")] {
         let t = table(n);
@@ -155,7 +141,7 @@ fn bench_find_node(c: &mut Criterion) {
         HandlerConfig::default().with_rate_limit(Some(RateLimit::new(u32::MAX, u32::MAX))),
     );
     let senders: Vec<Sender> = (0..1000)
-        .map(|i| Sender::client(peer(5_000_000 + i)))
+        .map(|i| Sender::client(internet_peer(5_000_000 + i)))
         .collect();
     let mut i = 0;
     g.bench_function("find_node/10k", |b| {
@@ -178,7 +164,7 @@ fn bench_get_providers_on<P: ProviderStore, V: ValueStore>(
     let mut g = c.benchmark_group("get_providers");
     g.throughput(Throughput::Elements(1));
     let keys = stored_keys();
-    let client = Sender::client(peer(u64::MAX));
+    let client = Sender::client(internet_peer(u64::MAX));
     let h = handler(table(10_000), store, values, no_limit());
     // Every key has its provider.
     assert!(!store.providers(&keys[0], 20, NOW + 1).unwrap().is_empty());

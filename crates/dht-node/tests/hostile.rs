@@ -7,19 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::{Node, RawPeer, within};
 use dht_node::transport::{ConnectionLimits, KadConfig, TransportConfig, TransportError};
+use dht_proto::pb::varint_bytes;
 use dht_proto::{Request, Response};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::Multiaddr;
-
-fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-    out
-}
 
 async fn honest_request_answered(client: &Node, server: &Node) {
     let out = within(
@@ -58,7 +49,7 @@ async fn a_request_announcing_4_mib_is_refused_at_its_length_prefix() {
     hostile.connect(&server.info).await.unwrap();
     let mut stream = hostile.open(server.info.peer_id).await.unwrap();
     // The largest body a response may have, announced for a request, and 16 bytes of it.
-    let mut frame = varint(4 * 1024 * 1024);
+    let mut frame = varint_bytes(4 * 1024 * 1024);
     frame.extend_from_slice(&[0u8; 16]);
     stream.write_all(&frame).await.unwrap();
     stream.flush().await.unwrap();

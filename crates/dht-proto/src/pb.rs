@@ -204,12 +204,30 @@ pub(crate) fn expect_wt(actual: u8, expected: u8) -> Result<(), PbError> {
 
 // --- encoding ---------------------------------------------------------------------------------
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a protobuf (and unsigned-varint) varint: seven bits a byte, lowest first.
+///
+/// ```
+/// let mut out = Vec::new();
+/// dht_proto::pb::put_varint(&mut out, 300);
+/// assert_eq!(out, [0xac, 0x02]);
+/// ```
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// `v` as a varint ([`put_varint`]), e.g. the length prefix of a frame.
+///
+/// ```
+/// assert_eq!(dht_proto::pb::varint_bytes(4 * 1024 * 1024), [0x80, 0x80, 0x80, 0x02]);
+/// ```
+pub fn varint_bytes(v: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(varint_len(v));
+    put_varint(&mut out, v);
+    out
 }
 
 pub(crate) fn varint_len(v: u64) -> usize {

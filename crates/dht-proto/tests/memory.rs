@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use dht_proto::{Codec, CodecError, PeerId, Request, Response};
+use dht_proto::{Codec, CodecError, PeerId, Request, Response, pb::put_varint};
 use futures::AsyncRead;
 
 /// A stream that hands out `data` and then ends, recording the largest buffer a reader
@@ -32,17 +32,9 @@ impl AsyncRead for Watched<'_> {
     }
 }
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 fn len_field(field: u8, bytes: &[u8], out: &mut Vec<u8>) {
     out.push((field << 3) | 2);
-    varint(bytes.len() as u64, out);
+    put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
@@ -52,7 +44,7 @@ const FOUR_MIB: usize = 4 * 1024 * 1024;
 fn an_announced_length_costs_nothing_until_its_bytes_arrive() {
     // A 4 MiB frame announced, 100 bytes of it sent, then the stream ends.
     let mut wire = Vec::new();
-    varint(FOUR_MIB as u64, &mut wire);
+    put_varint(&mut wire, FOUR_MIB as u64);
     wire.extend_from_slice(&[0u8; 100]);
     let mut io = Watched {
         data: &wire,

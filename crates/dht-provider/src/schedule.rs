@@ -197,6 +197,18 @@ impl Schedule {
         now.saturating_sub(self.next_due_time(progress))
     }
 
+    /// The slices due at `now` after `progress`: how far behind the walk is, in slices (at
+    /// most the number of slices; never a scan).
+    pub fn slices_due(&self, progress: &Progress, now: UnixSecs) -> u64 {
+        let lag = self.lag(progress, now);
+        if lag == 0 {
+            return 0;
+        }
+        let slices = 1u64 << self.slice_len.min(63);
+        let per_slice = (self.interval / slices).max(1);
+        (lag / per_slice + 1).min(slices)
+    }
+
     /// Marks `slice` done: progress moves past its last key, into the next cycle after the
     /// last slice.
     pub fn complete(&self, progress: &mut Progress, slice: &Prefix) {
@@ -291,6 +303,22 @@ mod tests {
         assert_eq!(progress.next, Key::ZERO);
         assert_eq!(s.next_due_time(&progress), 8 * H);
         assert_eq!(s.lag(&progress, now), 0);
+    }
+
+    #[test]
+    fn slices_due_count_what_the_walk_has_left_behind() {
+        let s = Schedule::new(0, 8 * H, 3);
+        let progress = Progress {
+            cycle: 5,
+            next: p("011").first_key(),
+        };
+        let due = s.due_time(5, &p("011").first_key());
+        // On time, then one slice due, then three, and never more than there are.
+        assert_eq!(s.slices_due(&progress, due - 1), 0);
+        assert_eq!(s.slices_due(&progress, due), 0);
+        assert_eq!(s.slices_due(&progress, due + 1), 1);
+        assert_eq!(s.slices_due(&progress, due + 2 * H + 1), 3);
+        assert_eq!(s.slices_due(&progress, due + 80 * H), 8);
     }
 
     #[test]

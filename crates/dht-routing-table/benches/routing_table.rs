@@ -24,29 +24,10 @@ use dht_proto::{Distance, Key, PeerInfo};
 use dht_routing_table::{
     Direction, FullRoutingTable, KBucketTable, ManualClock, PeerEvent, RoutingTable,
 };
+use dht_test_kit::internet_peer;
 
 const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (10_000, "10k"), (100_000, "100k")];
 const N: usize = 20;
-
-/// A peer with a deterministic id and two addresses (TCP and QUIC) in its own /24.
-fn peer(seed: u64) -> PeerInfo {
-    let id = dht_test_kit::peer_id(seed);
-    let ip = format!(
-        "{}.{}.{}.7",
-        1 + (seed >> 16) % 220,
-        (seed >> 8) % 256,
-        seed % 256
-    );
-    let addrs = vec![
-        format!("/ip4/{ip}/tcp/4001")
-            .parse()
-            .expect("valid multiaddr"),
-        format!("/ip4/{ip}/udp/4001/quic-v1")
-            .parse()
-            .expect("valid multiaddr"),
-    ];
-    PeerInfo::new(id, addrs)
-}
 
 fn targets() -> Vec<Key> {
     (0..1024u64)
@@ -98,14 +79,14 @@ impl BruteForce {
 fn kbucket_table(n: usize) -> KBucketTable {
     let table = KBucketTable::new(Key::hash(b"local"), Default::default(), ManualClock::new(0));
     for s in 0..n as u64 {
-        table.update(&peer(s), PeerEvent::Seen(Direction::Outbound));
+        table.update(&internet_peer(s), PeerEvent::Seen(Direction::Outbound));
     }
     table
 }
 
 fn full_table(n: usize) -> FullRoutingTable {
     let table = FullRoutingTable::new(Key::hash(b"local"), Default::default(), ManualClock::new(0));
-    table.replace_all((0..n as u64).map(peer), 0);
+    table.replace_all((0..n as u64).map(internet_peer), 0);
     table
 }
 
@@ -170,7 +151,7 @@ fn closest(c: &mut Criterion) {
     // The same 100k peers without addresses: how much of a query is cloning the answer.
     let bare = FullRoutingTable::new(Key::hash(b"local"), Default::default(), ManualClock::new(0));
     bare.replace_all(
-        (0..100_000u64).map(|s| PeerInfo::new(peer(s).peer_id, vec![])),
+        (0..100_000u64).map(|s| PeerInfo::new(internet_peer(s).peer_id, vec![])),
         0,
     );
     let mut i = 0;
@@ -184,7 +165,7 @@ fn closest(c: &mut Criterion) {
 }
 
 fn insert(c: &mut Criterion) {
-    let fresh: Vec<PeerInfo> = (0..4096u64).map(|s| peer(1 << 40 | s)).collect();
+    let fresh: Vec<PeerInfo> = (0..4096u64).map(|s| internet_peer(1 << 40 | s)).collect();
     let mut group = c.benchmark_group("insert_remove");
     for (n, label) in SIZES {
         let kb = kbucket_table(n);

@@ -521,10 +521,26 @@ pub(crate) async fn correct_outdated<N: Network + ?Sized>(
         return Vec::new();
     }
     let record = Record::new(best.key.clone(), best.value.clone());
+    let request = Request::PutValue { record };
+    send_to_each(network, peers, request, config, stats, observe)
+        .await
+        .succeeded
+}
+
+/// Sends `request` to each of `peers` (α at a time), tells `observe` how each answered, and
+/// returns who took it and who did not, each in peer id order.
+async fn send_to_each<N: Network + ?Sized>(
+    network: &N,
+    peers: Vec<PeerInfo>,
+    request: Request,
+    config: &ClientConfig,
+    stats: &SharedStats,
+    observe: impl Fn(&PeerInfo, PeerEvent),
+) -> Delivery {
     let mut results: Vec<_> = send_each(
         network,
         peers,
-        Request::PutValue { record },
+        request,
         config.query.alpha,
         config.driver.request_timeout,
         stats.clone(),
@@ -532,14 +548,25 @@ pub(crate) async fn correct_outdated<N: Network + ?Sized>(
     .collect()
     .await;
     results.sort_by_key(|a| a.0.peer_id);
-    let mut corrected = Vec::new();
+    let mut delivery = Delivery::default();
     for (peer, result) in results {
         observe(&peer, event_of(&result));
-        if result.is_ok() {
-            corrected.push(peer.peer_id);
+        match result {
+            Ok(_) => delivery.succeeded.push(peer.peer_id),
+            Err(_) => delivery.failed.push(peer.peer_id),
         }
     }
-    corrected
+    delivery
+}
+
+/// `total` (a lookup's stats) with the one round of requests sent straight to its peers
+/// after it: those of `direct`, since `started`.
+fn with_direct_round(mut total: OpStats, direct: &SharedStats, started: Instant) -> OpStats {
+    let mut round = direct.snapshot();
+    round.rounds = 1;
+    round.elapsed = started.elapsed();
+    total.merge(&round);
+    total
 }
 
 pub(crate) fn event_of<T>(result: &Result<T, RpcError>) -> PeerEvent {
@@ -660,11 +687,7 @@ pub mod generic {
                 })
                 .await;
         }
-        let mut total = closest.stats;
-        let mut direct = stats.snapshot();
-        direct.rounds = 1;
-        direct.elapsed = started.elapsed();
-        total.merge(&direct);
+        let total = with_direct_round(closest.stats, &stats, started);
         Ok(Outcome::new(value, total))
     }
 
@@ -678,30 +701,17 @@ pub mod generic {
         let closest = dht.find_closest_peers(key, k(&config)).await?;
         let started = Instant::now();
         let stats = SharedStats::new();
-        let mut results: Vec<_> = send_each(
+        let observe = |peer: &PeerInfo, event| dht.observe(peer, event);
+        let delivery = send_to_each(
             dht.network(),
             closest.value,
             request,
-            config.query.alpha,
-            config.driver.request_timeout,
-            stats.clone(),
+            &config,
+            &stats,
+            observe,
         )
-        .collect()
         .await;
-        results.sort_by_key(|a| a.0.peer_id);
-        let mut delivery = Delivery::default();
-        for (peer, result) in results {
-            dht.observe(&peer, event_of(&result));
-            match result {
-                Ok(_) => delivery.succeeded.push(peer.peer_id),
-                Err(_) => delivery.failed.push(peer.peer_id),
-            }
-        }
-        let mut total = closest.stats;
-        let mut direct = stats.snapshot();
-        direct.rounds = 1;
-        direct.elapsed = started.elapsed();
-        total.merge(&direct);
+        let total = with_direct_round(closest.stats, &stats, started);
         Ok(Outcome::new(delivery, total))
     }
 
@@ -813,11 +823,7 @@ pub mod generic {
                 Ok(false) | Err(_) => delivery.failed.push(peer.peer_id),
             }
         }
-        let mut total = closest.stats;
-        let mut direct = stats.snapshot();
-        direct.rounds = 1;
-        direct.elapsed = started.elapsed();
-        total.merge(&direct);
+        let total = with_direct_round(closest.stats, &stats, started);
         Ok(Outcome::new(delivery, total))
     }
 

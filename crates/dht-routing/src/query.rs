@@ -501,19 +501,10 @@ impl ClosestPeersQuery {
             }
             return true;
         }
-        let Some(c) = self
-            .index
-            .get(peer)
-            .and_then(|d| self.candidates.get_mut(d))
-        else {
+        let Some(round) = self.end_waiting(peer, State::Succeeded) else {
             return false;
         };
-        let State::Waiting { stalled, .. } = c.state else {
-            return false;
-        };
-        c.state = State::Succeeded;
-        let round = c.round.saturating_add(1);
-        self.end_request(stalled);
+        let round = round.saturating_add(1);
         self.stats.successes += 1;
         if !self.finished {
             for p in closer_peers.iter().take(self.config.max_peers_per_response) {
@@ -534,20 +525,27 @@ impl ClosestPeersQuery {
             self.stats.failures += 1;
             return true;
         }
-        let Some(c) = self
-            .index
-            .get(peer)
-            .and_then(|d| self.candidates.get_mut(d))
-        else {
+        if self.end_waiting(peer, State::Failed).is_none() {
             return false;
-        };
-        let State::Waiting { stalled, .. } = c.state else {
-            return false;
-        };
-        c.state = State::Failed;
-        self.end_request(stalled);
+        }
         self.stats.failures += 1;
         true
+    }
+
+    /// Ends the request in flight to `peer` in `state`: its candidate's round, or `None`
+    /// (nothing changed) when no request to `peer` is in flight.
+    fn end_waiting(&mut self, peer: &PeerId, state: State) -> Option<u32> {
+        let c = self
+            .index
+            .get(peer)
+            .and_then(|d| self.candidates.get_mut(d))?;
+        let State::Waiting { stalled, .. } = c.state else {
+            return None;
+        };
+        c.state = state;
+        let round = c.round;
+        self.end_request(stalled);
+        Some(round)
     }
 
     fn end_request(&mut self, stalled: bool) {

@@ -115,7 +115,6 @@ async fn deliver_batch(
     to: PeerId,
     batch: ProvideBatch,
 ) -> Result<ProvideBatchResponse, RpcError> {
-    let config = &sim.config;
     let Some(sender) = sim.node(from) else {
         return Err(RpcError::other(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -169,18 +168,24 @@ async fn deliver_batch(
             .handler
             .provide_batch(&Sender::server(sender.info.clone()), batch, now)
     };
-    if target.behaviour == Behaviour::Slow {
-        tokio::time::sleep(config.slow_delay).await;
-    }
-    tokio::time::sleep(back).await;
-    if lost_back {
-        bump(&sim.net.lost);
-        return std::future::pending().await;
-    }
+    answer_back(&sim, &target, back, lost_back).await;
     let mut body = Vec::new();
     dht_proto::batch::encode_response_body(&answer, &mut body);
     sender.counters.record_bytes(framed_len(body.len()));
     Ok(answer)
+}
+
+/// An answer's way back from `target`: a slow server's delay, then the latency `back`; a
+/// lost answer never arrives (this never returns: the client's timeout fires).
+async fn answer_back(sim: &SimInner, target: &SimNode, back: Duration, lost: bool) {
+    if target.behaviour == Behaviour::Slow {
+        tokio::time::sleep(sim.config.slow_delay).await;
+    }
+    tokio::time::sleep(back).await;
+    if lost {
+        bump(&sim.net.lost);
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The bytes of a message of `body` bytes with its unsigned-varint length prefix.
@@ -343,14 +348,7 @@ async fn deliver(
     let Some(result) = serve(&sim, &target, from, request, &mut rng) else {
         return std::future::pending().await;
     };
-    if target.behaviour == Behaviour::Slow {
-        tokio::time::sleep(config.slow_delay).await;
-    }
-    tokio::time::sleep(back).await;
-    if lost_back {
-        bump(&sim.net.lost);
-        return std::future::pending().await;
-    }
+    answer_back(&sim, &target, back, lost_back).await;
     result
 }
 

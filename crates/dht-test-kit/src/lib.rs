@@ -43,6 +43,31 @@ pub fn peer(seed: u64) -> PeerInfo {
     PeerInfo::new(peer_id(seed), vec![addr(seed)])
 }
 
+/// The peer of `seed` as servers on the internet are: [`peer_id`] with a TCP and a QUIC
+/// address at an IPv4 address in a /24 of its own (`<1 + (seed >> 16) % 220>.<seed >> 8>.<seed>.7`).
+///
+/// ```
+/// let p = dht_test_kit::internet_peer(258);
+/// assert_eq!(p.addrs[0].to_string(), "/ip4/1.1.2.7/tcp/4001");
+/// assert_eq!(p.addrs[1].to_string(), "/ip4/1.1.2.7/udp/4001/quic-v1");
+/// ```
+pub fn internet_peer(seed: u64) -> PeerInfo {
+    let ip = format!(
+        "{}.{}.{}.7",
+        1 + (seed >> 16) % 220,
+        (seed >> 8) % 256,
+        seed % 256
+    );
+    let addrs = [
+        format!("/ip4/{ip}/tcp/4001"),
+        format!("/ip4/{ip}/udp/4001/quic-v1"),
+    ]
+    .iter()
+    .map(|a| a.parse().expect("a valid multiaddr"))
+    .collect();
+    PeerInfo::new(peer_id(seed), addrs)
+}
+
 /// The peer id of `seed` with the given addresses (multiaddr strings).
 ///
 /// # Panics

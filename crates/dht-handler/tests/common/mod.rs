@@ -197,18 +197,7 @@ pub fn pb_varint(field: u64, v: u64) -> Vec<u8> {
     [varint(field << 3), varint(v)].concat()
 }
 
-pub fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return out;
-        }
-        out.push(b | 0x80);
-    }
-}
+pub use dht_proto::pb::varint_bytes as varint;
 
 /// How to assemble an `IpnsEntry`.
 #[derive(Clone, Debug, Default)]

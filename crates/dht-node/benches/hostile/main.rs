@@ -63,6 +63,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use common::RawPeer;
 use dht_node::transport::{KadConfig, Mode, TransportConfig};
+use dht_proto::pb::varint_bytes;
 use dht_proto::{Codec, Multiaddr, PeerId, PeerInfo, Request, Response, cid::Cid};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, stream::FuturesUnordered};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -163,16 +164,6 @@ fn ip(a: u8, b: u8, c: u8) -> IpAddr {
 fn server_of(args: &Args) -> Result<PeerInfo> {
     let text = args.server.as_deref().context("--server")?;
     dht_node::builder::parse_peer(text).map_err(|e| anyhow::anyhow!("--server {text}: {e}"))
-}
-
-fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-    out
 }
 
 /// A random 34-byte sha2-256 multihash, as content keys are.
@@ -420,7 +411,7 @@ async fn streams(server: &PeerInfo, stop: Instant, base: u8) -> String {
     let peers: Vec<RawPeer> = (0..16u8)
         .map(|i| RawPeer::start_from(ip(20 + base, 0, i + 1)))
         .collect();
-    let announce = varint(4 * 1024 * 1024);
+    let announce = varint_bytes(4 * 1024 * 1024);
     let mut held = Vec::new();
     let mut refused = 0usize;
     for p in &peers {
@@ -551,10 +542,10 @@ async fn malformed(server: &PeerInfo, stop: Instant, base: u8) -> String {
             // A length prefix and a body of random bytes (not a message).
             1 => {
                 let body: Vec<u8> = (0..200).map(|_| rng.random()).collect();
-                [varint(200), body].concat()
+                [varint_bytes(200), body].concat()
             }
             // A length prefix past every limit (and an unterminated varint after it).
-            2 => [varint(u64::MAX >> 1), vec![0xff; 12]].concat(),
+            2 => [varint_bytes(u64::MAX >> 1), vec![0xff; 12]].concat(),
             // A valid FIND_NODE cut in half.
             3 => {
                 let mut buf = Vec::new();

@@ -1322,7 +1322,7 @@ where
             connectivity_since: shared.connectivity_since,
             regions_queued_provide: shared.queue.len() as u64,
             regions_queued_retry: shared.state.retries.len() as u64,
-            regions_due: regions_due(&shared.schedule, &shared.cursor, now),
+            regions_due: shared.schedule.slices_due(&shared.cursor, now),
             next_region: Some(next_slice.to_string()),
             next_region_due: Some(shared.schedule.next_due_time(&shared.cursor)),
             workers_reserved: self.config.reserved_for_schedule,
@@ -1338,18 +1338,6 @@ where
             region_times: shared.region_times.list(),
         }
     }
-}
-
-/// The slices of the walk due at `now` after `cursor`: how far behind it is, in slices (at
-/// most the number of slices; never a scan).
-fn regions_due(schedule: &Schedule, cursor: &Progress, now: UnixSecs) -> u64 {
-    let lag = schedule.lag(cursor, now);
-    if lag == 0 {
-        return 0;
-    }
-    let slices = 1u64 << schedule.slice_len().min(63);
-    let per_slice = (schedule.interval() / slices).max(1);
-    (lag / per_slice + 1).min(slices)
 }
 
 /// Seconds between two probes while disconnected.
