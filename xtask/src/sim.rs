@@ -30,7 +30,7 @@ experiments:
          [--omit F] [--alpha A] [--beta B] [--k K]
                              lookups in a simulated network, against the ground truth
   provide --servers S --keys N --strategy sweep|per-key|both [--churn F] [--seed X]
-          [--json PATH] [--keystore rocksdb|memory] [--records store|count] [--preload]
+          [--json PATH] [--keystore rocksdb|memory] [--records store|count|sample] [--preload]
           [--no-reprovide] [--placement-sample N] [--findable-sample N]
           [--build fast|realistic] [--silent F] [--slow F] [--loss P] [--omit F]
           [--ingest R] [--workers W] [--interval-hours H] [--plot DIR]

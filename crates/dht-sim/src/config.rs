@@ -218,6 +218,18 @@ pub enum ProviderRecords {
     /// Count them on arrival and drop them: a run of millions of keys measures the provider,
     /// not the servers' stores. Nothing is findable.
     Count,
+    /// Keep the records of the keys a run checks (its placement, holder and findability
+    /// samples, registered with [`Sim::keep_records_of`](crate::Sim::keep_records_of)) and
+    /// count the others: a run of millions of keys measures placement and findability on a
+    /// sample, and the servers' stores hold only the sample's records.
+    Sample,
+}
+
+impl ProviderRecords {
+    /// Whether servers keep any record (placement and findability can be measured).
+    pub fn stores(self) -> bool {
+        !matches!(self, ProviderRecords::Count)
+    }
 }
 
 impl Default for SimConfig {

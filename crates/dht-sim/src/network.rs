@@ -161,18 +161,64 @@ async fn deliver_batch(
             .table
             .update_at(&sender.info, PeerEvent::Seen(Direction::Outbound), now);
     }
-    let answer = if sim.config.provider_records == ProviderRecords::Count {
-        ProvideBatchResponse::answered(vec![KeyStatus::Stored; batch.keys.len()])
-    } else {
+    let answer = if sim.config.provider_records == ProviderRecords::Sample {
+        sampled_batch(&sim, &target, &sender, batch, now)
+    } else if sim.config.provider_records.stores() {
         target
             .handler
             .provide_batch(&Sender::server(sender.info.clone()), batch, now)
+    } else {
+        ProvideBatchResponse::answered(vec![KeyStatus::Stored; batch.keys.len()])
     };
     answer_back(&sim, &target, back, lost_back).await;
     let mut body = Vec::new();
     dht_proto::batch::encode_response_body(&answer, &mut body);
     sender.counters.record_bytes(framed_len(body.len()));
     Ok(answer)
+}
+
+/// With [`ProviderRecords::Sample`]: the kept keys of `batch` go to `target`'s handler as a
+/// batch of their own, the others are answered `STORED` without being stored. A refusal of
+/// the kept keys' batch refuses the whole batch.
+fn sampled_batch(
+    sim: &SimInner,
+    target: &SimNode,
+    sender: &SimNode,
+    batch: ProvideBatch,
+    now: dht_proto::UnixSecs,
+) -> ProvideBatchResponse {
+    let kept: Vec<bool> = batch.keys.iter().map(|k| sim.keeps_records_of(k)).collect();
+    if !kept.contains(&true) {
+        return ProvideBatchResponse::answered(vec![KeyStatus::Stored; batch.keys.len()]);
+    }
+    let ProvideBatch { provider, keys } = batch;
+    let kept_keys = keys
+        .into_iter()
+        .zip(&kept)
+        .filter_map(|(key, &keep)| keep.then_some(key))
+        .collect();
+    let sub = ProvideBatch {
+        provider,
+        keys: kept_keys,
+    };
+    let answer = target
+        .handler
+        .provide_batch(&Sender::server(sender.info.clone()), sub, now);
+    if answer.error.is_some() {
+        return answer;
+    }
+    let mut statuses = answer.statuses.iter().copied();
+    let merged = kept
+        .iter()
+        .map(|&keep| {
+            if keep {
+                statuses.next().unwrap_or(KeyStatus::Stored)
+            } else {
+                KeyStatus::Stored
+            }
+        })
+        .collect();
+    ProvideBatchResponse::answered(merged).with_allowance(answer.allowance)
 }
 
 /// An answer's way back from `target`: a slow server's delay, then the latency `back`; a
@@ -317,7 +363,7 @@ async fn deliver(
         // Written to the stream; the server handles it one latency later.
         if lost_out {
             bump(&sim.net.lost);
-        } else if sim.config.provider_records == ProviderRecords::Count {
+        } else if !sim.keeps_records_of(request.key()) {
             // Counted on arrival, never stored: no task, no record.
             if target.behaviour.answers() {
                 target.counters.received(ty);

@@ -551,6 +551,13 @@ where
         .into_iter()
         .take(sim.config().bootstrap_peers.max(1))
         .collect::<Vec<_>>();
+    if sim.config().provider_records == crate::ProviderRecords::Sample {
+        let seed = sim.config().seed;
+        let checked = placement_keys(config)
+            .chain(holder_keys(config))
+            .chain(findable_keys(config));
+        sim.keep_records_of(checked.map(|i| key_at(seed, i).to_bytes()));
+    }
     let me = sim.add_node(Behaviour::Honest)?;
     sim.set_protected(me, true);
     sim.join(me, &boot).await;
@@ -774,21 +781,17 @@ async fn sample_holders(
     cycle_end: tokio::time::Instant,
 ) -> Vec<HolderSample> {
     let mut samples = Vec::new();
-    if sim.config().provider_records != crate::ProviderRecords::Store
-        || config.keys == 0
-        || config.holder_samples == 0
-    {
+    if !sim.config().provider_records.stores() || config.keys == 0 || config.holder_samples == 0 {
         return samples;
     }
     let started = tokio::time::Instant::now();
-    let step = (config.keys / config.holder_sample_keys.max(1)).max(1) as usize;
     for i in 1..=config.holder_samples {
         let at = started
             + config
                 .interval
                 .mul_f64(f64::from(i) / f64::from(config.holder_samples));
         tokio::time::sleep_until(at.min(cycle_end)).await;
-        let h = Holders::count(sim, me, provider, (0..config.keys).step_by(step));
+        let h = Holders::count(sim, me, provider, holder_keys(config));
         samples.push(HolderSample {
             at_secs: started.elapsed().as_secs(),
             keys: h.checked,
@@ -896,26 +899,19 @@ async fn check(
     config: &ProvideConfig,
     phase: &mut PhaseReport,
 ) {
-    if sim.config().provider_records != crate::ProviderRecords::Store || config.keys == 0 {
+    if !sim.config().provider_records.stores() || config.keys == 0 {
         return;
     }
     let seed = sim.config().seed;
-    let every = |sample: usize| match sample {
-        0 => 1,
-        n => (config.keys / n as u64).max(1),
-    };
-    let step = every(config.placement_sample);
-    let h = Holders::count(sim, me, provider, (0..config.keys).step_by(step as usize));
+    let h = Holders::count(sim, me, provider, placement_keys(config));
     phase.placement_checked = h.checked;
     phase.placement_fraction = Some(h.placed as f64 / h.checked.max(1) as f64);
     phase.exact_placement_fraction = Some(h.exact as f64 / h.checked.max(1) as f64);
     phase.mean_holders = Some(h.mean());
     phase.p5_holders = h.p5();
 
-    let step = every(config.findable_sample);
     let (mut sampled, mut found) = (0u64, 0u64);
-    let mut i = 0;
-    while i < config.keys && sampled < config.findable_sample as u64 {
+    for i in findable_keys(config) {
         let key = key_at(seed, i).to_bytes();
         let finder =
             sim.random_live_node(|n| n.index() != me && n.behaviour() == Behaviour::Honest);
@@ -927,10 +923,32 @@ async fn check(
             found += u64::from(hit.await);
         }
         sampled += 1;
-        i += step;
     }
     phase.findable_checked = sampled;
     phase.findable_fraction = Some(found as f64 / sampled.max(1) as f64);
+}
+
+/// The keys (numbers for [`key_at`]) whose placement is checked: every key, or
+/// [`ProvideConfig::placement_sample`] spread over them.
+fn placement_keys(config: &ProvideConfig) -> impl Iterator<Item = u64> {
+    spread(config.keys, config.placement_sample as u64)
+}
+
+/// The keys whose holders are sampled during the cycle.
+fn holder_keys(config: &ProvideConfig) -> impl Iterator<Item = u64> {
+    spread(config.keys, config.holder_sample_keys.max(1))
+}
+
+/// The keys looked up with find_providers.
+fn findable_keys(config: &ProvideConfig) -> impl Iterator<Item = u64> {
+    let n = config.findable_sample as u64;
+    spread(config.keys, n).take(n as usize)
+}
+
+/// About `n` of the keys `0..keys`, evenly spread (every key for `n` = 0).
+fn spread(keys: u64, n: u64) -> impl Iterator<Item = u64> {
+    let step = keys.checked_div(n).unwrap_or(1).max(1);
+    (0..keys).step_by(step as usize)
 }
 
 /// How many of each checked key's true 20 closest answering live servers hold its record.

@@ -1,7 +1,7 @@
 //! [`Sim`]: the simulated network, its construction, churn and ground truth.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -64,11 +64,23 @@ pub(crate) struct SimInner {
     rng: Mutex<StdRng>,
     pub(crate) net: NetCounters,
     initial_nodes: usize,
+    /// With [`ProviderRecords::Sample`](crate::ProviderRecords::Sample): the keys whose
+    /// records servers keep.
+    kept: RwLock<HashSet<Vec<u8>>>,
 }
 
 impl SimInner {
     pub(crate) fn node(&self, i: usize) -> Option<Arc<SimNode>> {
         self.nodes.read().get(i).cloned()
+    }
+
+    /// Whether servers keep the records of `key` (else they count them only).
+    pub(crate) fn keeps_records_of(&self, key: &[u8]) -> bool {
+        match self.config.provider_records {
+            crate::ProviderRecords::Count => false,
+            crate::ProviderRecords::Sample => self.kept.read().contains(key),
+            _ => true,
+        }
     }
 
     pub(crate) fn index_of(&self, peer: &PeerId) -> Option<usize> {
@@ -219,6 +231,7 @@ impl Sim {
                 rng: Mutex::new(rng),
                 net: NetCounters::default(),
                 initial_nodes: n,
+                kept: RwLock::new(HashSet::new()),
                 config,
             }),
         };
@@ -383,6 +396,13 @@ impl Sim {
         for node in self.inner.nodes.read().iter() {
             let _ = node.store.remove_expired(now);
         }
+    }
+
+    /// With [`ProviderRecords::Sample`](crate::ProviderRecords::Sample), servers keep the
+    /// records of `keys` (DHT keys: for content, multihash bytes) from now on, and count the
+    /// records of all others.
+    pub fn keep_records_of(&self, keys: impl IntoIterator<Item = Vec<u8>>) {
+        self.inner.kept.write().extend(keys);
     }
 
     /// Virtual time elapsed since the simulation was made.

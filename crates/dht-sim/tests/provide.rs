@@ -369,3 +369,55 @@ fn mixed_network_batches_to_the_servers_that_speak_it() {
         all.provide
     );
 }
+
+/// Servers that keep only the sampled keys' records (`ProviderRecords::Sample`) give the
+/// placement and findability a run that keeps every record gives for the same keys (here
+/// with a tenth of the servers silent, so that placement is not trivially whole), and
+/// their stores hold the sample's records only: a run of millions of keys measures them
+/// with the memory of a sample.
+#[test]
+fn servers_that_keep_the_sample_only_measure_it_as_servers_that_keep_everything() {
+    use dht_provider_store::ProviderStore;
+    let run = |records: dht_sim::ProviderRecords| {
+        dht_sim::runtime().unwrap().block_on(async {
+            let network = sim_config(300, 31)
+                .with_silent(0.1)
+                .with_provider_records(records);
+            let sim = Sim::build(network).await.unwrap();
+            let config = ProvideConfig::new(Strategy::Sweep, 10_000)
+                .with_placement_sample(500)
+                .with_holder_sample_keys(250)
+                .with_findable_sample(100)
+                .with_reprovide(false);
+            let report = run_provide(&sim, MemoryStore::new(), &config, |_| {})
+                .await
+                .unwrap();
+            let held: u64 = (0..sim.len())
+                .filter_map(|i| sim.node(i))
+                .map(|n| n.store().remove_expired(u64::MAX).unwrap())
+                .sum();
+            (report.provide, held)
+        })
+    };
+    let (all, all_held) = run(dht_sim::ProviderRecords::Store);
+    let (sample, sample_held) = run(dht_sim::ProviderRecords::Sample);
+    eprintln!("store: {all:?}, {all_held} records held");
+    eprintln!("sample: {sample:?}, {sample_held} records held");
+    assert_eq!(sample.placement_checked, 500);
+    assert_eq!(sample.findable_checked, 100);
+    assert_eq!(sample.findable_fraction, Some(1.0));
+    let (a, s) = (all.mean_holders.unwrap(), sample.mean_holders.unwrap());
+    assert!((a - s).abs() <= 0.2, "mean holders {a} against {s}");
+    let (a, s) = (
+        all.placement_fraction.unwrap(),
+        sample.placement_fraction.unwrap(),
+    );
+    assert!((a - s).abs() <= 0.03, "placement {a} against {s}");
+    // Every key's records against the sample's: 500 placement keys (the holder and
+    // findable samples are among them), some 21 records each.
+    assert!(all_held >= 10_000 * 20, "{all_held}");
+    assert!(
+        (500 * 20..=500 * 31).contains(&sample_held),
+        "{sample_held}"
+    );
+}

@@ -424,6 +424,10 @@ mod provide_cmd {
         Store,
         /// Servers count them only: placement and findability are not measured.
         Count,
+        /// Servers keep the records of the keys checked (`--placement-sample`, the holder
+        /// samples, `--findable-sample`) and count the others: placement and findability
+        /// of millions of keys, measured on a sample.
+        Sample,
     }
 
     /// `dht-sim provide`'s options.
@@ -549,6 +553,7 @@ mod provide_cmd {
                 .with_provider_records(match self.records {
                     RecordsArg::Store => ProviderRecords::Store,
                     RecordsArg::Count => ProviderRecords::Count,
+                    RecordsArg::Sample => ProviderRecords::Sample,
                 });
             let mut config = ProvideConfig::default()
                 .with_churn(self.churn)
@@ -856,6 +861,7 @@ mod provide_cmd {
             keystore: args.keystore,
             records: match args.sim.provider_records {
                 ProviderRecords::Count => "count",
+                ProviderRecords::Sample => "sample",
                 _ => "store",
             },
             runs,
