@@ -105,10 +105,13 @@ async fn per_ip_limit_holds_and_releases(listen: Multiaddr) {
     for p in &peers {
         results.push(p.connect(&server.info).await.is_ok());
     }
+    assert_eq!(results[..2], [true, true], "the first two peers connect");
+    // The third is refused. Over QUIC the refusal may come just after its dial reported the
+    // connection (the server closes it once established): what counts is that none stays.
     assert_eq!(
-        results,
-        [true, true, false],
-        "two of three peers from one IP connect"
+        settles(0, || peers[2].open_connections()).await,
+        0,
+        "the third peer from the IP is refused ({results:?})"
     );
     // A peer that leaves frees its place.
     drop(peers.remove(0));
@@ -123,9 +126,11 @@ async fn per_ip_limit_holds_and_releases(listen: Multiaddr) {
         connected.is_ok(),
         "the newcomer connects once a place is free"
     );
+    assert_eq!(settles(1, || newcomer.open_connections()).await, 1);
+    let _ = peers[1].connect(&server.info).await;
     assert_eq!(
-        peers[1].connect(&server.info).await.ok(),
-        None,
+        settles(0, || peers[1].open_connections()).await,
+        0,
         "and no more"
     );
 }
