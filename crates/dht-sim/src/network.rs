@@ -20,7 +20,7 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use serde::Serialize;
 
 use crate::{
-    Behaviour, ProviderRecords,
+    Behaviour,
     node::SimNode,
     sim::{SimInner, mix},
 };
@@ -106,9 +106,7 @@ impl Network for NodeNetwork {
 /// A batch of the batched provide protocol, as a request that expects a response travels
 /// (latency, loss, silent and slow servers); a server that does not speak the protocol, or
 /// lists it and refuses it, refuses the stream after one latency
-/// ([`RpcError::Unsupported`]). The server's side is
-/// [`Handler::provide_batch`](dht_handler::Handler::provide_batch), or with
-/// [`ProviderRecords::Count`] a count and every key answered `STORED`.
+/// ([`RpcError::Unsupported`]). The server's side is [`serve_batch`].
 async fn deliver_batch(
     sim: Arc<SimInner>,
     from: usize,
@@ -161,15 +159,7 @@ async fn deliver_batch(
             .table
             .update_at(&sender.info, PeerEvent::Seen(Direction::Outbound), now);
     }
-    let answer = if sim.config.provider_records == ProviderRecords::Sample {
-        sampled_batch(&sim, &target, &sender, batch, now)
-    } else if sim.config.provider_records.stores() {
-        target
-            .handler
-            .provide_batch(&Sender::server(sender.info.clone()), batch, now)
-    } else {
-        ProvideBatchResponse::answered(vec![KeyStatus::Stored; batch.keys.len()])
-    };
+    let answer = serve_batch(&sim, &target, &sender, batch, now);
     answer_back(&sim, &target, back, lost_back).await;
     let mut body = Vec::new();
     dht_proto::batch::encode_response_body(&answer, &mut body);
@@ -177,10 +167,11 @@ async fn deliver_batch(
     Ok(answer)
 }
 
-/// With [`ProviderRecords::Sample`]: the kept keys of `batch` go to `target`'s handler as a
-/// batch of their own, the others are answered `STORED` without being stored. A refusal of
-/// the kept keys' batch refuses the whole batch.
-fn sampled_batch(
+/// `target`'s answer to `batch`: the keys whose records servers keep (all of them with
+/// [`ProviderRecords::Store`](crate::ProviderRecords::Store), none with `Count`, the sample
+/// with `Sample`) go to its handler as a batch of their own, the others are answered
+/// `STORED` without being stored. A refusal of the kept keys' batch refuses the whole batch.
+fn serve_batch(
     sim: &SimInner,
     target: &SimNode,
     sender: &SimNode,
