@@ -26,6 +26,11 @@ pub struct MemoryProbes {
     pub heap_bytes: Option<fn() -> u64>,
     /// The keystore's memory outside Rust's heap.
     pub store_bytes: Option<StoreMemoryFn>,
+    /// Called once the preload has written the keys, before the provider starts and memory
+    /// is watched: lets the keystore put its bulk writes away (RocksDB: flush the memtables
+    /// that hold them), as writes made long before a node's start would be, so that what is
+    /// measured is the provider's memory, not the preload's.
+    pub after_preload: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl fmt::Debug for MemoryProbes {
@@ -33,6 +38,7 @@ impl fmt::Debug for MemoryProbes {
         f.debug_struct("MemoryProbes")
             .field("heap_bytes", &self.heap_bytes.is_some())
             .field("store_bytes", &self.store_bytes.is_some())
+            .field("after_preload", &self.after_preload.is_some())
             .finish()
     }
 }
@@ -166,6 +172,7 @@ mod tests {
         let probes = MemoryProbes {
             heap_bytes: Some(heap),
             store_bytes: Some(Arc::new(move || [s.load(Ordering::Relaxed), 7, 3])),
+            after_preload: None,
         };
         let watch = MemoryWatch::start(&probes, Duration::from_millis(1));
         HEAP.store(1500, Ordering::Relaxed);

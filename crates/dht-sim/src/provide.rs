@@ -576,6 +576,9 @@ where
                 for chunk in key_chunks(sim.config().seed, config.keys) {
                     keystore.put(&chunk).map_err(provider_error)?;
                 }
+                if let Some(settle) = &config.memory.after_preload {
+                    settle();
+                }
             }
             watch = MemoryWatch::start(&config.memory, MEMORY_PERIOD);
             let parts = SweepParts {

@@ -47,6 +47,7 @@ fn a_small_run_writes_four_plots_with_every_point() {
             .with_memory(MemoryProbes {
                 heap_bytes: Some(heap_bytes),
                 store_bytes: None,
+                after_preload: None,
             });
         run_provide(&sim, MemoryStore::new(), &config, |_| {})
             .await

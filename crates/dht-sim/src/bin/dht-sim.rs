@@ -609,6 +609,12 @@ mod provide_cmd {
                         dir.path().join("keystore"),
                         dht_provider_store::Config::default(),
                     )?);
+                    let flushed = store.clone();
+                    config.memory.after_preload = Some(std::sync::Arc::new(move || {
+                        if let Err(e) = flushed.flush() {
+                            tracing::warn!(error = %e, "flushing the preloaded keystore failed");
+                        }
+                    }));
                     let probe = store.clone();
                     config.memory.store_bytes = Some(std::sync::Arc::new(move || {
                         probe.rocksdb_memory().map_or([0; 3], |m| {
